@@ -1,0 +1,155 @@
+"""An in-memory exchange port that records every call, for tests and the smoke harness.
+
+It keeps open orders, positions, mark prices and step sizes, applies its own
+writes (a cancel removes the order, a reduce-only market order reduces the
+position) and can be told to fail a method once or always.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from grinder.exchange.port import CancelOutcome, ExchangeError
+from grinder.reconcile.types import (
+    ZERO,
+    ObservedOrder,
+    ObservedPosition,
+    OrderStatus,
+    PositionKey,
+    PositionSide,
+    Side,
+)
+
+WRITE_METHODS = frozenset({"cancel_order", "place_reduce_only_market"})
+
+
+@dataclass(frozen=True, slots=True)
+class PortCall:
+    method: str
+    args: dict[str, Any]
+
+    @property
+    def is_write(self) -> bool:
+        return self.method in WRITE_METHODS
+
+
+@dataclass
+class FakePort:
+    """Recording in-memory ``ExchangePort``."""
+
+    open_orders: dict[str, ObservedOrder] = field(default_factory=dict)
+    ended_orders: dict[str, ObservedOrder] = field(default_factory=dict)
+    positions: dict[PositionKey, ObservedPosition] = field(default_factory=dict)
+    mark_prices: dict[str, Decimal] = field(default_factory=dict)
+    step_sizes: dict[str, Decimal] = field(default_factory=dict)
+    calls: list[PortCall] = field(default_factory=list)
+    fail_once: dict[str, ExchangeError] = field(default_factory=dict)
+    fail_always: dict[str, ExchangeError] = field(default_factory=dict)
+    now_ms: int = 0
+
+    # --- set-up helpers ------------------------------------------------------------------
+
+    def add_order(self, order: ObservedOrder) -> None:
+        self.open_orders[order.client_order_id] = order
+
+    def set_position(
+        self, symbol: str, qty: Decimal, position_side: PositionSide = PositionSide.BOTH
+    ) -> None:
+        self.positions[(symbol, position_side)] = ObservedPosition(
+            symbol=symbol,
+            qty=qty,
+            position_side=position_side,
+            mark_price=self.mark_prices.get(symbol),
+        )
+
+    @property
+    def write_calls(self) -> list[PortCall]:
+        return [c for c in self.calls if c.is_write]
+
+    # --- the port ------------------------------------------------------------------------
+
+    def _record(self, method: str, **args: Any) -> None:
+        self.calls.append(PortCall(method, args))
+        err = self.fail_once.pop(method, None) or self.fail_always.get(method)
+        if err is not None:
+            raise err
+
+    async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> list[ObservedOrder]:
+        self._record("fetch_open_orders", symbols=symbols)
+        return [o for o in self.open_orders.values() if symbols is None or o.symbol in symbols]
+
+    async def fetch_positions(self, symbols: Sequence[str] | None = None) -> list[ObservedPosition]:
+        self._record("fetch_positions", symbols=symbols)
+        return [
+            p
+            for p in self.positions.values()
+            if p.qty != ZERO and (symbols is None or p.symbol in symbols)
+        ]
+
+    async def query_order(self, symbol: str, client_order_id: str) -> ObservedOrder | None:
+        self._record("query_order", symbol=symbol, client_order_id=client_order_id)
+        return self.open_orders.get(client_order_id) or self.ended_orders.get(client_order_id)
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> CancelOutcome:
+        self._record(
+            "cancel_order", symbol=symbol, client_order_id=client_order_id, is_algo=is_algo
+        )
+        order = self.open_orders.pop(client_order_id, None)
+        if order is None:
+            return CancelOutcome.ALREADY_GONE
+        order.status = OrderStatus.CANCELED
+        self.ended_orders[client_order_id] = order
+        return CancelOutcome.CANCELED
+
+    async def place_reduce_only_market(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+    ) -> ObservedOrder:
+        self._record(
+            "place_reduce_only_market",
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            position_side=position_side,
+            client_order_id=client_order_id,
+        )
+        pos = self.positions.get((symbol, position_side))
+        if pos is None or pos.qty == ZERO:
+            raise ExchangeError("ReduceOnly Order is rejected.", code=-2022)
+        signed = qty if side is Side.BUY else -qty
+        if abs(pos.qty + signed) > abs(pos.qty):
+            raise ExchangeError("ReduceOnly Order is rejected.", code=-2022)
+        filled = min(qty, abs(pos.qty))
+        pos.qty += filled if side is Side.BUY else -filled
+        order = ObservedOrder(
+            client_order_id=client_order_id,
+            symbol=symbol,
+            side=side,
+            status=OrderStatus.FILLED,
+            qty=qty,
+            executed_qty=filled,
+            order_type="MARKET",
+            position_side=position_side,
+            reduce_only=True,
+            update_ts_ms=self.now_ms,
+        )
+        self.ended_orders[client_order_id] = order
+        return order
+
+    async def get_mark_price(self, symbol: str) -> Decimal | None:
+        self._record("get_mark_price", symbol=symbol)
+        return self.mark_prices.get(symbol)
+
+    async def get_step_size(self, symbol: str) -> Decimal | None:
+        self._record("get_step_size", symbol=symbol)
+        return self.step_sizes.get(symbol)

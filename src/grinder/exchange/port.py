@@ -1,0 +1,80 @@
+"""The exchange port: everything reconciliation and remediation ask of a venue.
+
+The Binance USDⓈ-M adapter implements it over REST; ``FakePort`` implements it
+in memory for tests and the smoke harness. All calls are async. Errors are
+``ExchangeError`` subclasses; "not found" on a query is ``None``, and a cancel
+of an order that is already gone returns ``CancelOutcome.ALREADY_GONE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
+
+
+class ExchangeError(Exception):
+    """The venue refused or failed a request. ``code`` is Binance's error code if any."""
+
+    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base} (code {self.code})" if self.code is not None else base
+
+
+class TransientExchangeError(ExchangeError):
+    """A failure that may succeed on retry (timeout, 5xx, rate limit)."""
+
+
+class CancelOutcome(StrEnum):
+    CANCELED = "canceled"
+    ALREADY_GONE = "already_gone"
+
+
+class ExchangePort(Protocol):
+    """What the reconciler needs from an exchange."""
+
+    async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> list[ObservedOrder]:
+        """Open orders (regular and conditional) for ``symbols``, or for all symbols."""
+        ...
+
+    async def fetch_positions(self, symbols: Sequence[str] | None = None) -> list[ObservedPosition]:
+        """Positions for ``symbols``, or every position the account holds."""
+        ...
+
+    async def query_order(self, symbol: str, client_order_id: str) -> ObservedOrder | None:
+        """One order by client order id; ``None`` when the venue does not know it."""
+        ...
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> CancelOutcome:
+        """Cancel by client order id on the endpoint the order lives on."""
+        ...
+
+    async def place_reduce_only_market(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+    ) -> ObservedOrder:
+        """A reduce-only MARKET order (``positionSide`` sent in hedge mode)."""
+        ...
+
+    async def get_mark_price(self, symbol: str) -> Decimal | None:
+        """The venue's mark price, or ``None`` when it has none."""
+        ...
+
+    async def get_step_size(self, symbol: str) -> Decimal | None:
+        """The symbol's quantity step size from its LOT_SIZE filter, if known."""
+        ...

@@ -1,0 +1,239 @@
+"""Remediation budget: calls and notional per run and per UTC day.
+
+The daily part persists in a JSON file (``BUDGET_STATE_PATH``), written
+atomically (temp file, fsync, rename, fsync of the directory) and **before** the
+exchange call it pays for: a crash between the two over-counts one call, never
+under-counts. A file that cannot be read or parsed is an error, never a silently
+fresh budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Protocol
+
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.labels import BlockReason
+from grinder.reconcile.types import ZERO
+
+SCHEMA_VERSION = 1
+
+
+class BudgetStateError(RuntimeError):
+    """The budget state file is unreadable, corrupt, or cannot be written."""
+
+
+def utc_day(ts_ms: int) -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetState:
+    """Usage for one UTC day."""
+
+    day: str
+    calls_used_day: int = 0
+    notional_used_day: Decimal = ZERO
+    updated_ts_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "day": self.day,
+            "calls_used_day": self.calls_used_day,
+            "notional_used_day": str(self.notional_used_day),
+            "updated_ts_ms": self.updated_ts_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, *, source: str) -> BudgetState:
+        if not isinstance(data, dict):
+            raise BudgetStateError(f"{source}: budget state must be a JSON object")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise BudgetStateError(
+                f"{source}: unsupported budget state schema_version {data.get('schema_version')!r}"
+            )
+        try:
+            day = data["day"]
+            calls = data["calls_used_day"]
+            notional = Decimal(str(data["notional_used_day"]))
+            updated = data.get("updated_ts_ms", 0)
+            datetime.strptime(day, "%Y-%m-%d")
+        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            raise BudgetStateError(f"{source}: corrupt budget state ({exc!r})") from None
+        if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
+            raise BudgetStateError(f"{source}: calls_used_day must be an integer >= 0")
+        if not notional.is_finite() or notional < 0:
+            raise BudgetStateError(f"{source}: notional_used_day must be a number >= 0")
+        if not isinstance(updated, int) or isinstance(updated, bool):
+            raise BudgetStateError(f"{source}: updated_ts_ms must be an integer")
+        return cls(day=day, calls_used_day=calls, notional_used_day=notional, updated_ts_ms=updated)
+
+
+class BudgetStore(Protocol):
+    """Where the daily budget lives between runs."""
+
+    def load(self) -> BudgetState | None: ...
+
+    def save(self, state: BudgetState) -> None: ...
+
+
+class FileBudgetStore:
+    """The daily budget in a JSON file, replaced atomically on every save."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> BudgetState | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise BudgetStateError(
+                f"{self.path}: cannot read budget state ({exc.strerror})"
+            ) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BudgetStateError(f"{self.path}: budget state is not valid JSON ({exc})") from None
+        return BudgetState.from_json(data, source=str(self.path))
+
+    def save(self, state: BudgetState) -> None:
+        write_json_atomic(self.path, state.to_json())
+
+    def reset(self) -> None:
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BudgetStateError(f"{self.path}: cannot remove ({exc.strerror})") from None
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to ``path`` so that readers see the old or the new file, never half."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, sort_keys=True, indent=2)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise BudgetStateError(f"{path}: cannot write budget state ({exc.strerror})") from None
+
+
+@dataclass(slots=True)
+class RunBudget:
+    """Calls and notional spent by one run (planned ones in dry-run, executed ones live)."""
+
+    calls: int = 0
+    notional: Decimal = ZERO
+
+
+@dataclass
+class BudgetTracker:
+    """Checks and records spending against the per-run and per-day limits.
+
+    With ``store`` None the daily usage lives in memory only (dry-run's shadow
+    budget, and tests).
+    """
+
+    config: ReconcileConfig
+    store: BudgetStore | None = None
+    clock: Callable[[], int] = field(default=lambda: int(datetime.now(UTC).timestamp() * 1000))
+    state: BudgetState = field(init=False)
+
+    def __post_init__(self) -> None:
+        loaded = self.store.load() if self.store is not None else None
+        self.state = loaded or BudgetState(day=utc_day(self.clock()))
+
+    def _today(self, now_ms: int) -> BudgetState:
+        day = utc_day(now_ms)
+        if self.state.day != day:
+            self.state = BudgetState(day=day, updated_ts_ms=now_ms)
+        return self.state
+
+    def check(self, run: RunBudget, notional: Decimal, now_ms: int) -> BlockReason | None:
+        """The first budget limit one more call of ``notional`` would break, if any."""
+        cfg = self.config
+        day = self._today(now_ms)
+        if run.calls + 1 > cfg.max_calls_per_run:
+            return BlockReason.MAX_CALLS_PER_RUN
+        if run.notional + notional > cfg.max_notional_per_run:
+            return BlockReason.MAX_NOTIONAL_PER_RUN
+        if day.calls_used_day + 1 > cfg.max_calls_per_day:
+            return BlockReason.MAX_CALLS_PER_DAY
+        if day.notional_used_day + notional > cfg.max_notional_per_day:
+            return BlockReason.MAX_NOTIONAL_PER_DAY
+        return None
+
+    def reserve(self, run: RunBudget, notional: Decimal, now_ms: int) -> None:
+        """Record one call of ``notional``: persisted first, then counted in memory."""
+        day = self._today(now_ms)
+        new_state = replace(
+            day,
+            calls_used_day=day.calls_used_day + 1,
+            notional_used_day=day.notional_used_day + notional,
+            updated_ts_ms=now_ms,
+        )
+        if self.store is not None:
+            self.store.save(new_state)
+        self.state = new_state
+        run.calls += 1
+        run.notional += notional
+
+    def calls_remaining_day(self, now_ms: int) -> int:
+        return max(0, self.config.max_calls_per_day - self._today(now_ms).calls_used_day)
+
+    def notional_remaining_day(self, now_ms: int) -> Decimal:
+        return max(ZERO, self.config.max_notional_per_day - self._today(now_ms).notional_used_day)
+
+    def shadow(self) -> BudgetTracker:
+        """An in-memory copy for dry-run: spends nothing real, persists nothing."""
+        copy = BudgetTracker(config=self.config, store=None, clock=self.clock)
+        copy.state = self.state
+        return copy
+
+
+STALE_HINT = "Consider using --reset-budget-state for a clean start."
+
+
+def stale_warning(path: Path, now_ms: int, threshold_hours: float) -> str | None:
+    """The warning block of runbook 13 when ``path`` is older than the threshold."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise BudgetStateError(f"{path}: cannot stat budget state ({exc.strerror})") from None
+    age_hours = (now_ms / 1000 - mtime) / 3600
+    if age_hours <= threshold_hours:
+        return None
+    modified = datetime.fromtimestamp(mtime, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"WARNING: Budget state is stale ({age_hours:.1f}h old, threshold={threshold_hours:g}h)\n"
+        f"         Last modified: {modified}\n"
+        f"         Path: {path}\n"
+        f"         {STALE_HINT}"
+    )

@@ -1,0 +1,95 @@
+"""Stable values that reach metric labels, log lines and audit records.
+
+They are part of the product contract: dashboards and alerts select on them, so
+a value here is never renamed.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ActionLabel(StrEnum):
+    """The ``action`` label of the remediation metrics."""
+
+    CANCEL_ALL = "cancel_all"
+    FLATTEN = "flatten"
+
+
+class BlockReason(StrEnum):
+    """Why a remediation write did not happen: the first gate that failed."""
+
+    NOT_LEADER = "not_leader"
+    ACTION_IS_NONE = "action_is_none"
+    ACTION_NOT_PERMITTED = "action_not_permitted"
+    ALLOW_ACTIVE_REMEDIATION_FALSE = "allow_active_remediation_false"
+    NOT_ARMED = "not_armed"
+    ENV_VAR_MISSING = "env_var_missing"
+    COOLDOWN_NOT_ELAPSED = "cooldown_not_elapsed"
+    SYMBOL_NOT_IN_WHITELIST = "symbol_not_in_whitelist"
+    WHITELIST_REQUIRED = "whitelist_required"
+    NO_GRINDER_PREFIX = "no_grinder_prefix"
+    STRATEGY_NOT_ALLOWED = "strategy_not_allowed"
+    NOTIONAL_EXCEEDS_LIMIT = "notional_exceeds_limit"
+    PRICE_UNAVAILABLE = "price_unavailable"
+    MAX_ORDERS_REACHED = "max_orders_reached"
+    MAX_SYMBOLS_REACHED = "max_symbols_reached"
+    MAX_CALLS_PER_RUN = "max_calls_per_run"
+    MAX_NOTIONAL_PER_RUN = "max_notional_per_run"
+    MAX_CALLS_PER_DAY = "max_calls_per_day"
+    MAX_NOTIONAL_PER_DAY = "max_notional_per_day"
+
+
+class ResultStatus(StrEnum):
+    """Outcome of one remediation candidate (audit ``status``)."""
+
+    PLANNED = "PLANNED"
+    EXECUTED = "EXECUTED"
+    BLOCKED = "BLOCKED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class FailReason(StrEnum):
+    """Why a remediation that passed every gate did not complete."""
+
+    PORT_ERROR = "port_error"
+    BUDGET_STATE_ERROR = "budget_state_error"
+    CLIENT_ORDER_ID_ERROR = "client_order_id_error"
+
+
+class SkipReason(StrEnum):
+    """Why a mismatch got no remediation attempt at all this run."""
+
+    ALERT_ONLY = "alert_only"
+    OBSERVED_NOT_OPEN = "observed_not_open"
+    OTHER_ACTION_THIS_RUN = "other_action_this_run"
+    ALREADY_RESOLVED = "already_resolved"
+
+
+class TriageOutcome(StrEnum):
+    """Outcome of looking up one missing order by client order id."""
+
+    FOUND_FILLED = "found_filled"
+    FOUND_ENDED = "found_ended"
+    FOUND_OPEN = "found_open"
+    NOT_FOUND = "not_found"
+    ERROR = "error"
+    DEFERRED = "deferred"
+
+
+class Event(StrEnum):
+    """Log and audit event names."""
+
+    RECONCILE_RUN = "RECONCILE_RUN"
+    RECONCILE_MISMATCH = "RECONCILE_MISMATCH"
+    RECONCILE_MISMATCH_CLEARED = "RECONCILE_MISMATCH_CLEARED"
+    RECONCILE_TRIAGE = "RECONCILE_TRIAGE"
+    REMEDIATION_PLANNED = "REMEDIATION_PLANNED"
+    REMEDIATION_EXECUTED = "REMEDIATION_EXECUTED"
+    REMEDIATION_BLOCKED = "REMEDIATION_BLOCKED"
+    REMEDIATION_FAILED = "REMEDIATION_FAILED"
+    REMEDIATE_SKIP = "REMEDIATE_SKIP"
+    REMEDIATE_ATTEMPT = "REMEDIATE_ATTEMPT"
+    REMEDIATE_RESULT = "REMEDIATE_RESULT"
+    AUDIT_WRITE_FAILED = "AUDIT_WRITE_FAILED"

@@ -1,0 +1,274 @@
+"""Reporting: every run, incident and remediation outcome to logs, metrics and audit."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from grinder.reconcile.audit import AuditWriter
+from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
+from grinder.reconcile.logs import LOGGER_NAME, log_event
+from grinder.reconcile.metrics import ReconcileMetrics
+from grinder.reconcile.remediation import ActionResult, RunContext
+from grinder.reconcile.routing import ActionKind, Routed
+from grinder.reconcile.types import Mismatch, MismatchType
+
+_RESULT_EVENT = {
+    ResultStatus.PLANNED: Event.REMEDIATION_PLANNED,
+    ResultStatus.EXECUTED: Event.REMEDIATION_EXECUTED,
+    ResultStatus.BLOCKED: Event.REMEDIATION_BLOCKED,
+    ResultStatus.FAILED: Event.REMEDIATION_FAILED,
+    ResultStatus.SKIPPED: Event.REMEDIATE_SKIP,
+}
+
+
+@dataclass(slots=True)
+class RunReport:
+    """What one reconcile run saw and did."""
+
+    run_id: str
+    ts_ms: int
+    mode: str
+    action: str
+    mismatches: list[Mismatch] = field(default_factory=list)
+    new_incidents: list[Mismatch] = field(default_factory=list)
+    cleared_incidents: list[Mismatch] = field(default_factory=list)
+    plan_kind: ActionKind | None = None
+    results: list[ActionResult] = field(default_factory=list)
+    skipped: list[tuple[Mismatch, SkipReason]] = field(default_factory=list)
+    triage: Counter[TriageOutcome] = field(default_factory=Counter)
+    foreign_open_orders: int = 0
+
+    def _count(self, status: ResultStatus) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def planned_count(self) -> int:
+        return self._count(ResultStatus.PLANNED)
+
+    @property
+    def executed_count(self) -> int:
+        return self._count(ResultStatus.EXECUTED)
+
+    @property
+    def blocked_count(self) -> int:
+        return self._count(ResultStatus.BLOCKED)
+
+    @property
+    def failed_count(self) -> int:
+        return self._count(ResultStatus.FAILED)
+
+    @property
+    def skipped_count(self) -> int:
+        return len(self.skipped) + self._count(ResultStatus.SKIPPED)
+
+    @property
+    def mismatch_counts(self) -> dict[str, int]:
+        counts = Counter(m.type.value for m in self.mismatches)
+        return {t.value: counts.get(t.value, 0) for t in MismatchType}
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted({m.symbol for m in self.mismatches})
+
+    @property
+    def block_reasons(self) -> dict[str, int]:
+        return dict(
+            Counter(str(r.reason) for r in self.results if r.status is ResultStatus.BLOCKED)
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "ts_ms": self.ts_ms,
+            "mode": self.mode,
+            "action": self.action,
+            "plan_action": self.plan_kind.label.value if self.plan_kind else None,
+            "mismatches_total": len(self.mismatches),
+            "mismatch_counts": self.mismatch_counts,
+            "new_incidents": len(self.new_incidents),
+            "cleared_incidents": len(self.cleared_incidents),
+            "symbols": self.symbols,
+            "planned_count": self.planned_count,
+            "executed_count": self.executed_count,
+            "blocked_count": self.blocked_count,
+            "failed_count": self.failed_count,
+            "skipped_count": self.skipped_count,
+            "block_reasons": self.block_reasons,
+            "triage": {k.value: v for k, v in sorted(self.triage.items())},
+            "foreign_open_orders": self.foreign_open_orders,
+        }
+
+
+def _mismatch_fields(m: Mismatch) -> dict[str, Any]:
+    d = m.as_dict()
+    d.update(m.details)
+    return d
+
+
+class Reporter:
+    """Writes reconcile and remediation events to the log, the metrics and the audit trail."""
+
+    def __init__(
+        self,
+        *,
+        metrics: ReconcileMetrics | None = None,
+        audit: AuditWriter | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.audit = audit
+        self.log = logger or logging.getLogger(f"{LOGGER_NAME}.reconcile")
+        if audit is not None and metrics is not None and audit.on_error is None:
+            audit.on_error = lambda _exc: metrics.audit_write_errors.inc()
+
+    # --- incidents -----------------------------------------------------------------------
+
+    def incidents(self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]) -> None:
+        for m in new:
+            if self.metrics is not None:
+                self.metrics.mismatch.labels(type=m.type.value).inc()
+            log_event(
+                self.log,
+                Event.RECONCILE_MISMATCH,
+                logging.WARNING,
+                run_id=run_id,
+                **_mismatch_fields(m),
+            )
+        for m in cleared:
+            log_event(self.log, Event.RECONCILE_MISMATCH_CLEARED, run_id=run_id, **m.as_dict())
+
+    def skipped(
+        self, run_id: str, mode: str, skipped: Iterable[tuple[Mismatch, SkipReason]]
+    ) -> None:
+        for m, reason in skipped:
+            if self.metrics is not None:
+                self.metrics.skipped.labels(reason=reason.value).inc()
+            log_event(
+                self.log,
+                Event.REMEDIATE_SKIP,
+                run_id=run_id,
+                mode=mode,
+                reason=reason.value,
+                **m.as_dict(),
+            )
+
+    # --- remediation (RemediationReporter) -----------------------------------------------
+
+    def attempt(self, ctx: RunContext, routed: Routed, mode: str) -> None:
+        if self.audit is None:
+            return
+        m = routed.mismatch
+        self.audit.write(
+            Event.REMEDIATE_ATTEMPT,
+            {
+                "ts_ms": ctx.started_ms,
+                "run_id": ctx.run_id,
+                "mode": mode,
+                "action": routed.kind.label.value,
+                "priority": routed.priority,
+                "mismatch_type": m.type.value,
+                "symbol": m.symbol,
+                "client_order_id": m.client_order_id,
+                "position_side": m.position_side.value if m.position_side else None,
+            },
+        )
+
+    def result(self, ctx: RunContext, result: ActionResult) -> None:
+        label = result.kind.label.value
+        status = result.status
+        if self.metrics is not None:
+            if status is ResultStatus.PLANNED:
+                self.metrics.planned.labels(action=label).inc()
+            elif status is ResultStatus.EXECUTED:
+                self.metrics.executed.labels(action=label).inc()
+                self.metrics.last_remediation_ts_ms.set(result.ts_ms)
+            elif status is ResultStatus.BLOCKED:
+                self.metrics.blocked.labels(reason=str(result.reason)).inc()
+            elif status is ResultStatus.FAILED:
+                self.metrics.failed.labels(action=label, reason=str(result.reason)).inc()
+            elif status is ResultStatus.SKIPPED:
+                self.metrics.skipped.labels(reason=str(result.reason)).inc()
+        fields: dict[str, Any] = {
+            "run_id": result.run_id,
+            "mode": result.mode,
+            "action": label,
+            "symbol": result.symbol,
+            "client_order_id": result.client_order_id,
+        }
+        m = result.mismatch
+        if m.position_side is not None:
+            fields["position_side"] = m.position_side.value
+        if result.reason is not None:
+            fields["reason"] = result.reason
+        for name in ("qty", "notional", "remediation_order_id", "error"):
+            value = getattr(result, name)
+            if value is not None:
+                fields[name] = value
+        level = logging.INFO
+        if status in (ResultStatus.EXECUTED, ResultStatus.FAILED):
+            level = logging.WARNING
+        log_event(self.log, _RESULT_EVENT[status], level, **fields)
+        if self.audit is not None:
+            self.audit.write(
+                Event.REMEDIATE_RESULT,
+                {
+                    **fields,
+                    "ts_ms": result.ts_ms,
+                    "status": status.value,
+                    "block_reason": result.reason if status is ResultStatus.BLOCKED else None,
+                    "mismatch_type": m.type.value,
+                },
+            )
+
+    # --- the run -------------------------------------------------------------------------
+
+    def run(self, report: RunReport, *, snapshot_age_s: float | None = None) -> None:
+        if self.metrics is not None:
+            mx = self.metrics
+            mx.runs.inc()
+            if report.mismatches:
+                mx.runs_with_mismatch.inc()
+            if report.executed_count and report.plan_kind is not None:
+                mx.runs_with_remediation.labels(action=report.plan_kind.label.value).inc()
+            for t, n in report.mismatch_counts.items():
+                mx.mismatch_active.labels(type=t).set(n)
+            for outcome, n in report.triage.items():
+                mx.triage.labels(outcome=outcome.value).inc(n)
+            mx.foreign_open_orders.set(report.foreign_open_orders)
+            if snapshot_age_s is not None:
+                mx.last_snapshot_age.set(snapshot_age_s)
+        s = report.summary()
+        log_event(
+            self.log,
+            Event.RECONCILE_RUN,
+            run_id=s["run_id"],
+            mode=s["mode"],
+            action=s["action"],
+            plan_action=s["plan_action"],
+            mismatches=s["mismatches_total"],
+            new=s["new_incidents"],
+            cleared=s["cleared_incidents"],
+            planned=s["planned_count"],
+            executed=s["executed_count"],
+            blocked=s["blocked_count"],
+            failed=s["failed_count"],
+            skipped=s["skipped_count"],
+            symbols=s["symbols"],
+        )
+        if self.audit is not None:
+            self.audit.write(Event.RECONCILE_RUN, s)
+
+    def budget(
+        self, calls_used: int, notional_used: Decimal, calls_left: int, notional_left: Decimal
+    ) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.budget_calls_used_day.set(calls_used)
+        self.metrics.budget_notional_used_day.set(float(notional_used))
+        self.metrics.budget_calls_remaining_day.set(calls_left)
+        self.metrics.budget_notional_remaining_day.set(float(notional_left))

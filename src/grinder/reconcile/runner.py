@@ -1,0 +1,97 @@
+"""One reconcile run: detect -> route -> gate -> execute -> report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from grinder.reconcile.engine import OrderQuery, ReconcileEngine
+from grinder.reconcile.labels import ResultStatus
+from grinder.reconcile.remediation import ActionResult, RemediationExecutor
+from grinder.reconcile.report import Reporter, RunReport
+from grinder.reconcile.routing import ActionKind, plan
+from grinder.reconcile.types import ObservedOrder, OrderStatus
+
+
+class ReconcileRunner:
+    """Runs the whole pipeline once per call and reports it."""
+
+    def __init__(
+        self,
+        engine: ReconcileEngine,
+        executor: RemediationExecutor,
+        *,
+        reporter: Reporter | None = None,
+        triage_port: OrderQuery | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.executor = executor
+        self.reporter = reporter or Reporter()
+        if executor.reporter is None:
+            executor.reporter = self.reporter
+        self.triage_port: OrderQuery | None = (
+            triage_port if triage_port is not None else executor.port
+        )
+        self.clock = clock or executor.clock
+
+    async def run_once(self) -> RunReport:
+        cfg = self.engine.config
+        ctx = self.executor.begin_run()
+        now = ctx.started_ms
+        report = RunReport(
+            run_id=ctx.run_id, ts_ms=now, mode=self.executor.mode, action=cfg.action.value
+        )
+        if cfg.enabled:
+            found = await self.engine.reconcile(now, self.triage_port)
+            report.mismatches = found.mismatches
+            report.new_incidents = found.new_incidents
+            report.cleared_incidents = found.cleared_incidents
+            report.triage = found.triage
+            report.foreign_open_orders = found.foreign_open_orders
+            self.reporter.incidents(ctx.run_id, found.new_incidents, found.cleared_incidents)
+            the_plan = plan(found.mismatches)
+            report.plan_kind = the_plan.kind
+            report.skipped = the_plan.skipped
+            self.reporter.skipped(ctx.run_id, report.mode, the_plan.skipped)
+            for routed in the_plan.candidates:
+                result = await self.executor.execute(routed, ctx)
+                report.results.append(result)
+                if result.status is ResultStatus.EXECUTED:
+                    self._apply_own_write(result)
+        report.mode = self.executor.mode
+        budget = self.executor.budget
+        self.reporter.budget(
+            budget.state.calls_used_day,
+            budget.state.notional_used_day,
+            budget.calls_remaining_day(now),
+            budget.notional_remaining_day(now),
+        )
+        age = self.engine.observed.snapshot_age_ms(self.clock())
+        self.reporter.run(report, snapshot_age_s=None if age is None else age / 1000)
+        return report
+
+    def _apply_own_write(self, result: ActionResult) -> None:
+        """Book a remediation's own effect so the next run does not act on it again."""
+        observed = self.engine.observed
+        m = result.mismatch
+        if result.kind is ActionKind.CANCEL and m.client_order_id is not None:
+            current = observed.get_order(m.client_order_id)
+            if current is not None and current.status.is_open:
+                observed.apply_order(
+                    ObservedOrder(
+                        client_order_id=current.client_order_id,
+                        symbol=current.symbol,
+                        side=current.side,
+                        status=OrderStatus.CANCELED,
+                        qty=current.qty,
+                        executed_qty=current.executed_qty,
+                        price=current.price,
+                        order_type=current.order_type,
+                        position_side=current.position_side,
+                        order_id=current.order_id,
+                        created_ts_ms=current.created_ts_ms,
+                        update_ts_ms=current.update_ts_ms,
+                        seen_ts_ms=result.ts_ms,
+                        is_algo=current.is_algo,
+                    )
+                )
