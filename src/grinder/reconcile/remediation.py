@@ -14,6 +14,7 @@ exchange write.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ class RemediationExecutor:
         self._last_planned_ms: int | None = None
         self._seq = 0
         self._run_seq = 0
+        self._instance = secrets.token_hex(3)
 
     # --- live settings -------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class RemediationExecutor:
         now = self.clock()
         if run_id is None:
             self._run_seq += 1
-            run_id = f"{now}-{self._run_seq}"
+            run_id = f"{now}-{self._instance}-{self._run_seq}"
         return RunContext(
             run_id=run_id,
             started_ms=now,

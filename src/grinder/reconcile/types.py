@@ -169,8 +169,9 @@ class ExpectedPosition:
 class ObservedPosition:
     """A position as the exchange reported it; ``qty`` is signed (short < 0).
 
-    ``changed_ts_ms`` is the local time at which the quantity last changed,
-    the start of the position grace period.
+    ``changed_ts_ms`` is when the quantity last changed (the exchange's update
+    time when it gave one, else the local time it was learned): the start of
+    the position grace period.
     """
 
     symbol: str

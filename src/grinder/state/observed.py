@@ -150,7 +150,8 @@ class ObservedStore:
         if current is not None and update.update_ts_ms < current.update_ts_ms:
             return False
         if current is None or current.qty != update.qty:
-            update.changed_ts_ms = update.seen_ts_ms
+            # The change happened on the exchange at its update time when known.
+            update.changed_ts_ms = update.update_ts_ms or update.seen_ts_ms
             self._dirty_positions.add(update.key)
         else:
             update.changed_ts_ms = current.changed_ts_ms

@@ -1,0 +1,1 @@
+"""Entry points for the runbook commands (``python3 -m scripts.<name>``)."""

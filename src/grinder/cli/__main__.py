@@ -1,0 +1,3 @@
+from grinder.cli.main import main
+
+main()

@@ -1,0 +1,44 @@
+"""Running a click command with the project's exit codes and one-line errors.
+
+0 success; 1 a check or scenario failed; 2 bad usage, configuration or input,
+reported as one line naming what and where.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from grinder.reconcile.budget import BudgetStateError
+from grinder.reconcile.config import ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(click.UsageError):
+    """Bad input found by a command's own validation (exit 2)."""
+
+
+def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name: str) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        print(f"{prog_name}: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        print(f"{prog_name}: error: {exc.format_message()}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, BudgetStateError) as exc:
+        print(f"{prog_name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog_name}: interrupted", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else EXIT_OK

@@ -1,0 +1,25 @@
+"""The ``grinder`` command."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from grinder import __version__
+from grinder.cli.errors import run_command
+from grinder.cli.smoke import smoke
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="grinder")
+def cli() -> None:
+    """GRINDER: reconcile a trading bot's expected state with Binance USDⓈ-M, and remediate."""
+
+
+cli.add_command(smoke)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_command(cli, argv, prog_name="grinder"))

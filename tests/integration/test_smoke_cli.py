@@ -1,0 +1,189 @@
+"""The runbook-14 smoke test, run exactly as the runbook writes it, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIVE_ENV = {
+    "RECONCILE_DRY_RUN": "0",
+    "RECONCILE_ALLOW_ACTIVE": "1",
+    "ARMED": "1",
+    "ALLOW_MAINNET_TRADE": "1",
+}
+GATE_VARS = (*LIVE_ENV, "GRINDER_AUDIT_ENABLED", "GRINDER_AUDIT_PATH", "BUDGET_STATE_PATH")
+
+
+def run_smoke(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, python: str = "python3"
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in GATE_VARS}
+    base["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
+    base.update(env or {})
+    return subprocess.run(
+        [python, "-m", "scripts.smoke_reconcile_e2e", *args],
+        cwd=cwd,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def scenario_block(stdout: str, name: str) -> str:
+    start = stdout.index(f"--- Scenario: {name} ")
+    end = stdout.find("--- Scenario:", start + 1)
+    return stdout[start : end if end != -1 else None]
+
+
+def test_dry_run_prints_runbook_output_and_passes_checklist(tmp_path: Path) -> None:
+    proc = run_smoke(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for line in (
+        "  CONFIGURATION",
+        "  Mode:              DRY-RUN",
+        "  action:            cancel_all",
+        "  dry_run:           True",
+        "  allow_active:      False",
+        "  armed:             False",
+        "  symbol_whitelist:  ['BTCUSDT']",
+        "--- Scenario: order [PASS] ---",
+        "--- Scenario: position [PASS] ---",
+        "--- Scenario: mixed [PASS] ---",
+        "  SUMMARY",
+        "  Mode:    DRY-RUN",
+        "  Passed:  3/3",
+        "  ALL SCENARIOS PASSED",
+    ):
+        assert line in out.splitlines(), line
+    for name in ("order", "position", "mixed"):
+        block = scenario_block(out, name)
+        assert "  Port calls:           0\n" in block
+        assert "  Executed count:       0\n" in block
+        assert "  Planned count:        1\n" in block
+    order = scenario_block(out, "order")
+    assert "  Mismatches detected:  1\n" in order
+    assert "  Expected action:      cancel\n  Actual action:        cancel\n" in order
+    position = scenario_block(out, "position")
+    assert "  Actual action:        flatten\n" in position
+    mixed = scenario_block(out, "mixed")
+    assert "  Mismatches detected:  2\n" in mixed
+    assert "  Actual action:        cancel\n" in mixed
+    assert not (tmp_path / "audit").exists()
+
+
+def test_audit_enabled_writes_reconcile_run_events(tmp_path: Path) -> None:
+    proc = run_smoke(tmp_path, env={"GRINDER_AUDIT_ENABLED": "1"})
+    assert proc.returncode == 0, proc.stderr
+    audit = tmp_path / "audit" / "reconcile.jsonl"
+    assert audit.is_file()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    runs = [r for r in records if r["event_type"] == "RECONCILE_RUN"]
+    assert len(runs) == 3
+    assert [r["mismatches_total"] for r in runs] == [1, 1, 2]
+    assert [r["plan_action"] for r in runs] == ["cancel_all", "flatten", "cancel_all"]
+    assert runs[0]["mismatch_counts"]["ORDER_EXISTS_UNEXPECTED"] == 1
+    assert {r["mode"] for r in records} == {"dry_run"}
+    assert all(r["schema_version"] == 1 for r in records)
+
+
+def test_confirm_without_env_gates_prints_each_failed_gate(tmp_path: Path) -> None:
+    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE")
+    assert proc.returncode == 1
+    expected = "\n".join(
+        [
+            "=" * 60,
+            "  LIVE MODE GATE CHECK FAILED",
+            "=" * 60,
+            "  The following gates are not satisfied:",
+            "    - RECONCILE_DRY_RUN must be '0' (got '1')",
+            "    - RECONCILE_ALLOW_ACTIVE must be '1' (got '0')",
+            "    - ARMED must be '1' (got '0')",
+            "    - ALLOW_MAINNET_TRADE must be '1' (got '0')",
+            "",
+            "  Live mode requires ALL gates to pass.",
+            "  Use default mode (no --confirm) for dry-run.",
+        ]
+    )
+    assert proc.stdout.strip("\n") == expected
+
+
+def test_confirm_with_one_gate_missing_lists_only_that_gate(tmp_path: Path) -> None:
+    env = dict(LIVE_ENV, ARMED="0")
+    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE", env=env)
+    assert proc.returncode == 1
+    gate_lines = [line for line in proc.stdout.splitlines() if line.startswith("    - ")]
+    assert gate_lines == ["    - ARMED must be '1' (got '0')"]
+
+
+def test_live_mode_executes_and_audits_live(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    env = dict(LIVE_ENV, GRINDER_AUDIT_ENABLED="1", BUDGET_STATE_PATH=str(budget))
+    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  Mode:              LIVE" in proc.stdout
+    for name in ("order", "position", "mixed"):
+        block = scenario_block(proc.stdout, name)
+        assert "  Port calls:           1\n" in block
+        assert "  Executed count:       1\n" in block
+    records = [json.loads(x) for x in (tmp_path / "audit/reconcile.jsonl").read_text().splitlines()]
+    assert {r["mode"] for r in records} == {"live"}
+    results = [r for r in records if r["event_type"] == "REMEDIATE_RESULT"]
+    assert [r["status"] for r in results] == ["EXECUTED"] * 3
+    state = json.loads(budget.read_text())
+    assert state["calls_used_day"] == 3
+    assert state["notional_used_day"] == "100.000"
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "needle"),
+    [
+        ({"ARMED": "yes"}, (), "ARMED: expected '0' or '1', got 'yes'"),
+        ({"RECONCILE_DRY_RUN": "true"}, (), "RECONCILE_DRY_RUN"),
+        ({"GRINDER_AUDIT_ENABLED": "on"}, (), "GRINDER_AUDIT_ENABLED"),
+        ({"BUDGET_STATE_STALE_HOURS": "soon"}, (), "BUDGET_STATE_STALE_HOURS"),
+        ({}, ("--confirm", "YES"), "--confirm must be 'LIVE_REMEDIATE'"),
+        ({}, ("--no-such-flag",), "No such option"),
+    ],
+)
+def test_bad_input_is_exit_2_with_one_line(
+    tmp_path: Path, env: dict[str, str], args: tuple[str, ...], needle: str
+) -> None:
+    proc = run_smoke(tmp_path, *args, env=env)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+
+
+def test_corrupt_budget_state_is_exit_2_naming_the_file(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    budget.write_text("{not json")
+    proc = run_smoke(tmp_path, env={"BUDGET_STATE_PATH": str(budget)})
+    # Dry-run never touches the real budget, but a corrupt file is still reported.
+    assert proc.returncode == 2
+    assert str(budget) in proc.stderr
+    assert budget.read_text() == "{not json"
+
+
+def test_grinder_smoke_subcommand_matches_script(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "grinder.cli", "smoke"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k not in GATE_VARS},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
