@@ -89,8 +89,10 @@ class FakePort:
             if p.qty != ZERO and (symbols is None or p.symbol in symbols)
         ]
 
-    async def query_order(self, symbol: str, client_order_id: str) -> ObservedOrder | None:
-        self._record("query_order", symbol=symbol, client_order_id=client_order_id)
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> ObservedOrder | None:
+        self._record("query_order", symbol=symbol, client_order_id=client_order_id, is_algo=is_algo)
         return self.open_orders.get(client_order_id) or self.ended_orders.get(client_order_id)
 
     async def cancel_order(

@@ -49,8 +49,11 @@ class ExchangePort(Protocol):
         """Positions for ``symbols``, or every position the account holds."""
         ...
 
-    async def query_order(self, symbol: str, client_order_id: str) -> ObservedOrder | None:
-        """One order by client order id; ``None`` when the venue does not know it."""
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> ObservedOrder | None:
+        """One order by client order id (on the algo endpoint when ``is_algo``);
+        ``None`` when the venue does not know it."""
         ...
 
     async def cancel_order(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -38,10 +39,20 @@ _SECRET_KEY_PARTS = (
     "listenkey",
     "privatekey",
 )
+# key=value, key: value, 'key': 'value', "key": "value" (query strings, headers, reprs, JSON)
 _SECRET_IN_TEXT = re.compile(
-    r"(?i)\b(signature|api[_-]?key|x-mbx-apikey|secret|token|password|listenkey)"
-    r"(\s*[=:]\s*)([^&\s,;\"']+)"
+    r"(?i)([\"']?)\b(signature|api[_-]?key|api[_-]?secret|x-mbx-apikey|secret|token|password"
+    r"|listen[_-]?key|authorization)\1(\s*[=:]\s*)([\"']?)(?:bearer\s+)?([^&\s,;\"'}]+)"
 )
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def _redact_text(text: str) -> str:
+    masked = _SECRET_IN_TEXT.sub(
+        lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}", text
+    )
+    return _BEARER.sub(f"Bearer {REDACTED}", masked)
+
 
 log = logging.getLogger("grinder.audit")
 
@@ -60,7 +71,9 @@ def redact(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [redact(v) for v in value]
     if isinstance(value, str):
-        return _SECRET_IN_TEXT.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", value)
+        return _redact_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and Infinity are not JSON
     return value
 
 
@@ -76,7 +89,9 @@ def _default(obj: Any) -> Any:
 
 def encode_record(record: Mapping[str, Any]) -> str:
     """One audit line (without newline): redacted, sorted keys, compact."""
-    return json.dumps(redact(record), sort_keys=True, separators=(",", ":"), default=_default)
+    return json.dumps(
+        redact(record), sort_keys=True, separators=(",", ":"), default=_default, allow_nan=False
+    )
 
 
 class AuditWriter:

@@ -56,7 +56,8 @@ class BudgetState:
     def from_json(cls, data: Any, *, source: str) -> BudgetState:
         if not isinstance(data, dict):
             raise BudgetStateError(f"{source}: budget state must be a JSON object")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version")
+        if type(version) is not int or version != SCHEMA_VERSION:
             raise BudgetStateError(
                 f"{source}: unsupported budget state schema_version {data.get('schema_version')!r}"
             )
@@ -100,6 +101,8 @@ class FileBudgetStore:
             raise BudgetStateError(
                 f"{self.path}: cannot read budget state ({exc.strerror})"
             ) from None
+        except UnicodeDecodeError:
+            raise BudgetStateError(f"{self.path}: budget state is not UTF-8 text") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -8,7 +8,9 @@ next exchange write. Defaults are the safe end of the operator ceremony.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -70,7 +72,7 @@ class ReconcileConfig(BaseModel):
     action: RemediationAction = RemediationAction.NONE
     dry_run: StrictBool = True
     allow_active_remediation: StrictBool = False
-    cooldown_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 60.0
+    cooldown_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)] = 60.0
     require_whitelist: StrictBool = True
     symbol_whitelist: list[str] = Field(default_factory=list)
     max_flatten_notional_usdt: NonNegDecimal = Decimal("500")
@@ -149,13 +151,15 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     raw = env.get(name)
     if raw is None:
         return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")) or value < minimum:
-        raise ConfigError(f"{name}: expected a finite number >= {minimum:g}, got {raw!r}")
+    if not _DECIMAL_TEXT.fullmatch(raw):
+        raise ConfigError(f"{name}: expected a number, got {raw!r}")
+    value = float(raw)
+    if math.isinf(value) or value < minimum:
+        raise ConfigError(f"{name}: expected a number >= {minimum:g}, got {raw!r}")
     return value
+
+
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
 def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:

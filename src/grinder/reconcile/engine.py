@@ -44,7 +44,9 @@ _FILLED = OrderStatus.FILLED
 class OrderQuery(Protocol):
     """The one port call triage needs."""
 
-    async def query_order(self, symbol: str, client_order_id: str) -> ObservedOrder | None: ...
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> ObservedOrder | None: ...
 
 
 @dataclass(slots=True)
@@ -275,7 +277,7 @@ class ReconcileEngine:
     ) -> tuple[TriageOutcome, Mismatch | None]:
         cid = e.client_order_id
         try:
-            found = await port.query_order(e.symbol, cid)
+            found = await port.query_order(e.symbol, cid, is_algo=e.is_algo)
         except ExchangeError:
             return TriageOutcome.ERROR, None
         if found is None:
@@ -293,9 +295,11 @@ class ReconcileEngine:
             return TriageOutcome.FOUND_OPEN, None
         if current.status is _FILLED:
             return TriageOutcome.FOUND_FILLED, None
-        # Ended without a fill the bot did not ask for: a missed stream event, and
-        # a status divergence (the grace period has already run out on our side).
-        return TriageOutcome.FOUND_ENDED, _divergence(e, current)
+        # Ended without a fill the bot did not ask for: a missed stream event. The
+        # observed store has adopted it, so the ordinary rule (and its grace period)
+        # decides from now on -- the same verdict here and in every later run.
+        verdict = self._check_expected(e, current, now_ms, self.config.order_grace_ms)
+        return TriageOutcome.FOUND_ENDED, verdict if isinstance(verdict, Mismatch) else None
 
 
 def _unexpected(o: ObservedOrder) -> Mismatch:

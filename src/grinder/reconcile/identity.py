@@ -2,7 +2,7 @@
 
 Format: ``{prefix}{strategy_id}_{symbol}_{level_id}_{ts_seconds}_{seq}``, e.g.
 ``grinder_d_BTCUSDT_1_1704067200_1``. Binance accepts at most 36 characters
-matching ``^[.A-Z:/a-z0-9_-]{1,36}$``; generation never exceeds that and never
+matching ``[.A-Z:/a-z0-9_-]{1,36}``; generation never exceeds that and never
 truncates: it raises instead.
 
 Strategy ids and level ids are alphanumeric (no ``_``), so a symbol that itself
@@ -22,9 +22,10 @@ DEFAULT_PREFIX = "grinder_"
 DEFAULT_STRATEGY_ID = "d"
 REMEDIATION_LEVEL_ID = "R"
 
-_TOKEN = re.compile(r"^[A-Za-z0-9]+$")
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]*$")
-_BINANCE_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+# fullmatch everywhere: "$" would accept a trailing newline.
+_TOKEN = re.compile(r"[A-Za-z0-9]+")
+_SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_]*")
+_BINANCE_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 
 
 class ClientOrderIdError(ValueError):
@@ -64,11 +65,13 @@ def generate_client_order_id(
 ) -> str:
     """Build a client order id, or raise ``ClientOrderIdError`` naming the problem."""
     level = str(level_id)
-    if not _TOKEN.match(strategy_id):
+    if not prefix:
+        raise ClientOrderIdError("prefix must not be empty: an id without it is never ours")
+    if not _TOKEN.fullmatch(strategy_id):
         raise ClientOrderIdError(f"strategy_id {strategy_id!r} must be alphanumeric")
-    if not _TOKEN.match(level):
+    if not _TOKEN.fullmatch(level):
         raise ClientOrderIdError(f"level_id {level!r} must be alphanumeric")
-    if not _SYMBOL.match(symbol):
+    if not _SYMBOL.fullmatch(symbol):
         raise ClientOrderIdError(f"symbol {symbol!r} is not a Binance symbol")
     if ts_seconds < 0 or seq < 0:
         raise ClientOrderIdError("ts_seconds and seq must be non-negative")
@@ -78,7 +81,7 @@ def generate_client_order_id(
             f"client order id {cid!r} is {len(cid)} characters, over Binance's "
             f"{MAX_CLIENT_ORDER_ID_LEN}; use a shorter prefix or strategy id"
         )
-    if not _BINANCE_ID.match(cid):
+    if not _BINANCE_ID.fullmatch(cid):
         raise ClientOrderIdError(f"client order id {cid!r} has characters Binance refuses")
     return cid
 
@@ -113,9 +116,9 @@ def parse_client_order_id(
         return None
     symbol, level_id, ts_text, seq_text = parts
     if not (
-        _TOKEN.match(strategy_id)
-        and _SYMBOL.match(symbol)
-        and _TOKEN.match(level_id)
+        _TOKEN.fullmatch(strategy_id)
+        and _SYMBOL.fullmatch(symbol)
+        and _TOKEN.fullmatch(level_id)
         and ts_text.isascii()
         and ts_text.isdigit()
         and seq_text.isascii()

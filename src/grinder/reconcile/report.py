@@ -42,6 +42,7 @@ class RunReport:
     skipped: list[tuple[Mismatch, SkipReason]] = field(default_factory=list)
     triage: Counter[TriageOutcome] = field(default_factory=Counter)
     foreign_open_orders: int = 0
+    is_leader: bool = True
 
     def _count(self, status: ResultStatus) -> int:
         return sum(1 for r in self.results if r.status is status)
@@ -240,6 +241,7 @@ class Reporter:
             for outcome, n in report.triage.items():
                 mx.triage.labels(outcome=outcome.value).inc(n)
             mx.foreign_open_orders.set(report.foreign_open_orders)
+            mx.ha_is_leader.set(1 if report.is_leader else 0)
             if snapshot_age_s is not None:
                 mx.last_snapshot_age.set(snapshot_age_s)
         s = report.summary()

@@ -59,6 +59,7 @@ class ReconcileRunner:
                 if result.status is ResultStatus.EXECUTED:
                     self._apply_own_write(result)
         report.mode = self.executor.mode
+        report.is_leader = self.executor.is_leader()
         budget = self.executor.budget
         self.reporter.budget(
             budget.state.calls_used_day,

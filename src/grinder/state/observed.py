@@ -40,6 +40,9 @@ class ObservedStore:
         self._orders: dict[str, ObservedOrder] = {}
         self._open: dict[str, ObservedOrder] = {}
         self._positions: dict[PositionKey, ObservedPosition] = {}
+        # Last known state of orders a snapshot showed gone: a late duplicate of an
+        # old event must not bring them back; only real progress may.
+        self._vanished: dict[str, ObservedOrder] = {}
         self._ended: deque[tuple[int, str]] = deque()
         self._dirty_orders: set[str] = set()
         self._dirty_positions: set[PositionKey] = set()
@@ -83,9 +86,10 @@ class ObservedStore:
     def apply_order(self, update: ObservedOrder) -> bool:
         """Apply one order report; returns False when it is stale or a duplicate."""
         cid = update.client_order_id
-        current = self._orders.get(cid)
+        current = self._orders.get(cid) or self._vanished.get(cid)
         if current is not None and not _is_progress(current, update):
             return False
+        self._vanished.pop(cid, None)
         self._orders[cid] = update
         if update.status.is_open:
             self._open[cid] = update
@@ -121,24 +125,31 @@ class ObservedStore:
             and o.seen_ts_ms <= sent_ts_ms
         ]
         for order in gone:
-            del self._open[order.client_order_id]
-            del self._orders[order.client_order_id]
-            self._dirty_orders.add(order.client_order_id)
+            cid = order.client_order_id
+            del self._open[cid]
+            del self._orders[cid]
+            self._vanished[cid] = order
+            self._ended.append((sent_ts_ms, cid))
+            self._dirty_orders.add(cid)
         self.last_order_snapshot_ms = max(self.last_order_snapshot_ms or 0, sent_ts_ms)
         return len(gone)
 
     def forget_order(self, client_order_id: str) -> None:
         self._orders.pop(client_order_id, None)
         self._open.pop(client_order_id, None)
+        self._vanished.pop(client_order_id, None)
 
     def evict_expired(self, now_ms: int) -> int:
-        """Drop ended orders learned more than ``terminal_ttl_ms`` ago."""
+        """Drop ended and vanished orders learned more than ``terminal_ttl_ms`` ago."""
         evicted = 0
         while self._ended and self._ended[0][0] + self.terminal_ttl_ms <= now_ms:
             seen, cid = self._ended.popleft()
             order = self._orders.get(cid)
             if order is not None and order.status.is_terminal and order.seen_ts_ms == seen:
                 del self._orders[cid]
+                evicted += 1
+            elif cid in self._vanished and cid not in self._orders:
+                del self._vanished[cid]
                 evicted += 1
         return evicted
 
@@ -176,13 +187,15 @@ class ObservedStore:
             if key in present or (scope is not None and pos.symbol not in scope):
                 continue
             if pos.seen_ts_ms <= sent_ts_ms and pos.qty != ZERO:
+                # The snapshot proves a change after the last known update: the zero
+                # outranks every report at or before it (a late duplicate included).
                 self.apply_position(
                     ObservedPosition(
                         symbol=pos.symbol,
                         qty=ZERO,
                         position_side=pos.position_side,
                         mark_price=pos.mark_price,
-                        update_ts_ms=pos.update_ts_ms,
+                        update_ts_ms=pos.update_ts_ms + 1,
                         seen_ts_ms=sent_ts_ms,
                     )
                 )
