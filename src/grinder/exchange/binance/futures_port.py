@@ -1,0 +1,212 @@
+"""``BinanceFuturesPort``: the core's exchange port over Binance USDⓈ-M REST.
+
+* Open orders are the union of regular orders (``/fapi/v1/openOrders``) and
+  conditional orders (``/fapi/v1/openAlgoOrders``), each fetched per symbol or
+  for all symbols, whichever costs less request weight (1 per symbol, 40
+  without a symbol).
+* Positions come from ``/fapi/v3/positionRisk`` (weight 5), which lists only
+  symbols with a position or open orders.
+* A cancel goes to the endpoint the order lives on; ``-2011`` (already gone) is
+  reported as ``CancelOutcome.ALREADY_GONE``. A query answered ``-2013`` is
+  ``None`` ("not found" for triage).
+* A flatten is a MARKET order for the exact size rounded down to the symbol's
+  market step size: ``reduceOnly=true`` in one-way mode, ``positionSide`` in
+  hedge mode (where Binance refuses ``reduceOnly``). It is never retried here;
+  the executor reads the position again before any later attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from grinder.exchange.binance.errors import OrderAlreadyGone, OrderNotFound
+from grinder.exchange.binance.parsing import (
+    SymbolFilters,
+    parse_algo_order,
+    parse_algo_orders,
+    parse_exchange_info,
+    parse_order,
+    parse_orders,
+    parse_positions,
+)
+from grinder.exchange.binance.rest import BinanceRestClient
+from grinder.exchange.port import CancelOutcome
+from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
+
+ALL_SYMBOLS_WEIGHT = 40
+EXCHANGE_INFO_TTL_MS = 3_600_000
+
+
+def _decimal_text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+class BinanceFuturesPort:
+    """Implements ``grinder.exchange.port.ExchangePort`` for Binance USDⓈ-M futures."""
+
+    def __init__(self, rest: BinanceRestClient, *, clock: Callable[[], int] | None = None) -> None:
+        self.rest = rest
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._filters: dict[str, SymbolFilters] = {}
+        self._filters_ts: int | None = None
+        self._hedge_mode: bool | None = None
+
+    # --- reference data ------------------------------------------------------------------
+
+    async def exchange_info(self, *, refresh: bool = False) -> dict[str, SymbolFilters]:
+        now = self._clock()
+        stale = self._filters_ts is None or now - self._filters_ts > EXCHANGE_INFO_TTL_MS
+        if refresh or stale:
+            body = await self.rest.request("GET", "/fapi/v1/exchangeInfo", weight=1)
+            self._filters = parse_exchange_info(body)
+            self._filters_ts = now
+        return self._filters
+
+    async def get_step_size(self, symbol: str) -> Decimal | None:
+        filters = (await self.exchange_info()).get(symbol)
+        return None if filters is None else filters.market_step
+
+    async def hedge_mode(self, *, refresh: bool = False) -> bool:
+        """``dualSidePosition`` of the account (cached; weight 30)."""
+        if self._hedge_mode is None or refresh:
+            body = await self.rest.request(
+                "GET", "/fapi/v1/positionSide/dual", signed=True, weight=30
+            )
+            self._hedge_mode = bool(body["dualSidePosition"]) if isinstance(body, dict) else False
+        return self._hedge_mode
+
+    async def get_mark_price(self, symbol: str) -> Decimal | None:
+        body = await self.rest.request("GET", "/fapi/v1/premiumIndex", {"symbol": symbol}, weight=1)
+        if not isinstance(body, dict):
+            return None
+        raw = body.get("markPrice")
+        try:
+            price = Decimal(str(raw))
+        except ArithmeticError:
+            return None
+        return price if price.is_finite() and price > 0 else None
+
+    # --- snapshots -----------------------------------------------------------------------
+
+    async def fetch_open_orders(self, symbols: Sequence[str] | None = None) -> list[ObservedOrder]:
+        seen = self._clock()
+        out: list[ObservedOrder] = []
+        calls = _snapshot_calls(symbols)
+        for params, weight in calls:
+            body = await self.rest.request(
+                "GET", "/fapi/v1/openOrders", params, signed=True, weight=weight
+            )
+            out.extend(parse_orders(body, seen_ts_ms=seen))
+            algo = await self.rest.request(
+                "GET", "/fapi/v1/openAlgoOrders", params, signed=True, weight=weight
+            )
+            out.extend(parse_algo_orders(algo, seen_ts_ms=seen))
+        if symbols is not None and calls[0][0] is None:
+            wanted = set(symbols)
+            out = [o for o in out if o.symbol in wanted]
+        return out
+
+    @staticmethod
+    def snapshot_weight(symbols: Sequence[str] | None) -> int:
+        """Request weight of one open-orders snapshot (regular and algo) plus positions."""
+        return 2 * sum(w for _, w in _snapshot_calls(symbols)) + 5
+
+    async def fetch_positions(self, symbols: Sequence[str] | None = None) -> list[ObservedPosition]:
+        seen = self._clock()
+        params = {"symbol": symbols[0]} if symbols is not None and len(symbols) == 1 else None
+        body = await self.rest.request(
+            "GET", "/fapi/v3/positionRisk", params, signed=True, weight=5
+        )
+        wanted = None if symbols is None else set(symbols)
+        return [
+            p
+            for p in parse_positions(body, seen_ts_ms=seen)
+            if wanted is None or p.symbol in wanted
+        ]
+
+    # --- single orders -------------------------------------------------------------------
+
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> ObservedOrder | None:
+        seen = self._clock()
+        try:
+            if is_algo:
+                body = await self.rest.request(
+                    "GET",
+                    "/fapi/v1/algoOrder",
+                    {"clientAlgoId": client_order_id},
+                    signed=True,
+                    weight=1,
+                )
+                return parse_algo_order(body, seen_ts_ms=seen)
+            body = await self.rest.request(
+                "GET",
+                "/fapi/v1/order",
+                {"symbol": symbol, "origClientOrderId": client_order_id},
+                signed=True,
+                weight=1,
+            )
+        except OrderNotFound:
+            return None
+        return parse_order(body, seen_ts_ms=seen)
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+    ) -> CancelOutcome:
+        try:
+            if is_algo:
+                await self.rest.request(
+                    "DELETE",
+                    "/fapi/v1/algoOrder",
+                    {"clientAlgoId": client_order_id},
+                    signed=True,
+                    weight=1,
+                )
+            else:
+                await self.rest.request(
+                    "DELETE",
+                    "/fapi/v1/order",
+                    {"symbol": symbol, "origClientOrderId": client_order_id},
+                    signed=True,
+                    weight=1,
+                )
+        except OrderAlreadyGone:
+            return CancelOutcome.ALREADY_GONE
+        return CancelOutcome.CANCELED
+
+    async def place_reduce_only_market(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+    ) -> ObservedOrder:
+        params: list[tuple[str, str | int]] = [
+            ("symbol", symbol),
+            ("side", side.value),
+            ("type", "MARKET"),
+            ("quantity", _decimal_text(qty)),
+            ("newClientOrderId", client_order_id),
+            ("newOrderRespType", "RESULT"),
+        ]
+        if position_side is PositionSide.BOTH:
+            params.append(("reduceOnly", "true"))
+        else:
+            params.append(("positionSide", position_side.value))
+        body: Any = await self.rest.request("POST", "/fapi/v1/order", params, signed=True, weight=1)
+        return parse_order(body, seen_ts_ms=self._clock(), kind="new order")
+
+
+def _snapshot_calls(
+    symbols: Sequence[str] | None,
+) -> list[tuple[dict[str, str] | None, int]]:
+    """Per-symbol calls when they cost less weight than one all-symbols call."""
+    if symbols is None or len(symbols) >= ALL_SYMBOLS_WEIGHT:
+        return [(None, ALL_SYMBOLS_WEIGHT)]
+    return [({"symbol": s}, 1) for s in sorted(set(symbols))]

@@ -1,0 +1,341 @@
+"""Async REST client for Binance USDⓈ-M futures.
+
+One ``aiohttp`` connection pool, a timeout on every call, HMAC-SHA256 signed
+requests (``timestamp`` and ``recvWindow`` in the signed query), a server-time
+offset kept in sync (and re-synced on ``-1021``), request weight read from
+``X-MBX-USED-WEIGHT-1M`` with a slow-down before the limit, ``429``/``418``
+honouring ``Retry-After``, and capped, jittered retries of transient failures
+for requests that are safe to repeat. Secrets never reach a log or an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from yarl import URL
+
+from grinder.exchange.binance.errors import (
+    IpBanned,
+    RateLimited,
+    TimestampError,
+    error_from_response,
+)
+from grinder.exchange.port import ExchangeError, TransientExchangeError
+from grinder.reconcile.config import ConfigError
+
+log = logging.getLogger("grinder.exchange.rest")
+
+WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+DEFAULT_WEIGHT_LIMIT = 2400
+
+
+@dataclass(frozen=True)
+class Venue:
+    name: str
+    rest_url: str
+    ws_url: str
+
+
+VENUES: dict[str, Venue] = {
+    "mainnet": Venue("mainnet", "https://fapi.binance.com", "wss://fstream.binance.com"),
+    "testnet": Venue(
+        "testnet", "https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An API key and secret. ``repr`` shows neither."""
+
+    api_key: str = field(repr=False)
+    api_secret: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Credentials(api_key=…{self.api_key[-4:]})" if self.api_key else "Credentials()"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, prefix: str = "BINANCE", purpose: str = ""
+    ) -> Credentials:
+        """``{prefix}_API_KEY``/``{prefix}_API_SECRET`` or their ``…_FILE`` variants."""
+        src = os.environ if env is None else env
+        return cls(
+            api_key=_secret(src, f"{prefix}_API_KEY", purpose),
+            api_secret=_secret(src, f"{prefix}_API_SECRET", purpose),
+        )
+
+
+def _secret(env: Mapping[str, str], name: str, purpose: str) -> str:
+    direct = env.get(name)
+    path = env.get(f"{name}_FILE")
+    why = f" ({purpose})" if purpose else ""
+    if direct and path:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set one{why}")
+    if direct:
+        return direct.strip()
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+        if not value:
+            raise ConfigError(f"{name}_FILE: {path} is empty")
+        return value
+    raise ConfigError(f"{name} (or {name}_FILE) is not set{why}")
+
+
+def sign(secret: str, payload: str) -> str:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class RestSettings:
+    recv_window_ms: int = 5000
+    timeout_s: float = 10.0
+    max_retries: int = 3
+    backoff_base_s: float = 0.2
+    backoff_cap_s: float = 5.0
+    weight_limit: int = DEFAULT_WEIGHT_LIMIT
+    slow_down_ratio: float = 0.9
+    max_retry_after_s: float = 60.0
+
+
+Params = Sequence[tuple[str, str | int]] | Mapping[str, str | int] | None
+
+
+class BinanceRestClient:
+    """Talks to one Binance USDⓈ-M REST base URL (or the simulator)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials | None = None,
+        *,
+        settings: RestSettings | None = None,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], int] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        on_weight: Callable[[int], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.settings = settings or RestSettings()
+        self._session = session
+        self._own_session = session is None
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.on_weight = on_weight
+        self.time_offset_ms = 0
+        self.used_weight = 0
+        self._weight_minute: int | None = None
+        self.requests_sent = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> BinanceRestClient:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
+            connector = aiohttp.TCPConnector(limit=32, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+            self._own_session = True
+        return self._session
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self._ensure_session()
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session and not self._session.closed:
+            await self._session.close()
+
+    # --- time ----------------------------------------------------------------------------
+
+    def server_now_ms(self) -> int:
+        return self._clock() + self.time_offset_ms
+
+    async def sync_time(self) -> int:
+        """Measure the server-time offset (half the round trip corrects for latency)."""
+        sent = self._clock()
+        body = await self.request("GET", "/fapi/v1/time", weight=1)
+        received = self._clock()
+        server = int(body["serverTime"])
+        self.time_offset_ms = server - (sent + received) // 2
+        return self.time_offset_ms
+
+    # --- weight --------------------------------------------------------------------------
+
+    def _note_weight(self, headers: Mapping[str, str]) -> None:
+        raw = headers.get(WEIGHT_HEADER)
+        if raw is None:
+            return
+        try:
+            used = int(raw)
+        except ValueError:
+            log.warning("bad %s header %r", WEIGHT_HEADER, raw)
+            return
+        self.used_weight = used
+        self._weight_minute = self.server_now_ms() // 60_000
+        if self.on_weight is not None:
+            self.on_weight(used)
+
+    async def _pace(self, weight: int) -> None:
+        """Wait for the next minute window if this request would pass the soft limit."""
+        minute = self.server_now_ms() // 60_000
+        if self._weight_minute is not None and minute != self._weight_minute:
+            self.used_weight = 0
+            self._weight_minute = minute
+        soft = self.settings.weight_limit * self.settings.slow_down_ratio
+        if self.used_weight + weight <= soft:
+            return
+        wait_ms = 60_000 - self.server_now_ms() % 60_000 + 50
+        log.warning(
+            "request weight %d + %d near limit %d: waiting %d ms for the next window",
+            self.used_weight,
+            weight,
+            self.settings.weight_limit,
+            wait_ms,
+        )
+        await self._sleep(wait_ms / 1000)
+        self.used_weight = 0
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: Params = None,
+        *,
+        signed: bool = False,
+        api_key: bool = False,
+        weight: int = 1,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Send one request, with retries where safe, and return the decoded JSON.
+
+        ``idempotent`` defaults to True for GET and DELETE: those are retried
+        after a timeout or a 5xx. A POST that timed out may have been executed,
+        so it is not repeated blindly; the caller re-reads state instead.
+        """
+        retry_ok = idempotent if idempotent is not None else method in ("GET", "DELETE")
+        items = list(params.items()) if isinstance(params, Mapping) else list(params or ())
+        attempt = 0
+        resynced = False
+        while True:
+            attempt += 1
+            await self._pace(weight)
+            try:
+                return await self._send(method, path, items, signed=signed, api_key=api_key)
+            except TimestampError:
+                if resynced or not signed:
+                    raise
+                resynced = True
+                await self.sync_time()
+            except RateLimited as exc:
+                # A 429'd request was not processed: repeating it is safe.
+                if attempt > self.settings.max_retries:
+                    raise
+                wait = min(exc.retry_after_s or 1.0, self.settings.max_retry_after_s)
+                log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
+                await self._sleep(wait)
+            except IpBanned:
+                raise
+            except TransientExchangeError as exc:
+                if not retry_ok or attempt > self.settings.max_retries:
+                    raise
+                delay = self._backoff(attempt)
+                log.warning(
+                    "%s %s failed (%s): retry %d in %.2f s", method, path, exc, attempt, delay
+                )
+                await self._sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
+        return self._rng.uniform(cap / 2, cap)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        items: list[tuple[str, str | int]],
+        *,
+        signed: bool,
+        api_key: bool,
+    ) -> Any:
+        headers: dict[str, str] = {}
+        query_items = list(items)
+        if signed or api_key:
+            if self.credentials is None:
+                raise ExchangeError(f"{method} {path} needs API credentials")
+            headers["X-MBX-APIKEY"] = self.credentials.api_key
+        if signed:
+            assert self.credentials is not None
+            query_items.append(("recvWindow", self.settings.recv_window_ms))
+            query_items.append(("timestamp", self.server_now_ms()))
+        query = urlencode(query_items)
+        if signed:
+            assert self.credentials is not None
+            signature = sign(self.credentials.api_secret, query)
+            query = f"{query}&signature={signature}"
+        url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
+        self.requests_sent += 1
+        try:
+            async with self.session.request(method, url, headers=headers) as resp:
+                self._note_weight(resp.headers)
+                text = await resp.text()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            raise TransientExchangeError(f"{method} {path}: timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransientExchangeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        body: Any = None
+        if text:
+            try:
+                body = json.loads(text)
+            except json.JSONDecodeError:
+                if status < 400:
+                    raise ExchangeError(
+                        f"{method} {path}: response is not JSON ({text[:80]!r})",
+                        http_status=status,
+                    ) from None
+        if status >= 400 or (isinstance(body, dict) and _is_error_body(body)):
+            raise error_from_response(status, body, retry_after)
+        return body
+
+
+def _is_error_body(body: dict[str, Any]) -> bool:
+    code = body.get("code")
+    return isinstance(code, int) and code < 0 and "msg" in body
+
+
+def _retry_after(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None

@@ -1,0 +1,284 @@
+"""The user-data stream: listenKey lifecycle, WebSocket consumer, reconnect, resync.
+
+Each connection: create (or reuse) a listenKey, connect to
+``{ws_base}/private/ws?listenKey=…&events=…`` (the private path Binance moved
+user data to in 2026), then run ``on_resync`` — a REST snapshot — while
+buffering the events that arrive meanwhile; only after the snapshot is in are
+the buffered and later events delivered (``LIVE``). Events that arrive during
+the snapshot are newer than its request and win over it in the observed store.
+
+The listenKey is kept alive every ``keepalive_s``; ``listenKeyExpired`` or a
+keepalive answered ``-1125`` forces a new key and a new connection; a
+connection is recycled before Binance's 24-hour limit; every drop reconnects
+with capped, jittered backoff. A garbled message is counted and logged, never
+fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from urllib.parse import urlencode
+
+import aiohttp
+
+from grinder.exchange.binance.errors import ListenKeyInvalid
+from grinder.exchange.binance.parsing import (
+    ListenKeyExpired,
+    UserEvent,
+    WireFormatError,
+    parse_user_event,
+)
+from grinder.exchange.binance.rest import BinanceRestClient
+from grinder.exchange.port import ExchangeError
+
+log = logging.getLogger("grinder.exchange.stream")
+
+DEFAULT_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE")
+LISTEN_KEY_PATH = "/fapi/v1/listenKey"
+
+
+class StreamState(IntEnum):
+    """Exported as the ``grinder_stream_state`` gauge value."""
+
+    DISCONNECTED = 0
+    CONNECTING = 1
+    RESYNCING = 2
+    LIVE = 3
+
+
+@dataclass
+class StreamSettings:
+    events: Sequence[str] = DEFAULT_EVENTS
+    keepalive_s: float = 30 * 60
+    max_connection_s: float = 23.5 * 3600
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    heartbeat_s: float = 30.0
+
+
+@dataclass
+class StreamStats:
+    connections: int = 0
+    reconnects: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    parse_errors: int = 0
+    listen_keys_created: int = 0
+    resyncs: int = 0
+
+
+class UserDataStream:
+    """Consumes the user-data stream and hands parsed events to ``on_event``."""
+
+    def __init__(
+        self,
+        rest: BinanceRestClient,
+        ws_base_url: str,
+        *,
+        on_event: Callable[[UserEvent], None],
+        on_resync: Callable[[], Coroutine[object, object, None]],
+        settings: StreamSettings | None = None,
+        on_state: Callable[[StreamState], None] | None = None,
+        on_parse_error: Callable[[WireFormatError], None] | None = None,
+        clock: Callable[[], int] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.rest = rest
+        self.ws_base_url = ws_base_url.rstrip("/")
+        self.on_event = on_event
+        self.on_resync = on_resync
+        self.settings = settings or StreamSettings()
+        self.on_state = on_state
+        self.on_parse_error = on_parse_error
+        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._rng = rng or random.Random()
+        self.stats = StreamStats()
+        self.state = StreamState.DISCONNECTED
+        self.listen_key: str | None = None
+        self._stopping = asyncio.Event()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._live_event = asyncio.Event()
+
+    # --- control -------------------------------------------------------------------------
+
+    def _set_state(self, state: StreamState) -> None:
+        if state is not self.state:
+            log.info("STREAM_STATE state=%s", state.name)
+        self.state = state
+        if state is StreamState.LIVE:
+            self._live_event.set()
+        else:
+            self._live_event.clear()
+        if self.on_state is not None:
+            self.on_state(state)
+
+    async def wait_live(self, timeout_s: float | None = None) -> bool:
+        """Wait until the stream is LIVE (snapshot in, events flowing)."""
+        try:
+            await asyncio.wait_for(self._live_event.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        """Stop consuming, close the socket and the listenKey."""
+        self._stopping.set()
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+
+    async def run(self) -> None:
+        """Connect, consume and reconnect until ``stop``."""
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                went_live = False
+                try:
+                    went_live = await self._connect_once()
+                except Exception as exc:  # any failure means: reconnect, never die
+                    log.warning("STREAM_ERROR error=%s", _one_line(exc))
+                self._set_state(StreamState.DISCONNECTED)
+                if self._stopping.is_set():
+                    break
+                failures = 0 if went_live else failures + 1
+                self.stats.reconnects += 1
+                delay = self._backoff(failures)
+                log.info("STREAM_RECONNECT in_s=%.2f failures=%d", delay, failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+        finally:
+            self._set_state(StreamState.DISCONNECTED)
+            await self._close_listen_key()
+
+    def _backoff(self, failures: int) -> float:
+        if failures == 0:
+            return self._rng.uniform(0, self.settings.backoff_base_s)
+        cap = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2**failures)
+        return self._rng.uniform(cap / 2, cap)
+
+    # --- listenKey -----------------------------------------------------------------------
+
+    async def _create_listen_key(self) -> str:
+        body = await self.rest.request("POST", LISTEN_KEY_PATH, api_key=True, weight=1)
+        key = body.get("listenKey") if isinstance(body, dict) else None
+        if not isinstance(key, str) or not key:
+            raise ExchangeError("POST /fapi/v1/listenKey: response has no listenKey")
+        self.stats.listen_keys_created += 1
+        return key
+
+    async def _keepalive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            await asyncio.sleep(self.settings.keepalive_s)
+            try:
+                await self.rest.request("PUT", LISTEN_KEY_PATH, api_key=True, weight=1)
+            except ListenKeyInvalid:
+                log.warning("STREAM_LISTEN_KEY_INVALID: keepalive refused; reconnecting")
+                self.listen_key = None
+                await ws.close()
+                return
+            except ExchangeError as exc:
+                log.warning("STREAM_KEEPALIVE_FAILED error=%s", _one_line(exc))
+
+    async def _close_listen_key(self) -> None:
+        if self.listen_key is None:
+            return
+        self.listen_key = None
+        with contextlib.suppress(ExchangeError, aiohttp.ClientError, TimeoutError, OSError):
+            await self.rest.request("DELETE", LISTEN_KEY_PATH, api_key=True, weight=1)
+
+    # --- one connection ------------------------------------------------------------------
+
+    def _url(self, key: str) -> str:
+        query = urlencode({"listenKey": key, "events": "/".join(self.settings.events)}, safe="/")
+        return f"{self.ws_base_url}/private/ws?{query}"
+
+    async def _connect_once(self) -> bool:
+        """One connection's life; returns whether it reached LIVE."""
+        self._set_state(StreamState.CONNECTING)
+        if self.listen_key is None:
+            self.listen_key = await self._create_listen_key()
+        ws = await self.rest.session.ws_connect(
+            self._url(self.listen_key), heartbeat=self.settings.heartbeat_s
+        )
+        self._ws = ws
+        self.stats.connections += 1
+        buffered: list[UserEvent] = []
+        live = False
+        expired = False
+
+        def deliver(event: UserEvent) -> None:
+            self.stats.events[event.event_type] = self.stats.events.get(event.event_type, 0) + 1
+            if live:
+                self.on_event(event)
+            else:
+                buffered.append(event)
+
+        async def read() -> None:
+            nonlocal expired
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                    try:
+                        event = parse_user_event(msg.data, seen_ts_ms=self._clock())
+                    except WireFormatError as exc:
+                        self.stats.parse_errors += 1
+                        log.warning("STREAM_PARSE_ERROR error=%s", _one_line(exc))
+                        if self.on_parse_error is not None:
+                            self.on_parse_error(exc)
+                        continue
+                    if isinstance(event, ListenKeyExpired):
+                        log.warning("STREAM_LISTEN_KEY_EXPIRED: reconnecting with a new key")
+                        expired = True
+                        self.listen_key = None
+                        deliver(event)
+                        await ws.close()
+                        return
+                    deliver(event)
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    log.warning("STREAM_SOCKET_ERROR error=%s", _one_line(ws.exception()))
+                    return
+
+        reader = asyncio.create_task(read())
+        keepalive = asyncio.create_task(self._keepalive_loop(ws))
+        recycle = asyncio.get_running_loop().call_later(
+            self.settings.max_connection_s, lambda: asyncio.ensure_future(ws.close())
+        )
+        try:
+            self._set_state(StreamState.RESYNCING)
+            resync: asyncio.Task[None] = asyncio.create_task(self.on_resync())
+            done, _ = await asyncio.wait({resync, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if resync not in done:
+                resync.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await resync
+                return False
+            resync.result()  # a failed snapshot: this connection is not trusted
+            self.stats.resyncs += 1
+            for event in buffered:
+                self.on_event(event)
+            buffered.clear()
+            live = True
+            self._set_state(StreamState.LIVE)
+            await reader
+            return True
+        finally:
+            recycle.cancel()
+            keepalive.cancel()
+            reader.cancel()
+            for task in (keepalive, reader):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if not ws.closed:
+                await ws.close()
+            self._ws = None
+            if expired:
+                log.info("STREAM_CLOSED reason=listen_key_expired")
+
+
+def _one_line(exc: BaseException | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown"
+    return " ".join(text.split())
