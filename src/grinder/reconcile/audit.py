@@ -121,7 +121,7 @@ class AuditWriter:
 
     def write(self, event_type: str, fields: Mapping[str, Any]) -> bool:
         """Append one record; returns False (and counts the error) if it could not be written."""
-        record = {"schema_version": SCHEMA_VERSION, "event_type": event_type, **fields}
+        record = {**fields, "schema_version": SCHEMA_VERSION, "event_type": event_type}
         try:
             line = (encode_record(record) + "\n").encode("utf-8")
             self._append(line)

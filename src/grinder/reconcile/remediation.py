@@ -156,7 +156,11 @@ class RemediationExecutor:
             run_id=run_id,
             started_ms=now,
             live_anchor_ms=self.last_remediation_ms,
-            dry_anchor_ms=self._last_planned_ms,
+            # A preview of live mode: a real execution starts a cooldown for plans too.
+            dry_anchor_ms=max(
+                (t for t in (self._last_planned_ms, self.last_remediation_ms) if t is not None),
+                default=None,
+            ),
         )
 
     # --- the gate chain ------------------------------------------------------------------
