@@ -9,6 +9,8 @@ import click
 
 from grinder import __version__
 from grinder.cli.errors import run_command
+from grinder.cli.reconcile import reconcile
+from grinder.cli.sim import sim
 from grinder.cli.smoke import smoke
 
 
@@ -19,6 +21,8 @@ def cli() -> None:
 
 
 cli.add_command(smoke)
+cli.add_command(sim)
+cli.add_command(reconcile)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,8 +10,6 @@ fresh budget.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -19,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Protocol
 
+from grinder import fileio
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.types import ZERO
@@ -122,26 +121,9 @@ class FileBudgetStore:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` so that readers see the old or the new file, never half."""
-    directory = path.parent if str(path.parent) else Path(".")
+    """Write the budget state atomically; failures are ``BudgetStateError``."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, sort_keys=True, indent=2)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fileio.write_json_atomic(path, data)
     except OSError as exc:
         raise BudgetStateError(f"{path}: cannot write budget state ({exc.strerror})") from None
 

@@ -1,0 +1,79 @@
+"""``grinder reconcile``: the live reconcile service (runbook 13)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from grinder.service.main import run_service
+from grinder.service.options import VENUES, resolve
+
+
+@click.command("reconcile")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after this many seconds (default: run until SIGINT/SIGTERM).",
+)
+@click.option(
+    "--venue",
+    type=click.Choice(VENUES),
+    default=None,
+    help="Exchange: sim (the bundled simulator, started in-process), testnet or mainnet "
+    "[env GRINDER_VENUE; default sim].",
+)
+@click.option(
+    "--venue-url",
+    default=None,
+    metavar="URL",
+    help="REST base URL to use instead of the venue's (e.g. a running `grinder sim serve`).",
+)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="TOML config file with [reconcile] and [service] tables (SIGHUP re-reads it).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=9090,
+    show_default=True,
+    help="Port of /metrics, /healthz, /readyz (0: any free port).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the metrics endpoint binds to.",
+)
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None, metavar="FILE")
+@click.option(
+    "--reset-budget-state",
+    is_flag=True,
+    help="Start with a clean daily budget at BUDGET_STATE_PATH.",
+)
+@click.option("--audit-out", type=click.Path(dir_okay=False), default=None, metavar="FILE")
+@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, metavar="FILE")
+@click.option(
+    "--expected-db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB].",
+)
+@click.option(
+    "--control-socket",
+    type=click.Path(),
+    default=None,
+    metavar="PATH",
+    help="Unix socket of the control endpoint (default $XDG_RUNTIME_DIR/grinder/control.sock).",
+)
+def reconcile(**flags: object) -> int:
+    """Reconcile continuously; remediate only when every gate is open."""
+    opts = resolve(flags, os.environ)
+    return run_service(opts, os.environ)

@@ -1,0 +1,433 @@
+"""The live reconcile service: snapshots, the user-data stream, scheduled checks, remediation.
+
+Start-up: REST snapshot first, then the stream (which takes its own snapshot
+after every (re)connect); nothing is judged before the first snapshot.
+Afterwards the service is event-driven: a stream event that may create a
+mismatch schedules a check for when its grace period ends. A periodic full
+pass and a periodic snapshot (interval chosen from request weight) catch what
+no event announces. SIGINT/SIGTERM stop it gracefully; SIGHUP re-reads the
+config file; the control socket changes settings at run time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from grinder.exchange.binance.apply import apply_user_event
+from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
+from grinder.exchange.binance.rest import Credentials
+from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
+from grinder.exchange.metrics import ExchangeMetrics
+from grinder.reconcile.audit import AuditWriter
+from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
+from grinder.reconcile.config import ConfigError, ReconcileConfig
+from grinder.reconcile.engine import ReconcileEngine
+from grinder.reconcile.labels import Event
+from grinder.reconcile.logs import log_event
+from grinder.reconcile.metrics import ReconcileMetrics
+from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
+from grinder.reconcile.report import Reporter, RunReport
+from grinder.reconcile.runner import ReconcileRunner
+from grinder.reconcile.types import Mismatch, MismatchType
+from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, prepare_socket_dir
+from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
+from grinder.service.metrics import ServiceMetrics
+from grinder.service.options import ServiceOptions, load_config_file
+from grinder.service.state import ExpectedSource, open_expected
+from grinder.service.venue import VenueConnection, connect_venue
+from grinder.state.observed import ObservedStore
+
+log = logging.getLogger("grinder.service")
+
+
+class ReconcileService:
+    """One running reconciler against one venue."""
+
+    def __init__(
+        self,
+        opts: ServiceOptions,
+        *,
+        credentials: Credentials,
+        budget: BudgetTracker,
+        audit: AuditWriter | None,
+        control_socket: Path | None,
+        env: Mapping[str, str] | None = None,
+        clock: Any = wall_clock_ms,
+    ) -> None:
+        src = os.environ if env is None else env
+        self.opts = opts
+        self.credentials = credentials
+        self.clock = clock
+        self.config: ReconcileConfig = opts.reconcile
+        self.registry = CollectorRegistry()
+        self.metrics = ReconcileMetrics(self.registry)
+        self.xmetrics = ExchangeMetrics(self.registry)
+        self.smetrics = ServiceMetrics(self.registry)
+        if audit is not None:
+            audit.on_error = lambda _exc: self.metrics.audit_write_errors.inc()
+        self.audit = audit
+        self.budget = budget
+        self.control_socket = control_socket
+        self.gate_env: dict[str, str] = {}
+        if src.get(ALLOW_MAINNET) == "1":
+            self.gate_env[ALLOW_MAINNET] = "1"
+        self.observed = ObservedStore()
+        self.expected: ExpectedSource | None = None
+        self.venue: VenueConnection | None = None
+        self.stream: UserDataStream | None = None
+        self.executor: RemediationExecutor | None = None
+        self.runner: ReconcileRunner | None = None
+        self.engine: ReconcileEngine | None = None
+        self.controls: Controls | None = None
+        self.stop_event = asyncio.Event()
+        self.ready = False
+        self.last_report: RunReport | None = None
+        self.runs = 0
+        self.metrics_url: str | None = None
+        self._wake = asyncio.Event()
+        self._due: list[int] = []
+        self._sites: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._snapshot_lock = asyncio.Lock()
+        self._run_lock = asyncio.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, take the first snapshot, start the stream and the HTTP endpoints."""
+        opts = self.opts
+        self.smetrics.up.set(1)
+        self.expected = open_expected(opts.expected_db)
+        self.venue = await connect_venue(
+            opts, self.credentials, clock=self.clock, on_weight=self.xmetrics.observe_weight
+        )
+        port: BinanceFuturesPort = self.venue.port
+        await self.venue.rest.sync_time()
+        filters = await port.exchange_info()
+        self.engine = ReconcileEngine(
+            self.config,
+            self.expected.store,
+            self.observed,
+            step_sizes={s: f.step_size for s, f in filters.items()},
+        )
+        reporter = Reporter(metrics=self.metrics, audit=self.audit, logger=log)
+        self.executor = RemediationExecutor(
+            config=self.config,
+            port=port,
+            armed=opts.armed,
+            budget=self.budget,
+            env=self.gate_env,
+            clock=self.clock,
+            reporter=reporter,
+        )
+        self.runner = ReconcileRunner(self.engine, self.executor, reporter=reporter)
+        self.controls = Controls(
+            self.config,
+            get_armed=lambda: self._executor().armed,
+            set_armed=self._set_armed,
+            gate_env=self.gate_env,
+            status=self.status,
+            reload=lambda: self.reload_config("control"),
+            on_change=self._on_change,
+        )
+        self._observe_settings()
+        await self._start_http()
+        await self.snapshot()
+        self.ready = True
+        self.smetrics.ready.set(1)
+        self.stream = UserDataStream(
+            self.venue.rest,
+            self.venue.ws_base_url,
+            on_event=self._on_event,
+            on_resync=self.snapshot,
+            settings=StreamSettings(keepalive_s=opts.service.stream_keepalive_s),
+            on_state=self.xmetrics.observe_state,
+            on_parse_error=lambda _e: self.xmetrics.stream_parse_errors.inc(),
+            clock=self.clock,
+        )
+        self._tasks.append(asyncio.create_task(self.stream.run(), name="user-data-stream"))
+
+    async def _start_http(self) -> None:
+        app = build_metrics_app(self.registry, healthy=self._healthy, ready=self._ready)
+        try:
+            runner, bound = await start_site(app, self.opts.metrics_host, self.opts.metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"--metrics-port: cannot listen on {self.opts.metrics_host}:"
+                f"{self.opts.metrics_port} ({exc.strerror})"
+            ) from None
+        self._sites.append(runner)
+        self.metrics_url = f"http://{self.opts.metrics_host}:{bound}/metrics"
+        if self.control_socket is not None and self.controls is not None:
+            prepare_socket_dir(self.control_socket)
+            control = await start_unix_site(build_control_app(self.controls), str(self.control_socket))
+            os.chmod(self.control_socket, 0o600)
+            self._sites.append(control)
+
+    async def close(self) -> None:
+        self.smetrics.up.set(0)
+        if self.stream is not None:
+            await self.stream.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for site in self._sites:
+            await site.cleanup()
+        if self.control_socket is not None:
+            with contextlib.suppress(OSError):
+                self.control_socket.unlink()
+        if self.venue is not None:
+            await self.venue.close()
+        if self.expected is not None:
+            self.expected.close()
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_stop_signal(self, sig: int) -> None:
+        log.warning("SERVICE_STOP signal=%s", signal.Signals(sig).name)
+        self.stop_event.set()
+        self._wake.set()
+
+    def _on_sighup(self) -> None:
+        try:
+            self.reload_config("sighup")
+        except ConfigError as exc:
+            log.error("CONFIG_RELOAD_FAILED error=%s (settings unchanged)", exc)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def snapshot_interval_s(self) -> float:
+        svc = self.opts.service
+        symbols = self.config.symbols or None
+        weight = BinanceFuturesPort.snapshot_weight(symbols)
+        wanted = weight / svc.snapshot_weight_per_minute * 60
+        return max(svc.min_snapshot_interval_s, min(svc.max_snapshot_interval_s, wanted))
+
+    async def run_until_stopped(self) -> None:
+        svc = self.opts.service
+        start = self.clock()
+        deadline = None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
+        interval_ms = int(self.snapshot_interval_s() * 1000)
+        self.smetrics.snapshot_interval.set(interval_ms / 1000)
+        next_snapshot = start + interval_ms
+        next_full = start
+        while not self.stop_event.is_set():
+            now = self.clock()
+            if deadline is not None and now >= deadline:
+                break
+            due = min(next_snapshot, next_full, self._due[0] if self._due else next_full)
+            if deadline is not None:
+                due = min(due, deadline)
+            if due > now:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), (due - now) / 1000)
+                continue
+            if now >= next_snapshot:
+                next_snapshot = now + interval_ms
+                with contextlib.suppress(Exception):
+                    await self.snapshot()
+            if now >= next_full or (self._due and self._due[0] <= now):
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
+                await self.run_once()
+                next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
+
+    async def snapshot(self) -> None:
+        """One REST snapshot of open orders (regular and algo) and positions."""
+        port = self._port()
+        async with self._snapshot_lock:
+            symbols = list(self.config.symbols) or None
+            sent = self.clock()
+            try:
+                orders = await port.fetch_open_orders(symbols)
+                positions = await port.fetch_positions(symbols)
+            except Exception as exc:
+                self.smetrics.snapshots.labels(outcome="error").inc()
+                log.warning("SNAPSHOT_FAILED error=%s", " ".join(str(exc).split()))
+                raise
+            self.observed.apply_open_orders_snapshot(orders, sent, symbols)
+            self.observed.apply_positions_snapshot(positions, sent, symbols)
+            self.smetrics.snapshots.labels(outcome="ok").inc()
+        self.schedule(self.clock())
+
+    async def run_once(self) -> RunReport:
+        async with self._run_lock:
+            now = self.clock()
+            assert self.expected is not None and self.runner is not None
+            self.expected.refresh()
+            self.expected.store_evict(now)
+            self.observed.evict_expired(now)
+            report = await self.runner.run_once()
+            self.runs += 1
+            self.last_report = report
+            self._observe_latency(report.new_incidents, self.clock())
+            self._observe_settings()
+            return report
+
+    def schedule(self, at_ms: int) -> None:
+        heapq.heappush(self._due, at_ms)
+        if len(self._due) > 10_000:  # bounded: keep the earliest ones
+            self._due = heapq.nsmallest(1000, self._due)
+            heapq.heapify(self._due)
+        self._wake.set()
+
+    def _on_event(self, event: UserEvent) -> None:
+        self.xmetrics.observe_event(event.event_type)
+        changed = apply_user_event(self.observed, event)
+        if not changed:
+            return
+        delay = self.opts.service.check_delay_ms
+        now = self.clock()
+        if isinstance(event, OrderUpdate | AlgoUpdate):
+            self.schedule(now + self.config.order_grace_ms + delay)
+        elif isinstance(event, AccountUpdate):
+            self.schedule(now + self.config.position_grace_ms + delay)
+
+    # --- reporting -----------------------------------------------------------------------
+
+    def _observe_latency(self, incidents: list[Mismatch], now: int) -> None:
+        for m in incidents:
+            certain = self._certain_since(m)
+            if certain is not None:
+                self.smetrics.detection_latency.labels(type=m.type.value).observe(
+                    max(0.0, (now - certain) / 1000)
+                )
+
+    def _certain_since(self, m: Mismatch) -> int | None:
+        """When a mismatch became certain: its drift's first sighting plus the grace period."""
+        if m.type is MismatchType.ORDER_EXISTS_UNEXPECTED and m.client_order_id:
+            o = self.observed.get_order(m.client_order_id)
+            if o is None:
+                return None
+            return (o.created_ts_ms or o.seen_ts_ms) + self.config.order_grace_ms
+        if m.position_side is not None:
+            op = self.observed.get_position((m.symbol, m.position_side))
+            if op is None:
+                return None
+            return op.changed_ts_ms + self.config.position_grace_ms
+        return None
+
+    def _observe_settings(self) -> None:
+        executor = self._executor()
+        self.smetrics.observe_settings(
+            self.config,
+            armed=executor.armed,
+            allow_mainnet=self.gate_env.get(ALLOW_MAINNET) == "1",
+            whitelist=len(executor.symbol_whitelist),
+        )
+
+    def _on_change(self, source: str, field: str, old: Any, new: Any) -> None:
+        self.smetrics.control_changes.labels(source=source).inc()
+        log_event(
+            log, "CONTROL_CHANGE", logging.WARNING, source=source, field=field, old=old, new=new
+        )
+        if self.audit is not None:
+            self.audit.write(
+                "CONTROL_CHANGE",
+                {
+                    "ts_ms": self.clock(),
+                    "run_id": None,
+                    "mode": self._executor().mode,
+                    "action": self.config.action.value,
+                    "source": source,
+                    "field": field,
+                    "old": str(getattr(old, "value", old)),
+                    "new": str(getattr(new, "value", new)),
+                },
+            )
+        self._observe_settings()
+
+    def _set_armed(self, armed: bool) -> None:
+        self._executor().armed = armed
+
+    def reload_config(self, source: str) -> dict[str, Any]:
+        """Re-read the config file and apply what changed (environment gates still win)."""
+        if self.opts.config_path is None or self.controls is None:
+            raise ConfigError("no --config file to reload")
+        fresh = load_config_file(self.opts.config_path)
+        raw = self.opts.env.raw
+        if raw.get("RECONCILE_DRY_RUN") is not None:
+            fresh.reconcile.dry_run = self.opts.env.dry_run
+        if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
+            fresh.reconcile.allow_active_remediation = self.opts.env.allow_active
+        changes = []
+        for name in ReconcileConfig.model_fields:
+            value = getattr(fresh.reconcile, name)
+            if value != getattr(self.config, name):
+                changes.append(self.controls.set_field(name, value, source=source))
+        armed = self.opts.env.armed if raw.get("ARMED") is not None else fresh.service.armed
+        if armed != self._executor().armed:
+            changes.append(self.controls.arm(armed, source=source))
+        log_event(log, "CONFIG_RELOADED", source=source, changes=len(changes))
+        return {"reloaded": str(self.opts.config_path), "changes": changes}
+
+    # --- probes --------------------------------------------------------------------------
+
+    def _healthy(self) -> tuple[bool, dict[str, Any]]:
+        return (not self.stop_event.is_set(), {"runs": self.runs})
+
+    def _ready(self) -> tuple[bool, dict[str, Any]]:
+        state = self.stream.state if self.stream is not None else StreamState.DISCONNECTED
+        age = self.observed.snapshot_age_ms(self.clock())
+        return (
+            self.ready,
+            {
+                "first_snapshot": self.ready,
+                "stream": state.name.lower(),
+                "snapshot_age_s": None if age is None else round(age / 1000, 3),
+                "ha": {"enabled": False, "leader": True},
+            },
+        )
+
+    def status(self) -> dict[str, Any]:
+        executor = self._executor()
+        now = self.clock()
+        state = self.stream.state if self.stream is not None else StreamState.DISCONNECTED
+        return {
+            "venue": self.opts.venue,
+            "mode": executor.mode,
+            "ready": self.ready,
+            "stream": state.name.lower(),
+            "runs": self.runs,
+            "armed": executor.armed,
+            "allow_mainnet_trade": self.gate_env.get(ALLOW_MAINNET) == "1",
+            "symbol_whitelist": executor.symbol_whitelist,
+            "config": self.config.summary(),
+            "budget": {
+                "calls_used_day": self.budget.state.calls_used_day,
+                "notional_used_day": str(self.budget.state.notional_used_day),
+                "calls_remaining_day": self.budget.calls_remaining_day(now),
+                "notional_remaining_day": str(self.budget.notional_remaining_day(now)),
+            },
+            "last_run": self.last_report.summary() if self.last_report else None,
+            "metrics_url": self.metrics_url,
+        }
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _executor(self) -> RemediationExecutor:
+        assert self.executor is not None, "service not started"
+        return self.executor
+
+    def _port(self) -> BinanceFuturesPort:
+        assert self.venue is not None, "service not started"
+        return self.venue.port

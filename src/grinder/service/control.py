@@ -1,0 +1,200 @@
+"""Runtime control of a running service: the rollbacks of runbook 13 without a restart.
+
+Transport: HTTP over a Unix domain socket in a directory only the service's
+user can enter (mode 0700; the socket itself 0600), so other users of the
+machine cannot reach it. Default path: ``$XDG_RUNTIME_DIR/grinder/control.sock``
+or ``/tmp/grinder-<uid>/control.sock``.
+
+Endpoints (JSON):
+
+* ``GET /status`` — settings in force, mode, readiness, stream state.
+* ``POST /set`` ``{"field": "<ReconcileConfig field>", "value": …}`` — e.g.
+  ``action`` → ``none``, ``dry_run`` → ``true``.
+* ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
+* ``POST /mainnet`` ``{"allow": false}`` — the process's ``ALLOW_MAINNET_TRADE``.
+* ``POST /reload`` — re-read the config file (as SIGHUP does).
+
+Every change is validated, applied to the live objects (effective before the
+next exchange write), logged as ``CONTROL_CHANGE``, audited, and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from grinder.reconcile.config import ConfigError, ReconcileConfig
+
+ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
+
+
+def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
+    src = os.environ if env is None else env
+    runtime = src.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) / "grinder" if runtime else Path(f"/tmp/grinder-{os.getuid()}")
+    return base / "control.sock"
+
+
+def prepare_socket_dir(path: Path) -> None:
+    """Create the socket's directory 0700 and refuse one that others can enter."""
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"--control-socket: {directory} is owned by another user")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(directory, 0o700)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"--control-socket: {path} exists and is not a socket")
+        path.unlink()
+
+
+def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
+    """A control value for ``field``: JSON values as given, strings coerced by field type."""
+    if field not in ReconcileConfig.model_fields:
+        known = ", ".join(sorted(ReconcileConfig.model_fields))
+        raise ConfigError(f"unknown field {field!r}; known: {known}")
+    if not isinstance(value, str):
+        return value
+    current = getattr(config, field)
+    if isinstance(current, bool):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true"):
+            return True
+        if lowered in ("0", "false"):
+            return False
+        raise ConfigError(f"{field}: expected true/false (or 1/0), got {value!r}")
+    if isinstance(current, list) or (current is None and field == "strategy_allowlist"):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(current, int | float) and not isinstance(current, bool):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{field}: expected a number, got {value!r}") from None
+    return value
+
+
+class Controls:
+    """The live settings a control command may change."""
+
+    def __init__(
+        self,
+        config: ReconcileConfig,
+        *,
+        get_armed: Callable[[], bool],
+        set_armed: Callable[[bool], None],
+        gate_env: dict[str, str],
+        status: Callable[[], dict[str, Any]],
+        reload: Callable[[], dict[str, Any]],
+        on_change: Callable[[str, str, Any, Any], None],
+    ) -> None:
+        self.config = config
+        self._get_armed = get_armed
+        self._set_armed = set_armed
+        self.gate_env = gate_env
+        self._status = status
+        self._reload = reload
+        self._on_change = on_change
+
+    def status(self) -> dict[str, Any]:
+        return self._status()
+
+    def set_field(self, field: str, value: Any, *, source: str = "control") -> dict[str, Any]:
+        parsed = parse_value(self.config, field, value)
+        old = getattr(self.config, field)
+        try:
+            setattr(self.config, field, parsed)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ConfigError(f"{field}: {err.get('msg')} (got {value!r})") from None
+        new = getattr(self.config, field)
+        if new != old:
+            self._on_change(source, field, old, new)
+        return {"field": field, "old": _plain(old), "new": _plain(new)}
+
+    def arm(self, armed: bool, *, source: str = "control") -> dict[str, Any]:
+        old = self._get_armed()
+        self._set_armed(armed)
+        if old != armed:
+            self._on_change(source, "armed", old, armed)
+        return {"field": "armed", "old": old, "new": armed}
+
+    def allow_mainnet(self, allow: bool, *, source: str = "control") -> dict[str, Any]:
+        old = self.gate_env.get(ALLOW_MAINNET) == "1"
+        if allow:
+            self.gate_env[ALLOW_MAINNET] = "1"
+        else:
+            self.gate_env.pop(ALLOW_MAINNET, None)
+        if old != allow:
+            self._on_change(source, ALLOW_MAINNET, old, allow)
+        return {"field": ALLOW_MAINNET, "old": old, "new": allow}
+
+    def reload(self) -> dict[str, Any]:
+        return self._reload()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "value"):
+        return value.value
+    if isinstance(value, list | tuple | str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+def build_control_app(controls: Controls) -> web.Application:
+    async def status(_: web.Request) -> web.Response:
+        return web.json_response(controls.status(), dumps=_dumps)
+
+    async def post(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error("request body is not JSON")
+        if not isinstance(body, dict):
+            return _error("request body must be a JSON object")
+        try:
+            result = _dispatch(controls, request.path, body)
+        except ConfigError as exc:
+            return _error(str(exc))
+        return web.json_response(result, dumps=_dumps)
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    for path in ("/set", "/arm", "/mainnet", "/reload"):
+        app.router.add_post(path, post)
+    return app
+
+
+def _dispatch(controls: Controls, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    if path == "/set":
+        field = body.get("field")
+        if not isinstance(field, str) or "value" not in body:
+            raise ConfigError('/set needs {"field": "<name>", "value": <value>}')
+        return controls.set_field(field, body["value"])
+    if path == "/arm":
+        armed = body.get("armed")
+        if not isinstance(armed, bool):
+            raise ConfigError('/arm needs {"armed": true|false}')
+        return controls.arm(armed)
+    if path == "/mainnet":
+        allow = body.get("allow")
+        if not isinstance(allow, bool):
+            raise ConfigError('/mainnet needs {"allow": true|false}')
+        return controls.allow_mainnet(allow)
+    return controls.reload()
+
+
+def _error(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)

@@ -1,0 +1,175 @@
+"""Service settings: flags > environment > config file > defaults.
+
+The config file is TOML with two tables: ``[reconcile]`` (every field of
+``ReconcileConfig``) and ``[service]`` (``ServiceConfig`` below). The runbook's
+environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
+``ARMED``) override the file; ``ALLOW_MAINNET_TRADE`` is read at every write.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from grinder.reconcile.config import (
+    ConfigError,
+    ReconcileConfig,
+    RuntimeEnv,
+    env_float,
+    env_path,
+)
+
+Venue = Literal["sim", "testnet", "mainnet"]
+VENUES: tuple[Venue, ...] = ("sim", "testnet", "mainnet")
+DEFAULT_ARTIFACT_TTL_DAYS = 14.0
+
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+
+
+class ServiceConfig(BaseModel):
+    """How the live service schedules its work."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    armed: StrictBool = False
+    full_pass_interval_s: PosFloat = 10.0
+    """A full detection pass at least this often, whatever the stream says."""
+    min_snapshot_interval_s: PosFloat = 30.0
+    max_snapshot_interval_s: PosFloat = 300.0
+    snapshot_weight_per_minute: PosFloat = 20.0
+    """Request weight per minute the periodic snapshots may use (Binance allows 2,400)."""
+    check_delay_ms: Annotated[int, Field(ge=0, le=5000, strict=True)] = 50
+    """Slack after a grace period ends before the scheduled check runs."""
+    stream_keepalive_s: PosFloat = 1800.0
+    sim_seed: int = 1
+    sim_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+
+
+@dataclass(frozen=True)
+class FileConfig:
+    reconcile: ReconcileConfig
+    service: ServiceConfig
+
+
+def load_config_file(path: Path | None) -> FileConfig:
+    """The config file's tables (defaults when ``path`` is None)."""
+    if path is None:
+        return FileConfig(ReconcileConfig(), ServiceConfig())
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    unknown = sorted(set(raw) - {"reconcile", "service"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [reconcile], [service]")
+    rec = raw.get("reconcile", {})
+    svc = raw.get("service", {})
+    if not isinstance(rec, dict) or not isinstance(svc, dict):
+        raise ConfigError(f"{path}: [reconcile] and [service] must be tables")
+    reconcile = ReconcileConfig.from_mapping(rec, source=f"{path} [reconcile]")
+    try:
+        service = ServiceConfig.model_validate(svc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ()))
+        raise ConfigError(
+            f"{path} [service]: {where}: {err.get('msg')} (got {err.get('input')!r})"
+        ) from None
+    return FileConfig(reconcile, service)
+
+
+@dataclass
+class ServiceOptions:
+    """Everything the service was asked to do, resolved and validated."""
+
+    venue: Venue = "sim"
+    venue_url: str | None = None
+    duration_s: float | None = None
+    config_path: Path | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9090
+    log_file: Path | None = None
+    reset_budget_state: bool = False
+    audit_out: Path | None = None
+    metrics_out: Path | None = None
+    expected_db: Path | None = None
+    control_socket: Path | None = None
+    artifacts_dir: Path | None = None
+    artifact_ttl_days: float = DEFAULT_ARTIFACT_TTL_DAYS
+    env: RuntimeEnv = field(default_factory=lambda: RuntimeEnv.from_env({}))
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    armed: bool = False
+
+    def audit_path(self, run_dir_audit: Path | None) -> Path | None:
+        """Explicit ``--audit-out`` wins; then the run-dir; then the audit env vars."""
+        if self.audit_out is not None:
+            return self.audit_out
+        if run_dir_audit is not None:
+            return run_dir_audit
+        if self.env.audit_enabled:
+            return self.env.audit_path
+        return None
+
+
+def resolve(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+) -> ServiceOptions:
+    """Combine flags, environment and config file into ``ServiceOptions``."""
+    src = os.environ if env is None else env
+    runtime = RuntimeEnv.from_env(src)
+    venue_raw = flags.get("venue") or src.get("GRINDER_VENUE") or "sim"
+    if venue_raw not in VENUES:
+        where = "--venue" if flags.get("venue") else "GRINDER_VENUE"
+        raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
+    config_path = flags.get("config")
+    file_cfg = load_config_file(Path(config_path) if config_path else None)
+    reconcile = file_cfg.reconcile
+    # Environment gates override the file when they are set.
+    raw = runtime.raw
+    if raw.get("RECONCILE_DRY_RUN") is not None:
+        reconcile.dry_run = runtime.dry_run
+    if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
+        reconcile.allow_active_remediation = runtime.allow_active
+    armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
+    expected_db = flags.get("expected_db") or env_path(src, "GRINDER_EXPECTED_DB", None)
+    artifacts = env_path(src, "GRINDER_ARTIFACTS_DIR", None)
+    ttl_days = env_float(src, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS)
+    duration = flags.get("duration")
+    if duration is not None and duration <= 0:
+        raise ConfigError(f"--duration: expected seconds > 0, got {duration}")
+    return ServiceOptions(
+        venue=venue_raw,
+        venue_url=flags.get("venue_url"),
+        duration_s=duration,
+        config_path=Path(config_path) if config_path else None,
+        metrics_host=flags.get("metrics_host") or "127.0.0.1",
+        metrics_port=int(flags.get("metrics_port", 9090)),
+        log_file=_path(flags.get("log_file")),
+        reset_budget_state=bool(flags.get("reset_budget_state")),
+        audit_out=_path(flags.get("audit_out")),
+        metrics_out=_path(flags.get("metrics_out")),
+        expected_db=Path(expected_db) if expected_db else None,
+        control_socket=_path(flags.get("control_socket")),
+        artifacts_dir=artifacts,
+        artifact_ttl_days=ttl_days,
+        env=runtime,
+        reconcile=reconcile,
+        service=file_cfg.service,
+        armed=armed,
+    )
+
+
+def _path(value: Any) -> Path | None:
+    return Path(value) if value else None
