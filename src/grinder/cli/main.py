@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import click
 
 from grinder import __version__
+from grinder.cli.control import control
 from grinder.cli.errors import run_command
 from grinder.cli.reconcile import reconcile
 from grinder.cli.sim import sim
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(smoke)
 cli.add_command(sim)
 cli.add_command(reconcile)
+cli.add_command(control)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

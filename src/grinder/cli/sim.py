@@ -53,4 +53,6 @@ def serve(host: str, port: int, seed: int, symbols: str | None, tick_ms: int) ->
     try:
         run_forever(host, port, seed, symbols=names, tick_interval_ms=tick_ms)
     except OSError as exc:
-        raise UsageError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror})") from None
+        raise UsageError(
+            f"--host/--port: cannot listen on {host}:{port} ({exc.strerror})"
+        ) from None

@@ -31,10 +31,9 @@ from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
+from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
-from grinder.reconcile.labels import Event
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
@@ -172,7 +171,9 @@ class ReconcileService:
         self.metrics_url = f"http://{self.opts.metrics_host}:{bound}/metrics"
         if self.control_socket is not None and self.controls is not None:
             prepare_socket_dir(self.control_socket)
-            control = await start_unix_site(build_control_app(self.controls), str(self.control_socket))
+            control = await start_unix_site(
+                build_control_app(self.controls), str(self.control_socket)
+            )
             os.chmod(self.control_socket, 0o600)
             self._sites.append(control)
 
@@ -224,7 +225,9 @@ class ReconcileService:
     async def run_until_stopped(self) -> None:
         svc = self.opts.service
         start = self.clock()
-        deadline = None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
+        deadline = (
+            None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
+        )
         interval_ms = int(self.snapshot_interval_s() * 1000)
         self.smetrics.snapshot_interval.set(interval_ms / 1000)
         next_snapshot = start + interval_ms
@@ -272,7 +275,8 @@ class ReconcileService:
     async def run_once(self) -> RunReport:
         async with self._run_lock:
             now = self.clock()
-            assert self.expected is not None and self.runner is not None
+            assert self.expected is not None
+            assert self.runner is not None
             self.expected.refresh()
             self.expected.store_evict(now)
             self.observed.evict_expired(now)

@@ -84,11 +84,10 @@ def prepare_budget(opts: ServiceOptions, tee: Tee, now_ms: int) -> BudgetTracker
         store.save(tracker.state)
         tee.line(f"budget_state_reset=1 path={path}")
         return tracker
-    else:
-        warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
-        if warning:
-            for line in warning.splitlines():
-                tee.line(line)
+    warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
+    if warning:
+        for line in warning.splitlines():
+            tee.line(line)
     return BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
 
 

@@ -1,0 +1,249 @@
+"""Runbook 13's service commands, run as written, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STRIP = (
+    "RECONCILE_DRY_RUN",
+    "RECONCILE_ALLOW_ACTIVE",
+    "ARMED",
+    "ALLOW_MAINNET_TRADE",
+    "GRINDER_AUDIT_ENABLED",
+    "GRINDER_AUDIT_PATH",
+    "BUDGET_STATE_PATH",
+    "BUDGET_STATE_STALE_HOURS",
+    "GRINDER_ARTIFACTS_DIR",
+    "GRINDER_VENUE",
+    "BINANCE_API_KEY",
+    "BINANCE_API_SECRET",
+)
+
+
+def env_for(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in STRIP}
+    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
+    env["XDG_RUNTIME_DIR"] = str(tmp / "run")
+    env.update(extra)
+    return env
+
+
+def run(tmp: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["python3", "-m", "scripts.run_live_reconcile", "--metrics-port", "0", *args],
+        cwd=tmp,
+        env=env_for(tmp, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def latest_run_dir(artifacts: Path) -> Path:
+    days = sorted(p for p in artifacts.iterdir() if p.is_dir())
+    runs = sorted(days[-1].glob("run_*"))
+    return runs[-1]
+
+
+def test_reset_budget_state_run_writes_every_runbook_file(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    artifacts = tmp_path / "artifacts"
+    proc = run(
+        tmp_path,
+        "--reset-budget-state",
+        "--duration",
+        "2",
+        BUDGET_STATE_PATH=str(budget),
+        GRINDER_ARTIFACTS_DIR=str(artifacts),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"budget_state_reset=1 path={budget}" in proc.stdout.splitlines()
+    run_dir = latest_run_dir(artifacts)
+    names = sorted(p.name for p in run_dir.iterdir())
+    assert names == [
+        "audit.jsonl",
+        "budget_state.json",
+        "metrics.prom",
+        "metrics_summary.json",
+        "stdout.log",
+    ]
+    stdout_log = (run_dir / "stdout.log").read_text()
+    assert "  GRINDER RECONCILE SERVICE" in stdout_log
+    assert stdout_log.rstrip().endswith("exit_code=0")
+    assert "grinder_reconcile_runs_total" in (run_dir / "metrics.prom").read_text()
+    summary = json.loads((run_dir / "metrics_summary.json").read_text())
+    assert summary["exit_code"] == 0
+    assert summary["metrics"]["grinder_reconcile_runs_total"] >= 1
+    events = [json.loads(x) for x in (run_dir / "audit.jsonl").read_text().splitlines()]
+    assert any(e["event_type"] == "RECONCILE_RUN" for e in events)
+    state = json.loads((run_dir / "budget_state.json").read_text())
+    assert state["calls_used_day"] == 0
+    assert json.loads(budget.read_text())["schema_version"] == 1
+
+
+def test_multi_run_without_reset_keeps_the_budget_and_sorts_run_dirs(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    budget.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "day": time.strftime("%Y-%m-%d", time.gmtime()),
+                "calls_used_day": 7,
+                "notional_used_day": "120.5",
+                "updated_ts_ms": 1,
+            }
+        )
+    )
+    artifacts = tmp_path / "artifacts"
+    for _ in range(2):
+        proc = run(
+            tmp_path,
+            "--duration",
+            "1",
+            BUDGET_STATE_PATH=str(budget),
+            GRINDER_ARTIFACTS_DIR=str(artifacts),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "budget_state_reset" not in proc.stdout
+    runs = sorted(next(artifacts.iterdir()).glob("run_*"))
+    assert len(runs) == 2
+    assert runs[0].name < runs[1].name
+    assert json.loads(budget.read_text())["calls_used_day"] == 7
+    assert json.loads((runs[-1] / "budget_state.json").read_text())["calls_used_day"] == 7
+
+
+def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    budget.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "day": "2024-01-14",
+                "calls_used_day": 1,
+                "notional_used_day": "0",
+                "updated_ts_ms": 1,
+            }
+        )
+    )
+    old = time.time() - 25.3 * 3600
+    os.utime(budget, (old, old))
+    proc = run(tmp_path, "--duration", "1", BUDGET_STATE_PATH=str(budget))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WARNING: Budget state"))
+    assert lines[start] == "WARNING: Budget state is stale (25.3h old, threshold=24h)"
+    assert lines[start + 1].startswith("         Last modified: ")
+    assert lines[start + 1].endswith(" UTC")
+    assert lines[start + 2] == f"         Path: {budget}"
+    assert lines[start + 3] == "         Consider using --reset-budget-state for a clean start."
+
+
+def test_corrupt_budget_file_is_exit_2_and_left_untouched(tmp_path: Path) -> None:
+    budget = tmp_path / "budget.json"
+    budget.write_text('{"schema_version": 1, "day": ')
+    proc = run(tmp_path, "--duration", "1", BUDGET_STATE_PATH=str(budget))
+    assert proc.returncode == 2
+    assert str(budget) in proc.stderr
+    assert budget.read_text() == '{"schema_version": 1, "day": '
+
+
+def test_real_venue_without_credentials_is_exit_2_naming_the_variable(tmp_path: Path) -> None:
+    proc = run(tmp_path, "--venue", "testnet", "--duration", "1")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "BINANCE_API_KEY" in lines[0]
+
+
+def test_bad_flag_and_bad_env_are_exit_2_with_one_line(tmp_path: Path) -> None:
+    for args, env, needle in (
+        (("--duration", "-5"), {}, "--duration"),
+        (("--venue", "moon"), {}, "--venue"),
+        ((), {"GRINDER_VENUE": "moon"}, "GRINDER_VENUE"),
+        ((), {"ARMED": "yes"}, "ARMED"),
+        (("--config", str(tmp_path / "missing.toml")), {}, "missing.toml"),
+    ):
+        proc = run(tmp_path, *args, **env)
+        assert proc.returncode == 2, (args, env, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert needle in lines[0]
+
+
+def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    proc = subprocess.Popen(
+        ["python3", "-m", "scripts.run_live_reconcile", "--metrics-port", "0"],
+        cwd=tmp_path,
+        env=env_for(tmp_path, GRINDER_ARTIFACTS_DIR=str(artifacts)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if line.startswith("ready:") or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "exit_code=0" in out
+    run_dir = latest_run_dir(artifacts)
+    assert (run_dir / "metrics.prom").is_file()
+    assert (run_dir / "budget_state.json").is_file()
+    assert "SERVICE_STOP signal=SIGTERM" in err
+
+
+def test_sighup_rereads_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "grinder.toml"
+    config.write_text('[reconcile]\naction = "cancel_all"\n')
+    audit = tmp_path / "audit.jsonl"
+    proc = subprocess.Popen(
+        [
+            "python3",
+            "-m",
+            "scripts.run_live_reconcile",
+            "--metrics-port",
+            "0",
+            "--config",
+            str(config),
+            "--audit-out",
+            str(audit),
+        ],
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("ready:"):
+            break
+    config.write_text('[reconcile]\naction = "none"\ndry_run = true\n')
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    changes: list[dict[str, str]] = []
+    while time.monotonic() < deadline and not changes:
+        time.sleep(0.1)
+        if audit.exists():
+            changes = [
+                r
+                for r in map(json.loads, audit.read_text().splitlines())
+                if r["event_type"] == "CONTROL_CHANGE"
+            ]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert [(c["source"], c["field"], c["old"], c["new"]) for c in changes] == [
+        ("sighup", "action", "cancel_all", "none")
+    ]
+    assert "CONTROL_CHANGE source=sighup field=action old=cancel_all new=none" in err
