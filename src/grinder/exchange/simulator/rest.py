@@ -1,0 +1,285 @@
+"""The Binance USDⓈ-M REST endpoints: one handler each, and the table that routes them.
+
+Handlers are synchronous: they read parameters, change the simulator's state
+and return the JSON body (or raise ``BinanceError``). Authentication, weights,
+faults and HTTP details are the app's (``app.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from grinder.exchange.simulator import auth, views
+from grinder.exchange.simulator import errors as E
+from grinder.exchange.simulator.algo import AlgoOrder, parse_algo_order
+from grinder.exchange.simulator.exchange import Simulator
+from grinder.exchange.simulator.orders import Order
+from grinder.exchange.simulator.params import Params
+from grinder.exchange.simulator.validation import lookup_symbol, parse_new_order
+
+
+@dataclass(frozen=True, slots=True)
+class RawJSON:
+    """A body already serialized (the openOrders snapshot)."""
+
+    text: str
+
+
+Handler = Callable[[Simulator, Params], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    security: str
+    handler: Handler
+    write: bool = False
+    """An exchange write (order / algo order placement or cancel): counted as a port call."""
+    new_order: bool = False
+    """Counts against the ORDERS rate limits and reports X-MBX-ORDER-COUNT-*."""
+
+
+# --- market data ----------------------------------------------------------------------------
+
+
+def ping(sim: Simulator, params: Params) -> Any:
+    return {}
+
+
+def server_time(sim: Simulator, params: Params) -> Any:
+    return {"serverTime": sim.server_time()}
+
+
+def exchange_info(sim: Simulator, params: Params) -> Any:
+    return sim.exchange_info()
+
+
+def _optional_symbol(sim: Simulator, params: Params) -> str | None:
+    symbol = params.text("symbol")
+    if symbol is not None:
+        lookup_symbol(sim.specs, symbol)
+    return symbol
+
+
+def premium_index(sim: Simulator, params: Params) -> Any:
+    symbol = _optional_symbol(sim, params)
+    now = sim.server_time()
+    if symbol is not None:
+        return views.premium_index(sim.account, symbol, now)
+    return [views.premium_index(sim.account, s, now) for s in sim.specs]
+
+
+def ticker_price(sim: Simulator, params: Params) -> Any:
+    symbol = _optional_symbol(sim, params)
+    now = sim.server_time()
+    if symbol is not None:
+        return views.ticker_price(sim.account, symbol, now)
+    return [views.ticker_price(sim.account, s, now) for s in sim.specs]
+
+
+# --- account settings and positions ---------------------------------------------------------
+
+
+def get_position_mode(sim: Simulator, params: Params) -> Any:
+    return {"dualSidePosition": sim.account.dual}
+
+
+def set_position_mode(sim: Simulator, params: Params) -> Any:
+    params.required_text("dualSidePosition")
+    sim.account.change_mode(params.boolean("dualSidePosition"))
+    return {"code": 200, "msg": "success"}
+
+
+def position_risk_v3(sim: Simulator, params: Params) -> Any:
+    return views.position_risk_v3(sim.account, _optional_symbol(sim, params))
+
+
+def position_risk_v2(sim: Simulator, params: Params) -> Any:
+    return views.position_risk_v2(sim.account, _optional_symbol(sim, params))
+
+
+def account_v2(sim: Simulator, params: Params) -> Any:
+    return views.account_v2(sim.account)
+
+
+def account_v3(sim: Simulator, params: Params) -> Any:
+    return views.account_v3(sim.account)
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+def open_orders(sim: Simulator, params: Params) -> Any:
+    symbol = _optional_symbol(sim, params)
+    parts = [order.query_json() for order in sim.account.open_orders(symbol)]
+    return RawJSON("[" + ",".join(parts) + "]")
+
+
+def _order_ref(params: Params) -> tuple[str, int | None, str | None]:
+    symbol = params.required_text("symbol")
+    order_id = params.long("orderId")
+    client_id = params.text("origClientOrderId")
+    if order_id is None and client_id is None:
+        raise E.either_mandatory("orderId", "origClientOrderId")
+    return symbol, order_id, client_id
+
+
+def _find(sim: Simulator, params: Params, missing: tuple[int, str]) -> Order:
+    symbol, order_id, client_id = _order_ref(params)
+    lookup_symbol(sim.specs, symbol)
+    order = sim.account.find(symbol, order_id, client_id)
+    if order is None:
+        raise E.err(missing)
+    return order
+
+
+def query_order(sim: Simulator, params: Params) -> Any:
+    order = _find(sim, params, E.NO_SUCH_ORDER)
+    lag = sim.faults.order_query_lag_ms
+    if lag and sim.now_ms() - order.time_ms < lag:
+        raise E.err(E.NO_SUCH_ORDER)
+    return order.query_view()
+
+
+def query_open_order(sim: Simulator, params: Params) -> Any:
+    order = _find(sim, params, E.NO_SUCH_ORDER)
+    if not order.is_open:
+        raise E.err(E.NO_SUCH_ORDER)
+    return order.query_view()
+
+
+def new_order(sim: Simulator, params: Params) -> Any:
+    request = parse_new_order(
+        params,
+        sim.specs,
+        dual=sim.account.dual,
+        mark_of=sim.book.mark,
+        now_ms=sim.now_ms(),
+    )
+    ack, order = sim.account.place(request)
+    return ack if request.resp_type == "ACK" else order.write_view()
+
+
+def cancel_order(sim: Simulator, params: Params) -> Any:
+    order = _find(sim, params, E.CANCEL_REJECTED)
+    if not order.is_open:
+        raise E.err(E.CANCEL_REJECTED)
+    sim.account.cancel(order)
+    return order.write_view()
+
+
+def cancel_all(sim: Simulator, params: Params) -> Any:
+    symbol = params.required_text("symbol")
+    lookup_symbol(sim.specs, symbol)
+    for order in list(sim.account.open_orders(symbol)):
+        sim.account.cancel(order)
+    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+
+# --- conditional (algo) orders ------------------------------------------------------------------
+
+
+def new_algo_order(sim: Simulator, params: Params) -> Any:
+    request = parse_algo_order(
+        params,
+        sim.specs,
+        dual=sim.account.dual,
+        mark_of=sim.book.mark,
+        now_ms=sim.now_ms(),
+    )
+    return sim.algos.place(request).new_view()
+
+
+def _find_algo(sim: Simulator, params: Params, missing: tuple[int, str]) -> AlgoOrder:
+    algo_id = params.long("algoId")
+    client_id = params.text("clientAlgoId")
+    if algo_id is None and client_id is None:
+        raise E.either_mandatory("algoId", "clientAlgoId")
+    algo = sim.algos.find(algo_id, client_id)
+    if algo is None:
+        raise E.err(missing)
+    return algo
+
+
+def cancel_algo_order(sim: Simulator, params: Params) -> Any:
+    algo = _find_algo(sim, params, E.CANCEL_REJECTED)
+    sim.algos.cancel(algo)
+    return {
+        "algoId": algo.algo_id,
+        "clientAlgoId": algo.client_algo_id,
+        "code": "200",
+        "msg": "success",
+    }
+
+
+def query_algo_order(sim: Simulator, params: Params) -> Any:
+    return _find_algo(sim, params, E.NO_SUCH_ORDER).query_view()
+
+
+def open_algo_orders(sim: Simulator, params: Params) -> Any:
+    symbol = _optional_symbol(sim, params)
+    algo_id = params.long("algoId")
+    params.text("algoType")
+    return [
+        a.query_view()
+        for a in sim.algos.open_orders(symbol)
+        if algo_id is None or a.algo_id == algo_id
+    ]
+
+
+def cancel_all_algo(sim: Simulator, params: Params) -> Any:
+    symbol = params.required_text("symbol")
+    lookup_symbol(sim.specs, symbol)
+    for algo in list(sim.algos.open_orders(symbol)):
+        sim.algos.cancel(algo)
+    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+
+# --- user data stream ----------------------------------------------------------------------------
+
+
+def listen_key_create(sim: Simulator, params: Params) -> Any:
+    return {"listenKey": sim.hub.create_key()}
+
+
+def listen_key_keepalive(sim: Simulator, params: Params) -> Any:
+    return {"listenKey": sim.hub.keepalive(params.text("listenKey"))}
+
+
+def listen_key_close(sim: Simulator, params: Params) -> Any:
+    sim.hub.close_key(params.text("listenKey"))
+    return {}
+
+
+_N, _U, _S = auth.NONE, auth.USER_STREAM, auth.SIGNED
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/fapi/v1/ping", _N, ping),
+    Endpoint("GET", "/fapi/v1/time", _N, server_time),
+    Endpoint("GET", "/fapi/v1/exchangeInfo", _N, exchange_info),
+    Endpoint("GET", "/fapi/v1/premiumIndex", _N, premium_index),
+    Endpoint("GET", "/fapi/v1/ticker/price", _N, ticker_price),
+    Endpoint("GET", "/fapi/v1/positionSide/dual", _S, get_position_mode),
+    Endpoint("POST", "/fapi/v1/positionSide/dual", _S, set_position_mode),
+    Endpoint("GET", "/fapi/v3/positionRisk", _S, position_risk_v3),
+    Endpoint("GET", "/fapi/v2/positionRisk", _S, position_risk_v2),
+    Endpoint("GET", "/fapi/v2/account", _S, account_v2),
+    Endpoint("GET", "/fapi/v3/account", _S, account_v3),
+    Endpoint("GET", "/fapi/v1/openOrders", _S, open_orders),
+    Endpoint("GET", "/fapi/v1/openOrder", _S, query_open_order),
+    Endpoint("GET", "/fapi/v1/order", _S, query_order),
+    Endpoint("POST", "/fapi/v1/order", _S, new_order, write=True, new_order=True),
+    Endpoint("DELETE", "/fapi/v1/order", _S, cancel_order, write=True),
+    Endpoint("DELETE", "/fapi/v1/allOpenOrders", _S, cancel_all, write=True),
+    Endpoint("POST", "/fapi/v1/algoOrder", _S, new_algo_order, write=True, new_order=True),
+    Endpoint("DELETE", "/fapi/v1/algoOrder", _S, cancel_algo_order, write=True),
+    Endpoint("GET", "/fapi/v1/algoOrder", _S, query_algo_order),
+    Endpoint("GET", "/fapi/v1/openAlgoOrders", _S, open_algo_orders),
+    Endpoint("DELETE", "/fapi/v1/algoOpenOrders", _S, cancel_all_algo, write=True),
+    Endpoint("POST", "/fapi/v1/listenKey", _U, listen_key_create),
+    Endpoint("PUT", "/fapi/v1/listenKey", _U, listen_key_keepalive),
+    Endpoint("DELETE", "/fapi/v1/listenKey", _U, listen_key_close),
+)
