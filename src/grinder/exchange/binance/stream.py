@@ -7,8 +7,9 @@ buffering the events that arrive meanwhile; only after the snapshot is in are
 the buffered and later events delivered (``LIVE``). Events that arrive during
 the snapshot are newer than its request and win over it in the observed store.
 
-The listenKey is kept alive every ``keepalive_s``; ``listenKeyExpired`` or a
-keepalive answered ``-1125`` forces a new key and a new connection; a
+The listenKey is (re)created before every connection (Binance returns the
+active key, extended, or a new one) and kept alive every ``keepalive_s``;
+``listenKeyExpired`` or a keepalive answered ``-1125`` ends the connection; a
 connection is recycled before Binance's 24-hour limit; every drop reconnects
 with capped, jittered backoff. A garbled message is counted and logged, never
 fatal.
@@ -40,7 +41,7 @@ from grinder.exchange.port import ExchangeError
 
 log = logging.getLogger("grinder.exchange.stream")
 
-DEFAULT_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE")
+DEFAULT_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
 
 
@@ -200,8 +201,9 @@ class UserDataStream:
     async def _connect_once(self) -> bool:
         """One connection's life; returns whether it reached LIVE."""
         self._set_state(StreamState.CONNECTING)
-        if self.listen_key is None:
-            self.listen_key = await self._create_listen_key()
+        # POST returns the active key (extended) or a new one: calling it before every
+        # connection recovers from an expired key even when its expiry event was lost.
+        self.listen_key = await self._create_listen_key()
         ws = await self.rest.session.ws_connect(
             self._url(self.listen_key), heartbeat=self.settings.heartbeat_s
         )

@@ -51,6 +51,7 @@ Faults
   POST   /_sim/faults/order-query-lag {"ms"}  GET /fapi/v1/order answers -2013 for younger orders
   DELETE /_sim/faults                clear every fault (and forced 429 / ban)
   POST   /_sim/ws/drop               {"mode"?: "abort"|"close"}  cut every user-data socket
+  POST   /_sim/ws/raw                {"text"}                    send text as-is (garbled frame)
   POST   /_sim/listen-keys/expire    {"listenKey"?}  expire now (listenKeyExpired, then close)
 """
 
@@ -98,6 +99,7 @@ ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("POST", "/_sim/faults/order-query-lag", M.order_query_lag),
     ("DELETE", "/_sim/faults", M.clear_faults),
     ("POST", "/_sim/ws/drop", M.drop_ws),
+    ("POST", "/_sim/ws/raw", M.send_raw_frame),
     ("POST", "/_sim/listen-keys/expire", M.expire_listen_key),
 )
 

@@ -129,6 +129,13 @@ def drop_ws(sim: Simulator, body: Body, request: web.Request) -> Any:
     return {"dropped": sim.hub.drop_all(abort=mode == "abort")}
 
 
+def send_raw_frame(sim: Simulator, body: Body, request: web.Request) -> Any:
+    text = body.get("text")
+    if not isinstance(text, str) or len(text) > 1_000_000:
+        raise ControlError("'text' must be a string of at most 1,000,000 characters")
+    return {"sent": sim.hub.send_raw(text)}
+
+
 def expire_listen_key(sim: Simulator, body: Body, request: web.Request) -> Any:
     key = body.get("listenKey")
     if key is not None:

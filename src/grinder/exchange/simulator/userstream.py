@@ -257,6 +257,15 @@ class StreamHub:
             if conn.wants(kind) and self.valid(conn.listen_key):
                 conn.queue.put_nowait(text)
 
+    def send_raw(self, text: str) -> int:
+        """Send ``text`` as-is (a garbled frame, say) to every open socket; returns how many."""
+        count = 0
+        for conn in self.connections:
+            if self.valid(conn.listen_key):
+                conn.queue.put_nowait(text)
+                count += 1
+        return count
+
     def dump(self) -> dict[str, Any]:
         now = self.clock.now_ms()
         return {

@@ -1,0 +1,463 @@
+"""The Binance adapter (REST client, futures port, user-data stream) against the simulator.
+
+Real HTTP and WebSocket over loopback; the simulator's control API injects
+drift and faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from grinder.exchange.binance.errors import AuthError, IpBanned, OrderRejected, ServerError
+from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, UserEvent
+from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
+from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
+from grinder.exchange.port import CancelOutcome, TransientExchangeError
+from grinder.exchange.simulator import SimConfig, SimulatorServer
+from grinder.reconcile.identity import generate_client_order_id
+from grinder.reconcile.types import OrderStatus, PositionSide, Side
+
+KEY, SECRET = "test-key", "test-secret"
+
+
+def ours(seq: int, symbol: str = "BTCUSDT") -> str:
+    return generate_client_order_id(
+        strategy_id="d", symbol=symbol, level_id=1, ts_seconds=1_800_000_000, seq=seq
+    )
+
+
+class Sleeps:
+    """Records what the client asked to wait, and waits only briefly."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[SimulatorServer]:
+    config = SimConfig(seed=3, walk_frozen=True, tick_interval_ms=50)
+    server = SimulatorServer(
+        port=0, api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT", "ETHUSDT"], config=config
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+async def rest(sim: SimulatorServer, sleeps: Sleeps) -> AsyncIterator[BinanceRestClient]:
+    weights: list[int] = []
+    client = BinanceRestClient(
+        sim.base_url,
+        Credentials(KEY, SECRET),
+        settings=RestSettings(backoff_base_s=0.01, backoff_cap_s=0.05),
+        sleep=sleeps,
+        on_weight=weights.append,
+    )
+    client.weights_seen = weights  # type: ignore[attr-defined]
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def port(rest: BinanceRestClient) -> BinanceFuturesPort:
+    return BinanceFuturesPort(rest)
+
+
+async def control(sim: SimulatorServer, method: str, path: str, body: Any = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{sim.base_url}/_sim{path}", json=body) as resp,
+    ):
+        data = await resp.json()
+        assert resp.status == 200, data
+        return data
+
+
+async def place_manual(sim: SimulatorServer, cid: str, **kw: Any) -> Any:
+    body = {
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "type": "LIMIT",
+        "quantity": "0.002",
+        "price": "20000",
+        "timeInForce": "GTC",
+        "clientOrderId": cid,
+    }
+    body.update(kw)
+    return await control(sim, "POST", "/orders", body)
+
+
+# --- REST endpoints through the port ------------------------------------------------------
+
+
+async def test_time_sync_and_exchange_info_give_step_sizes(
+    rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    offset = await rest.sync_time()
+    assert abs(offset) < 1000
+    assert await port.get_step_size("BTCUSDT") == Decimal("0.001")
+    assert await port.get_step_size("NOPEUSDT") is None
+    mark = await port.get_mark_price("BTCUSDT")
+    assert mark is not None
+    assert mark > 0
+
+
+async def test_open_orders_query_and_cancel_by_client_order_id(
+    sim: SimulatorServer, port: BinanceFuturesPort
+) -> None:
+    await place_manual(sim, ours(1))
+    await place_manual(sim, ours(2, "ETHUSDT"), symbol="ETHUSDT", price="1000", quantity="0.050")
+    every = await port.fetch_open_orders()
+    assert sorted(o.client_order_id for o in every) == sorted([ours(1), ours(2, "ETHUSDT")])
+    only_btc = await port.fetch_open_orders(["BTCUSDT"])
+    assert [o.client_order_id for o in only_btc] == [ours(1)]
+    found = await port.query_order("BTCUSDT", ours(1))
+    assert found is not None
+    assert found.status is OrderStatus.NEW
+    assert found.qty == Decimal("0.002")
+    assert await port.query_order("BTCUSDT", "grinder_d_BTCUSDT_1_1_999") is None
+    assert await port.cancel_order("BTCUSDT", ours(1)) is CancelOutcome.CANCELED
+    assert await port.cancel_order("BTCUSDT", ours(1)) is CancelOutcome.ALREADY_GONE
+    ended = await port.query_order("BTCUSDT", ours(1))
+    assert ended is not None
+    assert ended.status is OrderStatus.CANCELED
+    state = await control(sim, "GET", "/state")
+    assert state["counters"]["writeRequests"] == 2
+
+
+async def test_per_symbol_snapshot_costs_less_weight_than_all_symbols(
+    rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    await rest.request("GET", "/fapi/v1/ping")
+    before = rest.used_weight
+    await port.fetch_open_orders(["BTCUSDT"])
+    per_symbol = rest.used_weight - before
+    before = rest.used_weight
+    await port.fetch_open_orders()
+    all_symbols = rest.used_weight - before
+    assert per_symbol == 2  # openOrders + openAlgoOrders, 1 each
+    assert all_symbols == 80
+    assert rest.weights_seen  # type: ignore[attr-defined]
+
+
+async def test_flatten_one_way_position_with_reduce_only_market(
+    sim: SimulatorServer, port: BinanceFuturesPort
+) -> None:
+    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "-0.004"})
+    (pos,) = await port.fetch_positions()
+    assert (pos.symbol, pos.qty, pos.position_side) == ("BTCUSDT", Decimal("-0.004"), "BOTH")
+    filled = await port.place_reduce_only_market(
+        "BTCUSDT",
+        Side.BUY,
+        Decimal("0.004"),
+        position_side=PositionSide.BOTH,
+        client_order_id="grinder_d_BTCUSDT_R_1800000000_1",
+    )
+    assert filled.status is OrderStatus.FILLED
+    assert filled.reduce_only
+    assert await port.fetch_positions() == []
+    with pytest.raises(OrderRejected) as err:
+        await port.place_reduce_only_market(
+            "BTCUSDT",
+            Side.BUY,
+            Decimal("0.001"),
+            position_side=PositionSide.BOTH,
+            client_order_id="grinder_d_BTCUSDT_R_1800000000_2",
+        )
+    assert err.value.code == -2022
+
+
+async def test_flatten_in_hedge_mode_sends_position_side(
+    sim: SimulatorServer, port: BinanceFuturesPort
+) -> None:
+    await control(sim, "POST", "/position-mode", {"dualSidePosition": True})
+    assert await port.hedge_mode(refresh=True) is True
+    await control(
+        sim,
+        "POST",
+        "/positions",
+        {"symbol": "ETHUSDT", "quantity": "0.100", "positionSide": "LONG"},
+    )
+    (pos,) = await port.fetch_positions(["ETHUSDT"])
+    assert pos.position_side is PositionSide.LONG
+    await port.place_reduce_only_market(
+        "ETHUSDT",
+        Side.SELL,
+        Decimal("0.100"),
+        position_side=PositionSide.LONG,
+        client_order_id="grinder_d_ETHUSDT_R_1800000000_1",
+    )
+    assert await port.fetch_positions(["ETHUSDT"]) == []
+
+
+async def test_algo_orders_are_part_of_the_open_order_picture_and_cancel_on_their_endpoint(
+    sim: SimulatorServer, port: BinanceFuturesPort
+) -> None:
+    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
+    cid = "grinder_d_BTCUSDT_S_1800000000_1"
+    await control(
+        sim,
+        "POST",
+        "/algo-orders",
+        {
+            "symbol": "BTCUSDT",
+            "side": "SELL",
+            "type": "STOP_MARKET",
+            "algoType": "CONDITIONAL",
+            "quantity": "0.002",
+            "triggerPrice": "10000",
+            "reduceOnly": "true",
+            "clientAlgoId": cid,
+        },
+    )
+    orders = await port.fetch_open_orders(["BTCUSDT"])
+    algo = [o for o in orders if o.is_algo]
+    assert [o.client_order_id for o in algo] == [cid]
+    queried = await port.query_order("BTCUSDT", cid, is_algo=True)
+    assert queried is not None
+    assert queried.status is OrderStatus.NEW
+    assert await port.cancel_order("BTCUSDT", cid, is_algo=True) is CancelOutcome.CANCELED
+    assert [o for o in await port.fetch_open_orders(["BTCUSDT"]) if o.is_algo] == []
+
+
+# --- faults -------------------------------------------------------------------------------
+
+
+async def test_429_is_waited_out_with_retry_after_then_succeeds(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
+) -> None:
+    await control(sim, "POST", "/faults/rate-limit", {"count": 1})
+    assert await port.fetch_positions() == []
+    assert len(sleeps.waits) == 1
+    assert 0 < sleeps.waits[0] <= 60
+
+
+async def test_418_ban_is_raised_not_retried(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    await control(sim, "POST", "/faults/ban", {"seconds": 120})
+    sent = rest.requests_sent
+    with pytest.raises(IpBanned) as err:
+        await port.fetch_positions()
+    assert rest.requests_sent == sent + 1
+    assert err.value.retry_after_s == pytest.approx(120, abs=2)
+
+
+async def test_5xx_on_a_read_is_retried_with_backoff(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
+) -> None:
+    await control(
+        sim,
+        "POST",
+        "/faults/errors",
+        {"count": 2, "status": 503, "paths": ["/fapi/v3/positionRisk"]},
+    )
+    sent = rest.requests_sent
+    assert await port.fetch_positions() == []
+    assert rest.requests_sent == sent + 3
+    assert len(sleeps.waits) == 2
+    assert all(0 < w <= 0.05 for w in sleeps.waits)
+
+
+async def test_5xx_on_a_new_order_is_not_repeated_blindly(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
+    await control(
+        sim,
+        "POST",
+        "/faults/errors",
+        {
+            "count": 1,
+            "status": 503,
+            "paths": ["/fapi/v1/order"],
+            "methods": ["POST"],
+            "apply": True,
+        },
+    )
+    with pytest.raises(TransientExchangeError):
+        await port.place_reduce_only_market(
+            "BTCUSDT",
+            Side.SELL,
+            Decimal("0.002"),
+            position_side=PositionSide.BOTH,
+            client_order_id="grinder_d_BTCUSDT_R_1800000000_9",
+        )
+    state = await control(sim, "GET", "/state")
+    assert state["counters"]["writeRequests"] == 1
+    # The order was executed although the answer was an error: re-reading shows it.
+    assert await port.fetch_positions() == []
+
+
+async def test_timestamp_outside_recv_window_resyncs_time_and_retries(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    await rest.sync_time()
+    await control(sim, "POST", "/faults/clock-skew", {"offsetMs": 30_000})
+    assert await port.fetch_positions() == []
+    assert rest.time_offset_ms == pytest.approx(30_000, abs=1000)
+
+
+async def test_wrong_secret_is_an_auth_error(sim: SimulatorServer) -> None:
+    client = BinanceRestClient(sim.base_url, Credentials(KEY, "s3cr3t-value-xyz"))
+    try:
+        with pytest.raises(AuthError) as err:
+            await BinanceFuturesPort(client).fetch_positions()
+        assert err.value.code == -1022
+        assert "s3cr3t-value-xyz" not in str(err.value)
+    finally:
+        await client.close()
+
+
+async def test_server_error_surfaces_after_retries_are_spent(
+    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+) -> None:
+    await control(
+        sim,
+        "POST",
+        "/faults/errors",
+        {"count": 10, "status": 500, "paths": ["/fapi/v3/positionRisk"]},
+    )
+    with pytest.raises(ServerError):
+        await port.fetch_positions()
+
+
+# --- the user-data stream -----------------------------------------------------------------
+
+
+class StreamRig:
+    def __init__(self, rest: BinanceRestClient, sim: SimulatorServer) -> None:
+        self.events: list[UserEvent] = []
+        self.resyncs = 0
+        self.stream = UserDataStream(
+            rest,
+            sim.ws_base_url,
+            on_event=self.events.append,
+            on_resync=self.resync,
+            settings=StreamSettings(backoff_base_s=0.01, backoff_cap_s=0.05, keepalive_s=3600),
+        )
+        self.task = asyncio.create_task(self.stream.run())
+
+    async def resync(self) -> None:
+        self.resyncs += 1
+
+    async def wait(self, predicate: Callable[[], bool], timeout_s: float = 5) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while not predicate():
+            assert loop.time() < end, "condition not reached"
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        await self.stream.stop()
+        await asyncio.wait_for(self.task, 5)
+
+
+@pytest.fixture
+async def stream_rig(rest: BinanceRestClient, sim: SimulatorServer) -> AsyncIterator[StreamRig]:
+    rig = StreamRig(rest, sim)
+    assert await rig.stream.wait_live(5)
+    yield rig
+    await rig.close()
+
+
+def order_updates(events: list[UserEvent], cid: str) -> list[OrderStatus]:
+    return [
+        e.order.status
+        for e in events
+        if isinstance(e, OrderUpdate) and e.order.client_order_id == cid
+    ]
+
+
+async def test_stream_delivers_order_and_account_events(
+    sim: SimulatorServer, stream_rig: StreamRig
+) -> None:
+    assert stream_rig.resyncs == 1
+    await place_manual(sim, ours(5))
+    await control(sim, "POST", "/orders/fill", {"clientOrderId": ours(5)})
+    await stream_rig.wait(lambda: OrderStatus.FILLED in order_updates(stream_rig.events, ours(5)))
+    assert order_updates(stream_rig.events, ours(5)) == [OrderStatus.NEW, OrderStatus.FILLED]
+    await stream_rig.wait(lambda: any(isinstance(e, AccountUpdate) for e in stream_rig.events))
+
+
+async def test_dropped_socket_reconnects_and_resyncs_before_trusting_events(
+    sim: SimulatorServer, stream_rig: StreamRig
+) -> None:
+    await control(sim, "POST", "/ws/drop", {"mode": "abort"})
+    await stream_rig.wait(lambda: stream_rig.resyncs == 2)
+    await stream_rig.wait(lambda: stream_rig.stream.state is StreamState.LIVE)
+    assert stream_rig.stream.stats.reconnects >= 1
+    await place_manual(sim, ours(6))
+    await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(6)) == [OrderStatus.NEW])
+
+
+async def test_listen_key_expiry_recovers_with_a_new_key(
+    sim: SimulatorServer, stream_rig: StreamRig
+) -> None:
+    first_key = stream_rig.stream.listen_key
+    await control(sim, "POST", "/listen-keys/expire", {})
+    await stream_rig.wait(lambda: stream_rig.resyncs == 2)
+    await stream_rig.wait(lambda: stream_rig.stream.state is StreamState.LIVE)
+    assert stream_rig.stream.listen_key not in (None, first_key)
+    assert stream_rig.stream.stats.listen_keys_created == 2
+    await place_manual(sim, ours(7))
+    await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(7)) == [OrderStatus.NEW])
+
+
+async def test_garbled_frame_is_counted_and_survived(
+    sim: SimulatorServer, stream_rig: StreamRig
+) -> None:
+    await control(sim, "POST", "/ws/raw", {"text": '{"e":"ORDER_TRADE_UPDATE","o":{"s":'})
+    await control(sim, "POST", "/ws/raw", {"text": "\x00not json at all"})
+    await place_manual(sim, ours(8))
+    await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(8)) == [OrderStatus.NEW])
+    assert stream_rig.stream.stats.parse_errors == 2
+    assert stream_rig.stream.state is StreamState.LIVE
+    assert stream_rig.resyncs == 1
+
+
+async def test_events_during_resync_are_delivered_after_it(
+    rest: BinanceRestClient, sim: SimulatorServer
+) -> None:
+    events: list[UserEvent] = []
+    order_at_resync: list[int] = []
+    gate = asyncio.Event()
+
+    async def slow_resync() -> None:
+        order_at_resync.append(len(events))
+        await place_manual(sim, ours(9))  # an event arrives while the snapshot runs
+        await asyncio.sleep(0.2)
+        order_at_resync.append(len(events))
+        gate.set()
+
+    stream = UserDataStream(rest, sim.ws_base_url, on_event=events.append, on_resync=slow_resync)
+    task = asyncio.create_task(stream.run())
+    try:
+        await asyncio.wait_for(gate.wait(), 5)
+        assert await stream.wait_live(5)
+        for _ in range(100):
+            if order_updates(events, ours(9)):
+                break
+            await asyncio.sleep(0.02)
+        assert order_at_resync == [0, 0]  # nothing delivered before the snapshot was in
+        assert order_updates(events, ours(9)) == [OrderStatus.NEW]
+    finally:
+        await stream.stop()
+        await asyncio.wait_for(task, 5)
