@@ -23,6 +23,7 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from grinder.exchange.fake import FakePort
+from grinder.exchange.port import ExchangePort
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, stale_warning
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
@@ -148,16 +149,16 @@ def _fake_port(scenario: Scenario, now_ms: int) -> FakePort:
     return port
 
 
-async def run_scenario(
+async def reconcile_once(
     scenario: Scenario,
     settings: SmokeSettings,
+    port: ExchangePort,
     *,
     audit: AuditWriter | None,
     budget_store: FileBudgetStore | None,
     clock: Callable[[], int] = wall_clock_ms,
-) -> ScenarioResult:
-    now = clock()
-    port = _fake_port(scenario, now)
+) -> RunReport:
+    """Snapshot ``port`` and run the real pipeline once with the scenario's config."""
     config = base_config(settings, scenario.action)
     expected = MemoryExpectedStore()
     observed = ObservedStore()
@@ -165,7 +166,10 @@ async def run_scenario(
     sent = clock()
     observed.apply_open_orders_snapshot(await port.fetch_open_orders(), sent)
     observed.apply_positions_snapshot(await port.fetch_positions(), sent)
-    engine = ReconcileEngine(config, expected, observed, step_sizes={SYMBOL: STEP_SIZE})
+    step = await port.get_step_size(SYMBOL)
+    engine = ReconcileEngine(
+        config, expected, observed, step_sizes={SYMBOL: step} if step else None
+    )
     budget = BudgetTracker(
         config=config, store=budget_store if settings.live else None, clock=clock
     )
@@ -182,13 +186,40 @@ async def run_scenario(
     runner = ReconcileRunner(
         engine, executor, reporter=Reporter(metrics=metrics, audit=audit), clock=clock
     )
-    report = await runner.run_once()
+    return await runner.run_once()
+
+
+async def run_scenario(
+    scenario: Scenario,
+    settings: SmokeSettings,
+    *,
+    audit: AuditWriter | None,
+    budget_store: FileBudgetStore | None,
+    clock: Callable[[], int] = wall_clock_ms,
+) -> ScenarioResult:
+    """One scenario on the recording fake port."""
+    port = _fake_port(scenario, clock())
+    report = await reconcile_once(
+        scenario, settings, port, audit=audit, budget_store=budget_store, clock=clock
+    )
     result = ScenarioResult(scenario, report, port_calls=len(port.write_calls))
-    _check(result, settings, port)
+    check(
+        result,
+        settings,
+        orders_left=sorted(port.open_orders),
+        position_left=any(p.qty for p in port.positions.values()),
+    )
     return result
 
 
-def _check(result: ScenarioResult, settings: SmokeSettings, port: FakePort) -> None:
+def check(
+    result: ScenarioResult,
+    settings: SmokeSettings,
+    *,
+    orders_left: list[str],
+    position_left: bool,
+) -> None:
+    """Record every way the scenario's outcome differs from runbook 14's expectations."""
     sc, rep, fail = result.scenario, result.report, result.failures
     if len(rep.mismatches) != sc.expected_mismatches:
         fail.append(f"expected {sc.expected_mismatches} mismatches, got {len(rep.mismatches)}")
@@ -199,9 +230,9 @@ def _check(result: ScenarioResult, settings: SmokeSettings, port: FakePort) -> N
             fail.append(f"expected 1 execution, got {rep.executed_count}")
         if result.port_calls < 1:
             fail.append("expected exchange writes in live mode, got none")
-        if sc.expected_action == "cancel" and port.open_orders:
-            fail.append(f"orders still open after cancel: {sorted(port.open_orders)}")
-        if sc.expected_action == "flatten" and any(p.qty for p in port.positions.values()):
+        if sc.expected_action == "cancel" and orders_left:
+            fail.append(f"orders still open after cancel: {orders_left}")
+        if sc.expected_action == "flatten" and position_left:
             fail.append("position not flat after flatten")
     else:
         if result.port_calls != 0:
@@ -314,11 +345,20 @@ async def run_smoke(
         out, settings, audit, str(env.budget_state_path) if env.budget_state_path else None
     )
     results: list[ScenarioResult] = []
-    for scenario in SCENARIOS:
-        result = await run_scenario(
-            scenario, settings, audit=audit, budget_store=budget_store, clock=clock
+    if settings.venue == "sim":
+        from grinder.smoke_sim import run_sim_scenarios
+
+        results = await run_sim_scenarios(
+            settings, audit=audit, budget_store=budget_store, clock=clock
         )
-        results.append(result)
+    else:
+        for scenario in SCENARIOS:
+            results.append(
+                await run_scenario(
+                    scenario, settings, audit=audit, budget_store=budget_store, clock=clock
+                )
+            )
+    for result in results:
         print_scenario(out, result)
     print_summary(out, settings, results)
     if audit is not None and audit.errors:

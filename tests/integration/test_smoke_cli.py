@@ -187,3 +187,17 @@ def test_grinder_smoke_subcommand_matches_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["dry_run", "live"])
+def test_venue_sim_runs_the_scenarios_through_the_real_adapter(tmp_path: Path, live: bool) -> None:
+    args = ("--venue", "sim", "--confirm", "LIVE_REMEDIATE") if live else ("--venue", "sim")
+    proc = run_smoke(tmp_path, *args, env=LIVE_ENV if live else {})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  venue:             sim" in proc.stdout.splitlines()
+    writes = "1" if live else "0"
+    for name in ("order", "position", "mixed"):
+        block = scenario_block(proc.stdout, name)
+        assert f"--- Scenario: {name} [PASS] ---" in block
+        assert f"  Port calls:           {writes}\n" in block
+        assert f"  Executed count:       {writes}\n" in block

@@ -6,6 +6,7 @@ reported as one line naming what and where.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -41,4 +42,10 @@ def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name
     except KeyboardInterrupt:
         print(f"{prog_name}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("GRINDER_DEBUG") == "1":
+            raise
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        print(f"{prog_name}: error: {text} (GRINDER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return EXIT_FAILED
     return int(result) if isinstance(result, int) else EXIT_OK

@@ -31,10 +31,11 @@ from grinder.smoke import (
 )
 @click.option(
     "--venue",
-    type=click.Choice(["fake"]),
+    type=click.Choice(["fake", "sim"]),
     default="fake",
     show_default=True,
-    help="Exchange the scenarios run against (fake: the in-memory recording port).",
+    help="Exchange the scenarios run against: fake (the in-memory recording port) or sim "
+    "(the bundled simulator, through the real Binance adapter over HTTP).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the event log lines on stderr.")
 def smoke(confirm: str | None, venue: str, verbose: bool) -> int:
