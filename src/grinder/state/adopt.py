@@ -1,0 +1,226 @@
+"""Adopt the exchange's current state as the expected baseline.
+
+``grinder expected adopt`` is what an operator runs after checking the account by
+hand -- typically before a bot starts recording, or after it lost its expected
+state -- so that reconciliation starts from "what is there now is intended"
+instead of reporting every existing order and position as a mismatch.
+
+``adopt_baseline`` reads the exchange's open orders and positions (all symbols)
+and makes the expected store agree with them:
+
+* **Our open orders** (client order id with ``config.client_order_id_prefix`` and a
+  strategy in ``config.allowed_strategies``) become expected-open. One the store
+  already expects open is left as the bot recorded it; one the store holds as
+  ended (or does not hold) is recorded from the exchange's report.
+* **Orders that are not ours** -- manual, other bots, liquidation ``autoclose-``,
+  ADL, settlement -- are never recorded and never touched; they are counted and
+  listed with the ownership reason.
+* **Positions**: every non-zero position becomes the intended position for its
+  (symbol, positionSide). Expected positions that are non-zero but absent from the
+  exchange (flat there) are set to 0 and listed as ``zeroed_positions``. After
+  adoption expected positions equal the exchange's, whatever the symbol.
+* **Expected orders absent from the exchange** (the store expects them open, the
+  exchange does not list them) are **marked ended** -- booked as "cancel
+  requested" at ``now_ms``, meaning "the bot no longer expects it on the
+  exchange" -- so they stop counting as missing; they are listed in
+  ``ended_orders``. Their true terminal status is unknown (no per-order
+  queries are spent); if one reappears open, detection reports it as a status
+  divergence. Exception: an order the bot recorded within ``config.order_grace_ms``
+  before ``now_ms`` is kept open and listed in ``kept_recent_orders``: it may be
+  on its way (the bot records before it sends).
+
+Nothing is sent to the exchange. On a ``SqliteExpectedStore`` every change is
+made in one transaction (all or nothing; a concurrently running bot waits for
+it); with ``ExpectedStoreFull`` nothing is adopted. ``now_ms`` should be taken
+just before calling: it dates the records and anchors the grace period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from grinder.exchange.port import ExchangePort
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.identity import Ownership, ownership
+from grinder.reconcile.types import (
+    ZERO,
+    ExpectedOrder,
+    ExpectedPosition,
+    ObservedOrder,
+    PositionKey,
+    PositionSide,
+)
+from grinder.state.sqlite import SqliteExpectedStore
+
+
+class AdoptableStore(Protocol):
+    """The expected-store calls adoption needs (``MemoryExpectedStore`` and
+    ``SqliteExpectedStore`` both have them)."""
+
+    def orders(self) -> Iterable[ExpectedOrder]: ...
+
+    def get_order(self, client_order_id: str) -> ExpectedOrder | None: ...
+
+    def positions(self) -> Iterable[ExpectedPosition]: ...
+
+    def record_order(self, order: ExpectedOrder) -> None: ...
+
+    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None: ...
+
+    def set_position(
+        self,
+        symbol: str,
+        qty: Decimal,
+        now_ms: int,
+        position_side: PositionSide = PositionSide.BOTH,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptedPosition:
+    symbol: str
+    position_side: PositionSide
+    qty: Decimal
+    previous_qty: Decimal | None
+
+    @property
+    def key(self) -> PositionKey:
+        return (self.symbol, self.position_side)
+
+
+@dataclass(slots=True)
+class AdoptReport:
+    """What ``adopt_baseline`` did. Lists are sorted, so reports compare and print stably."""
+
+    adopted_orders: list[str] = field(default_factory=list)
+    already_expected_orders: list[str] = field(default_factory=list)
+    skipped_foreign_orders: list[tuple[str, Ownership]] = field(default_factory=list)
+    ended_orders: list[str] = field(default_factory=list)
+    kept_recent_orders: list[str] = field(default_factory=list)
+    adopted_positions: list[AdoptedPosition] = field(default_factory=list)
+    zeroed_positions: list[PositionKey] = field(default_factory=list)
+
+    @property
+    def orders_adopted(self) -> int:
+        return len(self.adopted_orders)
+
+    @property
+    def orders_skipped_foreign(self) -> int:
+        return len(self.skipped_foreign_orders)
+
+    @property
+    def positions_adopted(self) -> int:
+        return len(self.adopted_positions)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "orders_adopted": len(self.adopted_orders),
+            "orders_already_expected": len(self.already_expected_orders),
+            "orders_skipped_foreign": len(self.skipped_foreign_orders),
+            "orders_marked_ended": len(self.ended_orders),
+            "orders_kept_recent": len(self.kept_recent_orders),
+            "positions_adopted": len(self.adopted_positions),
+            "positions_zeroed": len(self.zeroed_positions),
+        }
+
+    def summary_line(self) -> str:
+        """``EXPECTED_ADOPT orders_adopted=… …``: one greppable line."""
+        return "EXPECTED_ADOPT " + " ".join(f"{k}={v}" for k, v in self.counts().items())
+
+
+async def adopt_baseline(
+    store: AdoptableStore,
+    port: ExchangePort,
+    config: ReconcileConfig,
+    now_ms: int,
+) -> AdoptReport:
+    """Make ``store`` expect exactly our open orders and every position on the exchange."""
+    open_orders = await port.fetch_open_orders(None)
+    positions = await port.fetch_positions(None)
+
+    report = AdoptReport()
+    prefix = config.client_order_id_prefix
+    allowed = config.allowed_strategies
+    ours: dict[str, ObservedOrder] = {}
+    on_exchange: set[str] = set()
+    for o in open_orders:
+        on_exchange.add(o.client_order_id)
+        if not o.status.is_open:
+            continue
+        verdict = ownership(o.client_order_id, prefix=prefix, strategy_allowlist=allowed)
+        if verdict is Ownership.OURS:
+            ours[o.client_order_id] = o
+        else:
+            report.skipped_foreign_orders.append((o.client_order_id, verdict))
+    observed_positions = {p.key: p for p in positions if p.qty != ZERO}
+
+    with _one_transaction(store):
+        for cid in sorted(ours):
+            existing = store.get_order(cid)
+            if existing is not None and existing.expected_open:
+                report.already_expected_orders.append(cid)
+                continue
+            store.record_order(_expected_from_observed(ours[cid], now_ms))
+            report.adopted_orders.append(cid)
+
+        grace_start = now_ms - config.order_grace_ms
+        absent = sorted(
+            e.client_order_id
+            for e in store.orders()
+            if e.expected_open and e.client_order_id not in on_exchange
+        )
+        for cid in absent:
+            e = store.get_order(cid)
+            if e is None:
+                continue
+            if e.created_ts_ms > grace_start:
+                report.kept_recent_orders.append(cid)
+                continue
+            store.mark_cancel_requested(cid, now_ms)
+            report.ended_orders.append(cid)
+
+        expected_positions = {p.key: p.qty for p in store.positions()}
+        for key in sorted(observed_positions):
+            p = observed_positions[key]
+            store.set_position(p.symbol, p.qty, now_ms, p.position_side)
+            report.adopted_positions.append(
+                AdoptedPosition(p.symbol, p.position_side, p.qty, expected_positions.get(key))
+            )
+        for key in sorted(expected_positions):
+            if key not in observed_positions and expected_positions[key] != ZERO:
+                store.set_position(key[0], ZERO, now_ms, key[1])
+                report.zeroed_positions.append(key)
+
+    report.skipped_foreign_orders.sort()
+    return report
+
+
+@contextmanager
+def _one_transaction(store: AdoptableStore) -> Iterator[None]:
+    """One SQLite transaction, reading the file as it is once the write lock is held."""
+    if isinstance(store, SqliteExpectedStore):
+        with store.batch():
+            store.refresh()
+            yield
+    else:
+        yield
+
+
+def _expected_from_observed(o: ObservedOrder, now_ms: int) -> ExpectedOrder:
+    return ExpectedOrder(
+        client_order_id=o.client_order_id,
+        symbol=o.symbol,
+        side=o.side,
+        qty=o.qty,
+        price=o.price,
+        order_type=o.order_type,
+        position_side=o.position_side,
+        status=o.status,
+        created_ts_ms=o.created_ts_ms or now_ms,
+        updated_ts_ms=now_ms,
+        is_algo=o.is_algo,
+    )
