@@ -298,7 +298,8 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
     from grinder.reconcile.types import ExpectedOrder, Side
 
     assert rig.service.expected is not None
-    rig.service.expected.store.record_order(  # type: ignore[attr-defined]
+    assert rig.service.expected.memory is not None
+    rig.service.expected.memory.record_order(
         ExpectedOrder(
             client_order_id=cid,
             symbol="BTCUSDT",

@@ -10,6 +10,7 @@ import click
 from grinder import __version__
 from grinder.cli.control import control
 from grinder.cli.errors import run_command
+from grinder.cli.expected import expected
 from grinder.cli.reconcile import reconcile
 from grinder.cli.sim import sim
 from grinder.cli.smoke import smoke
@@ -25,6 +26,7 @@ cli.add_command(smoke)
 cli.add_command(sim)
 cli.add_command(reconcile)
 cli.add_command(control)
+cli.add_command(expected)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

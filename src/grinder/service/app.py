@@ -278,7 +278,7 @@ class ReconcileService:
             assert self.expected is not None
             assert self.runner is not None
             self.expected.refresh()
-            self.expected.store_evict(now)
+            self.expected.evict(now)
             self.observed.evict_expired(now)
             report = await self.runner.run_once()
             self.runs += 1

@@ -5,35 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from grinder.state.expected import MemoryExpectedStore
+from grinder.state.expected import ExpectedStore, MemoryExpectedStore
+from grinder.state.sqlite import SqliteExpectedStore
 
 
 @dataclass
 class ExpectedSource:
-    """The expected store plus what the service does with it each cycle."""
+    """The expected store detection reads, and who maintains it.
 
-    store: MemoryExpectedStore
-    path: Path | None = None
+    ``memory``: an in-process store (the service's own, or a bot's in the same
+    process). ``sqlite``: a file a bot in another process writes; the service
+    only reads it, refreshing its mirror once per cycle.
+    """
+
+    store: ExpectedStore
+    memory: MemoryExpectedStore | None = None
+    sqlite: SqliteExpectedStore | None = None
 
     def refresh(self) -> None:
         """Pick up what another process wrote since the last cycle."""
-        refresh = getattr(self.store, "refresh", None)
-        if refresh is not None:
-            refresh()
+        if self.sqlite is not None:
+            self.sqlite.refresh()
 
-    def store_evict(self, now_ms: int) -> None:
-        if self.path is None:
-            self.store.evict_expired(now_ms)
+    def evict(self, now_ms: int) -> None:
+        """Drop ended orders past their TTL (the writer's job for a shared file)."""
+        if self.memory is not None:
+            self.memory.evict_expired(now_ms)
 
     def close(self) -> None:
-        close = getattr(self.store, "close", None)
-        if close is not None:
-            close()
+        if self.sqlite is not None:
+            self.sqlite.close()
 
 
 def open_expected(path: Path | None) -> ExpectedSource:
     if path is None:
-        return ExpectedSource(MemoryExpectedStore())
-    from grinder.state.sqlite import SqliteExpectedStore
-
-    return ExpectedSource(SqliteExpectedStore(path, readonly=True), path)  # type: ignore[arg-type]
+        memory = MemoryExpectedStore()
+        return ExpectedSource(memory, memory=memory)
+    sqlite = SqliteExpectedStore(path)  # created if the bot has not yet; only read here
+    return ExpectedSource(sqlite, sqlite=sqlite)

@@ -1,0 +1,108 @@
+"""``grinder expected adopt``: take the exchange's current state as the expected baseline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import click
+
+from grinder.cli.errors import UsageError
+from grinder.reconcile.remediation import wall_clock_ms
+from grinder.service.options import VENUES, resolve
+from grinder.service.venue import check_venue, connect_venue
+from grinder.state.adopt import AdoptReport, adopt_baseline
+from grinder.state.expected import MemoryExpectedStore
+from grinder.state.sqlite import SqliteExpectedStore
+
+
+@click.group("expected")
+def expected() -> None:
+    """The bot's expected state (the SQLite file a bot records into)."""
+
+
+@expected.command("adopt")
+@click.option(
+    "--expected-db",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="The expected-state file [env GRINDER_EXPECTED_DB].",
+)
+@click.option("--venue", type=click.Choice(VENUES), default=None, help="[env GRINDER_VENUE]")
+@click.option("--venue-url", default=None, metavar="URL", help="REST base URL of the venue.")
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="TOML config: the client order id prefix and strategy allowlist that make an order ours.",
+)
+@click.option("--yes", is_flag=True, help="Write without asking.")
+def adopt(
+    expected_db: str | None,
+    venue: str | None,
+    venue_url: str | None,
+    config: str | None,
+    yes: bool,
+) -> int:
+    """Record the exchange's open orders of ours and its positions as expected.
+
+    Orders that are not ours are never recorded. Nothing is sent to the exchange.
+    """
+    flags = {"venue": venue, "venue_url": venue_url, "config": config, "expected_db": expected_db}
+    opts = resolve(flags, os.environ)
+    db = opts.expected_db
+    if db is None:
+        raise UsageError("--expected-db (or GRINDER_EXPECTED_DB) is required")
+    if opts.venue == "sim" and opts.venue_url is None:
+        raise UsageError("--venue sim needs --venue-url of a running simulator (grinder sim serve)")
+    credentials = check_venue(opts, os.environ)
+    if not yes and not sys.stdin.isatty():
+        raise UsageError("refusing to write without --yes when not asked at a terminal")
+
+    async def main() -> int:
+        conn = await connect_venue(opts, credentials, clock=wall_clock_ms)
+        try:
+            await conn.rest.sync_time()
+            with SqliteExpectedStore(db) as store:
+                preview_store = MemoryExpectedStore(max_orders=max(len(store) * 2, 1000))
+                for order in store.orders():
+                    preview_store.record_order(order)
+                for pos in store.positions():
+                    preview_store.set_position(
+                        pos.symbol, pos.qty, pos.updated_ts_ms, pos.position_side
+                    )
+                preview = await adopt_baseline(
+                    preview_store, conn.port, opts.reconcile, wall_clock_ms()
+                )
+                click.echo("Would change the expected state as follows:")
+                _print_report(preview)
+                if not yes and not click.confirm("Write this to the expected-state file?"):
+                    click.echo("Nothing written.")
+                    return 1
+                report = await adopt_baseline(store, conn.port, opts.reconcile, wall_clock_ms())
+                click.echo("Written:")
+                _print_report(report)
+                return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+def _print_report(report: AdoptReport) -> None:
+    click.echo(report.summary_line())
+    for cid in report.adopted_orders:
+        click.echo(f"  adopt order      {cid}")
+    for cid, why in report.skipped_foreign_orders:
+        click.echo(f"  leave alone      {cid} ({why.value})")
+    for cid in report.ended_orders:
+        click.echo(f"  mark ended       {cid}")
+    for cid in report.kept_recent_orders:
+        click.echo(f"  keep (recent)    {cid}")
+    for pos in report.adopted_positions:
+        click.echo(f"  adopt position   {pos.symbol} {pos.position_side.value} {pos.qty}")
+    for symbol, side in report.zeroed_positions:
+        click.echo(f"  zero position    {symbol} {side.value}")
