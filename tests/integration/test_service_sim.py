@@ -332,3 +332,34 @@ async def test_readyz_and_metrics_endpoint_serve_over_http(make_service: Service
     assert 'grinder_reconcile_mismatch_total{type="ORDER_EXISTS_UNEXPECTED"} 0.0' in text
     assert "grinder_stream_connected 1.0" in text
     assert "grinder_exchange_request_weight_used_1m" in text
+
+
+async def test_snapshot_fetches_open_orders_only_for_active_symbols(
+    make_service: ServiceFactory,
+) -> None:
+    rig = await make_service()
+    await rig.sim(
+        "POST",
+        "/orders",
+        {
+            "symbol": "ETHUSDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "quantity": "0.050",
+            "price": "1000",
+            "timeInForce": "GTC",
+            "clientOrderId": ours(5, "ETHUSDT"),
+            "emitEvents": False,  # only a snapshot can find it
+        },
+    )
+    assert rig.service.venue is not None
+    rest = rig.service.venue.rest
+    before = rest.weight_spent
+    await rig.service.snapshot()
+    # positionRisk (5) names ETHUSDT; openOrders + openAlgoOrders for it (1 + 1).
+    assert rest.weight_spent - before == 7
+    assert rig.service.observed.get_order(ours(5, "ETHUSDT")) is not None
+    before = rest.weight_spent
+    await rig.service.snapshot(full=True)
+    assert rest.weight_spent - before == 85
+    assert rig.service.snapshot_interval_s() == pytest.approx(85 / 18 * 60)  # 18 weight/min

@@ -25,6 +25,11 @@ class ExchangeMetrics:
             "X-MBX-USED-WEIGHT-1M from the last REST response (limit 2400)",
             registry=r,
         )
+        self.request_weight_spent = Counter(
+            "grinder_exchange_request_weight_spent",
+            "Request weight of every REST request sent (documented endpoint weights)",
+            registry=r,
+        )
         self.stream_state = Gauge(
             "grinder_stream_state",
             "User-data stream: 0 disconnected, 1 connecting, 2 resyncing, 3 live",
@@ -52,6 +57,9 @@ class ExchangeMetrics:
 
     def observe_weight(self, used: int) -> None:
         self.request_weight_used.set(used)
+
+    def observe_spend(self, weight: int) -> None:
+        self.request_weight_spent.inc(weight)
 
     def observe_state(self, state: StreamState) -> None:
         self.stream_state.set(int(state))

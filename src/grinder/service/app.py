@@ -25,7 +25,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from grinder.exchange.binance.apply import apply_user_event
-from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
@@ -39,7 +39,7 @@ from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
-from grinder.reconcile.types import Mismatch, MismatchType
+from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, prepare_socket_dir
 from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
 from grinder.service.metrics import ServiceMetrics
@@ -100,6 +100,7 @@ class ReconcileService:
         self._sites: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_lock = asyncio.Lock()
+        self._last_snapshot_weight = 2 * ALL_SYMBOLS_WEIGHT + 5
         self._run_lock = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -110,7 +111,11 @@ class ReconcileService:
         self.smetrics.up.set(1)
         self.expected = open_expected(opts.expected_db)
         self.venue = await connect_venue(
-            opts, self.credentials, clock=self.clock, on_weight=self.xmetrics.observe_weight
+            opts,
+            self.credentials,
+            clock=self.clock,
+            on_weight=self.xmetrics.observe_weight,
+            on_spend=self.xmetrics.observe_spend,
         )
         port: BinanceFuturesPort = self.venue.port
         await self.venue.rest.sync_time()
@@ -216,10 +221,9 @@ class ReconcileService:
     # --- the loop ------------------------------------------------------------------------
 
     def snapshot_interval_s(self) -> float:
+        """Interval to the next snapshot, from what the last one cost in request weight."""
         svc = self.opts.service
-        symbols = self.config.symbols or None
-        weight = BinanceFuturesPort.snapshot_weight(symbols)
-        wanted = weight / svc.snapshot_weight_per_minute * 60
+        wanted = self._last_snapshot_weight / svc.snapshot_weight_per_minute * 60
         return max(svc.min_snapshot_interval_s, min(svc.max_snapshot_interval_s, wanted))
 
     async def run_until_stopped(self) -> None:
@@ -228,9 +232,8 @@ class ReconcileService:
         deadline = (
             None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
         )
-        interval_ms = int(self.snapshot_interval_s() * 1000)
-        self.smetrics.snapshot_interval.set(interval_ms / 1000)
-        next_snapshot = start + interval_ms
+        next_snapshot = start + int(self.snapshot_interval_s() * 1000)
+        next_full_snapshot = start + int(svc.full_snapshot_interval_s * 1000)
         next_full = start
         while not self.stop_event.is_set():
             now = self.clock()
@@ -245,31 +248,62 @@ class ReconcileService:
                     await asyncio.wait_for(self._wake.wait(), (due - now) / 1000)
                 continue
             if now >= next_snapshot:
-                next_snapshot = now + interval_ms
+                full = now >= next_full_snapshot
+                if full:
+                    next_full_snapshot = now + int(svc.full_snapshot_interval_s * 1000)
                 with contextlib.suppress(Exception):
-                    await self.snapshot()
+                    await self.snapshot(full=full)
+                next_snapshot = self.clock() + int(self.snapshot_interval_s() * 1000)
             if now >= next_full or (self._due and self._due[0] <= now):
                 while self._due and self._due[0] <= now:
                     heapq.heappop(self._due)
                 await self.run_once()
                 next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
 
-    async def snapshot(self) -> None:
-        """One REST snapshot of open orders (regular and algo) and positions."""
+    def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
+        """Symbols that may have open orders: any the exchange, we or the bot know of."""
+        active = {p.symbol for p in positions}
+        active.update(o.symbol for o in self.observed.open_orders())
+        assert self.expected is not None
+        active.update(e.symbol for e in self.expected.store.orders() if e.ended_ts_ms is None)
+        return sorted(active)
+
+    async def snapshot(self, *, full: bool = False) -> None:
+        """One REST snapshot of positions and open orders (regular and algo).
+
+        ``v3/positionRisk`` (weight 5) lists every symbol with a position or open
+        orders; open orders are then fetched per symbol for those, plus any symbol
+        we or the bot know to have orders (1 + 1 weight each), unless one
+        all-symbols call (40 + 40) is cheaper. ``full`` forces the all-symbols
+        form, which also catches conditional orders on otherwise idle symbols.
+        """
         port = self._port()
         async with self._snapshot_lock:
-            symbols = list(self.config.symbols) or None
+            configured = list(self.config.symbols) or None
             sent = self.clock()
+            used_before = self.venue.rest.weight_spent if self.venue else 0
             try:
-                orders = await port.fetch_open_orders(symbols)
-                positions = await port.fetch_positions(symbols)
+                positions = await port.fetch_positions(configured)
+                scope: list[str] | None
+                if configured is not None:
+                    scope = configured
+                elif full:
+                    scope = None
+                else:
+                    scope = self._active_symbols(positions)
+                    if 2 * len(scope) >= 2 * ALL_SYMBOLS_WEIGHT:
+                        scope = None
+                orders = await port.fetch_open_orders(scope)
             except Exception as exc:
                 self.smetrics.snapshots.labels(outcome="error").inc()
                 log.warning("SNAPSHOT_FAILED error=%s", " ".join(str(exc).split()))
                 raise
-            self.observed.apply_open_orders_snapshot(orders, sent, symbols)
-            self.observed.apply_positions_snapshot(positions, sent, symbols)
+            self.observed.apply_positions_snapshot(positions, sent, configured)
+            self.observed.apply_open_orders_snapshot(orders, sent, scope)
             self.smetrics.snapshots.labels(outcome="ok").inc()
+            if self.venue is not None:
+                self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
+            self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
         self.schedule(self.clock())
 
     async def run_once(self) -> RunReport:

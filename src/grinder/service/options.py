@@ -42,8 +42,10 @@ class ServiceConfig(BaseModel):
     """A full detection pass at least this often, whatever the stream says."""
     min_snapshot_interval_s: PosFloat = 30.0
     max_snapshot_interval_s: PosFloat = 300.0
-    snapshot_weight_per_minute: PosFloat = 20.0
+    snapshot_weight_per_minute: PosFloat = 18.0
     """Request weight per minute the periodic snapshots may use (Binance allows 2,400)."""
+    full_snapshot_interval_s: PosFloat = 900.0
+    """How often a snapshot uses the all-symbols form (weight 85) whatever it costs."""
     check_delay_ms: Annotated[int, Field(ge=0, le=5000, strict=True)] = 50
     """Slack after a grace period ends before the scheduled check runs."""
     stream_keepalive_s: PosFloat = 1800.0

@@ -62,6 +62,7 @@ async def connect_venue(
     *,
     clock: Callable[[], int],
     on_weight: Callable[[int], None] | None = None,
+    on_spend: Callable[[int], None] | None = None,
 ) -> VenueConnection:
     sim: SimulatorServer | None = None
     if opts.venue_url is not None:
@@ -80,6 +81,8 @@ async def connect_venue(
     else:
         venue = VENUES[opts.venue]
         rest_url, ws_url = venue.rest_url, venue.ws_url
-    rest = BinanceRestClient(rest_url, credentials, clock=clock, on_weight=on_weight)
+    rest = BinanceRestClient(
+        rest_url, credentials, clock=clock, on_weight=on_weight, on_spend=on_spend
+    )
     port = BinanceFuturesPort(rest, clock=clock)
     return VenueConnection(opts.venue, rest, port, ws_url, sim)

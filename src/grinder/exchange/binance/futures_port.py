@@ -104,7 +104,7 @@ class BinanceFuturesPort:
                 "GET", "/fapi/v1/openAlgoOrders", params, signed=True, weight=weight
             )
             out.extend(parse_algo_orders(algo, seen_ts_ms=seen))
-        if symbols is not None and calls[0][0] is None:
+        if symbols is not None and calls and calls[0][0] is None:
             wanted = set(symbols)
             out = [o for o in out if o.symbol in wanted]
         return out

@@ -131,6 +131,7 @@ class BinanceRestClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         on_weight: Callable[[int], None] | None = None,
+        on_spend: Callable[[int], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
@@ -141,6 +142,9 @@ class BinanceRestClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.on_weight = on_weight
+        self.on_spend = on_spend
+        self.weight_spent = 0
+        """Request weight of every request sent (by the endpoint's documented weight)."""
         self.time_offset_ms = 0
         self.used_weight = 0
         self._weight_minute: int | None = None
@@ -247,6 +251,9 @@ class BinanceRestClient:
         while True:
             attempt += 1
             await self._pace(weight)
+            self.weight_spent += weight
+            if self.on_spend is not None:
+                self.on_spend(weight)
             try:
                 return await self._send(method, path, items, signed=signed, api_key=api_key)
             except TimestampError:
