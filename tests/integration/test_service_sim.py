@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +23,7 @@ from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.identity import generate_client_order_id
+from grinder.reconcile.types import ExpectedOrder, OrderStatus, Side
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for
@@ -99,9 +102,16 @@ ServiceFactory = Callable[..., Awaitable[Rig]]
 async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
     started: list[tuple[ReconcileService, asyncio.Task[None]]] = []
 
-    async def factory(*, armed: bool = False, env: dict[str, str] | None = None, **cfg: Any) -> Rig:
+    async def factory(
+        *,
+        armed: bool = False,
+        env: dict[str, str] | None = None,
+        expected_db: Path | None = None,
+        **cfg: Any,
+    ) -> Rig:
         opts = options(tmp_path, **cfg)
         opts.armed = armed
+        opts.expected_db = expected_db
         budget = BudgetTracker(
             config=opts.reconcile, store=FileBudgetStore(tmp_path / "budget.json")
         )
@@ -295,8 +305,6 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
         },
     )
     # The bot knows this order: record it as expected.
-    from grinder.reconcile.types import ExpectedOrder, Side
-
     assert rig.service.expected is not None
     assert rig.service.expected.memory is not None
     rig.service.expected.memory.record_order(
@@ -363,3 +371,120 @@ async def test_snapshot_fetches_open_orders_only_for_active_symbols(
     await rig.service.snapshot(full=True)
     assert rest.weight_spent - before == 85
     assert rig.service.snapshot_interval_s() == pytest.approx(85 / 18 * 60)  # 18 weight/min
+
+
+async def test_manual_position_is_planned_for_flatten_in_dry_run(
+    make_service: ServiceFactory,
+) -> None:
+    rig = await make_service(action=RemediationAction.FLATTEN)
+    await rig.sim("POST", "/positions", {"symbol": "ETHUSDT", "quantity": "-0.100"})
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_action_planned_total", action="flatten") >= 1
+    )
+    assert rig.counter("grinder_reconcile_mismatch_total", type="POSITION_NONZERO_UNEXPECTED") == 1
+    state = await rig.state()
+    assert state["counters"]["writeRequests"] == 0
+    amounts = {p["symbol"]: Decimal(p["positionAmt"]) for p in state["positions"]}
+    assert amounts["ETHUSDT"] == Decimal("-0.100")
+
+
+async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_reported(
+    make_service: ServiceFactory,
+) -> None:
+    rig = await make_service(triage_miss_threshold=2)
+    cid = ours(7)
+    assert rig.service.expected is not None
+    memory = rig.service.expected.memory
+    assert memory is not None
+    memory.record_order(
+        ExpectedOrder(
+            client_order_id=cid,
+            symbol="BTCUSDT",
+            side=Side.BUY,
+            qty=Decimal("0.002"),
+            price=Decimal("20000"),
+            created_ts_ms=rig.service.clock(),
+        )
+    )
+    await rig.sim("POST", "/stream/suppress", {"clientOrderId": cid})
+    await rig.sim(
+        "POST",
+        "/orders",
+        {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "quantity": "0.002",
+            "price": "20000",
+            "timeInForce": "GTC",
+            "clientOrderId": cid,
+        },
+    )
+    await rig.service.snapshot()
+    await rig.sim("POST", "/orders/fill", {"clientOrderId": cid})
+    await rig.service.snapshot()  # the order is gone from the open orders; no event said why
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_triage_total", outcome="found_filled") >= 1
+    )
+    filled = rig.service.observed.get_order(cid)
+    assert filled is not None
+    assert filled.status is OrderStatus.FILLED
+    assert rig.counter("grinder_reconcile_mismatch_total", type="ORDER_MISSING_ON_EXCHANGE") == 0
+    assert rig.counter("grinder_reconcile_mismatch_total", type="ORDER_STATUS_DIVERGENCE") == 0
+    # The bot never booked the fill, so the position it did not intend shows.
+    await rig.wait_for(
+        lambda: (
+            rig.counter("grinder_reconcile_mismatch_total", type="POSITION_NONZERO_UNEXPECTED") >= 1
+        )
+    )
+
+
+RECORDER = """
+import sys
+from decimal import Decimal
+from grinder.state.recorder import ExpectedRecorder
+
+with ExpectedRecorder(sys.argv[1]) as rec:
+    rec.order_placed(sys.argv[2], "BTCUSDT", "BUY", Decimal("0.002"), Decimal("20000"))
+"""
+
+
+async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
+    make_service: ServiceFactory,
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "expected.db"
+    rig = await make_service(expected_db=db, action=RemediationAction.CANCEL_ALL)
+    known, orphan = ours(8), ours(9)
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", RECORDER, str(db), known],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for cid in (known, orphan):
+        await rig.sim(
+            "POST",
+            "/orders",
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": "0.002",
+                "price": "20000",
+                "timeInForce": "GTC",
+                "clientOrderId": cid,
+            },
+        )
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
+    )
+    runs = rig.service.runs
+    await rig.wait_for(lambda: rig.service.runs >= runs + 2)
+    report = rig.service.last_report
+    assert report is not None
+    unexpected = [m.client_order_id for m in report.mismatches]
+    assert unexpected == [orphan]
