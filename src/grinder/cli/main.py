@@ -9,6 +9,7 @@ import click
 
 from grinder import __version__
 from grinder.cli.control import control
+from grinder.cli.demo import demo
 from grinder.cli.errors import run_command
 from grinder.cli.expected import expected
 from grinder.cli.reconcile import reconcile
@@ -27,6 +28,7 @@ cli.add_command(sim)
 cli.add_command(reconcile)
 cli.add_command(control)
 cli.add_command(expected)
+cli.add_command(demo)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Demonstration trading bots that record their expected state for GRINDER."""
