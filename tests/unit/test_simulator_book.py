@@ -88,3 +88,16 @@ def test_the_catalog_has_the_required_symbols_and_btc_eth_filters_from_the_corpu
 def test_unknown_symbols_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown simulator symbol"):
         resolve_symbols(["NOPEUSDT"])
+
+
+def test_every_catalog_symbol_exchange_info_parses_with_the_client_parser() -> None:
+    from grinder.exchange.binance.parsing import parse_exchange_info
+    from grinder.exchange.simulator.symbols import CATALOG, exchange_info
+
+    doc = exchange_info(list(CATALOG.values()), 1_800_000_000_000, [])
+    filters = parse_exchange_info(doc)
+    assert sorted(filters) == sorted(CATALOG)
+    numbers = [
+        v for s in doc["symbols"] for f in s["filters"] for k, v in f.items() if k != "filterType"
+    ]
+    assert not [n for n in numbers if isinstance(n, str) and "E" in n.upper()]

@@ -62,29 +62,29 @@ class SymbolSpec:
     def filters(self) -> list[dict[str, Any]]:
         return [
             {
-                "minPrice": str(self.min_price),
-                "maxPrice": str(self.max_price),
+                "minPrice": _text(self.min_price),
+                "maxPrice": _text(self.max_price),
                 "filterType": "PRICE_FILTER",
-                "tickSize": str(self.tick_size),
+                "tickSize": _text(self.tick_size),
             },
             {
-                "stepSize": str(self.step_size),
+                "stepSize": _text(self.step_size),
                 "filterType": "LOT_SIZE",
-                "maxQty": str(self.max_qty),
-                "minQty": str(self.min_qty),
+                "maxQty": _text(self.max_qty),
+                "minQty": _text(self.min_qty),
             },
             {
-                "stepSize": str(self.market_step_size),
+                "stepSize": _text(self.market_step_size),
                 "filterType": "MARKET_LOT_SIZE",
-                "maxQty": str(self.market_max_qty),
-                "minQty": str(self.market_min_qty),
+                "maxQty": _text(self.market_max_qty),
+                "minQty": _text(self.market_min_qty),
             },
             {"limit": self.max_num_orders, "filterType": "MAX_NUM_ORDERS"},
             {"limit": self.max_num_algo_orders, "filterType": "MAX_NUM_ALGO_ORDERS"},
-            {"notional": str(self.min_notional), "filterType": "MIN_NOTIONAL"},
+            {"notional": _text(self.min_notional), "filterType": "MIN_NOTIONAL"},
             {
-                "multiplierDown": str(self.multiplier_down),
-                "multiplierUp": str(self.multiplier_up),
+                "multiplierDown": _text(self.multiplier_down),
+                "multiplierUp": _text(self.multiplier_up),
                 "multiplierDecimal": "4",
                 "filterType": "PERCENT_PRICE",
             },
@@ -257,3 +257,8 @@ def exchange_info(
         ],
         "symbols": [spec.info() for spec in specs],
     }
+
+
+def _text(value: Decimal) -> str:
+    """A filter value as Binance writes it: plain notation, trailing zeros kept ("0.10")."""
+    return format(value, "f")
