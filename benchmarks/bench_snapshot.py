@@ -1,0 +1,281 @@
+"""Wall time and request weight of one full REST snapshot: 1,000 open orders over 20 symbols.
+
+A snapshot is what the service takes: open orders (``/fapi/v1/openOrders``),
+open conditional orders (``/fapi/v1/openAlgoOrders``) and positions
+(``/fapi/v3/positionRisk``), through ``BinanceFuturesPort.fetch_open_orders()``
+and ``fetch_positions()``, parsing included. The venue is the bundled simulator
+started in-process on loopback (``SimulatorServer(port=0)``, mark walk frozen so
+nothing fills); the orders are injected through ``POST /_sim/orders`` with our
+client order ids.
+
+Two forms are measured, each with a fresh client (its first snapshot is the
+cold one: new connection, first parse):
+
+* all-symbols: one call per endpoint without ``symbol`` (weight 40 + 40 + 5);
+* per-symbol: the 20 symbols named, one call per symbol per endpoint
+  (20 + 20 calls of weight 1, + 5 for positions).
+
+The request weight is the sum of the ``X-MBX-USED-WEIGHT-1M`` increments the
+simulator reported for the snapshot's requests (``rest.used_weight`` after each
+response; one meter over both clients, as the simulator counts per IP). The
+2,400/min limit of the simulator and of the clients is raised for this run so
+that pacing never enters the wall time; every request is still charged its
+Binance weight. Warm snapshots of the two forms alternate.
+
+Run: ``.venv/bin/python -m benchmarks.bench_snapshot [--orders N] [--snapshots N] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from typing import Any
+
+import aiohttp
+
+from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
+from grinder.exchange.simulator import CATALOG, SimConfig, SimulatorServer, SymbolSpec
+from grinder.reconcile.identity import ClientOrderIdError, generate_client_order_id
+
+HEADER = "REST snapshot (openOrders + openAlgoOrders + v3/positionRisk) via BinanceFuturesPort"
+UNLIMITED = 1_000_000_000
+INJECT_CONCURRENCY = 50
+
+
+# --- shared helpers -------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between the closest ranks."""
+    data = sorted(values)
+    if not data:
+        return math.nan
+    pos = (len(data) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def plain(value: Decimal) -> str:
+    """A decimal as Binance writes it: fixed-point, never exponent notation."""
+    return format(value, "f")
+
+
+def our_client_id(symbol: str, seq: int, ts_seconds: int) -> str:
+    """One of our client order ids; a shorter timestamp field where the symbol is long."""
+    try:
+        return generate_client_order_id(
+            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds, seq=seq
+        )
+    except ClientOrderIdError:
+        return generate_client_order_id(
+            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds % 100_000, seq=seq
+        )
+
+
+def resting_order(
+    spec: SymbolSpec, mark: Decimal, side: str, depth: int, client_id: str
+) -> dict[str, Any]:
+    """A GTC LIMIT order ``depth`` steps away from the mark, inside PERCENT_PRICE."""
+    away = Decimal("0.03") + Decimal("0.0005") * depth
+    raw = mark * (1 - away) if side == "BUY" else mark * (1 + away)
+    price = (raw / spec.tick_size).to_integral_value(rounding=ROUND_HALF_UP) * spec.tick_size
+    qty = (spec.min_notional * Decimal("1.5") / price / spec.step_size).to_integral_value(
+        rounding=ROUND_CEILING
+    ) * spec.step_size
+    return {
+        "symbol": spec.symbol,
+        "side": side,
+        "type": "LIMIT",
+        "timeInForce": "GTC",
+        "quantity": plain(max(qty, spec.min_qty)),
+        "price": plain(price),
+        "clientOrderId": client_id,
+        "emitEvents": False,
+    }
+
+
+def span(values: Sequence[int]) -> str:
+    """``n`` when every value is the same, else ``min-max``."""
+    lo, hi = min(values), max(values)
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+class WeightMeter:
+    """Sums ``X-MBX-USED-WEIGHT-1M`` increments (the header restarts each clock minute)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._last = 0
+        self._minute: int | None = None
+
+    def observe(self, used: int) -> None:
+        minute = time.time_ns() // 60_000_000_000
+        if minute != self._minute or used < self._last:
+            self.total += used
+        else:
+            self.total += used - self._last
+        self._last = used
+        self._minute = minute
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+@dataclass
+class Form:
+    name: str
+    symbols: list[str] | None
+    rest: BinanceRestClient
+    port: BinanceFuturesPort
+    meter: WeightMeter
+    cold_ms: float = 0.0
+    cold_weight: int = 0
+    warm_ms: list[float] = field(default_factory=list)
+    orders_ms: list[float] = field(default_factory=list)
+    positions_ms: list[float] = field(default_factory=list)
+    weights: list[int] = field(default_factory=list)
+    calls: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+
+
+async def inject(base_url: str, n_orders: int, symbols: list[str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/_sim/state") as resp:
+            marks = {s: Decimal(p) for s, p in (await resp.json())["markPrices"].items()}
+        ts = int(time.time())
+        bodies = []
+        for i in range(n_orders):
+            sym = symbols[i % len(symbols)]
+            k = i // len(symbols)
+            side = "BUY" if k % 2 == 0 else "SELL"
+            bodies.append(
+                resting_order(CATALOG[sym], marks[sym], side, k // 2, our_client_id(sym, i, ts))
+            )
+
+        async def post(body: dict[str, Any]) -> None:
+            async with session.post(f"{base_url}/_sim/orders", json=body) as resp:
+                if resp.status != 200:
+                    raise SystemExit(f"order injection failed: {await resp.text()}")
+
+        for start in range(0, len(bodies), INJECT_CONCURRENCY):
+            await asyncio.gather(*(post(b) for b in bodies[start : start + INJECT_CONCURRENCY]))
+
+
+async def take(form: Form) -> tuple[float, float, float, int, int, int]:
+    """One snapshot: (total ms, open-orders ms, positions ms, weight, calls, orders seen)."""
+    weight0 = form.meter.total
+    calls0 = form.rest.requests_sent
+    t0 = time.perf_counter()
+    orders = await form.port.fetch_open_orders(form.symbols)
+    t1 = time.perf_counter()
+    await form.port.fetch_positions(form.symbols)
+    t2 = time.perf_counter()
+    return (
+        (t2 - t0) * 1000,
+        (t1 - t0) * 1000,
+        (t2 - t1) * 1000,
+        form.meter.total - weight0,
+        form.rest.requests_sent - calls0,
+        len(orders),
+    )
+
+
+async def run(n_orders: int, n_snapshots: int) -> None:
+    config = SimConfig(seed=1, walk_frozen=True, weight_limit=UNLIMITED)
+    async with SimulatorServer(port=0, config=config) as sim:
+        symbols = list(sim.exchange.specs)
+        t0 = time.perf_counter()
+        await inject(sim.base_url, n_orders, symbols)
+        inject_s = time.perf_counter() - t0
+        creds = Credentials(sim.config.api_key, sim.config.api_secret)
+        settings = RestSettings(weight_limit=UNLIMITED)
+        # One meter for both clients: the simulator counts weight per IP, and both forms
+        # share 127.0.0.1, so each header includes the other form's earlier requests.
+        meter = WeightMeter()
+        forms: list[Form] = []
+        for name, syms in (("all-symbols", None), ("per-symbol", symbols)):
+            rest = BinanceRestClient(
+                sim.base_url, creds, settings=settings, on_weight=meter.observe
+            )
+            forms.append(Form(name, syms, rest, BinanceFuturesPort(rest), meter))
+        try:
+            for form in forms:
+                total, _, _, weight, calls, seen = await take(form)
+                form.cold_ms, form.cold_weight = total, weight
+                form.calls.append(calls)
+                form.seen.append(seen)
+            for _ in range(n_snapshots):
+                for form in forms:
+                    total, o_ms, p_ms, weight, calls, seen = await take(form)
+                    form.warm_ms.append(total)
+                    form.orders_ms.append(o_ms)
+                    form.positions_ms.append(p_ms)
+                    form.weights.append(weight)
+                    form.calls.append(calls)
+                    form.seen.append(seen)
+        finally:
+            for form in forms:
+                await form.rest.close()
+        server_side = sim.exchange.dump()["counters"]["openOrders"]
+
+    print(HEADER)
+    print(
+        f"venue:      in-process simulator on loopback, {server_side:,} open orders over "
+        f"{len(symbols)} symbols (injected through /_sim/orders in {inject_s:.2f} s), 0 algo"
+    )
+    print(f"snapshots:  1 cold + {n_snapshots} warm per form (warm ones alternate between forms)")
+    print("weight:     sum of X-MBX-USED-WEIGHT-1M increments per snapshot (Binance weights)")
+    print()
+    head = (
+        f"{'form':<12} {'calls':>5} {'weight':>6} {'declared':>8} {'cold ms':>8} "
+        f"{'median ms':>9} {'p90 ms':>7} {'min ms':>7} {'max ms':>7} "
+        f"{'orders ms':>9} {'pos ms':>7} {'orders':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for form in forms:
+        weight_text = span(form.weights)
+        calls_text = span(form.calls)
+        seen_text = span(form.seen)
+        declared = BinanceFuturesPort.snapshot_weight(form.symbols)
+        print(
+            f"{form.name:<12} {calls_text:>5} {weight_text:>6} {declared:>8} "
+            f"{form.cold_ms:>8.1f} {statistics.median(form.warm_ms):>9.1f} "
+            f"{pct(form.warm_ms, 90):>7.1f} {min(form.warm_ms):>7.1f} {max(form.warm_ms):>7.1f} "
+            f"{statistics.median(form.orders_ms):>9.1f} "
+            f"{statistics.median(form.positions_ms):>7.1f} {seen_text:>6}"
+        )
+    print()
+    print(
+        "cold = first snapshot of a fresh client (new connection); median / p90 / min / max over "
+        "the warm ones; orders ms / pos ms = medians of the two parts."
+    )
+    print(
+        "declared = BinanceFuturesPort.snapshot_weight(symbols); "
+        f"cold-snapshot weights: {', '.join(f'{f.name} {f.cold_weight}' for f in forms)}."
+    )
+    for form in forms:
+        if any(s != n_orders for s in form.seen):
+            print(f"WARNING: {form.name} saw {sorted(set(form.seen))} orders, not {n_orders}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1000)
+    parser.add_argument("--snapshots", type=int, default=None, help="warm snapshots per form")
+    parser.add_argument("--quick", action="store_true", help="5 warm snapshots per form")
+    args = parser.parse_args()
+    snapshots = args.snapshots if args.snapshots is not None else (5 if args.quick else 30)
+    asyncio.run(run(args.orders, max(1, snapshots)))
+
+
+if __name__ == "__main__":
+    main()

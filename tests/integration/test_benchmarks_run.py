@@ -1,0 +1,56 @@
+"""The snapshot and service benchmarks run end to end in their quickest modes.
+
+Each runs once as a subprocess (``python -m benchmarks.NAME``): it must exit 0
+and print its title and table header. Figures are not checked: benchmarks
+never assert on time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("module", "flag", "expected"),
+    [
+        pytest.param(
+            "bench_snapshot",
+            "--quick",
+            ("REST snapshot (openOrders + openAlgoOrders", "form", "median ms", "p90 ms"),
+            id="snapshot",
+        ),
+        pytest.param(
+            "bench_service",
+            "--smoke",
+            (
+                "GRINDER service at default settings",
+                "a. detection latency",
+                "b. vanished expected order",
+                "c. request weight",
+                "figure",
+                "verdict",
+            ),
+            id="service",
+        ),
+    ],
+)
+def test_benchmark_runs_and_prints_its_table(
+    module: str, flag: str, expected: tuple[str, ...]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", flag],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=75,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in expected:
+        assert text in proc.stdout, f"{text!r} missing from:\n{proc.stdout[-3000:]}"
