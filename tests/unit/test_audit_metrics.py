@@ -20,7 +20,7 @@ from grinder.exchange.fake import FakePort
 from grinder.reconcile.audit import REDACTED, AuditWriter, encode_record, redact
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
-from grinder.reconcile.labels import ActionLabel, BlockReason
+from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter
@@ -754,9 +754,10 @@ async def test_persisting_mismatch_is_counted_once_across_runs(
     assert e.value("grinder_reconcile_runs_with_mismatch_total") == 3
     assert e.value("grinder_reconcile_runs_total") == 3
     assert len(events(grinder_caplog, "RECONCILE_MISMATCH")) == 1
-    # The dry-run cooldown (60 s) blocks the plan on the two later runs.
+    # Dry-run plans the standing mismatch once; later runs skip it as already planned.
     assert e.value("grinder_reconcile_action_planned_total", action="cancel_all") == 1
-    assert e.value("grinder_reconcile_action_blocked_total", reason="cooldown_not_elapsed") == 2
+    assert e.value("grinder_reconcile_action_skipped_total", reason="already_planned") == 2
+    assert e.value("grinder_reconcile_action_blocked_total", reason="cooldown_not_elapsed") == 0
 
 
 async def test_live_run_executes_cancel_and_updates_execution_metrics(
@@ -854,3 +855,23 @@ async def test_snapshot_age_gauge_is_set_from_the_observed_snapshots(tmp_path: P
     e.unexpected_order()  # orders snapshot sent 1 s ago, positions 11 s ago
     await e.runner.run_once()
     assert e.value("grinder_reconcile_last_snapshot_age_seconds") == 11
+
+
+async def test_dry_run_plan_once_per_incident_then_live_executes_it(tmp_path: Path) -> None:
+    e = E2E(tmp_path, dry_run=True)
+    e.config.cooldown_seconds = 0
+    e.unexpected_order()
+    e.snapshot()
+    first = await e.runner.run_once()
+    e.clock.t = NOW + 1_000
+    second = await e.runner.run_once()
+    assert [r.status for r in first.results] == [ResultStatus.PLANNED]
+    assert second.results == []
+    assert [reason for _, reason in second.skipped] == [SkipReason.ALREADY_PLANNED]
+    # Rolled forward to live: the standing mismatch is acted on at once.
+    e.config.dry_run = False
+    e.executor.armed = True
+    e.clock.t = NOW + 2_000
+    third = await e.runner.run_once()
+    assert [r.status for r in third.results] == [ResultStatus.EXECUTED]
+    assert [c.method for c in e.port.write_calls] == ["cancel_order"]

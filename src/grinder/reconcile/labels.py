@@ -65,6 +65,7 @@ class SkipReason(StrEnum):
     OBSERVED_NOT_OPEN = "observed_not_open"
     OTHER_ACTION_THIS_RUN = "other_action_this_run"
     ALREADY_RESOLVED = "already_resolved"
+    ALREADY_PLANNED = "already_planned"
 
 
 class TriageOutcome(StrEnum):

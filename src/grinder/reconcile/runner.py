@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from grinder.reconcile.engine import OrderQuery, ReconcileEngine
-from grinder.reconcile.labels import ResultStatus
+from grinder.reconcile.labels import ResultStatus, SkipReason
 from grinder.reconcile.remediation import ActionResult, RemediationExecutor
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.routing import ActionKind, plan
@@ -33,6 +33,7 @@ class ReconcileRunner:
             triage_port if triage_port is not None else executor.port
         )
         self.clock = clock or executor.clock
+        self._planned: set[tuple[str, str, str]] = set()
 
     async def run_once(self) -> RunReport:
         cfg = self.engine.config
@@ -49,7 +50,17 @@ class ReconcileRunner:
             report.triage = found.triage
             report.foreign_open_orders = found.foreign_open_orders
             self.reporter.incidents(ctx.run_id, found.new_incidents, found.cleared_incidents)
-            the_plan = plan(found.mismatches)
+            # Dry-run plans a standing mismatch once: live mode would have acted on it
+            # and it would have cleared, so re-planning it every run overstates the plan.
+            standing = {m.key for m in found.mismatches}
+            self._planned &= standing
+            if not self.executor.config.dry_run:
+                self._planned.clear()
+            fresh = [m for m in found.mismatches if m.key not in self._planned]
+            the_plan = plan(fresh)
+            the_plan.skipped.extend(
+                (m, SkipReason.ALREADY_PLANNED) for m in found.mismatches if m.key in self._planned
+            )
             report.plan_kind = the_plan.kind
             report.skipped = the_plan.skipped
             self.reporter.skipped(ctx.run_id, report.mode, the_plan.skipped)
@@ -58,6 +69,8 @@ class ReconcileRunner:
                 report.results.append(result)
                 if result.status is ResultStatus.EXECUTED:
                     self._apply_own_write(result)
+                elif result.status is ResultStatus.PLANNED:
+                    self._planned.add(routed.mismatch.key)
         report.mode = self.executor.mode
         report.is_leader = self.executor.is_leader()
         budget = self.executor.budget
