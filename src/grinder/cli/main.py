@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import click
 
 from grinder import __version__
+from grinder.cli.ceremony import ceremony
 from grinder.cli.control import control
 from grinder.cli.demo import demo
 from grinder.cli.errors import run_command
 from grinder.cli.expected import expected
+from grinder.cli.gates import gates
 from grinder.cli.reconcile import reconcile
 from grinder.cli.sim import sim
 from grinder.cli.smoke import smoke
@@ -29,6 +31,8 @@ cli.add_command(reconcile)
 cli.add_command(control)
 cli.add_command(expected)
 cli.add_command(demo)
+cli.add_command(ceremony)
+cli.add_command(gates)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

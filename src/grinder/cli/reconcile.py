@@ -73,6 +73,27 @@ from grinder.service.options import VENUES, resolve
     metavar="PATH",
     help="Unix socket of the control endpoint (default $XDG_RUNTIME_DIR/grinder/control.sock).",
 )
+@click.option(
+    "--redis-url",
+    default=None,
+    metavar="URL",
+    help="High availability: Redis shared by 2-3 instances (redis://host:port/db); only the "
+    "leader remediates [env GRINDER_REDIS_URL; default: run alone].",
+)
+@click.option(
+    "--instance-id",
+    default=None,
+    metavar="ID",
+    help="This instance's name in the HA lease, logs and audit "
+    "[env GRINDER_INSTANCE_ID; default <hostname>-<pid>].",
+)
+@click.option(
+    "--redis-namespace",
+    default=None,
+    metavar="NS",
+    help="Prefix of the HA keys in Redis, shared by the instances of one deployment "
+    "[env GRINDER_REDIS_NAMESPACE; default [ha] namespace, else grinder].",
+)
 def reconcile(**flags: object) -> int:
     """Reconcile continuously; remediate only when every gate is open."""
     opts = resolve(flags, os.environ)

@@ -5,6 +5,11 @@ atomically (temp file, fsync, rename, fsync of the directory) and **before** the
 exchange call it pays for: a crash between the two over-counts one call, never
 under-counts. A file that cannot be read or parsed is an error, never a silently
 fresh budget.
+
+Several instances (HA) share the daily budget through a ``SharedBudgetStore``
+(``grinder.ha.budget.RedisBudgetStore``): instead of load-then-save, the store
+reserves atomically -- limits, fencing and increment in one step -- and may
+refuse (``BudgetRefused``), in which case the exchange call is not made.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from grinder import fileio
 from grinder.reconcile.config import ReconcileConfig
@@ -77,12 +82,55 @@ class BudgetState:
         return cls(day=day, calls_used_day=calls, notional_used_day=notional, updated_ts_ms=updated)
 
 
+class BudgetRefused(Exception):
+    """A shared store refused a reservation: the write it would pay for must not happen.
+
+    ``reason`` is the block reason (``not_leader`` for a fencing refusal or an
+    unreachable store); ``state`` the store's fresher usage, when it told us.
+    """
+
+    def __init__(self, reason: BlockReason, detail: str, state: BudgetState | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.state = state
+
+
 class BudgetStore(Protocol):
     """Where the daily budget lives between runs."""
 
     def load(self) -> BudgetState | None: ...
 
     def save(self, state: BudgetState) -> None: ...
+
+
+@runtime_checkable
+class SharedBudgetStore(Protocol):
+    """A budget store several instances share.
+
+    ``reserve`` checks the day's limits (and whatever else the store guards, such
+    as the HA fencing token) and records the call in one atomic step; it raises
+    ``BudgetRefused`` when the call must not be made, ``BudgetStateError`` when
+    the state is unusable. ``fetch`` reads the day's usage as the store has it
+    (``BudgetStateError`` when it cannot). ``save`` must never lower the shared
+    usage.
+    """
+
+    def load(self) -> BudgetState | None: ...
+
+    def save(self, state: BudgetState) -> None: ...
+
+    def fetch(self, day: str) -> BudgetState | None: ...
+
+    def reserve(
+        self,
+        current: BudgetState,
+        notional: Decimal,
+        now_ms: int,
+        *,
+        max_calls_per_day: int,
+        max_notional_per_day: Decimal,
+    ) -> BudgetState: ...
 
 
 class FileBudgetStore:
@@ -174,19 +222,56 @@ class BudgetTracker:
         return None
 
     def reserve(self, run: RunBudget, notional: Decimal, now_ms: int) -> None:
-        """Record one call of ``notional``: persisted first, then counted in memory."""
+        """Record one call of ``notional``: persisted first, then counted in memory.
+
+        With a ``SharedBudgetStore`` the store decides atomically and may raise
+        ``BudgetRefused``; nothing is counted then.
+        """
         day = self._today(now_ms)
-        new_state = replace(
-            day,
-            calls_used_day=day.calls_used_day + 1,
-            notional_used_day=day.notional_used_day + notional,
-            updated_ts_ms=now_ms,
-        )
-        if self.store is not None:
-            self.store.save(new_state)
+        store = self.store
+        if isinstance(store, SharedBudgetStore):
+            try:
+                new_state = store.reserve(
+                    day,
+                    notional,
+                    now_ms,
+                    max_calls_per_day=self.config.max_calls_per_day,
+                    max_notional_per_day=self.config.max_notional_per_day,
+                )
+            except BudgetRefused as exc:
+                if exc.state is not None and exc.state.day == day.day:
+                    self.state = exc.state
+                raise
+        else:
+            new_state = replace(
+                day,
+                calls_used_day=day.calls_used_day + 1,
+                notional_used_day=day.notional_used_day + notional,
+                updated_ts_ms=now_ms,
+            )
+            if store is not None:
+                store.save(new_state)
         self.state = new_state
         run.calls += 1
         run.notional += notional
+
+    def sync(self, now_ms: int) -> bool:
+        """Pick up what other instances spent (shared stores only); False when not refreshed.
+
+        An unreachable store keeps the last known usage: the reservation, which
+        asks the store itself, is what decides.
+        """
+        store = self.store
+        if not isinstance(store, SharedBudgetStore):
+            return False
+        day = self._today(now_ms).day
+        try:
+            fetched = store.fetch(day)
+        except BudgetStateError:
+            return False
+        if fetched is not None and fetched.day == day:
+            self.state = fetched
+        return True
 
     def calls_remaining_day(self, now_ms: int) -> int:
         return max(0, self.config.max_calls_per_day - self._today(now_ms).calls_used_day)

@@ -9,6 +9,12 @@ The gates read ``config`` and ``armed`` at evaluation time, and the last
 evaluation happens synchronously right before the write (no ``await`` in
 between), so a rollback made on the live objects takes effect before the next
 exchange write.
+
+With HA (``is_leader`` given, gate 0), the budget reservation that immediately
+precedes each write also re-checks leadership atomically in the shared store
+(fencing); a refusal there blocks the write with ``not_leader``. A shared
+``cooldown`` source makes the cooldown run from the last write of *any*
+instance.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
 from grinder.exchange.port import CancelOutcome, ExchangeError, ExchangePort
-from grinder.reconcile.budget import BudgetStateError, BudgetTracker, RunBudget
+from grinder.reconcile.budget import BudgetRefused, BudgetStateError, BudgetTracker, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import (
     ClientOrderIdError,
@@ -82,6 +88,16 @@ class ActionResult:
         return self.mismatch.client_order_id
 
 
+class CooldownSource(Protocol):
+    """The time of the last remediation write of any instance (HA), None when unknown."""
+
+    def last_write_ms(self) -> int | None: ...
+
+
+def _latest(*values: int | None) -> int | None:
+    return max((v for v in values if v is not None), default=None)
+
+
 class RemediationReporter(Protocol):
     """Told of each attempt before it is made, and of each result."""
 
@@ -102,6 +118,7 @@ class RemediationExecutor:
         *,
         budget: BudgetTracker | None = None,
         is_leader: Callable[[], bool] | None = None,
+        cooldown: CooldownSource | None = None,
         env: Mapping[str, str] | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         reporter: RemediationReporter | None = None,
@@ -114,6 +131,7 @@ class RemediationExecutor:
         self.budget = budget if budget is not None else BudgetTracker(config=config, clock=clock)
         self._dry_budget: BudgetTracker | None = None
         self.is_leader = is_leader if is_leader is not None else (lambda: True)
+        self.cooldown = cooldown
         self.env = env
         self.reporter = reporter
         self.last_remediation_ms: int | None = None
@@ -136,6 +154,11 @@ class RemediationExecutor:
         self._whitelist = list(value)
 
     @property
+    def last_planned_ms(self) -> int | None:
+        """When dry-run last planned an action (its in-memory cooldown anchor)."""
+        return self._last_planned_ms
+
+    @property
     def mode(self) -> str:
         return DRY_RUN if self.config.dry_run else LIVE
 
@@ -152,15 +175,16 @@ class RemediationExecutor:
         if run_id is None:
             self._run_seq += 1
             run_id = f"{now}-{self._instance}-{self._run_seq}"
+        # HA: what the other instances spent, and when any of them last wrote.
+        self.budget.sync(now)
+        shared = self.cooldown.last_write_ms() if self.cooldown is not None else None
+        live_anchor = _latest(self.last_remediation_ms, shared)
         return RunContext(
             run_id=run_id,
             started_ms=now,
-            live_anchor_ms=self.last_remediation_ms,
+            live_anchor_ms=live_anchor,
             # A preview of live mode: a real execution starts a cooldown for plans too.
-            dry_anchor_ms=max(
-                (t for t in (self._last_planned_ms, self.last_remediation_ms) if t is not None),
-                default=None,
-            ),
+            dry_anchor_ms=_latest(self._last_planned_ms, live_anchor),
         )
 
     # --- the gate chain ------------------------------------------------------------------
@@ -289,6 +313,7 @@ class RemediationExecutor:
         """
         now = self.clock()
         ctx.actions += 1
+        new_symbol = routed.mismatch.symbol not in ctx.symbols
         ctx.symbols.add(routed.mismatch.symbol)
         if self.config.dry_run:
             self.dry_budget().reserve(ctx.dry_budget, notional, now)
@@ -303,6 +328,20 @@ class RemediationExecutor:
             )
         try:
             self.budget.reserve(ctx.budget, notional, now)
+        except BudgetRefused as exc:
+            # Nothing was reserved and nothing will be sent: undo this action's count.
+            ctx.actions -= 1
+            if new_symbol:
+                ctx.symbols.discard(routed.mismatch.symbol)
+            return self._result(
+                routed,
+                ctx,
+                ResultStatus.BLOCKED,
+                reason=exc.reason,
+                notional=notional,
+                qty=qty,
+                error=exc.detail,
+            )
         except BudgetStateError as exc:
             return self._result(
                 routed,

@@ -7,6 +7,14 @@ mismatch schedules a check for when its grace period ends. A periodic full
 pass and a periodic snapshot (interval chosen from request weight) catch what
 no event announces. SIGINT/SIGTERM stop it gracefully; SIGHUP re-reads the
 config file; the control socket changes settings at run time.
+
+With HA (``ha`` given: a Redis URL), every instance snapshots, streams, detects
+and reports; only the leader may remediate (gate 0). A leadership counts for
+remediation only after a REST snapshot taken *after* it was acquired, so a new
+leader acts on the exchange's present, never on what it saw as a follower.
+Leadership changes are logged (``HA_LEADER_ACQUIRED``, ``HA_LEADER_ACTING``,
+``HA_LEADER_LOST``), audited and exported (``grinder_ha_*``), and shown in
+``/readyz``.
 """
 
 from __future__ import annotations
@@ -30,10 +38,13 @@ from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpd
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
+from grinder.ha.metrics import HaMetrics
+from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
+from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
@@ -41,6 +52,7 @@ from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, prepare_socket_dir
+from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions, load_config_file
@@ -64,6 +76,7 @@ class ReconcileService:
         control_socket: Path | None,
         env: Mapping[str, str] | None = None,
         clock: Any = wall_clock_ms,
+        ha: HaRuntime | None = None,
     ) -> None:
         src = os.environ if env is None else env
         self.opts = opts
@@ -74,6 +87,9 @@ class ReconcileService:
         self.metrics = ReconcileMetrics(self.registry)
         self.xmetrics = ExchangeMetrics(self.registry)
         self.smetrics = ServiceMetrics(self.registry)
+        self.hametrics = HaMetrics(self.registry)
+        self.ha = ha
+        self.hagate = ServiceHa(ha, self) if ha is not None else None
         if audit is not None:
             audit.on_error = lambda _exc: self.metrics.audit_write_errors.inc()
         self.audit = audit
@@ -109,7 +125,12 @@ class ReconcileService:
         """Connect, take the first snapshot, start the stream and the HTTP endpoints."""
         opts = self.opts
         self.smetrics.up.set(1)
-        self.expected = open_expected(opts.expected_db)
+        ha = self.ha
+        self.expected = open_expected(
+            opts.expected_db, ha.open_expected() if ha is not None else None
+        )
+        self.expected.on_refresh_error = lambda _exc: self.hametrics.expected_refresh_failures.inc()
+        self.expected.refresh()
         self.venue = await connect_venue(
             opts,
             self.credentials,
@@ -132,6 +153,8 @@ class ReconcileService:
             port=port,
             armed=opts.armed,
             budget=self.budget,
+            is_leader=self.may_remediate if ha is not None else None,
+            cooldown=ha.budget_store if ha is not None else None,
             env=self.gate_env,
             clock=self.clock,
             reporter=reporter,
@@ -145,6 +168,7 @@ class ReconcileService:
             status=self.status,
             reload=lambda: self.reload_config("control"),
             on_change=self._on_change,
+            ha_step_down=self.ha_step_down if ha is not None else None,
         )
         self._observe_settings()
         await self._start_http()
@@ -162,6 +186,9 @@ class ReconcileService:
             clock=self.clock,
         )
         self._tasks.append(asyncio.create_task(self.stream.run(), name="user-data-stream"))
+        if self.hagate is not None:
+            self._tasks.append(self.hagate.start())
+        self.metrics.ha_is_leader.set(1 if self.may_remediate() else 0)
 
     async def _start_http(self) -> None:
         app = build_metrics_app(self.registry, healthy=self._healthy, ready=self._ready)
@@ -184,6 +211,8 @@ class ReconcileService:
 
     async def close(self) -> None:
         self.smetrics.up.set(0)
+        if self.hagate is not None:
+            await self.hagate.close()  # hand over first: a follower takes the lease at once
         if self.stream is not None:
             await self.stream.stop()
         for task in self._tasks:
@@ -257,7 +286,14 @@ class ReconcileService:
             if now >= next_full or (self._due and self._due[0] <= now):
                 while self._due and self._due[0] <= now:
                     heapq.heappop(self._due)
-                await self.run_once()
+                try:
+                    report = await self.run_once()
+                except Exception as exc:  # one failed run must not end the service
+                    self.smetrics.run_errors.inc()
+                    log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
+                else:
+                    if report.triage.get(TriageOutcome.NOT_FOUND):
+                        self.schedule(self.clock() + svc.triage_retry_ms)
                 next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
 
     def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
@@ -301,7 +337,8 @@ class ReconcileService:
             self.observed.apply_positions_snapshot(positions, sent, configured)
             self.observed.apply_open_orders_snapshot(orders, sent, scope)
             self.smetrics.snapshots.labels(outcome="ok").inc()
-            if self.venue is not None:
+            if self.venue is not None and not full:
+                # The regular snapshot's cost sets the pace; the rare full one does not.
                 self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
             self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
         self.schedule(self.clock())
@@ -432,9 +469,14 @@ class ReconcileService:
                 "first_snapshot": self.ready,
                 "stream": state.name.lower(),
                 "snapshot_age_s": None if age is None else round(age / 1000, 3),
-                "ha": {"enabled": False, "leader": True},
+                "ha": self.ha_status(),
             },
         )
+
+    def ha_status(self) -> dict[str, Any]:
+        if self.hagate is None:
+            return {"enabled": False, "leader": True}
+        return self.hagate.status()
 
     def status(self) -> dict[str, Any]:
         executor = self._executor()
@@ -457,8 +499,37 @@ class ReconcileService:
                 "notional_remaining_day": str(self.budget.notional_remaining_day(now)),
             },
             "last_run": self.last_report.summary() if self.last_report else None,
+            "last_remediation_ts_ms": executor.last_remediation_ms,
+            "last_planned_ts_ms": executor.last_planned_ms,
             "metrics_url": self.metrics_url,
+            "ha": self.ha_status(),
         }
+
+    # --- high availability ---------------------------------------------------------------
+
+    def may_remediate(self) -> bool:
+        """Gate 0: HA off, or the lease is held and a snapshot was taken since it was acquired."""
+        return self.hagate is None or self.hagate.may_remediate()
+
+    def ha_step_down(self, hold_s: float) -> dict[str, Any]:
+        """Manual failover (control socket): give the lease up, stay a follower ``hold_s``."""
+        assert self.hagate is not None, "HA is off"
+        return self.hagate.step_down(hold_s)
+
+    def audit_event(self, event: str, fields: dict[str, Any]) -> None:
+        """An audit record outside a run (leadership changes, Redis state)."""
+        if self.audit is None:
+            return
+        self.audit.write(
+            event,
+            {
+                "ts_ms": self.clock(),
+                "run_id": None,
+                "mode": self._executor().mode if self.executor is not None else None,
+                "action": self.config.action.value,
+                **fields,
+            },
+        )
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ Endpoints (JSON):
 * ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
 * ``POST /mainnet`` ``{"allow": false}`` — the process's ``ALLOW_MAINNET_TRADE``.
 * ``POST /reload`` — re-read the config file (as SIGHUP does).
+* ``POST /ha/step-down`` ``{"hold_s": 30}`` — HA manual failover: this instance
+  gives its lease up (a follower takes over at once) and does not campaign
+  again for ``hold_s`` seconds (default 30).
 
 Every change is validated, applied to the live objects (effective before the
 next exchange write), logged as ``CONTROL_CHANGE``, audited, and counted.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,7 +58,24 @@ def prepare_socket_dir(path: Path) -> None:
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ConfigError(f"--control-socket: {path} exists and is not a socket")
-        path.unlink()
+        if _socket_answers(path):
+            raise ConfigError(
+                f"--control-socket: another service is listening on {path}; "
+                "give this one its own --control-socket"
+            )
+        path.unlink()  # a stale socket left by a service that is gone
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(0.5)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
@@ -95,6 +116,7 @@ class Controls:
         status: Callable[[], dict[str, Any]],
         reload: Callable[[], dict[str, Any]],
         on_change: Callable[[str, str, Any, Any], None],
+        ha_step_down: Callable[[float], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self._get_armed = get_armed
@@ -103,6 +125,7 @@ class Controls:
         self._status = status
         self._reload = reload
         self._on_change = on_change
+        self._ha_step_down = ha_step_down
 
     def status(self) -> dict[str, Any]:
         return self._status()
@@ -140,6 +163,11 @@ class Controls:
     def reload(self) -> dict[str, Any]:
         return self._reload()
 
+    def ha_step_down(self, hold_s: float) -> dict[str, Any]:
+        if self._ha_step_down is None:
+            raise ConfigError("HA is off (no --redis-url): there is no leadership to give up")
+        return self._ha_step_down(hold_s)
+
 
 def _plain(value: Any) -> Any:
     if hasattr(value, "value"):
@@ -168,7 +196,7 @@ def build_control_app(controls: Controls) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/status", status)
-    for path in ("/set", "/arm", "/mainnet", "/reload"):
+    for path in ("/set", "/arm", "/mainnet", "/reload", "/ha/step-down"):
         app.router.add_post(path, post)
     return app
 
@@ -189,6 +217,11 @@ def _dispatch(controls: Controls, path: str, body: dict[str, Any]) -> dict[str, 
         if not isinstance(allow, bool):
             raise ConfigError('/mainnet needs {"allow": true|false}')
         return controls.allow_mainnet(allow)
+    if path == "/ha/step-down":
+        hold = body.get("hold_s", 30)
+        if isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 <= hold <= 86_400:
+            raise ConfigError('/ha/step-down needs {"hold_s": <seconds, 0-86400>} (default 30)')
+        return controls.ha_step_down(float(hold))
     return controls.reload()
 
 

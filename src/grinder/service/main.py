@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from grinder import fileio
+from grinder.ha.connection import mask_url
+from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
     BudgetStateError,
@@ -63,7 +65,8 @@ def print_configuration(tee: Tee, opts: ServiceOptions, run_dir: RunDir | None) 
         ("cooldown_seconds", cfg.cooldown_seconds),
         ("max_notional", f"{cfg.max_flatten_notional_usdt} USDT"),
         ("duration", f"{opts.duration_s:g}s" if opts.duration_s else "until signalled"),
-        ("expected_state", str(opts.expected_db) if opts.expected_db else "memory"),
+        ("expected_state", _expected_label(opts)),
+        ("ha", _ha_label(opts)),
         ("config_file", str(opts.config_path) if opts.config_path else "-"),
         ("run_dir", str(run_dir.path) if run_dir else "-"),
     ]
@@ -71,8 +74,29 @@ def print_configuration(tee: Tee, opts: ServiceOptions, run_dir: RunDir | None) 
         tee.line(f"  {key + ':':<19}{value}")
 
 
-def prepare_budget(opts: ServiceOptions, tee: Tee, now_ms: int) -> BudgetTracker:
+def _expected_label(opts: ServiceOptions) -> str:
+    if opts.expected_db:
+        return str(opts.expected_db)
+    return "redis (shared)" if opts.ha is not None else "memory"
+
+
+def _ha_label(opts: ServiceOptions) -> str:
+    ha = opts.ha
+    if ha is None:
+        return "off"
+    cfg = ha.config
+    return (
+        f"redis {mask_url(ha.redis_url)} namespace={cfg.namespace} instance={ha.instance_id} "
+        f"lease={cfg.lease_ttl_s:g}s"
+    )
+
+
+def prepare_budget(
+    opts: ServiceOptions, tee: Tee, now_ms: int, ha: HaRuntime | None = None
+) -> BudgetTracker:
     path = opts.env.budget_state_path
+    if ha is not None:
+        return _prepare_shared_budget(opts, tee, now_ms, ha)
     if path is None:
         if opts.reset_budget_state:
             tee.line("budget_state_reset=1 path=- (no BUDGET_STATE_PATH: budget kept in memory)")
@@ -91,6 +115,29 @@ def prepare_budget(opts: ServiceOptions, tee: Tee, now_ms: int) -> BudgetTracker
     return BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
 
 
+def _prepare_shared_budget(
+    opts: ServiceOptions, tee: Tee, now_ms: int, ha: HaRuntime
+) -> BudgetTracker:
+    """HA: the daily budget lives in Redis; ``BUDGET_STATE_PATH``, when set, is a local copy."""
+    store = ha.budget_store
+    path = opts.env.budget_state_path
+    if opts.reset_budget_state:
+        store.reset(now_ms)  # BudgetStateError (exit 2) when Redis cannot be reached
+        if store.mirror is not None:
+            store.mirror.reset()
+        tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
+        store.save(tracker.state)
+        shown = path if path is not None else store.day_key(tracker.state.day)
+        tee.line(f"budget_state_reset=1 path={shown}")
+        return tracker
+    if path is not None:
+        warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
+        if warning:
+            for line in warning.splitlines():
+                tee.line(line)
+    return BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
+
+
 def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> int:
     """Run until stopped; returns the exit code. ConfigError/BudgetStateError propagate."""
     src = os.environ if env is None else env
@@ -104,7 +151,12 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
     tee = Tee(run_dir.stdout_log if run_dir else None)
     try:
         print_configuration(tee, opts, run_dir)
-        budget = prepare_budget(opts, tee, wall_clock_ms())
+        ha = (
+            HaRuntime(opts.ha, budget_mirror=opts.env.budget_state_path)
+            if opts.ha is not None
+            else None
+        )
+        budget = prepare_budget(opts, tee, wall_clock_ms(), ha)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
         control = opts.control_socket or default_socket_path(src)
@@ -115,6 +167,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             audit=audit,
             control_socket=control,
             env=src,
+            ha=ha,
         )
         code, error = asyncio.run(_serve(service, tee))
         _write_artifacts(service, opts, run_dir, code, tee)

@@ -16,6 +16,11 @@ class ServiceMetrics:
         self.ready = Gauge(
             "grinder_reconcile_ready", "1 once the first REST snapshot is in", registry=r
         )
+        self.run_errors = Counter(
+            "grinder_reconcile_run_errors",
+            "Reconcile runs that failed with an unexpected error (the service carries on)",
+            registry=r,
+        )
         self.snapshots = Counter(
             "grinder_reconcile_snapshots",
             "REST snapshots of open orders and positions",

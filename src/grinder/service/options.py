@@ -1,9 +1,15 @@
 """Service settings: flags > environment > config file > defaults.
 
-The config file is TOML with two tables: ``[reconcile]`` (every field of
-``ReconcileConfig``) and ``[service]`` (``ServiceConfig`` below). The runbook's
-environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
+The config file is TOML with up to three tables: ``[reconcile]`` (every field of
+``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below) and ``[ha]``
+(``grinder.ha.config.HaConfig``: lease timings, Redis timeout, key namespace).
+The runbook's environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
 ``ARMED``) override the file; ``ALLOW_MAINNET_TRADE`` is read at every write.
+
+HA is on when a Redis URL is given (``--redis-url`` / ``GRINDER_REDIS_URL``);
+``--instance-id`` / ``GRINDER_INSTANCE_ID`` (default ``<hostname>-<pid>``) names
+this instance, ``--redis-namespace`` / ``GRINDER_REDIS_NAMESPACE`` overrides
+``[ha] namespace``.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
+from grinder.ha.config import HaConfig, HaSettings, default_instance_id
+from grinder.ha.connection import check_namespace, check_url
 from grinder.reconcile.config import (
     ConfigError,
     ReconcileConfig,
@@ -30,6 +38,7 @@ VENUES: tuple[Venue, ...] = ("sim", "testnet", "mainnet")
 DEFAULT_ARTIFACT_TTL_DAYS = 14.0
 
 PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class ServiceConfig(BaseModel):
@@ -41,12 +50,16 @@ class ServiceConfig(BaseModel):
     full_pass_interval_s: PosFloat = 10.0
     """A full detection pass at least this often, whatever the stream says."""
     min_snapshot_interval_s: PosFloat = 30.0
-    max_snapshot_interval_s: PosFloat = 300.0
+    max_snapshot_interval_s: PosFloat = 110.0
+    """Freshness wins over weight past this: runbook 13 wants snapshots < 120 s old."""
     snapshot_weight_per_minute: PosFloat = 18.0
     """Request weight per minute the periodic snapshots may use (Binance allows 2,400)."""
     full_snapshot_interval_s: PosFloat = 900.0
     """How often a snapshot uses the all-symbols form (weight 85) whatever it costs."""
     check_delay_ms: Annotated[int, Field(ge=0, le=5000, strict=True)] = 50
+    triage_retry_ms: Annotated[int, Field(ge=100, le=60_000, strict=True)] = 1000
+    """After a missing order's lookup says "not found", look again this soon (one
+    query each time) instead of waiting for the next full pass."""
     """Slack after a grace period ends before the scheduled check runs."""
     stream_keepalive_s: PosFloat = 1800.0
     sim_seed: int = 1
@@ -57,6 +70,10 @@ class ServiceConfig(BaseModel):
 class FileConfig:
     reconcile: ReconcileConfig
     service: ServiceConfig
+    ha: HaConfig = field(default_factory=HaConfig)
+
+
+TABLES = ("reconcile", "service", "ha")
 
 
 def load_config_file(path: Path | None) -> FileConfig:
@@ -71,23 +88,32 @@ def load_config_file(path: Path | None) -> FileConfig:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"reconcile", "service"})
+    unknown = sorted(set(raw) - set(TABLES))
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [reconcile], [service]")
+        raise ConfigError(
+            f"{path}: unknown table(s) {unknown}; expected [reconcile], [service], [ha]"
+        )
     rec = raw.get("reconcile", {})
     svc = raw.get("service", {})
-    if not isinstance(rec, dict) or not isinstance(svc, dict):
-        raise ConfigError(f"{path}: [reconcile] and [service] must be tables")
+    ha = raw.get("ha", {})
+    if not isinstance(rec, dict) or not isinstance(svc, dict) or not isinstance(ha, dict):
+        raise ConfigError(f"{path}: [reconcile], [service] and [ha] must be tables")
     reconcile = ReconcileConfig.from_mapping(rec, source=f"{path} [reconcile]")
+    service = _validate(ServiceConfig, svc, f"{path} [service]")
+    ha_config = _validate(HaConfig, ha, f"{path} [ha]")
+    return FileConfig(reconcile, service, ha_config)
+
+
+def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
     try:
-        service = ServiceConfig.model_validate(svc)
+        return model.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err.get("loc", ()))
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        field_part = f"{loc}: " if loc else ""
         raise ConfigError(
-            f"{path} [service]: {where}: {err.get('msg')} (got {err.get('input')!r})"
+            f"{where}: {field_part}{err.get('msg')} (got {err.get('input')!r})"
         ) from None
-    return FileConfig(reconcile, service)
 
 
 @dataclass
@@ -112,6 +138,8 @@ class ServiceOptions:
     reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     armed: bool = False
+    ha: HaSettings | None = None
+    """HA on Redis; None runs alone, exactly as without HA."""
 
     def audit_path(self, run_dir_audit: Path | None) -> Path | None:
         """Explicit ``--audit-out`` wins; then the run-dir; then the audit env vars."""
@@ -151,6 +179,7 @@ def resolve(
     duration = flags.get("duration")
     if duration is not None and duration <= 0:
         raise ConfigError(f"--duration: expected seconds > 0, got {duration}")
+    ha = _ha_settings(flags, src, file_cfg.ha)
     return ServiceOptions(
         venue=venue_raw,
         venue_url=flags.get("venue_url"),
@@ -170,7 +199,42 @@ def resolve(
         reconcile=reconcile,
         service=file_cfg.service,
         armed=armed,
+        ha=ha,
     )
+
+
+def _ha_settings(
+    flags: Mapping[str, Any], src: Mapping[str, str], file_ha: HaConfig
+) -> HaSettings | None:
+    """HA settings when a Redis URL is given (flag > environment), else None."""
+    url = flags.get("redis_url")
+    where = "--redis-url"
+    if not url:
+        url = src.get("GRINDER_REDIS_URL")
+        where = "GRINDER_REDIS_URL"
+    instance = flags.get("instance_id") or src.get("GRINDER_INSTANCE_ID")
+    namespace = flags.get("redis_namespace") or src.get("GRINDER_REDIS_NAMESPACE")
+    if not url:
+        if flags.get("instance_id") or flags.get("redis_namespace"):
+            raise ConfigError("--instance-id/--redis-namespace: need --redis-url (HA on Redis)")
+        return None
+    try:
+        check_url(url, where=where)
+        if namespace:
+            check_namespace(
+                namespace,
+                where="--redis-namespace"
+                if flags.get("redis_namespace")
+                else "GRINDER_REDIS_NAMESPACE",
+            )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    instance = instance or default_instance_id()
+    if any(c.isspace() for c in instance) or not 0 < len(instance) <= 128:
+        iwhere = "--instance-id" if flags.get("instance_id") else "GRINDER_INSTANCE_ID"
+        raise ConfigError(f"{iwhere}: expected 1-128 characters without spaces, got {instance!r}")
+    config = file_ha.model_copy(update={"namespace": namespace}) if namespace else file_ha
+    return HaSettings(redis_url=url, instance_id=instance, config=config)
 
 
 def _path(value: Any) -> Path | None:

@@ -1,0 +1,368 @@
+"""Stages 1 and 2 of runbook 13: passive health, then dry-run (nothing is live yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from grinder.ceremony import logscan
+from grinder.ceremony.checks import (
+    PASSIVE_RUNS,
+    PLANNED_PER_HOUR_LIMIT,
+    SNAPSHOT_AGE_LIMIT_S,
+    Inputs,
+    Item,
+    Settings,
+    Status,
+    metric_item,
+    metrics_reachable,
+    setting_item,
+    uptime_h,
+    uptime_text,
+)
+from grinder.ceremony.sources import Scrape, SourceError, fmt_number, fmt_series, instance_of
+
+# --- stage 1 -------------------------------------------------------------------------------
+
+
+def stage1(
+    inputs: Inputs, scrape: Scrape | None, error: str | None, settings: Settings
+) -> list[Item]:
+    """Stage 1: the service answers, nothing is live, runs increase, snapshots are fresh,
+    no unexpected order or position mismatch, the whitelist is set."""
+    items = [metrics_reachable(inputs, scrape, error)]
+    items.append(
+        setting_item(
+            settings,
+            "1",
+            "No active feature enabled yet (passive first)",
+            "dry_run",
+            lambda v: v is True,
+            "remediation is live: stage 1 comes before any active feature",
+        )
+    )
+    items.append(_runs_increasing(inputs, scrape, error))
+    uptime = uptime_h(inputs, scrape)
+    runs = scrape.value("grinder_reconcile_runs_total") if scrape else None
+    items.append(
+        Item(
+            "1.1",
+            f"Passive reconciliation for 24+ hours ({PASSIVE_RUNS}+ runs)",
+            Status.MANUAL,
+            f"grinder_reconcile_runs_total {fmt_number(runs)}; {uptime_text(uptime)}; "
+            f"runbook: {PASSIVE_RUNS}+ runs, passive for 24+ hours before enabling anything",
+        )
+    )
+
+    def snapshot(s: Scrape) -> tuple[bool, str]:
+        age = s.value("grinder_reconcile_last_snapshot_age_seconds")
+        interval = s.value("grinder_reconcile_snapshot_interval_seconds")
+        text = f"grinder_reconcile_last_snapshot_age_seconds {fmt_number(age)}"
+        if interval is not None:
+            text += f" (snapshot interval {fmt_number(interval)} s)"
+        if age is None:
+            return False, text + " — absent"
+        if age >= SNAPSHOT_AGE_LIMIT_S:
+            return False, text + f" — must be < {SNAPSHOT_AGE_LIMIT_S:g} s"
+        return True, text
+
+    items.append(metric_item(scrape, error, "1.1", "Snapshot age < 120 s", snapshot))
+    for mtype in ("ORDER_EXISTS_UNEXPECTED", "POSITION_NONZERO_UNEXPECTED"):
+        items.append(
+            metric_item(scrape, error, "1.1", f"No {mtype} mismatches", _no_mismatch(mtype))
+        )
+    items.append(_log_mismatches(inputs))
+    items.append(_whitelist_configured(settings, scrape))
+    wl = settings.get("symbol_whitelist")
+    items.append(
+        Item(
+            "1.3",
+            "Whitelist matches your intended trading scope",
+            Status.MANUAL,
+            (wl.show("whitelist") if wl else settings.missing("symbol_whitelist"))
+            + "; expected: the symbols you actively trade",
+        )
+    )
+    items.append(
+        Item("pre", "Team aware of the go-live schedule", Status.MANUAL, "runbook 13 prerequisites")
+    )
+    return items
+
+
+def _whitelist_configured(settings: Settings, scrape: Scrape | None) -> Item:
+    title = "Symbol whitelist configured"
+    empty = "empty: with require_whitelist every action is blocked (whitelist_required)"
+    if settings.get("symbol_whitelist") is None and scrape is not None:
+        size = scrape.value("grinder_reconcile_symbol_whitelist_size")
+        if size is not None:
+            text = f"grinder_reconcile_symbol_whitelist_size {fmt_number(size)}"
+            if size > 0:
+                return Item("1.3", title, Status.PASS, text + " (the symbols: control /status)")
+            return Item("1.3", title, Status.FAIL, f"{text} — {empty}")
+    return setting_item(
+        settings,
+        "1.3",
+        title,
+        "symbol_whitelist",
+        lambda v: isinstance(v, list) and len(v) > 0,
+        empty,
+    )
+
+
+def _runs_increasing(inputs: Inputs, scrape: Scrape | None, error: str | None) -> Item:
+    title = "Reconcile runs increasing"
+    if scrape is None:
+        return Item("1.1", title, Status.FAIL, error or "metrics not read")
+    first = scrape.value("grinder_reconcile_runs_total")
+    if first is None:
+        return Item("1.1", title, Status.FAIL, "grinder_reconcile_runs_total absent")
+    start = inputs.monotonic()
+    last: float | None = first
+    while True:
+        elapsed = inputs.monotonic() - start
+        if last is not None and last > first:
+            return Item(
+                "1.1",
+                title,
+                Status.PASS,
+                f"grinder_reconcile_runs_total {fmt_number(first)} → {fmt_number(last)} "
+                f"in {elapsed:.1f} s",
+            )
+        if elapsed >= inputs.interval_s:
+            return Item(
+                "1.1",
+                title,
+                Status.FAIL,
+                f"grinder_reconcile_runs_total stayed {fmt_number(first)} for {elapsed:.1f} s "
+                f"(--interval {inputs.interval_s:g}; a full pass runs every 10 s)",
+            )
+        inputs.sleep(min(1.0, max(0.05, inputs.interval_s - elapsed)))
+        try:
+            last = inputs.read_metrics().value("grinder_reconcile_runs_total")
+        except SourceError as exc:
+            return Item("1.1", title, Status.FAIL, f"second sample: {exc}")
+
+
+def _no_mismatch(mtype: str) -> Callable[[Scrape], tuple[bool, str]]:
+    def decide(s: Scrape) -> tuple[bool, str]:
+        total = s.value("grinder_reconcile_mismatch_total", type=mtype)
+        active = s.value("grinder_reconcile_mismatch_active", type=mtype)
+        name = fmt_series("grinder_reconcile_mismatch_total", {"type": mtype})
+        text = f"{name} {fmt_number(total)} (standing now: {fmt_number(active)})"
+        if total is None:
+            return False, text + " — absent"
+        return total == 0, text + ("" if total == 0 else " — runbook expects 0")
+
+    return decide
+
+
+def _log_mismatches(inputs: Inputs) -> Item:
+    title = "Mismatch history in the log: none unresolved"
+    path = inputs.log_file
+    if path is None:
+        return Item(
+            "1.2",
+            title,
+            Status.MANUAL,
+            'give --log-file (runbook: grep "RECONCILE_MISMATCH" /var/log/grinder/app.log)',
+        )
+    try:
+        found = logscan.review(path)
+    except SourceError as exc:
+        return Item("1.2", title, Status.FAIL, str(exc))
+    if found.detected == 0:
+        return Item(
+            "1.2", title, Status.PASS, f"{path}: no RECONCILE_MISMATCH line ({found.lines} lines)"
+        )
+    text = (
+        f"{path}: {found.detected} RECONCILE_MISMATCH, {found.cleared} RECONCILE_MISMATCH_CLEARED"
+    )
+    if found.unresolved:
+        shown = "; ".join(found.unresolved[:5]) + (" …" if len(found.unresolved) > 5 else "")
+        return Item(
+            "1.2", title, Status.FAIL, f"{text}; unresolved in the running service: {shown}"
+        )
+    return Item("1.2", title, Status.PASS, f"{text}; every incident of the running service cleared")
+
+
+# --- stage 2 -------------------------------------------------------------------------------
+
+
+def stage2(
+    inputs: Inputs, scrape: Scrape | None, error: str | None, settings: Settings
+) -> list[Item]:
+    """Stage 2: the dry-run settings (cancel only, dry-run, planning allowed, not armed yet)
+    and the planned rate."""
+    items = [metrics_reachable(inputs, scrape, error)]
+    items.append(
+        setting_item(
+            settings,
+            "2.1",
+            "Cancel only first (action = cancel_all)",
+            "action",
+            lambda v: v == "cancel_all",
+            "stage 2 starts with action=cancel_all (none plans nothing; flatten comes in stage 4)",
+        )
+    )
+    items.append(
+        setting_item(
+            settings,
+            "2.1",
+            "dry_run = true (CRITICAL)",
+            "dry_run",
+            lambda v: v is True,
+            "must stay true in stage 2: nothing may be sent",
+        )
+    )
+    items.append(
+        setting_item(
+            settings,
+            "2.1",
+            "allow_active_remediation = true (allow planning)",
+            "allow_active_remediation",
+            lambda v: v is True,
+            "runbook 13 stage 2 sets it true",
+        )
+    )
+    items.append(
+        setting_item(
+            settings,
+            "2.1",
+            "Executor not armed yet (stage 3 arms it)",
+            "armed",
+            lambda v: v is False,
+            "armed before stage 3",
+        )
+    )
+    items.append(
+        setting_item(
+            settings,
+            "2.1",
+            "ALLOW_MAINNET_TRADE not set yet (stage 3 sets it)",
+            "allow_mainnet_trade",
+            lambda v: v is False,
+            "set in the service before stage 3",
+        )
+    )
+    items.append(_planned_rate(inputs, scrape, error))
+
+    def no_flatten(s: Scrape) -> tuple[bool, str]:
+        flatten = s.value("grinder_reconcile_action_planned_total", action="flatten")
+        action = settings.get("action")
+        text = f'grinder_reconcile_action_planned_total{{action="flatten"}} {fmt_number(flatten)}'
+        if action is None or action.value != "cancel_all":
+            return True, text + " (only checked with action=cancel_all)"
+        return flatten == 0, text + ("" if flatten == 0 else " — expected 0 with action=cancel_all")
+
+    items.append(
+        metric_item(scrape, error, "2.3", "No flatten planned while cancel only", no_flatten)
+    )
+    uptime = uptime_h(inputs, scrape)
+    items.append(
+        Item(
+            "2.3",
+            "Dry-run ran for at least 1 hour",
+            Status.MANUAL,
+            uptime_text(uptime) + "; the hour counts from when dry-run was enabled",
+        )
+    )
+    items.append(_review_plans(inputs, scrape))
+    items.append(_artifacts(inputs))
+    return items
+
+
+def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> Item:
+    title = f"Planned actions not excessive (<= {PLANNED_PER_HOUR_LIMIT:g} per hour)"
+    if scrape is None:
+        return Item("2.3", title, Status.FAIL, error or "metrics not read")
+    planned = scrape.by_label("grinder_reconcile_action_planned_total", "action")
+    total = sum(planned.values())
+    counts = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(planned.items())) or "absent"
+    if inputs.prometheus_url:
+        instance = instance_of(inputs.metrics_url)
+        promql = (
+            f'sum(increase(grinder_reconcile_action_planned_total{{instance="{instance}"}}[1h]))'
+        )
+        try:
+            result = inputs.query(inputs.prometheus_url, promql)
+        except SourceError as exc:
+            return Item("2.3", title, Status.FAIL, f"{exc}")
+        if result:
+            rate = result[0][1]
+            ok = rate <= PLANNED_PER_HOUR_LIMIT
+            return Item(
+                "2.3",
+                title,
+                Status.PASS if ok else Status.FAIL,
+                f"{rate:.1f} planned in the last hour ({promql} at {inputs.prometheus_url}); "
+                f"counters: {counts}" + ("" if ok else " — runbook: STOP, plans are excessive"),
+            )
+    uptime = uptime_h(inputs, scrape)
+    hours = max(uptime, 1.0) if uptime is not None else 1.0
+    rate = total / hours
+    how = (
+        f"rate = planned since start / max(uptime, 1 h) = {fmt_number(total)} / {hours:.2f} h"
+        if uptime is not None
+        else f"uptime unknown: the count {fmt_number(total)} compared as one hour's"
+    )
+    ok = rate <= PLANNED_PER_HOUR_LIMIT
+    note = (
+        "; an average since start (two samples seconds apart would say nothing per hour) — "
+        "if dry-run began after start the recent rate is higher: "
+        "--prometheus-url gives the last hour"
+        if uptime is not None and uptime > 1
+        else ""
+    )
+    return Item(
+        "2.3",
+        title,
+        Status.PASS if ok else Status.FAIL,
+        f"{rate:.1f} per hour ({how}); grinder_reconcile_action_planned_total: {counts}{note}"
+        + ("" if ok else " — runbook: STOP, plans are excessive"),
+    )
+
+
+def _review_plans(inputs: Inputs, scrape: Scrape | None) -> Item:
+    title = "Plans match expectations (what would be cancelled)"
+    planned = scrape.total("grinder_reconcile_action_planned_total") if scrape else None
+    evidence = f"grinder_reconcile_action_planned_total {fmt_number(planned)}"
+    if inputs.log_file is not None:
+        try:
+            found = logscan.review(inputs.log_file, events=("REMEDIATION_PLANNED",), keep_last=1)
+        except SourceError as exc:
+            evidence += f"; {exc}"
+        else:
+            n = found.event_counts.get("REMEDIATION_PLANNED", 0)
+            targets = len(found.targets.get("REMEDIATION_PLANNED", ()))
+            evidence += (
+                f"; {inputs.log_file}: {n} REMEDIATION_PLANNED line(s) for {targets} distinct "
+                "order(s)/position(s) (a standing mismatch is planned again every cooldown)"
+            )
+            last = found.last_lines.get("REMEDIATION_PLANNED")
+            if last:
+                evidence += f", last: {last[-1]}"
+    evidence += "; review every plan (manual orders? another instance?) before stage 3"
+    return Item("2.3", title, Status.MANUAL, evidence)
+
+
+def _artifacts(inputs: Inputs) -> Item:
+    title = "Artifact run-directory enabled (recommended)"
+    raw = inputs.env.get("GRINDER_ARTIFACTS_DIR")
+    if not raw:
+        return Item(
+            "2.4",
+            title,
+            Status.MANUAL,
+            "GRINDER_ARTIFACTS_DIR unset in this shell; recommended: "
+            "export GRINDER_ARTIFACTS_DIR=/var/lib/grinder/artifacts",
+        )
+    path = Path(raw)
+    if not path.is_dir():
+        return Item(
+            "2.4", title, Status.FAIL, f"GRINDER_ARTIFACTS_DIR={raw}: not a directory (no run yet?)"
+        )
+    runs = sorted(path.glob("*/run_*"))
+    latest = f"; latest {runs[-1]}" if runs else "; no run directory yet"
+    return Item(
+        "2.4", title, Status.PASS, f"GRINDER_ARTIFACTS_DIR={raw}: {len(runs)} run(s){latest}"
+    )

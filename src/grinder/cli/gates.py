@@ -1,0 +1,276 @@
+"""``grinder gates``: which gate blocks this remediation? (runbook 12's first question)
+
+Against the running service: its settings in force (control socket ``/status``:
+config, armed, ALLOW_MAINNET_TRADE, whitelist) and its metrics (``grinder_ha_is_leader``
+for gate 0, ``grinder_reconcile_last_remediation_ts_ms`` for the cooldown, the
+day's budget use). A ``RemediationExecutor`` is built from them and the write is
+evaluated as the first candidate of the next run: the chain is listed by
+``grinder.reconcile.explain`` and the first blocking reason is the one
+``RemediationExecutor.gate`` itself returns.
+
+    grinder gates --symbol BTCUSDT --order grinder_d_BTCUSDT_1_1704067200_1
+    grinder gates --symbol BTCUSDT --position --notional 120
+    grinder gates --symbol BTCUSDT --position --qty 0.002 --price 60000
+    grinder gates --symbol BTCUSDT --position --qty 0.002 --venue-url http://127.0.0.1:8765
+
+Exit 0 when every gate passes (the write would be executed, or planned in
+dry-run), 1 when a gate blocks it, 2 for bad usage or an unreachable service.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
+
+from grinder.ceremony.sources import (
+    DEFAULT_METRICS_URL,
+    Scrape,
+    SourceError,
+    fetch_mark_price,
+    fetch_scrape,
+    fmt_number,
+)
+from grinder.cli.ceremony import service_status
+from grinder.cli.control import socket_option
+from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
+from grinder.exchange.fake import FakePort
+from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict, explain
+from grinder.reconcile.remediation import RemediationExecutor, RunContext
+from grinder.reconcile.routing import ActionKind
+
+
+def _decimal(option: str, raw: str | None) -> Decimal | None:
+    if raw is None:
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise UsageError(f"{option}: expected a number, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise UsageError(f"{option}: expected a number >= 0, got {raw!r}")
+    return value
+
+
+def _notional(
+    symbol: str,
+    notional: str | None,
+    qty: str | None,
+    price: str | None,
+    venue_url: str | None,
+) -> tuple[Decimal | None, str]:
+    given = _decimal("--notional", notional)
+    if given is not None:
+        if qty is not None or price is not None:
+            raise UsageError("--notional: give either --notional or --qty with a price")
+        return given, f"notional {given} USDT (--notional)"
+    amount = _decimal("--qty", qty)
+    if amount is None:
+        raise UsageError("--position needs --notional, or --qty with --price or --venue-url")
+    mark = _decimal("--price", price)
+    where = "--price"
+    if mark is None:
+        if venue_url is None:
+            raise UsageError("--qty needs --price or --venue-url (to read the mark price)")
+        try:
+            mark = fetch_mark_price(venue_url, symbol)
+        except SourceError as exc:
+            return None, f"no mark price ({exc}): gate 9 blocks with price_unavailable"
+        where = f"mark price from {venue_url}"
+    value = abs(amount) * mark
+    return value, f"notional {value} USDT = |{amount}| x {mark} ({where})"
+
+
+def build_executor(
+    status: dict[str, Any], scrape: Scrape | None, now_ms: int
+) -> tuple[RemediationExecutor, RunContext, list[str]]:
+    """An executor with the service's settings in force, and the next run's context."""
+    notes: list[str] = []
+    raw = status.get("config", {})
+    known = {k: v for k, v in raw.items() if k in ReconcileConfig.model_fields}
+    config = ReconcileConfig.model_validate(known)
+    leader_value = scrape.value("grinder_ha_is_leader") if scrape else None
+    if leader_value is None:
+        notes.append("grinder_ha_is_leader unknown: gate 0 evaluated as leader")
+    leader = leader_value is None or leader_value == 1
+    budget = BudgetTracker(config=config, store=None, clock=lambda: now_ms)
+    calls = scrape.value("grinder_reconcile_budget_calls_used_day") if scrape else None
+    notional = scrape.value("grinder_reconcile_budget_notional_used_day") if scrape else None
+    if calls is None or notional is None:
+        day = status.get("budget", {})
+        calls = float(day.get("calls_used_day", 0))
+        notional = float(day.get("notional_used_day", 0))
+        notes.append("budget use from /status (the service's metrics were not read)")
+    budget.state = BudgetState(
+        day=utc_day(now_ms),
+        calls_used_day=int(calls),
+        notional_used_day=Decimal(fmt_number(notional)),
+        updated_ts_ms=now_ms,
+    )
+    executor = RemediationExecutor(
+        config=config,
+        port=FakePort(),
+        armed=bool(status.get("armed")),
+        symbol_whitelist=list(status.get("symbol_whitelist", config.symbol_whitelist)),
+        budget=budget,
+        is_leader=lambda: leader,
+        env={"ALLOW_MAINNET_TRADE": "1"} if status.get("allow_mainnet_trade") else {},
+        clock=lambda: now_ms,
+    )
+    last = scrape.value("grinder_reconcile_last_remediation_ts_ms") if scrape else None
+    last_ms = int(last) if last else None
+    if scrape is None:
+        notes.append("cooldown: last remediation time unknown (metrics not read)")
+    planned = status.get("last_planned_ts_ms")
+    dry_anchor = max((t for t in (last_ms, planned) if isinstance(t, int)), default=None)
+    ever_planned = scrape.total("grinder_reconcile_action_planned_total") if scrape else None
+    if config.dry_run and not isinstance(planned, int) and ever_planned != 0:
+        notes.append(
+            "dry-run cooldown also runs from the last plan, which the service does not export: "
+            "evaluated from the last execution only"
+        )
+    ctx = RunContext(
+        run_id="grinder-gates", started_ms=now_ms, live_anchor_ms=last_ms, dry_anchor_ms=dry_anchor
+    )
+    return executor, ctx, notes
+
+
+def render(
+    exp: Explanation, subject: str, context: list[str], gate_reason: str | None, notes: list[str]
+) -> str:
+    lines = [f"GRINDER gate chain — {subject}"]
+    lines += [f"  {c}" for c in context]
+    lines.append("")
+    lines.append(f"  {'gate':<8}{'check':<27}{'verdict':<15}detail")
+    for c in exp.checks:
+        verdict = c.verdict.value.upper() if c.verdict is Verdict.FAIL else c.verdict.value
+        lines.append(f"  {c.gate:<8}{c.name:<27}{verdict:<15}{c.detail}")
+    lines.append("")
+    block = exp.first_blocking_check
+    if block is not None and block.reason is not None:
+        lines.append(
+            f"First blocking gate: {block.gate} {block.name} — reason {block.reason.value}"
+        )
+        lines.append(f"  to open it: {HOW_TO_OPEN.get(block.reason, 'see runbook 12')}")
+    lines.append(f"RemediationExecutor.gate: {gate_reason or 'None (every gate passes)'}")
+    verdicts = {
+        Outcome.BLOCKED: "BLOCKED — nothing would be sent",
+        Outcome.PLANNED: "PLANNED — dry-run: would be counted as planned, nothing sent",
+        Outcome.EXECUTE: "EXECUTE — every gate passes: the write would be sent",
+    }
+    lines.append(f"Outcome: {verdicts[exp.outcome]}")
+    lines += [f"Note: {n}" for n in notes]
+    return "\n".join(lines)
+
+
+@click.command("gates")
+@click.option("--symbol", required=True, help="The symbol, e.g. BTCUSDT.")
+@click.option(
+    "--order",
+    "order_id",
+    default=None,
+    metavar="CLIENT_ORDER_ID",
+    help="Explain a cancel of this order (its client order id).",
+)
+@click.option("--position", is_flag=True, help="Explain a flatten of the symbol's position.")
+@click.option("--notional", default=None, metavar="USDT", help="Position notional (flatten).")
+@click.option("--qty", default=None, metavar="QTY", help="Position quantity (flatten).")
+@click.option("--price", default=None, metavar="PRICE", help="Mark price for --qty.")
+@click.option(
+    "--venue-url",
+    default=None,
+    metavar="URL",
+    help="Read the mark price for --qty from this venue (GET /fapi/v1/premiumIndex).",
+)
+@click.option(
+    "--metrics-url",
+    default=None,
+    metavar="URL",
+    help="The service's /metrics (default: the URL its /status reports, else "
+    f"{DEFAULT_METRICS_URL}).",
+)
+@socket_option
+@click.option("--json", "as_json", is_flag=True, help="Print the chain as JSON.")
+def gates(
+    symbol: str,
+    order_id: str | None,
+    position: bool,
+    notional: str | None,
+    qty: str | None,
+    price: str | None,
+    venue_url: str | None,
+    metrics_url: str | None,
+    socket_path: str | None,
+    as_json: bool,
+) -> int:
+    """Show the whole gate chain (0-9, limits, budget) for a cancel or a flatten."""
+    if (order_id is None) == (not position):
+        raise UsageError("give exactly one of --order CLIENT_ORDER_ID or --position")
+    if order_id is not None and (notional or qty or price or venue_url):
+        raise UsageError("--notional/--qty/--price/--venue-url apply to --position only")
+    kind = ActionKind.CANCEL if order_id is not None else ActionKind.FLATTEN
+    if kind is ActionKind.FLATTEN:
+        value, notional_text = _notional(symbol, notional, qty, price, venue_url)
+    else:
+        value, notional_text = Decimal(0), "cancel: no notional"
+    status, socket, error = service_status(socket_path)
+    if status is None:
+        raise UsageError(f"--socket: {error}")
+    url = metrics_url or status.get("metrics_url") or DEFAULT_METRICS_URL
+    notes: list[str] = []
+    try:
+        scrape: Scrape | None = fetch_scrape(url)
+    except SourceError as exc:
+        scrape = None
+        notes.append(f"metrics not read: {exc}")
+    now_ms = time.time_ns() // 1_000_000
+    executor, ctx, more = build_executor(status, scrape, now_ms)
+    notes += more
+    exp = explain(executor, kind, symbol, order_id, value, ctx)
+    reason = executor.gate(kind, symbol, order_id, value, ctx)
+    if reason != exp.first_block:
+        notes.append(
+            f"explain and RemediationExecutor.gate disagree ({exp.first_block} vs {reason}): "
+            "please report this"
+        )
+    subject = f"cancel {symbol} {order_id}" if order_id else f"flatten {symbol}"
+    leader = scrape.value("grinder_ha_is_leader") if scrape else None
+    context = [
+        f"service: venue {status.get('venue')}, mode {status.get('mode')} "
+        f"(control /status via {socket})",
+        f"metrics: {url} (grinder_ha_is_leader {fmt_number(leader)})",
+        f"{notional_text}; evaluated as the first candidate of the next run",
+    ]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "subject": subject,
+                    "mode": exp.mode,
+                    "outcome": exp.outcome.value,
+                    "first_block": exp.first_block.value if exp.first_block else None,
+                    "gate_reason": reason.value if reason else None,
+                    "checks": [
+                        {
+                            "gate": c.gate,
+                            "name": c.name,
+                            "verdict": c.verdict.value,
+                            "reason": c.reason.value if c.reason else None,
+                            "detail": c.detail,
+                        }
+                        for c in exp.checks
+                    ],
+                    "context": context,
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(render(exp, subject, context, reason.value if reason else None, notes))
+    return EXIT_OK if exp.outcome is not Outcome.BLOCKED else EXIT_FAILED

@@ -1,0 +1,89 @@
+"""HA settings: the ``[ha]`` table of the config file, and what the command line adds."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
+from grinder.ha.elector import ElectorTimings
+
+PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+
+
+class HaConfig(BaseModel):
+    """Lease timings and Redis behaviour (``[ha]`` in the config file).
+
+    Defaults: a 10 s lease renewed every ~3.3 s, followers polling every 0.5 s
+    (a dead leader is replaced within lease + 0.5 s), a 1 s safety margin, a
+    250 ms Redis timeout.
+    """
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    lease_ttl_s: PosFloat = 10.0
+    """How long a leadership lasts without renewal; a dead leader is replaced after it."""
+    renew_interval_s: PosFloat | None = None
+    """Renewal period of the leader (default: a third of the lease)."""
+    retry_interval_s: PosFloat | None = None
+    """How often a follower tries to acquire, and a failed renewal is retried
+    (default: the renew interval, at most 0.5 s)."""
+    safety_margin_s: NonNegFloat | None = None
+    """The leader stops acting this long before its lease could expire in Redis
+    (default: a tenth of the lease, at most 1 s)."""
+    recovery_s: NonNegFloat | None = None
+    """After Redis lost its data (new epoch), writes wait this long so every live
+    instance can restore what it knows of today's budget (default: the lease TTL)."""
+    redis_timeout_s: PosFloat = DEFAULT_TIMEOUT_S
+    """Connect and read timeout of every Redis call; a timeout fails closed."""
+    namespace: str = DEFAULT_NAMESPACE
+    """Prefix of every key; instances of one deployment must share it."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HaConfig:
+        check_namespace(self.namespace, where="namespace")
+        self.timings()
+        if self.redis_timeout_s * 1000 >= self.timings().renew_ms:
+            raise ValueError("redis_timeout_s must be shorter than the renew interval")
+        return self
+
+    def timings(self) -> ElectorTimings:
+        def ms(value: float | None) -> int | None:
+            return None if value is None else round(value * 1000)
+
+        return ElectorTimings(
+            lease_ms=round(self.lease_ttl_s * 1000),
+            renew_interval_ms=ms(self.renew_interval_s),
+            retry_interval_ms=ms(self.retry_interval_s),
+            safety_margin_ms=ms(self.safety_margin_s),
+        ).check()
+
+    @property
+    def recovery_ms(self) -> int:
+        if self.recovery_s is not None:
+            return round(self.recovery_s * 1000)
+        return round(self.lease_ttl_s * 1000)
+
+
+def default_instance_id() -> str:
+    """``<hostname>-<pid>``: unique per process, readable in logs."""
+    host = socket.gethostname().split(".")[0] or "grinder"
+    return f"{host}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class HaSettings:
+    """Everything needed to run one instance with HA on."""
+
+    redis_url: str
+    instance_id: str
+    config: HaConfig
+
+    @property
+    def namespace(self) -> str:
+        return self.config.namespace

@@ -1,0 +1,152 @@
+"""The service's side of HA: gate 0, take-over, leadership and Redis events, step-down.
+
+The elector and the Redis connection call back from the elector's thread; every
+callback is moved to the event loop (``call_soon_threadsafe``) before it logs,
+audits or touches the service. Gate 0 passes only for a leadership whose REST
+snapshot was taken after it was acquired (``HA_LEADER_ACTING``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from grinder.ha.elector import LeadershipEvent
+from grinder.ha.runtime import HaRuntime
+from grinder.reconcile.logs import log_event
+
+if TYPE_CHECKING:
+    from grinder.service.app import ReconcileService
+
+log = logging.getLogger("grinder.service")
+
+HEARTBEAT_S = 0.1
+
+
+class ServiceHa:
+    """Binds one ``HaRuntime`` to a running ``ReconcileService``."""
+
+    def __init__(self, runtime: HaRuntime, service: ReconcileService) -> None:
+        self.runtime = runtime
+        self.service = service
+        self.elector = runtime.elector
+        self._acting_token: int | None = None
+        self._beat = time.monotonic()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        runtime.bind_metrics(service.hametrics)
+
+    def may_remediate(self) -> bool:
+        token = self.elector.token
+        return token is not None and token == self._acting_token
+
+    def status(self) -> dict[str, Any]:
+        return {**self.runtime.status(), "acting": self.may_remediate()}
+
+    def start(self) -> asyncio.Task[None]:
+        """Campaign from now on; returns the loop heartbeat task (the service cancels it)."""
+        svc = self.service
+        runtime = self.runtime
+        self._loop = asyncio.get_running_loop()
+        # Read at every scrape: the lease can end between two runs.
+        svc.metrics.ha_is_leader.set_function(lambda: 1.0 if self.may_remediate() else 0.0)
+        lease_s = runtime.settings.config.lease_ttl_s
+        self._beat = time.monotonic()
+        self.elector.healthy = lambda: time.monotonic() - self._beat < lease_s
+        self.elector.add_listener(lambda e: self._in_loop(self._on_leadership, e))
+        runtime.conn.on_state(lambda up, err: self._in_loop(self._on_redis_state, up, err))
+        if not runtime.conn.up and runtime.conn.last_error is not None:
+            self._on_redis_state(False, runtime.conn.last_error)  # already down at start
+        task = asyncio.create_task(self._heartbeat(), name="ha-heartbeat")
+        self.elector.start()
+        return task
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.runtime.close)
+
+    def step_down(self, hold_s: float) -> dict[str, Any]:
+        was_leader = self.elector.step_down("operator_step_down", release=True, hold_s=hold_s)
+        instance = self.elector.instance_id
+        log_event(
+            log,
+            "HA_STEP_DOWN",
+            logging.WARNING,
+            instance=instance,
+            was_leader=was_leader,
+            hold_s=hold_s,
+        )
+        self.service._on_change("control", "ha_leader", was_leader, False)
+        return {"instance_id": instance, "was_leader": was_leader, "hold_s": hold_s}
+
+    # --- internals -----------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Tells the elector the loop is alive: a wedged leader stops renewing its lease."""
+        while True:
+            self._beat = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_S)
+
+    def _in_loop(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_leadership(self, event: LeadershipEvent) -> None:
+        svc = self.service
+        svc.hametrics.leadership_changes.labels(change=event.kind).inc()
+        # "fence" = the fencing token ("token" would be masked as a secret in logs and audit)
+        fields: dict[str, Any] = {"instance": event.instance_id, "fence": event.token}
+        if event.kind == "acquired":
+            self._acting_token = None
+            log_event(
+                log,
+                "HA_LEADER_ACQUIRED",
+                logging.WARNING,
+                **fields,
+                lease_ttl_s=self.runtime.settings.config.lease_ttl_s,
+            )
+            svc._tasks.append(
+                asyncio.create_task(self._take_over(event.token), name="ha-take-over")
+            )
+        else:
+            if self._acting_token == event.token:
+                self._acting_token = None
+            log_event(log, "HA_LEADER_LOST", logging.WARNING, **fields, reason=event.reason)
+        svc.audit_event(f"HA_LEADER_{event.kind.upper()}", {**fields, "reason": event.reason})
+
+    async def _take_over(self, token: int) -> None:
+        """A new leadership acts only on a snapshot taken after it began."""
+        svc = self.service
+        elector = self.elector
+        while not svc.stop_event.is_set() and elector.token == token:
+            try:
+                await svc.snapshot()
+            except Exception:  # logged by snapshot(); try again while still leader
+                await asyncio.sleep(0.5)
+                continue
+            if elector.token == token:
+                self._acting_token = token
+                fields = {"instance": elector.instance_id, "fence": token}
+                log_event(log, "HA_LEADER_ACTING", logging.WARNING, **fields)
+                svc.audit_event("HA_LEADER_ACTING", fields)
+                svc.schedule(svc.clock())
+            return
+
+    def _on_redis_state(self, up: bool, error: str | None) -> None:
+        redis = self.runtime.conn.display_url
+        if up:
+            log_event(log, "HA_REDIS_UP", redis=redis)
+        else:
+            log_event(
+                log,
+                "HA_REDIS_DOWN",
+                logging.WARNING,
+                redis=redis,
+                error=error,
+                effect="no remediation until Redis answers; detection continues",
+            )
+        self.service.audit_event("HA_REDIS_UP" if up else "HA_REDIS_DOWN", {"error": error})

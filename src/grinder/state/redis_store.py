@@ -1,0 +1,598 @@
+"""Expected state in Redis, shared by a bot (writer) and every HA instance (readers).
+
+The third backend beside ``MemoryExpectedStore`` and ``SqliteExpectedStore``, for
+deployments where the reconcilers run on several hosts: a new leader reads the
+same expected state the old one did and continues where it stopped.
+
+Same read protocol and write semantics as the other two (bounded size, ended
+orders kept ``terminal_ttl_ms`` and evicted first, ``ExpectedStoreFull`` rather
+than forgetting an open order, ``UnknownOrder`` for an unknown id). Like the
+SQLite store, **reads serve an in-memory mirror** refreshed by ``refresh()``
+once per reconcile cycle, incrementally through a change sequence:
+
+* ``<ns>:expected:orders`` / ``…:positions`` -- hashes of JSON records;
+* ``<ns>:expected:seq`` -- the change sequence (INCR on every write);
+* ``<ns>:expected:changes`` -- sorted set: member ``o:<client id>`` or
+  ``p:<symbol>|<side>`` scored by the sequence of its last change;
+* ``<ns>:expected:ended`` -- ended orders by end time (eviction order);
+* ``<ns>:expected:tombstones`` / ``…:floor`` -- removed orders, purged past
+  ``tombstone_retention``; a reader behind the floor reloads everything.
+
+Every write is one Lua script (atomic); status changes are compare-and-set on
+the stored record, retried on a concurrent change.
+
+**Durability.** The rule for bots is "record, then send". Redis must then keep
+what it acknowledged: run it with AOF (``appendonly yes``, ``appendfsync
+always`` -- or ``everysec`` if losing the last second is acceptable). If Redis
+loses its data anyway, the deployment's epoch (``<ns>:epoch``) changes; a reader
+that had a mirror then keeps it and merges what is in Redis now over it
+(``epoch_resets`` counts it, a warning is logged), so the bot's earlier orders
+do not suddenly look unexpected. A reader started after the loss cannot know
+them: re-record or re-adopt the baseline before arming (docs/HA.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from grinder.ha.connection import ENSURE_EPOCH_LUA, RedisConnection
+from grinder.reconcile.types import (
+    ExpectedOrder,
+    ExpectedPosition,
+    OrderStatus,
+    PositionKey,
+    PositionSide,
+    Side,
+)
+from grinder.state.expected import (
+    DEFAULT_MAX_ORDERS,
+    DEFAULT_TERMINAL_TTL_MS,
+    ExpectedStoreFull,
+    UnknownOrder,
+)
+from grinder.state.sqlite import ExpectedStoreError, RefreshResult
+
+log = logging.getLogger("grinder.state")
+
+DEFAULT_TOMBSTONE_RETENTION = 100_000
+CAS_ATTEMPTS = 20
+
+_COMMON_LUA = (
+    ENSURE_EPOCH_LUA
+    + """
+-- KEYS: 1 orders, 2 positions, 3 changes, 4 ended, 5 tombstones, 6 seq, 7 floor, 8 epoch
+local function touch(member)
+  local s = redis.call('INCR', KEYS[6])
+  redis.call('ZADD', KEYS[3], s, member)
+  return s
+end
+local function drop(cid)
+  if redis.call('HDEL', KEYS[1], cid) == 0 then return 0 end
+  redis.call('ZREM', KEYS[4], cid)
+  local s = touch('o:' .. cid)
+  redis.call('ZADD', KEYS[5], s, cid)
+  return 1
+end
+local function purge(retention)
+  local excess = redis.call('ZCARD', KEYS[5]) - retention
+  if excess <= 0 then return end
+  local old = redis.call('ZRANGE', KEYS[5], 0, excess - 1, 'WITHSCORES')
+  local floor = tonumber(redis.call('GET', KEYS[7]) or '0')
+  for i = 1, #old, 2 do
+    redis.call('ZREM', KEYS[3], 'o:' .. old[i])
+    redis.call('ZREM', KEYS[5], old[i])
+    if tonumber(old[i + 1]) > floor then floor = tonumber(old[i + 1]) end
+  end
+  redis.call('SET', KEYS[7], string.format('%d', floor))
+end
+"""
+)
+
+RECORD_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 cid, 2 json, 3 ended ts or '', 4 max orders, 5 epoch suffix, 6 retention
+ensure_epoch(KEYS[8], ARGV[5])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0)
+    if oldest[1] then drop(oldest[1]) end
+    if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+      return {'full', redis.call('HLEN', KEYS[1])}
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+purge(tonumber(ARGV[6]))
+return {'ok', touch('o:' .. ARGV[1])}
+"""
+)
+
+UPDATE_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 cid, 2 expected current json, 3 new json, 4 ended ts or '', 5 epoch suffix
+ensure_epoch(KEYS[8], ARGV[5])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return {'unknown', 0} end
+if current ~= ARGV[2] then return {'retry', 0} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
+return {'ok', touch('o:' .. ARGV[1])}
+"""
+)
+
+REMOVE_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 cid, 2 epoch suffix, 3 retention
+ensure_epoch(KEYS[8], ARGV[2])
+local n = drop(ARGV[1])
+purge(tonumber(ARGV[3]))
+return n
+"""
+)
+
+EVICT_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 cutoff (ended at or before), 2 epoch suffix, 3 retention, 4 batch
+ensure_epoch(KEYS[8], ARGV[2])
+local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
+local n = 0
+for _, cid in ipairs(ids) do n = n + drop(cid) end
+purge(tonumber(ARGV[3]))
+return n
+"""
+)
+
+POSITION_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 position key, 2 json, 3 epoch suffix
+ensure_epoch(KEYS[8], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return touch('p:' .. ARGV[1])
+"""
+)
+
+_SIDES = {s.value: s for s in Side}
+_POSITION_SIDES = {s.value: s for s in PositionSide}
+_STATUSES = {s.value: s for s in OrderStatus}
+
+
+def encode_order(order: ExpectedOrder) -> str:
+    return json.dumps(
+        {
+            "client_order_id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": order.side.value,
+            "qty": str(order.qty),
+            "price": None if order.price is None else str(order.price),
+            "order_type": order.order_type,
+            "position_side": order.position_side.value,
+            "status": order.status.value,
+            "created_ts_ms": order.created_ts_ms,
+            "updated_ts_ms": order.updated_ts_ms,
+            "cancel_requested": order.cancel_requested,
+            "ended_ts_ms": order.ended_ts_ms,
+            "is_algo": order.is_algo,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def decode_order(raw: str, *, where: str) -> ExpectedOrder:
+    try:
+        d = json.loads(raw)
+        price = d["price"]
+        ended = d["ended_ts_ms"]
+        return ExpectedOrder(
+            client_order_id=str(d["client_order_id"]),
+            symbol=str(d["symbol"]),
+            side=_SIDES[d["side"]],
+            qty=Decimal(d["qty"]),
+            price=None if price is None else Decimal(price),
+            order_type=str(d["order_type"]),
+            position_side=_POSITION_SIDES[d["position_side"]],
+            status=_STATUSES[d["status"]],
+            created_ts_ms=int(d["created_ts_ms"]),
+            updated_ts_ms=int(d["updated_ts_ms"]),
+            cancel_requested=bool(d["cancel_requested"]),
+            ended_ts_ms=None if ended is None else int(ended),
+            is_algo=bool(d["is_algo"]),
+        )
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        raise ExpectedStoreError(f"{where}: bad order record ({exc!r})") from None
+
+
+def position_field(key: PositionKey) -> str:
+    return f"{key[0]}|{key[1].value}"
+
+
+def encode_position(pos: ExpectedPosition) -> str:
+    return json.dumps(
+        {
+            "symbol": pos.symbol,
+            "position_side": pos.position_side.value,
+            "qty": str(pos.qty),
+            "updated_ts_ms": pos.updated_ts_ms,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def decode_position(raw: str, *, where: str) -> ExpectedPosition:
+    try:
+        d = json.loads(raw)
+        return ExpectedPosition(
+            symbol=str(d["symbol"]),
+            qty=Decimal(d["qty"]),
+            position_side=_POSITION_SIDES[d["position_side"]],
+            updated_ts_ms=int(d["updated_ts_ms"]),
+        )
+    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+        raise ExpectedStoreError(f"{where}: bad position record ({exc!r})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    orders: str
+    positions: str
+    changes: str
+    ended: str
+    tombstones: str
+    seq: str
+    floor: str
+    epoch: str
+
+    def all(self) -> list[str]:
+        return [
+            self.orders,
+            self.positions,
+            self.changes,
+            self.ended,
+            self.tombstones,
+            self.seq,
+            self.floor,
+            self.epoch,
+        ]
+
+
+class RedisExpectedStore:
+    """Expected state in Redis, read through an in-memory mirror (see the module doc).
+
+    Writes raise ``RedisUnavailable`` when Redis does not answer (the bot must
+    then not send the order it was about to record); ``refresh()`` raises it too,
+    and the mirror stays as it was.
+    """
+
+    def __init__(
+        self,
+        conn: RedisConnection,
+        *,
+        max_orders: int = DEFAULT_MAX_ORDERS,
+        terminal_ttl_ms: int = DEFAULT_TERMINAL_TTL_MS,
+        readonly: bool = False,
+        tombstone_retention: int = DEFAULT_TOMBSTONE_RETENTION,
+        load: bool = True,
+    ) -> None:
+        if max_orders < 1:
+            raise ValueError("max_orders must be >= 1")
+        if tombstone_retention < 0:
+            raise ValueError("tombstone_retention must be >= 0")
+        self.conn = conn
+        self.max_orders = max_orders
+        self.terminal_ttl_ms = terminal_ttl_ms
+        self.readonly = readonly
+        self.tombstone_retention = tombstone_retention
+        k = conn.key
+        self.keys = _Keys(
+            orders=k("expected", "orders"),
+            positions=k("expected", "positions"),
+            changes=k("expected", "changes"),
+            ended=k("expected", "ended"),
+            tombstones=k("expected", "tombstones"),
+            seq=k("expected", "seq"),
+            floor=k("expected", "floor"),
+            epoch=k("epoch"),
+        )
+        self.where = f"expected state in Redis {conn.display_url} ({k('expected', '*')})"
+        self._record = conn.script(RECORD_LUA)
+        self._update = conn.script(UPDATE_LUA)
+        self._remove = conn.script(REMOVE_LUA)
+        self._evict = conn.script(EVICT_LUA)
+        self._position = conn.script(POSITION_LUA)
+        self._orders: dict[str, ExpectedOrder] = {}
+        self._positions: dict[PositionKey, ExpectedPosition] = {}
+        self._seen_seq = -1
+        self._epoch: str | None = None
+        self.epoch_resets = 0
+        if load:
+            self.refresh()
+
+    # --- reads (the mirror) --------------------------------------------------------------
+
+    def orders(self) -> Iterable[ExpectedOrder]:
+        return self._orders.values()
+
+    def get_order(self, client_order_id: str) -> ExpectedOrder | None:
+        return self._orders.get(client_order_id)
+
+    def positions(self) -> Iterable[ExpectedPosition]:
+        return self._positions.values()
+
+    def get_position(self, key: PositionKey) -> ExpectedPosition | None:
+        return self._positions.get(key)
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    @property
+    def last_seq(self) -> int:
+        return self._seen_seq
+
+    def read_order(self, client_order_id: str) -> ExpectedOrder | None:
+        """One order as Redis holds it now (not the mirror)."""
+        raw = self.conn.run("expected_refresh", lambda c: c.hget(self.keys.orders, client_order_id))
+        return None if raw is None else decode_order(raw, where=self.where)
+
+    # --- refresh -------------------------------------------------------------------------
+
+    def refresh(self) -> RefreshResult:
+        """Bring the mirror up to date; cheap (one round trip) when nothing changed."""
+        keys = self.keys
+
+        def head(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=True)
+            pipe.get(keys.seq)
+            pipe.get(keys.floor)
+            pipe.get(keys.epoch)
+            return list(pipe.execute())
+
+        raw_seq, raw_floor, epoch = self.conn.run("expected_refresh", head)
+        last = int(raw_seq or 0)
+        floor = int(raw_floor or 0)
+        if self._epoch is not None and epoch != self._epoch:
+            return self._after_data_loss(epoch)
+        if epoch is not None:
+            self._epoch = epoch
+        seen = self._seen_seq
+        if seen >= 0 and last == seen:
+            return RefreshResult(frozenset(), frozenset())
+        if seen < 0 or floor > seen or last < seen:
+            return self._load_full(merge=False)
+        return self._load_changes(seen)
+
+    def _load_changes(self, seen: int) -> RefreshResult:
+        keys = self.keys
+        changes = self.conn.run(
+            "expected_refresh",
+            lambda c: c.zrangebyscore(keys.changes, f"({seen}", "+inf", withscores=True),
+        )
+        if not changes:
+            return RefreshResult(frozenset(), frozenset())
+        cids = [m[2:] for m, _ in changes if m.startswith("o:")]
+        fields = [m[2:] for m, _ in changes if m.startswith("p:")]
+
+        def fetch(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=True)
+            pipe.hmget(keys.orders, cids) if cids else pipe.echo("")
+            pipe.hmget(keys.positions, fields) if fields else pipe.echo("")
+            return list(pipe.execute())
+
+        raw_orders, raw_positions = self.conn.run("expected_refresh", fetch)
+        orders = [
+            (cid, None if raw is None else decode_order(raw, where=self.where))
+            for cid, raw in zip(cids, raw_orders or [], strict=False)
+        ]
+        positions = [
+            decode_position(raw, where=self.where)
+            for raw in (raw_positions or [])
+            if raw is not None
+        ]
+        for cid, order in orders:
+            if order is None:
+                self._orders.pop(cid, None)
+            else:
+                self._orders[cid] = order
+        for pos in positions:
+            self._positions[pos.key] = pos
+        self._seen_seq = max(self._seen_seq, int(max(score for _, score in changes)))
+        return RefreshResult(
+            frozenset(cid for cid, _ in orders), frozenset(p.key for p in positions)
+        )
+
+    def _load_full(self, *, merge: bool) -> RefreshResult:
+        keys = self.keys
+
+        def everything(c: Any) -> list[Any]:
+            pipe = c.pipeline(transaction=True)
+            pipe.get(keys.seq)
+            pipe.hgetall(keys.orders)
+            pipe.hgetall(keys.positions)
+            pipe.get(keys.epoch)
+            return list(pipe.execute())
+
+        raw_seq, raw_orders, raw_positions, epoch = self.conn.run("expected_refresh", everything)
+        orders = {cid: decode_order(raw, where=self.where) for cid, raw in raw_orders.items()}
+        positions: dict[PositionKey, ExpectedPosition] = {}
+        for raw in raw_positions.values():
+            pos = decode_position(raw, where=self.where)
+            positions[pos.key] = pos
+        order_ids = frozenset(self._orders.keys() | orders.keys())
+        position_keys = frozenset(self._positions.keys() | positions.keys())
+        if merge:
+            self._orders.update(orders)
+            self._positions.update(positions)
+        else:
+            self._orders, self._positions = orders, positions
+        self._seen_seq = int(raw_seq or 0)
+        self._epoch = epoch
+        return RefreshResult(order_ids, position_keys, full=True)
+
+    def _after_data_loss(self, epoch: str | None) -> RefreshResult:
+        self.epoch_resets += 1
+        log.warning(
+            "EXPECTED_STATE_EPOCH_CHANGED where=%s old=%s new=%s orders_kept=%d "
+            "(Redis lost its data: keeping the last known expected state and merging "
+            "what Redis holds now; re-record or re-adopt the baseline, see docs/HA.md)",
+            self.where,
+            self._epoch,
+            epoch or "-",
+            len(self._orders),
+        )
+        result = self._load_full(merge=True)
+        if epoch is None:
+            self._epoch = None
+        return result
+
+    # --- writes --------------------------------------------------------------------------
+
+    def record_order(self, order: ExpectedOrder) -> None:
+        """The bot placed (or is about to place) this order. The store keeps a copy."""
+        self._require_writable()
+        stored = replace(order)
+        reply = self._eval(
+            self._record,
+            [
+                stored.client_order_id,
+                encode_order(stored),
+                "" if stored.ended_ts_ms is None else stored.ended_ts_ms,
+                self.max_orders,
+                secrets.token_hex(4),
+                self.tombstone_retention,
+            ],
+        )
+        if reply[0] == "full":
+            raise ExpectedStoreFull(
+                f"{self.where} holds {reply[1]} orders (max_orders={self.max_orders}) and none "
+                f"has ended; refusing {stored.client_order_id}"
+            )
+        self._orders[stored.client_order_id] = stored
+
+    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
+        """The bot sent a cancel: from now on it expects the order gone."""
+
+        def change(order: ExpectedOrder) -> None:
+            order.cancel_requested = True
+            order.updated_ts_ms = now_ms
+            if order.ended_ts_ms is None:
+                order.ended_ts_ms = now_ms
+
+        self._update_order(client_order_id, change)
+
+    def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
+        """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
+        status = OrderStatus(status)
+
+        def change(order: ExpectedOrder) -> None:
+            order.status = status
+            order.updated_ts_ms = now_ms
+            if status.is_terminal and order.ended_ts_ms is None:
+                order.ended_ts_ms = now_ms
+
+        self._update_order(client_order_id, change)
+
+    def remove_order(self, client_order_id: str) -> None:
+        """Forget an order (no error when it is not there)."""
+        self._require_writable()
+        self._eval(self._remove, [client_order_id, secrets.token_hex(4), self.tombstone_retention])
+        self._orders.pop(client_order_id, None)
+
+    def set_position(
+        self,
+        symbol: str,
+        qty: Decimal,
+        now_ms: int,
+        position_side: PositionSide = PositionSide.BOTH,
+    ) -> None:
+        """The position the bot now intends to hold (signed; 0 for flat)."""
+        self._require_writable()
+        pos = ExpectedPosition(
+            symbol=symbol, qty=qty, position_side=PositionSide(position_side), updated_ts_ms=now_ms
+        )
+        self._eval(
+            self._position, [position_field(pos.key), encode_position(pos), secrets.token_hex(4)]
+        )
+        self._positions[pos.key] = pos
+
+    def evict_expired(self, now_ms: int) -> int:
+        """Drop ended orders older than ``terminal_ttl_ms``; returns how many."""
+        self._require_writable()
+        total = 0
+        while True:
+            n = int(
+                self._eval(
+                    self._evict,
+                    [
+                        now_ms - self.terminal_ttl_ms,
+                        secrets.token_hex(4),
+                        self.tombstone_retention,
+                        1000,
+                    ],
+                )
+            )
+            total += n
+            if n < 1000:
+                break
+        for cid in [
+            c
+            for c, o in self._orders.items()
+            if o.ended_ts_ms is not None and o.ended_ts_ms <= now_ms - self.terminal_ttl_ms
+        ]:
+            del self._orders[cid]
+        return total
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _eval(self, script: Any, args: list[Any]) -> Any:
+        return self.conn.eval("expected_write", script, self.keys.all(), args)
+
+    def _update_order(self, client_order_id: str, change: Any) -> None:
+        self._require_writable()
+        for _ in range(CAS_ATTEMPTS):
+            raw = self.conn.run(
+                "expected_write", lambda c: c.hget(self.keys.orders, client_order_id)
+            )
+            if raw is None:
+                raise UnknownOrder(f"expected store has no order {client_order_id!r}")
+            order = decode_order(raw, where=self.where)
+            change(order)
+            reply = self._eval(
+                self._update,
+                [
+                    client_order_id,
+                    raw,
+                    encode_order(order),
+                    "" if order.ended_ts_ms is None else order.ended_ts_ms,
+                    secrets.token_hex(4),
+                ],
+            )
+            if reply[0] == "ok":
+                self._orders[client_order_id] = order
+                return
+            if reply[0] == "unknown":
+                raise UnknownOrder(f"expected store has no order {client_order_id!r}")
+        raise ExpectedStoreError(
+            f"{self.where}: order {client_order_id!r} kept changing; gave up after "
+            f"{CAS_ATTEMPTS} attempts"
+        )
+
+    def _require_writable(self) -> None:
+        if self.readonly:
+            raise ExpectedStoreError(f"{self.where}: opened read-only")

@@ -1,0 +1,520 @@
+"""A real ``redis-server`` for the HA tests: started on a free loopback port, stopped after.
+
+bin/test installs Debian's ``redis-server`` when it is missing
+(``bin/ensure-debian-packages redis-server:redis-server``). Without it these tests
+fail with a clear message when ``CI=true`` and are skipped otherwise.
+
+The server runs without persistence (``--save "" --appendonly no``), as the
+tests of data loss require; ``kill()`` / ``restart()`` take it down and bring it
+back on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "ha_soak: the long random kill/restart rounds of the HA tests (-m ha_soak)"
+    )
+
+
+def find_redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1:<port>, data in ``directory``."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / f"redis-{self.starts}.log"),
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout_s
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    pass
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """``kill -9``: everything it held is lost (no persistence)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis hangs (accepts connections, answers nothing) until ``resume()``."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    binary = find_redis_server()
+    if binary is None:
+        message = (
+            "redis-server is not installed; bin/test installs it "
+            "(bin/ensure-debian-packages redis-server:redis-server)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(binary, tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- several service instances against one simulator and one Redis --------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+LEASE_TTL_S = 1.5
+STRIP = (
+    "RECONCILE_DRY_RUN",
+    "RECONCILE_ALLOW_ACTIVE",
+    "ARMED",
+    "ALLOW_MAINNET_TRADE",
+    "GRINDER_AUDIT_ENABLED",
+    "GRINDER_AUDIT_PATH",
+    "BUDGET_STATE_PATH",
+    "BUDGET_STATE_STALE_HOURS",
+    "GRINDER_ARTIFACTS_DIR",
+    "GRINDER_VENUE",
+    "GRINDER_REDIS_URL",
+    "GRINDER_INSTANCE_ID",
+    "GRINDER_REDIS_NAMESPACE",
+    "BINANCE_API_KEY",
+    "BINANCE_API_SECRET",
+)
+
+CONFIG_TOML = """\
+[reconcile]
+action = "flatten"
+order_grace_ms = 150
+position_grace_ms = 150
+symbol_whitelist = ["BTCUSDT", "ETHUSDT"]
+cooldown_seconds = 0
+max_calls_per_day = 100000
+max_notional_per_day = 100000000
+max_calls_per_run = 50
+max_orders_per_action = 50
+
+[service]
+full_pass_interval_s = 0.25
+
+[ha]
+lease_ttl_s = {lease}
+redis_timeout_s = 0.2
+"""
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+class Instance:
+    """One ``scripts.run_live_reconcile`` subprocess with HA on."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.dir = cluster.workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_url: str | None = None
+        self.starts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.dir / f"stdout-{self.starts}.log"
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.dir / f"stderr-{self.starts}.log"
+
+    def logs(self) -> str:
+        return "".join(
+            (self.dir / f"stderr-{n}.log").read_text(errors="replace")
+            for n in range(1, self.starts + 1)
+            if (self.dir / f"stderr-{n}.log").exists()
+        )
+
+    def start(self) -> None:
+        assert not self.alive
+        self.starts += 1
+        self.metrics_url = None
+        env = {k: v for k, v in os.environ.items() if k not in STRIP}
+        env.update(
+            PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
+            XDG_RUNTIME_DIR=str(self.cluster.sockets / self.name),
+            RECONCILE_DRY_RUN="0",
+            RECONCILE_ALLOW_ACTIVE="1",
+            ARMED="1",
+            ALLOW_MAINNET_TRADE="1",
+        )
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts.run_live_reconcile",
+                    "--venue",
+                    "sim",
+                    "--venue-url",
+                    self.cluster.sim_url,
+                    "--redis-url",
+                    self.cluster.redis.url,
+                    "--instance-id",
+                    self.name,
+                    "--metrics-port",
+                    "0",
+                    "--config",
+                    str(self.cluster.config_path),
+                    "--audit-out",
+                    str(self.dir / "audit.jsonl"),
+                ],
+                cwd=self.dir,
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+
+    def _discover(self) -> None:
+        """Pick up the metrics URL the instance prints once its endpoint listens."""
+        if self.metrics_url is None and self.stdout_path.exists():
+            for line in self.stdout_path.read_text(errors="replace").splitlines():
+                if line.startswith("metrics: "):
+                    self.metrics_url = line.split(" ", 1)[1].strip()
+
+    async def wait_started(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.metrics_url is None:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited:\n{self.logs()[-3000:]}")
+            self._discover()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not start:\n{self.logs()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        """``kill -9``: no clean-up, the lease stays until its TTL runs out."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    async def get(self, path: str, timeout_s: float = 1.0) -> str | None:
+        self._discover()
+        if not self.alive or self.metrics_url is None:
+            return None
+        import aiohttp
+
+        url = self.metrics_url.removesuffix("/metrics") + path
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as s,
+                s.get(url) as resp,
+            ):
+                return await resp.text()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return None
+
+    async def ha(self) -> dict[str, Any] | None:
+        import json
+
+        text = await self.get("/readyz")
+        if text is None:
+            return None
+        try:
+            data: dict[str, Any] = json.loads(text)["ha"]
+        except (ValueError, KeyError):
+            return None
+        return data
+
+    async def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        text = await self.get("/metrics", timeout_s=2.0)
+        return {} if text is None else parse_metrics(text)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        return (await self.metrics()).get((name, frozenset(labels.items())), 0.0)
+
+
+class Cluster:
+    """One in-process simulator, one Redis, and named service instances."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        sockets: Path,
+        redis_server: RedisServer,
+        *,
+        lease_ttl_s: float = LEASE_TTL_S,
+    ) -> None:
+        self.workdir = workdir
+        self.sockets = sockets
+        self.redis = redis_server
+        self.lease_ttl_s = lease_ttl_s
+        self.instances: dict[str, Instance] = {}
+        self.sim: Any = None
+        self.config_path = workdir / "grinder.toml"
+        self.config_path.write_text(CONFIG_TOML.format(lease=lease_ttl_s))
+
+    @property
+    def sim_url(self) -> str:
+        url: str = self.sim.base_url
+        return url
+
+    async def start_sim(self, **config: Any) -> None:
+        from grinder.exchange.simulator import SimConfig, SimulatorServer
+
+        self.sim = SimulatorServer(
+            port=0,
+            seed=7,
+            symbols=["BTCUSDT", "ETHUSDT"],
+            config=SimConfig(walk_frozen=True, **config),
+        )
+        await self.sim.start()
+
+    async def start(self, *names: str) -> list[Instance]:
+        started = []
+        for name in names:
+            inst = self.instances.get(name) or Instance(self, name)
+            self.instances[name] = inst
+            inst.start()
+            started.append(inst)
+        for inst in started:
+            await inst.wait_started()
+        return started
+
+    def live(self) -> list[Instance]:
+        return [i for i in self.instances.values() if i.alive]
+
+    async def ha_states(self) -> dict[str, dict[str, Any]]:
+        live = self.live()
+        states = await asyncio.gather(*(i.ha() for i in live))
+        return {i.name: s for i, s in zip(live, states, strict=True) if s is not None}
+
+    async def leaders(self, *, acting: bool = False) -> list[str]:
+        key = "acting" if acting else "leader"
+        return sorted(n for n, s in (await self.ha_states()).items() if s.get(key))
+
+    async def wait_leader(
+        self, timeout_s: float = 10.0, *, exclude: str | None = None, acting: bool = True
+    ) -> str:
+        """The one leader (``acting``: that has taken its fresh snapshot)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            leaders = [n for n in await self.leaders(acting=acting) if n != exclude]
+            if len(leaders) == 1:
+                return leaders[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no single acting leader in time: {leaders}")
+            await asyncio.sleep(0.05)
+
+    async def sim_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import aiohttp
+
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{self.sim_url}/_sim{path}", json=body) as resp,
+        ):
+            data = await resp.json()
+            assert resp.status == 200, data
+            return data
+
+    async def sim_state(self) -> Any:
+        return await self.sim_call("GET", "/state")
+
+    async def place_orphan(self, cid: str, symbol: str = "BTCUSDT") -> None:
+        price = "20000" if symbol == "BTCUSDT" else "1000"
+        qty = "0.002" if symbol == "BTCUSDT" else "0.050"
+        await self.sim_call(
+            "POST",
+            "/orders",
+            {
+                "symbol": symbol,
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": qty,
+                "price": price,
+                "timeInForce": "GTC",
+                "clientOrderId": cid,
+            },
+        )
+
+    def budget_calls(self) -> int:
+        import datetime
+
+        day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+        client = self.redis.client()
+        try:
+            raw = client.hget(f"grinder:budget:{day}", "calls")
+        finally:
+            client.close()
+        return int(raw or 0)
+
+    def stop_all(self) -> None:
+        for inst in self.instances.values():
+            inst.stop()
+
+
+def ours(seq: int, symbol: str = "BTCUSDT") -> str:
+    from grinder.reconcile.identity import generate_client_order_id
+
+    return generate_client_order_id(
+        strategy_id="d", symbol=symbol, level_id=1, ts_seconds=1_800_000_000, seq=seq
+    )
+
+
+@pytest.fixture
+def ours_id() -> Any:
+    return ours
+
+
+@pytest.fixture
+async def make_cluster(
+    tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
+    """``await make_cluster(lease_ttl_s=…, **SimConfig fields)``; everything stopped after."""
+    made: list[Cluster] = []
+    sockets = Path(tempfile.mkdtemp(prefix="gha-", dir="/tmp"))  # short: Unix socket paths
+
+    async def factory(*, lease_ttl_s: float = LEASE_TTL_S, **sim_config: Any) -> Cluster:
+        c = Cluster(tmp_path, sockets, redis_server, lease_ttl_s=lease_ttl_s)
+        await c.start_sim(**sim_config)
+        made.append(c)
+        return c
+
+    try:
+        yield factory
+    finally:
+        for c in made:
+            await asyncio.to_thread(c.stop_all)
+            await c.sim.stop()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster(make_cluster: Callable[..., Awaitable[Cluster]]) -> Cluster:
+    return await make_cluster()

@@ -1,0 +1,164 @@
+"""HA settings: flags > environment > [ha] table; bad values are one clear error (exit 2)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grinder.reconcile.config import ConfigError
+from grinder.service.options import resolve
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_without_a_redis_url_the_service_runs_alone() -> None:
+    assert resolve({}, {}).ha is None
+
+
+def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "g.toml"
+    cfg.write_text('[ha]\nlease_ttl_s = 3\nnamespace = "fromfile"\n')
+    env = {
+        "GRINDER_REDIS_URL": "redis://env:6379/0",
+        "GRINDER_INSTANCE_ID": "env-id",
+        "GRINDER_REDIS_NAMESPACE": "fromenv",
+    }
+    ha = resolve({"config": str(cfg)}, env).ha
+    assert ha is not None
+    assert (ha.redis_url, ha.instance_id, ha.namespace) == (
+        "redis://env:6379/0",
+        "env-id",
+        "fromenv",
+    )
+    assert ha.config.lease_ttl_s == 3
+    ha = resolve(
+        {
+            "config": str(cfg),
+            "redis_url": "redis://flag:6379/1",
+            "instance_id": "flag-id",
+            "redis_namespace": "fromflag",
+        },
+        env,
+    ).ha
+    assert ha is not None
+    assert (ha.redis_url, ha.instance_id, ha.namespace) == (
+        "redis://flag:6379/1",
+        "flag-id",
+        "fromflag",
+    )
+    ha = resolve({"config": str(cfg), "redis_url": "redis://h:1/0"}, {}).ha
+    assert ha is not None
+    assert ha.namespace == "fromfile"
+    assert ha.instance_id.endswith(f"-{os.getpid()}")  # <hostname>-<pid>
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "toml", "needle"),
+    [
+        ({"redis_url": "http://x:1"}, {}, "", "--redis-url"),
+        ({}, {"GRINDER_REDIS_URL": "redis://"}, "", "GRINDER_REDIS_URL"),
+        ({"redis_url": "redis://h:1", "instance_id": "a b"}, {}, "", "--instance-id"),
+        ({"redis_url": "redis://h:1", "redis_namespace": "a b"}, {}, "", "--redis-namespace"),
+        ({"instance_id": "a"}, {}, "", "--redis-url"),
+        ({}, {}, "[ha]\nlease_ttl_s = 1\nrenew_interval_s = 0.9\n", "[ha]"),
+        ({}, {}, "[ha]\nlease = 1\n", "[ha]"),
+        ({}, {}, "[ha]\nredis_timeout_s = 5\n", "[ha]"),
+        ({}, {}, "[nope]\n", "[ha]"),
+    ],
+)
+def test_bad_ha_settings_are_one_clear_error(
+    tmp_path: Path, flags: dict[str, str], env: dict[str, str], toml: str, needle: str
+) -> None:
+    if toml:
+        cfg = tmp_path / "g.toml"
+        cfg.write_text(toml)
+        flags = {**flags, "config": str(cfg)}
+    with pytest.raises(ConfigError) as err:
+        resolve(flags, env)
+    assert needle in str(err.value)
+
+
+def test_the_command_line_shows_ha_and_never_the_redis_password(tmp_path: Path) -> None:
+    """Redis is not reachable here: the service still starts, detects, and exits cleanly."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GRINDER_", "RECONCILE_", "BUDGET_")) and k != "ARMED"
+    }
+    env.update(PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", XDG_RUNTIME_DIR=str(tmp_path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.run_live_reconcile",
+            "--metrics-port",
+            "0",
+            "--duration",
+            "1.5",
+            "--redis-url",
+            "redis://:hunter2@127.0.0.1:1/0",
+            "--instance-id",
+            "solo",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("ha:"))
+    assert "redis redis://:***@127.0.0.1:1/0 namespace=grinder instance=solo lease=10s" in line
+    assert "expected_state:    redis (shared)" in proc.stdout
+    assert "HA_REDIS_DOWN" in proc.stderr or "HA_BUDGET_LOAD_FAILED" in proc.stderr
+
+
+def test_reset_budget_state_with_ha_resets_the_shared_budget(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    client = redis_server.client()
+    client.hset(f"grinder:budget:{day}", mapping={"calls": 7, "units": 0, "updated_ts": 1})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GRINDER_", "RECONCILE_", "BUDGET_")) and k != "ARMED"
+    }
+    env.update(
+        PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
+        XDG_RUNTIME_DIR=str(tmp_path),
+        GRINDER_REDIS_URL=redis_server.url,
+        BUDGET_STATE_PATH=str(tmp_path / "budget.json"),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts.run_live_reconcile",
+            "--metrics-port",
+            "0",
+            "--duration",
+            "1",
+            "--reset-budget-state",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"budget_state_reset=1 path={tmp_path / 'budget.json'}" in proc.stdout.splitlines()
+    state = client.hgetall(f"grinder:budget:{day}")
+    assert state["calls"] == "0"
+    assert int(state["reset_ts"]) > 1
+    client.close()

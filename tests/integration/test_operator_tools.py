@@ -1,0 +1,366 @@
+"""grinder ceremony check, grinder gates and the monitoring assets against a running service.
+
+The service runs as runbook 13 starts it (``python3 -m scripts.run_live_reconcile``, the
+in-process simulator, dry-run) with the settings stage 2 needs; its full pass runs every
+second so "runs increasing" is quick to observe. Settings are changed at run time through the
+control socket, as an operator would, and restored after each test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grinder.ceremony.sources import fetch_scrape
+from grinder.cli.control import call
+
+REPO = Path(__file__).resolve().parents[2]
+STRIP = (
+    "RECONCILE_DRY_RUN",
+    "RECONCILE_ALLOW_ACTIVE",
+    "ARMED",
+    "ALLOW_MAINNET_TRADE",
+    "GRINDER_AUDIT_ENABLED",
+    "GRINDER_AUDIT_PATH",
+    "BUDGET_STATE_PATH",
+    "GRINDER_ARTIFACTS_DIR",
+    "GRINDER_VENUE",
+    "BINANCE_API_KEY",
+    "BINANCE_API_SECRET",
+)
+STAGE2 = """\
+[reconcile]
+action = "cancel_all"
+dry_run = true
+allow_active_remediation = true
+symbol_whitelist = ["BTCUSDT", "ETHUSDT"]
+
+[service]
+full_pass_interval_s = 1.0
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@dataclass
+class Service:
+    tmp: Path
+    env: dict[str, str]
+    metrics_url: str
+    socket: Path
+    budget: Path
+    log_file: Path
+    config: Path
+
+    def grinder(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "grinder.cli", *args],
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def control(self, route: str, body: dict[str, Any]) -> Any:
+        return call(str(self.socket), "POST", route, body)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = call(str(self.socket), "GET", "/status")
+        return result
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("operator")
+    config = tmp / "grinder.toml"
+    config.write_text(STAGE2)
+    budget = tmp / "budget.json"
+    log_file = tmp / "app.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in STRIP}
+    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
+    env["XDG_RUNTIME_DIR"] = str(tmp / "run")
+    out = tmp / "service.out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scripts.run_live_reconcile",
+            "--venue",
+            "sim",
+            "--metrics-port",
+            str(port),
+            "--config",
+            str(config),
+            "--log-file",
+            str(log_file),
+            "--reset-budget-state",
+        ],
+        cwd=REPO,
+        env={**env, "BUDGET_STATE_PATH": str(budget)},
+        stdout=out.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/readyz", proc, out)
+        yield Service(
+            tmp,
+            env,
+            f"{base}/metrics",
+            tmp / "run" / "grinder" / "control.sock",
+            budget,
+            log_file,
+            config,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0, out.read_text(errors="replace")[-3000:]
+
+
+def item(output: str, title: str) -> str:
+    """The status and evidence of one printed item (its status line and wrapped evidence)."""
+    lines = output.splitlines()
+    for n, line in enumerate(lines):
+        if line.rstrip().endswith(title) and re.match(r"^  (PASS|FAIL|MANUAL)", line):
+            evidence = []
+            for more in lines[n + 1 :]:
+                if not more.startswith(" " * 15):
+                    break
+                evidence.append(more.strip())
+            return line.split()[0] + " " + " ".join(evidence)
+    raise AssertionError(f"no item {title!r} in:\n{output}")
+
+
+def test_every_metric_the_rules_and_dashboard_use_is_in_the_service_output(
+    service: Service,
+) -> None:
+    assets = REPO / "tests" / "unit" / "test_monitoring_assets.py"
+    spec = importlib.util.spec_from_file_location("monitoring_assets", assets)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    used: set[str] = module.used_metric_names()
+    scrape = fetch_scrape(service.metrics_url)
+    exported = scrape.names()
+    suffixes = ("_bucket", "_sum", "_count", "_total", "_created")
+    missing = []
+    for name in sorted(used - {"up"}):  # up: Prometheus' own, per target
+        base = next((name.removesuffix(s) for s in suffixes if name.endswith(s)), name)
+        if name not in exported and base not in scrape.families:
+            missing.append(name)
+    assert not missing, f"used by monitoring/ but not in {service.metrics_url}: {missing}"
+
+
+def test_stage_1_and_2_pass_against_a_dry_run_service(service: Service) -> None:
+    stage1 = service.grinder(
+        "ceremony", "check", "--stage", "1", "--log-file", str(service.log_file)
+    )
+    assert stage1.returncode == 0, stage1.stdout + stage1.stderr
+    assert "RESULT: PASS" in stage1.stdout
+    runs = item(stage1.stdout, "Reconcile runs increasing")
+    assert re.match(r"PASS grinder_reconcile_runs_total \d+ → \d+ in [\d.]+ s", runs), runs
+    assert item(stage1.stdout, "Snapshot age < 120 s").startswith("PASS")
+    assert item(stage1.stdout, "Symbol whitelist configured").startswith(
+        "PASS symbol_whitelist=[BTCUSDT, ETHUSDT] (control /status)"
+    )
+    stage2 = service.grinder(
+        "ceremony", "check", "--stage", "2", "--log-file", str(service.log_file)
+    )
+    assert stage2.returncode == 0, stage2.stdout + stage2.stderr
+    rate = item(stage2.stdout, "Planned actions not excessive (<= 10 per hour)")
+    assert "rate = planned since start / max(uptime, 1 h)" in rate
+
+
+def test_a_misconfigured_gate_fails_with_the_evidence(service: Service) -> None:
+    service.control("/set", {"field": "dry_run", "value": False})
+    try:
+        stage2 = service.grinder("ceremony", "check", "--stage", "2")
+    finally:
+        service.control("/set", {"field": "dry_run", "value": True})
+    assert stage2.returncode == 1, stage2.stdout + stage2.stderr
+    assert item(stage2.stdout, "dry_run = true (CRITICAL)") == (
+        "FAIL dry_run=false (control /status) — must stay true in stage 2: nothing may be sent"
+    )
+    assert "RESULT: FAIL — 1/" in stage2.stdout
+    # Stage 3 on a dry-run service: each closed gate and limit says what it is.
+    stage3 = service.grinder("ceremony", "check", "--stage", "3", "--json")
+    assert stage3.returncode == 1
+    items = {i["title"]: i for i in json.loads(stage3.stdout)["items"]}
+    assert items["Executor armed (NOW True)"]["status"] == "FAIL"
+    assert items["Executor armed (NOW True)"]["evidence"].startswith(
+        "armed=false (control /status)"
+    )
+    assert items["Minimal limits: 1 order per run"]["evidence"] == (
+        "max_orders_per_action=10 (control /status) — start with max_orders_per_action=1"
+    )
+    assert items["ALLOW_MAINNET_TRADE=1 set"]["status"] == "FAIL"
+
+
+def test_a_config_file_is_checked_with_the_live_gates_from_the_metrics(
+    service: Service, tmp_path: Path
+) -> None:
+    wide = tmp_path / "wide.toml"
+    wide.write_text('[reconcile]\nmax_orders_per_action = 50\nsymbol_whitelist = ["BTCUSDT"]\n')
+    url = service.metrics_url
+    stage2 = service.grinder(
+        "ceremony", "check", "--stage", "2", "--config", str(wide), "--metrics-url", url
+    )
+    assert stage2.returncode == 0, stage2.stdout
+    # The gates in force are live in the service's metrics; the file is what it would load.
+    assert item(stage2.stdout, "dry_run = true (CRITICAL)") == (
+        "PASS dry_run=true (metrics grinder_reconcile_dry_run)"
+    )
+    stage4 = service.grinder(
+        "ceremony", "check", "--stage", "4", "--config", str(wide), "--metrics-url", url
+    )
+    assert stage4.returncode == 1
+    assert item(stage4.stdout, "Orders per run within production (10)") == (
+        f"FAIL max_orders_per_action=50 (--config {wide} [reconcile]) — above the production "
+        "limit 10"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[reconcile]\ndry_run = 'yes'\n")
+    proc = service.grinder("ceremony", "check", "--stage", "2", "--config", str(bad))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "dry_run" in proc.stderr
+
+
+def test_stage_3_and_4_pass_once_the_operator_opens_the_gates(service: Service) -> None:
+    before = service.status()
+    changes: list[tuple[str, dict[str, Any]]] = [
+        ("/set", {"field": "dry_run", "value": False}),
+        ("/set", {"field": "max_orders_per_action", "value": 1}),
+        ("/set", {"field": "max_symbols_per_action", "value": 1}),
+        ("/set", {"field": "cooldown_seconds", "value": 300.0}),
+        ("/set", {"field": "symbol_whitelist", "value": ["BTCUSDT"]}),
+        ("/arm", {"armed": True}),
+        ("/mainnet", {"allow": True}),
+    ]
+    try:
+        for route, body in changes:
+            service.control(route, body)
+        stage3 = service.grinder(
+            "ceremony", "check", "--stage", "3", "--budget-state", str(service.budget)
+        )
+        stage4 = service.grinder(
+            "ceremony", "check", "--stage", "4", BUDGET_STATE_PATH=str(service.budget)
+        )
+    finally:
+        cfg = before["config"]
+        service.control("/mainnet", {"allow": False})
+        service.control("/arm", {"armed": False})
+        for field in (
+            "symbol_whitelist",
+            "cooldown_seconds",
+            "max_symbols_per_action",
+            "max_orders_per_action",
+            "dry_run",
+        ):
+            service.control("/set", {"field": field, "value": cfg[field]})
+    assert stage3.returncode == 0, stage3.stdout
+    assert item(stage3.stdout, "ALLOW_MAINNET_TRADE=1 set").startswith(
+        "PASS service allow_mainnet_trade=true (control /status); this shell: "
+        "ALLOW_MAINNET_TRADE unset"
+    )
+    assert item(stage3.stdout, "Daily budget persisted (budget state file)").startswith(
+        f"PASS --budget-state={service.budget}: day "
+    )
+    assert stage4.returncode == 0, stage4.stdout
+    assert item(stage4.stdout, "Alert rules loaded in Prometheus").startswith("MANUAL give")
+    assert service.status()["mode"] == "dry_run"
+
+
+def test_gates_explains_a_cancel_and_a_flatten_from_the_live_settings(service: Service) -> None:
+    order = "grinder_d_BTCUSDT_1_1704067200_1"
+    cancel = service.grinder("gates", "--symbol", "BTCUSDT", "--order", order, "--json")
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    data = json.loads(cancel.stdout)
+    assert data["outcome"] == "planned"
+    assert data["gate_reason"] is None
+    verdicts = {c["gate"]: c["verdict"] for c in data["checks"]}
+    assert verdicts["4"] == "skipped"  # arming gates are not evaluated in dry-run
+    assert verdicts["8"] == "pass"
+
+    flatten = service.grinder(
+        "gates", "--symbol", "BTCUSDT", "--position", "--qty", "0.01", "--price", "60000"
+    )
+    assert flatten.returncode == 1
+    assert "First blocking gate: 1 action permitted — reason action_not_permitted" in flatten.stdout
+    assert "RemediationExecutor.gate: action_not_permitted" in flatten.stdout
+    assert "notional 600.00 USDT = |0.01| x 60000 (--price)" in flatten.stdout
+
+    foreign = service.grinder("gates", "--symbol", "DOGEUSDT", "--order", "web_123", "--json")
+    data = json.loads(foreign.stdout)
+    assert foreign.returncode == 1
+    assert data["first_block"] == data["gate_reason"] == "symbol_not_in_whitelist"
+    failing = [c["reason"] for c in data["checks"] if c["verdict"] == "fail"]
+    assert failing == ["symbol_not_in_whitelist", "no_grinder_prefix"]
+
+
+def test_gates_and_ceremony_without_a_service(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in STRIP}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    env["PYTHONPATH"] = str(REPO / "src")
+    dead = f"http://127.0.0.1:{free_port()}/metrics"
+
+    def grinder(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "grinder.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    gates = grinder("gates", "--symbol", "BTCUSDT", "--order", "grinder_d_BTCUSDT_1_1_1")
+    assert gates.returncode == 2
+    assert gates.stderr.startswith("grinder: error: --socket: no control socket at ")
+    check = grinder("ceremony", "check", "--stage", "1", "--metrics-url", dead)
+    assert check.returncode == 1
+    assert item(check.stdout, "Service metrics endpoint answers").startswith(
+        f"FAIL {dead}: cannot connect"
+    )
+    assert "settings: unavailable (no control socket at " in check.stdout
+    usage = grinder("gates", "--symbol", "BTCUSDT")
+    assert usage.returncode == 2
+    assert "exactly one of --order" in usage.stderr

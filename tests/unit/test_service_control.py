@@ -1,0 +1,67 @@
+"""The control socket's directory and takeover rules, and value parsing."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
+from grinder.service.control import parse_value, prepare_socket_dir
+
+
+def test_a_live_socket_of_another_service_is_never_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / "ctl" / "control.sock"
+    path.parent.mkdir(mode=0o700)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    try:
+        with pytest.raises(ConfigError, match="another service is listening"):
+            prepare_socket_dir(path)
+        assert path.exists()
+    finally:
+        server.close()
+
+
+def test_a_stale_socket_is_replaced_and_the_directory_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "ctl" / "control.sock"
+    path.parent.mkdir(mode=0o755)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # bound, never listening: what a killed service leaves behind
+    prepare_socket_dir(path)
+    assert not path.exists()
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_regular_file_in_the_way_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    path.write_text("not a socket")
+    with pytest.raises(ConfigError, match="not a socket"):
+        prepare_socket_dir(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "value"),
+    [
+        ("action", "none", RemediationAction.NONE),
+        ("dry_run", "true", True),
+        ("dry_run", "0", False),
+        ("max_orders_per_action", "3", 3),
+        ("symbol_whitelist", "BTCUSDT, ETHUSDT", ["BTCUSDT", "ETHUSDT"]),
+    ],
+)
+def test_control_values_are_coerced_by_field_type(field: str, text: str, value: object) -> None:
+    config = ReconcileConfig()
+    setattr(config, field, parse_value(config, field, text))
+    assert getattr(config, field) == value
+
+
+@pytest.mark.parametrize(
+    ("field", "text"), [("dry_run", "yes"), ("max_orders_per_action", "many"), ("nope", "1")]
+)
+def test_bad_control_values_are_refused(field: str, text: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_value(ReconcileConfig(), field, text)
