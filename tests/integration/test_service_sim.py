@@ -370,7 +370,9 @@ async def test_snapshot_fetches_open_orders_only_for_active_symbols(
     before = rest.weight_spent
     await rig.service.snapshot(full=True)
     assert rest.weight_spent - before == 85
-    assert rig.service.snapshot_interval_s() == pytest.approx(85 / 18 * 60)  # 18 weight/min
+    # The pace follows the regular snapshot's cost (7 weight at 18/min: the 30 s floor),
+    # not the rare all-symbols one's.
+    assert rig.service.snapshot_interval_s() == 30.0
 
 
 async def test_manual_position_is_planned_for_flatten_in_dry_run(
