@@ -20,6 +20,12 @@ line is derived from the service's ``RunReport`` objects (a subclass hands each
 run's report to the demo), never from log text. Grace periods, passes and
 snapshots are shortened so the demo is quick; the code paths are the production
 ones. Exit 0 when every case behaved as expected, 1 otherwise.
+
+``--ceremony`` runs the same three components but injects no drift: the service
+has runbook 13's stage-2 settings (action=cancel_all, dry-run, planning allowed,
+not armed, ALLOW_MAINNET_TRADE unset) and a control socket, so ``grinder ceremony
+check --stage 1`` and ``--stage 2`` can be run against it. It keeps running until
+SIGINT/SIGTERM or ``--hold`` seconds, then stops cleanly (exit 0).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import asyncio
 import contextlib
 import logging
 import random
+import shlex
+import signal
 import string
 import sys
 import tempfile
@@ -110,6 +118,8 @@ class DemoOptions:
     fast: bool = False
     artifacts_root: Path | None = None
     verbose: bool = False
+    ceremony: bool = False
+    hold_s: float | None = None  # --ceremony only: stop after this many seconds
 
     @property
     def timing(self) -> Timing:
@@ -133,15 +143,16 @@ class CaseResult:
 
 
 def service_options(opts: DemoOptions, venue_url: str) -> ServiceOptions:
-    """The service's settings: dry-run with action=flatten, or (``--live``) every gate open."""
-    t, live = opts.timing, opts.live
+    """The service's settings: dry-run with action=flatten, (``--live``) every gate open, or
+    (``--ceremony``) runbook 13's stage 2: cancel_all, dry-run, planning allowed, not armed."""
+    t, live, ceremony = opts.timing, opts.live, opts.ceremony
     reconcile = ReconcileConfig(
         symbols=list(SYMBOLS),
         order_grace_ms=t.order_grace_ms,
         position_grace_ms=t.position_grace_ms,
-        action=RemediationAction.FLATTEN,
+        action=RemediationAction.CANCEL_ALL if ceremony else RemediationAction.FLATTEN,
         dry_run=not live,
-        allow_active_remediation=live,
+        allow_active_remediation=live or ceremony,
         cooldown_seconds=0.0,
         symbol_whitelist=list(SYMBOLS),
     )
@@ -154,7 +165,8 @@ def service_options(opts: DemoOptions, venue_url: str) -> ServiceOptions:
     return ServiceOptions(
         venue="sim",
         venue_url=venue_url,
-        duration_s=120.0,  # a safety net: the demo stops the service long before
+        # a safety net: the demo stops the service long before (--ceremony: until stopped)
+        duration_s=None if ceremony else 120.0,
         metrics_port=0,
         env=RuntimeEnv.from_env(LIVE_GATES if live else {}),
         reconcile=reconcile,
@@ -397,6 +409,7 @@ class Demo:
         self.bot: GridBot | None = None
         self.bot_rest: BinanceRestClient | None = None
         self.manual_cid = ""
+        self.control_socket: Path | None = None  # --ceremony only
 
     # --- output ------------------------------------------------------------------------
 
@@ -445,7 +458,7 @@ class Demo:
             credentials=credentials_for("sim"),
             budget=prepare_budget(sopts, self.tee, wall_clock_ms()),
             audit=AuditWriter(self.run_dir.audit),
-            control_socket=None,
+            control_socket=self.control_socket,
             env=LIVE_GATES if o.live else {},  # gate 5 for this service only, never exported
             on_report=self.feed.push,
         )
@@ -838,6 +851,38 @@ class Demo:
         ):
             await case()
 
+    async def hold(self, stop: asyncio.Event) -> None:
+        """``--ceremony``: start everything, inject nothing, print how to run the checker, and
+        keep the service running until ``stop`` is set or ``--hold`` seconds have passed."""
+        self.control_socket = Path(tempfile.mkdtemp(prefix="grinder-demo-")) / "control.sock"
+        await self.start()
+        assert self.service is not None
+        socket, url = shlex.quote(str(self.control_socket)), self.service.metrics_url
+        log = shlex.quote(str(self.run_dir.path / "service.log"))
+        flags = f"--socket {socket} --metrics-url {url}"
+        self.line()
+        self.line(f"control    {self.control_socket}")
+        self.line(
+            "ceremony   no drift is injected; check runbook 13's stages against this service:"
+        )
+        for stage in (1, 2):
+            self.line(f"  grinder ceremony check --stage {stage} {flags} --log-file {log}")
+        self.line("           misconfigure a gate, and stage 2 fails with the evidence:")
+        self.line(f"  grinder control set dry_run false --socket {socket}")
+        hold = self.opts.hold_s
+        until = "SIGINT/SIGTERM" + ("" if hold is None else f" or {hold:g} s")
+        self.line(f"ceremony ready: the service runs until {until}")
+        deadline = None if hold is None else time.monotonic() + hold
+        while not stop.is_set():
+            left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+            if left <= 0:
+                break
+            self.feed.open()  # print anything the service reports; keep no history
+            await self.feed.until(lambda _w: stop.is_set(), left)
+        self.line(
+            "ceremony   stopping: " + ("signal received" if stop.is_set() else "hold elapsed")
+        )
+
 
 # --- the command -------------------------------------------------------------------------
 
@@ -845,6 +890,8 @@ class Demo:
 def print_banner(tee: Tee, opts: DemoOptions, run_dir: RunDir) -> None:
     t = opts.timing
     mode = "LIVE against the SIMULATOR" if opts.live else "DRY-RUN"
+    if opts.ceremony:
+        mode = "CEREMONY, runbook 13 stage 2"
     for text in (
         RULE,
         f"  GRINDER DEMO: reconcile -> remediate, end to end ({mode})",
@@ -858,6 +905,15 @@ def print_banner(tee: Tee, opts: DemoOptions, run_dir: RunDir) -> None:
             "  ALLOW_MAINNET_TRADE=1 (handed to the service, not exported), action=flatten,",
             f"  whitelist {','.join(SYMBOLS)}. GRINDER really cancels and flattens, on the",
             "  simulator. Your environment's gate variables are not read.",
+            RULE,
+        ):
+            tee.line(text)
+    if opts.ceremony:
+        for text in (
+            "  No drift is injected. The service has runbook 13's stage-2 settings: action=",
+            "  cancel_all, dry_run=true, allow_active_remediation=true, not armed,",
+            "  ALLOW_MAINNET_TRADE unset (your environment's gate variables are not read),",
+            "  and a control socket, for `grinder ceremony check` and `grinder control`.",
             RULE,
         ):
             tee.line(text)
@@ -916,6 +972,29 @@ async def _run(demo: Demo) -> int:
     return 0 if demo.results and all(r.ok for r in demo.results) else 1
 
 
+async def _run_ceremony(demo: Demo) -> int:
+    """``--ceremony``: 0 after a clean stop (signal or ``--hold``), 1 when something failed."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await demo.hold(stop)
+    except Exception as exc:
+        demo.line(f"demo error: {' '.join(f'{type(exc).__name__}: {exc}'.split())}")
+        return 1
+    finally:
+        await demo.stop()
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        if demo.control_socket is not None:
+            with contextlib.suppress(OSError):
+                demo.control_socket.unlink(missing_ok=True)
+                demo.control_socket.parent.rmdir()
+    return 0
+
+
 def run_demo(opts: DemoOptions, out: TextIO | None = None) -> int:
     """Run the demo; 0 when every case behaved as expected, 1 otherwise."""
     now = datetime.now(UTC)
@@ -927,8 +1006,9 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> int:
     try:
         print_banner(tee, opts, run_dir)
         demo = Demo(opts, tee, run_dir)
-        code = asyncio.run(_run(demo))
-        print_results(tee, demo.results)
+        code = asyncio.run(_run_ceremony(demo) if opts.ceremony else _run(demo))
+        if not opts.ceremony:
+            print_results(tee, demo.results)
         if demo.service is not None and demo.service_opts is not None:
             _write_artifacts(demo.service, demo.service_opts, run_dir, code, tee)
         tee.line(f"  demo took {time.monotonic() - started:.1f} s; run directory {run_dir.path}")

@@ -1,4 +1,5 @@
-"""``grinder demo``: simulator + grid bot + live reconcile service, drift injected case by case."""
+"""``grinder demo``: simulator + grid bot + live reconcile service, drift injected case by case
+(``--ceremony``: no drift, runbook 13 stage-2 settings, for ``grinder ceremony check``)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,41 @@ from grinder.demo import DemoOptions, run_demo
     help="Where the run directory goes [default: $TMPDIR/grinder-demo].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also show the service's event log on stderr.")
-def demo(live: bool, seed: int, fast: bool, artifacts_dir: str | None, verbose: bool) -> int:
+@click.option(
+    "--ceremony",
+    is_flag=True,
+    help="Inject no drift: run the service with runbook 13's stage-2 settings and a control "
+    "socket, print how to run `grinder ceremony check` against it, and keep it running.",
+)
+@click.option(
+    "--hold",
+    "hold_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="With --ceremony: stop after SECONDS [default: until SIGINT/SIGTERM].",
+)
+def demo(
+    live: bool,
+    seed: int,
+    fast: bool,
+    artifacts_dir: str | None,
+    verbose: bool,
+    ceremony: bool,
+    hold_s: float | None,
+) -> int:
     """Run the end-to-end demo: drift injected one case at a time, and what GRINDER does."""
+    if ceremony and live:
+        raise click.UsageError("--ceremony and --live cannot be combined")
+    if hold_s is not None and not ceremony:
+        raise click.UsageError("--hold needs --ceremony")
     opts = DemoOptions(
         live=live,
         seed=seed,
         fast=fast,
         artifacts_root=Path(artifacts_dir) if artifacts_dir else None,
         verbose=verbose,
+        ceremony=ceremony,
+        hold_s=hold_s,
     )
     return run_demo(opts, sys.stdout)

@@ -1,0 +1,141 @@
+"""``grinder demo --ceremony`` in a subprocess: the ceremony checker against the demo service.
+
+Stage 1 and stage 2 pass with the printed flags; a gate misconfigured through the control
+socket makes stage 2 fail with the evidence; SIGTERM stops the demo cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GATE_VARS = (
+    "RECONCILE_DRY_RUN",
+    "RECONCILE_ALLOW_ACTIVE",
+    "ARMED",
+    "ALLOW_MAINNET_TRADE",
+    "GRINDER_AUDIT_ENABLED",
+    "GRINDER_AUDIT_PATH",
+    "BUDGET_STATE_PATH",
+    "GRINDER_ARTIFACTS_DIR",
+)
+CHECK = re.compile(r"^\s+grinder ceremony check --stage (\d) (.+)$")
+CONTROL = re.compile(r"^\s+grinder control set dry_run false (.+)$")
+READY = "ceremony ready:"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in GATE_VARS}
+    env["PYTHONPATH"] = str(REPO / "src")
+    return env
+
+
+def _read_until_ready(out: IO[str], proc: subprocess.Popen[str], timeout: float) -> list[str]:
+    """The demo's lines up to and including its readiness line."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = out.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+            continue
+        lines.append(line.rstrip("\n"))
+        if line.startswith(READY):
+            return lines
+    raise AssertionError("no readiness line:\n" + "\n".join(lines))
+
+
+def grinder(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grinder.cli", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    log = tmp_path / "demo.out"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "grinder.cli",
+                "demo",
+                "--ceremony",
+                "--fast",
+                "--hold",
+                "90",
+                "--artifacts-dir",
+                str(tmp_path / "artifacts"),
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        with log.open() as out:
+            lines = _read_until_ready(out, proc, timeout=30)
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_ceremony_stages_1_and_2_pass_and_a_misconfigured_gate_fails(
+    demo: tuple[subprocess.Popen[str], list[str]],
+) -> None:
+    proc, lines = demo
+    text = "\n".join(lines)
+    checks = {m.group(1): shlex.split(m.group(2)) for ln in lines if (m := CHECK.match(ln))}
+    assert set(checks) == {"1", "2"}, text
+    for flags in checks.values():
+        assert "--socket" in flags, text
+        assert "--metrics-url" in flags, text
+    control = next((m.group(1) for ln in lines if (m := CONTROL.match(ln))), None)
+    assert control is not None, text
+
+    for stage in ("1", "2"):
+        result = grinder("ceremony", "check", "--stage", stage, *checks[stage])
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "RESULT: PASS" in result.stdout, result.stdout
+        assert re.search(r"^  PASS ", result.stdout, re.MULTILINE), result.stdout
+        assert not re.search(r"^  FAIL ", result.stdout, re.MULTILINE), result.stdout
+    stage1 = grinder("ceremony", "check", "--stage", "1", *checks["1"]).stdout
+    assert re.search(r"PASS\s+1\.1\s+No ORDER_EXISTS_UNEXPECTED mismatches", stage1), stage1
+
+    changed = grinder("control", "set", "dry_run", "false", *shlex.split(control))
+    assert changed.returncode == 0, changed.stdout + changed.stderr
+
+    failed = grinder("ceremony", "check", "--stage", "2", *checks["2"])
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    out = failed.stdout
+    fail = re.search(r"^  FAIL\s+2\.1\s+dry_run = true \(CRITICAL\)\n\s+(.+)$", out, re.MULTILINE)
+    assert fail is not None, out
+    assert fail.group(1).startswith("dry_run=false (control /status)"), out
+    assert "nothing may be sent" in out
+    assert "RESULT: FAIL" in out, out
+    assert "dry_run = true (CRITICAL)" in out.split("RESULT: FAIL")[1], out
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
