@@ -47,7 +47,30 @@ class ExpectedStore(Protocol):
     def get_position(self, key: PositionKey) -> ExpectedPosition | None: ...
 
 
-class MemoryExpectedStore:
+class DictReads:
+    """The read protocol over in-memory dicts: the memory store's state, and the
+    mirrors the SQLite and Redis stores refresh from their backends."""
+
+    _orders: dict[str, ExpectedOrder]
+    _positions: dict[PositionKey, ExpectedPosition]
+
+    def orders(self) -> Iterable[ExpectedOrder]:
+        return self._orders.values()
+
+    def get_order(self, client_order_id: str) -> ExpectedOrder | None:
+        return self._orders.get(client_order_id)
+
+    def positions(self) -> Iterable[ExpectedPosition]:
+        return self._positions.values()
+
+    def get_position(self, key: PositionKey) -> ExpectedPosition | None:
+        return self._positions.get(key)
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+
+class MemoryExpectedStore(DictReads):
     """In-process expected state with bounded size and TTL eviction of ended orders."""
 
     def __init__(
@@ -64,23 +87,6 @@ class MemoryExpectedStore:
         self._positions: dict[PositionKey, ExpectedPosition] = {}
         # (ended_ts_ms, client_order_id) in the order the bot ended them.
         self._ended: deque[tuple[int, str]] = deque()
-
-    # --- reads ---------------------------------------------------------------------------
-
-    def orders(self) -> Iterable[ExpectedOrder]:
-        return self._orders.values()
-
-    def get_order(self, client_order_id: str) -> ExpectedOrder | None:
-        return self._orders.get(client_order_id)
-
-    def positions(self) -> Iterable[ExpectedPosition]:
-        return self._positions.values()
-
-    def get_position(self, key: PositionKey) -> ExpectedPosition | None:
-        return self._positions.get(key)
-
-    def __len__(self) -> int:
-        return len(self._orders)
 
     # --- writes --------------------------------------------------------------------------
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -53,6 +52,7 @@ from grinder.reconcile.types import (
 from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
+    DictReads,
     ExpectedStoreFull,
     UnknownOrder,
 )
@@ -273,7 +273,7 @@ class _Keys:
         ]
 
 
-class RedisExpectedStore:
+class RedisExpectedStore(DictReads):
     """Expected state in Redis, read through an in-memory mirror (see the module doc).
 
     Writes raise ``RedisUnavailable`` when Redis does not answer (the bot must
@@ -326,21 +326,6 @@ class RedisExpectedStore:
             self.refresh()
 
     # --- reads (the mirror) --------------------------------------------------------------
-
-    def orders(self) -> Iterable[ExpectedOrder]:
-        return self._orders.values()
-
-    def get_order(self, client_order_id: str) -> ExpectedOrder | None:
-        return self._orders.get(client_order_id)
-
-    def positions(self) -> Iterable[ExpectedPosition]:
-        return self._positions.values()
-
-    def get_position(self, key: PositionKey) -> ExpectedPosition | None:
-        return self._positions.get(key)
-
-    def __len__(self) -> int:
-        return len(self._orders)
 
     @property
     def last_seq(self) -> int:

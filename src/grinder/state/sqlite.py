@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
@@ -79,6 +79,7 @@ from grinder.reconcile.types import (
 from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
+    DictReads,
     ExpectedStoreFull,
     UnknownOrder,
 )
@@ -188,7 +189,7 @@ class _Tx:
         del self.staged[staged:]
 
 
-class SqliteExpectedStore:
+class SqliteExpectedStore(DictReads):
     """Expected state in a SQLite file (WAL), read through an in-memory mirror.
 
     ``refresh()`` brings the mirror up to date with the file and returns what
@@ -357,21 +358,6 @@ class SqliteExpectedStore:
             raise self._fail(f"is damaged (quick_check: {first})")
 
     # --- reads ---------------------------------------------------------------------------
-
-    def orders(self) -> Iterable[ExpectedOrder]:
-        return self._orders.values()
-
-    def get_order(self, client_order_id: str) -> ExpectedOrder | None:
-        return self._orders.get(client_order_id)
-
-    def positions(self) -> Iterable[ExpectedPosition]:
-        return self._positions.values()
-
-    def get_position(self, key: PositionKey) -> ExpectedPosition | None:
-        return self._positions.get(key)
-
-    def __len__(self) -> int:
-        return len(self._orders)
 
     def read_order(self, client_order_id: str) -> ExpectedOrder | None:
         """One order as the file holds it now (not the mirror); inside a batch, as the
