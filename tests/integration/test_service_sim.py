@@ -58,6 +58,22 @@ class Rig:
             assert resp.status == 200, data
             return data
 
+    async def place_order(self, cid: str) -> None:
+        """A resting BUY 0.002 BTCUSDT @ 20000 with ``cid``, as if placed by hand."""
+        await self.sim(
+            "POST",
+            "/orders",
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": "0.002",
+                "price": "20000",
+                "timeInForce": "GTC",
+                "clientOrderId": cid,
+            },
+        )
+
     async def state(self) -> Any:
         return await self.sim("GET", "/state")
 
@@ -142,19 +158,7 @@ async def test_orphan_order_of_ours_is_detected_and_planned_in_dry_run(
     make_service: ServiceFactory,
 ) -> None:
     rig = await make_service(action=RemediationAction.CANCEL_ALL)
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.002",
-            "price": "20000",
-            "timeInForce": "GTC",
-            "clientOrderId": ours(1),
-        },
-    )
+    await rig.place_order(ours(1))
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
     )
@@ -172,19 +176,7 @@ async def test_manual_order_is_never_touched_even_when_live(make_service: Servic
         dry_run=False,
         allow_active_remediation=True,
     )
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.002",
-            "price": "20000",
-            "timeInForce": "GTC",
-            "clientOrderId": "web_manual_123",
-        },
-    )
+    await rig.place_order("web_manual_123")
     runs = rig.service.runs
     await rig.wait_for(lambda: rig.service.runs >= runs + 3)
     state = await rig.state()
@@ -244,19 +236,7 @@ async def test_rollback_through_control_socket_blocks_the_next_write(
     changed = await rig.control("POST", "/set", {"field": "action", "value": "none"})
     assert changed == {"field": "action", "old": "cancel_all", "new": "none"}
     assert rig.counter("grinder_reconcile_action", action="none") == 1
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.002",
-            "price": "20000",
-            "timeInForce": "GTC",
-            "clientOrderId": ours(3),
-        },
-    )
+    await rig.place_order(ours(3))
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_blocked_total", reason="action_is_none") >= 1
     )
@@ -291,19 +271,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
 ) -> None:
     rig = await make_service(triage_miss_threshold=2)
     cid = ours(4)
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.002",
-            "price": "20000",
-            "timeInForce": "GTC",
-            "clientOrderId": cid,
-        },
-    )
+    await rig.place_order(cid)
     # The bot knows this order: record it as expected.
     assert rig.service.expected is not None
     assert rig.service.expected.memory is not None
@@ -409,19 +377,7 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
         )
     )
     await rig.sim("POST", "/stream/suppress", {"clientOrderId": cid})
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "BTCUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.002",
-            "price": "20000",
-            "timeInForce": "GTC",
-            "clientOrderId": cid,
-        },
-    )
+    await rig.place_order(cid)
     await rig.service.snapshot()
     await rig.sim("POST", "/orders/fill", {"clientOrderId": cid})
     await rig.service.snapshot()  # the order is gone from the open orders; no event said why
@@ -468,19 +424,7 @@ async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
     )
     assert proc.returncode == 0, proc.stderr
     for cid in (known, orphan):
-        await rig.sim(
-            "POST",
-            "/orders",
-            {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "quantity": "0.002",
-                "price": "20000",
-                "timeInForce": "GTC",
-                "clientOrderId": cid,
-            },
-        )
+        await rig.place_order(cid)
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
     )
