@@ -48,11 +48,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiohttp
-
 from grinder.bot.grid import GridBot, GridSettings
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient
+from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer
 from grinder.reconcile.audit import AuditWriter
@@ -344,25 +343,6 @@ class Feed:
 
 
 # --- the simulator's control API ----------------------------------------------------------
-
-
-class SimControl:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.session = aiohttp.ClientSession()
-
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.session.request(method, f"{self.base_url}/_sim{path}", json=body) as resp:
-            data = await resp.json()
-            if resp.status != 200:
-                raise RuntimeError(f"{method} /_sim{path}: HTTP {resp.status} {data}")
-            return data
-
-    async def state(self) -> Any:
-        return await self.call("GET", "/state")
-
-    async def close(self) -> None:
-        await self.session.close()
 
 
 def _position(state: Any, symbol: str) -> Decimal:

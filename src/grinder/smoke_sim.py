@@ -15,13 +15,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
-
-import aiohttp
 
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials
 from grinder.exchange.simulator import SimConfig, SimulatorServer
+from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig
@@ -42,27 +40,15 @@ from grinder.smoke import (
 SIM_KEY, SIM_SECRET = "smoke-key", "smoke-secret"
 
 
-async def _control(sim: SimulatorServer, method: str, path: str, body: Any = None) -> Any:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{sim.base_url}/_sim{path}", json=body) as resp,
-    ):
-        data = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"simulator control {path}: {data}")
-        return data
-
-
-async def _inject(sim: SimulatorServer, scenario: Scenario, now_ms: int) -> None:
+async def _inject(ctl: SimControl, scenario: Scenario, now_ms: int) -> None:
     if scenario.inject_order:
         cid = generate_client_order_id(
             strategy_id="d", symbol=SYMBOL, level_id=1, ts_seconds=now_ms // 1000, seq=1
         )
-        state = await _control(sim, "GET", "/state")
+        state = await ctl.state()
         mark = Decimal(str(state["markPrices"][SYMBOL]))
         price = (mark * Decimal("0.8")).quantize(Decimal("0.1"))
-        await _control(
-            sim,
+        await ctl.call(
             "POST",
             "/orders",
             {
@@ -76,11 +62,11 @@ async def _inject(sim: SimulatorServer, scenario: Scenario, now_ms: int) -> None
             },
         )
     if scenario.inject_position:
-        await _control(sim, "POST", "/positions", {"symbol": SYMBOL, "quantity": str(POSITION_QTY)})
+        await ctl.call("POST", "/positions", {"symbol": SYMBOL, "quantity": str(POSITION_QTY)})
 
 
-async def _write_requests(sim: SimulatorServer) -> int:
-    state = await _control(sim, "GET", "/state")
+async def _write_requests(ctl: SimControl) -> int:
+    state = await ctl.state()
     return int(state["counters"]["writeRequests"])
 
 
@@ -102,7 +88,8 @@ async def run_sim_scenarios(
         for sim in sims:
             await sim.start()
         for sim, scenario in zip(sims, SCENARIOS, strict=True):
-            await _inject(sim, scenario, clock())
+            async with SimControl(sim.base_url) as ctl:
+                await _inject(ctl, scenario, clock())
         defaults = ReconcileConfig()
         await asyncio.sleep(max(defaults.order_grace_ms, defaults.position_grace_ms) / 1000 + 0.2)
         results = []
@@ -122,14 +109,17 @@ async def _run_one(
     budget_store: FileBudgetStore | None,
     clock: Callable[[], int],
 ) -> ScenarioResult:
-    async with BinanceRestClient(sim.base_url, Credentials(SIM_KEY, SIM_SECRET)) as rest:
+    async with (
+        BinanceRestClient(sim.base_url, Credentials(SIM_KEY, SIM_SECRET)) as rest,
+        SimControl(sim.base_url) as ctl,
+    ):
         port = BinanceFuturesPort(rest)
         await rest.sync_time()
-        before = await _write_requests(sim)
+        before = await _write_requests(ctl)
         report = await reconcile_once(
             scenario, settings, port, audit=audit, budget_store=budget_store, clock=clock
         )
-        writes = await _write_requests(sim) - before
+        writes = await _write_requests(ctl) - before
         orders = await port.fetch_open_orders()
         positions = await port.fetch_positions()
     result = ScenarioResult(scenario, report, port_calls=writes)
