@@ -261,6 +261,30 @@ def test_fencing_token_keeps_growing_after_redis_lost_its_data(
     assert b.epoch != epoch_before
 
 
+def test_after_data_loss_a_newcomer_still_gets_a_token_above_every_live_instances(
+    redis_server: Any,
+) -> None:
+    """The instance that knows the highest token need not win the first election
+    after Redis lost its data: it campaigns during the epoch wait, which raises the
+    counter, so whoever wins gets a larger token."""
+    redis_server.restart()
+    conn_a = RedisConnection(redis_server.url, namespace="t", timeout_s=0.25)
+    conn_b = RedisConnection(redis_server.url, namespace="t", timeout_s=0.25)
+    a, b = elector(conn_a, "A"), elector(conn_b, "B")
+    a.max_token_seen = 11  # led before the loss
+    b.max_token_seen = 0  # just restarted: knows nothing
+    try:
+        a.step()
+        b.step()
+        assert not a.is_leader()  # the epoch wait
+        assert not b.is_leader()
+        wait_until(lambda: (b.step(), b.is_leader())[1])  # only B campaigns from here
+        assert b.token == 12
+    finally:
+        conn_a.close()
+        conn_b.close()
+
+
 # --- the fenced, shared budget --------------------------------------------------------------
 
 

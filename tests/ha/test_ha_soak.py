@@ -20,7 +20,9 @@ equal to what was injected (never beyond zero), and the shared daily budget in
 Redis >= every write the simulator received so far (an under-count is any
 shortfall). Leadership is sampled through ``/readyz`` every 100 ms: an overlap is a
 leadership seen still valid (``checked_ms``) after the next one began
-(``leader_since_ms``); failover time is from the fault to the new leadership's start.
+(``leader_since_ms``); a token reuse is one fencing token seen on two
+leaderships (every new leadership must get a larger one, also after Redis lost
+its data); failover time is from the fault to the new leadership's start.
 
 ``GRINDER_HA_ROUNDS`` (default 100) and ``GRINDER_HA_SOAK_SECONDS`` (default 240,
 the time cap) tune it; ``-m ha_soak`` selects it. The figures are printed.
@@ -76,6 +78,7 @@ class Figures:
     max_failover_s: float = 0.0
     max_redis_recovery_s: float = 0.0
     overlaps: int = 0
+    token_reuses: int = 0
     leaderships: int = 0
     restarts: int = 0
     elapsed_s: float = 0.0
@@ -86,6 +89,7 @@ class Figures:
         return (
             f"HA soak figures: rounds={self.rounds} ({faults}) "
             f"leaderships={self.leaderships} overlapping_leaderships={self.overlaps} "
+            f"token_reuses={self.token_reuses} "
             f"double_executions={self.double_executions} "
             f"budget_undercounts={self.budget_undercounts} beyond_zero={self.beyond_zero} "
             f"orders_injected={self.orders_injected} cancels_sent={self.cancels_sent} "
@@ -104,6 +108,8 @@ class Sampler:
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
         self.leaderships: dict[int, Leadership] = {}
+        self.token_reuses: list[tuple[Leadership, str, int]] = []
+        """A token seen again on another leadership (another instance or start)."""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -130,6 +136,8 @@ class Sampler:
                 self.leaderships[token] = Leadership(
                     token, name, ha["leader_since_ms"], ha["checked_ms"]
                 )
+            elif (seen.instance, seen.since_ms) != (name, ha["leader_since_ms"]):
+                self.token_reuses.append((seen, name, ha["leader_since_ms"]))
             else:
                 seen.last_seen_ms = max(seen.last_seen_ms, ha["checked_ms"])
 
@@ -147,7 +155,8 @@ class Sampler:
         while True:
             await self.sample()
             fresh = [x for x in self.leaderships.values() if x.since_ms >= ts_ms]
-            if fresh:
+            if fresh or self.token_reuses:
+                assert not self.token_reuses, f"a fencing token reused: {self.token_reuses}"
                 return min(fresh, key=lambda x: x.since_ms)
             if time.monotonic() > deadline:
                 states = await self.cluster.ha_states()
@@ -323,6 +332,7 @@ async def test_random_kill_restart_rounds_never_double_execute_or_undercount(
         figures.elapsed_s = time.monotonic() - started
         figures.leaderships = len(sampler.leaderships)
         figures.overlaps = sampler.overlaps()
+        figures.token_reuses = len(sampler.token_reuses)
         with capsys.disabled():
             print(f"\n{figures.line()} seed={seed}")
     events = (await cluster.sim_call("GET", "/events?limit=1000"))["events"]
@@ -337,4 +347,5 @@ async def test_random_kill_restart_rounds_never_double_execute_or_undercount(
     assert figures.budget_undercounts == 0
     assert figures.beyond_zero == 0
     assert figures.overlaps == 0
+    assert figures.token_reuses == 0
     assert figures.max_failover_s <= LEASE_TTL_S + 1

@@ -5,7 +5,8 @@ The lease is one key, ``<ns>:leader``, whose value is ``"<instance> <token> <non
 * **Acquire** (Lua, atomic): when the key is absent, ``INCR <ns>:fencing`` gives a
   token larger than every earlier leadership's, and the key is set with ``PX`` =
   the lease TTL. A Redis that lost its data would restart the counter at 1, so
-  the script first raises it to the largest token this instance has seen.
+  every attempt (also a losing one) first raises it to the largest token this
+  instance has seen.
 * **Renew** (Lua compare-and-extend): ``PEXPIRE`` only while the value is still
   ours. A value that changed means another instance leads: this one steps down.
 * **Release** on a clean stop (compare-and-delete), so a follower takes over at
@@ -15,7 +16,11 @@ The lease is one key, ``<ns>:leader``, whose value is ``"<instance> <token> <non
 and a follower could acquire it while the old leader still trusts its local
 deadline. The deployment's epoch (``<ns>:epoch``, created with its Redis time
 when absent) tells: nobody acquires while the epoch is younger than one lease
-TTL, which is longer than any earlier leader's remaining local lease. The same
+TTL, which is longer than any earlier leader's remaining local lease. Every live
+instance campaigns during that wait and so raises the counter to the largest token
+it knows: the first token of the new epoch is above every earlier one that a live,
+reachable instance has seen (an instance cut off from Redis for the whole wait
+cannot contribute; its lease value, not its token, is what fences it). The same
 wait applies to a brand-new deployment's first election.
 
 ``is_leader()`` is a clock comparison, no I/O: this instance leads only until
@@ -57,6 +62,11 @@ ACQUIRE_LUA = (
 -- KEYS: lease, fencing counter, epoch
 -- ARGV: instance id, lease ms, token floor, nonce, epoch suffix
 local epoch = ensure_epoch(KEYS[3], ARGV[5])
+-- Every attempt raises the counter to the largest token this instance has seen, also
+-- during the epoch wait: after a data loss every live instance campaigns in that wait,
+-- so the first new token is above every token any of them knows.
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
 if epoch_age_ms(epoch) < tonumber(ARGV[2]) then
   -- A new epoch: Redis lost its data (or this is the first start). A leader elected
   -- before the loss may believe it leads until its local deadline, at most one lease
@@ -72,8 +82,6 @@ if holder then
   end
   return {0, holder, epoch}
 end
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current < tonumber(ARGV[3]) then redis.call('SET', KEYS[2], ARGV[3]) end
 local token = redis.call('INCR', KEYS[2])
 local value = ARGV[1] .. ' ' .. string.format('%d', token) .. ' ' .. ARGV[4]
 redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
