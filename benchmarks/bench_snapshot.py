@@ -13,7 +13,15 @@ cold one: new connection, first parse):
 
 * all-symbols: one call per endpoint without ``symbol`` (weight 40 + 40 + 5);
 * per-symbol: the 20 symbols named, one call per symbol per endpoint
-  (20 + 20 calls of weight 1, + 5 for positions).
+  (20 + 20 calls of weight 1, + 5 for positions), at most
+  ``SNAPSHOT_CONCURRENCY`` (8) in flight at once as the service does;
+* per-symbol/1: the same calls one after the other (``snapshot_concurrency=1``),
+  the baseline the concurrent form is compared with (ratio printed).
+
+``--latency-ms N`` makes the simulator delay every REST response by N ms
+(``/_sim/faults/latency``), which stands for a network round trip: on loopback
+the per-symbol forms differ little, on a real network the sequential one pays
+one round trip per call.
 
 The request weight is the sum of the ``X-MBX-USED-WEIGHT-1M`` increments the
 simulator reported for the snapshot's requests (``rest.used_weight`` after each
@@ -22,7 +30,8 @@ response; one meter over both clients, as the simulator counts per IP). The
 that pacing never enters the wall time; every request is still charged its
 Binance weight. Warm snapshots of the two forms alternate.
 
-Run: ``.venv/bin/python -m benchmarks.bench_snapshot [--orders N] [--snapshots N] [--quick]``.
+Run: ``.venv/bin/python -m benchmarks.bench_snapshot [--orders N] [--snapshots N] [--quick]
+[--latency-ms N]``.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from typing import Any
 
 import aiohttp
 
-from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.futures_port import SNAPSHOT_CONCURRENCY, BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
 from grinder.exchange.simulator import CATALOG, SimConfig, SimulatorServer, SymbolSpec
 from grinder.reconcile.identity import ClientOrderIdError, generate_client_order_id
@@ -188,24 +197,34 @@ async def take(form: Form) -> tuple[float, float, float, int, int, int]:
     )
 
 
-async def run(n_orders: int, n_snapshots: int) -> None:
+async def run(n_orders: int, n_snapshots: int, latency_ms: int) -> None:
     config = SimConfig(seed=1, walk_frozen=True, weight_limit=UNLIMITED)
     async with SimulatorServer(port=0, config=config) as sim:
         symbols = list(sim.exchange.specs)
         t0 = time.perf_counter()
         await inject(sim.base_url, n_orders, symbols)
         inject_s = time.perf_counter() - t0
+        if latency_ms:
+            async with aiohttp.ClientSession() as session:
+                url = f"{sim.base_url}/_sim/faults/latency"
+                async with session.post(url, json={"restMs": latency_ms}) as resp:
+                    resp.raise_for_status()
         creds = Credentials(sim.config.api_key, sim.config.api_secret)
         settings = RestSettings(weight_limit=UNLIMITED)
         # One meter for both clients: the simulator counts weight per IP, and both forms
         # share 127.0.0.1, so each header includes the other form's earlier requests.
         meter = WeightMeter()
         forms: list[Form] = []
-        for name, syms in (("all-symbols", None), ("per-symbol", symbols)):
+        for name, syms, concurrency in (
+            ("all-symbols", None, SNAPSHOT_CONCURRENCY),
+            ("per-symbol", symbols, SNAPSHOT_CONCURRENCY),
+            ("per-symbol/1", symbols, 1),
+        ):
             rest = BinanceRestClient(
                 sim.base_url, creds, settings=settings, on_weight=meter.observe
             )
-            forms.append(Form(name, syms, rest, BinanceFuturesPort(rest), meter))
+            port = BinanceFuturesPort(rest, snapshot_concurrency=concurrency)
+            forms.append(Form(name, syms, rest, port, meter))
         try:
             for form in forms:
                 total, _, _, weight, calls, seen = await take(form)
@@ -231,6 +250,7 @@ async def run(n_orders: int, n_snapshots: int) -> None:
         f"venue:      in-process simulator on loopback, {server_side:,} open orders over "
         f"{len(symbols)} symbols (injected through /_sim/orders in {inject_s:.2f} s), 0 algo"
     )
+    print(f"latency:    {latency_ms} ms added to every REST response by the simulator")
     print(f"snapshots:  1 cold + {n_snapshots} warm per form (warm ones alternate between forms)")
     print("weight:     sum of X-MBX-USED-WEIGHT-1M increments per snapshot (Binance weights)")
     print()
@@ -262,6 +282,14 @@ async def run(n_orders: int, n_snapshots: int) -> None:
         "declared = BinanceFuturesPort.snapshot_weight(symbols); "
         f"cold-snapshot weights: {', '.join(f'{f.name} {f.cold_weight}' for f in forms)}."
     )
+    concurrent, sequential = forms[1], forms[2]
+    print(
+        f"per-symbol with {SNAPSHOT_CONCURRENCY} in flight vs one at a time: median "
+        f"{statistics.median(concurrent.warm_ms):.1f} / "
+        f"{statistics.median(sequential.warm_ms):.1f} ms = "
+        f"{statistics.median(concurrent.warm_ms) / statistics.median(sequential.warm_ms):.2f}x "
+        "the sequential wall time, same calls and weight."
+    )
     for form in forms:
         if any(s != n_orders for s in form.seen):
             print(f"WARNING: {form.name} saw {sorted(set(form.seen))} orders, not {n_orders}")
@@ -272,9 +300,14 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=1000)
     parser.add_argument("--snapshots", type=int, default=None, help="warm snapshots per form")
     parser.add_argument("--quick", action="store_true", help="5 warm snapshots per form")
+    parser.add_argument(
+        "--latency-ms", type=int, default=0, help="delay every REST response by N ms"
+    )
     args = parser.parse_args()
     snapshots = args.snapshots if args.snapshots is not None else (5 if args.quick else 30)
-    asyncio.run(run(args.orders, max(1, snapshots)))
+    if args.latency_ms < 0:
+        parser.error(f"--latency-ms must be >= 0, got {args.latency_ms}")
+    asyncio.run(run(args.orders, max(1, snapshots), args.latency_ms))
 
 
 if __name__ == "__main__":

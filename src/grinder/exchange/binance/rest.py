@@ -148,6 +148,8 @@ class BinanceRestClient:
         self.time_offset_ms = 0
         self.used_weight = 0
         self._weight_minute: int | None = None
+        self._inflight_weight = 0
+        """Weight of requests sent whose response (and weight header) is not in yet."""
         self.requests_sent = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -206,18 +208,22 @@ class BinanceRestClient:
             self.on_weight(used)
 
     async def _pace(self, weight: int) -> None:
-        """Wait for the next minute window if this request would pass the soft limit."""
+        """Wait for the next minute window if this request would pass the soft limit.
+
+        Requests still in flight count: their weight is not in the last header yet,
+        so concurrent requests cannot together pass the limit unnoticed.
+        """
         minute = self.server_now_ms() // 60_000
         if self._weight_minute is not None and minute != self._weight_minute:
             self.used_weight = 0
             self._weight_minute = minute
         soft = self.settings.weight_limit * self.settings.slow_down_ratio
-        if self.used_weight + weight <= soft:
+        if self.used_weight + self._inflight_weight + weight <= soft:
             return
         wait_ms = 60_000 - self.server_now_ms() % 60_000 + 50
         log.warning(
             "request weight %d + %d near limit %d: waiting %d ms for the next window",
-            self.used_weight,
+            self.used_weight + self._inflight_weight,
             weight,
             self.settings.weight_limit,
             wait_ms,
@@ -255,7 +261,9 @@ class BinanceRestClient:
             if self.on_spend is not None:
                 self.on_spend(weight)
             try:
-                return await self._send(method, path, items, signed=signed, api_key=api_key)
+                return await self._send_weighed(
+                    weight, method, path, items, signed=signed, api_key=api_key
+                )
             except TimestampError:
                 if resynced or not signed:
                     raise
@@ -282,6 +290,23 @@ class BinanceRestClient:
     def _backoff(self, attempt: int) -> float:
         cap = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
         return self._rng.uniform(cap / 2, cap)
+
+    async def _send_weighed(
+        self,
+        weight: int,
+        method: str,
+        path: str,
+        items: list[tuple[str, str | int]],
+        *,
+        signed: bool,
+        api_key: bool,
+    ) -> Any:
+        """``_send`` with its weight counted as in flight until the response is in."""
+        self._inflight_weight += weight
+        try:
+            return await self._send(method, path, items, signed=signed, api_key=api_key)
+        finally:
+            self._inflight_weight -= weight
 
     async def _send(
         self,
