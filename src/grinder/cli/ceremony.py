@@ -20,18 +20,18 @@ import click
 
 from grinder.ceremony.checks import STAGES, Inputs
 from grinder.ceremony.report import render, render_json
-from grinder.ceremony.sources import DEFAULT_METRICS_URL, fetch_scrape
+from grinder.ceremony.sources import fetch_scrape
 from grinder.ceremony.stages import run_stage
-from grinder.cli.control import call, socket_option
+from grinder.cli.control import call, socket_option, socket_path_of
 from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
+from grinder.cli.options import file_option, metrics_url_of, metrics_url_option, url_option
 from grinder.reconcile.config import env_path
-from grinder.service.control import default_socket_path
 from grinder.service.options import load_config_file
 
 
 def service_status(socket_path: str | None) -> tuple[dict[str, Any] | None, Path, str | None]:
     """The control socket's ``/status``: (status, socket path, error)."""
-    path = Path(socket_path) if socket_path else default_socket_path(os.environ)
+    path = socket_path_of(socket_path)
     try:
         status = call(str(path), "GET", "/status")
     except UsageError as exc:
@@ -55,41 +55,18 @@ def ceremony() -> None:
     + "; ".join(f"{n} {title.lower()}" for n, title in STAGES.items())
     + ".",
 )
-@click.option(
-    "--metrics-url",
-    default=None,
-    metavar="URL",
-    help="The service's /metrics (default: the URL its /status reports, else "
-    f"{DEFAULT_METRICS_URL}).",
-)
+@metrics_url_option
 @socket_option
-@click.option(
+@file_option(
     "--config",
     "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
     help="Read the settings from this TOML ([reconcile], [service]) instead of the control "
     "socket; the gates' live values still come from the service's metrics.",
 )
-@click.option(
-    "--budget-state",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="The daily budget file (default $BUDGET_STATE_PATH).",
-)
-@click.option(
-    "--log-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="The service's event log (runbook: /var/log/grinder/app.log).",
-)
-@click.option(
+@file_option("--budget-state", help="The daily budget file (default $BUDGET_STATE_PATH).")
+@file_option("--log-file", help="The service's event log (runbook: /var/log/grinder/app.log).")
+@url_option(
     "--prometheus-url",
-    default=None,
-    metavar="URL",
     help="A Prometheus server (e.g. http://localhost:9091): stage 4 checks the alert rules "
     "are loaded; stage 2 takes the planned rate over the last hour from it.",
 )
@@ -123,7 +100,7 @@ def check(
         status_error = f"settings read from {config_path}, not from the service"
     else:
         status, socket, status_error = service_status(socket_path)
-    url = metrics_url or (status or {}).get("metrics_url") or DEFAULT_METRICS_URL
+    url = metrics_url_of(metrics_url, status)
     if budget_state is not None:
         budget_path: Path | None = Path(budget_state)
         budget_label = "--budget-state"

@@ -48,10 +48,15 @@ async def _call(path: Path, method: str, route: str, body: dict[str, Any] | None
         return data
 
 
+def socket_path_of(socket_path: str | None) -> Path:
+    """The ``--socket`` given, else the service's default control socket."""
+    return Path(socket_path) if socket_path else default_socket_path(os.environ)
+
+
 def call(
     socket_path: str | None, method: str, route: str, body: dict[str, Any] | None = None
 ) -> Any:
-    path = Path(socket_path) if socket_path else default_socket_path(os.environ)
+    path = socket_path_of(socket_path)
     if not path.exists():
         raise UsageError(f"--socket: no control socket at {path} (is the service running?)")
     try:

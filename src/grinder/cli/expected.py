@@ -9,6 +9,7 @@ import sys
 import click
 
 from grinder.cli.errors import UsageError
+from grinder.cli.options import file_option, url_option
 from grinder.reconcile.remediation import wall_clock_ms
 from grinder.service.options import VENUES, resolve
 from grinder.service.venue import check_venue, connect_venue
@@ -23,20 +24,11 @@ def expected() -> None:
 
 
 @expected.command("adopt")
-@click.option(
-    "--expected-db",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="The expected-state file [env GRINDER_EXPECTED_DB].",
-)
+@file_option("--expected-db", help="The expected-state file [env GRINDER_EXPECTED_DB].")
 @click.option("--venue", type=click.Choice(VENUES), default=None, help="[env GRINDER_VENUE]")
-@click.option("--venue-url", default=None, metavar="URL", help="REST base URL of the venue.")
-@click.option(
+@url_option("--venue-url", help="REST base URL of the venue.")
+@file_option(
     "--config",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
     help="TOML config: the client order id prefix and strategy allowlist that make an order ours.",
 )
 @click.option("--yes", is_flag=True, help="Write without asking.")

@@ -27,7 +27,6 @@ from typing import Any
 import click
 
 from grinder.ceremony.sources import (
-    DEFAULT_METRICS_URL,
     Scrape,
     SourceError,
     fetch_mark_price,
@@ -37,6 +36,7 @@ from grinder.ceremony.sources import (
 from grinder.cli.ceremony import service_status
 from grinder.cli.control import socket_option
 from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
+from grinder.cli.options import metrics_url_of, metrics_url_option, url_option
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
 from grinder.reconcile.config import ReconcileConfig
@@ -181,19 +181,11 @@ def render(
 @click.option("--notional", default=None, metavar="USDT", help="Position notional (flatten).")
 @click.option("--qty", default=None, metavar="QTY", help="Position quantity (flatten).")
 @click.option("--price", default=None, metavar="PRICE", help="Mark price for --qty.")
-@click.option(
+@url_option(
     "--venue-url",
-    default=None,
-    metavar="URL",
     help="Read the mark price for --qty from this venue (GET /fapi/v1/premiumIndex).",
 )
-@click.option(
-    "--metrics-url",
-    default=None,
-    metavar="URL",
-    help="The service's /metrics (default: the URL its /status reports, else "
-    f"{DEFAULT_METRICS_URL}).",
-)
+@metrics_url_option
 @socket_option
 @click.option("--json", "as_json", is_flag=True, help="Print the chain as JSON.")
 def gates(
@@ -221,7 +213,7 @@ def gates(
     status, socket, error = service_status(socket_path)
     if status is None:
         raise UsageError(f"--socket: {error}")
-    url = metrics_url or status.get("metrics_url") or DEFAULT_METRICS_URL
+    url = metrics_url_of(metrics_url, status)
     notes: list[str] = []
     try:
         scrape: Scrape | None = fetch_scrape(url)

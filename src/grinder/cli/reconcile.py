@@ -6,6 +6,7 @@ import os
 
 import click
 
+from grinder.cli.options import file_option, url_option
 from grinder.service.main import run_service
 from grinder.service.options import VENUES, resolve
 
@@ -25,17 +26,12 @@ from grinder.service.options import VENUES, resolve
     help="Exchange: sim (the bundled simulator, started in-process), testnet or mainnet "
     "[env GRINDER_VENUE; default sim].",
 )
-@click.option(
+@url_option(
     "--venue-url",
-    default=None,
-    metavar="URL",
     help="REST base URL to use instead of the venue's (e.g. a running `grinder sim serve`).",
 )
-@click.option(
+@file_option(
     "--config",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
     help="TOML config file with [reconcile] and [service] tables (SIGHUP re-reads it).",
 )
 @click.option(
@@ -51,19 +47,16 @@ from grinder.service.options import VENUES, resolve
     show_default=True,
     help="Address the metrics endpoint binds to.",
 )
-@click.option("--log-file", type=click.Path(dir_okay=False), default=None, metavar="FILE")
+@file_option("--log-file")
 @click.option(
     "--reset-budget-state",
     is_flag=True,
     help="Start with a clean daily budget at BUDGET_STATE_PATH.",
 )
-@click.option("--audit-out", type=click.Path(dir_okay=False), default=None, metavar="FILE")
-@click.option("--metrics-out", type=click.Path(dir_okay=False), default=None, metavar="FILE")
-@click.option(
+@file_option("--audit-out")
+@file_option("--metrics-out")
+@file_option(
     "--expected-db",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
     help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB].",
 )
 @click.option(
@@ -73,10 +66,8 @@ from grinder.service.options import VENUES, resolve
     metavar="PATH",
     help="Unix socket of the control endpoint (default $XDG_RUNTIME_DIR/grinder/control.sock).",
 )
-@click.option(
+@url_option(
     "--redis-url",
-    default=None,
-    metavar="URL",
     help="High availability: Redis shared by 2-3 instances (redis://host:port/db); only the "
     "leader remediates [env GRINDER_REDIS_URL; default: run alone].",
 )

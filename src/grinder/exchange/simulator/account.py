@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import string
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
@@ -30,6 +30,29 @@ from grinder.exchange.simulator.validation import OrderRequest
 EventSink = Callable[[dict[str, Any]], None]
 _ID_ALPHABET = string.ascii_letters + string.digits
 _FEE_QUANT = Decimal("1e-8")
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def random_client_id(rng: random.Random) -> str:
+    """A 22-character id, as the venue makes up for an order sent without one."""
+    return "".join(rng.choice(_ID_ALPHABET) for _ in range(22))
+
+
+def iter_open(by_symbol: Mapping[str, Mapping[int, _V]], symbol: str | None) -> Iterator[_V]:
+    """The open entries of one symbol, or of every symbol when ``symbol`` is ``None``."""
+    if symbol is not None:
+        yield from by_symbol[symbol].values()
+        return
+    for name in by_symbol:
+        yield from by_symbol[name].values()
+
+
+def drop(index: MutableMapping[_K, _V], key: _K, value: _V) -> None:
+    """Remove ``key`` from ``index`` only while it still points at ``value``."""
+    if index.get(key) is value:
+        del index[key]
 
 
 class Account:
@@ -74,11 +97,7 @@ class Account:
         return self.clock.now_ms()
 
     def open_orders(self, symbol: str | None = None) -> Iterator[Order]:
-        if symbol is not None:
-            yield from self.open_by_symbol[symbol].values()
-            return
-        for name in self.open_by_symbol:
-            yield from self.open_by_symbol[name].values()
+        return iter_open(self.open_by_symbol, symbol)
 
     def open_count(self) -> int:
         return sum(len(v) for v in self.open_by_symbol.values())
@@ -120,7 +139,7 @@ class Account:
     # --- placing -----------------------------------------------------------------------------
 
     def new_client_id(self) -> str:
-        return "".join(self._cid_rng.choice(_ID_ALPHABET) for _ in range(22))
+        return random_client_id(self._cid_rng)
 
     def place(
         self,
@@ -275,12 +294,14 @@ class Account:
             if cap is not None and cap == 0:
                 self.expire(order)
 
-    def _ended(self, order: Order) -> None:
-        key = (order.symbol, order.client_order_id)
+    def _unlist(self, order: Order) -> None:
+        """Take the order off the open lists."""
         self.open_by_symbol[order.symbol].pop(order.order_id, None)
-        if self.open_by_client.get(key) is order:
-            del self.open_by_client[key]
-        self.ended_by_client[key] = order
+        drop(self.open_by_client, (order.symbol, order.client_order_id), order)
+
+    def _ended(self, order: Order) -> None:
+        self._unlist(order)
+        self.ended_by_client[(order.symbol, order.client_order_id)] = order
         self._history.append(order.order_id)
         while len(self._history) > self.config.history_limit:
             self._forget(self._history.popleft())
@@ -291,9 +312,7 @@ class Account:
         order = self.orders.pop(order_id, None)
         if order is None:
             return
-        key = (order.symbol, order.client_order_id)
-        if self.ended_by_client.get(key) is order:
-            del self.ended_by_client[key]
+        drop(self.ended_by_client, (order.symbol, order.client_order_id), order)
         self.silent.discard(order_id)
 
     def _emit_order(self, order: Order, exec_type: str, fill: ev.Fill | None = None) -> None:
@@ -339,12 +358,8 @@ class Account:
 
     def vanish(self, order: Order) -> None:
         """Remove an order without a trace or an event."""
-        key = (order.symbol, order.client_order_id)
-        self.open_by_symbol[order.symbol].pop(order.order_id, None)
-        if self.open_by_client.get(key) is order:
-            del self.open_by_client[key]
-        if self.ended_by_client.get(key) is order:
-            del self.ended_by_client[key]
+        self._unlist(order)
+        drop(self.ended_by_client, (order.symbol, order.client_order_id), order)
         self.orders.pop(order.order_id, None)
         self.silent.discard(order.order_id)
 

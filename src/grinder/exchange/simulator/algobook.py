@@ -10,21 +10,24 @@ id) and, once that order has ended, ALGO_UPDATE FINISHED with ``ap``/``aq``.
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
-from grinder.exchange.simulator.account import Account, EventSink
+from grinder.exchange.simulator.account import (
+    Account,
+    EventSink,
+    drop,
+    iter_open,
+    random_client_id,
+)
 from grinder.exchange.simulator.algo import AlgoOrder, AlgoRequest
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.fmt import ZERO
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest
-
-_ID_ALPHABET = string.ascii_letters + string.digits
 
 
 class AlgoBook:
@@ -54,11 +57,7 @@ class AlgoBook:
         self._rng = random.Random(self.config.seed * 104729 + 3)
 
     def open_orders(self, symbol: str | None = None) -> Iterator[AlgoOrder]:
-        if symbol is not None:
-            yield from self.open_by_symbol[symbol].values()
-            return
-        for name in self.open_by_symbol:
-            yield from self.open_by_symbol[name].values()
+        return iter_open(self.open_by_symbol, symbol)
 
     def find(self, algo_id: int | None, client_algo_id: str | None) -> AlgoOrder | None:
         if algo_id is not None:
@@ -75,7 +74,7 @@ class AlgoBook:
 
     def place(self, req: AlgoRequest, *, emit_events: bool = True) -> AlgoOrder:
         symbol = req.spec.symbol
-        client_id = req.client_algo_id or "".join(self._rng.choice(_ID_ALPHABET) for _ in range(22))
+        client_id = req.client_algo_id or random_client_id(self._rng)
         if client_id in self.open_by_client:
             raise E.err(E.DUPLICATED_CLIENT_ID)
         if len(self.open_by_symbol[symbol]) >= req.spec.max_num_algo_orders:
@@ -124,16 +123,16 @@ class AlgoBook:
     def _close(self, algo: AlgoOrder, status: str) -> None:
         algo.status = status
         algo.update_time_ms = self.account.now()
+        self._unlist(algo)
+
+    def _unlist(self, algo: AlgoOrder) -> None:
+        """Take the algo order off the open lists."""
         self.open_by_symbol[algo.symbol].pop(algo.algo_id, None)
-        if self.open_by_client.get(algo.client_algo_id) is algo:
-            del self.open_by_client[algo.client_algo_id]
+        drop(self.open_by_client, algo.client_algo_id, algo)
 
     def vanish(self, algo: AlgoOrder) -> None:
-        self.open_by_symbol[algo.symbol].pop(algo.algo_id, None)
-        if self.open_by_client.get(algo.client_algo_id) is algo:
-            del self.open_by_client[algo.client_algo_id]
-        if self.by_client.get(algo.client_algo_id) is algo:
-            del self.by_client[algo.client_algo_id]
+        self._unlist(algo)
+        drop(self.by_client, algo.client_algo_id, algo)
         self.by_id.pop(algo.algo_id, None)
 
     # --- triggering ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from typing import Any
 
 from aiohttp import web
 
-from grinder.exchange.simulator.algo import parse_algo_order
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.control_util import (
     MAX_STEPS,
@@ -21,7 +20,6 @@ from grinder.exchange.simulator.control_util import (
 )
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.params import valid_client_id
-from grinder.exchange.simulator.validation import parse_new_order
 
 # --- state -----------------------------------------------------------------------------------
 
@@ -68,9 +66,7 @@ def inject_order(sim: Simulator, body: Body, request: web.Request) -> Any:
     if client_id is not None and body.get("validate", True) and not valid_client_id(str(client_id)):
         raise ControlError(f"client order id {client_id!r} is not valid on Binance")
     params = params_from(body, ("clientOrderId", "newClientOrderId", "emitEvents", "validate"))
-    request_ = parse_new_order(
-        params, sim.specs, dual=sim.account.dual, mark_of=sim.book.mark, now_ms=sim.now_ms()
-    )
+    request_ = sim.order_request(params)
     if client_id is not None:
         request_.client_order_id = str(client_id)
     _, order = sim.account.place(request_, emit_events=bool(body.get("emitEvents", True)))
@@ -112,9 +108,7 @@ def end_order(sim: Simulator, body: Body, request: web.Request) -> Any:
 def inject_algo(sim: Simulator, body: Body, request: web.Request) -> Any:
     body = {"algoType": "CONDITIONAL", **body}
     params = params_from(body, ("emitEvents",))
-    request_ = parse_algo_order(
-        params, sim.specs, dual=sim.account.dual, mark_of=sim.book.mark, now_ms=sim.now_ms()
-    )
+    request_ = sim.algo_request(params)
     algo = sim.algos.place(request_, emit_events=bool(body.get("emitEvents", True)))
     return algo.query_view()
 
@@ -169,9 +163,7 @@ def inject_position(sim: Simulator, body: Body, request: web.Request) -> Any:
     if account.dual:
         order_body["positionSide"] = side
     params = params_from(order_body)
-    request_ = parse_new_order(
-        params, sim.specs, dual=account.dual, mark_of=sim.book.mark, now_ms=sim.now_ms()
-    )
+    request_ = sim.order_request(params)
     client_id = body.get("clientOrderId")
     request_.client_order_id = None if client_id is None else str(client_id)
     _, order = account.place(request_, emit_events=emit, taker_price=price)

@@ -16,13 +16,16 @@ from collections import Counter
 from typing import Any
 
 from grinder.exchange.simulator.account import Account
+from grinder.exchange.simulator.algo import AlgoRequest, parse_algo_order
 from grinder.exchange.simulator.algobook import AlgoBook
 from grinder.exchange.simulator.book import MarketBook
 from grinder.exchange.simulator.clock import Clock, SystemClock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.faults import Faults
+from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import exchange_info, rate_limits, resolve_symbols
 from grinder.exchange.simulator.userstream import StreamHub
+from grinder.exchange.simulator.validation import OrderRequest, parse_new_order
 from grinder.exchange.simulator.weights import OrderCounter, RateLimiter
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,20 @@ class Simulator:
     def server_time(self) -> int:
         """The venue's clock as clients see it: local time plus the injected skew."""
         return self.clock.now_ms() + self.faults.clock_skew_ms
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def order_request(self, params: Params) -> OrderRequest:
+        """A new regular order's parameters, checked against the mode, marks and time now."""
+        return parse_new_order(
+            params, self.specs, dual=self.account.dual, mark_of=self.book.mark, now_ms=self.now_ms()
+        )
+
+    def algo_request(self, params: Params) -> AlgoRequest:
+        """A new algo order's parameters, checked against the mode, marks and time now."""
+        return parse_algo_order(
+            params, self.specs, dual=self.account.dual, mark_of=self.book.mark, now_ms=self.now_ms()
+        )
 
     # --- the venue's life ---------------------------------------------------------------------
 

@@ -107,6 +107,19 @@ class Order:
             "stopPrice": fixed(self.stop_price, pp),
         }
 
+    def _middle(self, n: dict[str, str]) -> dict[str, Any]:
+        """The run of fields both views write in the same order, ``price`` to ``symbol``."""
+        return {
+            "price": n["price"],
+            "reduceOnly": self.reduce_only,
+            "side": self.side,
+            "positionSide": self.position_side,
+            "status": self.status,
+            "stopPrice": n["stopPrice"],
+            "closePosition": self.close_position,
+            "symbol": self.symbol,
+        }
+
     def _trailing(self, out: dict[str, Any]) -> None:
         if self.orig_type == TRAILING:
             out["activatePrice"] = str(self.activate_price or ZERO)
@@ -123,14 +136,7 @@ class Order:
             "orderId": self.order_id,
             "origQty": n["origQty"],
             "origType": self.orig_type,
-            "price": n["price"],
-            "reduceOnly": self.reduce_only,
-            "side": self.side,
-            "positionSide": self.position_side,
-            "status": self.status,
-            "stopPrice": n["stopPrice"],
-            "closePosition": self.close_position,
-            "symbol": self.symbol,
+            **self._middle(n),
             "time": self.time_ms,
             "timeInForce": self.time_in_force,
             "type": self.type,
@@ -155,14 +161,7 @@ class Order:
             "orderId": self.order_id,
             "avgPrice": n["avgPrice"],
             "origQty": n["origQty"],
-            "price": n["price"],
-            "reduceOnly": self.reduce_only,
-            "side": self.side,
-            "positionSide": self.position_side,
-            "status": self.status,
-            "stopPrice": n["stopPrice"],
-            "closePosition": self.close_position,
-            "symbol": self.symbol,
+            **self._middle(n),
             "timeInForce": self.time_in_force,
             "type": self.type,
             "origType": self.orig_type,

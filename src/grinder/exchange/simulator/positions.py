@@ -82,13 +82,18 @@ class Position:
 
     # --- views ------------------------------------------------------------------------------
 
+    def _margins(
+        self, mark: Decimal, leverage: int, bid_notional: Decimal, ask_notional: Decimal
+    ) -> tuple[Decimal, Decimal, Decimal]:
+        """The notional at ``mark``, its initial margin and the open orders' initial margin."""
+        notional = self.amt * mark
+        return notional, abs(notional) / leverage, (bid_notional + ask_notional) / leverage
+
     def v3_row(
         self, mark: Decimal, leverage: int, bid_notional: Decimal, ask_notional: Decimal
     ) -> dict[str, Any]:
         """A row of ``GET /fapi/v3/positionRisk``."""
-        notional = self.amt * mark
-        initial = abs(notional) / leverage
-        order_margin = (bid_notional + ask_notional) / leverage
+        notional, initial, order_margin = self._margins(mark, leverage, bid_notional, ask_notional)
         return {
             "symbol": self.symbol,
             "positionSide": self.position_side,
@@ -136,9 +141,7 @@ class Position:
     def account_v2_row(
         self, mark: Decimal, leverage: int, bid_notional: Decimal, ask_notional: Decimal
     ) -> dict[str, Any]:
-        notional = self.amt * mark
-        initial = abs(notional) / leverage
-        order_margin = (bid_notional + ask_notional) / leverage
+        notional, initial, order_margin = self._margins(mark, leverage, bid_notional, ask_notional)
         return {
             "symbol": self.symbol,
             "initialMargin": plain((initial + order_margin).quantize(_ENTRY_QUANT)),

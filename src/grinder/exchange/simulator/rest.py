@@ -7,17 +7,18 @@ faults and HTTP details are the app's (``app.py``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from grinder.exchange.simulator import auth, views
 from grinder.exchange.simulator import errors as E
-from grinder.exchange.simulator.algo import AlgoOrder, parse_algo_order
+from grinder.exchange.simulator.account import Account
+from grinder.exchange.simulator.algo import AlgoOrder
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
-from grinder.exchange.simulator.validation import lookup_symbol, parse_new_order
+from grinder.exchange.simulator.validation import lookup_symbol
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class RawJSON:
 
 
 Handler = Callable[[Simulator, Params], Any]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +66,23 @@ def _optional_symbol(sim: Simulator, params: Params) -> str | None:
     return symbol
 
 
-def premium_index(sim: Simulator, params: Params) -> Any:
+def _per_symbol(
+    sim: Simulator, params: Params, view: Callable[[Account, str, int], dict[str, Any]]
+) -> Any:
+    """The view of the ``symbol`` parameter, or the list of every symbol's view without one."""
     symbol = _optional_symbol(sim, params)
     now = sim.server_time()
     if symbol is not None:
-        return views.premium_index(sim.account, symbol, now)
-    return [views.premium_index(sim.account, s, now) for s in sim.specs]
+        return view(sim.account, symbol, now)
+    return [view(sim.account, s, now) for s in sim.specs]
+
+
+def premium_index(sim: Simulator, params: Params) -> Any:
+    return _per_symbol(sim, params, views.premium_index)
 
 
 def ticker_price(sim: Simulator, params: Params) -> Any:
-    symbol = _optional_symbol(sim, params)
-    now = sim.server_time()
-    if symbol is not None:
-        return views.ticker_price(sim.account, symbol, now)
-    return [views.ticker_price(sim.account, s, now) for s in sim.specs]
+    return _per_symbol(sim, params, views.ticker_price)
 
 
 # --- account settings and positions ---------------------------------------------------------
@@ -152,13 +157,7 @@ def query_open_order(sim: Simulator, params: Params) -> Any:
 
 
 def new_order(sim: Simulator, params: Params) -> Any:
-    request = parse_new_order(
-        params,
-        sim.specs,
-        dual=sim.account.dual,
-        mark_of=sim.book.mark,
-        now_ms=sim.now_ms(),
-    )
+    request = sim.order_request(params)
     ack, order = sim.account.place(request)
     return ack if request.resp_type == "ACK" else order.write_view()
 
@@ -171,26 +170,29 @@ def cancel_order(sim: Simulator, params: Params) -> Any:
     return order.write_view()
 
 
-def cancel_all(sim: Simulator, params: Params) -> Any:
+def _cancel_all(
+    sim: Simulator,
+    params: Params,
+    open_orders: Callable[[str], Iterator[_T]],
+    cancel: Callable[[_T], None],
+) -> Any:
+    """Cancel every open order of the ``symbol`` parameter (regular or algo, as given)."""
     symbol = params.required_text("symbol")
     lookup_symbol(sim.specs, symbol)
-    for order in list(sim.account.open_orders(symbol)):
-        sim.account.cancel(order)
+    for order in list(open_orders(symbol)):
+        cancel(order)
     return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+
+def cancel_all(sim: Simulator, params: Params) -> Any:
+    return _cancel_all(sim, params, sim.account.open_orders, sim.account.cancel)
 
 
 # --- conditional (algo) orders ------------------------------------------------------------------
 
 
 def new_algo_order(sim: Simulator, params: Params) -> Any:
-    request = parse_algo_order(
-        params,
-        sim.specs,
-        dual=sim.account.dual,
-        mark_of=sim.book.mark,
-        now_ms=sim.now_ms(),
-    )
-    return sim.algos.place(request).new_view()
+    return sim.algos.place(sim.algo_request(params)).new_view()
 
 
 def _find_algo(sim: Simulator, params: Params, missing: tuple[int, str]) -> AlgoOrder:
@@ -231,11 +233,7 @@ def open_algo_orders(sim: Simulator, params: Params) -> Any:
 
 
 def cancel_all_algo(sim: Simulator, params: Params) -> Any:
-    symbol = params.required_text("symbol")
-    lookup_symbol(sim.specs, symbol)
-    for algo in list(sim.algos.open_orders(symbol)):
-        sim.algos.cancel(algo)
-    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+    return _cancel_all(sim, params, sim.algos.open_orders, sim.algos.cancel)
 
 
 # --- user data stream ----------------------------------------------------------------------------
