@@ -6,14 +6,21 @@ is the in-process backend. The store is bounded: terminal orders are kept for
 go when the store is full. Open orders are never evicted to make room --
 forgetting one would make the bot's own live order look unexpected and get it
 cancelled -- so a store full of open orders refuses the new one loudly.
+
+What the three backends share lives here too: the read protocol over dicts
+(``DictReads``), the refreshed mirror of the SQLite and Redis stores
+(``MirrorReads``, ``RefreshResult``), the way a cancel or a booked status
+changes an order, and the decoding tables of stored records.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -21,10 +28,18 @@ from grinder.reconcile.types import (
     OrderStatus,
     PositionKey,
     PositionSide,
+    Side,
 )
 
 DEFAULT_MAX_ORDERS = 100_000
 DEFAULT_TERMINAL_TTL_MS = 3_600_000
+# Changes a removed order's tombstone is kept for by the SQLite and Redis stores.
+DEFAULT_TOMBSTONE_RETENTION = 100_000
+
+# Enum members by their stored value, for the backends that decode records.
+SIDES = {s.value: s for s in Side}
+POSITION_SIDES = {s.value: s for s in PositionSide}
+STATUSES = {s.value: s for s in OrderStatus}
 
 
 class ExpectedStoreFull(RuntimeError):
@@ -33,6 +48,11 @@ class ExpectedStoreFull(RuntimeError):
 
 class UnknownOrder(KeyError):
     """An update named a client order id the store does not hold."""
+
+
+class ExpectedStoreError(RuntimeError):
+    """The expected-state backend (a SQLite file, Redis) cannot be used; the message
+    names it."""
 
 
 class ExpectedStore(Protocol):
@@ -68,6 +88,113 @@ class DictReads:
 
     def __len__(self) -> int:
         return len(self._orders)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    """What one ``refresh()`` changed in the mirror.
+
+    ``full`` is True when the mirror was reloaded from scratch (first load, or the
+    reader fell behind the tombstone horizon): then the ids are every id that was
+    or is in the mirror, and a full detection pass is the sensible reaction.
+    """
+
+    order_ids: frozenset[str]
+    position_keys: frozenset[PositionKey]
+    full: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.order_ids or self.position_keys)
+
+
+class MirrorReads(DictReads):
+    """``DictReads`` over a mirror of a shared backend (SQLite, Redis), which
+    ``refresh()`` brings up to date through the backend's change sequence."""
+
+    _seen_seq: int
+
+    @property
+    def last_seq(self) -> int:
+        """The change sequence the mirror reflects (after the last refresh)."""
+        return self._seen_seq
+
+    def _apply_changes(
+        self,
+        orders: list[tuple[str, ExpectedOrder | None]],
+        positions: list[ExpectedPosition],
+    ) -> RefreshResult:
+        """Put changed rows into the mirror (an order ``None`` was removed)."""
+        for cid, order in orders:
+            if order is None:
+                self._orders.pop(cid, None)
+            else:
+                self._orders[cid] = order
+        for pos in positions:
+            self._positions[pos.key] = pos
+        return RefreshResult(
+            frozenset(cid for cid, _ in orders), frozenset(p.key for p in positions)
+        )
+
+    def _reload(
+        self,
+        orders: dict[str, ExpectedOrder],
+        positions: dict[PositionKey, ExpectedPosition],
+        *,
+        merge: bool = False,
+    ) -> RefreshResult:
+        """Replace the mirror with everything the backend holds (``merge``: keep what
+        the backend no longer has); every id that was or is in the mirror changed."""
+        order_ids = frozenset(self._orders.keys() | orders.keys())
+        position_keys = frozenset(self._positions.keys() | positions.keys())
+        if merge:
+            self._orders.update(orders)
+            self._positions.update(positions)
+        else:
+            self._orders, self._positions = orders, positions
+        return RefreshResult(order_ids, position_keys, full=True)
+
+
+class Closing:
+    """``with`` support: leaving the block closes the object."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --- write semantics shared by every backend -------------------------------------------------
+
+
+def book_cancel_requested(order: ExpectedOrder, now_ms: int) -> bool:
+    """The bot sent a cancel for ``order``; True when this is what ended it."""
+    order.cancel_requested = True
+    order.updated_ts_ms = now_ms
+    return _book_end(order, now_ms)
+
+
+def book_status(order: ExpectedOrder, status: OrderStatus, now_ms: int) -> bool:
+    """The bot booked ``status`` for ``order``; True when this is what ended it."""
+    order.status = status
+    order.updated_ts_ms = now_ms
+    return status.is_terminal and _book_end(order, now_ms)
+
+
+def _book_end(order: ExpectedOrder, now_ms: int) -> bool:
+    if order.ended_ts_ms is None:
+        order.ended_ts_ms = now_ms
+        return True
+    return False
 
 
 class MemoryExpectedStore(DictReads):
@@ -106,17 +233,14 @@ class MemoryExpectedStore(DictReads):
     def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
         """The bot sent a cancel: from now on it expects the order gone."""
         order = self._require(client_order_id)
-        order.cancel_requested = True
-        order.updated_ts_ms = now_ms
-        self._mark_ended(order, now_ms)
+        if book_cancel_requested(order, now_ms):
+            self._ended.append((now_ms, order.client_order_id))
 
     def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
         order = self._require(client_order_id)
-        order.status = status
-        order.updated_ts_ms = now_ms
-        if status.is_terminal:
-            self._mark_ended(order, now_ms)
+        if book_status(order, status, now_ms):
+            self._ended.append((now_ms, order.client_order_id))
 
     def remove_order(self, client_order_id: str) -> None:
         self._orders.pop(client_order_id, None)
@@ -144,11 +268,6 @@ class MemoryExpectedStore(DictReads):
         if order is None:
             raise UnknownOrder(f"expected store has no order {client_order_id!r}")
         return order
-
-    def _mark_ended(self, order: ExpectedOrder, now_ms: int) -> None:
-        if order.ended_ts_ms is None:
-            order.ended_ts_ms = now_ms
-            self._ended.append((now_ms, order.client_order_id))
 
     def _evict_ended(self, now_ms: int | None) -> int:
         """Evict ended orders past their TTL, or (``now_ms`` None) the oldest ended one."""

@@ -53,11 +53,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
 from typing import TypeVar
 
 from grinder.reconcile.types import ExpectedOrder, OrderStatus, PositionSide, Side
-from grinder.state.expected import DEFAULT_MAX_ORDERS, DEFAULT_TERMINAL_TTL_MS
+from grinder.state.expected import DEFAULT_MAX_ORDERS, DEFAULT_TERMINAL_TTL_MS, Closing
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore, Synchronous
 
 __all__ = ["Amount", "ExpectedRecorder"]
@@ -76,7 +75,7 @@ def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ExpectedRecorder:
+class ExpectedRecorder(Closing):
     """Records a bot's orders and intended positions in a SQLite expected-state file.
 
     ``clock`` returns the current time in integer milliseconds since the Unix
@@ -238,17 +237,6 @@ class ExpectedRecorder:
             if not self._closed:
                 self._closed = True
                 self._store.close()
-
-    def __enter__(self) -> ExpectedRecorder:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- internals -----------------------------------------------------------------------
 

@@ -47,20 +47,25 @@ from grinder.reconcile.types import (
     OrderStatus,
     PositionKey,
     PositionSide,
-    Side,
 )
 from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
-    DictReads,
+    DEFAULT_TOMBSTONE_RETENTION,
+    POSITION_SIDES,
+    SIDES,
+    STATUSES,
+    ExpectedStoreError,
     ExpectedStoreFull,
+    MirrorReads,
+    RefreshResult,
     UnknownOrder,
+    book_cancel_requested,
+    book_status,
 )
-from grinder.state.sqlite import ExpectedStoreError, RefreshResult
 
 log = logging.getLogger("grinder.state")
 
-DEFAULT_TOMBSTONE_RETENTION = 100_000
 CAS_ATTEMPTS = 20
 
 _COMMON_LUA = (
@@ -168,10 +173,6 @@ return touch('p:' .. ARGV[1])
 """
 )
 
-_SIDES = {s.value: s for s in Side}
-_POSITION_SIDES = {s.value: s for s in PositionSide}
-_STATUSES = {s.value: s for s in OrderStatus}
-
 
 def encode_order(order: ExpectedOrder) -> str:
     return json.dumps(
@@ -203,12 +204,12 @@ def decode_order(raw: str, *, where: str) -> ExpectedOrder:
         return ExpectedOrder(
             client_order_id=str(d["client_order_id"]),
             symbol=str(d["symbol"]),
-            side=_SIDES[d["side"]],
+            side=SIDES[d["side"]],
             qty=Decimal(d["qty"]),
             price=None if price is None else Decimal(price),
             order_type=str(d["order_type"]),
-            position_side=_POSITION_SIDES[d["position_side"]],
-            status=_STATUSES[d["status"]],
+            position_side=POSITION_SIDES[d["position_side"]],
+            status=STATUSES[d["status"]],
             created_ts_ms=int(d["created_ts_ms"]),
             updated_ts_ms=int(d["updated_ts_ms"]),
             cancel_requested=bool(d["cancel_requested"]),
@@ -242,7 +243,7 @@ def decode_position(raw: str, *, where: str) -> ExpectedPosition:
         return ExpectedPosition(
             symbol=str(d["symbol"]),
             qty=Decimal(d["qty"]),
-            position_side=_POSITION_SIDES[d["position_side"]],
+            position_side=POSITION_SIDES[d["position_side"]],
             updated_ts_ms=int(d["updated_ts_ms"]),
         )
     except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
@@ -273,7 +274,7 @@ class _Keys:
         ]
 
 
-class RedisExpectedStore(DictReads):
+class RedisExpectedStore(MirrorReads):
     """Expected state in Redis, read through an in-memory mirror (see the module doc).
 
     Writes raise ``RedisUnavailable`` when Redis does not answer (the bot must
@@ -326,10 +327,6 @@ class RedisExpectedStore(DictReads):
             self.refresh()
 
     # --- reads (the mirror) --------------------------------------------------------------
-
-    @property
-    def last_seq(self) -> int:
-        return self._seen_seq
 
     def read_order(self, client_order_id: str) -> ExpectedOrder | None:
         """One order as Redis holds it now (not the mirror)."""
@@ -390,17 +387,9 @@ class RedisExpectedStore(DictReads):
             for raw in (raw_positions or [])
             if raw is not None
         ]
-        for cid, order in orders:
-            if order is None:
-                self._orders.pop(cid, None)
-            else:
-                self._orders[cid] = order
-        for pos in positions:
-            self._positions[pos.key] = pos
+        result = self._apply_changes(orders, positions)
         self._seen_seq = max(self._seen_seq, int(max(score for _, score in changes)))
-        return RefreshResult(
-            frozenset(cid for cid, _ in orders), frozenset(p.key for p in positions)
-        )
+        return result
 
     def _load_full(self, *, merge: bool) -> RefreshResult:
         keys = self.keys
@@ -419,16 +408,10 @@ class RedisExpectedStore(DictReads):
         for raw in raw_positions.values():
             pos = decode_position(raw, where=self.where)
             positions[pos.key] = pos
-        order_ids = frozenset(self._orders.keys() | orders.keys())
-        position_keys = frozenset(self._positions.keys() | positions.keys())
-        if merge:
-            self._orders.update(orders)
-            self._positions.update(positions)
-        else:
-            self._orders, self._positions = orders, positions
+        result = self._reload(orders, positions, merge=merge)
         self._seen_seq = int(raw_seq or 0)
         self._epoch = epoch
-        return RefreshResult(order_ids, position_keys, full=True)
+        return result
 
     def _after_data_loss(self, epoch: str | None) -> RefreshResult:
         self.epoch_resets += 1
@@ -474,10 +457,7 @@ class RedisExpectedStore(DictReads):
         """The bot sent a cancel: from now on it expects the order gone."""
 
         def change(order: ExpectedOrder) -> None:
-            order.cancel_requested = True
-            order.updated_ts_ms = now_ms
-            if order.ended_ts_ms is None:
-                order.ended_ts_ms = now_ms
+            book_cancel_requested(order, now_ms)
 
         self._update_order(client_order_id, change)
 
@@ -486,10 +466,7 @@ class RedisExpectedStore(DictReads):
         status = OrderStatus(status)
 
         def change(order: ExpectedOrder) -> None:
-            order.status = status
-            order.updated_ts_ms = now_ms
-            if status.is_terminal and order.ended_ts_ms is None:
-                order.ended_ts_ms = now_ms
+            book_status(order, status, now_ms)
 
         self._update_order(client_order_id, change)
 

@@ -53,6 +53,11 @@ that marker, a newer or unknown schema version, or a damaged file (checked with
 nothing is ever recreated over it. Only a file that does not exist yet (or is
 empty) is initialised, and only when not ``readonly``. Decimals are stored as
 TEXT (``str(Decimal)``), so they round-trip exactly, exponent included.
+
+**Modules.** This module holds the store; ``sqlite_schema`` opens and checks the
+file, ``sqlite_rows`` reads and writes its rows, ``sqlite_tx`` runs the write
+transactions. What the SQLite and Redis stores share (the refreshed mirror,
+``RefreshResult``, ``ExpectedStoreError``) is in ``grinder.state.expected``.
 """
 
 from __future__ import annotations
@@ -60,13 +65,10 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
-from urllib.parse import quote
 
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -74,122 +76,56 @@ from grinder.reconcile.types import (
     OrderStatus,
     PositionKey,
     PositionSide,
-    Side,
 )
 from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
-    DictReads,
+    DEFAULT_TOMBSTONE_RETENTION,
+    Closing,
+    ExpectedStoreError,
     ExpectedStoreFull,
+    MirrorReads,
+    RefreshResult,
     UnknownOrder,
+    book_cancel_requested,
+    book_status,
 )
-
-SCHEMA_VERSION = 1
-APPLICATION = "grinder-expected-state"
-DEFAULT_BUSY_TIMEOUT_MS = 5_000
-DEFAULT_TOMBSTONE_RETENTION = 100_000
-
-Synchronous = Literal["FULL", "NORMAL"]
-
-_SIDES = {s.value: s for s in Side}
-_POSITION_SIDES = {s.value: s for s in PositionSide}
-_STATUSES = {s.value: s for s in OrderStatus}
-
-_ORDER_COLUMNS = (
-    "client_order_id, symbol, side, qty, price, order_type, position_side, status, "
-    "created_ts_ms, updated_ts_ms, cancel_requested, ended_ts_ms, is_algo"
+from grinder.state.sqlite_rows import (
+    evict_ended_before,
+    evict_oldest_ended,
+    fetch_order,
+    load_all,
+    load_since,
+    put_order,
+    put_position,
+    tombstone,
 )
-_POSITION_COLUMNS = "symbol, position_side, qty, updated_ts_ms"
-
-_SCHEMA = (
-    "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL) WITHOUT ROWID",
-    """CREATE TABLE expected_orders (
-        client_order_id TEXT PRIMARY KEY NOT NULL,
-        seq INTEGER NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
-        symbol TEXT NOT NULL,
-        side TEXT NOT NULL,
-        qty TEXT NOT NULL,
-        price TEXT,
-        order_type TEXT NOT NULL,
-        position_side TEXT NOT NULL,
-        status TEXT NOT NULL,
-        created_ts_ms INTEGER NOT NULL,
-        updated_ts_ms INTEGER NOT NULL,
-        cancel_requested INTEGER NOT NULL,
-        ended_ts_ms INTEGER,
-        end_seq INTEGER,
-        is_algo INTEGER NOT NULL
-    )""",
-    "CREATE UNIQUE INDEX expected_orders_seq ON expected_orders (seq)",
-    "CREATE INDEX expected_orders_ended ON expected_orders (ended_ts_ms, end_seq) "
-    "WHERE deleted = 0 AND ended_ts_ms IS NOT NULL",
-    "CREATE INDEX expected_orders_tombstones ON expected_orders (seq) WHERE deleted = 1",
-    """CREATE TABLE expected_positions (
-        symbol TEXT NOT NULL,
-        position_side TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        qty TEXT NOT NULL,
-        updated_ts_ms INTEGER NOT NULL,
-        PRIMARY KEY (symbol, position_side)
-    )""",
-    "CREATE UNIQUE INDEX expected_positions_seq ON expected_positions (seq)",
+from grinder.state.sqlite_schema import (
+    APPLICATION,
+    DEFAULT_BUSY_TIMEOUT_MS,
+    SCHEMA_VERSION,
+    Synchronous,
+    db_error,
+    open_database,
+    store_error,
 )
-_TABLES = frozenset({"meta", "expected_orders", "expected_positions"})
+from grinder.state.sqlite_tx import Staged, Transactions, WriteTx
 
-
-class ExpectedStoreError(RuntimeError):
-    """The expected-state database cannot be used; the message names the file."""
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshResult:
-    """What one ``refresh()`` changed in the mirror.
-
-    ``full`` is True when the mirror was reloaded from scratch (first load, or the
-    reader fell behind the tombstone horizon): then the ids are every id that was
-    or is in the mirror, and a full detection pass is the sensible reaction.
-    """
-
-    order_ids: frozenset[str]
-    position_keys: frozenset[PositionKey]
-    full: bool = False
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.order_ids or self.position_keys)
-
+__all__ = [
+    "APPLICATION",
+    "DEFAULT_BUSY_TIMEOUT_MS",
+    "DEFAULT_TOMBSTONE_RETENTION",
+    "SCHEMA_VERSION",
+    "ExpectedStoreError",
+    "RefreshResult",
+    "SqliteExpectedStore",
+    "Synchronous",
+]
 
 _NOTHING = RefreshResult(frozenset(), frozenset())
 
 
-class _Tx:
-    """Counters and mirror changes of one open write transaction."""
-
-    __slots__ = ("broken", "floor", "last_seq", "live", "staged", "tombstones")
-
-    def __init__(self, last_seq: int, live: int, floor: int) -> None:
-        self.last_seq = last_seq
-        self.live = live
-        self.floor = floor
-        self.tombstones = 0
-        self.broken = False
-        # ("o", cid, order or None for removed) / ("p", key, position), in write order.
-        self.staged: list[tuple[str, Any, Any]] = []
-
-    def next_seq(self) -> int:
-        self.last_seq += 1
-        return self.last_seq
-
-    def mark(self) -> tuple[int, int, int, int]:
-        return (self.last_seq, self.live, self.tombstones, len(self.staged))
-
-    def restore(self, mark: tuple[int, int, int, int]) -> None:
-        self.last_seq, self.live, self.tombstones, staged = mark
-        del self.staged[staged:]
-
-
-class SqliteExpectedStore(DictReads):
+class SqliteExpectedStore(MirrorReads, Closing):
     """Expected state in a SQLite file (WAL), read through an in-memory mirror.
 
     ``refresh()`` brings the mirror up to date with the file and returns what
@@ -217,145 +153,36 @@ class SqliteExpectedStore(DictReads):
         self.max_orders = max_orders
         self.terminal_ttl_ms = terminal_ttl_ms
         self.readonly = readonly
-        self.tombstone_retention = tombstone_retention
         self._orders: dict[str, ExpectedOrder] = {}
         self._positions: dict[PositionKey, ExpectedPosition] = {}
         self._seen_seq = -1
-        self._batch: _Tx | None = None
         self._closed = False
-        self._conn = self._connect(synchronous, busy_timeout_ms)
+        self._conn = open_database(
+            self.path,
+            readonly=readonly,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+        )
+        self._tx = Transactions(
+            self._conn,
+            self.path,
+            tombstone_retention=tombstone_retention,
+            on_commit=self._apply_staged,
+        )
         try:
             self.refresh()
         except BaseException:
             self._conn.close()
             raise
 
-    # --- opening -------------------------------------------------------------------------
+    @property
+    def tombstone_retention(self) -> int:
+        """How many changes a removed order's tombstone is kept for."""
+        return self._tx.tombstone_retention
 
-    def _fail(self, problem: str, exc: BaseException | None = None) -> ExpectedStoreError:
-        detail = f": {' '.join(str(exc).split())}" if exc is not None and str(exc) else ""
-        return ExpectedStoreError(f"expected-state database {self.path}: {problem}{detail}")
-
-    def _connect(self, synchronous: Synchronous, busy_timeout_ms: int) -> sqlite3.Connection:
-        path = self.path
-        try:
-            exists = path.exists()
-            fresh = not exists or (path.is_file() and path.stat().st_size == 0)
-        except OSError as exc:
-            raise self._fail("cannot be read", exc) from exc
-        if exists and not path.is_file():
-            raise self._fail("is not a file")
-        if self.readonly and not exists:
-            raise self._fail("does not exist")
-        timeout = busy_timeout_ms / 1000
-        try:
-            if self.readonly:
-                uri = f"file:{quote(str(path.resolve()))}?mode=ro"
-                conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, timeout=timeout, check_same_thread=False
-                )
-            else:
-                conn = sqlite3.connect(
-                    str(path), isolation_level=None, timeout=timeout, check_same_thread=False
-                )
-        except sqlite3.Error as exc:
-            raise self._fail("cannot be opened", exc) from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            if fresh and not self.readonly:
-                # Nothing to protect in a new file: switch to WAL before creating tables.
-                self._enable_wal(conn)
-            self._check_or_create_schema(conn)
-            if not self.readonly:
-                self._enable_wal(conn)
-                conn.execute(f"PRAGMA synchronous = {synchronous}")
-                conn.execute("PRAGMA journal_size_limit = 67108864")
-            self._quick_check(conn)
-        except ExpectedStoreError:
-            conn.close()
-            raise
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self._fail(_describe(exc), exc) from exc
-        return conn
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        mode = str(row[0]).lower() if row else ""
-        if mode != "wal":
-            raise self._fail(
-                f"cannot use WAL journal mode (got {mode!r}); put it on a local file system"
-            )
-
-    def _check_or_create_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN" if self.readonly else "BEGIN IMMEDIATE")
-        try:
-            tables = {
-                str(name)
-                for (name,) in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%'"
-                )
-            }
-            if not tables:
-                if self.readonly:
-                    raise self._fail("is empty (not initialised by a writer yet)")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    [
-                        ("application", APPLICATION),
-                        ("schema_version", SCHEMA_VERSION),
-                        ("last_seq", 0),
-                        ("live_orders", 0),
-                        ("tombstone_floor", 0),
-                    ],
-                )
-            else:
-                self._verify_schema(conn, tables)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _verify_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
-        if "meta" not in tables:
-            raise self._fail("is not a grinder expected-state database (no meta table)")
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error as exc:
-            raise self._fail("is not a grinder expected-state database", exc) from exc
-        if meta.get("application") != APPLICATION:
-            raise self._fail(
-                f"is not a grinder expected-state database (application="
-                f"{meta.get('application')!r})"
-            )
-        version = meta.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise self._fail(f"has an unknown schema_version {version!r}")
-        if version > SCHEMA_VERSION:
-            raise self._fail(
-                f"has schema_version {version}, newer than this grinder supports "
-                f"({SCHEMA_VERSION}); upgrade grinder"
-            )
-        if version != SCHEMA_VERSION:
-            raise self._fail(
-                f"has an unknown schema_version {version} (this grinder supports {SCHEMA_VERSION})"
-            )
-        missing = sorted(_TABLES - tables)
-        if missing:
-            raise self._fail(f"is damaged: missing table(s) {', '.join(missing)}")
-        for key in ("last_seq", "live_orders", "tombstone_floor"):
-            if not isinstance(meta.get(key), int):
-                raise self._fail(f"is damaged: meta {key} is {meta.get(key)!r}")
-
-    def _quick_check(self, conn: sqlite3.Connection) -> None:
-        rows = conn.execute("PRAGMA quick_check").fetchall()
-        if [r[0] for r in rows] != ["ok"]:
-            first = " ".join(str(rows[0][0]).split()) if rows else "no result"
-            raise self._fail(f"is damaged (quick_check: {first})")
+    @tombstone_retention.setter
+    def tombstone_retention(self, value: int) -> None:
+        self._tx.tombstone_retention = value
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -364,15 +191,10 @@ class SqliteExpectedStore(DictReads):
         batch has it."""
         self._require_open()
         try:
-            found = self._fetch_order(client_order_id)
+            found = fetch_order(self._conn, self.path, client_order_id)
         except sqlite3.Error as exc:
-            raise self._fail(_describe(exc), exc) from exc
+            raise db_error(self.path, exc) from exc
         return None if found is None else found[0]
-
-    @property
-    def last_seq(self) -> int:
-        """The change sequence the mirror reflects (after the last refresh)."""
-        return self._seen_seq
 
     # --- refresh -------------------------------------------------------------------------
 
@@ -384,9 +206,12 @@ class SqliteExpectedStore(DictReads):
         """
         self._require_open()
         conn = self._conn
-        in_batch = self._batch is not None
-        if self._batch is not None and self._batch.staged:
-            raise self._fail("refresh() inside a batch() after a write is not supported")
+        batch = self._tx.batch_tx
+        in_batch = batch is not None
+        if batch is not None and batch.staged:
+            raise store_error(
+                self.path, "refresh() inside a batch() after a write is not supported"
+            )
         try:
             row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
             if row is not None and row[0] == self._seen_seq:
@@ -399,7 +224,7 @@ class SqliteExpectedStore(DictReads):
                 if not in_batch and conn.in_transaction:
                     conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise self._fail(_describe(exc), exc) from exc
+            raise db_error(self.path, exc) from exc
         return result
 
     def _load_changes(self, conn: sqlite3.Connection) -> RefreshResult:
@@ -410,76 +235,17 @@ class SqliteExpectedStore(DictReads):
         )
         last, floor = meta.get("last_seq"), meta.get("tombstone_floor")
         if not isinstance(last, int) or not isinstance(floor, int):
-            raise self._fail(f"is damaged: meta last_seq={last!r} tombstone_floor={floor!r}")
+            raise store_error(
+                self.path, f"is damaged: meta last_seq={last!r} tombstone_floor={floor!r}"
+            )
         seen = self._seen_seq
         if seen < 0 or floor > seen or last < seen:
-            return self._load_full(conn, last)
-        order_rows = conn.execute(
-            f"SELECT {_ORDER_COLUMNS}, deleted FROM expected_orders WHERE seq > ?", (seen,)
-        ).fetchall()
-        position_rows = conn.execute(
-            f"SELECT {_POSITION_COLUMNS} FROM expected_positions WHERE seq > ?", (seen,)
-        ).fetchall()
-        # Parse everything before touching the mirror: a bad row changes nothing.
-        orders = [(r[0], None if r[-1] else self._order_from_row(r)) for r in order_rows]
-        positions = [self._position_from_row(r) for r in position_rows]
-        for cid, order in orders:
-            if order is None:
-                self._orders.pop(cid, None)
-            else:
-                self._orders[cid] = order
-        for pos in positions:
-            self._positions[pos.key] = pos
+            result = self._reload(*load_all(conn, self.path))
+        else:
+            # Everything is decoded before the mirror changes: a bad row changes nothing.
+            result = self._apply_changes(*load_since(conn, self.path, seen))
         self._seen_seq = last
-        return RefreshResult(
-            frozenset(cid for cid, _ in orders), frozenset(p.key for p in positions)
-        )
-
-    def _load_full(self, conn: sqlite3.Connection, last: int) -> RefreshResult:
-        orders = {
-            r[0]: self._order_from_row(r)
-            for r in conn.execute(f"SELECT {_ORDER_COLUMNS} FROM expected_orders WHERE deleted = 0")
-        }
-        positions: dict[PositionKey, ExpectedPosition] = {}
-        for r in conn.execute(f"SELECT {_POSITION_COLUMNS} FROM expected_positions"):
-            pos = self._position_from_row(r)
-            positions[pos.key] = pos
-        order_ids = frozenset(self._orders.keys() | orders.keys())
-        position_keys = frozenset(self._positions.keys() | positions.keys())
-        self._orders, self._positions = orders, positions
-        self._seen_seq = last
-        return RefreshResult(order_ids, position_keys, full=True)
-
-    def _order_from_row(self, r: tuple[Any, ...]) -> ExpectedOrder:
-        try:
-            return ExpectedOrder(
-                client_order_id=r[0],
-                symbol=r[1],
-                side=_SIDES[r[2]],
-                qty=Decimal(r[3]),
-                price=None if r[4] is None else Decimal(r[4]),
-                order_type=r[5],
-                position_side=_POSITION_SIDES[r[6]],
-                status=_STATUSES[r[7]],
-                created_ts_ms=int(r[8]),
-                updated_ts_ms=int(r[9]),
-                cancel_requested=bool(r[10]),
-                ended_ts_ms=None if r[11] is None else int(r[11]),
-                is_algo=bool(r[12]),
-            )
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            raise self._fail(f"is damaged: bad row for order {r[0]!r}") from exc
-
-    def _position_from_row(self, r: tuple[Any, ...]) -> ExpectedPosition:
-        try:
-            return ExpectedPosition(
-                symbol=r[0],
-                position_side=_POSITION_SIDES[r[1]],
-                qty=Decimal(r[2]),
-                updated_ts_ms=int(r[3]),
-            )
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            raise self._fail(f"is damaged: bad row for position {r[0]!r}/{r[1]!r}") from exc
+        return result
 
     # --- writes --------------------------------------------------------------------------
 
@@ -488,11 +254,11 @@ class SqliteExpectedStore(DictReads):
         stored = replace(order)
         cid = stored.client_order_id
         with self._write() as tx:
-            current = self._fetch_order(cid)
+            current = fetch_order(self._conn, self.path, cid)
             end_seq: int | None = None
             if current is None:
                 if tx.live >= self.max_orders:
-                    self._evict_oldest_ended(tx)
+                    evict_oldest_ended(self._conn, tx)
                     if tx.live >= self.max_orders:
                         raise ExpectedStoreFull(
                             f"expected store {self.path} holds {tx.live} orders (max_orders="
@@ -501,36 +267,30 @@ class SqliteExpectedStore(DictReads):
                 tx.live += 1
             elif current[0].ended_ts_ms == stored.ended_ts_ms:
                 end_seq = current[1]  # still the same end: keeps its place in eviction order
-            self._put_order(tx, stored, end_seq)
+            put_order(self._conn, tx, stored, end_seq)
 
     def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
         """The bot sent a cancel: from now on it expects the order gone."""
         with self._write() as tx:
             order, end_seq = self._require(client_order_id)
-            order.cancel_requested = True
-            order.updated_ts_ms = now_ms
-            if order.ended_ts_ms is None:
-                order.ended_ts_ms = now_ms
+            if book_cancel_requested(order, now_ms):
                 end_seq = None
-            self._put_order(tx, order, end_seq)
+            put_order(self._conn, tx, order, end_seq)
 
     def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
         status = OrderStatus(status)
         with self._write() as tx:
             order, end_seq = self._require(client_order_id)
-            order.status = status
-            order.updated_ts_ms = now_ms
-            if status.is_terminal and order.ended_ts_ms is None:
-                order.ended_ts_ms = now_ms
+            if book_status(order, status, now_ms):
                 end_seq = None
-            self._put_order(tx, order, end_seq)
+            put_order(self._conn, tx, order, end_seq)
 
     def remove_order(self, client_order_id: str) -> None:
         """Forget an order (no error when it is not there)."""
         with self._write() as tx:
-            if self._fetch_order(client_order_id) is not None:
-                self._tombstone(tx, client_order_id)
+            if fetch_order(self._conn, self.path, client_order_id) is not None:
+                tombstone(self._conn, tx, client_order_id)
 
     def set_position(
         self,
@@ -544,25 +304,12 @@ class SqliteExpectedStore(DictReads):
             symbol=symbol, qty=qty, position_side=PositionSide(position_side), updated_ts_ms=now_ms
         )
         with self._write() as tx:
-            seq = tx.next_seq()
-            self._conn.execute(
-                "INSERT OR REPLACE INTO expected_positions "
-                "(symbol, position_side, seq, qty, updated_ts_ms) VALUES (?, ?, ?, ?, ?)",
-                (symbol, pos.position_side.value, seq, str(qty), now_ms),
-            )
-            tx.staged.append(("p", pos.key, pos))
+            put_position(self._conn, tx, pos)
 
     def evict_expired(self, now_ms: int) -> int:
         """Drop ended orders older than ``terminal_ttl_ms``; returns how many."""
         with self._write() as tx:
-            rows = self._conn.execute(
-                "SELECT client_order_id FROM expected_orders "
-                "WHERE deleted = 0 AND ended_ts_ms IS NOT NULL AND ended_ts_ms <= ?",
-                (now_ms - self.terminal_ttl_ms,),
-            ).fetchall()
-            for (cid,) in rows:
-                self._tombstone(tx, cid)
-            return len(rows)
+            return evict_ended_before(self._conn, tx, now_ms - self.terminal_ttl_ms)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -574,113 +321,17 @@ class SqliteExpectedStore(DictReads):
         Nested batches join the outer one.
         """
         self._require_writable()
-        if self._batch is not None:
+        with self._tx.batch():
             yield
-            return
-        try:
-            tx = self._begin()
-        except sqlite3.Error as exc:
-            raise self._fail(_describe(exc), exc) from exc
-        self._batch = tx
-        try:
-            yield
-        except BaseException:
-            self._batch = None
-            self._rollback_quietly()
-            raise
-        self._batch = None
-        if tx.broken:
-            self._rollback_quietly()
-            raise self._fail("batch rolled back after a database error inside it")
-        self._commit(tx)
 
-    # --- write internals -----------------------------------------------------------------
+    # --- internals -----------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[_Tx]:
+    def _write(self) -> AbstractContextManager[WriteTx]:
         self._require_writable()
-        conn = self._conn
-        tx = self._batch
-        if tx is not None:
-            mark = tx.mark()
-            try:
-                conn.execute("SAVEPOINT grinder_op")
-            except sqlite3.Error as exc:
-                tx.broken = True
-                raise self._fail(_describe(exc), exc) from exc
-            try:
-                yield tx
-            except BaseException as exc:
-                tx.restore(mark)
-                try:
-                    conn.execute("ROLLBACK TO grinder_op")
-                    conn.execute("RELEASE grinder_op")
-                except sqlite3.Error:
-                    tx.broken = True
-                if isinstance(exc, sqlite3.Error):
-                    tx.broken = True
-                    raise self._fail(_describe(exc), exc) from exc
-                raise
-            try:
-                conn.execute("RELEASE grinder_op")
-            except sqlite3.Error as exc:
-                tx.broken = True
-                raise self._fail(_describe(exc), exc) from exc
-            return
-        try:
-            tx = self._begin()
-        except sqlite3.Error as exc:
-            raise self._fail(_describe(exc), exc) from exc
-        try:
-            yield tx
-        except BaseException as exc:
-            self._rollback_quietly()
-            if isinstance(exc, sqlite3.Error):
-                raise self._fail(_describe(exc), exc) from exc
-            raise
-        self._commit(tx)
+        return self._tx.write()
 
-    def _begin(self) -> _Tx:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            meta = dict(
-                conn.execute(
-                    "SELECT key, value FROM meta "
-                    "WHERE key IN ('last_seq', 'live_orders', 'tombstone_floor')"
-                ).fetchall()
-            )
-            last, live, floor = (
-                meta.get("last_seq"),
-                meta.get("live_orders"),
-                meta.get("tombstone_floor"),
-            )
-            if not (isinstance(last, int) and isinstance(live, int) and isinstance(floor, int)):
-                raise self._fail(f"is damaged: meta is {meta!r}")
-        except BaseException:
-            self._rollback_quietly()
-            raise
-        return _Tx(last, live, floor)
-
-    def _commit(self, tx: _Tx) -> None:
-        conn = self._conn
-        try:
-            if tx.staged:
-                if tx.tombstones:
-                    self._purge_tombstones(tx)
-                conn.executemany(
-                    "UPDATE meta SET value = ? WHERE key = ?",
-                    [
-                        (tx.last_seq, "last_seq"),
-                        (tx.live, "live_orders"),
-                        (tx.floor, "tombstone_floor"),
-                    ],
-                )
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback_quietly()
-            raise self._fail(_describe(exc), exc) from exc
-        for kind, key, value in tx.staged:
+    def _apply_staged(self, staged: list[Staged]) -> None:
+        for kind, key, value in staged:
             if kind == "p":
                 self._positions[key] = value
             elif value is None:
@@ -688,99 +339,20 @@ class SqliteExpectedStore(DictReads):
             else:
                 self._orders[key] = value
 
-    def _rollback_quietly(self) -> None:
-        try:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-
-    def _purge_tombstones(self, tx: _Tx) -> None:
-        cutoff = tx.last_seq - self.tombstone_retention
-        if cutoff <= tx.floor:
-            return
-        row = self._conn.execute(
-            "SELECT max(seq) FROM expected_orders WHERE deleted = 1 AND seq <= ?", (cutoff,)
-        ).fetchone()
-        if row is None or row[0] is None:
-            return
-        self._conn.execute(
-            "DELETE FROM expected_orders WHERE deleted = 1 AND seq <= ?", (int(row[0]),)
-        )
-        tx.floor = int(row[0])
-
-    def _fetch_order(self, client_order_id: str) -> tuple[ExpectedOrder, int | None] | None:
-        row = self._conn.execute(
-            f"SELECT {_ORDER_COLUMNS}, end_seq FROM expected_orders "
-            "WHERE client_order_id = ? AND deleted = 0",
-            (client_order_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return self._order_from_row(row), row[-1]
-
     def _require(self, client_order_id: str) -> tuple[ExpectedOrder, int | None]:
-        found = self._fetch_order(client_order_id)
+        found = fetch_order(self._conn, self.path, client_order_id)
         if found is None:
             raise UnknownOrder(f"expected store has no order {client_order_id!r}")
         return found
 
-    def _put_order(self, tx: _Tx, order: ExpectedOrder, end_seq: int | None) -> None:
-        seq = tx.next_seq()
-        if order.ended_ts_ms is None:
-            end_seq = None
-        elif end_seq is None:
-            end_seq = seq
-        self._conn.execute(
-            f"INSERT OR REPLACE INTO expected_orders ({_ORDER_COLUMNS}, seq, deleted, end_seq) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            (
-                order.client_order_id,
-                order.symbol,
-                Side(order.side).value,
-                str(order.qty),
-                None if order.price is None else str(order.price),
-                order.order_type,
-                PositionSide(order.position_side).value,
-                OrderStatus(order.status).value,
-                order.created_ts_ms,
-                order.updated_ts_ms,
-                int(order.cancel_requested),
-                order.ended_ts_ms,
-                int(order.is_algo),
-                seq,
-                end_seq,
-            ),
-        )
-        tx.staged.append(("o", order.client_order_id, order))
-
-    def _tombstone(self, tx: _Tx, client_order_id: str) -> None:
-        self._conn.execute(
-            "UPDATE expected_orders SET deleted = 1, seq = ?, end_seq = NULL "
-            "WHERE client_order_id = ?",
-            (tx.next_seq(), client_order_id),
-        )
-        tx.live -= 1
-        tx.tombstones += 1
-        tx.staged.append(("o", client_order_id, None))
-
-    def _evict_oldest_ended(self, tx: _Tx) -> None:
-        row = self._conn.execute(
-            "SELECT client_order_id FROM expected_orders "
-            "WHERE deleted = 0 AND ended_ts_ms IS NOT NULL "
-            "ORDER BY ended_ts_ms, end_seq LIMIT 1"
-        ).fetchone()
-        if row is not None:
-            self._tombstone(tx, row[0])
-
     def _require_open(self) -> None:
         if self._closed:
-            raise self._fail("store is closed")
+            raise store_error(self.path, "store is closed")
 
     def _require_writable(self) -> None:
         self._require_open()
         if self.readonly:
-            raise self._fail("opened read-only; writes are refused")
+            raise store_error(self.path, "opened read-only; writes are refused")
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -789,27 +361,5 @@ class SqliteExpectedStore(DictReads):
         if self._closed:
             return
         self._closed = True
-        self._rollback_quietly()
+        self._tx.rollback_quietly()
         self._conn.close()
-
-    def __enter__(self) -> SqliteExpectedStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-def _describe(exc: sqlite3.Error) -> str:
-    text = str(exc).lower()
-    if "not a database" in text:
-        return "is not a SQLite database (corrupt or foreign file)"
-    if "malformed" in text or "corrupt" in text:
-        return "is damaged"
-    if "locked" in text or "busy" in text:
-        return "is locked by another process beyond the busy timeout"
-    return "database error"
