@@ -2,7 +2,8 @@
 
 bin/test installs Debian's ``redis-server`` when it is missing
 (``bin/ensure-debian-packages redis-server:redis-server``). Without it these tests
-fail with a clear message when ``CI=true`` and are skipped otherwise.
+fail with a clear message when ``CI=true`` and are skipped otherwise (the
+``require_tool`` fixture of tests/conftest.py).
 
 The server runs without persistence (``--save "" --appendonly no``), as the
 tests of data loss require; ``kill()`` / ``restart()`` take it down and bring it
@@ -12,10 +13,8 @@ back on the same port.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ from typing import Any
 import pytest
 import redis
 
+from grinder.exchange.simulator.client import SimControl
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -34,30 +35,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def find_redis_server() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1:<port>, data in ``directory``."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, port: int) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = free_port()
+        self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -141,17 +125,11 @@ class RedisServer:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = find_redis_server()
-    if binary is None:
-        message = (
-            "redis-server is not installed; bin/test installs it "
-            "(bin/ensure-debian-packages redis-server:redis-server)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    server = RedisServer(binary, tmp_path / "redis")
+def redis_server(
+    tmp_path: Path, cli: Any, require_tool: Callable[[str, str], str]
+) -> Iterator[RedisServer]:
+    binary = require_tool("redis-server", "redis-server")
+    server = RedisServer(binary, tmp_path / "redis", cli.free_port())
     server.start()
     try:
         yield server
@@ -161,25 +139,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 # --- several service instances against one simulator and one Redis --------------------------
 
-REPO = Path(__file__).resolve().parents[2]
 LEASE_TTL_S = 1.5
-STRIP = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "BUDGET_STATE_STALE_HOURS",
-    "GRINDER_ARTIFACTS_DIR",
-    "GRINDER_VENUE",
-    "GRINDER_REDIS_URL",
-    "GRINDER_INSTANCE_ID",
-    "GRINDER_REDIS_NAMESPACE",
-    "BINANCE_API_KEY",
-    "BINANCE_API_SECRET",
-)
 
 CONFIG_TOML = """\
 [reconcile]
@@ -247,10 +207,9 @@ class Instance:
         assert not self.alive
         self.starts += 1
         self.metrics_url = None
-        env = {k: v for k, v in os.environ.items() if k not in STRIP}
-        env.update(
-            PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
-            XDG_RUNTIME_DIR=str(self.cluster.sockets / self.name),
+        env = self.cluster.cli.env(
+            scripts=True,
+            runtime_dir=self.cluster.sockets / self.name,
             RECONCILE_DRY_RUN="0",
             RECONCILE_ALLOW_ACTIVE="1",
             ARMED="1",
@@ -368,10 +327,12 @@ class Cluster:
         workdir: Path,
         sockets: Path,
         redis_server: RedisServer,
+        cli: Any,
         *,
         lease_ttl_s: float = LEASE_TTL_S,
     ) -> None:
         self.workdir = workdir
+        self.cli = cli
         self.sockets = sockets
         self.redis = redis_server
         self.lease_ttl_s = lease_ttl_s
@@ -433,15 +394,8 @@ class Cluster:
             await asyncio.sleep(0.05)
 
     async def sim_call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        import aiohttp
-
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, f"{self.sim_url}/_sim{path}", json=body) as resp,
-        ):
-            data = await resp.json()
-            assert resp.status == 200, data
-            return data
+        async with SimControl(self.sim_url) as ctl:
+            return await ctl.call(method, path, body)
 
     async def sim_state(self) -> Any:
         return await self.sim_call("GET", "/state")
@@ -449,19 +403,8 @@ class Cluster:
     async def place_orphan(self, cid: str, symbol: str = "BTCUSDT") -> None:
         price = "20000" if symbol == "BTCUSDT" else "1000"
         qty = "0.002" if symbol == "BTCUSDT" else "0.050"
-        await self.sim_call(
-            "POST",
-            "/orders",
-            {
-                "symbol": symbol,
-                "side": "BUY",
-                "type": "LIMIT",
-                "quantity": qty,
-                "price": price,
-                "timeInForce": "GTC",
-                "clientOrderId": cid,
-            },
-        )
+        async with SimControl(self.sim_url) as ctl:
+            await ctl.place_order(symbol, "BUY", qty, price, cid)
 
     def budget_calls(self) -> int:
         import datetime
@@ -494,14 +437,14 @@ def ours_id() -> Any:
 
 @pytest.fixture
 async def make_cluster(
-    tmp_path: Path, redis_server: RedisServer
+    tmp_path: Path, redis_server: RedisServer, cli: Any
 ) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
     """``await make_cluster(lease_ttl_s=…, **SimConfig fields)``; everything stopped after."""
     made: list[Cluster] = []
     sockets = Path(tempfile.mkdtemp(prefix="gha-", dir="/tmp"))  # short: Unix socket paths
 
     async def factory(*, lease_ttl_s: float = LEASE_TTL_S, **sim_config: Any) -> Cluster:
-        c = Cluster(tmp_path, sockets, redis_server, lease_ttl_s=lease_ttl_s)
+        c = Cluster(tmp_path, sockets, redis_server, cli, lease_ttl_s=lease_ttl_s)
         await c.start_sim(**sim_config)
         made.append(c)
         return c

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,8 +11,6 @@ import pytest
 
 from grinder.reconcile.config import ConfigError
 from grinder.service.options import resolve
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_without_a_redis_url_the_service_runs_alone() -> None:
@@ -84,34 +80,20 @@ def test_bad_ha_settings_are_one_clear_error(
     assert needle in str(err.value)
 
 
-def test_the_command_line_shows_ha_and_never_the_redis_password(tmp_path: Path) -> None:
+def test_the_command_line_shows_ha_and_never_the_redis_password(tmp_path: Path, cli: Any) -> None:
     """Redis is not reachable here: the service still starts, detects, and exits cleanly."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GRINDER_", "RECONCILE_", "BUDGET_")) and k != "ARMED"
-    }
-    env.update(PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}", XDG_RUNTIME_DIR=str(tmp_path))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.run_live_reconcile",
-            "--metrics-port",
-            "0",
-            "--duration",
-            "1.5",
-            "--redis-url",
-            "redis://:hunter2@127.0.0.1:1/0",
-            "--instance-id",
-            "solo",
-        ],
+    proc = cli.run(
+        "scripts.run_live_reconcile",
+        "--metrics-port",
+        "0",
+        "--duration",
+        "1.5",
+        "--redis-url",
+        "redis://:hunter2@127.0.0.1:1/0",
+        "--instance-id",
+        "solo",
+        env=cli.env(scripts=True, runtime_dir=tmp_path),
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "hunter2" not in proc.stdout + proc.stderr
@@ -122,39 +104,25 @@ def test_the_command_line_shows_ha_and_never_the_redis_password(tmp_path: Path) 
 
 
 def test_reset_budget_state_with_ha_resets_the_shared_budget(
-    tmp_path: Path, redis_server: Any
+    tmp_path: Path, redis_server: Any, cli: Any
 ) -> None:
     day = time.strftime("%Y-%m-%d", time.gmtime())
     client = redis_server.client()
     client.hset(f"grinder:budget:{day}", mapping={"calls": 7, "units": 0, "updated_ts": 1})
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GRINDER_", "RECONCILE_", "BUDGET_")) and k != "ARMED"
-    }
-    env.update(
-        PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{REPO}",
-        XDG_RUNTIME_DIR=str(tmp_path),
-        GRINDER_REDIS_URL=redis_server.url,
-        BUDGET_STATE_PATH=str(tmp_path / "budget.json"),
-    )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts.run_live_reconcile",
-            "--metrics-port",
-            "0",
-            "--duration",
-            "1",
-            "--reset-budget-state",
-        ],
+    proc = cli.run(
+        "scripts.run_live_reconcile",
+        "--metrics-port",
+        "0",
+        "--duration",
+        "1",
+        "--reset-budget-state",
+        env=cli.env(
+            scripts=True,
+            runtime_dir=tmp_path,
+            GRINDER_REDIS_URL=redis_server.url,
+            BUDGET_STATE_PATH=str(tmp_path / "budget.json"),
+        ),
         cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert f"budget_state_reset=1 path={tmp_path / 'budget.json'}" in proc.stdout.splitlines()

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import pytest
 
 from grinder.exchange.binance.errors import AuthError, IpBanned, OrderRejected, ServerError
@@ -21,6 +20,7 @@ from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSe
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.port import CancelOutcome, TransientExchangeError
 from grinder.exchange.simulator import SimConfig, SimulatorServer
+from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.types import OrderStatus, PositionSide, Side
 
@@ -80,28 +80,21 @@ def port(rest: BinanceRestClient) -> BinanceFuturesPort:
     return BinanceFuturesPort(rest)
 
 
-async def control(sim: SimulatorServer, method: str, path: str, body: Any = None) -> Any:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{sim.base_url}/_sim{path}", json=body) as resp,
-    ):
-        data = await resp.json()
-        assert resp.status == 200, data
-        return data
+@pytest.fixture
+async def ctl(sim: SimulatorServer) -> AsyncIterator[SimControl]:
+    async with SimControl(sim.base_url) as control:
+        yield control
 
 
-async def place_manual(sim: SimulatorServer, cid: str, **kw: Any) -> Any:
-    body = {
-        "symbol": "BTCUSDT",
-        "side": "BUY",
-        "type": "LIMIT",
-        "quantity": "0.002",
-        "price": "20000",
-        "timeInForce": "GTC",
-        "clientOrderId": cid,
-    }
-    body.update(kw)
-    return await control(sim, "POST", "/orders", body)
+async def place_manual(
+    ctl: SimControl,
+    cid: str,
+    symbol: str = "BTCUSDT",
+    quantity: str = "0.002",
+    price: str = "20000",
+) -> Any:
+    """A resting BUY as if placed by hand, by default 0.002 BTCUSDT @ 20000."""
+    return await ctl.place_order(symbol, "BUY", quantity, price, cid)
 
 
 # --- REST endpoints through the port ------------------------------------------------------
@@ -120,10 +113,10 @@ async def test_time_sync_and_exchange_info_give_step_sizes(
 
 
 async def test_open_orders_query_and_cancel_by_client_order_id(
-    sim: SimulatorServer, port: BinanceFuturesPort
+    ctl: SimControl, port: BinanceFuturesPort
 ) -> None:
-    await place_manual(sim, ours(1))
-    await place_manual(sim, ours(2, "ETHUSDT"), symbol="ETHUSDT", price="1000", quantity="0.050")
+    await place_manual(ctl, ours(1))
+    await place_manual(ctl, ours(2, "ETHUSDT"), symbol="ETHUSDT", price="1000", quantity="0.050")
     every = await port.fetch_open_orders()
     assert sorted(o.client_order_id for o in every) == sorted([ours(1), ours(2, "ETHUSDT")])
     only_btc = await port.fetch_open_orders(["BTCUSDT"])
@@ -138,7 +131,7 @@ async def test_open_orders_query_and_cancel_by_client_order_id(
     ended = await port.query_order("BTCUSDT", ours(1))
     assert ended is not None
     assert ended.status is OrderStatus.CANCELED
-    state = await control(sim, "GET", "/state")
+    state = await ctl.call("GET", "/state")
     assert state["counters"]["writeRequests"] == 2
 
 
@@ -158,9 +151,9 @@ async def test_per_symbol_snapshot_costs_less_weight_than_all_symbols(
 
 
 async def test_flatten_one_way_position_with_reduce_only_market(
-    sim: SimulatorServer, port: BinanceFuturesPort
+    ctl: SimControl, port: BinanceFuturesPort
 ) -> None:
-    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "-0.004"})
+    await ctl.call("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "-0.004"})
     (pos,) = await port.fetch_positions()
     assert (pos.symbol, pos.qty, pos.position_side) == ("BTCUSDT", Decimal("-0.004"), "BOTH")
     filled = await port.place_reduce_only_market(
@@ -185,12 +178,11 @@ async def test_flatten_one_way_position_with_reduce_only_market(
 
 
 async def test_flatten_in_hedge_mode_sends_position_side(
-    sim: SimulatorServer, port: BinanceFuturesPort
+    ctl: SimControl, port: BinanceFuturesPort
 ) -> None:
-    await control(sim, "POST", "/position-mode", {"dualSidePosition": True})
+    await ctl.call("POST", "/position-mode", {"dualSidePosition": True})
     assert await port.hedge_mode(refresh=True) is True
-    await control(
-        sim,
+    await ctl.call(
         "POST",
         "/positions",
         {"symbol": "ETHUSDT", "quantity": "0.100", "positionSide": "LONG"},
@@ -208,12 +200,11 @@ async def test_flatten_in_hedge_mode_sends_position_side(
 
 
 async def test_algo_orders_are_part_of_the_open_order_picture_and_cancel_on_their_endpoint(
-    sim: SimulatorServer, port: BinanceFuturesPort
+    ctl: SimControl, port: BinanceFuturesPort
 ) -> None:
-    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
+    await ctl.call("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
     cid = "grinder_d_BTCUSDT_S_1800000000_1"
-    await control(
-        sim,
+    await ctl.call(
         "POST",
         "/algo-orders",
         {
@@ -241,18 +232,18 @@ async def test_algo_orders_are_part_of_the_open_order_picture_and_cancel_on_thei
 
 
 async def test_429_is_waited_out_with_retry_after_then_succeeds(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
 ) -> None:
-    await control(sim, "POST", "/faults/rate-limit", {"count": 1})
+    await ctl.call("POST", "/faults/rate-limit", {"count": 1})
     assert await port.fetch_positions() == []
     assert len(sleeps.waits) == 1
     assert 0 < sleeps.waits[0] <= 60
 
 
 async def test_418_ban_is_raised_not_retried(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort
 ) -> None:
-    await control(sim, "POST", "/faults/ban", {"seconds": 120})
+    await ctl.call("POST", "/faults/ban", {"seconds": 120})
     sent = rest.requests_sent
     with pytest.raises(IpBanned) as err:
         await port.fetch_positions()
@@ -261,10 +252,9 @@ async def test_418_ban_is_raised_not_retried(
 
 
 async def test_5xx_on_a_read_is_retried_with_backoff(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
 ) -> None:
-    await control(
-        sim,
+    await ctl.call(
         "POST",
         "/faults/errors",
         {"count": 2, "status": 503, "paths": ["/fapi/v3/positionRisk"]},
@@ -277,11 +267,10 @@ async def test_5xx_on_a_read_is_retried_with_backoff(
 
 
 async def test_5xx_on_a_new_order_is_not_repeated_blindly(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort
 ) -> None:
-    await control(sim, "POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
-    await control(
-        sim,
+    await ctl.call("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.002"})
+    await ctl.call(
         "POST",
         "/faults/errors",
         {
@@ -300,17 +289,17 @@ async def test_5xx_on_a_new_order_is_not_repeated_blindly(
             position_side=PositionSide.BOTH,
             client_order_id="grinder_d_BTCUSDT_R_1800000000_9",
         )
-    state = await control(sim, "GET", "/state")
+    state = await ctl.call("GET", "/state")
     assert state["counters"]["writeRequests"] == 1
     # The order was executed although the answer was an error: re-reading shows it.
     assert await port.fetch_positions() == []
 
 
 async def test_timestamp_outside_recv_window_resyncs_time_and_retries(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort
 ) -> None:
     await rest.sync_time()
-    await control(sim, "POST", "/faults/clock-skew", {"offsetMs": 30_000})
+    await ctl.call("POST", "/faults/clock-skew", {"offsetMs": 30_000})
     assert await port.fetch_positions() == []
     assert rest.time_offset_ms == pytest.approx(30_000, abs=1000)
 
@@ -327,10 +316,9 @@ async def test_wrong_secret_is_an_auth_error(sim: SimulatorServer) -> None:
 
 
 async def test_server_error_surfaces_after_retries_are_spent(
-    sim: SimulatorServer, rest: BinanceRestClient, port: BinanceFuturesPort
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort
 ) -> None:
-    await control(
-        sim,
+    await ctl.call(
         "POST",
         "/faults/errors",
         {"count": 10, "status": 500, "paths": ["/fapi/v3/positionRisk"]},
@@ -387,46 +375,46 @@ def order_updates(events: list[UserEvent], cid: str) -> list[OrderStatus]:
 
 
 async def test_stream_delivers_order_and_account_events(
-    sim: SimulatorServer, stream_rig: StreamRig
+    ctl: SimControl, stream_rig: StreamRig
 ) -> None:
     assert stream_rig.resyncs == 1
-    await place_manual(sim, ours(5))
-    await control(sim, "POST", "/orders/fill", {"clientOrderId": ours(5)})
+    await place_manual(ctl, ours(5))
+    await ctl.call("POST", "/orders/fill", {"clientOrderId": ours(5)})
     await stream_rig.wait(lambda: OrderStatus.FILLED in order_updates(stream_rig.events, ours(5)))
     assert order_updates(stream_rig.events, ours(5)) == [OrderStatus.NEW, OrderStatus.FILLED]
     await stream_rig.wait(lambda: any(isinstance(e, AccountUpdate) for e in stream_rig.events))
 
 
 async def test_dropped_socket_reconnects_and_resyncs_before_trusting_events(
-    sim: SimulatorServer, stream_rig: StreamRig
+    ctl: SimControl, stream_rig: StreamRig
 ) -> None:
-    await control(sim, "POST", "/ws/drop", {"mode": "abort"})
+    await ctl.call("POST", "/ws/drop", {"mode": "abort"})
     await stream_rig.wait(lambda: stream_rig.resyncs == 2)
     await stream_rig.wait(lambda: stream_rig.stream.state is StreamState.LIVE)
     assert stream_rig.stream.stats.reconnects >= 1
-    await place_manual(sim, ours(6))
+    await place_manual(ctl, ours(6))
     await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(6)) == [OrderStatus.NEW])
 
 
 async def test_listen_key_expiry_recovers_with_a_new_key(
-    sim: SimulatorServer, stream_rig: StreamRig
+    ctl: SimControl, stream_rig: StreamRig
 ) -> None:
     first_key = stream_rig.stream.listen_key
-    await control(sim, "POST", "/listen-keys/expire", {})
+    await ctl.call("POST", "/listen-keys/expire", {})
     await stream_rig.wait(lambda: stream_rig.resyncs == 2)
     await stream_rig.wait(lambda: stream_rig.stream.state is StreamState.LIVE)
     assert stream_rig.stream.listen_key not in (None, first_key)
     assert stream_rig.stream.stats.listen_keys_created == 2
-    await place_manual(sim, ours(7))
+    await place_manual(ctl, ours(7))
     await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(7)) == [OrderStatus.NEW])
 
 
 async def test_garbled_frame_is_counted_and_survived(
-    sim: SimulatorServer, stream_rig: StreamRig
+    ctl: SimControl, stream_rig: StreamRig
 ) -> None:
-    await control(sim, "POST", "/ws/raw", {"text": '{"e":"ORDER_TRADE_UPDATE","o":{"s":'})
-    await control(sim, "POST", "/ws/raw", {"text": "\x00not json at all"})
-    await place_manual(sim, ours(8))
+    await ctl.call("POST", "/ws/raw", {"text": '{"e":"ORDER_TRADE_UPDATE","o":{"s":'})
+    await ctl.call("POST", "/ws/raw", {"text": "\x00not json at all"})
+    await place_manual(ctl, ours(8))
     await stream_rig.wait(lambda: order_updates(stream_rig.events, ours(8)) == [OrderStatus.NEW])
     assert stream_rig.stream.stats.parse_errors == 2
     assert stream_rig.stream.state is StreamState.LIVE
@@ -434,7 +422,7 @@ async def test_garbled_frame_is_counted_and_survived(
 
 
 async def test_events_during_resync_are_delivered_after_it(
-    rest: BinanceRestClient, sim: SimulatorServer
+    rest: BinanceRestClient, sim: SimulatorServer, ctl: SimControl
 ) -> None:
     events: list[UserEvent] = []
     order_at_resync: list[int] = []
@@ -442,7 +430,7 @@ async def test_events_during_resync_are_delivered_after_it(
 
     async def slow_resync() -> None:
         order_at_resync.append(len(events))
-        await place_manual(sim, ours(9))  # an event arrives while the snapshot runs
+        await place_manual(ctl, ours(9))  # an event arrives while the snapshot runs
         await asyncio.sleep(0.2)
         order_at_resync.append(len(events))
         gate.set()

@@ -7,13 +7,9 @@ never assert on time.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -41,16 +37,9 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_benchmark_runs_and_prints_its_table(
-    module: str, flag: str, expected: tuple[str, ...]
+    cli: Any, module: str, flag: str, expected: tuple[str, ...]
 ) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", flag],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=75,
-        check=False,
-    )
+    proc = cli.run(f"benchmarks.{module}", flag, cwd=cli.repo, timeout=75)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in expected:
         assert text in proc.stdout, f"{text!r} missing from:\n{proc.stdout[-3000:]}"

@@ -3,42 +3,38 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-GATE_VARS = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "GRINDER_ARTIFACTS_DIR",
-)
 ARTIFACTS = ("stdout.log", "audit.jsonl", "metrics.prom", "metrics_summary.json")
 VERDICT = re.compile(r"^  verdict \[(\w+)\]: ([A-Z][A-Z ]*?) -- ", re.MULTILINE)
 
 
-def run_demo(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in GATE_VARS}
-    env["PYTHONPATH"] = str(REPO / "src")
-    return subprocess.run(
-        [sys.executable, "-m", "grinder.cli", "demo", "--fast", "--artifacts-dir", str(tmp), *args],
-        cwd=tmp,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+RunDemo = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def run_demo(cli: Any, tmp_path: Path) -> RunDemo:
+    """``grinder demo --fast ARGS`` with its artifacts in ``tmp_path``."""
+
+    def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli.run(
+            "grinder.cli",
+            "demo",
+            "--fast",
+            "--artifacts-dir",
+            str(tmp_path),
+            *args,
+            cwd=tmp_path,
+            timeout=90,
+        )
+
+    return run_demo
 
 
 def run_dir_of(tmp: Path) -> Path:
@@ -75,8 +71,10 @@ def check_common(proc: subprocess.CompletedProcess[str], tmp: Path) -> Path:
     return run_dir
 
 
-def test_dry_run_demo_detects_every_case_and_writes_nothing(tmp_path: Path) -> None:
-    proc = run_demo(tmp_path)
+def test_dry_run_demo_detects_every_case_and_writes_nothing(
+    tmp_path: Path, run_demo: RunDemo
+) -> None:
+    proc = run_demo()
     run_dir = check_common(proc, tmp_path)
     out = proc.stdout
     assert dict(VERDICT.findall(out)) == {
@@ -116,9 +114,9 @@ def test_dry_run_demo_detects_every_case_and_writes_nothing(tmp_path: Path) -> N
 
 
 def test_live_demo_remediates_on_the_simulator_and_spares_the_manual_order(
-    tmp_path: Path,
+    tmp_path: Path, run_demo: RunDemo
 ) -> None:
-    proc = run_demo(tmp_path, "--live")
+    proc = run_demo("--live")
     run_dir = check_common(proc, tmp_path)
     out = proc.stdout
     assert "LIVE MODE -- against the bundled SIMULATOR, not Binance" in out
@@ -148,7 +146,7 @@ def test_live_demo_remediates_on_the_simulator_and_spares_the_manual_order(
 
 
 @pytest.mark.parametrize("bad", [["--seed", "x"], ["--nope"]])
-def test_bad_usage_is_exit_2(tmp_path: Path, bad: list[str]) -> None:
-    proc = run_demo(tmp_path, *bad)
+def test_bad_usage_is_exit_2(run_demo: RunDemo, bad: list[str]) -> None:
+    proc = run_demo(*bad)
     assert proc.returncode == 2
     assert proc.stderr.startswith("grinder: error:")

@@ -6,7 +6,6 @@ socket makes stage 2 fail with the evidence; SIGTERM stops the demo cleanly (exi
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
@@ -15,30 +14,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-GATE_VARS = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "GRINDER_ARTIFACTS_DIR",
-)
 CHECK = re.compile(r"^\s+grinder ceremony check --stage (\d) (.+)$")
 CONTROL = re.compile(r"^\s+grinder control set dry_run false (.+)$")
 READY = "ceremony ready:"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in GATE_VARS}
-    env["PYTHONPATH"] = str(REPO / "src")
-    return env
 
 
 def _read_until_ready(out: IO[str], proc: subprocess.Popen[str], timeout: float) -> list[str]:
@@ -58,19 +40,8 @@ def _read_until_ready(out: IO[str], proc: subprocess.Popen[str], timeout: float)
     raise AssertionError("no readiness line:\n" + "\n".join(lines))
 
 
-def grinder(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grinder.cli", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 @pytest.fixture
-def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+def demo(cli: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     log = tmp_path / "demo.out"
     with log.open("w") as sink:
         proc = subprocess.Popen(
@@ -87,7 +58,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
                 str(tmp_path / "artifacts"),
             ],
             cwd=tmp_path,
-            env=_env(),
+            env=cli.env(),
             stdout=sink,
             stderr=subprocess.STDOUT,
             text=True,
@@ -103,8 +74,11 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
 
 
 def test_ceremony_stages_1_and_2_pass_and_a_misconfigured_gate_fails(
-    demo: tuple[subprocess.Popen[str], list[str]],
+    demo: tuple[subprocess.Popen[str], list[str]], cli: Any
 ) -> None:
+    def grinder(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli.run("grinder.cli", *args, timeout=30)
+
     proc, lines = demo
     text = "\n".join(lines)
     checks = {m.group(1): shlex.split(m.group(2)) for ln in lines if (m := CHECK.match(ln))}

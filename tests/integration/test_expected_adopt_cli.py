@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-import aiohttp
 import pytest
 
 from grinder.exchange.simulator import SimulatorServer
+from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.types import PositionSide
 from grinder.state.sqlite import SqliteExpectedStore
 
@@ -28,45 +27,26 @@ async def sim() -> AsyncIterator[SimulatorServer]:
     await server.stop()
 
 
-async def control(sim: SimulatorServer, path: str, body: dict[str, str]) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{sim.base_url}/_sim{path}", json=body) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
+Adopt = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def adopt(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GRINDER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "grinder.cli", "expected", "adopt", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+@pytest.fixture
+def adopt(cli: Any) -> Adopt:
+    """``grinder expected adopt ARGS``, with no terminal on stdin."""
+
+    def adopt(*args: str) -> subprocess.CompletedProcess[str]:
+        return cli.run("grinder.cli", "expected", "adopt", *args)
+
+    return adopt
 
 
 async def test_adopt_records_ours_and_positions_but_never_foreign_orders(
-    sim: SimulatorServer, tmp_path: Path
+    sim: SimulatorServer, tmp_path: Path, adopt: Adopt
 ) -> None:
-    for cid in (OURS, "web_manual_1", "autoclose-123"):
-        await control(
-            sim,
-            "/orders",
-            {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "quantity": "0.002",
-                "price": "20000",
-                "timeInForce": "GTC",
-                "clientOrderId": cid,
-            },
-        )
-    await control(sim, "/positions", {"symbol": "ETHUSDT", "quantity": "-0.100"})
+    async with SimControl(sim.base_url) as ctl:
+        for cid in (OURS, "web_manual_1", "autoclose-123"):
+            await ctl.place_order("BTCUSDT", "BUY", "0.002", "20000", cid)
+        await ctl.call("POST", "/positions", {"symbol": "ETHUSDT", "quantity": "-0.100"})
     db = tmp_path / "expected.db"
     proc = await asyncio.to_thread(
         adopt, "--expected-db", str(db), "--venue", "sim", "--venue-url", sim.base_url, "--yes"
@@ -81,7 +61,7 @@ async def test_adopt_records_ours_and_positions_but_never_foreign_orders(
         assert pos.qty == Decimal("-0.100")
 
 
-def test_adopt_without_yes_outside_a_terminal_refuses(tmp_path: Path) -> None:
+def test_adopt_without_yes_outside_a_terminal_refuses(tmp_path: Path, adopt: Adopt) -> None:
     proc = adopt(
         "--expected-db",
         str(tmp_path / "x.db"),
@@ -95,7 +75,7 @@ def test_adopt_without_yes_outside_a_terminal_refuses(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()
 
 
-def test_adopt_sim_without_url_is_a_usage_error(tmp_path: Path) -> None:
+def test_adopt_sim_without_url_is_a_usage_error(tmp_path: Path, adopt: Adopt) -> None:
     proc = adopt("--expected-db", str(tmp_path / "x.db"), "--yes")
     assert proc.returncode == 2
     assert "--venue-url" in proc.stderr

@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +25,6 @@ from grinder.ceremony.sources import fetch_scrape
 from grinder.cli.control import call
 
 REPO = Path(__file__).resolve().parents[2]
-STRIP = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "GRINDER_ARTIFACTS_DIR",
-    "GRINDER_VENUE",
-    "BINANCE_API_KEY",
-    "BINANCE_API_SECRET",
-)
 STAGE2 = """\
 [reconcile]
 action = "cancel_all"
@@ -55,29 +37,9 @@ full_pass_interval_s = 1.0
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready\n{log.read_text(errors='replace')[-3000:]}")
-
-
 @dataclass
 class Service:
+    cli: Any
     tmp: Path
     env: dict[str, str]
     metrics_url: str
@@ -87,14 +49,7 @@ class Service:
     config: Path
 
     def grinder(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "grinder.cli", *args],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return self.cli.run("grinder.cli", *args, env={**self.env, **env})
 
     def control(self, route: str, body: dict[str, Any]) -> Any:
         return call(str(self.socket), "POST", route, body)
@@ -105,16 +60,14 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(cli: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("operator")
     config = tmp / "grinder.toml"
     config.write_text(STAGE2)
     budget = tmp / "budget.json"
     log_file = tmp / "app.log"
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in STRIP}
-    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
-    env["XDG_RUNTIME_DIR"] = str(tmp / "run")
+    port = cli.free_port()
+    env = cli.env(scripts=True, runtime_dir=tmp / "run")
     out = tmp / "service.out"
     proc = subprocess.Popen(
         [
@@ -138,8 +91,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}/readyz", proc, out)
+        cli.wait_http(f"{base}/readyz", proc, out)
         yield Service(
+            cli,
             tmp,
             env,
             f"{base}/metrics",
@@ -336,21 +290,12 @@ def test_gates_explains_a_cancel_and_a_flatten_from_the_live_settings(service: S
     assert failing == ["symbol_not_in_whitelist", "no_grinder_prefix"]
 
 
-def test_gates_and_ceremony_without_a_service(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in STRIP}
-    env["XDG_RUNTIME_DIR"] = str(tmp_path)
-    env["PYTHONPATH"] = str(REPO / "src")
-    dead = f"http://127.0.0.1:{free_port()}/metrics"
+def test_gates_and_ceremony_without_a_service(tmp_path: Path, cli: Any) -> None:
+    env = cli.env(runtime_dir=tmp_path)
+    dead = f"http://127.0.0.1:{cli.free_port()}/metrics"
 
     def grinder(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "grinder.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return cli.run("grinder.cli", *args, env=env)
 
     gates = grinder("gates", "--symbol", "BTCUSDT", "--order", "grinder_d_BTCUSDT_1_1_1")
     assert gates.returncode == 2

@@ -16,85 +16,30 @@ service's real series; the ``for:`` durations themselves are covered by the prom
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from grinder.exchange.simulator.client import SimControl
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "monitoring" / "alert_rules.yml"
-STRIP = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "BUDGET_STATE_PATH",
-    "GRINDER_ARTIFACTS_DIR",
-    "GRINDER_VENUE",
-)
 WAIT_S = 60
-
-
-def require_prometheus() -> str:
-    found = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
-    )
-    if found:
-        return found
-    message = (
-        "prometheus not found: install Debian's 'prometheus' package "
-        "(bin/test does it with bin/ensure-debian-packages)"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def post_json(url: str, body: dict[str, Any]) -> Any:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} not ready\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def fast_rules(shipped: str) -> str:
@@ -150,13 +95,11 @@ def alerts(prom: str) -> dict[str, str]:
 
 
 def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
-    procs: Procs, tmp_path: Path
+    procs: Procs, tmp_path: Path, cli: Any, require_tool: Callable[[str, str], str]
 ) -> None:
-    prometheus = require_prometheus()
-    env = {k: v for k, v in os.environ.items() if k not in STRIP}
-    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
-    env["XDG_RUNTIME_DIR"] = str(tmp_path / "run")
-    sim_port, metrics_port, prom_port = free_port(), free_port(), free_port()
+    prometheus = require_tool("prometheus", "prometheus")
+    env = cli.env(scripts=True, runtime_dir=tmp_path / "run")
+    sim_port, metrics_port, prom_port = cli.free_port(), cli.free_port(), cli.free_port()
     sim_url = f"http://127.0.0.1:{sim_port}"
     sim = procs.start(
         "sim",
@@ -174,7 +117,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
         tmp_path / "sim.log",
         env=env,
     )
-    wait_ready(f"{sim_url}/fapi/v1/ping", sim, tmp_path / "sim.log")
+    cli.wait_http(f"{sim_url}/fapi/v1/ping", sim, tmp_path / "sim.log")
     config = tmp_path / "grinder.toml"
     config.write_text(
         "[reconcile]\norder_grace_ms = 300\nposition_grace_ms = 300\n\n"
@@ -198,7 +141,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
         env={**env, "BUDGET_STATE_PATH": str(tmp_path / "budget.json")},
         cwd=REPO,
     )
-    wait_ready(f"http://127.0.0.1:{metrics_port}/readyz", service, tmp_path / "service.log")
+    cli.wait_http(f"http://127.0.0.1:{metrics_port}/readyz", service, tmp_path / "service.log")
 
     (tmp_path / "rules.yml").write_text(fast_rules(RULES.read_text(encoding="utf-8")))
     (tmp_path / "prometheus.yml").write_text(
@@ -220,7 +163,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
         tmp_path / "prometheus.log",
         cwd=tmp_path,
     )
-    wait_ready(f"{prom}/-/ready", server, tmp_path / "prometheus.log")
+    cli.wait_http(f"{prom}/-/ready", server, tmp_path / "prometheus.log")
 
     def wait_for(what: str, ok: Any) -> Any:
         deadline = time.monotonic() + WAIT_S
@@ -247,19 +190,13 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     assert "GrinderReconcileDown" not in before, before
 
     # Five orphan orders of ours: five incidents (a spike), standing, nothing remediates them.
-    for seq in range(1, 6):
-        post_json(
-            f"{sim_url}/_sim/orders",
-            {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "quantity": "0.002",
-                "price": str(20000 + seq),
-                "timeInForce": "GTC",
-                "clientOrderId": f"grinder_d_BTCUSDT_1_1704067200_{seq}",
-            },
-        )
+    async def place_orphans() -> None:
+        async with SimControl(sim_url) as ctl:
+            for seq in range(1, 6):
+                cid = f"grinder_d_BTCUSDT_1_1704067200_{seq}"
+                await ctl.place_order("BTCUSDT", "BUY", "0.002", str(20000 + seq), cid)
+
+    asyncio.run(place_orphans())
 
     def firing() -> dict[str, str] | None:
         now = alerts(prom)
@@ -280,24 +217,16 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     assert "5 mismatch(es) have stood for 5 minutes" in unremediated["annotations"]["description"]
 
     # The ceremony checker sees the rules loaded and the service scraped (stage 4).
-    check = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grinder.cli",
-            "ceremony",
-            "check",
-            "--stage",
-            "4",
-            "--prometheus-url",
-            prom,
-            "--json",
-        ],
+    check = cli.run(
+        "grinder.cli",
+        "ceremony",
+        "check",
+        "--stage",
+        "4",
+        "--prometheus-url",
+        prom,
+        "--json",
         env={**env, "BUDGET_STATE_PATH": str(tmp_path / "budget.json")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     items = {i["title"]: i for i in json.loads(check.stdout)["items"]}
     rules = items["Alert rules loaded in Prometheus"]

@@ -7,43 +7,44 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-STRIP = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "BUDGET_STATE_STALE_HOURS",
-    "GRINDER_ARTIFACTS_DIR",
-    "GRINDER_VENUE",
-    "BINANCE_API_KEY",
-    "BINANCE_API_SECRET",
-)
+import pytest
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
+EnvFor = Callable[..., dict[str, str]]
 
 
-def env_for(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in STRIP}
-    env["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
-    env["XDG_RUNTIME_DIR"] = str(tmp / "run")
-    env.update(extra)
-    return env
+@pytest.fixture
+def env_for(cli: Any, tmp_path: Path) -> EnvFor:
+    """The service's environment in ``tmp_path`` (control socket under ``run/``), plus ``extra``."""
+
+    def env_for(**extra: str) -> dict[str, str]:
+        return cli.env(scripts=True, runtime_dir=tmp_path / "run", **extra)
+
+    return env_for
 
 
-def run(tmp: Path, *args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["python3", "-m", "scripts.run_live_reconcile", "--metrics-port", "0", *args],
-        cwd=tmp,
-        env=env_for(tmp, **env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+@pytest.fixture
+def run(cli: Any, tmp_path: Path, env_for: EnvFor) -> Run:
+    """``python3 -m scripts.run_live_reconcile --metrics-port 0 ARGS`` in ``tmp_path``, as the
+    runbook writes it; keyword arguments are environment variables."""
+
+    def run(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+        return cli.run(
+            "scripts.run_live_reconcile",
+            "--metrics-port",
+            "0",
+            *args,
+            env=env_for(**env),
+            cwd=tmp_path,
+            timeout=timeout,
+            python="python3",
+        )
+
+    return run
 
 
 def latest_run_dir(artifacts: Path) -> Path:
@@ -52,11 +53,10 @@ def latest_run_dir(artifacts: Path) -> Path:
     return runs[-1]
 
 
-def test_reset_budget_state_run_writes_every_runbook_file(tmp_path: Path) -> None:
+def test_reset_budget_state_run_writes_every_runbook_file(tmp_path: Path, run: Run) -> None:
     budget = tmp_path / "budget.json"
     artifacts = tmp_path / "artifacts"
     proc = run(
-        tmp_path,
         "--reset-budget-state",
         "--duration",
         "2",
@@ -88,7 +88,9 @@ def test_reset_budget_state_run_writes_every_runbook_file(tmp_path: Path) -> Non
     assert json.loads(budget.read_text())["schema_version"] == 1
 
 
-def test_multi_run_without_reset_keeps_the_budget_and_sorts_run_dirs(tmp_path: Path) -> None:
+def test_multi_run_without_reset_keeps_the_budget_and_sorts_run_dirs(
+    tmp_path: Path, run: Run
+) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text(
         json.dumps(
@@ -104,7 +106,6 @@ def test_multi_run_without_reset_keeps_the_budget_and_sorts_run_dirs(tmp_path: P
     artifacts = tmp_path / "artifacts"
     for _ in range(2):
         proc = run(
-            tmp_path,
             "--duration",
             "1",
             BUDGET_STATE_PATH=str(budget),
@@ -119,7 +120,7 @@ def test_multi_run_without_reset_keeps_the_budget_and_sorts_run_dirs(tmp_path: P
     assert json.loads((runs[-1] / "budget_state.json").read_text())["calls_used_day"] == 7
 
 
-def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path) -> None:
+def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path, run: Run) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text(
         json.dumps(
@@ -134,7 +135,7 @@ def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path) -> None:
     )
     old = time.time() - 25.3 * 3600
     os.utime(budget, (old, old))
-    proc = run(tmp_path, "--duration", "1", BUDGET_STATE_PATH=str(budget))
+    proc = run("--duration", "1", BUDGET_STATE_PATH=str(budget))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("WARNING: Budget state"))
@@ -145,24 +146,24 @@ def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path) -> None:
     assert lines[start + 3] == "         Consider using --reset-budget-state for a clean start."
 
 
-def test_corrupt_budget_file_is_exit_2_and_left_untouched(tmp_path: Path) -> None:
+def test_corrupt_budget_file_is_exit_2_and_left_untouched(tmp_path: Path, run: Run) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text('{"schema_version": 1, "day": ')
-    proc = run(tmp_path, "--duration", "1", BUDGET_STATE_PATH=str(budget))
+    proc = run("--duration", "1", BUDGET_STATE_PATH=str(budget))
     assert proc.returncode == 2
     assert str(budget) in proc.stderr
     assert budget.read_text() == '{"schema_version": 1, "day": '
 
 
-def test_real_venue_without_credentials_is_exit_2_naming_the_variable(tmp_path: Path) -> None:
-    proc = run(tmp_path, "--venue", "testnet", "--duration", "1")
+def test_real_venue_without_credentials_is_exit_2_naming_the_variable(run: Run) -> None:
+    proc = run("--venue", "testnet", "--duration", "1")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "BINANCE_API_KEY" in lines[0]
 
 
-def test_bad_flag_and_bad_env_are_exit_2_with_one_line(tmp_path: Path) -> None:
+def test_bad_flag_and_bad_env_are_exit_2_with_one_line(tmp_path: Path, run: Run) -> None:
     for args, env, needle in (
         (("--duration", "-5"), {}, "--duration"),
         (("--venue", "moon"), {}, "--venue"),
@@ -170,19 +171,19 @@ def test_bad_flag_and_bad_env_are_exit_2_with_one_line(tmp_path: Path) -> None:
         ((), {"ARMED": "yes"}, "ARMED"),
         (("--config", str(tmp_path / "missing.toml")), {}, "missing.toml"),
     ):
-        proc = run(tmp_path, *args, **env)
+        proc = run(*args, **env)
         assert proc.returncode == 2, (args, env, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, proc.stderr
         assert needle in lines[0]
 
 
-def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path) -> None:
+def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path, env_for: EnvFor) -> None:
     artifacts = tmp_path / "artifacts"
     proc = subprocess.Popen(
         ["python3", "-m", "scripts.run_live_reconcile", "--metrics-port", "0"],
         cwd=tmp_path,
-        env=env_for(tmp_path, GRINDER_ARTIFACTS_DIR=str(artifacts)),
+        env=env_for(GRINDER_ARTIFACTS_DIR=str(artifacts)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -202,7 +203,7 @@ def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path) -> None:
     assert "SERVICE_STOP signal=SIGTERM" in err
 
 
-def test_sighup_rereads_the_config_file(tmp_path: Path) -> None:
+def test_sighup_rereads_the_config_file(tmp_path: Path, env_for: EnvFor) -> None:
     config = tmp_path / "grinder.toml"
     config.write_text('[reconcile]\naction = "cancel_all"\n')
     audit = tmp_path / "audit.jsonl"
@@ -219,7 +220,7 @@ def test_sighup_rereads_the_config_file(tmp_path: Path) -> None:
             str(audit),
         ],
         cwd=tmp_path,
-        env=env_for(tmp_path),
+        env=env_for(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

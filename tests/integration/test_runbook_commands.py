@@ -73,12 +73,8 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -100,23 +96,6 @@ SEEDS = Path(__file__).resolve().parent / "runbook_seeds"
 VENV_BIN = REPO / ".venv" / "bin"
 BLOCK_TIMEOUT_S = 120
 HA_BLOCK_TIMEOUT_S = 60
-STRIP_ENV = (
-    "RECONCILE_DRY_RUN",
-    "RECONCILE_ALLOW_ACTIVE",
-    "ARMED",
-    "ALLOW_MAINNET_TRADE",
-    "GRINDER_AUDIT_ENABLED",
-    "GRINDER_AUDIT_PATH",
-    "BUDGET_STATE_PATH",
-    "BUDGET_STATE_STALE_HOURS",
-    "GRINDER_ARTIFACTS_DIR",
-    "GRINDER_ARTIFACT_TTL_DAYS",
-    "GRINDER_VENUE",
-    "GRINDER_EXPECTED_DB",
-    "BINANCE_API_KEY",
-    "BINANCE_API_SECRET",
-    "PYTHONPATH",
-)
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 
 
@@ -222,12 +201,6 @@ def yaml_run_scripts(block: Block) -> list[str]:
 # --- the environment the commands run in -------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 CURL_SHIM = '''#!{python}
 """Stand-in for curl (not installed here): -s, -X, -H, -d, one URL."""
 import sys, urllib.request, urllib.error
@@ -272,6 +245,7 @@ while True:
 
 @dataclass
 class Rig:
+    cli: Any
     tmp: Path
     work: Path
     env: dict[str, str]
@@ -280,7 +254,7 @@ class Rig:
     background: list[tuple[Block, subprocess.Popen[bytes], Path]] = field(default_factory=list)
 
     @classmethod
-    def create(cls, tmp: Path) -> Rig:
+    def create(cls, cli: Any, tmp: Path) -> Rig:
         work = tmp / "work"
         work.mkdir()
         for name in ("src", "scripts"):
@@ -292,13 +266,12 @@ class Rig:
                 shim = shims / tool
                 shim.write_text(text.format(python=sys.executable))
                 shim.chmod(0o755)
-        env = {k: v for k, v in os.environ.items() if k not in STRIP_ENV}
+        env = cli.env(runtime_dir=tmp / "run", TZ="UTC")
+        del env["PYTHONPATH"]  # the commands set their own, as the runbooks write them
         env["PATH"] = os.pathsep.join([str(shims), str(VENV_BIN), env.get("PATH", "")])
-        env["XDG_RUNTIME_DIR"] = str(tmp / "run")
-        env["TZ"] = "UTC"
         for d in ("var/lib/grinder", "var/log/grinder", "etc/grinder", "oneoff"):
             (tmp / d).mkdir(parents=True, exist_ok=True)
-        return cls(tmp, work, env, free_port(), free_port())
+        return cls(cli, tmp, work, env, cli.free_port(), cli.free_port())
 
     def substitute(self, text: str, *, background: bool = False) -> str:
         t = self.tmp
@@ -351,18 +324,10 @@ class Rig:
         )
         self.background.append((block, proc, log))
         url = self.substitute(block.marks["ready"], background=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(url, timeout=2) as resp,
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.2)
-        pytest.fail(f"{block.where}: not ready at {url}\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            self.cli.wait_http(url, proc, log)
+        except AssertionError as not_ready:
+            pytest.fail(f"{block.where}: {not_ready}")
 
     def stop_all(self) -> list[str]:
         problems = []
@@ -503,10 +468,10 @@ def ha_deployment_needed(text: str) -> str | None:
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda p: p.name)
-def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path) -> None:
+def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any) -> None:
     blocks = parse(doc)
     is_ha = doc == HA_DOC
-    rig = Rig.create(tmp_path)
+    rig = Rig.create(cli, tmp_path)
     skipped: list[str] = []
     failures: list[str] = []
     printed: list[str] = []

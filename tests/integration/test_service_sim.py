@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 
 from grinder.cli.control import _call as control_call
+from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
@@ -42,40 +43,16 @@ class Rig:
     def __init__(self, service: ReconcileService, tmp: Path) -> None:
         self.service = service
         self.tmp = tmp
-
-    @property
-    def sim_url(self) -> str:
-        assert self.service.venue is not None
-        assert self.service.venue.sim is not None
-        return self.service.venue.sim.base_url
-
-    async def sim(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(method, f"{self.sim_url}/_sim{path}", json=body) as resp,
-        ):
-            data = await resp.json()
-            assert resp.status == 200, data
-            return data
+        assert service.venue is not None
+        assert service.venue.sim is not None
+        self.sim = SimControl(service.venue.sim.base_url)
 
     async def place_order(self, cid: str) -> None:
         """A resting BUY 0.002 BTCUSDT @ 20000 with ``cid``, as if placed by hand."""
-        await self.sim(
-            "POST",
-            "/orders",
-            {
-                "symbol": "BTCUSDT",
-                "side": "BUY",
-                "type": "LIMIT",
-                "quantity": "0.002",
-                "price": "20000",
-                "timeInForce": "GTC",
-                "clientOrderId": cid,
-            },
-        )
+        await self.sim.place_order("BTCUSDT", "BUY", "0.002", "20000", cid)
 
     async def state(self) -> Any:
-        return await self.sim("GET", "/state")
+        return await self.sim.state()
 
     def counter(self, name: str, **labels: str) -> float:
         value = self.service.registry.get_sample_value(name, labels or None)
@@ -116,17 +93,19 @@ ServiceFactory = Callable[..., Awaitable[Rig]]
 
 @pytest.fixture
 async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
-    started: list[tuple[ReconcileService, asyncio.Task[None]]] = []
+    started: list[tuple[Rig, asyncio.Task[None]]] = []
 
     async def factory(
         *,
-        armed: bool = False,
-        env: dict[str, str] | None = None,
+        live: bool = False,
         expected_db: Path | None = None,
         **cfg: Any,
     ) -> Rig:
+        """``live``: armed, ALLOW_MAINNET_TRADE=1, not dry-run, active remediation allowed."""
+        if live:
+            cfg.update(dry_run=False, allow_active_remediation=True)
         opts = options(tmp_path, **cfg)
-        opts.armed = armed
+        opts.armed = live
         opts.expected_db = expected_db
         budget = BudgetTracker(
             config=opts.reconcile, store=FileBudgetStore(tmp_path / "budget.json")
@@ -137,21 +116,23 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
             budget=budget,
             audit=AuditWriter(tmp_path / "audit.jsonl"),
             control_socket=tmp_path / "ctl" / "control.sock",
-            env=env or {},
+            env={"ALLOW_MAINNET_TRADE": "1"} if live else {},
         )
         await service.start()
         assert service.stream is not None
         assert await service.stream.wait_live(5)
         task = asyncio.create_task(service.run_until_stopped())
-        started.append((service, task))
-        return Rig(service, tmp_path)
+        rig = Rig(service, tmp_path)
+        started.append((rig, task))
+        return rig
 
     yield factory
-    for service, task in started:
-        service.stop_event.set()
-        service._wake.set()
+    for rig, task in started:
+        await rig.sim.close()
+        rig.service.stop_event.set()
+        rig.service._wake.set()
         await asyncio.wait_for(task, 5)
-        await service.close()
+        await rig.service.close()
 
 
 async def test_orphan_order_of_ours_is_detected_and_planned_in_dry_run(
@@ -169,13 +150,7 @@ async def test_orphan_order_of_ours_is_detected_and_planned_in_dry_run(
 
 
 async def test_manual_order_is_never_touched_even_when_live(make_service: ServiceFactory) -> None:
-    rig = await make_service(
-        armed=True,
-        env={"ALLOW_MAINNET_TRADE": "1"},
-        action=RemediationAction.FLATTEN,
-        dry_run=False,
-        allow_active_remediation=True,
-    )
+    rig = await make_service(live=True, action=RemediationAction.FLATTEN)
     await rig.place_order("web_manual_123")
     runs = rig.service.runs
     await rig.wait_for(lambda: rig.service.runs >= runs + 3)
@@ -188,30 +163,12 @@ async def test_manual_order_is_never_touched_even_when_live(make_service: Servic
 async def test_live_mode_cancels_orphan_and_flattens_manual_position(
     make_service: ServiceFactory,
 ) -> None:
-    rig = await make_service(
-        armed=True,
-        env={"ALLOW_MAINNET_TRADE": "1"},
-        action=RemediationAction.FLATTEN,
-        dry_run=False,
-        allow_active_remediation=True,
-    )
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "ETHUSDT",
-            "side": "SELL",
-            "type": "LIMIT",
-            "quantity": "0.050",
-            "price": "9000",
-            "timeInForce": "GTC",
-            "clientOrderId": ours(2, "ETHUSDT"),
-        },
-    )
+    rig = await make_service(live=True, action=RemediationAction.FLATTEN)
+    await rig.sim.place_order("ETHUSDT", "SELL", "0.050", "9000", ours(2, "ETHUSDT"))
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") >= 1
     )
-    await rig.sim("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.003"})
+    await rig.sim.call("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.003"})
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_executed_total", action="flatten") >= 1
     )
@@ -226,13 +183,7 @@ async def test_live_mode_cancels_orphan_and_flattens_manual_position(
 async def test_rollback_through_control_socket_blocks_the_next_write(
     make_service: ServiceFactory,
 ) -> None:
-    rig = await make_service(
-        armed=True,
-        env={"ALLOW_MAINNET_TRADE": "1"},
-        action=RemediationAction.CANCEL_ALL,
-        dry_run=False,
-        allow_active_remediation=True,
-    )
+    rig = await make_service(live=True, action=RemediationAction.CANCEL_ALL)
     changed = await rig.control("POST", "/set", {"field": "action", "value": "none"})
     assert changed == {"field": "action", "old": "cancel_all", "new": "none"}
     assert rig.counter("grinder_reconcile_action", action="none") == 1
@@ -284,7 +235,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
             created_ts_ms=rig.service.clock(),
         )
     )
-    await rig.sim("DELETE", "/orders", {"clientOrderId": cid})
+    await rig.sim.call("DELETE", "/orders", {"clientOrderId": cid})
     await rig.service.snapshot()  # the periodic snapshot, now
     await rig.wait_for(
         lambda: (
@@ -314,19 +265,9 @@ async def test_snapshot_fetches_open_orders_only_for_active_symbols(
     make_service: ServiceFactory,
 ) -> None:
     rig = await make_service()
-    await rig.sim(
-        "POST",
-        "/orders",
-        {
-            "symbol": "ETHUSDT",
-            "side": "BUY",
-            "type": "LIMIT",
-            "quantity": "0.050",
-            "price": "1000",
-            "timeInForce": "GTC",
-            "clientOrderId": ours(5, "ETHUSDT"),
-            "emitEvents": False,  # only a snapshot can find it
-        },
+    # No stream event for it (emitEvents=False): only a snapshot can find it.
+    await rig.sim.place_order(
+        "ETHUSDT", "BUY", "0.050", "1000", ours(5, "ETHUSDT"), emitEvents=False
     )
     assert rig.service.venue is not None
     rest = rig.service.venue.rest
@@ -347,7 +288,7 @@ async def test_manual_position_is_planned_for_flatten_in_dry_run(
     make_service: ServiceFactory,
 ) -> None:
     rig = await make_service(action=RemediationAction.FLATTEN)
-    await rig.sim("POST", "/positions", {"symbol": "ETHUSDT", "quantity": "-0.100"})
+    await rig.sim.call("POST", "/positions", {"symbol": "ETHUSDT", "quantity": "-0.100"})
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="flatten") >= 1
     )
@@ -376,10 +317,10 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
             created_ts_ms=rig.service.clock(),
         )
     )
-    await rig.sim("POST", "/stream/suppress", {"clientOrderId": cid})
+    await rig.sim.call("POST", "/stream/suppress", {"clientOrderId": cid})
     await rig.place_order(cid)
     await rig.service.snapshot()
-    await rig.sim("POST", "/orders/fill", {"clientOrderId": cid})
+    await rig.sim.call("POST", "/orders/fill", {"clientOrderId": cid})
     await rig.service.snapshot()  # the order is gone from the open orders; no event said why
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_triage_total", outcome="found_filled") >= 1

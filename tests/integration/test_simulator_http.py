@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,66 +26,11 @@ from yarl import URL
 
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "exchange-corpus" / "binance-usdm"
-needs_corpus = pytest.mark.skipif(
-    not CORPUS.is_dir(), reason=f"Binance wire corpus not found at {CORPUS}"
-)
+# The Binance wire corpus: the ``corpus`` and ``shape_diff`` fixtures of tests/conftest.py (a test
+# using them is skipped where the corpus is not checked out).
+ShapeDiff = Callable[..., list[str]]
 
 # --- a tiny Binance client, written for the test ---------------------------------------------
-
-
-def corpus(name: str) -> Any:
-    data = json.loads((CORPUS / name).read_text())
-    return data["data"] if isinstance(data, dict) and "stream" in data else data
-
-
-def kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    return type(value).__name__
-
-
-def shape_diff(
-    ours: Any,
-    theirs: Any,
-    path: str = "",
-    *,
-    absent_ok: frozenset[str] = frozenset(),
-    extra_ok: frozenset[str] = frozenset(),
-    loose_types: frozenset[str] = frozenset(),
-) -> list[str]:
-    """Key and JSON-type differences (lists: first items); names in the sets are exempt."""
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        out: list[str] = []
-        for key, value in theirs.items():
-            if key not in ours:
-                if key not in absent_ok:
-                    out.append(f"{path}.{key} missing")
-            elif key not in loose_types:
-                out += shape_diff(
-                    ours[key],
-                    value,
-                    f"{path}.{key}",
-                    absent_ok=absent_ok,
-                    extra_ok=extra_ok,
-                    loose_types=loose_types,
-                )
-        out += [f"{path}.{k} extra" for k in ours if k not in theirs and k not in extra_ok]
-        return out
-    if isinstance(theirs, list) and isinstance(ours, list):
-        if theirs and ours:
-            return shape_diff(
-                ours[0],
-                theirs[0],
-                f"{path}[0]",
-                absent_ok=absent_ok,
-                extra_ok=extra_ok,
-                loose_types=loose_types,
-            )
-        return []
-    return [] if kind(ours) == kind(theirs) else [f"{path}: {kind(ours)} != {kind(theirs)}"]
 
 
 @dataclass
@@ -271,8 +215,9 @@ async def test_ping_and_time(venue: Venue) -> None:
     assert abs(reply.data["serverTime"] - now) < 2000
 
 
-@needs_corpus
-async def test_exchange_info_has_the_corpus_shape_and_the_2400_weight_limit(venue: Venue) -> None:
+async def test_exchange_info_has_the_corpus_shape_and_the_2400_weight_limit(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     reply = await venue.call("GET", "/fapi/v1/exchangeInfo", signed=False, api_key=None)
     assert reply.status == 200
     info = reply.data
@@ -294,8 +239,9 @@ async def test_exchange_info_has_the_corpus_shape_and_the_2400_weight_limit(venu
     assert by_symbol["ETHUSDT"]["filters"] == real["symbols"][1]["filters"]
 
 
-@needs_corpus
-async def test_ticker_price_and_premium_index_with_and_without_symbol(venue: Venue) -> None:
+async def test_ticker_price_and_premium_index_with_and_without_symbol(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     one = await venue.call("GET", "/fapi/v1/ticker/price", {"symbol": "BTCUSDT"}, signed=False)
     assert shape_diff(one.data, corpus("issue_2024_GET_fapi_v1_ticker_price.json")) == []
     assert one.data["price"] == "65000.00"
@@ -384,8 +330,9 @@ async def test_unknown_paths_answer_binance_style_json(venue: Venue) -> None:
 # --- orders ---------------------------------------------------------------------------------------
 
 
-@needs_corpus
-async def test_new_order_ack_and_result_have_the_corpus_shapes(venue: Venue) -> None:
+async def test_new_order_ack_and_result_have_the_corpus_shapes(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     ack = await venue.order(quantity="0.010", price="64000.0", newClientOrderId="grinder_d_1")
     assert ack.status == 200, ack.data
     assert shape_diff(ack.data, corpus("docs_POST_fapi_v1_order.json")) == []
@@ -410,8 +357,9 @@ async def test_new_order_ack_and_result_have_the_corpus_shapes(venue: Venue) -> 
     assert len(generated.data["clientOrderId"]) == 22
 
 
-@needs_corpus
-async def test_open_orders_with_and_without_symbol(venue: Venue) -> None:
+async def test_open_orders_with_and_without_symbol(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     await venue.order(quantity="0.010", price="64000.0")
     await venue.order(symbol="ETHUSDT", side="SELL", quantity="0.100", price="3300.00")
     one = await venue.call("GET", "/fapi/v1/openOrders", {"symbol": "BTCUSDT"})
@@ -453,8 +401,9 @@ async def test_query_order_by_id_or_client_id_and_not_found(venue: Venue) -> Non
     assert single.data["clientOrderId"] == "q-1"
 
 
-@needs_corpus
-async def test_cancel_order_then_cancel_again_is_unknown_order(venue: Venue) -> None:
+async def test_cancel_order_then_cancel_again_is_unknown_order(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     placed = await venue.order(quantity="0.010", price="64000.0", newClientOrderId="c-1")
     reply = await venue.call(
         "DELETE", "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "c-1"}
@@ -549,8 +498,9 @@ async def test_hedge_mode_over_http(venue: Venue) -> None:
     assert too_much.code == -2022
 
 
-@needs_corpus
-async def test_position_mode_shape(venue: Venue) -> None:
+async def test_position_mode_shape(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     mode = await venue.call("GET", "/fapi/v1/positionSide/dual")
     assert (
         shape_diff(mode.data, corpus("nautilus_http_futures_account_position_side_dual.json")) == []
@@ -560,8 +510,9 @@ async def test_position_mode_shape(venue: Venue) -> None:
 # --- positions and account ---------------------------------------------------------------------
 
 
-@needs_corpus
-async def test_position_risk_v3_lists_only_symbols_with_a_position_or_orders(venue: Venue) -> None:
+async def test_position_risk_v3_lists_only_symbols_with_a_position_or_orders(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     empty = await venue.call("GET", "/fapi/v3/positionRisk")
     assert (empty.data, empty.weight) == ([], 5)
     await venue.order(type="MARKET", quantity="0.010")
@@ -580,16 +531,18 @@ async def test_position_risk_v3_lists_only_symbols_with_a_position_or_orders(ven
 
 
 @with_config(dual_side_position=True)
-@needs_corpus
-async def test_position_risk_v3_hedge_shape(venue: Venue) -> None:
+async def test_position_risk_v3_hedge_shape(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     await venue.order(type="MARKET", side="SELL", quantity="0.010", positionSide="SHORT")
     risk = await venue.call("GET", "/fapi/v3/positionRisk")
     assert [(r["positionSide"], r["positionAmt"]) for r in risk.data] == [("SHORT", "-0.010")]
     assert shape_diff(risk.data, corpus("docs_GET_fapi_v3_positionRisk_hedge.json")) == []
 
 
-@needs_corpus
-async def test_position_risk_v2_lists_every_symbol(venue: Venue) -> None:
+async def test_position_risk_v2_lists_every_symbol(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     risk = await venue.call("GET", "/fapi/v2/positionRisk")
     assert len(risk.data) == 20
     assert shape_diff(risk.data, corpus("nautilus_rs_futures_position_risk.json")) == []
@@ -597,8 +550,9 @@ async def test_position_risk_v2_lists_every_symbol(venue: Venue) -> None:
     assert (flat["positionAmt"], flat["updateTime"], flat["entryPrice"]) == ("0.000", 0, "0.0")
 
 
-@needs_corpus
-async def test_account_v2_and_v3_shapes(venue: Venue) -> None:
+async def test_account_v2_and_v3_shapes(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     await venue.order(type="MARKET", quantity="0.010")
     v2 = await venue.call("GET", "/fapi/v2/account")
     real_v2 = corpus("jqcta_GET_fapi_v2_account_2024_trimmed.json")
@@ -628,8 +582,9 @@ async def place_algo(venue: Venue, **params: Any) -> Reply:
     return await venue.call("POST", "/fapi/v1/algoOrder", base)
 
 
-@needs_corpus
-async def test_algo_order_endpoints(venue: Venue) -> None:
+async def test_algo_order_endpoints(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     placed = await place_algo(venue, clientAlgoId="grinder_sl_1")
     assert placed.status == 200, placed.data
     assert (placed.data["algoStatus"], placed.data["orderType"], placed.weight) == (
@@ -710,8 +665,9 @@ async def test_a_triggered_algo_order_creates_a_regular_order(venue: Venue) -> N
 # --- user-data stream ---------------------------------------------------------------------------
 
 
-@needs_corpus
-async def test_listen_key_endpoints(venue: Venue) -> None:
+async def test_listen_key_endpoints(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     created = await venue.call("POST", "/fapi/v1/listenKey", signed=False)
     assert shape_diff(created.data, corpus("docs_POST_fapi_v1_listenKey.json")) == []
     kept = await venue.call("PUT", "/fapi/v1/listenKey", signed=False)
@@ -729,8 +685,9 @@ async def test_listen_key_endpoints(venue: Venue) -> None:
     assert fresh.data["listenKey"] != created.data["listenKey"]
 
 
-@needs_corpus
-async def test_stream_reports_new_fill_and_cancel_in_binance_shapes(venue: Venue) -> None:
+async def test_stream_reports_new_fill_and_cancel_in_binance_shapes(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     ws = await venue.stream()
     await venue.order(quantity="0.010", price="64000.0", newClientOrderId="ws-1")
     new = await next_event(ws)

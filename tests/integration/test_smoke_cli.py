@@ -3,38 +3,40 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 LIVE_ENV = {
     "RECONCILE_DRY_RUN": "0",
     "RECONCILE_ALLOW_ACTIVE": "1",
     "ARMED": "1",
     "ALLOW_MAINNET_TRADE": "1",
 }
-GATE_VARS = (*LIVE_ENV, "GRINDER_AUDIT_ENABLED", "GRINDER_AUDIT_PATH", "BUDGET_STATE_PATH")
+RunSmoke = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def run_smoke(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, python: str = "python3"
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in GATE_VARS}
-    base["PYTHONPATH"] = f"{REPO / 'src'}{os.pathsep}{REPO}"
-    base.update(env or {})
-    return subprocess.run(
-        [python, "-m", "scripts.smoke_reconcile_e2e", *args],
-        cwd=cwd,
-        env=base,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+@pytest.fixture
+def run_smoke(cli: Any, tmp_path: Path) -> RunSmoke:
+    """``python3 -m scripts.smoke_reconcile_e2e ARGS`` in ``tmp_path``, as runbook 14 writes it;
+    ``env`` is added to the clean environment."""
+
+    def run_smoke(
+        *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return cli.run(
+            "scripts.smoke_reconcile_e2e",
+            *args,
+            env=cli.env(scripts=True, **(env or {})),
+            cwd=tmp_path,
+            timeout=120,
+            python="python3",
+        )
+
+    return run_smoke
 
 
 def scenario_block(stdout: str, name: str) -> str:
@@ -43,8 +45,10 @@ def scenario_block(stdout: str, name: str) -> str:
     return stdout[start : end if end != -1 else None]
 
 
-def test_dry_run_prints_runbook_output_and_passes_checklist(tmp_path: Path) -> None:
-    proc = run_smoke(tmp_path)
+def test_dry_run_prints_runbook_output_and_passes_checklist(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    proc = run_smoke()
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for line in (
@@ -80,8 +84,8 @@ def test_dry_run_prints_runbook_output_and_passes_checklist(tmp_path: Path) -> N
     assert not (tmp_path / "audit").exists()
 
 
-def test_audit_enabled_writes_reconcile_run_events(tmp_path: Path) -> None:
-    proc = run_smoke(tmp_path, env={"GRINDER_AUDIT_ENABLED": "1"})
+def test_audit_enabled_writes_reconcile_run_events(tmp_path: Path, run_smoke: RunSmoke) -> None:
+    proc = run_smoke(env={"GRINDER_AUDIT_ENABLED": "1"})
     assert proc.returncode == 0, proc.stderr
     audit = tmp_path / "audit" / "reconcile.jsonl"
     assert audit.is_file()
@@ -95,8 +99,8 @@ def test_audit_enabled_writes_reconcile_run_events(tmp_path: Path) -> None:
     assert all(r["schema_version"] == 1 for r in records)
 
 
-def test_confirm_without_env_gates_prints_each_failed_gate(tmp_path: Path) -> None:
-    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE")
+def test_confirm_without_env_gates_prints_each_failed_gate(run_smoke: RunSmoke) -> None:
+    proc = run_smoke("--confirm", "LIVE_REMEDIATE")
     assert proc.returncode == 1
     expected = "\n".join(
         [
@@ -116,18 +120,18 @@ def test_confirm_without_env_gates_prints_each_failed_gate(tmp_path: Path) -> No
     assert proc.stdout.strip("\n") == expected
 
 
-def test_confirm_with_one_gate_missing_lists_only_that_gate(tmp_path: Path) -> None:
+def test_confirm_with_one_gate_missing_lists_only_that_gate(run_smoke: RunSmoke) -> None:
     env = dict(LIVE_ENV, ARMED="0")
-    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE", env=env)
+    proc = run_smoke("--confirm", "LIVE_REMEDIATE", env=env)
     assert proc.returncode == 1
     gate_lines = [line for line in proc.stdout.splitlines() if line.startswith("    - ")]
     assert gate_lines == ["    - ARMED must be '1' (got '0')"]
 
 
-def test_live_mode_executes_and_audits_live(tmp_path: Path) -> None:
+def test_live_mode_executes_and_audits_live(tmp_path: Path, run_smoke: RunSmoke) -> None:
     budget = tmp_path / "budget.json"
     env = dict(LIVE_ENV, GRINDER_AUDIT_ENABLED="1", BUDGET_STATE_PATH=str(budget))
-    proc = run_smoke(tmp_path, "--confirm", "LIVE_REMEDIATE", env=env)
+    proc = run_smoke("--confirm", "LIVE_REMEDIATE", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "  Mode:              LIVE" in proc.stdout
     for name in ("order", "position", "mixed"):
@@ -155,9 +159,9 @@ def test_live_mode_executes_and_audits_live(tmp_path: Path) -> None:
     ],
 )
 def test_bad_input_is_exit_2_with_one_line(
-    tmp_path: Path, env: dict[str, str], args: tuple[str, ...], needle: str
+    env: dict[str, str], args: tuple[str, ...], needle: str, run_smoke: RunSmoke
 ) -> None:
-    proc = run_smoke(tmp_path, *args, env=env)
+    proc = run_smoke(*args, env=env)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
@@ -165,34 +169,30 @@ def test_bad_input_is_exit_2_with_one_line(
     assert needle in lines[0]
 
 
-def test_corrupt_budget_state_is_exit_2_naming_the_file(tmp_path: Path) -> None:
+def test_corrupt_budget_state_is_exit_2_naming_the_file(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text("{not json")
-    proc = run_smoke(tmp_path, env={"BUDGET_STATE_PATH": str(budget)})
+    proc = run_smoke(env={"BUDGET_STATE_PATH": str(budget)})
     # Dry-run never touches the real budget, but a corrupt file is still reported.
     assert proc.returncode == 2
     assert str(budget) in proc.stderr
     assert budget.read_text() == "{not json"
 
 
-def test_grinder_smoke_subcommand_matches_script(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "grinder.cli", "smoke"],
-        cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k not in GATE_VARS},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+def test_grinder_smoke_subcommand_matches_script(tmp_path: Path, cli: Any) -> None:
+    proc = cli.run("grinder.cli", "smoke", cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
 
 
 @pytest.mark.parametrize("live", [False, True], ids=["dry_run", "live"])
-def test_venue_sim_runs_the_scenarios_through_the_real_adapter(tmp_path: Path, live: bool) -> None:
+def test_venue_sim_runs_the_scenarios_through_the_real_adapter(
+    live: bool, run_smoke: RunSmoke
+) -> None:
     args = ("--venue", "sim", "--confirm", "LIVE_REMEDIATE") if live else ("--venue", "sim")
-    proc = run_smoke(tmp_path, *args, env=LIVE_ENV if live else {})
+    proc = run_smoke(*args, env=LIVE_ENV if live else {})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "  venue:             sim" in proc.stdout.splitlines()
     writes = "1" if live else "0"

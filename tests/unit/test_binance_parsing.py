@@ -92,16 +92,18 @@ def _corpus_names() -> list[Any]:
     return sorted(p.name for p in CORPUS.glob("*.json"))
 
 
-def _load(name: str) -> Any:
+def _corpus_file(name: str) -> Path:
     if not CORPUS.is_dir():
         pytest.skip(SKIP_REASON)
-    return json.loads((CORPUS / name).read_text(encoding="utf-8"))
+    return CORPUS / name
+
+
+def _load(name: str) -> Any:
+    return json.loads(_corpus_file(name).read_text(encoding="utf-8"))
 
 
 def _raw(name: str) -> bytes:
-    if not CORPUS.is_dir():
-        pytest.skip(SKIP_REASON)
-    return (CORPUS / name).read_bytes()
+    return _corpus_file(name).read_bytes()
 
 
 # --- invariants of a fully parsed object --------------------------------------------------------
@@ -194,12 +196,17 @@ def _event_sequence(name: str, doc: Any) -> None:
         _check_event(parse_user_event(item, seen_ts_ms=SEEN))
 
 
+def _one_or_many(
+    doc: Any,
+    many: Callable[..., list[ObservedOrder]],
+    one: Callable[..., ObservedOrder],
+) -> list[ObservedOrder]:
+    """A list body through the list parser, an object through the single-order parser."""
+    return many(doc, seen_ts_ms=SEEN) if isinstance(doc, list) else [one(doc, seen_ts_ms=SEEN)]
+
+
 def _orders(name: str, doc: Any) -> None:
-    orders = (
-        parse_orders(doc, seen_ts_ms=SEEN)
-        if isinstance(doc, list)
-        else [parse_order(doc, seen_ts_ms=SEEN)]
-    )
+    orders = _one_or_many(doc, parse_orders, parse_order)
     assert orders
     for order in orders:
         _check_order(order, is_algo=False)
@@ -219,11 +226,7 @@ def _batch_orders(name: str, doc: Any) -> None:
 
 
 def _algo_orders(name: str, doc: Any) -> None:
-    orders = (
-        parse_algo_orders(doc, seen_ts_ms=SEEN)
-        if isinstance(doc, list)
-        else [parse_algo_order(doc, seen_ts_ms=SEEN)]
-    )
+    orders = _one_or_many(doc, parse_algo_orders, parse_algo_order)
     assert orders
     for order in orders:
         _check_order(order, is_algo=True)
@@ -1011,21 +1014,27 @@ def _position_row() -> dict[str, Any]:
     }
 
 
+def _order_with(path: str, value: Any) -> Callable[[], Any]:
+    """Parsing the good order row with ``path`` set to ``value``."""
+    return lambda: parse_order(_with(_order_row(), path, value), seen_ts_ms=1)
+
+
+def _position_with(path: str, value: Any) -> Callable[[], Any]:
+    """Parsing the good position row with ``path`` set to ``value``."""
+    return lambda: parse_position(_with(_position_row(), path, value), seen_ts_ms=1)
+
+
 REST_GARBLED: list[tuple[str, Callable[[], Any], str]] = [
     ("order not object", lambda: parse_order([], seen_ts_ms=1), "order: expected a JSON object"),
     (
         "order qty float",
-        lambda: parse_order(_with(_order_row(), "origQty", 15.0), seen_ts_ms=1),
+        _order_with("origQty", 15.0),
         "order: field origQty: expected a decimal string, got number 15.0",
     ),
-    (
-        "order id text",
-        lambda: parse_order(_with(_order_row(), "orderId", "12a"), seen_ts_ms=1),
-        "order: field orderId",
-    ),
+    ("order id text", _order_with("orderId", "12a"), "order: field orderId"),
     (
         "order status",
-        lambda: parse_order(_with(_order_row(), "status", "DONE"), seen_ts_ms=1),
+        _order_with("status", "DONE"),
         "order: field status: expected an order status, got 'DONE'",
     ),
     (
@@ -1052,12 +1061,12 @@ REST_GARBLED: list[tuple[str, Callable[[], Any], str]] = [
     ),
     (
         "position NaN",
-        lambda: parse_position(_with(_position_row(), "positionAmt", "NaN"), seen_ts_ms=1),
+        _position_with("positionAmt", "NaN"),
         "position: field positionAmt: expected a decimal string, got 'NaN'",
     ),
     (
         "position long negative",
-        lambda: parse_position(_with(_position_row(), "positionAmt", "-1"), seen_ts_ms=1),
+        _position_with("positionAmt", "-1"),
         "position: field positionAmt: amount -1 contradicts positionSide LONG",
     ),
     (

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from grinder.ceremony import logscan
-from grinder.ceremony.checks import REQUIRED_ALERTS, Inputs, Status
+from grinder.ceremony.checks import REQUIRED_ALERTS, Inputs, StageResult, Status
 from grinder.ceremony.report import render
 from grinder.ceremony.sources import LoadedRule, Scrape, SourceError, instance_of, parse_scrape
 from grinder.ceremony.stages import run_stage
@@ -316,16 +316,19 @@ def test_stage4_checks_the_alert_rules_loaded_in_prometheus(tmp_path: Path) -> N
     def query(url: str, promql: str) -> list[tuple[dict[str, str], float]]:
         return [({"job": "grinder", "instance": "127.0.0.1:9090"}, 1.0)]
 
-    result = run_stage(
-        inputs(
-            4,
-            [scrape()],
-            status_=stage3_status(),
-            prometheus_url="http://prom:9091",
-            read_rules=lambda url: rules(some),
-            query=query,
+    def stage4(loaded: tuple[str, ...]) -> StageResult:
+        return run_stage(
+            inputs(
+                4,
+                [scrape()],
+                status_=stage3_status(),
+                prometheus_url="http://prom:9091",
+                read_rules=lambda url: rules(loaded),
+                query=query,
+            )
         )
-    )
+
+    result = stage4(some)
     item = by_title(result, "Alert rules loaded in Prometheus")
     assert item.status is Status.FAIL
     assert item.evidence == (
@@ -333,16 +336,7 @@ def test_stage4_checks_the_alert_rules_loaded_in_prometheus(tmp_path: Path) -> N
         "firing now: none"
     )
     assert by_title(result, "Prometheus scrapes this service").status is Status.PASS
-    ok = run_stage(
-        inputs(
-            4,
-            [scrape()],
-            status_=stage3_status(),
-            prometheus_url="http://prom:9091",
-            read_rules=lambda url: rules(REQUIRED_ALERTS),
-            query=query,
-        )
-    )
+    ok = stage4(REQUIRED_ALERTS)
     assert by_title(ok, "Alert rules loaded in Prometheus").status is Status.PASS
 
 

@@ -328,13 +328,23 @@ def test_from_toml_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert c == ReconcileConfig()
 
 
-def test_from_toml_invalid_toml_is_config_error_naming_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "[reconcile\naction = ")
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        pytest.param("[reconcile\naction = ", "invalid TOML", id="invalid_toml"),
+        pytest.param("reconcile = 5\n", "reconcile", id="non_table_reconcile"),
+        pytest.param("[reconcile]\ndryrun = false\n", "dryrun", id="unknown_key"),
+    ],
+)
+def test_from_toml_bad_file_is_config_error_naming_file_and_cause(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         ReconcileConfig.from_toml(path)
     msg = str(info.value)
     assert str(path) in msg
-    assert "invalid TOML" in msg
+    assert needle in msg
 
 
 def test_from_toml_missing_file_is_config_error_naming_file(tmp_path: Path) -> None:
@@ -347,23 +357,6 @@ def test_from_toml_missing_file_is_config_error_naming_file(tmp_path: Path) -> N
 def test_from_toml_directory_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(tmp_path)):
         ReconcileConfig.from_toml(tmp_path)
-
-
-def test_from_toml_non_table_reconcile_is_config_error(tmp_path: Path) -> None:
-    path = write(tmp_path, "reconcile = 5\n")
-    with pytest.raises(ConfigError) as info:
-        ReconcileConfig.from_toml(path)
-    assert str(path) in str(info.value)
-    assert "reconcile" in str(info.value)
-
-
-def test_from_toml_unknown_key_is_config_error_naming_file_and_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "[reconcile]\ndryrun = false\n")
-    with pytest.raises(ConfigError) as info:
-        ReconcileConfig.from_toml(path)
-    msg = str(info.value)
-    assert str(path) in msg
-    assert "dryrun" in msg
 
 
 @pytest.mark.parametrize(

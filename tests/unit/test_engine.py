@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangeError, TransientExchangeError
 from grinder.reconcile.config import ReconcileConfig
-from grinder.reconcile.engine import IncidentTracker, ReconcileEngine
+from grinder.reconcile.engine import IncidentTracker, ReconcileEngine, ReconcileResult
 from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -701,6 +701,17 @@ def query_calls(port: FakePort) -> list[str]:
     return [c.args["client_order_id"] for c in port.calls if c.method == "query_order"]
 
 
+def assert_one_incident_that_stands(
+    opened: ReconcileResult, later: ReconcileResult, kind: MismatchType
+) -> None:
+    """``opened`` started one incident of ``kind``; ``later`` still sees the mismatch as that
+    same incident (nothing new, nothing cleared)."""
+    assert [m.type for m in opened.new_incidents] == [kind]
+    assert [m.type for m in later.mismatches] == [kind]
+    assert later.new_incidents == []
+    assert later.cleared_incidents == []
+
+
 async def test_triage_found_filled_is_no_mismatch_and_observed_adopts_it() -> None:
     rig = Rig()
     rig.place(cid(1), at=0)
@@ -741,10 +752,7 @@ async def test_triage_found_canceled_divergence_persists_as_one_incident_old_can
     rig.port.ended_orders[cid(1)] = observed_order(cid(1), OrderStatus.CANCELED, at=100)
     r1 = await rig.engine.reconcile(GRACE + 1000, rig.port)
     r2 = await rig.engine.reconcile(GRACE + 2000, rig.port)
-    assert [m.type for m in r1.new_incidents] == [MT.ORDER_STATUS_DIVERGENCE]
-    assert [m.type for m in r2.mismatches] == [MT.ORDER_STATUS_DIVERGENCE]
-    assert r2.new_incidents == []
-    assert r2.cleared_incidents == []
+    assert_one_incident_that_stands(r1, r2, MT.ORDER_STATUS_DIVERGENCE)
 
 
 async def test_triage_found_recently_canceled_waits_out_grace_then_one_incident() -> None:
@@ -761,10 +769,7 @@ async def test_triage_found_recently_canceled_waits_out_grace_then_one_incident(
     assert r1.mismatches == []
     assert r2.mismatches == []
     assert r2.triage == Counter()  # adopted: no second query
-    assert [m.type for m in r3.new_incidents] == [MT.ORDER_STATUS_DIVERGENCE]
-    assert [m.type for m in r4.mismatches] == [MT.ORDER_STATUS_DIVERGENCE]
-    assert r4.new_incidents == []
-    assert r4.cleared_incidents == []
+    assert_one_incident_that_stands(r3, r4, MT.ORDER_STATUS_DIVERGENCE)
 
 
 async def test_triage_found_open_is_no_mismatch_and_observed_adopts_it() -> None:

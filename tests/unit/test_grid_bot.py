@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import pytest
 
 from grinder.bot.grid import (
@@ -22,6 +21,7 @@ from grinder.bot.grid import (
 )
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, Params
+from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer
 from grinder.reconcile.identity import is_ours, parse_client_order_id
@@ -110,14 +110,7 @@ class Rig:
     bot: GridBot
     store: SpyStore
     log: list[Step]
-
-    async def control(self, path: str, body: dict[str, Any]) -> Any:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(f"{self.sim.base_url}/_sim{path}", json=body) as resp,
-        ):
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
+    ctl: SimControl
 
 
 @pytest.fixture
@@ -135,9 +128,11 @@ async def rig() -> AsyncIterator[Rig]:
     bot = GridBot(
         BinanceFuturesPort(rest), store, GridSettings(levels=2), ws_base_url=sim.ws_base_url
     )
+    ctl = SimControl(sim.base_url)
     try:
-        yield Rig(sim, bot, store, log)
+        yield Rig(sim, bot, store, log, ctl)
     finally:
+        await ctl.close()
         await bot.stop()
         await rest.close()
         await sim.stop()
@@ -195,7 +190,9 @@ async def test_the_bot_books_its_own_fill_and_replaces_the_level(rig: Rig) -> No
     bot = rig.bot
     await bot.start()
     buy = next(cid for cid, o in bot.orders.items() if o.level.index == -1)
-    await rig.control("/mark", {"symbol": "BTCUSDT", "price": str(bot.center - bot.spacing)})
+    await rig.ctl.call(
+        "POST", "/mark", {"symbol": "BTCUSDT", "price": str(bot.center - bot.spacing)}
+    )
     await _until(lambda: bot.fills == 1 and len(bot.orders) == 5)
     await bot.idle()
     booked = rig.store.get_order(buy)
@@ -214,8 +211,8 @@ async def test_a_fill_the_bot_never_hears_of_stays_unbooked(rig: Rig) -> None:
     bot = rig.bot
     await bot.start()
     victim = next(cid for cid, o in bot.orders.items() if o.level.index == -2)
-    await rig.control("/stream/suppress", {"clientOrderId": victim})
-    await rig.control("/orders/fill", {"clientOrderId": victim})
+    await rig.ctl.call("POST", "/stream/suppress", {"clientOrderId": victim})
+    await rig.ctl.call("POST", "/orders/fill", {"clientOrderId": victim})
     await asyncio.sleep(0.3)
     await bot.idle()
     assert bot.orders[victim].open

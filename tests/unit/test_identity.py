@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import assume, given
@@ -329,66 +330,63 @@ timestamps = st.integers(min_value=0, max_value=2 * 10**9)
 seqs = st.integers(min_value=0, max_value=10**6)
 
 
+def generated_or_none(**fields: object) -> str | None:
+    """``generate_client_order_id(**fields)``, or None where it refuses them."""
+    try:
+        return generate_client_order_id(**fields)  # type: ignore[arg-type]
+    except ClientOrderIdError:
+        return None
+
+
+def assert_valid_binance_id(cid: str) -> None:
+    assert len(cid) <= MAX_CLIENT_ORDER_ID_LEN, cid
+    assert BINANCE_ID.match(cid), cid
+
+
 @given(
-    prefix=prefixes,
-    strategy_id=tokens,
-    symbol=symbols,
-    level_id=levels,
-    ts_seconds=timestamps,
-    seq=seqs,
+    fields=st.fixed_dictionaries(
+        {
+            "prefix": prefixes,
+            "strategy_id": tokens,
+            "symbol": symbols,
+            "level_id": levels,
+            "ts_seconds": timestamps,
+            "seq": seqs,
+        }
+    )
 )
 def test_property_generate_then_parse_round_trips_whenever_generation_succeeds(
-    prefix: str, strategy_id: str, symbol: str, level_id: int | str, ts_seconds: int, seq: int
+    fields: dict[str, Any],
 ) -> None:
-    try:
-        cid = generate_client_order_id(
-            strategy_id=strategy_id,
-            symbol=symbol,
-            level_id=level_id,
-            ts_seconds=ts_seconds,
-            seq=seq,
-            prefix=prefix,
-        )
-    except ClientOrderIdError:
-        assume(False)
-        return
-    assert len(cid) <= MAX_CLIENT_ORDER_ID_LEN
-    assert BINANCE_ID.match(cid)
-    assert parse_client_order_id(cid, prefix) == ParsedClientOrderId(
-        prefix=prefix,
-        strategy_id=strategy_id,
-        symbol=symbol,
-        level_id=str(level_id),
-        ts_seconds=ts_seconds,
-        seq=seq,
+    cid = generated_or_none(**fields)
+    assume(cid is not None)
+    assert_valid_binance_id(cid)
+    assert parse_client_order_id(cid, fields["prefix"]) == ParsedClientOrderId(
+        **{**fields, "level_id": str(fields["level_id"])}
     )
-    assert is_ours(cid, prefix=prefix, strategy_allowlist=frozenset({strategy_id}))
+    assert is_ours(
+        cid, prefix=fields["prefix"], strategy_allowlist=frozenset({fields["strategy_id"]})
+    )
 
 
 @given(
-    prefix=st.text(max_size=12),
-    strategy_id=st.text(max_size=12),
-    symbol=st.text(max_size=20),
-    level_id=st.one_of(st.integers(), st.text(max_size=6)),
-    ts_seconds=st.integers(),
-    seq=st.integers(),
+    fields=st.fixed_dictionaries(
+        {
+            "prefix": st.text(max_size=12),
+            "strategy_id": st.text(max_size=12),
+            "symbol": st.text(max_size=20),
+            "level_id": st.one_of(st.integers(), st.text(max_size=6)),
+            "ts_seconds": st.integers(),
+            "seq": st.integers(),
+        }
+    )
 )
 def test_property_generation_never_exceeds_36_chars_nor_emits_invalid_ids(
-    prefix: str, strategy_id: str, symbol: str, level_id: int | str, ts_seconds: int, seq: int
+    fields: dict[str, Any],
 ) -> None:
-    try:
-        cid = generate_client_order_id(
-            strategy_id=strategy_id,
-            symbol=symbol,
-            level_id=level_id,
-            ts_seconds=ts_seconds,
-            seq=seq,
-            prefix=prefix,
-        )
-    except ClientOrderIdError:
-        return
-    assert len(cid) <= MAX_CLIENT_ORDER_ID_LEN
-    assert BINANCE_ID.match(cid), cid
+    cid = generated_or_none(**fields)
+    if cid is not None:
+        assert_valid_binance_id(cid)
 
 
 @given(

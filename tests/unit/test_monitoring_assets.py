@@ -7,10 +7,9 @@ Without it these tests fail in CI (``CI=true``) and are skipped elsewhere.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +24,25 @@ RULE_TESTS = MONITORING / "alert_rules_test.yml"
 DASHBOARD = MONITORING / "grafana" / "grinder-reconcile.json"
 
 
-def require_tool(name: str) -> str:
-    """The path of a tool from Debian's prometheus package; fail in CI, skip elsewhere."""
-    found = shutil.which(name) or next(
-        (str(p) for p in (Path("/usr/bin") / name, Path("/usr/sbin") / name) if p.exists()), None
-    )
-    if found:
-        return found
-    message = (
-        f"{name} not found: install Debian's 'prometheus' package "
-        "(bin/test does it with bin/ensure-debian-packages)"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+Promtool = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require_tool("promtool"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+@pytest.fixture
+def promtool(require_tool: Callable[[str, str], str]) -> Promtool:
+    """``promtool(*args, cwd=monitoring/)``; where promtool is missing, the call fails the test
+    in CI and skips it elsewhere."""
+
+    def promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [require_tool("promtool", "prometheus"), *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    return promtool
 
 
 def alert_blocks() -> dict[str, str]:
@@ -71,19 +64,19 @@ def anchors(doc: Path) -> set[str]:
     return {slug(h) for h in heads}
 
 
-def test_promtool_checks_the_rules() -> None:
+def test_promtool_checks_the_rules(promtool: Promtool) -> None:
     proc = promtool("check", "rules", "alert_rules.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"SUCCESS: {len(REQUIRED_ALERTS)} rules found" in proc.stdout
 
 
-def test_promtool_unit_tests_of_the_rules_pass() -> None:
+def test_promtool_unit_tests_of_the_rules_pass(promtool: Promtool) -> None:
     proc = promtool("test", "rules", "alert_rules_test.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
 
 
-def test_example_prometheus_config_is_valid() -> None:
+def test_example_prometheus_config_is_valid(promtool: Promtool) -> None:
     proc = promtool("check", "config", "prometheus.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -193,7 +186,7 @@ def test_dashboard_shows_what_the_issue_lists() -> None:
     assert "sum by (action)" in exprs
 
 
-def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
+def test_promtool_parses_every_dashboard_query(tmp_path: Path, promtool: Promtool) -> None:
     lines = ["groups:", "  - name: dashboard-queries", "    rules:"]
     for n, expr in enumerate(dashboard_exprs()):
         promql = expr.replace("$__rate_interval", "5m").replace("$job", ".*")

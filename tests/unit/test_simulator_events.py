@@ -3,9 +3,8 @@ listenKey lifetime, event allow-lists, suppression."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,46 +17,9 @@ from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.userstream import parse_events
 from grinder.exchange.simulator.validation import parse_new_order
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "exchange-corpus" / "binance-usdm"
-needs_corpus = pytest.mark.skipif(
-    not CORPUS.is_dir(), reason=f"Binance wire corpus not found at {CORPUS}"
-)
-
-
-def corpus(name: str) -> Any:
-    data = json.loads((CORPUS / name).read_text())
-    return data["data"] if isinstance(data, dict) and "data" in data else data
-
-
-def kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    return type(value).__name__
-
-
-def shape_diff(
-    ours: Any, theirs: Any, path: str = "", absent_ok: frozenset[str] = frozenset()
-) -> list[str]:
-    """Differences of keys and JSON types between two payloads (first list items compared)."""
-    if isinstance(theirs, dict) and isinstance(ours, dict):
-        out = []
-        for key in theirs:
-            if key not in ours:
-                if key not in absent_ok:
-                    out.append(f"{path}.{key} missing")
-                continue
-            out += shape_diff(ours[key], theirs[key], f"{path}.{key}", absent_ok)
-        out += [f"{path}.{key} extra" for key in ours if key not in theirs]
-        return out
-    if isinstance(theirs, list) and isinstance(ours, list):
-        if theirs and ours:
-            return shape_diff(ours[0], theirs[0], f"{path}[0]", absent_ok)
-        return []
-    if kind(ours) != kind(theirs):
-        return [f"{path}: {kind(ours)} != {kind(theirs)}"]
-    return []
+# The Binance wire corpus: the ``corpus`` and ``shape_diff`` fixtures of tests/conftest.py (a test
+# using them is skipped where the corpus is not checked out).
+ShapeDiff = Callable[..., list[str]]
 
 
 def make_sim(**overrides: Any) -> Simulator:
@@ -67,7 +29,12 @@ def make_sim(**overrides: Any) -> Simulator:
 
 
 def place(sim: Simulator, **values: Any) -> None:
-    params = Params((k, str(v)) for k, v in values.items())
+    """A new order with these parameters, by default a GTC LIMIT BUY of BTCUSDT."""
+    base: dict[str, Any] = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT"}
+    base.update(values)
+    if base["type"] == "LIMIT":
+        base.setdefault("timeInForce", "GTC")
+    params = Params((k, str(v)) for k, v in base.items())
     req = parse_new_order(
         params, sim.specs, dual=sim.account.dual, mark_of=sim.book.mark, now_ms=sim.now_ms()
     )
@@ -78,10 +45,11 @@ def of_kind(sim: Simulator, name: str) -> list[dict[str, Any]]:
     return [e for e in sim.hub.recent if e["e"] == name]
 
 
-@needs_corpus
-def test_order_trade_update_has_the_docs_shape() -> None:
+def test_order_trade_update_has_the_docs_shape(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     sim = make_sim()
-    place(sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
+    place(sim, type="MARKET", quantity="0.010")
     new, trade = of_kind(sim, "ORDER_TRADE_UPDATE")
     docs = corpus("docs_ORDER_TRADE_UPDATE.json")
     trailing_only = frozenset({"AP", "cr"})
@@ -92,18 +60,11 @@ def test_order_trade_update_has_the_docs_shape() -> None:
     assert shape_diff(trade, partial, absent_ok=trailing_only) == extra
 
 
-@needs_corpus
-def test_order_trade_update_numbers_are_written_like_the_real_captures() -> None:
+def test_order_trade_update_numbers_are_written_like_the_real_captures(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     sim = make_sim()
-    place(
-        sim,
-        symbol="ETHUSDT",
-        side="SELL",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="0.050",
-        price="3300.00",
-    )
+    place(sim, symbol="ETHUSDT", side="SELL", quantity="0.050", price="3300.00")
     body = of_kind(sim, "ORDER_TRADE_UPDATE")[0]["o"]
     real = corpus("jqcta_ws_ORDER_TRADE_UPDATE_2024_new_limit_web.json")["o"]
     assert (body["q"], body["p"], body["ap"], body["l"], body["z"], body["L"]) == (
@@ -117,26 +78,27 @@ def test_order_trade_update_numbers_are_written_like_the_real_captures() -> None
     assert shape_diff(body, real) == [".er extra"]
 
 
-@needs_corpus
-def test_account_update_has_the_docs_shape() -> None:
+def test_account_update_has_the_docs_shape(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     sim = make_sim()
-    place(sim, symbol="BTCUSDT", side="SELL", type="MARKET", quantity="0.010")
+    place(sim, side="SELL", type="MARKET", quantity="0.010")
     (update,) = of_kind(sim, "ACCOUNT_UPDATE")
     assert shape_diff(update, corpus("docs_ACCOUNT_UPDATE.json")) == []
     row = update["a"]["P"][0]
     assert (row["pa"], row["ps"], row["mt"]) == ("-0.01", "BOTH", "cross")
 
 
-@needs_corpus
-def test_trade_lite_has_the_docs_shape() -> None:
+def test_trade_lite_has_the_docs_shape(corpus: Callable[[str], Any], shape_diff: ShapeDiff) -> None:
     sim = make_sim()
-    place(sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
+    place(sim, type="MARKET", quantity="0.010")
     (lite,) = of_kind(sim, "TRADE_LITE")
     assert shape_diff(lite, corpus("docs_TRADE_LITE.json")) == []
 
 
-@needs_corpus
-def test_algo_updates_have_the_real_shapes_before_and_after_trigger() -> None:
+def test_algo_updates_have_the_real_shapes_before_and_after_trigger(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     from grinder.exchange.simulator.algo import parse_algo_order
 
     sim = make_sim()
@@ -171,8 +133,9 @@ def test_algo_updates_have_the_real_shapes_before_and_after_trigger() -> None:
     assert shape_diff(child_new, real[2]) == []
 
 
-@needs_corpus
-def test_listen_key_expired_has_the_docs_shape() -> None:
+def test_listen_key_expired_has_the_docs_shape(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
     from grinder.exchange.simulator.events import listen_key_expired
 
     assert shape_diff(listen_key_expired("k", 1), corpus("docs_listenKeyExpired.json")) == []
@@ -214,37 +177,15 @@ def test_listen_key_lifetime_keepalive_and_reuse() -> None:
 def test_suppression_drops_the_next_n_events_or_those_of_one_client_id() -> None:
     sim = make_sim()
     sim.hub.suppress(count=1, event_types=["ORDER_TRADE_UPDATE"])
-    place(
-        sim,
-        symbol="BTCUSDT",
-        side="BUY",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="0.010",
-        price="64000.0",
-        newClientOrderId="first",
-    )
-    place(
-        sim,
-        symbol="BTCUSDT",
-        side="BUY",
-        type="LIMIT",
-        timeInForce="GTC",
-        quantity="0.010",
-        price="64000.0",
-        newClientOrderId="second",
-    )
+    for cid in ("first", "second"):
+        place(sim, quantity="0.010", price="64000.0", newClientOrderId=cid)
     sent = [e["o"]["c"] for e in of_kind(sim, "ORDER_TRADE_UPDATE")]
     assert sent == ["second"]
     assert sim.hub.suppressed == 1
     sim.hub.suppress(count=None, client_order_id="mine")
-    place(
-        sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010", newClientOrderId="mine"
-    )
+    place(sim, type="MARKET", quantity="0.010", newClientOrderId="mine")
     assert [e["o"]["c"] for e in of_kind(sim, "ORDER_TRADE_UPDATE")] == ["second"]
     assert len(of_kind(sim, "ACCOUNT_UPDATE")) == 1  # not about a client id: still sent
     sim.hub.clear_suppression()
-    place(
-        sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010", newClientOrderId="mine"
-    )
+    place(sim, type="MARKET", quantity="0.010", newClientOrderId="mine")
     assert [e["o"]["c"] for e in of_kind(sim, "ORDER_TRADE_UPDATE")][-1] == "mine"

@@ -362,37 +362,7 @@ def test_writes_show_in_the_writers_own_mirror_at_once(store: SqliteExpectedStor
     assert len(store) == 1
 
 
-# --- write semantics (same as MemoryExpectedStore) -----------------------------------------
-
-
-def test_mark_cancel_requested_ends_order_at_that_time(store: SqliteExpectedStore) -> None:
-    store.record_order(exp_order(1, created=100))
-    store.mark_cancel_requested(cid(1), 250)
-    o = store.get_order(cid(1))
-    assert o is not None
-    assert (o.cancel_requested, o.ended_ts_ms, o.updated_ts_ms) == (True, 250, 250)
-    assert not o.expected_open
-
-
-def test_mark_status_terminal_ends_order_open_status_does_not(store: SqliteExpectedStore) -> None:
-    store.record_order(exp_order(1))
-    store.record_order(exp_order(2))
-    store.mark_status(cid(1), OrderStatus.PARTIALLY_FILLED, 10)
-    store.mark_status(cid(2), OrderStatus.FILLED, 20)
-    one, two = store.get_order(cid(1)), store.get_order(cid(2))
-    assert one is not None
-    assert two is not None
-    assert (one.status, one.ended_ts_ms) == (OrderStatus.PARTIALLY_FILLED, None)
-    assert (two.status, two.ended_ts_ms) == (OrderStatus.FILLED, 20)
-
-
-def test_second_end_does_not_move_ended_time(store: SqliteExpectedStore) -> None:
-    store.record_order(exp_order(1))
-    store.mark_cancel_requested(cid(1), 10)
-    store.mark_status(cid(1), OrderStatus.CANCELED, 30)
-    o = store.get_order(cid(1))
-    assert o is not None
-    assert (o.ended_ts_ms, o.updated_ts_ms, o.status) == (10, 30, OrderStatus.CANCELED)
+# --- write semantics (the ones every expected store shares: tests/unit/test_stores.py) ------
 
 
 def test_updates_for_unknown_ids_raise_unknown_order(store: SqliteExpectedStore) -> None:

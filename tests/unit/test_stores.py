@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,6 +22,7 @@ from grinder.reconcile.types import (
 )
 from grinder.state.expected import ExpectedStoreFull, MemoryExpectedStore, UnknownOrder
 from grinder.state.observed import ObservedStore
+from grinder.state.sqlite import SqliteExpectedStore
 
 D = Decimal
 BTC = "BTCUSDT"
@@ -84,6 +88,20 @@ def pos(
     )
 
 
+def held_order(store: Any, client_order_id: str) -> Any:
+    """The store's order with that id; the store must hold it."""
+    order = store.get_order(client_order_id)
+    assert order is not None, client_order_id
+    return order
+
+
+def held_position(store: Any, key: tuple[str, PositionSide]) -> Any:
+    """The store's position under ``key`` (symbol, position side); the store must hold it."""
+    position = store.get_position(key)
+    assert position is not None, key
+    return position
+
+
 # =============================================================================================
 # ExpectedOrder
 # =============================================================================================
@@ -106,6 +124,49 @@ def test_expected_order_partially_filled_is_still_open() -> None:
 
 
 # =============================================================================================
+# Write semantics of every expected store (memory, SQLite file)
+# =============================================================================================
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    if request.param == "memory":
+        yield MemoryExpectedStore()
+    else:
+        with SqliteExpectedStore(tmp_path / "expected.db") as store:
+            yield store
+
+
+def test_mark_cancel_requested_ends_order_at_that_time(store: Any) -> None:
+    store.record_order(exp_order(1, created=100))
+    store.mark_cancel_requested(cid(1), 250)
+    order = held_order(store, cid(1))
+    assert order.cancel_requested is True
+    assert order.ended_ts_ms == 250
+    assert order.updated_ts_ms == 250
+    assert order.expected_open is False
+
+
+def test_mark_status_terminal_ends_order_open_status_does_not(store: Any) -> None:
+    store.record_order(exp_order(1))
+    store.record_order(exp_order(2))
+    store.mark_status(cid(1), OrderStatus.PARTIALLY_FILLED, 1500)
+    store.mark_status(cid(2), OrderStatus.FILLED, 1600)
+    one, two = held_order(store, cid(1)), held_order(store, cid(2))
+    assert (one.status, one.ended_ts_ms) == (OrderStatus.PARTIALLY_FILLED, None)
+    assert (two.status, two.ended_ts_ms) == (OrderStatus.FILLED, 1600)
+
+
+def test_second_end_does_not_move_ended_time(store: Any) -> None:
+    store.record_order(exp_order(1))
+    store.mark_cancel_requested(cid(1), 2000)
+    store.mark_status(cid(1), OrderStatus.CANCELED, 3000)
+    order = held_order(store, cid(1))
+    assert (order.ended_ts_ms, order.updated_ts_ms) == (2000, 3000)
+    assert order.status is OrderStatus.CANCELED
+
+
+# =============================================================================================
 # MemoryExpectedStore
 # =============================================================================================
 
@@ -123,42 +184,6 @@ def test_expected_store_records_and_reads_orders() -> None:
 def test_expected_store_rejects_non_positive_capacity() -> None:
     with pytest.raises(ValueError, match="max_orders"):
         MemoryExpectedStore(max_orders=0)
-
-
-def test_mark_cancel_requested_ends_order_at_that_time() -> None:
-    store = MemoryExpectedStore()
-    store.record_order(exp_order(1))
-    store.mark_cancel_requested(cid(1), 2500)
-    order = store.get_order(cid(1))
-    assert order is not None
-    assert order.cancel_requested is True
-    assert order.ended_ts_ms == 2500
-    assert order.updated_ts_ms == 2500
-    assert order.expected_open is False
-
-
-def test_mark_status_terminal_ends_order_open_status_does_not() -> None:
-    store = MemoryExpectedStore()
-    store.record_order(exp_order(1))
-    store.record_order(exp_order(2))
-    store.mark_status(cid(1), OrderStatus.PARTIALLY_FILLED, 1500)
-    store.mark_status(cid(2), OrderStatus.FILLED, 1600)
-    one, two = store.get_order(cid(1)), store.get_order(cid(2))
-    assert one is not None
-    assert two is not None
-    assert (one.status, one.ended_ts_ms) == (OrderStatus.PARTIALLY_FILLED, None)
-    assert (two.status, two.ended_ts_ms) == (OrderStatus.FILLED, 1600)
-
-
-def test_second_end_does_not_move_ended_time() -> None:
-    store = MemoryExpectedStore()
-    store.record_order(exp_order(1))
-    store.mark_cancel_requested(cid(1), 2000)
-    store.mark_status(cid(1), OrderStatus.CANCELED, 3000)
-    order = store.get_order(cid(1))
-    assert order is not None
-    assert order.ended_ts_ms == 2000
-    assert order.status is OrderStatus.CANCELED
 
 
 def test_cancel_request_for_unknown_order_raises_unknown_order() -> None:
@@ -218,9 +243,7 @@ def test_order_rerecorded_as_open_after_ending_is_not_evicted_by_stale_ttl_entry
     store.mark_cancel_requested(cid(1), 1000)
     store.record_order(exp_order(1, created=1500))  # same id placed again, live
     assert store.evict_expired(1000 + TTL) == 0
-    order = store.get_order(cid(1))
-    assert order is not None
-    assert order.expected_open is True
+    assert held_order(store, cid(1)).expected_open is True
 
 
 def test_full_store_evicts_oldest_ended_order_first() -> None:
@@ -269,9 +292,7 @@ def test_full_store_accepts_update_of_an_order_it_already_holds() -> None:
     store.record_order(exp_order(1))
     store.record_order(exp_order(2))
     store.record_order(exp_order(2, created=5000))
-    order = store.get_order(cid(2))
-    assert order is not None
-    assert order.created_ts_ms == 5000
+    assert held_order(store, cid(2)).created_ts_ms == 5000
     assert len(store) == 2
 
 
@@ -284,15 +305,11 @@ def test_expected_positions_keyed_by_symbol_and_side() -> None:
     store.set_position(BTC, D("1"), 1000, PositionSide.LONG)
     store.set_position(BTC, D("-2"), 1100, PositionSide.SHORT)
     store.set_position(ETH, D("0.5"), 1200)
-    long_ = store.get_position((BTC, PositionSide.LONG))
-    short = store.get_position((BTC, PositionSide.SHORT))
-    both = store.get_position((ETH, PositionSide.BOTH))
-    assert long_ is not None
-    assert short is not None
-    assert both is not None
+    long_ = held_position(store, (BTC, PositionSide.LONG))
+    short = held_position(store, (BTC, PositionSide.SHORT))
     assert (long_.qty, long_.updated_ts_ms) == (D("1"), 1000)
     assert (short.qty, short.updated_ts_ms) == (D("-2"), 1100)
-    assert both.qty == D("0.5")
+    assert held_position(store, (ETH, PositionSide.BOTH)).qty == D("0.5")
     assert store.get_position((BTC, PositionSide.BOTH)) is None
     assert len(list(store.positions())) == 3
 
@@ -301,8 +318,7 @@ def test_set_position_replaces_previous_intent() -> None:
     store = MemoryExpectedStore()
     store.set_position(BTC, D("1"), 1000)
     store.set_position(BTC, D("0"), 2000)
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
+    p = held_position(store, (BTC, PositionSide.BOTH))
     assert (p.qty, p.updated_ts_ms) == (D("0"), 2000)
 
 
@@ -315,18 +331,14 @@ def test_apply_order_new_order_is_open() -> None:
     store = ObservedStore()
     assert store.apply_order(obs(1)) is True
     assert list(store.open_order_ids()) == [cid(1)]
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.NEW
+    assert held_order(store, cid(1)).status is OrderStatus.NEW
 
 
 def test_filled_then_late_new_stays_filled() -> None:
     store = ObservedStore()
     store.apply_order(obs(1, OrderStatus.FILLED, ts=2000, executed="3"))
     assert store.apply_order(obs(1, OrderStatus.NEW, ts=1000)) is False
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.FILLED
     assert list(store.open_orders()) == []
 
 
@@ -335,9 +347,7 @@ def test_terminal_order_ignores_even_newer_reports() -> None:
     store.apply_order(obs(1, OrderStatus.CANCELED, ts=2000))
     assert store.apply_order(obs(1, OrderStatus.FILLED, ts=3000, executed="3")) is False
     assert store.apply_order(obs(1, OrderStatus.NEW, ts=4000)) is False
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.CANCELED
+    assert held_order(store, cid(1)).status is OrderStatus.CANCELED
 
 
 def test_duplicate_event_is_rejected_and_not_marked_dirty() -> None:
@@ -356,9 +366,7 @@ def test_partial_fills_only_increase_executed_qty() -> None:
     assert store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=2000, executed="1.5")) is False
     # newer timestamp but lower executed qty: not progress
     assert store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=4000, executed="1")) is False
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.executed_qty == D("2")
+    assert held_order(store, cid(1)).executed_qty == D("2")
 
 
 def test_equal_timestamp_partial_fills_keep_the_larger_executed_qty() -> None:
@@ -366,9 +374,7 @@ def test_equal_timestamp_partial_fills_keep_the_larger_executed_qty() -> None:
     store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1000, executed="2"))
     assert store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1000, executed="1")) is False
     assert store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1000, executed="2.5")) is True
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.executed_qty == D("2.5")
+    assert held_order(store, cid(1)).executed_qty == D("2.5")
 
 
 @pytest.mark.parametrize(
@@ -392,9 +398,7 @@ def test_equal_timestamps_are_decided_by_status_rank(
     store = ObservedStore()
     store.apply_order(obs(1, first, ts=5000, executed=executed(first)))
     store.apply_order(obs(1, second, ts=5000, executed=executed(second)))
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is winner
+    assert held_order(store, cid(1)).status is winner
     assert (cid(1) in set(store.open_order_ids())) is winner.is_open
 
 
@@ -402,9 +406,7 @@ def test_newer_timestamp_with_lower_rank_does_not_regress() -> None:
     store = ObservedStore()
     store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1000, executed="1"))
     assert store.apply_order(obs(1, OrderStatus.NEW, ts=2000)) is False
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.PARTIALLY_FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.PARTIALLY_FILLED
 
 
 def test_newer_same_status_update_replaces_for_amendments() -> None:
@@ -412,9 +414,7 @@ def test_newer_same_status_update_replaces_for_amendments() -> None:
     store.apply_order(obs(1, ts=1000))
     amended = replace(obs(1, ts=2000), price=D("101"))
     assert store.apply_order(amended) is True
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.price == D("101")
+    assert held_order(store, cid(1)).price == D("101")
 
 
 def test_terminal_update_removes_from_open_set_but_keeps_order() -> None:
@@ -422,9 +422,7 @@ def test_terminal_update_removes_from_open_set_but_keeps_order() -> None:
     store.apply_order(obs(1, ts=1000))
     store.apply_order(obs(1, OrderStatus.FILLED, ts=2000, executed="3"))
     assert list(store.open_orders()) == []
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.FILLED
     assert [o.client_order_id for o in store] == [cid(1)]
 
 
@@ -449,8 +447,7 @@ def test_snapshot_adds_its_orders_as_open_and_records_time() -> None:
     assert set(store.open_order_ids()) == {cid(1), cid(2)}
     assert store.has_snapshot() is True
     assert store.last_order_snapshot_ms == 1000
-    got = store.get_order(cid(1))
-    assert got is not None
+    got = held_order(store, cid(1))
     assert got.seen_ts_ms == 1000  # a snapshot row is known as of the request time
 
 
@@ -492,18 +489,14 @@ def test_later_stream_event_keeps_an_older_order_alive_through_snapshot() -> Non
     store.apply_order(obs(1, ts=500, seen=500))
     store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1500, seen=1500, executed="1"))
     assert store.apply_open_orders_snapshot([], sent_ts_ms=1000) == 0
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.PARTIALLY_FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.PARTIALLY_FILLED
 
 
 def test_stream_event_newer_than_snapshot_wins_over_snapshot_row() -> None:
     store = ObservedStore()
     store.apply_order(obs(1, OrderStatus.FILLED, ts=1500, seen=1500, executed="3"))
     store.apply_open_orders_snapshot([obs(1, ts=900, seen=0)], sent_ts_ms=1000)
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.FILLED
     assert list(store.open_order_ids()) == []
 
 
@@ -513,9 +506,7 @@ def test_snapshot_row_with_progress_updates_stored_order() -> None:
     store.apply_open_orders_snapshot(
         [obs(1, OrderStatus.PARTIALLY_FILLED, ts=900, seen=0, executed="2")], 1000
     )
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.executed_qty == D("2")
+    assert held_order(store, cid(1)).executed_qty == D("2")
 
 
 def test_per_symbol_snapshot_leaves_other_symbols_alone() -> None:
@@ -539,9 +530,7 @@ def test_snapshot_does_not_remove_terminal_orders() -> None:
     store = ObservedStore()
     store.apply_order(obs(1, OrderStatus.FILLED, ts=500, executed="3"))
     assert store.apply_open_orders_snapshot([], sent_ts_ms=1000) == 0
-    got = store.get_order(cid(1))
-    assert got is not None
-    assert got.status is OrderStatus.FILLED
+    assert held_order(store, cid(1)).status is OrderStatus.FILLED
 
 
 def test_older_snapshot_response_does_not_move_snapshot_time_back() -> None:
@@ -632,16 +621,10 @@ def test_positions_keyed_by_symbol_and_position_side() -> None:
     store.apply_position(pos("1", side=PositionSide.LONG))
     store.apply_position(pos("-2", side=PositionSide.SHORT))
     store.apply_position(pos("3", symbol=ETH))
-    long_ = store.get_position((BTC, PositionSide.LONG))
-    short = store.get_position((BTC, PositionSide.SHORT))
-    assert long_ is not None
-    assert short is not None
-    assert long_.qty == D("1")
-    assert short.qty == D("-2")
+    assert held_position(store, (BTC, PositionSide.LONG)).qty == D("1")
+    assert held_position(store, (BTC, PositionSide.SHORT)).qty == D("-2")
     assert store.get_position((BTC, PositionSide.BOTH)) is None
-    eth = store.get_position((ETH, PositionSide.BOTH))
-    assert eth is not None
-    assert eth.qty == D("3")
+    assert held_position(store, (ETH, PositionSide.BOTH)).qty == D("3")
 
 
 def test_hedge_long_update_does_not_touch_short() -> None:
@@ -649,39 +632,31 @@ def test_hedge_long_update_does_not_touch_short() -> None:
     store.apply_position(pos("1", side=PositionSide.LONG, ts=1000))
     store.apply_position(pos("-1", side=PositionSide.SHORT, ts=1000))
     store.apply_position(pos("0", side=PositionSide.LONG, ts=2000))
-    short = store.get_position((BTC, PositionSide.SHORT))
-    assert short is not None
-    assert short.qty == D("-1")
+    assert held_position(store, (BTC, PositionSide.SHORT)).qty == D("-1")
 
 
 def test_stale_position_report_is_ignored() -> None:
     store = ObservedStore()
     store.apply_position(pos("2", ts=2000))
     assert store.apply_position(pos("1", ts=1000)) is False
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
-    assert p.qty == D("2")
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("2")
 
 
 def test_changed_ts_tracks_last_quantity_change_only() -> None:
     store = ObservedStore()
     store.apply_position(pos("1", ts=1000))
     store.apply_position(pos("1", ts=2000))  # same qty: no change
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
+    p = held_position(store, (BTC, PositionSide.BOTH))
     assert p.changed_ts_ms == 1000
     store.apply_position(pos("2", ts=3000))
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
+    p = held_position(store, (BTC, PositionSide.BOTH))
     assert p.changed_ts_ms == 3000
 
 
 def test_changed_ts_falls_back_to_seen_time_without_exchange_time() -> None:
     store = ObservedStore()
     store.apply_position(pos("1", ts=0, seen=4200))
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
-    assert p.changed_ts_ms == 4200
+    assert held_position(store, (BTC, PositionSide.BOTH)).changed_ts_ms == 4200
 
 
 def test_position_snapshot_zeroes_positions_it_omits() -> None:
@@ -690,12 +665,8 @@ def test_position_snapshot_zeroes_positions_it_omits() -> None:
     store.apply_position(pos("2", symbol=ETH, ts=500))
     store.drain_dirty()
     store.apply_positions_snapshot([pos("2", symbol=ETH, ts=500, seen=0)], sent_ts_ms=1000)
-    btc = store.get_position((BTC, PositionSide.BOTH))
-    eth = store.get_position((ETH, PositionSide.BOTH))
-    assert btc is not None
-    assert eth is not None
-    assert btc.qty == D("0")
-    assert eth.qty == D("2")
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+    assert held_position(store, (ETH, PositionSide.BOTH)).qty == D("2")
     assert store.drain_dirty()[1] == {(BTC, PositionSide.BOTH)}
     assert store.last_position_snapshot_ms == 1000
 
@@ -705,12 +676,8 @@ def test_position_snapshot_zeroes_absent_hedge_side_only() -> None:
     store.apply_position(pos("1", side=PositionSide.LONG, ts=500))
     store.apply_position(pos("-1", side=PositionSide.SHORT, ts=500))
     store.apply_positions_snapshot([pos("1", side=PositionSide.LONG, ts=500, seen=0)], 1000)
-    long_ = store.get_position((BTC, PositionSide.LONG))
-    short = store.get_position((BTC, PositionSide.SHORT))
-    assert long_ is not None
-    assert short is not None
-    assert long_.qty == D("1")
-    assert short.qty == D("0")
+    assert held_position(store, (BTC, PositionSide.LONG)).qty == D("1")
+    assert held_position(store, (BTC, PositionSide.SHORT)).qty == D("0")
 
 
 def test_position_snapshot_scope_leaves_other_symbols_alone() -> None:
@@ -718,29 +685,22 @@ def test_position_snapshot_scope_leaves_other_symbols_alone() -> None:
     store.apply_position(pos("1", ts=500))
     store.apply_position(pos("2", symbol=ETH, ts=500))
     store.apply_positions_snapshot([], sent_ts_ms=1000, symbols=[BTC])
-    btc = store.get_position((BTC, PositionSide.BOTH))
-    eth = store.get_position((ETH, PositionSide.BOTH))
-    assert btc is not None
-    assert eth is not None
-    assert btc.qty == D("0")
-    assert eth.qty == D("2")
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+    assert held_position(store, (ETH, PositionSide.BOTH)).qty == D("2")
 
 
 def test_position_learned_after_snapshot_request_is_not_zeroed() -> None:
     store = ObservedStore()
     store.apply_position(pos("1", ts=1500, seen=1500))
     store.apply_positions_snapshot([], sent_ts_ms=1000)
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
-    assert p.qty == D("1")
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("1")
 
 
 def test_position_snapshot_row_sets_quantity_and_mark_price() -> None:
     store = ObservedStore()
     row = replace(pos("0.5", ts=900, seen=0), mark_price=D("42000"))
     store.apply_positions_snapshot([row], sent_ts_ms=1000)
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
+    p = held_position(store, (BTC, PositionSide.BOTH))
     assert p.qty == D("0.5")
     assert p.seen_ts_ms == 1000
     assert store.mark_price(BTC) == D("42000")
@@ -752,9 +712,7 @@ def test_duplicated_position_event_after_snapshot_zeroed_it_does_not_resurrect()
     store.apply_position(pos("1", ts=1000, seen=1000))
     store.apply_positions_snapshot([], sent_ts_ms=2000)
     store.apply_position(pos("1", ts=1000, seen=2100))  # the same ACCOUNT_UPDATE again
-    p = store.get_position((BTC, PositionSide.BOTH))
-    assert p is not None
-    assert p.qty == D("0")
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
 
 
 # =============================================================================================
@@ -807,8 +765,7 @@ def order_histories(draw: st.DrawFn) -> list[ObservedOrder]:
 
 
 def _state(store: ObservedStore) -> tuple[object, ...]:
-    o = store.get_order(cid(1))
-    assert o is not None
+    o = held_order(store, cid(1))
     return (
         o.status,
         o.executed_qty,

@@ -29,6 +29,29 @@ class SimControl:
     async def state(self) -> Any:
         return await self.call("GET", "/state")
 
+    async def place_order(
+        self,
+        symbol: str,
+        side: str,
+        quantity: str,
+        price: str,
+        client_order_id: str,
+        **fields: Any,
+    ) -> Any:
+        """A resting GTC LIMIT order, as if placed by hand (``POST /_sim/orders``); ``fields``
+        add to or override the request body (e.g. ``emitEvents=False``)."""
+        body: dict[str, Any] = {
+            "symbol": symbol,
+            "side": side,
+            "type": "LIMIT",
+            "quantity": quantity,
+            "price": price,
+            "timeInForce": "GTC",
+            "clientOrderId": client_order_id,
+        }
+        body.update(fields)
+        return await self.call("POST", "/orders", body)
+
     async def close(self) -> None:
         await self.session.close()
 
