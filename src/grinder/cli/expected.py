@@ -1,30 +1,49 @@
-"""``grinder expected adopt``: take the exchange's current state as the expected baseline."""
+"""``grinder expected adopt``: take the exchange's current state as the expected baseline.
+
+It writes where the service reads: the SQLite file of ``--expected-db`` /
+``GRINDER_EXPECTED_DB`` when one is named, else, with ``--redis-url`` /
+``GRINDER_REDIS_URL``, the shared expected state in Redis (namespace from
+``--redis-namespace`` / ``GRINDER_REDIS_NAMESPACE`` / the config's ``[ha]``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
 from grinder.cli.errors import UsageError
 from grinder.cli.options import file_option, url_option
+from grinder.ha.connection import RedisConnection
 from grinder.reconcile.remediation import wall_clock_ms
-from grinder.service.options import VENUES, resolve
+from grinder.service.options import VENUES, ServiceOptions, resolve
 from grinder.service.venue import check_venue, connect_venue
 from grinder.state.adopt import AdoptReport, adopt_baseline
 from grinder.state.expected import MemoryExpectedStore
+from grinder.state.redis_store import RedisExpectedStore
 from grinder.state.sqlite import SqliteExpectedStore
 
 
 @click.group("expected")
 def expected() -> None:
-    """The bot's expected state (the SQLite file a bot records into)."""
+    """The bot's expected state (the SQLite file or the Redis keys a bot records into)."""
 
 
 @expected.command("adopt")
 @file_option("--expected-db", help="The expected-state file [env GRINDER_EXPECTED_DB].")
+@url_option(
+    "--redis-url",
+    help="Without --expected-db: the shared expected state in this Redis [env GRINDER_REDIS_URL].",
+)
+@click.option(
+    "--redis-namespace",
+    default=None,
+    help="Key prefix in Redis [env GRINDER_REDIS_NAMESPACE; default: the config's, grinder].",
+)
 @click.option("--venue", type=click.Choice(VENUES), default=None, help="[env GRINDER_VENUE]")
 @url_option("--venue-url", help="REST base URL of the venue.")
 @file_option(
@@ -34,6 +53,8 @@ def expected() -> None:
 @click.option("--yes", is_flag=True, help="Write without asking.")
 def adopt(
     expected_db: str | None,
+    redis_url: str | None,
+    redis_namespace: str | None,
     venue: str | None,
     venue_url: str | None,
     config: str | None,
@@ -43,11 +64,20 @@ def adopt(
 
     Orders that are not ours are never recorded. Nothing is sent to the exchange.
     """
-    flags = {"venue": venue, "venue_url": venue_url, "config": config, "expected_db": expected_db}
+    flags = {
+        "venue": venue,
+        "venue_url": venue_url,
+        "config": config,
+        "expected_db": expected_db,
+        "redis_url": redis_url,
+        "redis_namespace": redis_namespace,
+    }
     opts = resolve(flags, os.environ)
-    db = opts.expected_db
-    if db is None:
-        raise UsageError("--expected-db (or GRINDER_EXPECTED_DB) is required")
+    if opts.expected_db is None and opts.ha is None:
+        raise UsageError(
+            "--expected-db (or GRINDER_EXPECTED_DB) or --redis-url (or GRINDER_REDIS_URL) "
+            "is required"
+        )
     if opts.venue == "sim" and opts.venue_url is None:
         raise UsageError("--venue sim needs --venue-url of a running simulator (grinder sim serve)")
     credentials = check_venue(opts, os.environ)
@@ -58,7 +88,7 @@ def adopt(
         conn = await connect_venue(opts, credentials, clock=wall_clock_ms)
         try:
             await conn.rest.sync_time()
-            with SqliteExpectedStore(db) as store:
+            with _open_store(opts) as (store, where):
                 preview_store = MemoryExpectedStore(max_orders=max(len(store) * 2, 1000))
                 for order in store.orders():
                     preview_store.record_order(order)
@@ -71,7 +101,7 @@ def adopt(
                 )
                 click.echo("Would change the expected state as follows:")
                 _print_report(preview)
-                if not yes and not click.confirm("Write this to the expected-state file?"):
+                if not yes and not click.confirm(f"Write this to {where}?"):
                     click.echo("Nothing written.")
                     return 1
                 report = await adopt_baseline(store, conn.port, opts.reconcile, wall_clock_ms())
@@ -82,6 +112,30 @@ def adopt(
             await conn.close()
 
     return asyncio.run(main())
+
+
+@contextmanager
+def _open_store(
+    opts: ServiceOptions,
+) -> Iterator[tuple[SqliteExpectedStore | RedisExpectedStore, str]]:
+    """The store the service reads (the file when one is named, else Redis) and its name."""
+    if opts.expected_db is not None:
+        with SqliteExpectedStore(opts.expected_db) as sqlite:
+            yield sqlite, f"the expected-state file {opts.expected_db}"
+        return
+    assert opts.ha is not None
+    cfg = opts.ha.config
+    conn = RedisConnection(
+        opts.ha.redis_url,
+        namespace=cfg.namespace,
+        timeout_s=cfg.redis_timeout_s,
+        client_name="grinder-expected-adopt",
+    )
+    try:
+        store = RedisExpectedStore(conn)
+        yield store, f"the {store.where}"
+    finally:
+        conn.close()
 
 
 def _print_report(report: AdoptReport) -> None:

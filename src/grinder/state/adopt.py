@@ -31,7 +31,12 @@ and makes the expected store agree with them:
 
 Nothing is sent to the exchange. On a ``SqliteExpectedStore`` every change is
 made in one transaction (all or nothing; a concurrently running bot waits for
-it); with ``ExpectedStoreFull`` nothing is adopted. ``now_ms`` should be taken
+it); with ``ExpectedStoreFull`` nothing is adopted. A store without transactions
+(``RedisExpectedStore``: each write is atomic on its own) is refreshed first and
+checked for room before the first write: if the orders to adopt would not fit
+beside the open ones, ``ExpectedStoreFull`` is raised and nothing is written.
+Stop the bot while adopting into Redis: a write of its own between two of
+adoption's could be overwritten. ``now_ms`` should be taken
 just before calling: it dates the records and anchors the grace period.
 """
 
@@ -54,6 +59,7 @@ from grinder.reconcile.types import (
     PositionKey,
     PositionSide,
 )
+from grinder.state.expected import ExpectedStoreFull
 from grinder.state.sqlite import SqliteExpectedStore
 
 
@@ -159,11 +165,16 @@ async def adopt_baseline(
     observed_positions = {p.key: p for p in positions if p.qty != ZERO}
 
     with _one_transaction(store):
+        to_record = []
         for cid in sorted(ours):
             existing = store.get_order(cid)
             if existing is not None and existing.expected_open:
                 report.already_expected_orders.append(cid)
-                continue
+            else:
+                to_record.append(cid)
+        if not isinstance(store, SqliteExpectedStore):
+            _check_room(store, len(to_record))
+        for cid in to_record:
             store.record_order(_expected_from_observed(ours[cid], now_ms))
             report.adopted_orders.append(cid)
 
@@ -201,13 +212,31 @@ async def adopt_baseline(
 
 @contextmanager
 def _one_transaction(store: AdoptableStore) -> Iterator[None]:
-    """One SQLite transaction, reading the file as it is once the write lock is held."""
+    """One SQLite transaction, reading the file as it is once the write lock is held;
+    any other store is brought up to date first when it can be (``refresh()``)."""
     if isinstance(store, SqliteExpectedStore):
         with store.batch():
             store.refresh()
             yield
-    else:
-        yield
+        return
+    refresh = getattr(store, "refresh", None)
+    if callable(refresh):
+        refresh()
+    yield
+
+
+def _check_room(store: AdoptableStore, adding: int) -> None:
+    """``ExpectedStoreFull`` before any write when ``adding`` orders would not fit beside
+    the open ones (a store without transactions could not take back the first writes)."""
+    limit = getattr(store, "max_orders", None)
+    if not isinstance(limit, int) or adding == 0:
+        return
+    open_now = sum(1 for e in store.orders() if e.expected_open)
+    if open_now + adding > limit:
+        raise ExpectedStoreFull(
+            f"adopting {adding} orders beside {open_now} open ones would pass "
+            f"max_orders={limit}; nothing was written"
+        )
 
 
 def _expected_from_observed(o: ObservedOrder, now_ms: int) -> ExpectedOrder:
