@@ -229,7 +229,10 @@ def test_sighup_rereads_the_config_file(tmp_path: Path, env_for: EnvFor) -> None
     for line in proc.stdout:
         if line.startswith("ready:"):
             break
-    config.write_text('[reconcile]\naction = "none"\ndry_run = true\n')
+    config.write_text(
+        '[reconcile]\naction = "none"\ndry_run = true\n'
+        "[service]\nfull_pass_interval_s = 5.0\n[ha]\nlease_ttl_s = 20.0\n"
+    )
     proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     changes: list[dict[str, str]] = []
@@ -248,3 +251,8 @@ def test_sighup_rereads_the_config_file(tmp_path: Path, env_for: EnvFor) -> None
         ("sighup", "action", "cancel_all", "none")
     ]
     assert "CONTROL_CHANGE source=sighup field=action old=cancel_all new=none" in err
+    # read at start: reported, not silently dropped, and not applied
+    assert (
+        "CONFIG_RELOAD_NOT_APPLIED source=sighup "
+        "fields=service.full_pass_interval_s,ha.lease_ttl_s why=read_at_start_restart_to_apply"
+    ) in err

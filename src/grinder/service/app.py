@@ -38,6 +38,7 @@ from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpd
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
+from grinder.ha.config import HaConfig
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
@@ -55,7 +56,7 @@ from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, 
 from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
 from grinder.service.metrics import ServiceMetrics
-from grinder.service.options import ServiceOptions, load_config_file
+from grinder.service.options import ServiceConfig, ServiceOptions, load_config_file
 from grinder.service.state import ExpectedSource, open_expected
 from grinder.service.venue import VenueConnection, connect_venue
 from grinder.state.observed import ObservedStore
@@ -435,7 +436,13 @@ class ReconcileService:
         self._executor().armed = armed
 
     def reload_config(self, source: str) -> dict[str, Any]:
-        """Re-read the config file and apply what changed (environment gates still win)."""
+        """Re-read the config file and apply what changed (environment gates still win).
+
+        ``[reconcile]`` and ``[service] armed`` take effect now. The rest of
+        ``[service]`` and ``[ha]`` is read at start: a change there is logged
+        (``CONFIG_RELOAD_NOT_APPLIED``) and listed as ``not_applied``, never
+        silently dropped.
+        """
         if self.opts.config_path is None or self.controls is None:
             raise ConfigError("no --config file to reload")
         fresh = load_config_file(self.opts.config_path)
@@ -452,8 +459,30 @@ class ReconcileService:
         armed = self.opts.env.armed if raw.get("ARMED") is not None else fresh.service.armed
         if armed != self._executor().armed:
             changes.append(self.controls.arm(armed, source=source))
+        not_applied = [
+            f"service.{name}"
+            for name in ServiceConfig.model_fields
+            if name != "armed" and getattr(fresh.service, name) != getattr(self.opts.service, name)
+        ] + [
+            f"ha.{name}"
+            for name in HaConfig.model_fields
+            if getattr(fresh.ha, name) != getattr(self.opts.file_ha, name)
+        ]
+        if not_applied:
+            log_event(
+                log,
+                "CONFIG_RELOAD_NOT_APPLIED",
+                logging.WARNING,
+                source=source,
+                fields=",".join(not_applied),
+                why="read_at_start_restart_to_apply",
+            )
         log_event(log, "CONFIG_RELOADED", source=source, changes=len(changes))
-        return {"reloaded": str(self.opts.config_path), "changes": changes}
+        return {
+            "reloaded": str(self.opts.config_path),
+            "changes": changes,
+            "not_applied": not_applied,
+        }
 
     # --- probes --------------------------------------------------------------------------
 

@@ -57,10 +57,10 @@ class ServiceConfig(BaseModel):
     full_snapshot_interval_s: PosFloat = 900.0
     """How often a snapshot uses the all-symbols form (weight 85) whatever it costs."""
     check_delay_ms: Annotated[int, Field(ge=0, le=5000, strict=True)] = 50
+    """Slack after a grace period ends before the scheduled check runs."""
     triage_retry_ms: Annotated[int, Field(ge=100, le=60_000, strict=True)] = 1000
     """After a missing order's lookup says "not found", look again this soon (one
     query each time) instead of waiting for the next full pass."""
-    """Slack after a grace period ends before the scheduled check runs."""
     stream_keepalive_s: PosFloat = 1800.0
     sim_seed: int = 1
     sim_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
@@ -140,6 +140,8 @@ class ServiceOptions:
     armed: bool = False
     ha: HaSettings | None = None
     """HA on Redis; None runs alone, exactly as without HA."""
+    file_ha: HaConfig = field(default_factory=HaConfig)
+    """The config file's ``[ha]`` table as read at start (a reload compares against it)."""
 
     def audit_path(self, run_dir_audit: Path | None) -> Path | None:
         """Explicit ``--audit-out`` wins; then the run-dir; then the audit env vars."""
@@ -200,6 +202,7 @@ def resolve(
         service=file_cfg.service,
         armed=armed,
         ha=ha,
+        file_ha=file_cfg.ha,
     )
 
 
