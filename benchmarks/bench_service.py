@@ -61,22 +61,22 @@ import random
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
 import aiohttp
 
 import grinder.exchange.simulator.app as sim_app
+from benchmarks.common import min_qty, our_client_id, pct, plain, resting_order
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.simulator import CATALOG, SimulatorServer, SymbolSpec
 from grinder.exchange.simulator.weights import weight_of
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
-from grinder.reconcile.identity import ClientOrderIdError, generate_client_order_id
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.types import ExpectedOrder, MismatchType, PositionSide, Side
 from grinder.service.app import ReconcileService
@@ -94,55 +94,9 @@ log = logging.getLogger("bench_service")
 # --- helpers --------------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between the closest ranks."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    pos = (len(data) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as Binance writes it: fixed-point, never exponent notation."""
-    return format(value, "f")
-
-
-def our_client_id(symbol: str, seq: int, ts_seconds: int) -> str:
-    """One of our client order ids; a shorter timestamp field where the symbol is long."""
-    try:
-        return generate_client_order_id(
-            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds, seq=seq
-        )
-    except ClientOrderIdError:
-        return generate_client_order_id(
-            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds % 100_000, seq=seq
-        )
-
-
-def min_qty(spec: SymbolSpec, price: Decimal) -> Decimal:
-    """A quantity 1.5x the symbol's MIN_NOTIONAL at ``price``, on the step."""
-    steps = (spec.min_notional * Decimal("1.5") / price / spec.step_size).to_integral_value(
-        rounding=ROUND_CEILING
-    )
-    return max(steps * spec.step_size, spec.min_qty)
-
-
 def resting_buy(spec: SymbolSpec, mark: Decimal, client_id: str) -> dict[str, Any]:
     """A GTC LIMIT BUY 5 % under the mark: rests, never fills within the benchmark."""
-    raw = mark * Decimal("0.95")
-    price = (raw / spec.tick_size).to_integral_value(rounding=ROUND_HALF_UP) * spec.tick_size
-    return {
-        "symbol": spec.symbol,
-        "side": "BUY",
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": plain(min_qty(spec, price)),
-        "price": plain(price),
-        "clientOrderId": client_id,
-    }
+    return resting_order(spec, mark, "BUY", Decimal("0.05"), client_id)
 
 
 def parsable_symbols() -> list[str]:

@@ -38,20 +38,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import math
 import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 
+from benchmarks import common
+from benchmarks.common import our_client_id, pct
 from grinder.exchange.binance.futures_port import SNAPSHOT_CONCURRENCY, BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
 from grinder.exchange.simulator import CATALOG, SimConfig, SimulatorServer, SymbolSpec
-from grinder.reconcile.identity import ClientOrderIdError, generate_client_order_id
 
 HEADER = "REST snapshot (openOrders + openAlgoOrders + v3/positionRisk) via BinanceFuturesPort"
 UNLIMITED = 1_000_000_000
@@ -61,54 +61,12 @@ INJECT_CONCURRENCY = 50
 # --- shared helpers -------------------------------------------------------------------------
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100), linear between the closest ranks."""
-    data = sorted(values)
-    if not data:
-        return math.nan
-    pos = (len(data) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
-
-
-def plain(value: Decimal) -> str:
-    """A decimal as Binance writes it: fixed-point, never exponent notation."""
-    return format(value, "f")
-
-
-def our_client_id(symbol: str, seq: int, ts_seconds: int) -> str:
-    """One of our client order ids; a shorter timestamp field where the symbol is long."""
-    try:
-        return generate_client_order_id(
-            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds, seq=seq
-        )
-    except ClientOrderIdError:
-        return generate_client_order_id(
-            strategy_id="d", symbol=symbol, level_id=1, ts_seconds=ts_seconds % 100_000, seq=seq
-        )
-
-
 def resting_order(
     spec: SymbolSpec, mark: Decimal, side: str, depth: int, client_id: str
 ) -> dict[str, Any]:
-    """A GTC LIMIT order ``depth`` steps away from the mark, inside PERCENT_PRICE."""
+    """A GTC LIMIT order ``depth`` steps away from the mark, inside PERCENT_PRICE, no events."""
     away = Decimal("0.03") + Decimal("0.0005") * depth
-    raw = mark * (1 - away) if side == "BUY" else mark * (1 + away)
-    price = (raw / spec.tick_size).to_integral_value(rounding=ROUND_HALF_UP) * spec.tick_size
-    qty = (spec.min_notional * Decimal("1.5") / price / spec.step_size).to_integral_value(
-        rounding=ROUND_CEILING
-    ) * spec.step_size
-    return {
-        "symbol": spec.symbol,
-        "side": side,
-        "type": "LIMIT",
-        "timeInForce": "GTC",
-        "quantity": plain(max(qty, spec.min_qty)),
-        "price": plain(price),
-        "clientOrderId": client_id,
-        "emitEvents": False,
-    }
+    return {**common.resting_order(spec, mark, side, away, client_id), "emitEvents": False}
 
 
 def span(values: Sequence[int]) -> str:
