@@ -261,8 +261,8 @@ class BinanceRestClient:
             if self.on_spend is not None:
                 self.on_spend(weight)
             try:
-                return await self._send_weighed(
-                    weight, method, path, items, signed=signed, api_key=api_key
+                return await self._send(
+                    method, path, items, signed=signed, api_key=api_key, weight=weight
                 )
             except TimestampError:
                 if resynced or not signed:
@@ -291,23 +291,6 @@ class BinanceRestClient:
         cap = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
         return self._rng.uniform(cap / 2, cap)
 
-    async def _send_weighed(
-        self,
-        weight: int,
-        method: str,
-        path: str,
-        items: list[tuple[str, str | int]],
-        *,
-        signed: bool,
-        api_key: bool,
-    ) -> Any:
-        """``_send`` with its weight counted as in flight until the response is in."""
-        self._inflight_weight += weight
-        try:
-            return await self._send(method, path, items, signed=signed, api_key=api_key)
-        finally:
-            self._inflight_weight -= weight
-
     async def _send(
         self,
         method: str,
@@ -316,7 +299,9 @@ class BinanceRestClient:
         *,
         signed: bool,
         api_key: bool,
+        weight: int,
     ) -> Any:
+        """One request; its ``weight`` counts as in flight until the response is in."""
         headers: dict[str, str] = {}
         query_items = list(items)
         if signed or api_key:
@@ -334,6 +319,7 @@ class BinanceRestClient:
             query = f"{query}&signature={signature}"
         url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
         self.requests_sent += 1
+        self._inflight_weight += weight
         try:
             async with self.session.request(method, url, headers=headers) as resp:
                 self._note_weight(resp.headers)
@@ -344,6 +330,8 @@ class BinanceRestClient:
             raise TransientExchangeError(f"{method} {path}: timed out") from None
         except aiohttp.ClientError as exc:
             raise TransientExchangeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._inflight_weight -= weight
         body: Any = None
         if text:
             try:
