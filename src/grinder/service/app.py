@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import os
 import signal
@@ -32,31 +31,27 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from grinder.exchange.binance.apply import apply_user_event
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
-from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
-from grinder.ha.config import HaConfig
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
-from grinder.reconcile.labels import TriageOutcome
-from grinder.reconcile.logs import log_event
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
-from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, prepare_socket_dir
 from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
+from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
-from grinder.service.options import ServiceConfig, ServiceOptions, load_config_file
+from grinder.service.options import ServiceOptions
+from grinder.service.settings import ServiceSettings
 from grinder.service.state import ExpectedSource, open_expected
 from grinder.service.venue import VenueConnection, connect_venue
 from grinder.state.observed import ObservedStore
@@ -64,8 +59,13 @@ from grinder.state.observed import ObservedStore
 log = logging.getLogger("grinder.service")
 
 
-class ReconcileService:
-    """One running reconciler against one venue."""
+class ReconcileService(ServiceLoop, ServiceSettings):
+    """One running reconciler against one venue.
+
+    Its loop (snapshots, scheduled runs) is ``ServiceLoop`` in ``grinder.service.loop``;
+    its settings (exported, changed at run time, reloaded) are ``ServiceSettings`` in
+    ``grinder.service.settings``.
+    """
 
     def __init__(
         self,
@@ -248,242 +248,6 @@ class ReconcileService:
         except ConfigError as exc:
             log.error("CONFIG_RELOAD_FAILED error=%s (settings unchanged)", exc)
 
-    # --- the loop ------------------------------------------------------------------------
-
-    def snapshot_interval_s(self) -> float:
-        """Interval to the next snapshot, from what the last one cost in request weight."""
-        svc = self.opts.service
-        wanted = self._last_snapshot_weight / svc.snapshot_weight_per_minute * 60
-        return max(svc.min_snapshot_interval_s, min(svc.max_snapshot_interval_s, wanted))
-
-    async def run_until_stopped(self) -> None:
-        svc = self.opts.service
-        start = self.clock()
-        deadline = (
-            None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
-        )
-        next_snapshot = start + int(self.snapshot_interval_s() * 1000)
-        next_full_snapshot = start + int(svc.full_snapshot_interval_s * 1000)
-        next_full = start
-        while not self.stop_event.is_set():
-            now = self.clock()
-            if deadline is not None and now >= deadline:
-                break
-            due = min(next_snapshot, next_full, self._due[0] if self._due else next_full)
-            if deadline is not None:
-                due = min(due, deadline)
-            if due > now:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), (due - now) / 1000)
-                continue
-            if now >= next_snapshot:
-                full = now >= next_full_snapshot
-                if full:
-                    next_full_snapshot = now + int(svc.full_snapshot_interval_s * 1000)
-                with contextlib.suppress(Exception):
-                    await self.snapshot(full=full)
-                next_snapshot = self.clock() + int(self.snapshot_interval_s() * 1000)
-            if now >= next_full or (self._due and self._due[0] <= now):
-                while self._due and self._due[0] <= now:
-                    heapq.heappop(self._due)
-                try:
-                    report = await self.run_once()
-                except Exception as exc:  # one failed run must not end the service
-                    self.smetrics.run_errors.inc()
-                    log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
-                else:
-                    if report.triage.get(TriageOutcome.NOT_FOUND):
-                        self.schedule(self.clock() + svc.triage_retry_ms)
-                next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
-
-    def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
-        """Symbols that may have open orders: any the exchange, we or the bot know of."""
-        active = {p.symbol for p in positions}
-        active.update(o.symbol for o in self.observed.open_orders())
-        assert self.expected is not None
-        active.update(e.symbol for e in self.expected.store.orders() if e.ended_ts_ms is None)
-        return sorted(active)
-
-    async def snapshot(self, *, full: bool = False) -> None:
-        """One REST snapshot of positions and open orders (regular and algo).
-
-        ``v3/positionRisk`` (weight 5) lists every symbol with a position or open
-        orders; open orders are then fetched per symbol for those, plus any symbol
-        we or the bot know to have orders (1 + 1 weight each), unless one
-        all-symbols call (40 + 40) is cheaper. ``full`` forces the all-symbols
-        form, which also catches conditional orders on otherwise idle symbols.
-        """
-        port = self._port()
-        async with self._snapshot_lock:
-            configured = list(self.config.symbols) or None
-            sent = self.clock()
-            used_before = self.venue.rest.weight_spent if self.venue else 0
-            try:
-                positions = await port.fetch_positions(configured)
-                scope: list[str] | None
-                if configured is not None:
-                    scope = configured
-                elif full:
-                    scope = None
-                else:
-                    scope = self._active_symbols(positions)
-                    if 2 * len(scope) >= 2 * ALL_SYMBOLS_WEIGHT:
-                        scope = None
-                orders = await port.fetch_open_orders(scope)
-            except Exception as exc:
-                self.smetrics.snapshots.labels(outcome="error").inc()
-                log.warning("SNAPSHOT_FAILED error=%s", " ".join(str(exc).split()))
-                raise
-            self.observed.apply_positions_snapshot(positions, sent, configured)
-            self.observed.apply_open_orders_snapshot(orders, sent, scope)
-            self.smetrics.snapshots.labels(outcome="ok").inc()
-            if self.venue is not None and not full:
-                # The regular snapshot's cost sets the pace; the rare full one does not.
-                self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
-            self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
-        self.schedule(self.clock())
-
-    async def run_once(self) -> RunReport:
-        async with self._run_lock:
-            now = self.clock()
-            assert self.expected is not None
-            assert self.runner is not None
-            self.expected.refresh()
-            self.expected.evict(now)
-            self.observed.evict_expired(now)
-            report = await self.runner.run_once()
-            self.runs += 1
-            self.last_report = report
-            self._observe_latency(report.new_incidents, self.clock())
-            self._observe_settings()
-            return report
-
-    def schedule(self, at_ms: int) -> None:
-        heapq.heappush(self._due, at_ms)
-        if len(self._due) > 10_000:  # bounded: keep the earliest ones
-            self._due = heapq.nsmallest(1000, self._due)
-            heapq.heapify(self._due)
-        self._wake.set()
-
-    def _on_event(self, event: UserEvent) -> None:
-        self.xmetrics.observe_event(event.event_type)
-        changed = apply_user_event(self.observed, event)
-        if not changed:
-            return
-        delay = self.opts.service.check_delay_ms
-        now = self.clock()
-        if isinstance(event, OrderUpdate | AlgoUpdate):
-            self.schedule(now + self.config.order_grace_ms + delay)
-        elif isinstance(event, AccountUpdate):
-            self.schedule(now + self.config.position_grace_ms + delay)
-
-    # --- reporting -----------------------------------------------------------------------
-
-    def _observe_latency(self, incidents: list[Mismatch], now: int) -> None:
-        for m in incidents:
-            certain = self._certain_since(m)
-            if certain is not None:
-                self.smetrics.detection_latency.labels(type=m.type.value).observe(
-                    max(0.0, (now - certain) / 1000)
-                )
-
-    def _certain_since(self, m: Mismatch) -> int | None:
-        """When a mismatch became certain: its drift's first sighting plus the grace period."""
-        if m.type is MismatchType.ORDER_EXISTS_UNEXPECTED and m.client_order_id:
-            o = self.observed.get_order(m.client_order_id)
-            if o is None:
-                return None
-            return (o.created_ts_ms or o.seen_ts_ms) + self.config.order_grace_ms
-        if m.position_side is not None:
-            op = self.observed.get_position((m.symbol, m.position_side))
-            if op is None:
-                return None
-            return op.changed_ts_ms + self.config.position_grace_ms
-        return None
-
-    def _observe_settings(self) -> None:
-        executor = self._executor()
-        self.smetrics.observe_settings(
-            self.config,
-            armed=executor.armed,
-            allow_mainnet=self.gate_env.get(ALLOW_MAINNET) == "1",
-            whitelist=len(executor.symbol_whitelist),
-        )
-
-    def _on_change(self, source: str, field: str, old: Any, new: Any) -> None:
-        self.smetrics.control_changes.labels(source=source).inc()
-        log_event(
-            log, "CONTROL_CHANGE", logging.WARNING, source=source, field=field, old=old, new=new
-        )
-        if self.audit is not None:
-            self.audit.write(
-                "CONTROL_CHANGE",
-                {
-                    "ts_ms": self.clock(),
-                    "run_id": None,
-                    "mode": self._executor().mode,
-                    "action": self.config.action.value,
-                    "source": source,
-                    "field": field,
-                    "old": str(getattr(old, "value", old)),
-                    "new": str(getattr(new, "value", new)),
-                },
-            )
-        self._observe_settings()
-
-    def _set_armed(self, armed: bool) -> None:
-        self._executor().armed = armed
-
-    def reload_config(self, source: str) -> dict[str, Any]:
-        """Re-read the config file and apply what changed (environment gates still win).
-
-        ``[reconcile]`` and ``[service] armed`` take effect now. The rest of
-        ``[service]`` and ``[ha]`` is read at start: a change there is logged
-        (``CONFIG_RELOAD_NOT_APPLIED``) and listed as ``not_applied``, never
-        silently dropped.
-        """
-        if self.opts.config_path is None or self.controls is None:
-            raise ConfigError("no --config file to reload")
-        fresh = load_config_file(self.opts.config_path)
-        raw = self.opts.env.raw
-        if raw.get("RECONCILE_DRY_RUN") is not None:
-            fresh.reconcile.dry_run = self.opts.env.dry_run
-        if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
-            fresh.reconcile.allow_active_remediation = self.opts.env.allow_active
-        changes = []
-        for name in ReconcileConfig.model_fields:
-            value = getattr(fresh.reconcile, name)
-            if value != getattr(self.config, name):
-                changes.append(self.controls.set_field(name, value, source=source))
-        armed = self.opts.env.armed if raw.get("ARMED") is not None else fresh.service.armed
-        if armed != self._executor().armed:
-            changes.append(self.controls.arm(armed, source=source))
-        not_applied = [
-            f"service.{name}"
-            for name in ServiceConfig.model_fields
-            if name != "armed" and getattr(fresh.service, name) != getattr(self.opts.service, name)
-        ] + [
-            f"ha.{name}"
-            for name in HaConfig.model_fields
-            if getattr(fresh.ha, name) != getattr(self.opts.file_ha, name)
-        ]
-        if not_applied:
-            log_event(
-                log,
-                "CONFIG_RELOAD_NOT_APPLIED",
-                logging.WARNING,
-                source=source,
-                fields=",".join(not_applied),
-                why="read_at_start_restart_to_apply",
-            )
-        log_event(log, "CONFIG_RELOADED", source=source, changes=len(changes))
-        return {
-            "reloaded": str(self.opts.config_path),
-            "changes": changes,
-            "not_applied": not_applied,
-        }
-
     # --- probes --------------------------------------------------------------------------
 
     def _healthy(self) -> tuple[bool, dict[str, Any]]:
@@ -565,7 +329,3 @@ class ReconcileService:
     def _executor(self) -> RemediationExecutor:
         assert self.executor is not None, "service not started"
         return self.executor
-
-    def _port(self) -> BinanceFuturesPort:
-        assert self.venue is not None, "service not started"
-        return self.venue.port

@@ -19,7 +19,9 @@ once per reconcile cycle, incrementally through a change sequence:
   ``tombstone_retention``; a reader behind the floor reloads everything.
 
 Every write is one Lua script (atomic); status changes are compare-and-set on
-the stored record, retried on a concurrent change.
+the stored record, retried on a concurrent change. The keys and the scripts are
+in ``grinder.state.redis_scripts``, the record format in
+``grinder.state.redis_records``.
 
 **Durability.** The rule for bots is "record, then send". Redis must then keep
 what it acknowledged: run it with AOF (``appendonly yes``, ``appendfsync
@@ -33,14 +35,13 @@ them: re-record or re-adopt the baseline before arming (docs/HA.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
-from dataclasses import dataclass, replace
-from decimal import Decimal, InvalidOperation
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
-from grinder.ha.connection import ENSURE_EPOCH_LUA, RedisConnection
+from grinder.ha.connection import RedisConnection
 from grinder.reconcile.types import (
     ExpectedOrder,
     ExpectedPosition,
@@ -52,9 +53,6 @@ from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
     DEFAULT_TOMBSTONE_RETENTION,
-    POSITION_SIDES,
-    SIDES,
-    STATUSES,
     ExpectedStoreError,
     ExpectedStoreFull,
     MirrorReads,
@@ -63,215 +61,25 @@ from grinder.state.expected import (
     book_cancel_requested,
     book_status,
 )
+from grinder.state.redis_records import (
+    decode_order,
+    decode_position,
+    encode_order,
+    encode_position,
+    position_field,
+)
+from grinder.state.redis_scripts import (
+    EVICT_LUA,
+    POSITION_LUA,
+    RECORD_LUA,
+    REMOVE_LUA,
+    UPDATE_LUA,
+    RedisKeys,
+)
 
 log = logging.getLogger("grinder.state")
 
 CAS_ATTEMPTS = 20
-
-_COMMON_LUA = (
-    ENSURE_EPOCH_LUA
-    + """
--- KEYS: 1 orders, 2 positions, 3 changes, 4 ended, 5 tombstones, 6 seq, 7 floor, 8 epoch
-local function touch(member)
-  local s = redis.call('INCR', KEYS[6])
-  redis.call('ZADD', KEYS[3], s, member)
-  return s
-end
-local function drop(cid)
-  if redis.call('HDEL', KEYS[1], cid) == 0 then return 0 end
-  redis.call('ZREM', KEYS[4], cid)
-  local s = touch('o:' .. cid)
-  redis.call('ZADD', KEYS[5], s, cid)
-  return 1
-end
-local function purge(retention)
-  local excess = redis.call('ZCARD', KEYS[5]) - retention
-  if excess <= 0 then return end
-  local old = redis.call('ZRANGE', KEYS[5], 0, excess - 1, 'WITHSCORES')
-  local floor = tonumber(redis.call('GET', KEYS[7]) or '0')
-  for i = 1, #old, 2 do
-    redis.call('ZREM', KEYS[3], 'o:' .. old[i])
-    redis.call('ZREM', KEYS[5], old[i])
-    if tonumber(old[i + 1]) > floor then floor = tonumber(old[i + 1]) end
-  end
-  redis.call('SET', KEYS[7], string.format('%d', floor))
-end
-"""
-)
-
-RECORD_LUA = (
-    _COMMON_LUA
-    + """
--- ARGV: 1 cid, 2 json, 3 ended ts or '', 4 max orders, 5 epoch suffix, 6 retention
-ensure_epoch(KEYS[8], ARGV[5])
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
-    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0)
-    if oldest[1] then drop(oldest[1]) end
-    if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
-      return {'full', redis.call('HLEN', KEYS[1])}
-    end
-  end
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
-else
-  redis.call('ZREM', KEYS[4], ARGV[1])
-end
-redis.call('ZREM', KEYS[5], ARGV[1])
-purge(tonumber(ARGV[6]))
-return {'ok', touch('o:' .. ARGV[1])}
-"""
-)
-
-UPDATE_LUA = (
-    _COMMON_LUA
-    + """
--- ARGV: 1 cid, 2 expected current json, 3 new json, 4 ended ts or '', 5 epoch suffix
-ensure_epoch(KEYS[8], ARGV[5])
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if not current then return {'unknown', 0} end
-if current ~= ARGV[2] then return {'retry', 0} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1]) end
-return {'ok', touch('o:' .. ARGV[1])}
-"""
-)
-
-REMOVE_LUA = (
-    _COMMON_LUA
-    + """
--- ARGV: 1 cid, 2 epoch suffix, 3 retention
-ensure_epoch(KEYS[8], ARGV[2])
-local n = drop(ARGV[1])
-purge(tonumber(ARGV[3]))
-return n
-"""
-)
-
-EVICT_LUA = (
-    _COMMON_LUA
-    + """
--- ARGV: 1 cutoff (ended at or before), 2 epoch suffix, 3 retention, 4 batch
-ensure_epoch(KEYS[8], ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-local n = 0
-for _, cid in ipairs(ids) do n = n + drop(cid) end
-purge(tonumber(ARGV[3]))
-return n
-"""
-)
-
-POSITION_LUA = (
-    _COMMON_LUA
-    + """
--- ARGV: 1 position key, 2 json, 3 epoch suffix
-ensure_epoch(KEYS[8], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return touch('p:' .. ARGV[1])
-"""
-)
-
-
-def encode_order(order: ExpectedOrder) -> str:
-    return json.dumps(
-        {
-            "client_order_id": order.client_order_id,
-            "symbol": order.symbol,
-            "side": order.side.value,
-            "qty": str(order.qty),
-            "price": None if order.price is None else str(order.price),
-            "order_type": order.order_type,
-            "position_side": order.position_side.value,
-            "status": order.status.value,
-            "created_ts_ms": order.created_ts_ms,
-            "updated_ts_ms": order.updated_ts_ms,
-            "cancel_requested": order.cancel_requested,
-            "ended_ts_ms": order.ended_ts_ms,
-            "is_algo": order.is_algo,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-
-
-def decode_order(raw: str, *, where: str) -> ExpectedOrder:
-    try:
-        d = json.loads(raw)
-        price = d["price"]
-        ended = d["ended_ts_ms"]
-        return ExpectedOrder(
-            client_order_id=str(d["client_order_id"]),
-            symbol=str(d["symbol"]),
-            side=SIDES[d["side"]],
-            qty=Decimal(d["qty"]),
-            price=None if price is None else Decimal(price),
-            order_type=str(d["order_type"]),
-            position_side=POSITION_SIDES[d["position_side"]],
-            status=STATUSES[d["status"]],
-            created_ts_ms=int(d["created_ts_ms"]),
-            updated_ts_ms=int(d["updated_ts_ms"]),
-            cancel_requested=bool(d["cancel_requested"]),
-            ended_ts_ms=None if ended is None else int(ended),
-            is_algo=bool(d["is_algo"]),
-        )
-    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-        raise ExpectedStoreError(f"{where}: bad order record ({exc!r})") from None
-
-
-def position_field(key: PositionKey) -> str:
-    return f"{key[0]}|{key[1].value}"
-
-
-def encode_position(pos: ExpectedPosition) -> str:
-    return json.dumps(
-        {
-            "symbol": pos.symbol,
-            "position_side": pos.position_side.value,
-            "qty": str(pos.qty),
-            "updated_ts_ms": pos.updated_ts_ms,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-
-
-def decode_position(raw: str, *, where: str) -> ExpectedPosition:
-    try:
-        d = json.loads(raw)
-        return ExpectedPosition(
-            symbol=str(d["symbol"]),
-            qty=Decimal(d["qty"]),
-            position_side=POSITION_SIDES[d["position_side"]],
-            updated_ts_ms=int(d["updated_ts_ms"]),
-        )
-    except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-        raise ExpectedStoreError(f"{where}: bad position record ({exc!r})") from None
-
-
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    orders: str
-    positions: str
-    changes: str
-    ended: str
-    tombstones: str
-    seq: str
-    floor: str
-    epoch: str
-
-    def all(self) -> list[str]:
-        return [
-            self.orders,
-            self.positions,
-            self.changes,
-            self.ended,
-            self.tombstones,
-            self.seq,
-            self.floor,
-            self.epoch,
-        ]
 
 
 class RedisExpectedStore(MirrorReads):
@@ -301,18 +109,8 @@ class RedisExpectedStore(MirrorReads):
         self.terminal_ttl_ms = terminal_ttl_ms
         self.readonly = readonly
         self.tombstone_retention = tombstone_retention
-        k = conn.key
-        self.keys = _Keys(
-            orders=k("expected", "orders"),
-            positions=k("expected", "positions"),
-            changes=k("expected", "changes"),
-            ended=k("expected", "ended"),
-            tombstones=k("expected", "tombstones"),
-            seq=k("expected", "seq"),
-            floor=k("expected", "floor"),
-            epoch=k("epoch"),
-        )
-        self.where = f"expected state in Redis {conn.display_url} ({k('expected', '*')})"
+        self.keys = RedisKeys.of(conn)
+        self.where = f"expected state in Redis {conn.display_url} ({conn.key('expected', '*')})"
         self._record = conn.script(RECORD_LUA)
         self._update = conn.script(UPDATE_LUA)
         self._remove = conn.script(REMOVE_LUA)

@@ -1,0 +1,223 @@
+"""When the service snapshots and checks: the loop, the snapshots, the scheduled runs.
+
+``run_until_stopped`` sleeps until the earliest of: the next periodic snapshot
+(its interval chosen from what the last regular one cost in request weight;
+now and then an all-symbols one), the next periodic full pass, and the checks
+due (``schedule``): a stream event that may create a mismatch schedules one for
+when its grace period ends, every snapshot one for now, a triage that could not
+find an order a retry. A run refreshes the expected state, evicts what expired
+and observes each new incident's detection latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from typing import TYPE_CHECKING, Any
+
+from grinder.exchange.binance.apply import apply_user_event
+from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
+from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
+from grinder.exchange.metrics import ExchangeMetrics
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.labels import TriageOutcome
+from grinder.reconcile.report import RunReport
+from grinder.reconcile.runner import ReconcileRunner
+from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
+from grinder.service.metrics import ServiceMetrics
+from grinder.service.options import ServiceOptions
+from grinder.service.state import ExpectedSource
+from grinder.service.venue import VenueConnection
+from grinder.state.observed import ObservedStore
+
+log = logging.getLogger("grinder.service")
+
+
+class ServiceLoop:
+    """The scheduling part of ``ReconcileService`` (which sets every attribute below)."""
+
+    opts: ServiceOptions
+    config: ReconcileConfig
+    clock: Any
+    observed: ObservedStore
+    expected: ExpectedSource | None
+    venue: VenueConnection | None
+    runner: ReconcileRunner | None
+    smetrics: ServiceMetrics
+    xmetrics: ExchangeMetrics
+    stop_event: asyncio.Event
+    runs: int
+    last_report: RunReport | None
+    _wake: asyncio.Event
+    _due: list[int]
+    _snapshot_lock: asyncio.Lock
+    _last_snapshot_weight: int
+    _run_lock: asyncio.Lock
+
+    # Defined by ``ServiceSettings``; declared for the type checker only, since a definition
+    # here would shadow it.
+    if TYPE_CHECKING:
+
+        def _observe_settings(self) -> None: ...
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def snapshot_interval_s(self) -> float:
+        """Interval to the next snapshot, from what the last one cost in request weight."""
+        svc = self.opts.service
+        wanted = self._last_snapshot_weight / svc.snapshot_weight_per_minute * 60
+        return max(svc.min_snapshot_interval_s, min(svc.max_snapshot_interval_s, wanted))
+
+    async def run_until_stopped(self) -> None:
+        svc = self.opts.service
+        start = self.clock()
+        deadline = (
+            None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
+        )
+        next_snapshot = start + int(self.snapshot_interval_s() * 1000)
+        next_full_snapshot = start + int(svc.full_snapshot_interval_s * 1000)
+        next_full = start
+        while not self.stop_event.is_set():
+            now = self.clock()
+            if deadline is not None and now >= deadline:
+                break
+            due = min(next_snapshot, next_full, self._due[0] if self._due else next_full)
+            if deadline is not None:
+                due = min(due, deadline)
+            if due > now:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), (due - now) / 1000)
+                continue
+            if now >= next_snapshot:
+                full = now >= next_full_snapshot
+                if full:
+                    next_full_snapshot = now + int(svc.full_snapshot_interval_s * 1000)
+                with contextlib.suppress(Exception):
+                    await self.snapshot(full=full)
+                next_snapshot = self.clock() + int(self.snapshot_interval_s() * 1000)
+            if now >= next_full or (self._due and self._due[0] <= now):
+                while self._due and self._due[0] <= now:
+                    heapq.heappop(self._due)
+                try:
+                    report = await self.run_once()
+                except Exception as exc:  # one failed run must not end the service
+                    self.smetrics.run_errors.inc()
+                    log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
+                else:
+                    if report.triage.get(TriageOutcome.NOT_FOUND):
+                        self.schedule(self.clock() + svc.triage_retry_ms)
+                next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
+
+    def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
+        """Symbols that may have open orders: any the exchange, we or the bot know of."""
+        active = {p.symbol for p in positions}
+        active.update(o.symbol for o in self.observed.open_orders())
+        assert self.expected is not None
+        active.update(e.symbol for e in self.expected.store.orders() if e.ended_ts_ms is None)
+        return sorted(active)
+
+    async def snapshot(self, *, full: bool = False) -> None:
+        """One REST snapshot of positions and open orders (regular and algo).
+
+        ``v3/positionRisk`` (weight 5) lists every symbol with a position or open
+        orders; open orders are then fetched per symbol for those, plus any symbol
+        we or the bot know to have orders (1 + 1 weight each), unless one
+        all-symbols call (40 + 40) is cheaper. ``full`` forces the all-symbols
+        form, which also catches conditional orders on otherwise idle symbols.
+        """
+        port = self._port()
+        async with self._snapshot_lock:
+            configured = list(self.config.symbols) or None
+            sent = self.clock()
+            used_before = self.venue.rest.weight_spent if self.venue else 0
+            try:
+                positions = await port.fetch_positions(configured)
+                scope: list[str] | None
+                if configured is not None:
+                    scope = configured
+                elif full:
+                    scope = None
+                else:
+                    scope = self._active_symbols(positions)
+                    if 2 * len(scope) >= 2 * ALL_SYMBOLS_WEIGHT:
+                        scope = None
+                orders = await port.fetch_open_orders(scope)
+            except Exception as exc:
+                self.smetrics.snapshots.labels(outcome="error").inc()
+                log.warning("SNAPSHOT_FAILED error=%s", " ".join(str(exc).split()))
+                raise
+            self.observed.apply_positions_snapshot(positions, sent, configured)
+            self.observed.apply_open_orders_snapshot(orders, sent, scope)
+            self.smetrics.snapshots.labels(outcome="ok").inc()
+            if self.venue is not None and not full:
+                # The regular snapshot's cost sets the pace; the rare full one does not.
+                self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
+            self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
+        self.schedule(self.clock())
+
+    async def run_once(self) -> RunReport:
+        async with self._run_lock:
+            now = self.clock()
+            assert self.expected is not None
+            assert self.runner is not None
+            self.expected.refresh()
+            self.expected.evict(now)
+            self.observed.evict_expired(now)
+            report = await self.runner.run_once()
+            self.runs += 1
+            self.last_report = report
+            self._observe_latency(report.new_incidents, self.clock())
+            self._observe_settings()
+            return report
+
+    def schedule(self, at_ms: int) -> None:
+        heapq.heappush(self._due, at_ms)
+        if len(self._due) > 10_000:  # bounded: keep the earliest ones
+            self._due = heapq.nsmallest(1000, self._due)
+            heapq.heapify(self._due)
+        self._wake.set()
+
+    def _on_event(self, event: UserEvent) -> None:
+        self.xmetrics.observe_event(event.event_type)
+        changed = apply_user_event(self.observed, event)
+        if not changed:
+            return
+        delay = self.opts.service.check_delay_ms
+        now = self.clock()
+        if isinstance(event, OrderUpdate | AlgoUpdate):
+            self.schedule(now + self.config.order_grace_ms + delay)
+        elif isinstance(event, AccountUpdate):
+            self.schedule(now + self.config.position_grace_ms + delay)
+
+    # --- detection latency ---------------------------------------------------------------
+
+    def _observe_latency(self, incidents: list[Mismatch], now: int) -> None:
+        for m in incidents:
+            certain = self._certain_since(m)
+            if certain is not None:
+                self.smetrics.detection_latency.labels(type=m.type.value).observe(
+                    max(0.0, (now - certain) / 1000)
+                )
+
+    def _certain_since(self, m: Mismatch) -> int | None:
+        """When a mismatch became certain: its drift's first sighting plus the grace period."""
+        if m.type is MismatchType.ORDER_EXISTS_UNEXPECTED and m.client_order_id:
+            o = self.observed.get_order(m.client_order_id)
+            if o is None:
+                return None
+            return (o.created_ts_ms or o.seen_ts_ms) + self.config.order_grace_ms
+        if m.position_side is not None:
+            op = self.observed.get_position((m.symbol, m.position_side))
+            if op is None:
+                return None
+            return op.changed_ts_ms + self.config.position_grace_ms
+        return None
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _port(self) -> BinanceFuturesPort:
+        assert self.venue is not None, "service not started"
+        return self.venue.port
