@@ -42,9 +42,9 @@ from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSid
 
 ALL_SYMBOLS_WEIGHT = 40
 SNAPSHOT_CONCURRENCY = 8
+EXCHANGE_INFO_TTL_MS = 3_600_000
 
 T = TypeVar("T")
-EXCHANGE_INFO_TTL_MS = 3_600_000
 
 
 def _decimal_text(value: Decimal) -> str:
