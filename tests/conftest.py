@@ -25,6 +25,15 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "exchange-corpus" / "binance-usdm"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI the wire corpus must be there: its tests would otherwise skip, not fail."""
+    if os.environ.get("CI") == "true" and not CORPUS.is_dir():
+        raise pytest.UsageError(
+            f"Binance wire corpus not found at {CORPUS} (CI=true): check out ../shared "
+            "next to the project"
+        )
+
+
 class Cli:
     """The project's commands in subprocesses, as an operator runs them.
 

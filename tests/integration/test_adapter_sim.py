@@ -7,6 +7,8 @@ drift and faults.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Any
@@ -18,7 +20,7 @@ from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, UserEvent
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
-from grinder.exchange.port import CancelOutcome, TransientExchangeError
+from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.identity import generate_client_order_id
@@ -240,6 +242,34 @@ async def test_429_is_waited_out_with_retry_after_then_succeeds(
     assert 0 < sleeps.waits[0] <= 60
 
 
+async def test_after_a_429_every_request_of_the_client_waits_out_the_pause(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    shift = [0]
+
+    def clock() -> int:
+        return time.time_ns() // 1_000_000 + shift[0]
+
+    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET), sleep=sleeps, clock=clock)
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/rate-limit", {"count": 1})
+        assert await port.fetch_positions() == []
+        assert len(sleeps.waits) == 1
+        pause = sleeps.waits[0]
+        assert pause > 0
+        # Other requests before the pause is over (on the client's clock) wait too: the
+        # snapshot's two calls (regular and algo orders).
+        assert await port.fetch_open_orders(["BTCUSDT"]) == []
+        assert len(sleeps.waits) == 3
+        assert all(0 < wait <= pause for wait in sleeps.waits[1:])
+        shift[0] = int(pause * 1000) + 1  # the pause is over: no more waiting
+        assert await port.fetch_open_orders(["BTCUSDT"]) == []
+        assert len(sleeps.waits) == 3
+    finally:
+        await client.close()
+
+
 async def test_418_ban_is_raised_not_retried(
     ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort
 ) -> None:
@@ -249,6 +279,55 @@ async def test_418_ban_is_raised_not_retried(
         await port.fetch_positions()
     assert rest.requests_sent == sent + 1
     assert err.value.retry_after_s == pytest.approx(120, abs=2)
+
+
+async def test_after_a_418_nothing_is_sent_until_the_ban_ends(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    shift = [0]
+
+    def clock() -> int:
+        return time.time_ns() // 1_000_000 + shift[0]
+
+    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET), sleep=sleeps, clock=clock)
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/ban", {"seconds": 120})
+        with pytest.raises(IpBanned):
+            await port.fetch_positions()
+        assert client.requests_sent == 1
+        assert client.ban_remaining_s() == pytest.approx(120, abs=2)
+        for _ in range(3):  # every later call fails here, without touching the network
+            with pytest.raises(IpBanned) as err:
+                await port.fetch_open_orders(["BTCUSDT"])
+            assert "not sent" in str(err.value)
+            assert err.value.retry_after_s is not None
+            assert 100 < err.value.retry_after_s <= 120
+        assert client.requests_sent == 1
+        shift[0] = 121_000  # the ban is over (on the client's clock)
+        assert client.ban_remaining_s() == 0
+        with pytest.raises(ExchangeError):
+            await port.fetch_positions()  # the simulator (on its own clock) still refuses
+        assert client.requests_sent == 2
+    finally:
+        await client.close()
+
+
+async def test_a_banned_stream_waits_for_the_ban_before_reconnecting(
+    ctl: SimControl, rest: BinanceRestClient, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ctl.call("POST", "/faults/ban", {"seconds": 120})
+    with pytest.raises(IpBanned):
+        await rest.request("GET", "/fapi/v1/time")
+    caplog.set_level(logging.INFO, logger="grinder.exchange.stream")
+    rig = StreamRig(rest, sim)
+    try:
+        await rig.wait(lambda: "STREAM_RECONNECT" in caplog.text)
+        line = next(r.getMessage() for r in caplog.records if "STREAM_RECONNECT" in r.getMessage())
+        assert float(line.split("in_s=")[1].split()[0]) > 100
+        assert rest.requests_sent == 1  # no listenKey request while banned
+    finally:
+        await rig.close()
 
 
 async def test_5xx_on_a_read_is_retried_with_backoff(

@@ -1409,6 +1409,27 @@ def test_documented_codes_cover_the_expectations() -> None:
         assert ERROR_SPECS[code].cls is expected
 
 
+def _simulator_codes() -> set[int]:
+    """Every error code the bundled simulator can answer with (read from its source)."""
+    package = Path(__file__).resolve().parents[2] / "src" / "grinder" / "exchange" / "simulator"
+    codes: set[int] = set()
+    for source in package.glob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        codes |= {int(c) for c in re.findall(r"\(\s*(-[1-5]\d{3})\s*,", text)}
+        codes |= {int(c) for c in re.findall(r'"code":\s*(-[1-5]\d{3})', text)}
+    return codes
+
+
+def test_every_code_the_simulator_answers_with_is_mapped() -> None:
+    codes = _simulator_codes()
+    assert len(codes) > 40  # the pattern still finds them
+    assert sorted(codes - set(ERROR_SPECS)) == []
+    for code in codes:
+        err = error_from_response(400, {"code": code, "msg": "m"}, None)
+        assert err.name == ERROR_SPECS[code].name
+        assert "does not know" not in str(err)
+
+
 def test_rate_limits_and_bans() -> None:
     limited = error_from_response(429, {"code": -1003, "msg": "Too many requests"}, 7.0)
     assert type(limited) is RateLimited

@@ -12,13 +12,14 @@ Hierarchy::
         ├── RequestRejected               4xx / unknown code: the request itself is wrong
         │   ├── AuthError                 -1002 -1022 -2014 -2015, HTTP 401
         │   ├── InvalidRequest            -1100 -1102 -1104 -1106 -1115 -1116 -1117 -1121
+        │   │                             -1128 -1130 -4067 -4068 -5000
         │   ├── WafRejected               HTTP 403
         │   └── ListenKeyInvalid          -1125 (create a new listenKey, resnapshot)
         ├── NoChangeNeeded                -4059 (already in the asked mode: success)
         ├── OrderNotFound                 -2013 (a query found nothing)
         │   └── OrderAlreadyGone          -2011 (cancel of an order that is not open)
-        ├── OrderRejected                 -2010 -2021 -2025 -4131 -5021 -5022
-        │   ├── FilterRejected            -1111 -4003 -4014 -4023 (round to exchangeInfo)
+        ├── OrderRejected                 -2010 -2021 -2025 -4045 -4131 -5021 -5022
+        │   ├── FilterRejected            -1111 -4001…-4005 -4013 -4014 -4016 -4023 -4024
         │   ├── MinNotionalRejected       -4164
         │   ├── InsufficientMargin        -2018 -2019 -2027
         │   ├── ReduceOnlyRejected        -2022 -4118
@@ -27,6 +28,8 @@ Hierarchy::
         │   ├── InvalidClientOrderId      -4015
         │   ├── PositionSideMismatch      -4061
         │   └── AlgoEndpointRequired      -4120
+        ├── MalformedResponse             a 2xx body the parsers reject (to a read)
+        │   └── MalformedWriteResponse    … to a write (``outcome_unknown``)
         └── BinanceTransientError (+ TransientExchangeError)
             ├── ServerError               HTTP 5xx, -1001 -1016
             │   └── ServerOverloaded      -1008
@@ -184,6 +187,18 @@ class AlgoEndpointRequired(OrderRejected):
     """Conditional order types must go through the algo order endpoints."""
 
 
+class MalformedResponse(BinanceError):
+    """A successful response to a read that this client cannot parse (a field missing,
+    a wrong type): nothing was learnt, the snapshot or query failed."""
+
+
+class MalformedWriteResponse(MalformedResponse):
+    """Binance accepted a write, but its response cannot be parsed: the result is
+    unknown, so reconcile (query the order, re-read the position) before re-sending."""
+
+    outcome_unknown: ClassVar[bool] = True
+
+
 class BinanceTransientError(BinanceError, TransientExchangeError):
     """A Binance failure that may succeed later."""
 
@@ -335,6 +350,13 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         ListenKeyInvalid,
         "listenKey does not exist; create a new one and resnapshot over REST",
     ),
+    (
+        -1128,
+        "OPTIONAL_PARAMS_BAD_COMBO",
+        InvalidRequest,
+        "combination of optional parameters is not valid",
+    ),
+    (-1130, "INVALID_PARAMETER", InvalidRequest, "data sent for a parameter is not valid"),
     # 20xx: order and account issues
     (-2010, "NEW_ORDER_REJECTED", OrderRejected, "new order rejected by the matching engine"),
     (
@@ -379,7 +401,32 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         "position would exceed the maximum allowed at the current leverage",
     ),
     # 40xx: filters and parameters
+    (-4001, "PRICE_LESS_THAN_ZERO", FilterRejected, "price is not positive"),
+    (
+        -4002,
+        "PRICE_GREATER_THAN_MAX_PRICE",
+        FilterRejected,
+        "price above the symbol's PRICE_FILTER maximum",
+    ),
     (-4003, "QTY_LESS_THAN_ZERO", FilterRejected, "quantity is not positive"),
+    (
+        -4004,
+        "QTY_LESS_THAN_MIN_QTY",
+        FilterRejected,
+        "quantity below the symbol's LOT_SIZE / MARKET_LOT_SIZE minimum",
+    ),
+    (
+        -4005,
+        "QTY_GREATER_THAN_MAX_QTY",
+        FilterRejected,
+        "quantity above the symbol's LOT_SIZE / MARKET_LOT_SIZE maximum; split the order",
+    ),
+    (
+        -4013,
+        "PRICE_LESS_THAN_MIN_PRICE",
+        FilterRejected,
+        "price below the symbol's PRICE_FILTER minimum",
+    ),
     (
         -4014,
         "PRICE_NOT_INCREASED_BY_TICK_SIZE",
@@ -393,10 +440,28 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         "client order id is not valid (at most 36 characters of [.A-Z:/a-z0-9_-])",
     ),
     (
+        -4016,
+        "PRICE_GREATER_THAN_MULTIPLIER_UP",
+        FilterRejected,
+        "limit price above the PERCENT_PRICE band around the mark price",
+    ),
+    (
         -4023,
         "QTY_NOT_INCREASED_BY_STEP_SIZE",
         FilterRejected,
         "quantity is not a multiple of the step size",
+    ),
+    (
+        -4024,
+        "PRICE_LESS_THAN_MULTIPLIER_DOWN",
+        FilterRejected,
+        "limit price below the PERCENT_PRICE band around the mark price",
+    ),
+    (
+        -4045,
+        "MAX_STOP_ORDER_EXCEEDED",
+        OrderRejected,
+        "symbol's limit of open conditional (algo) orders reached",
     ),
     (
         -4059,
@@ -409,6 +474,18 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         "POSITION_SIDE_NOT_MATCH",
         PositionSideMismatch,
         "positionSide does not match the account's position mode (one-way BOTH / hedge LONG+SHORT)",
+    ),
+    (
+        -4067,
+        "POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS",
+        InvalidRequest,
+        "position mode cannot change while open orders exist",
+    ),
+    (
+        -4068,
+        "POSITION_SIDE_CHANGE_EXISTS_QUANTITY",
+        InvalidRequest,
+        "position mode cannot change while a position is open",
     ),
     (
         -4116,
@@ -440,7 +517,13 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         MinNotionalRejected,
         "order notional below the symbol's minimum (unless reduce-only)",
     ),
-    # 50xx: matching-engine rejections
+    # 50xx: matching-engine rejections (and a path that does not exist or was retired)
+    (
+        -5000,
+        "INVALID_PATH",
+        InvalidRequest,
+        "no such endpoint, or the endpoint was retired (the message names the replacement)",
+    ),
     (-5021, "FOK_ORDER_REJECT", OrderRejected, "FOK order could not be filled completely"),
     (-5022, "GTX_ORDER_REJECT", OrderRejected, "post-only order would have taken liquidity"),
     (

@@ -12,6 +12,9 @@
 * A cancel goes to the endpoint the order lives on; ``-2011`` (already gone) is
   reported as ``CancelOutcome.ALREADY_GONE``. A query answered ``-2013`` is
   ``None`` ("not found" for triage).
+* A response the parsers reject is a ``MalformedResponse`` (an ``ExchangeError``,
+  so a run fails the one step, not itself); for the new order of a flatten it
+  is a ``MalformedWriteResponse``: sent and accepted, result unknown.
 * A flatten is a MARKET order for the exact size rounded down to the symbol's
   market step size: ``reduceOnly=true`` in one-way mode, ``positionSide`` in
   hedge mode (where Binance refuses ``reduceOnly``). It is never retried here;
@@ -26,9 +29,15 @@ from collections.abc import Callable, Coroutine, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from grinder.exchange.binance.errors import OrderAlreadyGone, OrderNotFound
+from grinder.exchange.binance.errors import (
+    MalformedResponse,
+    MalformedWriteResponse,
+    OrderAlreadyGone,
+    OrderNotFound,
+)
 from grinder.exchange.binance.parsing import (
     SymbolFilters,
+    WireFormatError,
     parse_algo_order,
     parse_algo_orders,
     parse_exchange_info,
@@ -49,6 +58,15 @@ T = TypeVar("T")
 
 def _decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f")
+
+
+def _read(what: str, parse: Callable[[], T], *, write: bool = False) -> T:
+    """``parse()``, a malformed response turned into the exchange error that names it."""
+    try:
+        return parse()
+    except WireFormatError as exc:
+        cls = MalformedWriteResponse if write else MalformedResponse
+        raise cls(f"{what}: response cannot be read: {exc}") from None
 
 
 class BinanceFuturesPort:
@@ -77,7 +95,7 @@ class BinanceFuturesPort:
         stale = self._filters_ts is None or now - self._filters_ts > EXCHANGE_INFO_TTL_MS
         if refresh or stale:
             body = await self.rest.request("GET", "/fapi/v1/exchangeInfo", weight=1)
-            self._filters = parse_exchange_info(body)
+            self._filters = _read("GET /fapi/v1/exchangeInfo", lambda: parse_exchange_info(body))
             self._filters_ts = now
         return self._filters
 
@@ -91,7 +109,13 @@ class BinanceFuturesPort:
             body = await self.rest.request(
                 "GET", "/fapi/v1/positionSide/dual", signed=True, weight=30
             )
-            self._hedge_mode = bool(body["dualSidePosition"]) if isinstance(body, dict) else False
+            dual = body.get("dualSidePosition") if isinstance(body, dict) else None
+            if not isinstance(dual, bool):
+                raise MalformedResponse(
+                    "GET /fapi/v1/positionSide/dual: response cannot be read: "
+                    f"dualSidePosition is {dual!r}, not true or false"
+                )
+            self._hedge_mode = dual
         return self._hedge_mode
 
     async def get_mark_price(self, symbol: str) -> Decimal | None:
@@ -115,9 +139,8 @@ class BinanceFuturesPort:
             path: str, params: dict[str, str] | None, weight: int
         ) -> list[ObservedOrder]:
             body = await self.rest.request("GET", path, params, signed=True, weight=weight)
-            if path == "/fapi/v1/openOrders":
-                return parse_orders(body, seen_ts_ms=seen)
-            return parse_algo_orders(body, seen_ts_ms=seen)
+            parse = parse_orders if path == "/fapi/v1/openOrders" else parse_algo_orders
+            return _read(f"GET {path}", lambda: parse(body, seen_ts_ms=seen))
 
         parts = await _bounded_gather(
             [
@@ -145,11 +168,8 @@ class BinanceFuturesPort:
             "GET", "/fapi/v3/positionRisk", params, signed=True, weight=5
         )
         wanted = None if symbols is None else set(symbols)
-        return [
-            p
-            for p in parse_positions(body, seen_ts_ms=seen)
-            if wanted is None or p.symbol in wanted
-        ]
+        rows = _read("GET /fapi/v3/positionRisk", lambda: parse_positions(body, seen_ts_ms=seen))
+        return [p for p in rows if wanted is None or p.symbol in wanted]
 
     # --- single orders -------------------------------------------------------------------
 
@@ -166,7 +186,9 @@ class BinanceFuturesPort:
                     signed=True,
                     weight=1,
                 )
-                return parse_algo_order(body, seen_ts_ms=seen)
+                return _read(
+                    "GET /fapi/v1/algoOrder", lambda: parse_algo_order(body, seen_ts_ms=seen)
+                )
             body = await self.rest.request(
                 "GET",
                 "/fapi/v1/order",
@@ -176,7 +198,7 @@ class BinanceFuturesPort:
             )
         except OrderNotFound:
             return None
-        return parse_order(body, seen_ts_ms=seen)
+        return _read("GET /fapi/v1/order", lambda: parse_order(body, seen_ts_ms=seen))
 
     async def cancel_order(
         self, symbol: str, client_order_id: str, *, is_algo: bool = False
@@ -223,8 +245,14 @@ class BinanceFuturesPort:
             params.append(("reduceOnly", "true"))
         else:
             params.append(("positionSide", position_side.value))
-        body: Any = await self.rest.request("POST", "/fapi/v1/order", params, signed=True, weight=1)
-        return parse_order(body, seen_ts_ms=self._clock(), kind="new order")
+        # A new order costs no IP request weight (it counts against the order-rate limits).
+        body: Any = await self.rest.request("POST", "/fapi/v1/order", params, signed=True, weight=0)
+        seen = self._clock()
+        return _read(
+            f"POST /fapi/v1/order {client_order_id}",
+            lambda: parse_order(body, seen_ts_ms=seen, kind="new order"),
+            write=True,
+        )
 
 
 async def _bounded_gather(jobs: Sequence[Coroutine[Any, Any, T]], limit: int) -> list[T]:

@@ -4,8 +4,10 @@ One ``aiohttp`` connection pool, a timeout on every call, HMAC-SHA256 signed
 requests (``timestamp`` and ``recvWindow`` in the signed query), a server-time
 offset kept in sync (and re-synced on ``-1021``), request weight read from
 ``X-MBX-USED-WEIGHT-1M`` with a slow-down before the limit, ``429``/``418``
-honouring ``Retry-After``, and capped, jittered retries of transient failures
-for requests that are safe to repeat. Secrets never reach a log or an error.
+honouring ``Retry-After`` for every request of the client (after a 429 none goes
+out before the pause ends; after a 418 none is sent until the ban ends), and
+capped, jittered retries of transient failures for requests that are safe to
+repeat. Secrets never reach a log or an error.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from yarl import URL
 
 from grinder.exchange.binance.errors import (
     IpBanned,
+    MalformedResponse,
     RateLimited,
     TimestampError,
     error_from_response,
@@ -151,6 +154,10 @@ class BinanceRestClient:
         self._inflight_weight = 0
         """Weight of requests sent whose response (and weight header) is not in yet."""
         self.requests_sent = 0
+        self._paused_until_ms = 0
+        """Local time before which no request goes out: the last 429's ``Retry-After``."""
+        self._banned_until_ms = 0
+        """Local time before which every request fails without being sent (HTTP 418)."""
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -187,7 +194,12 @@ class BinanceRestClient:
         sent = self._clock()
         body = await self.request("GET", "/fapi/v1/time", weight=1)
         received = self._clock()
-        server = int(body["serverTime"])
+        raw = body.get("serverTime") if isinstance(body, dict) else None
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+            raise MalformedResponse(
+                f"GET /fapi/v1/time: response cannot be read: serverTime is {raw!r}"
+            )
+        server = raw
         self.time_offset_ms = server - (sent + received) // 2
         return self.time_offset_ms
 
@@ -218,8 +230,8 @@ class BinanceRestClient:
             self.used_weight = 0
             self._weight_minute = minute
         soft = self.settings.weight_limit * self.settings.slow_down_ratio
-        if self.used_weight + self._inflight_weight + weight <= soft:
-            return
+        if weight == 0 or self.used_weight + self._inflight_weight + weight <= soft:
+            return  # (a new order costs no IP weight: it never waits here)
         wait_ms = 60_000 - self.server_now_ms() % 60_000 + 50
         log.warning(
             "request weight %d + %d near limit %d: waiting %d ms for the next window",
@@ -230,6 +242,42 @@ class BinanceRestClient:
         )
         await self._sleep(wait_ms / 1000)
         self.used_weight = 0
+
+    # --- 429 pause and 418 ban -----------------------------------------------------------
+
+    def ban_remaining_s(self) -> float:
+        """Seconds left of an IP ban (HTTP 418) this client was told of; 0 when none."""
+        return max(0, self._banned_until_ms - self._clock()) / 1000
+
+    def _note_ban(self, exc: IpBanned) -> None:
+        now = self._clock()
+        if exc.banned_until_ms is not None:
+            until = exc.banned_until_ms - self.time_offset_ms  # server time → local time
+        else:
+            until = now + int(exc.backoff_hint_s * 1000)
+        if until > self._banned_until_ms:
+            self._banned_until_ms = until
+            log.error(
+                "IP banned by the exchange (HTTP 418) for %.0f s: no request is sent until then",
+                max(0, until - now) / 1000,
+            )
+
+    def _refuse_while_banned(self, method: str, path: str) -> None:
+        remaining = self.ban_remaining_s()
+        if remaining > 0:
+            raise IpBanned(
+                f"{method} {path}: not sent, the IP is banned for {remaining:.0f} s more "
+                "(HTTP 418 received earlier)",
+                http_status=418,
+                retry_after_s=remaining,
+                banned_until_ms=self._banned_until_ms + self.time_offset_ms,
+            )
+
+    async def _wait_out_pause(self) -> None:
+        """Every request waits out the last 429's ``Retry-After``, not only the one refused."""
+        wait_ms = self._paused_until_ms - self._clock()
+        if wait_ms > 0:
+            await self._sleep(wait_ms / 1000)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -256,6 +304,9 @@ class BinanceRestClient:
         resynced = False
         while True:
             attempt += 1
+            self._refuse_while_banned(method, path)
+            await self._wait_out_pause()  # the 429 that refused this or another request
+            self._refuse_while_banned(method, path)
             await self._pace(weight)
             self.weight_spent += weight
             if self.on_spend is not None:
@@ -275,8 +326,9 @@ class BinanceRestClient:
                     raise
                 wait = min(exc.retry_after_s or 1.0, self.settings.max_retry_after_s)
                 log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
-                await self._sleep(wait)
-            except IpBanned:
+                self._paused_until_ms = max(self._paused_until_ms, self._clock() + int(wait * 1000))
+            except IpBanned as exc:
+                self._note_ban(exc)
                 raise
             except TransientExchangeError as exc:
                 if not retry_ok or attempt > self.settings.max_retries:

@@ -148,7 +148,8 @@ class UserDataStream:
                     break
                 failures = 0 if went_live else failures + 1
                 self.stats.reconnects += 1
-                delay = self._backoff(failures)
+                # Under an IP ban (HTTP 418) nothing is sent before it ends anyway.
+                delay = max(self._backoff(failures), self.rest.ban_remaining_s())
                 log.info("STREAM_RECONNECT in_s=%.2f failures=%d", delay, failures)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
