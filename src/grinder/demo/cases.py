@@ -14,7 +14,7 @@ from grinder.demo.sim import brief, limit_order, open_ids, position_of
 from grinder.reconcile.identity import generate_client_order_id, is_ours
 from grinder.reconcile.labels import ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.remediation import wall_clock_ms
-from grinder.reconcile.routing import ActionKind
+from grinder.reconcile.routing import ActionKind, route_one
 from grinder.reconcile.types import MismatchType
 
 
@@ -313,18 +313,35 @@ class Demo(DemoBase):
             f"(the bot's book: {bot.position})"
         )
         self.line(f"  exchange writes by GRINDER: {writes} (the bot's own: {bot.writes})")
+        self.feed.open()  # print what is pending: the last run report is what stands now
+        last = self.feed.last.mismatches if self.feed.last else []
+        standing = sorted({m.type for m in last})
+        # What stands must be what GRINDER leaves to a human (routed to no action).
+        acted_on = [m for m in last if isinstance(route_one(m), ActionKind)]
+        alert_only = ", ".join(t.value for t in standing) or "none"
+        self.line(f"  mismatches that stand: {len(last)} (left to an operator: {alert_only})")
         if live:
-            ok = not unrecorded and manual is not None and other == 0 and writes == 2
-            expected = "orphan gone, manual kept, flat"
-            observed = f"orphan gone, manual kept, {OTHER} flat, {writes} writes"
-            verdict = "CLEAN"
+            ok = (
+                not unrecorded
+                and manual is not None
+                and other == 0
+                and writes == 2
+                and not acted_on
+            )
+            expected = "orphan gone, manual kept, flat; alert-only left"
+            observed = (
+                f"orphan gone, manual kept, {OTHER} flat, {writes} writes; "
+                f"{len(last)} alert-only left"
+            )
+            verdict = "REMEDIATED"
         else:
             ok = manual is not None and writes == 0
             expected = "0 writes by GRINDER"
             observed = "0 writes by GRINDER, manual order open"
             verdict = "UNTOUCHED"
         instead = (
-            f"unrecorded {len(unrecorded)}, manual {manual_text}, {OTHER} {other}, {writes} writes"
+            f"unrecorded {len(unrecorded)}, manual {manual_text}, {OTHER} {other}, {writes} writes,"
+            f" standing {', '.join(t.value for t in standing) or 'none'}"
         )
         self.record(CaseResult("end", "account", expected, observed, None, verdict, ok), instead)
         self.line(

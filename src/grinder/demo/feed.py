@@ -131,6 +131,8 @@ class Feed:
         self.queue: asyncio.Queue[tuple[float, RunReport]] = asyncio.Queue()
         self.window = Window(t0=time.monotonic())
         self.foreign = 0
+        self.last: RunReport | None = None
+        """The newest run report: what stands now."""
         self._printed: set[tuple[str, tuple[str, str, str], str]] = set()
 
     def push(self, report: RunReport) -> None:
@@ -171,6 +173,7 @@ class Feed:
 
     def _take(self, t: float, r: RunReport) -> None:
         self.window.seen.append((t, r))
+        self.last = r
         for m in r.new_incidents:
             fields = {k: _num(v) for k, v in {**m.as_dict(), **m.details}.items()}
             self.say(t, format_event(Event.RECONCILE_MISMATCH, fields))
