@@ -58,7 +58,7 @@ class ServiceConfig(BaseModel):
     """How often a snapshot uses the all-symbols form (weight 85) whatever it costs."""
     check_delay_ms: Annotated[int, Field(ge=0, le=5000, strict=True)] = 50
     """Slack after a grace period ends before the scheduled check runs."""
-    triage_retry_ms: Annotated[int, Field(ge=100, le=60_000, strict=True)] = 1000
+    triage_retry_ms: Annotated[int, Field(ge=100, le=60_000, strict=True)] = 250
     """After a missing order's lookup says "not found", look again this soon (one
     query each time) instead of waiting for the next full pass."""
     stream_keepalive_s: PosFloat = 1800.0
