@@ -7,6 +7,7 @@ drift and faults.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 
 from grinder.exchange.binance.errors import AuthError, IpBanned, OrderRejected, ServerError
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, UserEvent
+from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, OtherEvent, UserEvent
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
@@ -410,7 +411,12 @@ async def test_server_error_surfaces_after_retries_are_spent(
 
 
 class StreamRig:
-    def __init__(self, rest: BinanceRestClient, sim: SimulatorServer) -> None:
+    def __init__(
+        self,
+        rest: BinanceRestClient,
+        sim: SimulatorServer,
+        settings: StreamSettings | None = None,
+    ) -> None:
         self.events: list[UserEvent] = []
         self.resyncs = 0
         self.stream = UserDataStream(
@@ -418,7 +424,8 @@ class StreamRig:
             sim.ws_base_url,
             on_event=self.events.append,
             on_resync=self.resync,
-            settings=StreamSettings(backoff_base_s=0.01, backoff_cap_s=0.05, keepalive_s=3600),
+            settings=settings
+            or StreamSettings(backoff_base_s=0.01, backoff_cap_s=0.05, keepalive_s=3600),
         )
         self.task = asyncio.create_task(self.stream.run())
 
@@ -528,3 +535,88 @@ async def test_events_during_resync_are_delivered_after_it(
     finally:
         await stream.stop()
         await asyncio.wait_for(task, 5)
+
+
+class RecordingRest(BinanceRestClient):
+    """The real client, noting the method and path of every request it is asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: list[tuple[str, str]] = []
+
+    async def request(self, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.asked.append((method, path))
+        return await super().request(method, path, *args, **kwargs)
+
+
+async def test_listen_key_kept_alive_while_connected_and_closed_on_stop(
+    sim: SimulatorServer,
+) -> None:
+    rest = RecordingRest(sim.base_url, Credentials(KEY, SECRET))
+    settings = StreamSettings(backoff_base_s=0.01, backoff_cap_s=0.05, keepalive_s=0.1)
+    rig = StreamRig(rest, sim, settings)
+    try:
+        assert await rig.stream.wait_live(5)
+        await rig.wait(lambda: rest.asked.count(("PUT", "/fapi/v1/listenKey")) >= 2)
+        assert rig.stream.state is StreamState.LIVE
+    finally:
+        await rig.close()
+        await rest.close()
+    assert rest.asked.count(("POST", "/fapi/v1/listenKey")) == 1
+    assert rest.asked[-1] == ("DELETE", "/fapi/v1/listenKey")
+
+
+async def test_connection_recycled_before_binance_closes_it_then_resynced(
+    rest: BinanceRestClient, sim: SimulatorServer, ctl: SimControl
+) -> None:
+    settings = StreamSettings(backoff_base_s=0.01, backoff_cap_s=0.05, max_connection_s=0.3)
+    rig = StreamRig(rest, sim, settings)
+    try:
+        await rig.wait(lambda: rig.stream.stats.connections >= 3)
+        await rig.wait(lambda: rig.stream.state is StreamState.LIVE)
+        assert rig.resyncs >= 2  # every new connection is resynced before it is trusted
+    finally:
+        await rig.close()
+
+
+async def test_other_event_types_are_counted_and_handed_on(
+    ctl: SimControl, stream_rig: StreamRig, corpus: Callable[[str], Any]
+) -> None:
+    margin_call = corpus("docs_MARGIN_CALL.json")
+    await ctl.call("POST", "/ws/raw", {"text": json.dumps(margin_call)})
+    await stream_rig.wait(lambda: stream_rig.stream.stats.events.get("MARGIN_CALL") == 1)
+    other = [e for e in stream_rig.events if isinstance(e, OtherEvent)]
+    assert [e.event_type for e in other] == ["MARGIN_CALL"]
+    assert other[0].payload == margin_call
+    assert stream_rig.stream.stats.parse_errors == 0
+
+
+async def test_a_timed_out_read_is_retried_and_a_timed_out_write_is_not(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    client = BinanceRestClient(
+        sim.base_url,
+        Credentials(KEY, SECRET),
+        settings=RestSettings(timeout_s=0.2, backoff_base_s=0.01, backoff_cap_s=0.05),
+        sleep=sleeps,
+    )
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/latency", {"restMs": 600})
+        with pytest.raises(TransientExchangeError, match="timed out"):
+            await port.fetch_positions()
+        assert client.requests_sent == 1 + client.settings.max_retries
+        sent = client.requests_sent
+        with pytest.raises(TransientExchangeError, match="timed out"):
+            await port.place_reduce_only_market(
+                "BTCUSDT",
+                Side.SELL,
+                Decimal("0.002"),
+                position_side=PositionSide.BOTH,
+                client_order_id=ours(11),
+            )
+        assert client.requests_sent == sent + 1  # may have been executed: never re-sent
+        await ctl.call("POST", "/faults/latency", {"restMs": 0})
+        assert await port.fetch_positions() == []
+    finally:
+        await client.close()
