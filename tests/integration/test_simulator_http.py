@@ -1154,3 +1154,41 @@ def test_default_credentials_come_from_the_environment(monkeypatch: pytest.Monke
     server = SimulatorServer(port=0)
     assert (server.api_key, server.api_secret) == ("k2", "s2")
     assert SimulatorServer(api_key="k3", api_secret="s3").api_key == "k3"
+
+
+async def test_single_order_reads_have_the_shape_of_real_ones(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
+    await venue.order(quantity="0.010", price="64000.0", newClientOrderId="q-1")
+    query = await venue.call(
+        "GET", "/fapi/v1/order", {"symbol": "BTCUSDT", "origClientOrderId": "q-1"}
+    )
+    # A 2023 log of allOrders (the same order object): it predates priceMatch, STP and GTD.
+    logged = corpus("reallog_2023_GET_fapi_v1_allOrders_hedge.json")[0]
+    newer = frozenset({"priceMatch", "selfTradePreventionMode", "goodTillDate"})
+    assert shape_diff(query.data, logged, extra_ok=newer) == []
+    one = await venue.call(
+        "GET", "/fapi/v1/openOrder", {"symbol": "BTCUSDT", "origClientOrderId": "q-1"}
+    )
+    # That fixture writes every integer as a string; the keys are what it pins down.
+    fixture = corpus("ccxt_fapi_v1_openOrder.json")
+    as_strings = frozenset({"orderId", "time", "updateTime", "goodTillDate"})
+    assert shape_diff(one.data, fixture, loose_types=as_strings) == []
+
+
+async def test_new_algo_order_answer_has_the_shape_of_the_real_one(
+    venue: Venue, corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
+    placed = await place_algo(venue, clientAlgoId="grinder_sl_2")
+    response = corpus("nautilus_rs_futures_algo_order_response.json")
+    # The answer to a new algo order has no actual* fields yet (nothing was triggered);
+    # it names icebergQuantity and the STP mode, as Binance's own example does.
+    assert (
+        shape_diff(
+            placed.data,
+            response,
+            absent_ok=frozenset({"actualOrderId", "actualPrice", "actualType", "actualQty"}),
+            extra_ok=frozenset({"icebergQuantity", "selfTradePreventionMode"}),
+        )
+        == []
+    )

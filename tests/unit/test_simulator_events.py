@@ -133,6 +133,52 @@ def test_algo_updates_have_the_real_shapes_before_and_after_trigger(
     assert shape_diff(child_new, real[2]) == []
 
 
+def _stop_market(sim: Simulator, **extra: str) -> Any:
+    from grinder.exchange.simulator.algo import parse_algo_order
+
+    params = Params.of(
+        algoType="CONDITIONAL",
+        symbol="ETHUSDT",
+        side="SELL",
+        type="STOP_MARKET",
+        quantity="0.050",
+        triggerPrice="3000.00",
+        **extra,
+    )
+    req = parse_algo_order(params, sim.specs, dual=False, mark_of=sim.book.mark, now_ms=0)
+    return sim.algos.place(req)
+
+
+def test_algo_update_canceled_has_the_shape_of_the_real_one(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
+    sim = make_sim()
+    algo = _stop_market(sim)
+    sim.algos.cancel(algo)
+    canceled = of_kind(sim, "ALGO_UPDATE")[-1]
+    assert canceled["o"]["X"] == "CANCELED"
+    # Before a trigger the real (testnet) events carry no ap/aq/act (see the TRIGGERING
+    # capture); the docs-derived CANCELED sample shows them zeroed, and an "rm".
+    docs_like = corpus("nautilus_rs_futures_algo_update_canceled.json")
+    assert docs_like["o"]["X"] == "CANCELED"
+    not_before_trigger = frozenset({"ap", "aq", "act", "rm"})
+    assert shape_diff(canceled, docs_like, absent_ok=not_before_trigger) == []
+    triggering = corpus("nautilus_ws_futures_algo_update_triggering.json")
+    assert shape_diff(canceled, triggering) == []
+
+
+def test_a_rejected_trigger_sends_the_docs_reject_event(
+    corpus: Callable[[str], Any], shape_diff: ShapeDiff
+) -> None:
+    sim = make_sim()
+    _stop_market(sim, reduceOnly="true")  # nothing to reduce: the child order is refused
+    sim.book.set_mark("ETHUSDT", Decimal("3000.00"))
+    sim.match("ETHUSDT")
+    (reject,) = of_kind(sim, "CONDITIONAL_ORDER_TRIGGER_REJECT")
+    assert shape_diff(reject, corpus("docs_CONDITIONAL_ORDER_TRIGGER_REJECT.json")) == []
+    assert of_kind(sim, "ALGO_UPDATE")[-1]["o"]["X"] == "REJECTED"
+
+
 def test_listen_key_expired_has_the_docs_shape(
     corpus: Callable[[str], Any], shape_diff: ShapeDiff
 ) -> None:
