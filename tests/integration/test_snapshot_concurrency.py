@@ -34,8 +34,11 @@ class CountingClient(BinanceRestClient):
         self.in_flight = 0
         self.peak = 0
         self.waits: list[float] = []
+        self.at_start: list[int] = []
+        """How many requests were in flight when each one went out."""
 
     async def _send(self, *args: Any, **kwargs: Any) -> Any:
+        self.at_start.append(self.in_flight)
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         try:
@@ -165,3 +168,28 @@ async def test_requests_in_flight_count_against_the_weight_limit(
     assert rest.requests_sent == 24
     assert len(rest.waits) == 24 - 18  # those past the soft limit waited for the next window
     assert all(0 < w <= 60.05 for w in rest.waits)
+
+
+async def test_a_client_that_has_not_read_this_minutes_weight_sends_one_call_alone_first(
+    sim: SimulatorServer,
+) -> None:
+    """Other clients on the same IP may have used most of the minute's weight: a burst
+    waits for the first answer's weight header."""
+    control = SimControl(sim.base_url)
+    await control.call("POST", "/faults/latency", {"restMs": 20})
+    await control.close()
+    fresh = client(sim)
+    try:
+        await BinanceFuturesPort(fresh).fetch_open_orders(SYMBOLS)
+    finally:
+        await fresh.close()
+    assert fresh.at_start[:2] == [0, 0]  # the first call came back before the others left
+    assert fresh.peak == SNAPSHOT_CONCURRENCY
+    informed = client(sim)
+    try:
+        await informed.request("GET", "/fapi/v1/time")  # a weight header of this minute
+        assert informed.weight_known()
+        await BinanceFuturesPort(informed).fetch_open_orders(SYMBOLS)
+    finally:
+        await informed.close()
+    assert informed.at_start[1:3] == [0, 1]  # the burst starts at once

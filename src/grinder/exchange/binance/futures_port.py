@@ -5,8 +5,9 @@
   for all symbols, whichever costs less request weight (1 per symbol, 40
   without a symbol). Per-symbol calls go out concurrently, at most
   ``snapshot_concurrency`` at a time (the weight is the same; on a real network
-  the snapshot then takes a few round trips instead of one per call). One failed
-  call fails the snapshot and cancels the calls still in flight.
+  the snapshot then takes a few round trips instead of one per call); when no
+  weight header of the current minute has been read yet, the first call goes
+  alone. One failed call fails the snapshot and cancels the calls still in flight.
 * Positions come from ``/fapi/v3/positionRisk`` (weight 5), which lists only
   symbols with a position or open orders.
 * A cancel goes to the endpoint the order lives on; ``-2011`` (already gone) is
@@ -142,14 +143,23 @@ class BinanceFuturesPort:
             parse = parse_orders if path == "/fapi/v1/openOrders" else parse_algo_orders
             return _read(f"GET {path}", lambda: parse(body, seen_ts_ms=seen))
 
-        parts = await _bounded_gather(
-            [
-                fetch(path, params, weight)
-                for params, weight in calls
-                for path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders")
-            ],
-            self.snapshot_concurrency,
-        )
+        jobs = [
+            fetch(path, params, weight)
+            for params, weight in calls
+            for path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders")
+        ]
+        first: list[list[ObservedOrder]] = []
+        if len(jobs) > 1 and not self.rest.weight_known():
+            # The IP's weight this minute (other clients on it count too) is unknown: one
+            # call alone first, so a burst never lands on a nearly spent limit unawares.
+            try:
+                first = [await jobs[0]]
+            finally:
+                if not first:
+                    for job in jobs[1:]:
+                        job.close()  # never started: nothing was sent for it
+            jobs = jobs[1:]
+        parts = first + await _bounded_gather(jobs, self.snapshot_concurrency)
         out = [order for part in parts for order in part]
         if symbols is not None and calls and calls[0][0] is None:
             wanted = set(symbols)

@@ -219,6 +219,11 @@ class BinanceRestClient:
         if self.on_weight is not None:
             self.on_weight(used)
 
+    def weight_known(self) -> bool:
+        """Whether a weight header of the current minute has been read (the IP's use,
+        other clients on it included, is known)."""
+        return self._weight_minute == self.server_now_ms() // 60_000
+
     async def _pace(self, weight: int) -> None:
         """Wait for the next minute window if this request would pass the soft limit.
 
