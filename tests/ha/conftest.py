@@ -27,7 +27,9 @@ from grinder.exchange.simulator.client import SimControl
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "ha_soak: the long random kill/restart rounds of the HA tests (-m ha_soak)"
+        "markers",
+        "ha_soak: the long random kill/restart rounds of the HA tests, part of the default run "
+        "(-m ha_soak runs them alone, -m 'not ha_soak' leaves them out)",
     )
 
 

@@ -104,6 +104,15 @@ def test_rule_groups_evaluate_at_prometheus_evaluation_interval() -> None:
     assert re.search(r"^  evaluation_interval: 15s$", example, flags=re.M)
 
 
+def test_the_ha_document_names_the_shipped_ha_alerts_and_no_rules_of_its_own() -> None:
+    ha_doc = (REPO / "docs" / "HA.md").read_text(encoding="utf-8")
+    shipped = re.findall(r"^\s*- alert:\s*(\S+)", rule_groups()["grinder-ha"], flags=re.M)
+    assert set(re.findall(r"\bGrinderHA\w+", ha_doc)) == set(shipped)
+    assert "monitoring/alert_rules.yml" in ha_doc
+    for promql in ("increase(", "sum(", "sum by", "rate("):
+        assert promql not in ha_doc, f"docs/HA.md has an expression of its own ({promql}…)"
+
+
 def test_every_alert_has_severity_summary_description_and_a_runbook_link() -> None:
     for name, block in alert_blocks().items():
         severity = re.search(r"^\s+severity:\s*(\S+)", block, flags=re.M)
