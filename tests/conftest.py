@@ -9,17 +9,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "exchange-corpus" / "binance-usdm"
@@ -148,6 +150,150 @@ def require_tool() -> Callable[[str, str], str]:
     """``require_tool(name, debian_package)``: the path of a system tool a test starts; without
     it the test fails in CI (``CI=true``) and is skipped elsewhere."""
     return _require_tool
+
+
+# --- a real Redis server ------------------------------------------------------------------------
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1:<port>, data in ``directory``.
+
+    Without ``config_file`` it runs without persistence (``--save "" --appendonly no``), as the
+    HA tests of data loss require. With ``config_file`` the server reads that file first (a
+    deployment's settings, persistence included); the port, the address, the directory and the
+    log file stay the test's. ``password`` sets ``requirepass`` (and goes into ``url``).
+    ``kill()`` / ``restart()`` take the server down and bring it back on the same port.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        port: int,
+        *,
+        config_file: Path | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = port
+        self.config_file = config_file
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, **kw: Any) -> redis.Redis:
+        options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 2, **kw}
+        return redis.Redis(port=self.port, password=self.password, **options)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        argv = [self.binary]
+        if self.config_file is not None:
+            argv.append(str(self.config_file))
+        argv += ["--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.config_file is None:
+            argv += ["--save", "", "--appendonly", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        argv += [
+            "--dir",
+            str(self.directory),
+            "--logfile",
+            str(self.directory / f"redis-{self.starts}.log"),
+            "--daemonize",
+            "no",
+        ]
+        out = self.directory / f"redis-{self.starts}.out"  # what it says before its log opens
+        with out.open("wb") as sink:
+            self.proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        client = self.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    pass
+                if self.proc.poll() is not None:
+                    said = out.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{said}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """``kill -9``: without persistence everything it held is lost."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis hangs (accepts connections, answers nothing) until ``resume()``."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_servers(
+    tmp_path: Path, cli: Cli, require_tool: Callable[[str, str], str]
+) -> Iterator[Callable[..., RedisServer]]:
+    """``redis_servers(*, config_file=None, password=None)``: a started Debian
+    ``redis-server`` (see ``RedisServer``) on a free loopback port, its data under the test's
+    ``tmp_path``; every one is stopped after the test. Without the binary the test fails in CI
+    (``CI=true``) and is skipped elsewhere (bin/test installs it)."""
+    binary = require_tool("redis-server", "redis-server")
+    started: list[RedisServer] = []
+
+    def start(*, config_file: Path | None = None, password: str | None = None) -> RedisServer:
+        name = "redis" if not started else f"redis-{len(started) + 1}"
+        server = RedisServer(
+            binary, tmp_path / name, cli.free_port(), config_file=config_file, password=password
+        )
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_servers: Callable[..., RedisServer]) -> RedisServer:
+    """One ``redis-server`` without persistence and without a password (the HA tests')."""
+    return redis_servers()
 
 
 # --- the Binance wire corpus -----------------------------------------------------------------

@@ -1,13 +1,10 @@
-"""A real ``redis-server`` for the HA tests: started on a free loopback port, stopped after.
+"""Several service instances with HA on, against one simulator and one real ``redis-server``.
 
-bin/test installs Debian's ``redis-server`` when it is missing
-(``bin/ensure-debian-packages redis-server:redis-server``). Without it these tests
-fail with a clear message when ``CI=true`` and are skipped otherwise (the
-``require_tool`` fixture of tests/conftest.py).
-
-The server runs without persistence (``--save "" --appendonly no``), as the
-tests of data loss require; ``kill()`` / ``restart()`` take it down and bring it
-back on the same port.
+The Redis server is the ``redis_server`` fixture of tests/conftest.py: Debian's ``redis-server``
+on a free loopback port, without persistence (``--save "" --appendonly no``), as the tests of
+data loss require; ``kill()`` / ``restart()`` take it down and bring it back on the same port.
+bin/test installs it when it is missing; without it these tests fail with a clear message when
+``CI=true`` and are skipped otherwise.
 """
 
 from __future__ import annotations
@@ -19,122 +16,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from grinder.exchange.simulator.client import SimControl
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "ha_soak: the long random kill/restart rounds of the HA tests (-m ha_soak)"
+        "markers",
+        "ha_soak: the long random kill/restart rounds of the HA tests, part of the default run "
+        "(-m ha_soak runs them alone, -m 'not ha_soak' leaves them out)",
     )
-
-
-class RedisServer:
-    """One ``redis-server`` process on 127.0.0.1:<port>, data in ``directory``."""
-
-    def __init__(self, binary: str, directory: Path, port: int) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--logfile",
-                str(self.directory / f"redis-{self.starts}.log"),
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout_s
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return
-                except redis.RedisError:
-                    pass
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
-                time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """``kill -9``: everything it held is lost (no persistence)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def pause(self) -> None:
-        """SIGSTOP: Redis hangs (accepts connections, answers nothing) until ``resume()``."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_server(
-    tmp_path: Path, cli: Any, require_tool: Callable[[str, str], str]
-) -> Iterator[RedisServer]:
-    binary = require_tool("redis-server", "redis-server")
-    server = RedisServer(binary, tmp_path / "redis", cli.free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- several service instances against one simulator and one Redis --------------------------
@@ -326,7 +222,7 @@ class Cluster:
         self,
         workdir: Path,
         sockets: Path,
-        redis_server: RedisServer,
+        redis_server: Any,
         cli: Any,
         *,
         lease_ttl_s: float = LEASE_TTL_S,
@@ -437,7 +333,7 @@ def ours_id() -> Any:
 
 @pytest.fixture
 async def make_cluster(
-    tmp_path: Path, redis_server: RedisServer, cli: Any
+    tmp_path: Path, redis_server: Any, cli: Any
 ) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
     """``await make_cluster(lease_ttl_s=…, **SimConfig fields)``; everything stopped after."""
     made: list[Cluster] = []

@@ -25,7 +25,8 @@ leaderships (every new leadership must get a larger one, also after Redis lost
 its data); failover time is from the fault to the new leadership's start.
 
 ``GRINDER_HA_ROUNDS`` (default 100) and ``GRINDER_HA_SOAK_SECONDS`` (default 240,
-the time cap) tune it; ``-m ha_soak`` selects it. The figures are printed.
+the time cap) tune it. It is part of the default run; ``-m ha_soak`` selects it alone and
+``-m "not ha_soak"`` leaves it out. The figures are printed.
 """
 
 from __future__ import annotations

@@ -2,23 +2,24 @@
 
 Everything is real and on loopback: the simulator (``grinder sim serve``), the service against
 it (``python3 -m scripts.run_live_reconcile --venue-url …``), and ``/usr/bin/prometheus`` from
-Debian's ``prometheus`` package scraping the service every second with the rules of
-``monitoring/alert_rules.yml`` loaded. Drift injected on the simulator (orphan orders of ours)
-must drive the mismatch alerts to ``firing``, as Prometheus' own HTTP API reports them.
+Debian's ``prometheus`` package scraping the service with ``monitoring/alert_rules.yml`` loaded
+as shipped (the file itself, by its path). Drift injected on the simulator (orphan orders of
+ours) must show in Prometheus' own HTTP API: the mismatch alert without a ``for:``
+(``GrinderReconcileMismatchSpike``) firing, and the one that waits five minutes
+(``GrinderReconcileMismatchUnremediated``, ``for: 5m``) pending, its condition met.
 
-Timing: the shipped rules wait (``for: 5m`` for an unremediated mismatch) and evaluate every
-15 s. The test loads a copy in which every ``for:`` is ``0s`` and each group evaluates every
-second — the expressions are byte for byte the shipped ones, so this proves they fire on the
-service's real series; the ``for:`` durations themselves are covered by the promtool unit tests
-(``monitoring/alert_rules_test.yml``). Without the prometheus binary the test fails in CI
-(``CI=true``) and is skipped elsewhere.
+Timing comes from Prometheus' own configuration only: ``scrape_interval`` and
+``evaluation_interval`` of 1 s. No rule group of the shipped file sets an ``interval:`` of its
+own (tests/unit/test_monitoring_assets.py keeps it so), so the global evaluation interval governs
+every rule, here as in a deployment. The ``for:`` durations themselves (a pending alert becoming
+firing) are covered by the promtool unit tests (``monitoring/alert_rules_test.yml``). Without the
+prometheus binary the test fails in CI (``CI=true``) and is skipped elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import subprocess
 import sys
@@ -40,20 +41,6 @@ WAIT_S = 60
 def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def fast_rules(shipped: str) -> str:
-    """The shipped rules with ``for: 0s`` and a 1 s evaluation interval, expressions untouched."""
-    text = re.sub(r"^(\s+)for:\s*\S+\s*$", r"\1for: 0s", shipped, flags=re.M)
-    return re.sub(r"^(\s+)- name:\s*(\S+)\s*$", r"\1- name: \2\n\1  interval: 1s", text, flags=re.M)
-
-
-def test_fast_rules_only_change_timing() -> None:
-    shipped = RULES.read_text(encoding="utf-8")
-    fast = fast_rules(shipped)
-    strip = re.compile(r"^\s+(for|interval):.*\n", flags=re.M)
-    assert strip.sub("", fast) == strip.sub("", shipped)
-    assert fast.count("interval: 1s") == shipped.count("- name:")
 
 
 class Procs:
@@ -143,10 +130,9 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     )
     cli.wait_http(f"http://127.0.0.1:{metrics_port}/readyz", service, tmp_path / "service.log")
 
-    (tmp_path / "rules.yml").write_text(fast_rules(RULES.read_text(encoding="utf-8")))
     (tmp_path / "prometheus.yml").write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "rule_files:\n  - rules.yml\n"
+        f"rule_files:\n  - {json.dumps(str(RULES))}\n"
         "scrape_configs:\n  - job_name: grinder\n    static_configs:\n"
         f"      - targets: ['127.0.0.1:{metrics_port}']\n"
     )
@@ -198,17 +184,36 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
 
     asyncio.run(place_orphans())
 
-    def firing() -> dict[str, str] | None:
-        now = alerts(prom)
-        wanted = ("GrinderReconcileMismatchUnremediated", "GrinderReconcileMismatchSpike")
-        return now if all(now.get(a) == "firing" for a in wanted) else None
+    # The shipped file is in force as written: its waits, and the global 1 s evaluation interval.
+    groups = get_json(f"{prom}/api/v1/rules")["data"]["groups"]
+    assert {g["name"]: g["interval"] for g in groups} == {"grinder-reconcile": 1, "grinder-ha": 1}
+    waits = {r["name"]: r["duration"] for g in groups for r in g["rules"]}
+    assert waits["GrinderReconcileMismatchSpike"] == 0
+    assert waits["GrinderReconcileMismatchUnremediated"] == 300
 
-    state = wait_for("the mismatch alerts firing", firing)
+    wanted = {
+        "GrinderReconcileMismatchSpike": "firing",  # no for:
+        "GrinderReconcileMismatchUnremediated": "pending",  # for: 5m, its condition met
+    }
+
+    def reached() -> dict[str, str] | None:
+        now = alerts(prom)
+        return now if all(now.get(a) == s for a, s in wanted.items()) else None
+
+    state = wait_for("the spike firing and the unremediated mismatches pending", reached)
     assert "GrinderReconcileDown" not in state
     detail = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
+    spike = next(a for a in detail if a["labels"]["alertname"] == "GrinderReconcileMismatchSpike")
+    assert spike["labels"]["job"] == "grinder"
+    assert spike["labels"]["severity"] == "warning"
+    assert spike["annotations"]["runbook_url"] == (
+        "docs/runbooks/11_RECONCILIATION_TRIAGE.md#mismatch-spike"
+    )
+    assert "new mismatch incidents in 10 minutes" in spike["annotations"]["description"]
     unremediated = next(
         a for a in detail if a["labels"]["alertname"] == "GrinderReconcileMismatchUnremediated"
     )
+    assert unremediated["state"] == "pending"
     assert unremediated["labels"]["job"] == "grinder"
     assert unremediated["labels"]["severity"] == "warning"
     assert unremediated["annotations"]["runbook_url"] == (
@@ -232,6 +237,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     rules = items["Alert rules loaded in Prometheus"]
     assert rules["status"] == "PASS", rules
     assert rules["evidence"].startswith(f"{prom}: 18/18 GRINDER alerts loaded; firing now: ")
-    assert "GrinderReconcileMismatchUnremediated" in rules["evidence"]
+    assert "GrinderReconcileMismatchSpike" in rules["evidence"]
+    assert "GrinderReconcileMismatchUnremediated" not in rules["evidence"]  # pending, not firing
     assert items["Prometheus scrapes this service"]["status"] == "PASS"
     assert check.returncode == 0, check.stdout

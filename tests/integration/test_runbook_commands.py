@@ -5,13 +5,14 @@ Picks up ``docs/runbooks/*.md`` and ``docs/HA.md`` (when it exists). From each f
 * every fenced ``bash``/``sh``/``shell`` block runs in ``bash -e`` (a command that fails fails
   the test), in the file's order, against services the file itself starts;
 * every ``run: |`` script of a ``yaml`` block (CI snippets) runs the same way;
-* every ``python`` block is executed, in one namespace per file (see ``PYTHON_SEEDS``); a
+* every ``python`` block is executed, in one namespace per file (see ``python_seeds``); a
   top-level assignment to a ``ReconcileConfig`` field name (runbook 13's fragments such as
   ``max_orders_per_action=3``) must be a value ``ReconcileConfig`` accepts;
 * what the text promises is checked: ``# Should print: X`` after a command, ``# grinder_… N``
-  expected-metric comments (the series must be in the output), ``Output includes: `X``` after a
-  block, and an ``Expected output:`` / ``Output (…):`` block after a command (its lines, ``...``
-  aside, must appear in order);
+  expected-metric comments (the series must be in the output), a ``# {…}`` comment (a JSON
+  object the command prints: a line of the output must be that object), ``Output includes:
+  `X``` after a block, and an ``Expected output:`` / ``Output (…):`` block after a command (its
+  lines, ``...`` aside, must appear in order);
 * runbooks 13 and 14 still hold every line of the user's originals (``runbook_seeds/*.txt``,
   verbatim copies), in order.
 
@@ -29,6 +30,25 @@ Markers (HTML comments, invisible when rendered) on the line before a fence:
     ``N|M`` either, for a command whose verdict depends on timing (a cooldown running or not).
 ``<!-- runbook-test: skip="REASON" -->``
     not run, reported as skipped with the reason.
+``<!-- runbook-test: background ready=URL hosts=H1,H2,… -->``
+    a service of a deployment on several hosts (``docs/HA.md``): the command, written for host
+    ``H1``, is started once per host, in that order, with every mention of ``H1`` replaced by
+    the host's name (``--instance-id grinder-a`` → ``grinder-b``); each host has its own metrics
+    port, ``/var/lib/grinder``, ``/var/log/grinder`` and ``XDG_RUNTIME_DIR`` (its control socket);
+    ``/etc/grinder`` is shared. The other commands run on ``H1``. With HA on, the test waits until
+    ``H1`` leads (``/readyz`` → ``ha.acting``) before it starts the next host, so the deployment
+    has the leader the text shows. The hosts share one simulator the test starts.
+``<!-- runbook-test: redis-conf -->``
+    the configuration of the document's Redis (``redis.conf`` lines): see Redis below.
+
+A document that names ``redis.internal:6379`` gets a real ``redis-server`` on a free loopback
+port (the ``redis_servers`` fixture of tests/conftest.py), started before any block, with the
+``redis-conf`` block as its configuration file (so a line Redis would refuse fails the test) and
+``requirepass`` set to the password of the document's ``redis://:PASSWORD@redis.internal…``
+URLs, so a command whose URL lacks it fails like it would against the deployment's Redis. A
+``toml`` block written with ``file=…toml`` is loaded through the service's config loader
+(``load_config_file``) as written, and again with its commented-out ``# key = value`` settings
+switched on: a setting a comment offers must exist and accept the value shown.
 
 Substitutions: the commands run as written except for these, so that nothing touches the real
 system and nothing collides with a real service on the host:
@@ -50,6 +70,14 @@ reconcile`` (not a background block)   $TMP/oneoff/control.sock``               
                                                                                    host
 ``watch -n N 'CMD'``                   ``CMD`` once                                interactive
 ``tail -f``                            ``tail -n 100``                             never ends
+``redis.internal:6379``                ``127.0.0.1:$REDIS`` (see above)            no real Redis
+``H:9090`` of a host ``H``             ``127.0.0.1:$PORT`` of that host            one machine
+(``grinder-a:9090``); with a shell
+variable (``grinder-$h:9090``)         ``${RUNBOOK_HOSTS[grinder-$h]}``, an
+                                       array defined before the block
+``--metrics-host 0.0.0.0``             ``--metrics-host 127.0.0.1``                loopback only
+``--venue mainnet`` with ``hosts=``    ``--venue sim --venue-url                   one exchange
+                                       http://127.0.0.1:$SIM``                     for every host
 =====================================  ==========================================  ==============
 
 ``GRINDER_RUNBOOK_VERBOSE=1`` with ``pytest -s`` prints every command and its output.
@@ -57,9 +85,15 @@ reconcile`` (not a background block)   $TMP/oneoff/control.sock``               
 Environment: ``PATH`` starts with the project's ``.venv/bin`` (``grinder``, ``python3``), then
 stand-ins for ``curl`` and ``jq`` only where those are not installed; ``XDG_RUNTIME_DIR`` is a
 temp dir (``grinder control`` finds the test's service); ``TZ=UTC``; the gate variables
-(``ARMED``, ``ALLOW_MAINNET_TRADE``, …) are removed. Blocks of ``docs/HA.md`` that need a
-Redis-backed HA deployment (Redis, the deployment's hosts, an HA instance's ``/ha/`` control
-endpoint) are skipped with that reason; its other blocks run like the runbooks'.
+(``ARMED``, ``ALLOW_MAINNET_TRADE``, …) are removed.
+
+Python blocks get the same substitutions and run in one namespace per document, seeded with what
+the snippets take from the code around them (``python_seeds``): runbook 13's exchange port and
+executor, and for ``docs/HA.md``'s bot snippet the bot's own order id, clock and send functions
+(stand-ins that check the order was recorded in Redis before it is sent). ``DOC_CHECKS`` then
+check what a document promises beyond its outputs (runbook 13: the executor's final state;
+``docs/HA.md``: one acting leader, the bot's records in Redis, and a step-down handing the lease
+to another host without a lease TTL's wait).
 """
 
 from __future__ import annotations
@@ -68,6 +102,7 @@ import ast
 import contextlib
 import io
 import itertools
+import json
 import os
 import re
 import shlex
@@ -75,6 +110,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -84,10 +122,14 @@ from typing import Any
 import pytest
 
 from grinder.exchange.fake import FakePort
+from grinder.ha.connection import RedisConnection
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
+from grinder.reconcile.types import OrderStatus, PositionSide
+from grinder.service.options import load_config_file
+from grinder.state.redis_store import RedisExpectedStore
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted(p for p in (REPO / "docs" / "runbooks").glob("*.md") if p.name != "README.md")
@@ -96,6 +138,8 @@ SEEDS = Path(__file__).resolve().parent / "runbook_seeds"
 VENV_BIN = REPO / ".venv" / "bin"
 BLOCK_TIMEOUT_S = 120
 HA_BLOCK_TIMEOUT_S = 60
+LEADER_TIMEOUT_S = 60
+"""A deployment's first election waits one lease TTL (10 s in docs/HA.md), then a snapshot."""
 SHELL_LANGS = {"bash", "sh", "shell", "console"}
 
 
@@ -123,7 +167,7 @@ _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 
 
 MARK_KEYS = {"background": False, "ready": True, "setup": False, "file": True, "exit": True}
-MARK_KEYS["skip"] = True
+MARK_KEYS.update({"skip": True, "hosts": True, "redis-conf": False})
 
 
 def parse_marks(raw: str, where: str) -> dict[str, str]:
@@ -135,6 +179,8 @@ def parse_marks(raw: str, where: str) -> dict[str, str]:
         marks[key] = value
     if "background" in marks and "ready" not in marks:
         raise ValueError(f"{where}: a background block needs ready=URL")
+    if "hosts" in marks and "background" not in marks:
+        raise ValueError(f"{where}: hosts= is for a background block")
     return marks
 
 
@@ -244,6 +290,18 @@ while True:
 
 
 @dataclass
+class Host:
+    """One host of a deployment, on this machine: its own metrics port, state and log paths,
+    and ``XDG_RUNTIME_DIR`` (where its control socket goes)."""
+
+    name: str
+    root: Path
+    """``/var/lib/grinder`` and ``/var/log/grinder`` of this host go under here."""
+    runtime: Path
+    metrics_port: int
+
+
+@dataclass
 class Rig:
     cli: Any
     tmp: Path
@@ -251,7 +309,13 @@ class Rig:
     env: dict[str, str]
     metrics_port: int
     sim_port: int
-    background: list[tuple[Block, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    background: list[tuple[str, subprocess.Popen[bytes], Path]] = field(default_factory=list)
+    hosts: list[Host] = field(default_factory=list)
+    """The hosts of a ``hosts=`` block; the first is the one the other commands run on."""
+    redis: Any = None
+    """The document's Redis (a ``RedisServer`` of tests/conftest.py), when it names one."""
+    exchange: bool = False
+    """The test runs the simulator every host shares (``--venue mainnet`` goes there)."""
 
     @classmethod
     def create(cls, cli: Any, tmp: Path) -> Rig:
@@ -273,17 +337,47 @@ class Rig:
             (tmp / d).mkdir(parents=True, exist_ok=True)
         return cls(cli, tmp, work, env, cli.free_port(), cli.free_port())
 
-    def substitute(self, text: str, *, background: bool = False) -> str:
+    def add_hosts(self, names: list[str]) -> None:
+        for n, name in enumerate(names):
+            if n == 0:  # the host the document's commands run on: the rig's own paths and port
+                host = Host(name, self.tmp, self.tmp / "run", self.metrics_port)
+            else:
+                root, runtime = self.tmp / "hosts" / name, self.tmp / f"run-{name}"
+                host = Host(name, root, runtime, self.cli.free_port())
+            for d in ("var/lib/grinder", "var/log/grinder"):
+                (host.root / d).mkdir(parents=True, exist_ok=True)
+            self.hosts.append(host)
+
+    def substitute(self, text: str, *, background: bool = False, host: Host | None = None) -> str:
         t = self.tmp
-        out = text.replace("/var/lib/grinder", f"{t}/var/lib/grinder")
-        out = out.replace("/var/log/grinder", f"{t}/var/log/grinder")
+        out = text
+        root, port = t, self.metrics_port
+        if host is not None:
+            if host is not self.hosts[0]:  # the command was written for the first host
+                first = re.escape(self.hosts[0].name)
+                out = re.sub(rf"(?<![\w-]){first}(?![\w-])", host.name, out)
+            root, port = host.root, host.metrics_port
+        out = out.replace("/var/lib/grinder", f"{root}/var/lib/grinder")
+        out = out.replace("/var/log/grinder", f"{root}/var/log/grinder")
         out = out.replace("/etc/grinder", f"{t}/etc/grinder")
-        out = re.sub(r"\blocalhost:9090\b", f"127.0.0.1:{self.metrics_port}", out)
-        out = re.sub(r"--metrics-port\s+9090\b", f"--metrics-port {self.metrics_port}", out)
+        out = re.sub(r"\blocalhost:9090\b", f"127.0.0.1:{port}", out)
+        out = re.sub(r"--metrics-port\s+9090\b", f"--metrics-port {port}", out)
+        out = re.sub(r"--metrics-host\s+0\.0\.0\.0\b", "--metrics-host 127.0.0.1", out)
+        for h in self.hosts:
+            out = re.sub(rf"\b{re.escape(h.name)}:9090\b", f"127.0.0.1:{h.metrics_port}", out)
+        if self.hosts:  # a host named through a shell variable: grinder-$h:9090
+            out = re.sub(
+                r"\b([\w.-]*\$\{?[A-Za-z_]\w*\}?[\w.-]*):9090\b", r"${RUNBOOK_HOSTS[\1]}", out
+            )
+        if self.redis is not None:
+            out = re.sub(r"\bredis\.internal:6379\b", f"127.0.0.1:{self.redis.port}", out)
         out = re.sub(r"\b127\.0\.0\.1:8765\b", f"127.0.0.1:{self.sim_port}", out)
         out = re.sub(r"--port\s+8765\b", f"--port {self.sim_port}", out)
         out = out.replace("cd /path/to/grinder", f"cd {self.work}")
-        out = out.replace("--venue mainnet", "--venue sim")
+        venue = "--venue sim"
+        if self.exchange:
+            venue += f" --venue-url http://127.0.0.1:{self.sim_port}"
+        out = out.replace("--venue mainnet", venue)
         out = re.sub(r"--duration\s+60\b", "--duration 2", out)
         out = re.sub(r"\bwatch\s+-n\s+\d+\s+'([^']*)'", r"\1", out)
         out = re.sub(r"\btail\s+-f\b", "tail -n 100", out)
@@ -295,9 +389,16 @@ class Rig:
             )
         return out
 
+    def prelude(self) -> str:
+        """What a shell block needs before its text: the hosts' addresses by name."""
+        if not self.hosts:
+            return ""
+        pairs = " ".join(f"[{h.name}]=127.0.0.1:{h.metrics_port}" for h in self.hosts)
+        return f"declare -A RUNBOOK_HOSTS=({pairs})\n"
+
     def run(self, script: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["bash", "-e", "-c", script],
+            ["bash", "-e", "-c", self.prelude() + script],
             cwd=self.work,
             env=self.env,
             capture_output=True,
@@ -306,32 +407,86 @@ class Rig:
             check=False,
         )
 
-    def start(self, block: Block) -> None:
-        command = " ".join(
-            line.rstrip("\\").strip()
-            for line in block.text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        )
+    def spawn(
+        self, label: str, script: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.tmp / f"background-{len(self.background)}.log"
         proc = subprocess.Popen(
-            # One simple command: bash execs it, so SIGTERM reaches the service itself.
-            ["bash", "-c", self.substitute(command, background=True)],
+            ["bash", "-c", script],
             cwd=self.work,
-            env=self.env,
+            env=self.env if env is None else env,
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self.background.append((block, proc, log))
-        url = self.substitute(block.marks["ready"], background=True)
+        self.background.append((label, proc, log))
+        return proc, log
+
+    def start_exchange(self) -> None:
+        """The simulator every host of the document talks to, in place of the real exchange."""
+        self.exchange = True
+        proc, log = self.spawn(
+            "the hosts' simulator",
+            f"exec grinder sim serve --host 127.0.0.1 --port {self.sim_port} "
+            "--symbols BTCUSDT,ETHUSDT,SOLUSDT",
+        )
+        self.cli.wait_http(f"http://127.0.0.1:{self.sim_port}/fapi/v1/ping", proc, log)
+
+    def start(self, block: Block) -> None:
+        if "hosts" not in block.marks:
+            self._start_on(block, None)
+            return
+        for n, host in enumerate(self.hosts):
+            proc, log = self._start_on(block, host)
+            if n == 0:
+                self._wait_leading(block, host, proc, log)
+
+    def _start_on(self, block: Block, host: Host | None) -> tuple[subprocess.Popen[bytes], Path]:
+        env = self.env if host is None else {**self.env, "XDG_RUNTIME_DIR": str(host.runtime)}
+        script = self.substitute(exec_last(block.text), background=True, host=host)
+        label = block.where if host is None else f"{block.where} on {host.name}"
+        proc, log = self.spawn(label, script, env)
+        url = self.substitute(block.marks["ready"], background=True, host=host)
         try:
             self.cli.wait_http(url, proc, log)
         except AssertionError as not_ready:
-            pytest.fail(f"{block.where}: {not_ready}")
+            pytest.fail(f"{label}: {not_ready}")
+        return proc, log
+
+    def _wait_leading(
+        self, block: Block, host: Host, proc: subprocess.Popen[bytes], log: Path
+    ) -> None:
+        """With HA on, until ``host`` is the acting leader (a deployment's first election
+        waits one lease TTL)."""
+        deadline = time.monotonic() + LEADER_TIMEOUT_S
+        ha: dict[str, Any] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            ha = self.ha_state(host) or {}
+            if ha.get("enabled") is False or ha.get("acting") is True:
+                return
+            time.sleep(0.2)
+        tail = log.read_text(errors="replace")[-3000:]
+        pytest.fail(f"{block.where}: {host.name} did not lead (last /readyz ha: {ha})\n{tail}")
+
+    def ha_state(self, host: Host) -> dict[str, Any] | None:
+        """The ``ha`` part of the host's ``/readyz`` (None while it does not answer)."""
+        url = f"http://127.0.0.1:{host.metrics_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:  # 503 before the first snapshot: the same body
+            body = exc.read()
+        except OSError:
+            return None
+        try:
+            ha: dict[str, Any] = json.loads(body)["ha"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return ha
 
     def stop_all(self) -> list[str]:
         problems = []
-        for block, proc, log in reversed(self.background):
+        for label, proc, log in reversed(self.background):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
@@ -339,12 +494,30 @@ class Rig:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-                    problems.append(f"{block.where}: did not stop on SIGTERM")
+                    problems.append(f"{label}: did not stop on SIGTERM")
                     continue
             if proc.returncode != 0:
                 tail = log.read_text(errors="replace")[-2000:]
-                problems.append(f"{block.where}: exited {proc.returncode}\n{tail}")
+                problems.append(f"{label}: exited {proc.returncode}\n{tail}")
         return problems
+
+
+def exec_last(text: str) -> str:
+    """A background block as a script whose last command replaces the shell (``exec``), so
+    that SIGTERM reaches the service itself; variable assignments before it stay in front."""
+    lines = text.splitlines()
+    starts = []  # first line of each command (continuation lines joined)
+    continued = False
+    for n, line in enumerate(lines):
+        if not continued and line.strip() and not line.lstrip().startswith("#"):
+            starts.append(n)
+        continued = line.rstrip().endswith("\\")
+    if not starts:
+        return text
+    last = " ".join(x.rstrip().removesuffix("\\").strip() for x in lines[starts[-1] :])
+    m = re.match(r"((?:[A-Za-z_]\w*=\S*\s+)*)(.*)", last)
+    assert m is not None
+    return "\n".join([*lines[: starts[-1]], f"{m.group(1)}exec {m.group(2)}"]) + "\n"
 
 
 # --- checks on a command's output -----------------------------------------------------------
@@ -363,6 +536,10 @@ def promised(block: Block, rig: Rig) -> list[Callable[[str], str | None]]:
                     None if want in out.splitlines() else f"should print {want!r}"
                 )
             )
+        m = re.match(r"^#\s*(\{.*\})$", stripped)
+        if m:
+            shown = json.loads(m.group(1))
+            checks.append(lambda out, shown=shown: prints_json(out, shown))
         m = re.match(r"^#\s*(grinder_[a-z0-9_]+(?:\{[^}]*\})?)\s+\S", stripped)
         if m:
             series = m.group(1)
@@ -395,32 +572,59 @@ def promised(block: Block, rig: Rig) -> list[Callable[[str], str | None]]:
     return checks
 
 
+def prints_json(out: str, shown: Any) -> str | None:
+    for line in out.splitlines():
+        try:
+            if json.loads(line) == shown:
+                return None
+        except ValueError:
+            continue
+    return f"should print the JSON {json.dumps(shown)}"
+
+
 # --- python blocks ------------------------------------------------------------------------
 
 
+BOT_ORDER_ID = "grinder_d_BTCUSDT_1_1704067200_1"
+
+
 def python_seeds() -> dict[str, Any]:
-    """Names the runbooks' Python snippets use without defining: an exchange port and, for
-    runbook 13's stage-1 whitelist snippet, the executor of the passive stage."""
+    """Names the Python snippets use without defining, because the code around them has them:
+    for runbook 13, an exchange port and the executor of the passive stage (its stage-1 whitelist
+    snippet); for docs/HA.md's bot snippet, the bot's own order id (``cid``), clock (``now_ms``)
+    and send functions. The stand-ins for the sends note what Redis held for the order when
+    they were called (``_sent``): "record, then send" is checked afterwards."""
     port = FakePort()
     config = ReconcileConfig(symbol_whitelist=["BTCUSDT", "ETHUSDT"])
-    return {
+    sent: list[tuple[str, Any]] = []
+    ns: dict[str, Any] = {
         "futures_port": port,
         "RemediationExecutor": RemediationExecutor,
         "Decimal": Decimal,
         "executor": RemediationExecutor(config=config, port=port),
+        "cid": BOT_ORDER_ID,
+        "now_ms": int(time.time() * 1000),
+        "_sent": sent,
     }
 
+    def sender(kind: str) -> Callable[..., None]:
+        def send(client_order_id: str, *_: Any) -> None:
+            store = ns.get("store")
+            recorded = store.read_order(client_order_id) if store is not None else None
+            sent.append((kind, recorded))
 
-def run_python(block: Block, ns: dict[str, Any], *, lenient: bool) -> str:
+        return send
+
+    ns["send_new_order"] = sender("new")
+    ns["send_cancel"] = sender("cancel")
+    return ns
+
+
+def run_python(block: Block, text: str, ns: dict[str, Any]) -> str:
     out = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(out):
-            exec(compile(block.text, block.where, "exec"), ns)
-    except NameError as exc:
-        if lenient:
-            pytest.skip(f"{block.where}: not self-contained ({exc})")
-        raise
-    for node in ast.parse(block.text).body:
+    with contextlib.redirect_stdout(out):
+        exec(compile(text, block.where, "exec"), ns)
+    for node in ast.parse(text).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             if isinstance(target, ast.Name) and target.id in ReconcileConfig.model_fields:
@@ -428,9 +632,40 @@ def run_python(block: Block, ns: dict[str, Any], *, lenient: bool) -> str:
     return out.getvalue()
 
 
-def check_runbook13_python(ns: dict[str, Any], printed: list[str]) -> None:
-    assert "whitelist=['BTCUSDT', 'ETHUSDT']" in printed[0]
-    executor: RemediationExecutor = ns["executor"]
+def check_config_file(block: Block, target: Path) -> None:
+    """A TOML config the text shows loads through the service's own loader, as written and
+    with the settings its comments offer (``# key = value``) switched on."""
+    load_config_file(target)
+    offered = re.sub(r"(?m)^(\s*)#\s*([a-z_]+\s*=)", r"\1\2", block.text)
+    if offered != block.text:
+        variant = target.with_name(target.name + ".offered")
+        variant.write_text(offered, encoding="utf-8")
+        try:
+            load_config_file(variant)
+        finally:
+            variant.unlink()
+
+
+@dataclass
+class DocRun:
+    """What one document's run leaves for its checks (while its services still run)."""
+
+    rig: Rig
+    ns: dict[str, Any]
+    printed: list[str] = field(default_factory=list)
+    """What each Python block printed, in order."""
+    outputs: list[tuple[Block, str, float]] = field(default_factory=list)
+    """Each shell command's block, its stdout, and when it ended (``time.monotonic()``)."""
+
+    def output_of(self, marker: str) -> tuple[str, float]:
+        found = [(out, t) for block, out, t in self.outputs if marker in block.text]
+        assert len(found) == 1, f"one command with {marker!r} expected, found {len(found)}"
+        return found[0]
+
+
+def check_runbook13_python(run: DocRun) -> None:
+    assert "whitelist=['BTCUSDT', 'ETHUSDT']" in run.printed[0]
+    executor: RemediationExecutor = run.ns["executor"]
     # Stage 3 built an armed executor; the rollback snippet disabled the action and disarmed it.
     assert executor.symbol_whitelist == ["BTCUSDT"]
     assert executor.armed is False
@@ -442,7 +677,64 @@ def check_runbook13_python(ns: dict[str, Any], printed: list[str]) -> None:
     assert reason is BlockReason.ACTION_IS_NONE
 
 
-PYTHON_CHECKS = {"13_OPERATOR_CEREMONY.md": check_runbook13_python}
+def check_ha(run: DocRun) -> None:
+    """docs/HA.md: "exactly one instance says leader and acting" (the first host, which the test
+    let lead), the bot recorded before it sent, and a step-down hands the lease to another host
+    without waiting out the lease."""
+    rig = run.rig
+    names = [h.name for h in rig.hosts]
+    out, _ = run.output_of("/readyz | jq -c .ha")
+    states = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert sorted(s["instance_id"] for s in states) == sorted(names), states
+    acting = [s["instance_id"] for s in states if s["leader"] and s["acting"]]
+    assert acting == [names[0]], states
+    assert all(s["enabled"] and s["redis_up"] and s["namespace"] == "grinder" for s in states)
+
+    # The bot's snippet: the order was in Redis before it was sent, cancel-requested before
+    # the cancel was sent; Redis holds what the snippet wrote last.
+    sent = run.ns["_sent"]
+    assert [kind for kind, _ in sent] == ["new", "cancel"], sent
+    at_new, at_cancel = (recorded for _, recorded in sent)
+    assert at_new is not None, "sent before it was recorded"
+    assert at_new.status is OrderStatus.NEW
+    assert at_cancel is not None
+    assert at_cancel.cancel_requested, "cancel sent before it was recorded"
+    reader = RedisExpectedStore(RedisConnection(rig.redis.url, namespace="grinder"), readonly=True)
+    try:
+        order = reader.get_order(BOT_ORDER_ID)
+        position = reader.get_position(("BTCUSDT", PositionSide.BOTH))
+    finally:
+        reader.conn.close()
+    assert order is not None
+    assert order.status is OrderStatus.FILLED
+    assert position is not None
+    assert position.qty == Decimal("0.010")
+
+    # "Check with /readyz that another instance shows acting: true": the lease is taken within
+    # a retry interval, not after a lease TTL (what a dead leader would cost).
+    _, stepped_down = run.output_of("/ha/step-down")
+    lease_ttl_s = float(states[0]["lease_ttl_s"])
+    deadline = stepped_down + LEADER_TIMEOUT_S
+    new_leader: tuple[str, float] | None = None
+    current: dict[str, dict[str, Any] | None] = {}
+    while time.monotonic() < deadline:
+        current = {h.name: rig.ha_state(h) for h in rig.hosts}
+        leaders = [n for n, s in current.items() if s is not None and s.get("leader")]
+        if new_leader is None and leaders and leaders[0] != names[0]:
+            new_leader = (leaders[0], time.monotonic() - stepped_down)
+        acting = [n for n, s in current.items() if s is not None and s.get("acting")]
+        if new_leader is not None and acting == [new_leader[0]]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"no other host acting after the step-down: {current}")
+    assert new_leader[1] < lease_ttl_s, f"the lease was taken after {new_leader[1]:.1f} s"
+
+
+DOC_CHECKS: dict[str, Callable[[DocRun], None]] = {
+    "13_OPERATOR_CEREMONY.md": check_runbook13_python,
+    "HA.md": check_ha,
+}
 
 
 # --- the test -------------------------------------------------------------------------------
@@ -455,38 +747,53 @@ def documents() -> list[Path]:
     return docs
 
 
-def ha_deployment_needed(text: str) -> str | None:
-    """Why a block of docs/HA.md cannot run here (it needs a Redis-backed HA deployment)."""
-    if "redis" in text.lower():
-        return "needs Redis (a Redis-backed HA deployment)"
-    if "/ha/" in text:
-        return "needs a running HA instance (control /ha/...)"
-    remote = re.search(r"https?://(?!localhost\b|127\.0\.0\.1\b)[\w$.-]+", text)
-    if remote:
-        return f"addresses the hosts of an HA deployment ({remote.group(0)})"
-    return None
+def redis_password(text: str) -> str | None:
+    """The password of the document's ``redis://:PASSWORD@redis.internal…`` URLs."""
+    found = set(re.findall(r"redis://:([^@\s/]+)@redis\.internal\b", text))
+    assert len(found) <= 1, f"the document's Redis URLs carry different passwords: {found}"
+    return found.pop() if found else None
+
+
+def prepare(rig: Rig, doc: Path, blocks: list[Block], request: pytest.FixtureRequest) -> None:
+    """What the document's commands assume exists before the first one: its Redis, its hosts
+    and the exchange they share."""
+    text = doc.read_text(encoding="utf-8")
+    if re.search(r"\bredis\.internal:6379\b", text):
+        conf_blocks = [b for b in blocks if "redis-conf" in b.marks]
+        assert len(conf_blocks) <= 1, "one redis-conf block per document"
+        conf = None
+        if conf_blocks:
+            conf = rig.tmp / "redis.conf"
+            conf.write_text(conf_blocks[0].text, encoding="utf-8")
+        start_redis = request.getfixturevalue("redis_servers")
+        try:
+            rig.redis = start_redis(config_file=conf, password=redis_password(text))
+        except RuntimeError as exc:
+            where = conf_blocks[0].where if conf_blocks else doc.name
+            pytest.fail(f"{where}: the document's Redis did not start: {exc}")
+    with_hosts = [b for b in blocks if "hosts" in b.marks]
+    assert len(with_hosts) <= 1, "one hosts= block per document"
+    if with_hosts:
+        rig.add_hosts(with_hosts[0].marks["hosts"].split(","))
+        rig.start_exchange()
 
 
 @pytest.mark.parametrize("doc", documents(), ids=lambda p: p.name)
-def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any) -> None:
+def test_every_runbook_command_runs_as_shown(
+    doc: Path, tmp_path: Path, cli: Any, request: pytest.FixtureRequest
+) -> None:
     blocks = parse(doc)
     is_ha = doc == HA_DOC
     rig = Rig.create(cli, tmp_path)
+    run = DocRun(rig, python_seeds())
     skipped: list[str] = []
     failures: list[str] = []
-    printed: list[str] = []
-    ns = python_seeds()
-    ran = 0
 
     def runnable(block: Block) -> bool:
         if "file" not in block.marks and block.lang not in (*SHELL_LANGS, "yaml", "yml", "python"):
-            return False  # output, diagrams, configuration shown for reading
+            return False  # output, diagrams, configuration shown for reading (or Redis's)
         if "skip" in block.marks:
             skipped.append(f"{block.where}: {block.marks['skip']}")
-            return False
-        why = ha_deployment_needed(block.text) if is_ha else None
-        if why is not None:
-            skipped.append(f"{block.where}: {why}")
             return False
         return True
 
@@ -494,9 +801,13 @@ def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any
         target = Path(rig.substitute(block.marks["file"]))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(block.text, encoding="utf-8")
+        if target.suffix == ".toml":
+            try:
+                check_config_file(block, target)
+            except Exception as exc:
+                failures.append(f"{block.where}: {type(exc).__name__}: {exc}")
 
     def run_shell(block: Block, script: str) -> None:
-        nonlocal ran
         timeout = HA_BLOCK_TIMEOUT_S if is_ha else BLOCK_TIMEOUT_S
         text = rig.substitute(script)
         try:
@@ -507,7 +818,7 @@ def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any
                 "<!-- runbook-test: background ready=URL -->)"
             )
             return
-        ran += 1
+        run.outputs.append((block, proc.stdout, time.monotonic()))
         if os.environ.get("GRINDER_RUNBOOK_VERBOSE") == "1":  # pytest -s shows every command
             print(f"\n=== {block.where} (exit {proc.returncode})\n$ {text}\n{proc.stdout}")
         want = {int(code) for code in block.marks.get("exit", "0").split("|")}
@@ -534,12 +845,13 @@ def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any
                 run_shell(block, script)
         elif block.lang == "python":
             try:
-                printed.append(run_python(block, ns, lenient=is_ha))
+                run.printed.append(run_python(block, rig.substitute(block.text), run.ns))
             except Exception as exc:
                 failures.append(f"{block.where}: {type(exc).__name__}: {exc}")
 
     setup = [b for b in blocks if "background" in b.marks or "setup" in b.marks]
     try:
+        prepare(rig, doc, blocks, request)
         for block in setup:
             if not runnable(block):
                 continue
@@ -553,13 +865,14 @@ def test_every_runbook_command_runs_as_shown(doc: Path, tmp_path: Path, cli: Any
             for block in blocks:
                 if block not in setup:
                     run_block(block)
+        check = DOC_CHECKS.get(doc.name)
+        if check is not None and not failures:
+            check(run)
     finally:
         failures += rig.stop_all()
     assert not failures, "\n\n".join(failures)
-    check = PYTHON_CHECKS.get(doc.name)
-    if check is not None:
-        check(ns, printed)
-    if skipped and ran == 0 and not printed:
+    ran = len(run.outputs) + len(run.printed)
+    if skipped and ran == 0:
         pytest.skip("; ".join(skipped))
 
 
@@ -592,3 +905,44 @@ def test_the_harness_finds_the_commands_it_must_run() -> None:
     assert sum(1 for b in r14 if b.expected_output is not None) == 2
     indented = [b for b in r13 if b.text.startswith("curl -s http://localhost:9090/metrics | grep")]
     assert any("action_blocked" in b.text for b in indented)
+    ha = parse(HA_DOC)
+    assert not [b.where for b in ha if "skip" in b.marks]
+    (deployment,) = [b for b in ha if "hosts" in b.marks]
+    assert deployment.marks["hosts"] == "grinder-a,grinder-b,grinder-c"
+    assert "--instance-id grinder-a" in deployment.text
+    assert sum(1 for b in ha if "redis-conf" in b.marks) == 1
+    assert [b.marks.get("file") for b in ha if b.lang == "toml"] == ["/etc/grinder/grinder.toml"]
+    assert sum(1 for b in ha if b.lang == "python") == 1
+    assert sum(1 for b in ha if b.lang == "bash" and "/ha/step-down" in b.text) == 1
+
+
+def test_a_deployment_on_several_hosts_is_substituted_host_by_host(
+    tmp_path: Path, cli: Any
+) -> None:
+    rig = Rig.create(cli, tmp_path)
+    rig.add_hosts(["grinder-a", "grinder-b"])
+    rig.exchange = True
+    a, b = rig.hosts
+    command = exec_last(
+        "export BUDGET_STATE_PATH=/var/lib/grinder/b.json   # per host\n"
+        "ARMED=1 X=2 \\\n"
+        "python3 -m scripts.run_live_reconcile --venue mainnet --instance-id grinder-a \\\n"
+        "    --metrics-host 0.0.0.0 --metrics-port 9090\n"
+    )
+    assert command.splitlines()[-1].startswith("ARMED=1 X=2 exec python3 -m ")
+    on_b = rig.substitute(command, background=True, host=b)
+    assert f"BUDGET_STATE_PATH={tmp_path}/hosts/grinder-b/var/lib/grinder/b.json" in on_b
+    assert "--instance-id grinder-b" in on_b
+    assert f"--metrics-host 127.0.0.1 --metrics-port {b.metrics_port}" in on_b
+    assert f"--venue sim --venue-url http://127.0.0.1:{rig.sim_port}" in on_b
+    on_a = rig.substitute(command, background=True, host=a)
+    assert "--instance-id grinder-a" in on_a
+    assert f"--metrics-port {rig.metrics_port}" in on_a
+    shell = rig.substitute("curl http://grinder-b:9090/readyz; curl http://grinder-$h:9090/x")
+    assert shell == (
+        f"curl http://127.0.0.1:{b.metrics_port}/readyz; curl http://${{RUNBOOK_HOSTS[grinder-$h]}}/x"
+    )
+    assert rig.prelude() == (
+        f"declare -A RUNBOOK_HOSTS=([grinder-a]=127.0.0.1:{a.metrics_port} "
+        f"[grinder-b]=127.0.0.1:{b.metrics_port})\n"
+    )

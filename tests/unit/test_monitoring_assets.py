@@ -52,6 +52,13 @@ def alert_blocks() -> dict[str, str]:
     return {p.split("\n", 1)[0].strip(): p for p in parts}
 
 
+def rule_groups() -> dict[str, str]:
+    """Each rule group's text in the rules file, by name."""
+    text = RULES.read_text(encoding="utf-8")
+    parts = re.split(r"^  - name:\s*", text, flags=re.M)[1:]
+    return {p.split("\n", 1)[0].strip(): p for p in parts}
+
+
 def slug(heading: str) -> str:
     """GitHub's anchor for a Markdown heading."""
     text = heading.strip().lower()
@@ -83,6 +90,27 @@ def test_example_prometheus_config_is_valid(promtool: Promtool) -> None:
 
 def test_the_checker_knows_every_shipped_alert() -> None:
     assert tuple(alert_blocks()) == REQUIRED_ALERTS
+
+
+def test_rule_groups_evaluate_at_prometheus_evaluation_interval() -> None:
+    """No group sets an ``interval:`` of its own: Prometheus' ``evaluation_interval`` governs
+    every rule (15 s in prometheus.yml), and the end-to-end test evaluates the shipped file,
+    unchanged, every second (tests/integration/test_prometheus_e2e.py)."""
+    groups = rule_groups()
+    assert list(groups) == ["grinder-reconcile", "grinder-ha"]
+    for name, text in groups.items():
+        assert not re.search(r"^\s{4}interval:", text, flags=re.M), name
+    example = (MONITORING / "prometheus.yml").read_text(encoding="utf-8")
+    assert re.search(r"^  evaluation_interval: 15s$", example, flags=re.M)
+
+
+def test_the_ha_document_names_the_shipped_ha_alerts_and_no_rules_of_its_own() -> None:
+    ha_doc = (REPO / "docs" / "HA.md").read_text(encoding="utf-8")
+    shipped = re.findall(r"^\s*- alert:\s*(\S+)", rule_groups()["grinder-ha"], flags=re.M)
+    assert set(re.findall(r"\bGrinderHA\w+", ha_doc)) == set(shipped)
+    assert "monitoring/alert_rules.yml" in ha_doc
+    for promql in ("increase(", "sum(", "sum by", "rate("):
+        assert promql not in ha_doc, f"docs/HA.md has an expression of its own ({promql}…)"
 
 
 def test_every_alert_has_severity_summary_description_and_a_runbook_link() -> None:
