@@ -558,6 +558,15 @@ def test_metric_types_match_contract() -> None:
         assert types[gauge] == "gauge", gauge
 
 
+def test_last_remediation_gauge_only_moves_forward() -> None:
+    m = ReconcileMetrics(CollectorRegistry())
+    m.observe_last_remediation(None)
+    assert value(m, "grinder_reconcile_last_remediation_ts_ms") == 0
+    m.observe_last_remediation(NOW)
+    m.observe_last_remediation(NOW - 5_000)  # an older anchor read later
+    assert value(m, "grinder_reconcile_last_remediation_ts_ms") == NOW
+
+
 def test_two_registries_do_not_interfere() -> None:
     a = ReconcileMetrics(CollectorRegistry())
     b = ReconcileMetrics(CollectorRegistry())

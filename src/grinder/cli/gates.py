@@ -1,10 +1,11 @@
 """``grinder gates``: which gate blocks this remediation? (runbook 12's first question)
 
 Against the running service: its settings in force (control socket ``/status``:
-config, armed, ALLOW_MAINNET_TRADE, whitelist) and its metrics (``grinder_ha_is_leader``
-for gate 0, ``grinder_reconcile_last_remediation_ts_ms`` for the cooldown, the
-day's budget use). A ``RemediationExecutor`` is built from them and the write is
-evaluated as the first candidate of the next run: the chain is listed by
+config, armed, ALLOW_MAINNET_TRADE, whitelist, and the cooldown anchors the next
+run starts from -- with HA the shared one, the last write of any instance) and its
+metrics (``grinder_ha_is_leader`` for gate 0, the day's budget use). A
+``RemediationExecutor`` is built from them and the write is evaluated as the
+first candidate of the next run: the chain is listed by
 ``grinder.reconcile.explain`` and the first blocking reason is the one
 ``RemediationExecutor.gate`` itself returns.
 
@@ -122,22 +123,57 @@ def build_executor(
         env={"ALLOW_MAINNET_TRADE": "1"} if status.get("allow_mainnet_trade") else {},
         clock=lambda: now_ms,
     )
+    live_anchor, dry_anchor = _cooldown_anchors(status, scrape, config, notes)
+    ctx = RunContext(
+        run_id="grinder-gates",
+        started_ms=now_ms,
+        live_anchor_ms=live_anchor,
+        dry_anchor_ms=dry_anchor,
+    )
+    return executor, ctx, notes
+
+
+def _ms(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cooldown_anchors(
+    status: dict[str, Any], scrape: Scrape | None, config: ReconcileConfig, notes: list[str]
+) -> tuple[int | None, int | None]:
+    """Gate 6's anchors as the service's next run would read them: (live, dry-run)."""
+    cooldown = status.get("cooldown")
+    if isinstance(cooldown, dict):
+        # What RemediationExecutor.begin_run computes, read by the service just now (with
+        # HA: the shared anchor, the last write of any instance).
+        return _ms(cooldown.get("live_anchor_ts_ms")), _ms(cooldown.get("dry_run_anchor_ts_ms"))
+    # A service that does not report its anchors: this instance's own last write only.
+    notes.append(
+        "the service does not report its cooldown anchors: gate 6 evaluated from this "
+        "instance's grinder_reconcile_last_remediation_ts_ms (with HA, another instance's "
+        "write may hold it closed)"
+    )
     last = scrape.value("grinder_reconcile_last_remediation_ts_ms") if scrape else None
     last_ms = int(last) if last else None
     if scrape is None:
         notes.append("cooldown: last remediation time unknown (metrics not read)")
-    planned = status.get("last_planned_ts_ms")
-    dry_anchor = max((t for t in (last_ms, planned) if isinstance(t, int)), default=None)
+    planned = _ms(status.get("last_planned_ts_ms"))
+    dry_anchor = max((t for t in (last_ms, planned) if t is not None), default=None)
     ever_planned = scrape.total("grinder_reconcile_action_planned_total") if scrape else None
-    if config.dry_run and not isinstance(planned, int) and ever_planned != 0:
+    if config.dry_run and planned is None and ever_planned != 0:
         notes.append(
             "dry-run cooldown also runs from the last plan, which the service does not export: "
             "evaluated from the last execution only"
         )
-    ctx = RunContext(
-        run_id="grinder-gates", started_ms=now_ms, live_anchor_ms=last_ms, dry_anchor_ms=dry_anchor
-    )
-    return executor, ctx, notes
+    return last_ms, dry_anchor
+
+
+def _cooldown_source(status: dict[str, Any]) -> str:
+    cooldown = status.get("cooldown")
+    if not isinstance(cooldown, dict):
+        return "cooldown anchor: grinder_reconcile_last_remediation_ts_ms (this instance)"
+    if cooldown.get("source") == "redis":
+        return "cooldown anchor: shared in Redis (the last write of any instance), via /status"
+    return "cooldown anchor: this instance's last write, via /status"
 
 
 def render(
@@ -236,6 +272,7 @@ def gates(
         f"service: venue {status.get('venue')}, mode {status.get('mode')} "
         f"(control /status via {socket})",
         f"metrics: {url} (grinder_ha_is_leader {fmt_number(leader)})",
+        _cooldown_source(status),
         f"{notional_text}; evaluated as the first candidate of the next run",
     ]
     if as_json:

@@ -17,6 +17,7 @@ class ReconcileMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._last_remediation_ms = 0
         r = registry
         self.runs = Counter("grinder_reconcile_runs", "Reconcile runs completed", registry=r)
         self.last_snapshot_age = Gauge(
@@ -49,7 +50,8 @@ class ReconcileMetrics:
         )
         self.last_remediation_ts_ms = Gauge(
             "grinder_reconcile_last_remediation_ts_ms",
-            "Unix time in ms of the last executed remediation (0: never)",
+            "Unix time in ms of the last executed remediation (0: never); with HA, of any "
+            "instance (the shared cooldown anchor)",
             registry=r,
         )
         self.planned = Counter(
@@ -141,6 +143,13 @@ class ReconcileMetrics:
             self.skipped.labels(reason=s.value)
         for o in TriageOutcome:
             self.triage.labels(outcome=o.value)
+
+    def observe_last_remediation(self, ts_ms: int | None) -> None:
+        """A remediation write at ``ts_ms`` (this instance's, or with HA any instance's):
+        the gauge only moves forward."""
+        if ts_ms is not None and ts_ms > self._last_remediation_ms:
+            self._last_remediation_ms = ts_ms
+            self.last_remediation_ts_ms.set(ts_ms)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

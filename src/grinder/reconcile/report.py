@@ -187,7 +187,7 @@ class Reporter:
                 self.metrics.planned.labels(action=label).inc()
             elif status is ResultStatus.EXECUTED:
                 self.metrics.executed.labels(action=label).inc()
-                self.metrics.last_remediation_ts_ms.set(result.ts_ms)
+                self.metrics.observe_last_remediation(result.ts_ms)
             elif status is ResultStatus.BLOCKED:
                 self.metrics.blocked.labels(reason=str(result.reason)).inc()
             elif status is ResultStatus.FAILED:

@@ -294,8 +294,26 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "last_run": self.last_report.summary() if self.last_report else None,
             "last_remediation_ts_ms": executor.last_remediation_ms,
             "last_planned_ts_ms": executor.last_planned_ms,
+            "cooldown": self.cooldown_status(),
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
+        }
+
+    def cooldown_status(self) -> dict[str, Any]:
+        """Gate 6 as the next run sees it: the anchors ``begin_run`` would use now.
+
+        With HA the live anchor is the shared one (Redis ``<ns>:last_write_ms``: the
+        last write of any instance), read now; ``last_remediation_ts_ms`` above is
+        this instance's own last write only.
+        """
+        executor = self._executor()
+        live, dry = executor.cooldown_anchors()
+        self.metrics.observe_last_remediation(live)
+        return {
+            "seconds": self.config.cooldown_seconds,
+            "source": "redis" if executor.cooldown is not None else "local",
+            "live_anchor_ts_ms": live,
+            "dry_run_anchor_ts_ms": dry,
         }
 
     # --- high availability ---------------------------------------------------------------

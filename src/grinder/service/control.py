@@ -7,7 +7,9 @@ or ``/tmp/grinder-<uid>/control.sock``.
 
 Endpoints (JSON):
 
-* ``GET /status`` — settings in force, mode, readiness, stream state.
+* ``GET /status`` — settings in force, mode, readiness, stream state, the
+  cooldown anchors the next run starts from (``cooldown``: with HA the shared
+  one).
 * ``POST /set`` ``{"field": "<ReconcileConfig field>", "value": …}`` — e.g.
   ``action`` → ``none``, ``dry_run`` → ``true``.
 * ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
