@@ -85,7 +85,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.clock = clock
         self.config: ReconcileConfig = opts.reconcile
         self.registry = CollectorRegistry()
-        self.metrics = ReconcileMetrics(self.registry)
+        self.metrics = ReconcileMetrics(self.registry, clock=clock)
         self.xmetrics = ExchangeMetrics(self.registry)
         self.smetrics = ServiceMetrics(self.registry)
         self.hametrics = HaMetrics(self.registry)
@@ -295,6 +295,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "last_remediation_ts_ms": executor.last_remediation_ms,
             "last_planned_ts_ms": executor.last_planned_ms,
             "cooldown": self.cooldown_status(),
+            "planned_last_hour": self.metrics.planned_in_last_hour(),
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
         }

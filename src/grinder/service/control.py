@@ -9,7 +9,7 @@ Endpoints (JSON):
 
 * ``GET /status`` — settings in force, mode, readiness, stream state, the
   cooldown anchors the next run starts from (``cooldown``: with HA the shared
-  one).
+  one), plans in the last hour (``planned_last_hour``).
 * ``POST /set`` ``{"field": "<ReconcileConfig field>", "value": …}`` — e.g.
   ``action`` → ``none``, ``dry_run`` → ``true``.
 * ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
