@@ -334,6 +334,10 @@ class VenueService(Service):
         with urllib.request.urlopen(request, timeout=10) as resp:
             return json.loads(resp.read())
 
+    def position(self, symbol: str) -> dict[str, Any]:
+        result: dict[str, Any] = call(str(self.socket), "GET", f"/position?symbol={symbol}")
+        return result
+
 
 def wait_until(what: str, ok: Any, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
@@ -415,6 +419,69 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
     assert procs[-1].returncode == 0, out.read_text(errors="replace")[-3000:]
+
+
+def test_gates_flatten_takes_the_services_position_and_mark_price(
+    venue_service: VenueService,
+) -> None:
+    svc = venue_service
+    svc.sim("/mark", {"symbol": "ETHUSDT", "price": "3000"})
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "-0.05", "via": "set"})
+    wait_until("the service sees the position", lambda: svc.position("ETHUSDT")["positions"])
+    assert svc.position("ETHUSDT")["positions"][0]["position_side"] == "BOTH"
+
+    proc = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # stage 2: action=cancel_all
+    chain = json.loads(proc.stdout)
+    assert chain["subject"] == "flatten ETHUSDT"
+    assert chain["first_block"] == chain["gate_reason"] == "action_not_permitted"
+    notional = next(c for c in chain["context"] if c.startswith("notional "))
+    assert re.match(
+        r"notional 150\.0*\d* USDT = \|-0\.050*\| x 3000\.?0* \(the service's observed "
+        r"position; mark price from the service's venue \w+\)",
+        notional,
+    ), notional
+    gate9 = next(c for c in chain["checks"] if c["gate"] == "9")
+    assert gate9["verdict"] == "pass"
+
+    # Explicit values win, one at a time.
+    price = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--price", "100")
+    assert "= |-0.05" in price.stdout
+    assert "| x 100 (the service's observed position; --price)" in price.stdout
+    qty = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--qty", "1")
+    assert re.search(r"notional 3000\.?0* USDT = \|1\| x 3000\.?0* \(mark price from", qty.stdout)
+    assert "First blocking gate: 1 action permitted" in qty.stdout
+
+    # No position on the symbol: the chain for notional 0, and a note that it would be skipped.
+    none = svc.grinder("gates", "--symbol", "BTCUSDT", "--position")
+    assert none.returncode == 1
+    assert "Note: the service sees no BTCUSDT position: a flatten would be skipped" in none.stdout
+
+    # Hedge mode with both sides held: which one is a question only the operator answers.
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "0", "via": "set"})
+    svc.sim("/position-mode", {"dualSidePosition": True})
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "0.2", "positionSide": "LONG"})
+    svc.sim(
+        "/positions",
+        {"symbol": "ETHUSDT", "quantity": "-0.1", "positionSide": "SHORT", "via": "set"},
+    )
+    wait_until(
+        "the service sees both sides",
+        lambda: len(svc.position("ETHUSDT")["positions"]) == 2,
+    )
+    both = svc.grinder("gates", "--symbol", "ETHUSDT", "--position")
+    assert both.returncode == 2
+    assert both.stderr == (
+        "grinder: error: --position: the service holds ETHUSDT LONG and SHORT positions "
+        "(hedge mode): give --position-side LONG or SHORT\n"
+    )
+    short = svc.grinder(
+        "gates", "--symbol", "ETHUSDT", "--position", "--position-side", "SHORT", "--json"
+    )
+    chain = json.loads(short.stdout)
+    assert chain["subject"] == "flatten ETHUSDT SHORT"
+    notional = next(c for c in chain["context"] if c.startswith("notional "))
+    assert "= |-0.1" in notional
 
 
 def test_plans_of_the_last_hour_are_counted_by_the_service(venue_service: VenueService) -> None:
