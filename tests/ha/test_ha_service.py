@@ -270,6 +270,74 @@ async def test_manual_failover_over_the_control_socket_hands_the_lease_over_at_o
     print(f"\nHA manual failover: handover in {handover_s:.2f}s")
 
 
+async def test_grinder_gates_on_a_new_leader_sees_the_cooldown_its_executor_sees(
+    cluster: Any, ours_id: Callable[..., str]
+) -> None:
+    """The cooldown runs from the last write of any instance: a new leader that never wrote
+    itself still blocks with cooldown_not_elapsed, and ``grinder gates`` says so."""
+    from grinder.cli.control import _call as control_call
+
+    await cluster.start("A", "B")
+    leader = await cluster.wait_leader()
+    other = "B" if leader == "A" else "A"
+    socks = {n: cluster.sockets / n / "grinder" / "control.sock" for n in ("A", "B")}
+    for sock in socks.values():
+        await control_call(sock, "POST", "/set", {"field": "cooldown_seconds", "value": 600})
+    await cluster.place_orphan(ours_id(31))
+    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await control_call(socks[leader], "POST", "/ha/step-down", {"hold_s": 60})
+    assert await cluster.wait_leader(timeout_s=LEASE_TTL_S + 2) == other
+
+    gates = await asyncio.to_thread(
+        cluster.cli.run,
+        "grinder.cli",
+        "gates",
+        "--symbol",
+        "BTCUSDT",
+        "--order",
+        ours_id(32),
+        "--json",
+        "--socket",
+        str(socks[other]),
+    )
+    assert gates.returncode == 1, gates.stdout + gates.stderr
+    chain = json.loads(gates.stdout)
+    assert chain["first_block"] == chain["gate_reason"] == "cooldown_not_elapsed"
+    gate6 = next(c for c in chain["checks"] if c["gate"] == "6")
+    assert gate6["verdict"] == "fail"
+    assert "(cooldown 600 s, " in gate6["detail"]
+    assert (
+        "cooldown anchor: shared in Redis (the last write of any instance), via /status"
+        in chain["context"]
+    )
+
+    status = await control_call(socks[other], "GET", "/status", None)
+    assert status["last_remediation_ts_ms"] is None  # this instance never wrote
+    client = cluster.redis.client()
+    try:
+        shared = int(client.get("grinder:last_write_ms"))
+    finally:
+        client.close()
+    assert status["cooldown"]["source"] == "redis"
+    assert status["cooldown"]["live_anchor_ts_ms"] == shared
+
+    # The executor agrees: the next orphan is blocked for the cooldown, not cancelled.
+    new_leader = cluster.instances[other]
+    await cluster.place_orphan(ours_id(32))
+    await wait_for(
+        lambda: _at_least(
+            new_leader, "grinder_reconcile_action_blocked_total", 1, reason="cooldown_not_elapsed"
+        )
+    )
+    assert cluster.sim.exchange.requests[DELETE] == 1
+    # And its gauge shows the deployment's last write, not its own "never".
+    assert await new_leader.metric("grinder_reconcile_last_remediation_ts_ms") == shared
+
+
+async def _at_least(inst: Any, name: str, floor: float, **labels: str) -> bool:
+    return bool(await inst.metric(name, **labels) >= floor)
+
+
 async def test_the_expected_state_in_redis_survives_a_failover(
     cluster: Any, ours_id: Callable[..., str]
 ) -> None:

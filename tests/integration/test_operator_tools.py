@@ -14,6 +14,8 @@ import re
 import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,7 +162,11 @@ def test_stage_1_and_2_pass_against_a_dry_run_service(service: Service) -> None:
     )
     assert stage2.returncode == 0, stage2.stdout + stage2.stderr
     rate = item(stage2.stdout, "Planned actions not excessive (<= 10 per hour)")
-    assert "rate = planned since start / max(uptime, 1 h)" in rate
+    assert re.match(
+        r"PASS \d+ planned in the last hour \(grinder_reconcile_action_planned_last_hour: "
+        r"cancel_all=\d+, flatten=0; the service started \d+ min ago: counted since its start\)",
+        rate,
+    ), rate
 
 
 def test_a_misconfigured_gate_fails_with_the_evidence(service: Service) -> None:
@@ -309,3 +315,203 @@ def test_gates_and_ceremony_without_a_service(tmp_path: Path, cli: Any) -> None:
     usage = grinder("gates", "--symbol", "BTCUSDT")
     assert usage.returncode == 2
     assert "exactly one of --order" in usage.stderr
+
+
+# --- a service on a simulator of the test's own: positions and plans to look at -------------
+
+
+@dataclass
+class VenueService(Service):
+    sim_url: str = ""
+
+    def sim(self, path: str, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            f"{self.sim_url}/_sim{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def position(self, symbol: str) -> dict[str, Any]:
+        result: dict[str, Any] = call(str(self.socket), "GET", f"/position?symbol={symbol}")
+        return result
+
+
+def wait_until(what: str, ok: Any, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not in time: {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
+    """``grinder sim serve`` and the service on it (``--venue-url``), as runbook 12 shows."""
+    env = cli.env(scripts=True, runtime_dir=tmp_path / "run")
+    sim_port, metrics_port = cli.free_port(), cli.free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    config = tmp_path / "grinder.toml"
+    config.write_text(STAGE2.replace("dry_run = true", "dry_run = true\norder_grace_ms = 200"))
+    procs: list[subprocess.Popen[bytes]] = []
+    out = tmp_path / "service.out"
+    try:
+        sim_log = tmp_path / "sim.log"
+        sim = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "grinder.cli",
+                "sim",
+                "serve",
+                "--port",
+                str(sim_port),
+                "--symbols",
+                "BTCUSDT,ETHUSDT",
+            ],
+            env=env,
+            stdout=sim_log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(sim)
+        cli.wait_http(f"{sim_url}/fapi/v1/ping", sim, sim_log)
+        budget = tmp_path / "budget.json"
+        svc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "scripts.run_live_reconcile",
+                "--venue-url",
+                sim_url,
+                "--metrics-port",
+                str(metrics_port),
+                "--config",
+                str(config),
+                "--log-file",
+                str(tmp_path / "app.log"),
+                "--reset-budget-state",
+            ],
+            cwd=REPO,
+            env={**env, "BUDGET_STATE_PATH": str(budget)},
+            stdout=out.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(svc)
+        base = f"http://127.0.0.1:{metrics_port}"
+        cli.wait_http(f"{base}/readyz", svc, out)
+        vs = VenueService(
+            cli,
+            tmp_path,
+            env,
+            f"{base}/metrics",
+            tmp_path / "run" / "grinder" / "control.sock",
+            budget,
+            tmp_path / "app.log",
+            config,
+            sim_url,
+        )
+        vs.sim("/walk", {"frozen": True})
+        yield vs
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert procs[-1].returncode == 0, out.read_text(errors="replace")[-3000:]
+
+
+def test_gates_flatten_takes_the_services_position_and_mark_price(
+    venue_service: VenueService,
+) -> None:
+    svc = venue_service
+    svc.sim("/mark", {"symbol": "ETHUSDT", "price": "3000"})
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "-0.05", "via": "set"})
+    wait_until("the service sees the position", lambda: svc.position("ETHUSDT")["positions"])
+    assert svc.position("ETHUSDT")["positions"][0]["position_side"] == "BOTH"
+
+    proc = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # stage 2: action=cancel_all
+    chain = json.loads(proc.stdout)
+    assert chain["subject"] == "flatten ETHUSDT"
+    assert chain["first_block"] == chain["gate_reason"] == "action_not_permitted"
+    notional = next(c for c in chain["context"] if c.startswith("notional "))
+    assert re.match(
+        r"notional 150\.0*\d* USDT = \|-0\.050*\| x 3000\.?0* \(the service's observed "
+        r"position; mark price from the service's venue \w+\)",
+        notional,
+    ), notional
+    gate9 = next(c for c in chain["checks"] if c["gate"] == "9")
+    assert gate9["verdict"] == "pass"
+
+    # Explicit values win, one at a time.
+    price = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--price", "100")
+    assert "= |-0.05" in price.stdout
+    assert "| x 100 (the service's observed position; --price)" in price.stdout
+    qty = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--qty", "1")
+    assert re.search(r"notional 3000\.?0* USDT = \|1\| x 3000\.?0* \(mark price from", qty.stdout)
+    assert "First blocking gate: 1 action permitted" in qty.stdout
+
+    # No position on the symbol: the chain for notional 0, and a note that it would be skipped.
+    none = svc.grinder("gates", "--symbol", "BTCUSDT", "--position")
+    assert none.returncode == 1
+    assert "Note: the service sees no BTCUSDT position: a flatten would be skipped" in none.stdout
+
+    # Hedge mode with both sides held: which one is a question only the operator answers.
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "0", "via": "set"})
+    svc.sim("/position-mode", {"dualSidePosition": True})
+    svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "0.2", "positionSide": "LONG"})
+    svc.sim(
+        "/positions",
+        {"symbol": "ETHUSDT", "quantity": "-0.1", "positionSide": "SHORT", "via": "set"},
+    )
+    wait_until(
+        "the service sees both sides",
+        lambda: len(svc.position("ETHUSDT")["positions"]) == 2,
+    )
+    both = svc.grinder("gates", "--symbol", "ETHUSDT", "--position")
+    assert both.returncode == 2
+    assert both.stderr == (
+        "grinder: error: --position: the service holds ETHUSDT LONG and SHORT positions "
+        "(hedge mode): give --position-side LONG or SHORT\n"
+    )
+    short = svc.grinder(
+        "gates", "--symbol", "ETHUSDT", "--position", "--position-side", "SHORT", "--json"
+    )
+    chain = json.loads(short.stdout)
+    assert chain["subject"] == "flatten ETHUSDT SHORT"
+    notional = next(c for c in chain["context"] if c.startswith("notional "))
+    assert "= |-0.1" in notional
+
+
+def test_plans_of_the_last_hour_are_counted_by_the_service(venue_service: VenueService) -> None:
+    svc = venue_service
+    order = "grinder_d_BTCUSDT_1_1704067200_9"
+    svc.sim(
+        "/orders",
+        {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "LIMIT",
+            "quantity": "0.002",
+            "price": "20000",
+            "timeInForce": "GTC",
+            "clientOrderId": order,
+        },
+    )
+    wait_until(
+        "the orphan is planned",
+        lambda: (
+            fetch_scrape(svc.metrics_url).value(
+                "grinder_reconcile_action_planned_last_hour", action="cancel_all"
+            )
+            == 1
+        ),
+    )
+    assert svc.status()["planned_last_hour"] == {"cancel_all": 1, "flatten": 0}
+    stage2 = svc.grinder("ceremony", "check", "--stage", "2")
+    rate = item(stage2.stdout, "Planned actions not excessive (<= 10 per hour)")
+    assert rate.startswith(
+        "PASS 1 planned in the last hour (grinder_reconcile_action_planned_last_hour: "
+        "cancel_all=1, flatten=0; the service started "
+    ), rate

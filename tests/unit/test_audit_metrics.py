@@ -21,7 +21,7 @@ from grinder.reconcile.audit import REDACTED, AuditWriter, encode_record, redact
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
-from grinder.reconcile.metrics import ReconcileMetrics
+from grinder.reconcile.metrics import RecentCount, ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter
 from grinder.reconcile.runner import ReconcileRunner
@@ -558,6 +558,49 @@ def test_metric_types_match_contract() -> None:
         assert types[gauge] == "gauge", gauge
 
 
+def test_recent_count_is_a_sliding_hour_in_bounded_buckets() -> None:
+    recent = RecentCount()
+    for i in range(20):  # 20 plans in the last 30 minutes
+        recent.add(NOW - 30 * 60_000 + i * 90_000)
+    recent.add(NOW - 2 * 3_600_000)  # long before: pruned
+    assert recent.count(NOW) == 20
+    # An event counts for the hour after the end of its second, never less.
+    first = NOW - 30 * 60_000
+    assert recent.count(first + 3_600_000) == 20
+    assert recent.count(first + 3_600_000 + 1_000) == 19
+    assert recent.count(NOW + 3_600_000 + 1_000) == 0
+    # Any number of events: at most one bucket per second of the window.
+    many = RecentCount()
+    for i in range(10_000):
+        many.add(NOW + i * 100)
+    assert many.count(NOW + 999_900) == 10_000
+    assert len(many._buckets) <= 3_601
+
+
+def test_planned_last_hour_is_evaluated_at_each_scrape() -> None:
+    clock = Clock()
+    m = ReconcileMetrics(CollectorRegistry(), clock=clock)
+    m.observe_planned(ActionLabel.CANCEL_ALL.value, NOW - 1_000)
+    m.observe_planned(ActionLabel.FLATTEN.value, NOW - 1_800_000)
+    assert value(m, "grinder_reconcile_action_planned_last_hour", action="cancel_all") == 1
+    assert value(m, "grinder_reconcile_action_planned_last_hour", action="flatten") == 1
+    assert m.planned_in_last_hour() == {"cancel_all": 1, "flatten": 1}
+    assert value(m, "grinder_reconcile_action_planned_total", action="flatten") == 1
+    clock.t = NOW + 1_801_000  # the flatten is over an hour old: no longer counted
+    assert m.planned_in_last_hour() == {"cancel_all": 1, "flatten": 0}
+    assert value(m, "grinder_reconcile_action_planned_last_hour", action="flatten") == 0
+    assert value(m, "grinder_reconcile_action_planned_total", action="flatten") == 1
+
+
+def test_last_remediation_gauge_only_moves_forward() -> None:
+    m = ReconcileMetrics(CollectorRegistry())
+    m.observe_last_remediation(None)
+    assert value(m, "grinder_reconcile_last_remediation_ts_ms") == 0
+    m.observe_last_remediation(NOW)
+    m.observe_last_remediation(NOW - 5_000)  # an older anchor read later
+    assert value(m, "grinder_reconcile_last_remediation_ts_ms") == NOW
+
+
 def test_two_registries_do_not_interfere() -> None:
     a = ReconcileMetrics(CollectorRegistry())
     b = ReconcileMetrics(CollectorRegistry())
@@ -613,7 +656,7 @@ class E2E:
             clock=self.clock,
             is_leader=lambda: self.leader,
         )
-        self.metrics = ReconcileMetrics(CollectorRegistry())
+        self.metrics = ReconcileMetrics(CollectorRegistry(), clock=self.clock)
         self.audit_path = audit_path or tmp_path / "audit" / "reconcile.jsonl"
         self.audit = AuditWriter(self.audit_path)
         self.reporter = Reporter(metrics=self.metrics, audit=self.audit)
@@ -711,6 +754,8 @@ async def test_dry_run_unexpected_order_plans_a_cancel_and_reports_it_everywhere
     assert e.value("grinder_reconcile_runs_with_mismatch_total") == 1
     assert e.value("grinder_reconcile_mismatch_total", type="ORDER_EXISTS_UNEXPECTED") == 1
     assert e.value("grinder_reconcile_runs_with_remediation_total", action="cancel_all") == 0
+    assert e.value("grinder_reconcile_action_planned_last_hour", action="cancel_all") == 1
+    assert e.value("grinder_reconcile_action_planned_last_hour", action="flatten") == 0
 
     planned = events(grinder_caplog, "REMEDIATION_PLANNED")
     assert len(planned) == 1

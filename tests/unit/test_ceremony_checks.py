@@ -30,6 +30,8 @@ HEALTHY = {
     'grinder_reconcile_mismatch_active{type="ORDER_EXISTS_UNEXPECTED"}': 0,
     'grinder_reconcile_action_planned_total{action="cancel_all"}': 0,
     'grinder_reconcile_action_planned_total{action="flatten"}': 0,
+    'grinder_reconcile_action_planned_last_hour{action="cancel_all"}': 0,
+    'grinder_reconcile_action_planned_last_hour{action="flatten"}': 0,
     'grinder_reconcile_action_executed_total{action="cancel_all"}': 0,
     "grinder_reconcile_dry_run": 1,
     "grinder_reconcile_armed": 0,
@@ -50,6 +52,17 @@ def scrape(series: Mapping[str, float] | None = None, **simple: float) -> Scrape
     """The healthy reading with some series changed (labelled ones through ``series``)."""
     values: dict[str, float] = {**HEALTHY, **(series or {}), **simple}
     text = "".join(f"{k} {v}\n" for k, v in values.items())
+    return parse_scrape(METRICS_URL, text)
+
+
+def older_scrape(series: Mapping[str, float] | None = None, **simple: float) -> Scrape:
+    """The reading of a service that does not count its plans of the last hour."""
+    values: dict[str, float] = {**HEALTHY, **(series or {}), **simple}
+    text = "".join(
+        f"{k} {v}\n"
+        for k, v in values.items()
+        if not k.startswith("grinder_reconcile_action_planned_last_hour")
+    )
     return parse_scrape(METRICS_URL, text)
 
 
@@ -186,6 +199,66 @@ def test_settings_fall_back_to_the_service_gauges_without_a_control_socket() -> 
     assert by_title(result, "Executor not armed yet (stage 3 arms it)").status is Status.PASS
 
 
+PLANNED_TITLE = "Planned actions not excessive (<= 10 per hour)"
+
+
+@pytest.mark.parametrize(
+    ("since_start", "last_hour", "uptime_h", "verdict", "text"),
+    [
+        (
+            3,
+            3,
+            0.2,
+            Status.PASS,
+            "3 planned in the last hour (grinder_reconcile_action_planned_last_hour: "
+            "cancel_all=3, flatten=0; the service started 12 min ago: counted since its start); "
+            "grinder_reconcile_action_planned_total: cancel_all=3, flatten=0",
+        ),
+        # 20 plans, all in the last 30 minutes of 4 hours: 20 in the last hour, not 5 per hour.
+        (
+            20,
+            20,
+            4.0,
+            Status.FAIL,
+            "20 planned in the last hour (grinder_reconcile_action_planned_last_hour: "
+            "cancel_all=20, flatten=0); grinder_reconcile_action_planned_total: cancel_all=20, "
+            "flatten=0 — runbook: STOP, plans are excessive",
+        ),
+        # The same 20 spread over the 4 hours: 5 of them in the last one.
+        (20, 5, 4.0, Status.PASS, "5 planned in the last hour"),
+        (12, 12, 0.5, Status.FAIL, "12 planned in the last hour"),
+    ],
+)
+def test_stage2_planned_rate_is_the_services_count_of_the_last_hour(
+    since_start: int, last_hour: int, uptime_h: float, verdict: Status, text: str
+) -> None:
+    reading = scrape(
+        {
+            'grinder_reconcile_action_planned_total{action="cancel_all"}': since_start,
+            'grinder_reconcile_action_planned_last_hour{action="cancel_all"}': last_hour,
+        },
+        grinder_reconcile_runs_created=NOW - uptime_h * 3600,
+    )
+    result = run_stage(inputs(2, [reading], status_=status()))
+    item = by_title(result, PLANNED_TITLE)
+    assert item.status is verdict, item.evidence
+    assert item.evidence.startswith(text), item.evidence
+
+
+def test_stage2_planned_rate_from_the_control_status_when_the_gauge_is_not_read() -> None:
+    reading = older_scrape(
+        {'grinder_reconcile_action_planned_total{action="cancel_all"}': 30},
+        grinder_reconcile_runs_created=NOW - 4 * 3600,
+    )
+    service = {**status(), "planned_last_hour": {"cancel_all": 11, "flatten": 0}}
+    item = by_title(run_stage(inputs(2, [reading], status_=service)), PLANNED_TITLE)
+    assert item.status is Status.FAIL
+    assert item.evidence.startswith(
+        "11 planned in the last hour (planned_last_hour (control /status): cancel_all=11, "
+        "flatten=0); "
+    )
+
+
 @pytest.mark.parametrize(
     ("planned", "uptime_h", "verdict", "text"),
     [
@@ -193,29 +266,46 @@ def test_settings_fall_back_to_the_service_gauges_without_a_control_socket() -> 
             3,
             0.2,
             Status.PASS,
-            "3.0 per hour (rate = planned since start / max(uptime, 1 h) = 3 / 1",
+            "3 planned since the service started, so no more in the last hour (the service "
+            "does not export grinder_reconcile_action_planned_last_hour (an older version))",
         ),
-        (12, 0.5, Status.FAIL, "12.0 per hour"),
+        (
+            12,
+            0.5,
+            Status.FAIL,
+            "12 planned since the service started 30 min ago, all within the last hour",
+        ),
+        # More than 10 over 4 hours: an average would say 5 per hour, but all 20 may be recent.
         (
             20,
             4.0,
-            Status.PASS,
-            "5.0 per hour (rate = planned since start / max(uptime, 1 h) = 20 / 4",
+            Status.MANUAL,
+            "20 planned since the service started (service up 4.00 h (since "
+            "grinder_reconcile_runs_created)), more than 10; how many in the last hour",
+        ),
+        (
+            12,
+            None,
+            Status.MANUAL,
+            "12 planned since the service started (service uptime unknown",
         ),
     ],
 )
-def test_stage2_planned_rate_from_counter_and_uptime(
-    planned: int, uptime_h: float, verdict: Status, text: str
+def test_stage2_planned_rate_of_an_older_service_is_never_an_average(
+    planned: int, uptime_h: float | None, verdict: Status, text: str
 ) -> None:
-    reading = scrape(
-        {'grinder_reconcile_action_planned_total{action="cancel_all"}': planned},
-        grinder_reconcile_runs_created=NOW - uptime_h * 3600,
-    )
-    result = run_stage(inputs(2, [reading], status_=status()))
-    item = by_title(result, "Planned actions not excessive (<= 10 per hour)")
-    assert item.status is verdict
+    counter = {'grinder_reconcile_action_planned_total{action="cancel_all"}': planned}
+    if uptime_h is None:
+        values = {k: v for k, v in HEALTHY.items() if k != "grinder_reconcile_runs_created"}
+        values.update(counter)
+        text_ = "".join(f"{k} {v}\n" for k, v in values.items() if "planned_last_hour" not in k)
+        reading = parse_scrape(METRICS_URL, text_)
+    else:
+        reading = older_scrape(counter, grinder_reconcile_runs_created=NOW - uptime_h * 3600)
+    item = by_title(run_stage(inputs(2, [reading], status_=status())), PLANNED_TITLE)
+    assert item.status is verdict, item.evidence
     assert item.evidence.startswith(text), item.evidence
-    assert ("--prometheus-url gives the last hour" in item.evidence) is (uptime_h > 1)
+    assert "per hour (rate" not in item.evidence
 
 
 def test_stage2_planned_rate_from_prometheus_when_given() -> None:

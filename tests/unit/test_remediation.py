@@ -1350,3 +1350,35 @@ def test_gate_property_generator_reaches_both_write_and_every_block_reason() -> 
     collect()
     assert "write" in seen
     assert set(BlockReason) <= seen
+
+
+class SharedCooldown:
+    """A shared cooldown source (HA): the last write of any instance."""
+
+    def __init__(self, last: int | None) -> None:
+        self.last = last
+        self.reads = 0
+
+    def last_write_ms(self) -> int | None:
+        self.reads += 1
+        return self.last
+
+
+def test_the_cooldown_anchors_are_what_a_run_starting_now_uses() -> None:
+    rig = Rig(config(cooldown_seconds=60))
+    shared = SharedCooldown(NOW - 10_000)  # another instance wrote 10 s ago; this one never
+    rig.executor.cooldown = shared
+    assert rig.executor.last_remediation_ms is None
+    assert rig.executor.cooldown_anchors() == (NOW - 10_000, NOW - 10_000)
+    assert rig.executor.last_write_known_ms == NOW - 10_000
+    ctx = rig.executor.begin_run()
+    assert (ctx.live_anchor_ms, ctx.dry_anchor_ms) == rig.executor.cooldown_anchors()
+    assert rig.executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
+        BR.COOLDOWN_NOT_ELAPSED
+    )
+    # Read afresh each time: a later write of another instance moves the anchor.
+    shared.last = NOW - 5_000
+    assert rig.executor.cooldown_anchors()[0] == NOW - 5_000
+    # This instance's own later write wins over an older shared one.
+    rig.executor.last_remediation_ms = NOW - 1_000
+    assert rig.executor.cooldown_anchors()[0] == NOW - 1_000

@@ -271,7 +271,25 @@ def stage2(
     return items
 
 
+PLANNED_LAST_HOUR = "grinder_reconcile_action_planned_last_hour"
+EXCESSIVE = " — runbook: STOP, plans are excessive"
+
+
+def _planned_last_hour(inputs: Inputs, scrape: Scrape) -> tuple[dict[str, float], str] | None:
+    """The service's own count of plans in the last hour, by action, and where it was read."""
+    gauge = scrape.by_label(PLANNED_LAST_HOUR, "action")
+    if gauge:
+        return gauge, PLANNED_LAST_HOUR
+    raw = inputs.status.get("planned_last_hour") if inputs.status is not None else None
+    if isinstance(raw, dict) and all(isinstance(v, int | float) for v in raw.values()):
+        values = {str(k): float(v) for k, v in raw.items()}
+        return values, f"planned_last_hour ({inputs.status_label})"
+    return None
+
+
 def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> Item:
+    """Plans in the last hour against the limit: from Prometheus when given, else the
+    service's own sliding count; a counter since start decides only what it can bound."""
     title = f"Planned actions not excessive (<= {PLANNED_PER_HOUR_LIMIT:g} per hour)"
     if scrape is None:
         return Item("2.3", title, Status.FAIL, error or "metrics not read")
@@ -295,30 +313,55 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
                 title,
                 Status.PASS if ok else Status.FAIL,
                 f"{rate:.1f} planned in the last hour ({promql} at {inputs.prometheus_url}); "
-                f"counters: {counts}" + ("" if ok else " — runbook: STOP, plans are excessive"),
+                f"counters: {counts}" + ("" if ok else EXCESSIVE),
             )
     uptime = uptime_h(inputs, scrape)
-    hours = max(uptime, 1.0) if uptime is not None else 1.0
-    rate = total / hours
-    how = (
-        f"rate = planned since start / max(uptime, 1 h) = {fmt_number(total)} / {hours:.2f} h"
-        if uptime is not None
-        else f"uptime unknown: the count {fmt_number(total)} compared as one hour's"
-    )
-    ok = rate <= PLANNED_PER_HOUR_LIMIT
-    note = (
-        "; an average since start (two samples seconds apart would say nothing per hour) — "
-        "if dry-run began after start the recent rate is higher: "
-        "--prometheus-url gives the last hour"
-        if uptime is not None and uptime > 1
-        else ""
-    )
+    recent = _planned_last_hour(inputs, scrape)
+    if recent is not None:
+        by_action, source = recent
+        last_hour = sum(by_action.values())
+        shown = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(by_action.items()))
+        since = (
+            f"; the service started {uptime * 60:.0f} min ago: counted since its start"
+            if uptime is not None and uptime < 1
+            else ""
+        )
+        ok = last_hour <= PLANNED_PER_HOUR_LIMIT
+        return Item(
+            "2.3",
+            title,
+            Status.PASS if ok else Status.FAIL,
+            f"{fmt_number(last_hour)} planned in the last hour ({source}: {shown}{since}); "
+            f"grinder_reconcile_action_planned_total: {counts}" + ("" if ok else EXCESSIVE),
+        )
+    # A service without its own last-hour count: the counter since start bounds the last hour
+    # from above, and is the last hour's count while the service is less than an hour old.
+    missing = f"the service does not export {PLANNED_LAST_HOUR} (an older version)"
+    if total <= PLANNED_PER_HOUR_LIMIT:
+        return Item(
+            "2.3",
+            title,
+            Status.PASS,
+            f"{fmt_number(total)} planned since the service started, so no more in the last "
+            f"hour ({missing}); grinder_reconcile_action_planned_total: {counts}",
+        )
+    if uptime is not None and uptime <= 1:
+        return Item(
+            "2.3",
+            title,
+            Status.FAIL,
+            f"{fmt_number(total)} planned since the service started {uptime * 60:.0f} min ago, "
+            f"all within the last hour ({missing}); grinder_reconcile_action_planned_total: "
+            f"{counts}" + EXCESSIVE,
+        )
     return Item(
         "2.3",
         title,
-        Status.PASS if ok else Status.FAIL,
-        f"{rate:.1f} per hour ({how}); grinder_reconcile_action_planned_total: {counts}{note}"
-        + ("" if ok else " — runbook: STOP, plans are excessive"),
+        Status.MANUAL,
+        f"{fmt_number(total)} planned since the service started ({uptime_text(uptime)}), "
+        f"more than {PLANNED_PER_HOUR_LIMIT:g}; how many in the last hour a counter read once "
+        f"cannot tell and {missing}: give --prometheus-url, or count the last hour's "
+        f"REMEDIATION_PLANNED lines in the log; grinder_reconcile_action_planned_total: {counts}",
     )
 
 

@@ -41,7 +41,13 @@ async def _call(path: Path, method: str, route: str, body: dict[str, Any] | None
         aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
         session.request(method, f"http://grinder{route}", json=body) as resp,
     ):
-        data = await resp.json(content_type=None)
+        text = await resp.text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            # Not one of the service's answers: a route this (older) service does not have.
+            summary = " ".join(text.split())[:80] or "no body"
+            raise UsageError(f"control {route}: HTTP {resp.status} ({summary})") from None
         if resp.status != 200:
             message = data.get("error") if isinstance(data, dict) else data
             raise UsageError(f"control {route}: {message}")

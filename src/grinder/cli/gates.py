@@ -1,17 +1,24 @@
 """``grinder gates``: which gate blocks this remediation? (runbook 12's first question)
 
 Against the running service: its settings in force (control socket ``/status``:
-config, armed, ALLOW_MAINNET_TRADE, whitelist) and its metrics (``grinder_ha_is_leader``
-for gate 0, ``grinder_reconcile_last_remediation_ts_ms`` for the cooldown, the
-day's budget use). A ``RemediationExecutor`` is built from them and the write is
-evaluated as the first candidate of the next run: the chain is listed by
+config, armed, ALLOW_MAINNET_TRADE, whitelist, and the cooldown anchors the next
+run starts from -- with HA the shared one, the last write of any instance) and its
+metrics (``grinder_ha_is_leader`` for gate 0, the day's budget use). A
+``RemediationExecutor`` is built from them and the write is evaluated as the
+first candidate of the next run: the chain is listed by
 ``grinder.reconcile.explain`` and the first blocking reason is the one
 ``RemediationExecutor.gate`` itself returns.
 
     grinder gates --symbol BTCUSDT --order grinder_d_BTCUSDT_1_1704067200_1
+    grinder gates --symbol BTCUSDT --position
     grinder gates --symbol BTCUSDT --position --notional 120
     grinder gates --symbol BTCUSDT --position --qty 0.002 --price 60000
     grinder gates --symbol BTCUSDT --position --qty 0.002 --venue-url http://127.0.0.1:8765
+
+For a flatten, what is not given comes from the service (control ``/position``):
+the quantity is its observed position of the symbol (``--position-side`` picks a
+side in hedge mode), the price its mark price read from its venue as a flatten
+reads it. ``--notional``, ``--qty``, ``--price`` and ``--venue-url`` win.
 
 Exit 0 when every gate passes (the write would be executed, or planned in
 dry-run), 1 when a gate blocks it, 2 for bad usage or an unreachable service.
@@ -21,7 +28,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
 
 import click
@@ -34,7 +44,7 @@ from grinder.ceremony.sources import (
     fmt_number,
 )
 from grinder.cli.ceremony import service_status
-from grinder.cli.control import socket_option
+from grinder.cli.control import call, socket_option
 from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
 from grinder.cli.options import metrics_url_of, metrics_url_option, url_option
 from grinder.exchange.fake import FakePort
@@ -43,6 +53,7 @@ from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict, explain
 from grinder.reconcile.remediation import RemediationExecutor, RunContext
 from grinder.reconcile.routing import ActionKind
+from grinder.reconcile.types import PositionSide
 
 
 def _decimal(option: str, raw: str | None) -> Decimal | None:
@@ -57,33 +68,122 @@ def _decimal(option: str, raw: str | None) -> Decimal | None:
     return value
 
 
-def _notional(
+@dataclass
+class _Flatten:
+    """The flatten to explain: its notional (None: no mark price) and where it came from."""
+
+    notional: Decimal | None
+    text: str
+    side: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class _ServicePosition:
+    """The service's ``/position`` answer for one symbol, asked once, when first needed."""
+
+    def __init__(self, socket: Path, symbol: str) -> None:
+        self.socket = socket
+        self.symbol = symbol
+        self._answer: dict[str, Any] | None = None
+        self._error: str | None = None
+
+    def get(self) -> tuple[dict[str, Any] | None, str | None]:
+        if self._answer is None and self._error is None:
+            route = "/position?" + urllib.parse.urlencode({"symbol": self.symbol})
+            try:
+                answer = call(str(self.socket), "GET", route)
+            except UsageError as exc:
+                self._error = exc.format_message()
+            else:
+                if isinstance(answer, dict) and isinstance(answer.get("positions"), list):
+                    self._answer = answer
+                else:
+                    self._error = f"control {route}: unexpected answer"
+        return self._answer, self._error
+
+
+def _pick_side(
+    symbol: str, positions: list[dict[str, Any]], side: str | None
+) -> tuple[str | None, Decimal]:
+    """The side to flatten and its quantity, from the service's positions of ``symbol``."""
+    held = {str(p.get("position_side")): Decimal(str(p.get("qty", "0"))) for p in positions}
+    if side is not None:
+        return side, held.get(side, Decimal(0))
+    if len(held) > 1:
+        *others, last = sorted(held)
+        raise UsageError(
+            f"--position: the service holds {symbol} {', '.join(others)} and {last} positions "
+            f"(hedge mode): give --position-side {' or '.join(sorted(held))}"
+        )
+    if not held:
+        return None, Decimal(0)
+    ((only, qty),) = held.items()
+    return only, qty
+
+
+def _flatten(
     symbol: str,
     notional: str | None,
     qty: str | None,
     price: str | None,
     venue_url: str | None,
-) -> tuple[Decimal | None, str]:
+    side: str | None,
+    service: _ServicePosition,
+) -> _Flatten:
     given = _decimal("--notional", notional)
     if given is not None:
         if qty is not None or price is not None:
             raise UsageError("--notional: give either --notional or --qty with a price")
-        return given, f"notional {given} USDT (--notional)"
+        return _Flatten(given, f"notional {given} USDT (--notional)", side)
+    notes: list[str] = []
     amount = _decimal("--qty", qty)
+    qty_from = "--qty"
     if amount is None:
-        raise UsageError("--position needs --notional, or --qty with --price or --venue-url")
+        answer, error = service.get()
+        if answer is None:
+            raise UsageError(
+                "--position needs --notional, or --qty with --price or --venue-url: "
+                f"the service does not report its position ({error})"
+            )
+        side, amount = _pick_side(symbol, answer["positions"], side)
+        qty_from = "the service's observed position"
+        if amount == 0:
+            notes.append(
+                f"the service sees no {symbol} position{f' {side}' if side else ''}: "
+                "a flatten would be skipped (already_resolved); the chain is shown for notional 0"
+            )
     mark = _decimal("--price", price)
     where = "--price"
-    if mark is None:
-        if venue_url is None:
-            raise UsageError("--qty needs --price or --venue-url (to read the mark price)")
+    if mark is None and venue_url is not None:
         try:
             mark = fetch_mark_price(venue_url, symbol)
         except SourceError as exc:
-            return None, f"no mark price ({exc}): gate 9 blocks with price_unavailable"
+            return _Flatten(
+                None, f"no mark price ({exc}): gate 9 blocks with price_unavailable", side, notes
+            )
         where = f"mark price from {venue_url}"
+    if mark is None:
+        answer, error = service.get()
+        if answer is None:
+            raise UsageError(
+                "--qty needs --price or --venue-url (to read the mark price): "
+                f"the service does not report one ({error})"
+            )
+        raw = answer.get("mark_price")
+        if raw is None:
+            why = answer.get("mark_price_error") or "none given"
+            return _Flatten(
+                None,
+                f"no mark price from the service ({why}): gate 9 blocks with price_unavailable",
+                side,
+                notes,
+            )
+        mark = Decimal(str(raw))
+        where = f"mark price from the service's venue {answer.get('venue')}"
+    if qty_from != "--qty":
+        where = f"{qty_from}; {where}"
     value = abs(amount) * mark
-    return value, f"notional {value} USDT = |{amount}| x {mark} ({where})"
+    return _Flatten(value, f"notional {value} USDT = |{amount}| x {mark} ({where})", side, notes)
 
 
 def build_executor(
@@ -122,22 +222,57 @@ def build_executor(
         env={"ALLOW_MAINNET_TRADE": "1"} if status.get("allow_mainnet_trade") else {},
         clock=lambda: now_ms,
     )
+    live_anchor, dry_anchor = _cooldown_anchors(status, scrape, config, notes)
+    ctx = RunContext(
+        run_id="grinder-gates",
+        started_ms=now_ms,
+        live_anchor_ms=live_anchor,
+        dry_anchor_ms=dry_anchor,
+    )
+    return executor, ctx, notes
+
+
+def _ms(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _cooldown_anchors(
+    status: dict[str, Any], scrape: Scrape | None, config: ReconcileConfig, notes: list[str]
+) -> tuple[int | None, int | None]:
+    """Gate 6's anchors as the service's next run would read them: (live, dry-run)."""
+    cooldown = status.get("cooldown")
+    if isinstance(cooldown, dict):
+        # What RemediationExecutor.begin_run computes, read by the service just now (with
+        # HA: the shared anchor, the last write of any instance).
+        return _ms(cooldown.get("live_anchor_ts_ms")), _ms(cooldown.get("dry_run_anchor_ts_ms"))
+    # A service that does not report its anchors: this instance's own last write only.
+    notes.append(
+        "the service does not report its cooldown anchors: gate 6 evaluated from this "
+        "instance's grinder_reconcile_last_remediation_ts_ms (with HA, another instance's "
+        "write may hold it closed)"
+    )
     last = scrape.value("grinder_reconcile_last_remediation_ts_ms") if scrape else None
     last_ms = int(last) if last else None
     if scrape is None:
         notes.append("cooldown: last remediation time unknown (metrics not read)")
-    planned = status.get("last_planned_ts_ms")
-    dry_anchor = max((t for t in (last_ms, planned) if isinstance(t, int)), default=None)
+    planned = _ms(status.get("last_planned_ts_ms"))
+    dry_anchor = max((t for t in (last_ms, planned) if t is not None), default=None)
     ever_planned = scrape.total("grinder_reconcile_action_planned_total") if scrape else None
-    if config.dry_run and not isinstance(planned, int) and ever_planned != 0:
+    if config.dry_run and planned is None and ever_planned != 0:
         notes.append(
             "dry-run cooldown also runs from the last plan, which the service does not export: "
             "evaluated from the last execution only"
         )
-    ctx = RunContext(
-        run_id="grinder-gates", started_ms=now_ms, live_anchor_ms=last_ms, dry_anchor_ms=dry_anchor
-    )
-    return executor, ctx, notes
+    return last_ms, dry_anchor
+
+
+def _cooldown_source(status: dict[str, Any]) -> str:
+    cooldown = status.get("cooldown")
+    if not isinstance(cooldown, dict):
+        return "cooldown anchor: grinder_reconcile_last_remediation_ts_ms (this instance)"
+    if cooldown.get("source") == "redis":
+        return "cooldown anchor: shared in Redis (the last write of any instance), via /status"
+    return "cooldown anchor: this instance's last write, via /status"
 
 
 def render(
@@ -179,11 +314,27 @@ def render(
 )
 @click.option("--position", is_flag=True, help="Explain a flatten of the symbol's position.")
 @click.option("--notional", default=None, metavar="USDT", help="Position notional (flatten).")
-@click.option("--qty", default=None, metavar="QTY", help="Position quantity (flatten).")
-@click.option("--price", default=None, metavar="PRICE", help="Mark price for --qty.")
+@click.option(
+    "--qty",
+    default=None,
+    metavar="QTY",
+    help="Position quantity (flatten); default: the service's observed position.",
+)
+@click.option(
+    "--position-side",
+    type=click.Choice([s.value for s in PositionSide]),
+    default=None,
+    help="The side to flatten in hedge mode (default: the one side the service sees).",
+)
+@click.option(
+    "--price",
+    default=None,
+    metavar="PRICE",
+    help="Mark price (flatten); default: the service's, read from its venue.",
+)
 @url_option(
     "--venue-url",
-    help="Read the mark price for --qty from this venue (GET /fapi/v1/premiumIndex).",
+    help="Read the mark price from this venue (GET /fapi/v1/premiumIndex) instead.",
 )
 @metrics_url_option
 @socket_option
@@ -194,6 +345,7 @@ def gates(
     position: bool,
     notional: str | None,
     qty: str | None,
+    position_side: str | None,
     price: str | None,
     venue_url: str | None,
     metrics_url: str | None,
@@ -203,18 +355,31 @@ def gates(
     """Show the whole gate chain (0-9, limits, budget) for a cancel or a flatten."""
     if (order_id is None) == (not position):
         raise UsageError("give exactly one of --order CLIENT_ORDER_ID or --position")
-    if order_id is not None and (notional or qty or price or venue_url):
-        raise UsageError("--notional/--qty/--price/--venue-url apply to --position only")
+    if order_id is not None and (notional or qty or price or venue_url or position_side):
+        raise UsageError(
+            "--notional/--qty/--position-side/--price/--venue-url apply to --position only"
+        )
     kind = ActionKind.CANCEL if order_id is not None else ActionKind.FLATTEN
-    if kind is ActionKind.FLATTEN:
-        value, notional_text = _notional(symbol, notional, qty, price, venue_url)
-    else:
-        value, notional_text = Decimal(0), "cancel: no notional"
     status, socket, error = service_status(socket_path)
     if status is None:
         raise UsageError(f"--socket: {error}")
-    url = metrics_url_of(metrics_url, status)
     notes: list[str] = []
+    side = None
+    if kind is ActionKind.FLATTEN:
+        flat = _flatten(
+            symbol,
+            notional,
+            qty,
+            price,
+            venue_url,
+            position_side,
+            _ServicePosition(socket, symbol),
+        )
+        value, notional_text, side = flat.notional, flat.text, flat.side
+        notes += flat.notes
+    else:
+        value, notional_text = Decimal(0), "cancel: no notional"
+    url = metrics_url_of(metrics_url, status)
     try:
         scrape: Scrape | None = fetch_scrape(url)
     except SourceError as exc:
@@ -230,12 +395,16 @@ def gates(
             f"explain and RemediationExecutor.gate disagree ({exp.first_block} vs {reason}): "
             "please report this"
         )
-    subject = f"cancel {symbol} {order_id}" if order_id else f"flatten {symbol}"
+    if order_id:
+        subject = f"cancel {symbol} {order_id}"
+    else:
+        subject = f"flatten {symbol}" + (f" {side}" if side and side != "BOTH" else "")
     leader = scrape.value("grinder_ha_is_leader") if scrape else None
     context = [
         f"service: venue {status.get('venue')}, mode {status.get('mode')} "
         f"(control /status via {socket})",
         f"metrics: {url} (grinder_ha_is_leader {fmt_number(leader)})",
+        _cooldown_source(status),
         f"{notional_text}; evaluated as the first candidate of the next run",
     ]
     if as_json:

@@ -2,21 +2,76 @@
 
 Every label value the product knows is created at start-up with value 0, so
 "no executions" reads as ``0`` rather than as an absent series.
+
+``grinder_reconcile_action_planned_last_hour{action}`` is the number of plans in
+the last hour, counted by the process itself (``RecentCount``) and evaluated at
+each scrape: runbook 13's "more than 10 plans per hour" without a Prometheus
+server, and without diluting a recent burst over the whole uptime.
 """
 
 from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from grinder.reconcile.labels import ActionLabel, BlockReason, FailReason, SkipReason, TriageOutcome
 from grinder.reconcile.types import MismatchType
 
+HOUR_MS = 3_600_000
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class RecentCount:
+    """How many events happened in the last ``window_ms``: a sliding window.
+
+    Events are kept as per-second buckets, so memory stays bounded (at most one
+    bucket per second of the window) however many there are. An event counts from
+    its second until ``window_ms`` after the end of that second: up to one second
+    longer than exactly, never shorter.
+    """
+
+    def __init__(self, window_ms: int = HOUR_MS) -> None:
+        self.window_ms = window_ms
+        self._buckets: deque[list[int]] = deque()  # [second, events], oldest first
+
+    def add(self, ts_ms: int, n: int = 1) -> None:
+        second = ts_ms // 1000
+        last = self._buckets[-1] if self._buckets else None
+        if last is None or second > last[0]:
+            self._buckets.append([second, n])
+            self._prune(ts_ms)
+        elif (second + 1) * 1000 + self.window_ms > last[0] * 1000:
+            # The same second, or an earlier one still in the window (a clock that stepped
+            # back): counted with the newest, so it stays counted rather than too briefly.
+            last[1] += n
+
+    def count(self, now_ms: int) -> int:
+        self._prune(now_ms)
+        return sum(n for _, n in self._buckets)
+
+    def _prune(self, now_ms: int) -> None:
+        while self._buckets and (self._buckets[0][0] + 1) * 1000 + self.window_ms <= now_ms:
+            self._buckets.popleft()
+
 
 class ReconcileMetrics:
-    """The CONTRACT §7 metrics, plus triage, skip, failure and audit counters."""
+    """The CONTRACT §7 metrics, plus triage, skip, failure and audit counters.
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    ``clock`` (ms) is what the last-hour plan count is evaluated against at each
+    scrape; it should be the clock that stamps the results reported here.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], int] = _wall_ms) -> None:
         self.registry = registry
+        self.clock = clock
+        self._planned_recent = {a.value: RecentCount() for a in ActionLabel}
+        self._last_remediation_ms = 0
         r = registry
         self.runs = Counter("grinder_reconcile_runs", "Reconcile runs completed", registry=r)
         self.last_snapshot_age = Gauge(
@@ -49,12 +104,20 @@ class ReconcileMetrics:
         )
         self.last_remediation_ts_ms = Gauge(
             "grinder_reconcile_last_remediation_ts_ms",
-            "Unix time in ms of the last executed remediation (0: never)",
+            "Unix time in ms of the last executed remediation (0: never); with HA, of any "
+            "instance (the shared cooldown anchor)",
             registry=r,
         )
         self.planned = Counter(
             "grinder_reconcile_action_planned",
             "Remediation actions planned in dry-run",
+            ["action"],
+            registry=r,
+        )
+        self.planned_last_hour = Gauge(
+            "grinder_reconcile_action_planned_last_hour",
+            "Remediation actions planned in dry-run in the last hour (sliding window, "
+            "counted since this process started)",
             ["action"],
             registry=r,
         )
@@ -132,6 +195,9 @@ class ReconcileMetrics:
         for a in ActionLabel:
             self.runs_with_remediation.labels(action=a.value)
             self.planned.labels(action=a.value)
+            self.planned_last_hour.labels(action=a.value).set_function(
+                self._recent_count(self._planned_recent[a.value])
+            )
             self.executed.labels(action=a.value)
             for f in FailReason:
                 self.failed.labels(action=a.value, reason=f.value)
@@ -141,6 +207,26 @@ class ReconcileMetrics:
             self.skipped.labels(reason=s.value)
         for o in TriageOutcome:
             self.triage.labels(outcome=o.value)
+
+    def _recent_count(self, recent: RecentCount) -> Callable[[], float]:
+        return lambda: recent.count(self.clock())
+
+    def observe_planned(self, action: str, ts_ms: int) -> None:
+        """One plan (dry-run) of ``action`` at ``ts_ms``: the counter and the last hour."""
+        self.planned.labels(action=action).inc()
+        self._planned_recent[action].add(ts_ms)
+
+    def planned_in_last_hour(self) -> dict[str, int]:
+        """Plans in the last hour, by action (what the ``_last_hour`` gauge shows now)."""
+        now = self.clock()
+        return {a: recent.count(now) for a, recent in self._planned_recent.items()}
+
+    def observe_last_remediation(self, ts_ms: int | None) -> None:
+        """A remediation write at ``ts_ms`` (this instance's, or with HA any instance's):
+        the gauge only moves forward."""
+        if ts_ms is not None and ts_ms > self._last_remediation_ms:
+            self._last_remediation_ms = ts_ms
+            self.last_remediation_ts_ms.set(ts_ms)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

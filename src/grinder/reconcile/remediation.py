@@ -135,6 +135,7 @@ class RemediationExecutor:
         self.env = env
         self.reporter = reporter
         self.last_remediation_ms: int | None = None
+        self._shared_seen_ms: int | None = None
         self._last_planned_ms: int | None = None
         self._seq = 0
         self._run_seq = 0
@@ -177,15 +178,29 @@ class RemediationExecutor:
             run_id = f"{now}-{self._instance}-{self._run_seq}"
         # HA: what the other instances spent, and when any of them last wrote.
         self.budget.sync(now)
-        shared = self.cooldown.last_write_ms() if self.cooldown is not None else None
-        live_anchor = _latest(self.last_remediation_ms, shared)
+        live_anchor, dry_anchor = self.cooldown_anchors()
         return RunContext(
-            run_id=run_id,
-            started_ms=now,
-            live_anchor_ms=live_anchor,
-            # A preview of live mode: a real execution starts a cooldown for plans too.
-            dry_anchor_ms=_latest(self._last_planned_ms, live_anchor),
+            run_id=run_id, started_ms=now, live_anchor_ms=live_anchor, dry_anchor_ms=dry_anchor
         )
+
+    def cooldown_anchors(self) -> tuple[int | None, int | None]:
+        """The cooldown anchors (gate 6) of a run starting now: ``(live, dry_run)``.
+
+        Live: the last write of this instance or, with a shared ``cooldown`` source
+        (HA), of any instance -- the source is read now. Dry-run: also the last plan.
+        ``begin_run`` uses exactly these; the service's ``/status`` reports them.
+        """
+        shared = self.cooldown.last_write_ms() if self.cooldown is not None else None
+        self._shared_seen_ms = _latest(self._shared_seen_ms, shared)
+        live = _latest(self.last_remediation_ms, shared)
+        # A preview of live mode: a real execution starts a cooldown for plans too.
+        return live, _latest(self._last_planned_ms, live)
+
+    @property
+    def last_write_known_ms(self) -> int | None:
+        """The latest remediation write this instance knows of, without reading anything:
+        its own, or another instance's as last read from the shared ``cooldown`` source."""
+        return _latest(self.last_remediation_ms, self._shared_seen_ms)
 
     # --- the gate chain ------------------------------------------------------------------
 

@@ -184,10 +184,10 @@ class Reporter:
         status = result.status
         if self.metrics is not None:
             if status is ResultStatus.PLANNED:
-                self.metrics.planned.labels(action=label).inc()
+                self.metrics.observe_planned(label, result.ts_ms)
             elif status is ResultStatus.EXECUTED:
                 self.metrics.executed.labels(action=label).inc()
-                self.metrics.last_remediation_ts_ms.set(result.ts_ms)
+                self.metrics.observe_last_remediation(result.ts_ms)
             elif status is ResultStatus.BLOCKED:
                 self.metrics.blocked.labels(reason=str(result.reason)).inc()
             elif status is ResultStatus.FAILED:

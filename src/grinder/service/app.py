@@ -35,6 +35,7 @@ from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFut
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
+from grinder.exchange.port import ExchangeError
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
@@ -85,7 +86,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.clock = clock
         self.config: ReconcileConfig = opts.reconcile
         self.registry = CollectorRegistry()
-        self.metrics = ReconcileMetrics(self.registry)
+        self.metrics = ReconcileMetrics(self.registry, clock=clock)
         self.xmetrics = ExchangeMetrics(self.registry)
         self.smetrics = ServiceMetrics(self.registry)
         self.hametrics = HaMetrics(self.registry)
@@ -170,6 +171,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             reload=lambda: self.reload_config("control"),
             on_change=self._on_change,
             ha_step_down=self.ha_step_down if ha is not None else None,
+            position=self.position,
         )
         self._observe_settings()
         await self._start_http()
@@ -294,8 +296,66 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "last_run": self.last_report.summary() if self.last_report else None,
             "last_remediation_ts_ms": executor.last_remediation_ms,
             "last_planned_ts_ms": executor.last_planned_ms,
+            "cooldown": self.cooldown_status(),
+            "planned_last_hour": self.metrics.planned_in_last_hour(),
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
+        }
+
+    def cooldown_status(self) -> dict[str, Any]:
+        """Gate 6 as the next run sees it: the anchors ``begin_run`` would use now.
+
+        With HA the live anchor is the shared one (Redis ``<ns>:last_write_ms``: the
+        last write of any instance), read now; ``last_remediation_ts_ms`` above is
+        this instance's own last write only.
+        """
+        executor = self._executor()
+        live, dry = executor.cooldown_anchors()
+        self.metrics.observe_last_remediation(live)
+        return {
+            "seconds": self.config.cooldown_seconds,
+            "source": "redis" if executor.cooldown is not None else "local",
+            "live_anchor_ts_ms": live,
+            "dry_run_anchor_ts_ms": dry,
+        }
+
+    async def position(self, symbol: str) -> dict[str, Any]:
+        """The observed position of ``symbol`` (each side) and its mark price now.
+
+        The mark price is read from the venue the way a flatten reads it
+        (``premiumIndex``, weight 1); when it cannot be read, ``mark_price`` is None
+        and ``mark_price_error`` says why.
+        """
+        port = self._port()
+        positions = [
+            {
+                "position_side": p.position_side.value,
+                "qty": str(p.qty),
+                "entry_price": str(p.entry_price),
+                "changed_ts_ms": p.changed_ts_ms,
+            }
+            for p in sorted(self.observed.positions(), key=lambda p: p.position_side.value)
+            if p.symbol == symbol and p.qty != 0
+        ]
+        mark: str | None = None
+        error: str | None = None
+        try:
+            price = await port.get_mark_price(symbol)
+        except ExchangeError as exc:
+            error = " ".join(str(exc).split())
+        else:
+            if price is None:
+                error = "the venue gave no mark price"
+            else:
+                mark = str(price)
+        age = self.observed.snapshot_age_ms(self.clock())
+        return {
+            "symbol": symbol,
+            "positions": positions,
+            "mark_price": mark,
+            "mark_price_error": error,
+            "venue": self.opts.venue,
+            "snapshot_age_s": None if age is None else round(age / 1000, 3),
         }
 
     # --- high availability ---------------------------------------------------------------

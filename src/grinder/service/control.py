@@ -7,7 +7,12 @@ or ``/tmp/grinder-<uid>/control.sock``.
 
 Endpoints (JSON):
 
-* ``GET /status`` — settings in force, mode, readiness, stream state.
+* ``GET /status`` — settings in force, mode, readiness, stream state, the
+  cooldown anchors the next run starts from (``cooldown``: with HA the shared
+  one), plans in the last hour (``planned_last_hour``).
+* ``GET /position?symbol=BTCUSDT`` — the service's observed position of that
+  symbol (each ``position_side`` with a quantity) and its mark price, read from
+  the venue now as a flatten reads it (``grinder gates --position``).
 * ``POST /set`` ``{"field": "<ReconcileConfig field>", "value": …}`` — e.g.
   ``action`` → ``none``, ``dry_run`` → ``true``.
 * ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
@@ -25,9 +30,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ from pydantic import ValidationError
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 
 ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
+_SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]{0,31}$")
 
 
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
@@ -117,6 +124,7 @@ class Controls:
         reload: Callable[[], dict[str, Any]],
         on_change: Callable[[str, str, Any, Any], None],
         ha_step_down: Callable[[float], dict[str, Any]] | None = None,
+        position: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self._get_armed = get_armed
@@ -126,9 +134,17 @@ class Controls:
         self._reload = reload
         self._on_change = on_change
         self._ha_step_down = ha_step_down
+        self._position = position
 
     def status(self) -> dict[str, Any]:
         return self._status()
+
+    async def position(self, symbol: str) -> dict[str, Any]:
+        if self._position is None:
+            raise ConfigError("this service does not report positions")
+        if not _SYMBOL_RE.match(symbol):
+            raise ConfigError(f"/position needs ?symbol=SYMBOL (e.g. BTCUSDT), got {symbol!r}")
+        return await self._position(symbol)
 
     def set_field(self, field: str, value: Any, *, source: str = "control") -> dict[str, Any]:
         parsed = parse_value(self.config, field, value)
@@ -181,6 +197,13 @@ def build_control_app(controls: Controls) -> web.Application:
     async def status(_: web.Request) -> web.Response:
         return web.json_response(controls.status(), dumps=_dumps)
 
+    async def position(request: web.Request) -> web.Response:
+        try:
+            result = await controls.position(request.query.get("symbol", ""))
+        except ConfigError as exc:
+            return _error(str(exc))
+        return web.json_response(result, dumps=_dumps)
+
     async def post(request: web.Request) -> web.Response:
         try:
             body = await request.json()
@@ -196,6 +219,7 @@ def build_control_app(controls: Controls) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/status", status)
+    app.router.add_get("/position", position)
     for path in ("/set", "/arm", "/mainnet", "/reload", "/ha/step-down"):
         app.router.add_post(path, post)
     return app

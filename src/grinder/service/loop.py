@@ -23,6 +23,7 @@ from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpd
 from grinder.exchange.metrics import ExchangeMetrics
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
+from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
@@ -45,6 +46,7 @@ class ServiceLoop:
     expected: ExpectedSource | None
     venue: VenueConnection | None
     runner: ReconcileRunner | None
+    metrics: ReconcileMetrics
     smetrics: ServiceMetrics
     xmetrics: ExchangeMetrics
     stop_event: asyncio.Event
@@ -169,6 +171,8 @@ class ServiceLoop:
             report = await self.runner.run_once()
             self.runs += 1
             self.last_report = report
+            # With HA, the last write of any instance (as the run read it): the cooldown anchor.
+            self.metrics.observe_last_remediation(self.runner.executor.last_write_known_ms)
             self._observe_latency(report.new_incidents, self.clock())
             self._observe_settings()
             return report

@@ -1,0 +1,191 @@
+"""grinder gates: gate 6 from the anchors the service's executor uses, and what a flatten needs
+from a service that cannot supply it (a control socket answering only ``/status``)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socketserver
+import tempfile
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from grinder.ceremony.sources import parse_scrape
+from grinder.cli.errors import run_command
+from grinder.cli.gates import build_executor
+from grinder.cli.main import cli
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.explain import Verdict, explain
+from grinder.reconcile.labels import BlockReason
+from grinder.reconcile.routing import ActionKind
+
+NOW = 1_704_110_400_000
+OURS = "grinder_d_BTCUSDT_1_1704067200_1"
+
+
+def service_status(**extra: Any) -> dict[str, Any]:
+    config = ReconcileConfig(
+        action="cancel_all",
+        dry_run=False,
+        allow_active_remediation=True,
+        symbol_whitelist=["BTCUSDT"],
+        cooldown_seconds=60,
+    ).summary()
+    return {
+        "venue": "sim",
+        "mode": "live",
+        "armed": True,
+        "allow_mainnet_trade": True,
+        "symbol_whitelist": ["BTCUSDT"],
+        "config": config,
+        "budget": {"calls_used_day": 0, "notional_used_day": "0"},
+        "last_remediation_ts_ms": None,
+        "last_planned_ts_ms": None,
+        **extra,
+    }
+
+
+# This instance never wrote: its own gauge says 0. Another instance (HA) wrote 10 s ago.
+SCRAPE = parse_scrape(
+    "http://127.0.0.1:9090/metrics",
+    "grinder_ha_is_leader 1\ngrinder_reconcile_last_remediation_ts_ms 0\n"
+    "grinder_reconcile_budget_calls_used_day 0\ngrinder_reconcile_budget_notional_used_day 0\n",
+)
+
+
+def test_gate_6_runs_from_the_anchor_the_service_reports_not_from_the_local_gauge() -> None:
+    status = service_status(
+        cooldown={
+            "seconds": 60.0,
+            "source": "redis",
+            "live_anchor_ts_ms": NOW - 10_000,
+            "dry_run_anchor_ts_ms": NOW - 10_000,
+        }
+    )
+    executor, ctx, notes = build_executor(status, SCRAPE, NOW)
+    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    gate6 = next(c for c in exp.checks if c.gate == "6")
+    assert gate6.verdict is Verdict.FAIL
+    assert gate6.detail == "10.0 s since the last remediation (cooldown 60 s, 50.0 s left)"
+    assert exp.first_block is BlockReason.COOLDOWN_NOT_ELAPSED
+    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
+        BlockReason.COOLDOWN_NOT_ELAPSED
+    )
+    assert not any("cooldown" in n for n in notes)
+
+
+def test_a_service_without_the_anchors_is_read_from_its_gauge_with_a_warning() -> None:
+    executor, ctx, notes = build_executor(service_status(), SCRAPE, NOW)
+    assert ctx.live_anchor_ms is None
+    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    assert exp.first_block is None
+    assert any("another instance's write may hold it closed" in n for n in notes)
+
+
+# --- a service that reports no position (a control socket with /status only) ------------------
+
+
+class _StatusOnly(http.server.BaseHTTPRequestHandler):
+    status: ClassVar[dict[str, Any]] = {}
+
+    def do_GET(self) -> None:
+        if self.path == "/status":
+            body, code, kind = json.dumps(self.status).encode(), 200, "application/json"
+        else:
+            body, code, kind = b"404: Not Found", 404, "text/plain"
+        self.send_response(code)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+class _UnixHttpServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def older_service(cli_port: int) -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="gates-", dir="/tmp"))  # short: a socket path
+    path = directory / "control.sock"
+    _StatusOnly.status = service_status(
+        metrics_url=f"http://127.0.0.1:{cli_port}/metrics",  # nothing listens there
+        mode="dry_run",
+        config={**service_status()["config"], "dry_run": True, "action": "flatten"},
+    )
+    server = _UnixHttpServer(str(path), _StatusOnly)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield path
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def cli_port(cli: Any) -> int:
+    port: int = cli.free_port()
+    return port
+
+
+def gates(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = run_command(cli, ["gates", *args], prog_name="grinder")
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_flatten_without_values_the_service_cannot_supply_is_one_line_exit_2(
+    older_service: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sock = str(older_service)
+    code, out, err = gates(capsys, "--symbol", "BTCUSDT", "--position", "--socket", sock)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "grinder: error: --position needs --notional, or --qty with --price or --venue-url: "
+        "the service does not report its position (control /position?symbol=BTCUSDT: HTTP 404"
+    )
+    code, out, err = gates(
+        capsys, "--symbol", "BTCUSDT", "--position", "--qty", "0.01", "--socket", sock
+    )
+    assert code == 2
+    assert err.count("\n") == 1
+    assert err.startswith(
+        "grinder: error: --qty needs --price or --venue-url (to read the mark price): "
+        "the service does not report one (control /position?symbol=BTCUSDT: HTTP 404"
+    )
+
+
+def test_explicit_values_need_nothing_from_the_service(
+    older_service: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = gates(
+        capsys,
+        "--symbol",
+        "BTCUSDT",
+        "--position",
+        "--qty",
+        "0.01",
+        "--price",
+        "60000",
+        "--socket",
+        str(older_service),
+    )
+    assert code == 1, err  # 600 USDT > max_flatten_notional_usdt 500
+    assert "notional 600.00 USDT = |0.01| x 60000 (--price)" in out
+    assert "First blocking gate: 9 flatten notional — reason notional_exceeds_limit" in out
