@@ -1,6 +1,7 @@
 """The end-to-end reconcile -> remediate smoke test (runbook 14).
 
-Three P0 scenarios, each on a fresh exchange and fresh state:
+Three P0 scenarios, each on a fresh exchange and fresh reconcile state (the
+daily budget is the one they share, as consecutive runs of the service do):
 
 * ``order``: an unexpected order of ours -> ``ORDER_EXISTS_UNEXPECTED`` -> cancel;
 * ``position``: an unexpected position -> ``POSITION_NONZERO_UNEXPECTED`` -> flatten;
@@ -8,8 +9,10 @@ Three P0 scenarios, each on a fresh exchange and fresh state:
 
 Each scenario takes a REST snapshot through the exchange port, runs the real
 ``ReconcileRunner`` once, and checks what it planned or executed. Dry-run (the
-default) must make no exchange write; live mode (``--confirm LIVE_REMEDIATE``
-plus the four environment gates) must execute and leave the exchange clean.
+default) must make no exchange write and never writes the budget file, but
+spends an in-memory copy of the budget, so it is blocked where live mode would
+be; live mode (``--confirm LIVE_REMEDIATE`` plus the four environment gates)
+must execute and leave the exchange clean.
 """
 
 from __future__ import annotations
@@ -124,6 +127,32 @@ def base_config(settings: SmokeSettings, action: RemediationAction) -> Reconcile
     )
 
 
+@dataclass(slots=True)
+class SmokeBudget:
+    """The daily budget the scenarios share, as consecutive runs of the service do.
+
+    ``real`` is the budget live mode spends, kept in ``BUDGET_STATE_PATH`` when
+    that is set; ``dry`` is what dry-run spends instead: an in-memory copy seeded
+    from the real one and never written, so a dry-run is blocked exactly where
+    live mode would be (CONTRACT §5).
+    """
+
+    real: BudgetTracker
+    dry: BudgetTracker
+
+    @classmethod
+    def create(
+        cls,
+        settings: SmokeSettings,
+        store: FileBudgetStore | None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> SmokeBudget:
+        """Loads ``store`` (a corrupt file raises ``BudgetStateError``)."""
+        config = base_config(settings, RemediationAction.CANCEL_ALL)
+        real = BudgetTracker(config=config, store=store, clock=clock)
+        return cls(real=real, dry=real.shadow())
+
+
 def _fake_port(scenario: Scenario, now_ms: int) -> FakePort:
     port = FakePort(mark_prices={SYMBOL: MARK_PRICE}, step_sizes={SYMBOL: STEP_SIZE}, now_ms=now_ms)
     drift_ts = now_ms - DRIFT_AGE_MS
@@ -155,7 +184,7 @@ async def reconcile_once(
     port: ExchangePort,
     *,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int] = wall_clock_ms,
 ) -> RunReport:
     """Snapshot ``port`` and run the real pipeline once with the scenario's config."""
@@ -170,15 +199,13 @@ async def reconcile_once(
     engine = ReconcileEngine(
         config, expected, observed, step_sizes={SYMBOL: step} if step else None
     )
-    budget = BudgetTracker(
-        config=config, store=budget_store if settings.live else None, clock=clock
-    )
     executor = RemediationExecutor(
         config=config,
         port=port,
         armed=settings.env.armed,
         symbol_whitelist=[SYMBOL],
-        budget=budget,
+        budget=budget.real,
+        dry_budget=budget.dry,
         env=settings.env_mapping,
         clock=clock,
     )
@@ -194,14 +221,12 @@ async def run_scenario(
     settings: SmokeSettings,
     *,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int] = wall_clock_ms,
 ) -> ScenarioResult:
     """One scenario on the recording fake port."""
     port = _fake_port(scenario, clock())
-    report = await reconcile_once(
-        scenario, settings, port, audit=audit, budget_store=budget_store, clock=clock
-    )
+    report = await reconcile_once(scenario, settings, port, audit=audit, budget=budget, clock=clock)
     result = ScenarioResult(scenario, report, port_calls=len(port.write_calls))
     check(
         result,
@@ -334,29 +359,24 @@ async def run_smoke(
     """Run the three scenarios, print the runbook's report, return the exit code."""
     env = settings.env
     audit = AuditWriter(env.audit_path) if env.audit_enabled else None
-    budget_store = None
-    if env.budget_state_path is not None:
-        budget_store = FileBudgetStore(env.budget_state_path)
-        budget_store.load()  # a corrupt file stops here, before anything runs
-        warning = stale_warning(env.budget_state_path, clock(), env.budget_state_stale_hours)
+    path = env.budget_state_path
+    budget_store = FileBudgetStore(path) if path is not None else None
+    # Loads the file: a corrupt one stops here, before anything runs.
+    budget = SmokeBudget.create(settings, budget_store, clock)
+    if path is not None:
+        warning = stale_warning(path, clock(), env.budget_state_stale_hours)
         if warning:
             out.write(warning + "\n\n")
-    print_configuration(
-        out, settings, audit, str(env.budget_state_path) if env.budget_state_path else None
-    )
+    print_configuration(out, settings, audit, str(path) if path is not None else None)
     results: list[ScenarioResult] = []
     if settings.venue == "sim":
         from grinder.smoke_sim import run_sim_scenarios
 
-        results = await run_sim_scenarios(
-            settings, audit=audit, budget_store=budget_store, clock=clock
-        )
+        results = await run_sim_scenarios(settings, audit=audit, budget=budget, clock=clock)
     else:
         for scenario in SCENARIOS:
             results.append(
-                await run_scenario(
-                    scenario, settings, audit=audit, budget_store=budget_store, clock=clock
-                )
+                await run_scenario(scenario, settings, audit=audit, budget=budget, clock=clock)
             )
     for result in results:
         print_scenario(out, result)

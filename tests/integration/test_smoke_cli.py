@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,69 @@ def test_live_mode_executes_and_audits_live(tmp_path: Path, run_smoke: RunSmoke)
     state = json.loads(budget.read_text())
     assert state["calls_used_day"] == 3
     assert state["notional_used_day"] == "100.000"
+
+
+def budget_file(path: Path, calls_used_day: int) -> Path:
+    """A budget state file for today (UTC) with ``calls_used_day`` calls spent."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    state = {
+        "schema_version": 1,
+        "day": day,
+        "calls_used_day": calls_used_day,
+        "notional_used_day": "0",
+        "updated_ts_ms": 0,
+    }
+    path.write_text(json.dumps(state))
+    return path
+
+
+def scenario_rows(block: str) -> dict[str, str]:
+    rows = {}
+    for line in block.splitlines()[1:]:
+        key, sep, value = line.strip().partition(":")
+        if sep and key in ("Planned count", "Executed count", "Blocked count", "Block reasons"):
+            rows[key] = value.strip()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("calls_used_day", "passing"),
+    [(100, []), (99, ["order"]), (97, ["order", "position", "mixed"])],
+)
+def test_dry_run_spends_a_copy_of_the_budget_file_and_is_blocked_where_live_is(
+    calls_used_day: int, passing: list[str], tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    dry_file = budget_file(tmp_path / "dry.json", calls_used_day)
+    live_file = budget_file(tmp_path / "live.json", calls_used_day)
+    before = (dry_file.read_bytes(), dry_file.stat().st_mtime_ns)
+    dry = run_smoke(env={"BUDGET_STATE_PATH": str(dry_file)})
+    live = run_smoke(
+        "--confirm", "LIVE_REMEDIATE", env=dict(LIVE_ENV, BUDGET_STATE_PATH=str(live_file))
+    )
+    # The default limit is 100 calls a day; the scenarios share the day's budget.
+    assert (dry_file.read_bytes(), dry_file.stat().st_mtime_ns) == before
+    all_pass = len(passing) == 3
+    assert dry.returncode == live.returncode == (0 if all_pass else 1), dry.stdout + live.stdout
+    for name in ("order", "position", "mixed"):
+        dry_rows = scenario_rows(scenario_block(dry.stdout, name))
+        live_rows = scenario_rows(scenario_block(live.stdout, name))
+        verdict = "PASS" if name in passing else "FAIL"
+        assert f"--- Scenario: {name} [{verdict}] ---" in dry.stdout
+        assert f"--- Scenario: {name} [{verdict}] ---" in live.stdout
+        assert dry_rows["Planned count"] == live_rows["Executed count"]
+        assert dry_rows["Blocked count"] == live_rows["Blocked count"]
+        assert dry_rows.get("Block reasons") == live_rows.get("Block reasons")
+        if name not in passing:
+            assert dry_rows["Block reasons"] == "max_calls_per_day=1"
+    assert json.loads(live_file.read_text())["calls_used_day"] == calls_used_day + len(passing)
+
+
+def test_dry_run_does_not_create_the_budget_file(tmp_path: Path, run_smoke: RunSmoke) -> None:
+    budget = tmp_path / "budget.json"
+    proc = run_smoke(env={"BUDGET_STATE_PATH": str(budget)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
+    assert not budget.exists()
 
 
 @pytest.mark.parametrize(
