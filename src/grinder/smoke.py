@@ -9,7 +9,8 @@ daily budget is the one they share, as consecutive runs of the service do):
 
 Each scenario takes a REST snapshot through the exchange port, runs the real
 ``ReconcileRunner`` once, and checks what it planned or executed. Dry-run (the
-default) must make no exchange write and never writes the budget file, but
+default) must make no exchange write and never writes the budget file (unless
+``--reset-budget-state`` asks to start the day clean, as for the service), but
 spends an in-memory copy of the budget, so it is blocked where live mode would
 be; live mode (``--confirm LIVE_REMEDIATE`` plus the four environment gates)
 must execute and leave the exchange clean.
@@ -28,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, stale_warning
+from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, reset_line, stale_warning
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
@@ -115,6 +116,7 @@ class SmokeSettings:
     env: RuntimeEnv
     env_mapping: Mapping[str, str]
     venue: str = "fake"
+    reset_budget_state: bool = False
 
 
 def base_config(settings: SmokeSettings, action: RemediationAction) -> ReconcileConfig:
@@ -361,10 +363,18 @@ async def run_smoke(
     audit = AuditWriter(env.audit_path) if env.audit_enabled else None
     path = env.budget_state_path
     budget_store = FileBudgetStore(path) if path is not None else None
-    # Loads the file: a corrupt one stops here, before anything runs.
-    budget = SmokeBudget.create(settings, budget_store, clock)
-    if path is not None:
-        warning = stale_warning(path, clock(), env.budget_state_stale_hours)
+    if settings.reset_budget_state:
+        # As the service's flag: the day starts clean, in dry-run too.
+        if budget_store is not None:
+            budget_store.reset()
+        budget = SmokeBudget.create(settings, budget_store, clock)
+        if budget_store is not None:
+            budget_store.save(budget.real.state)
+        out.write(reset_line(path) + "\n\n")
+    else:
+        # Loads the file: a corrupt one stops here, before anything runs.
+        budget = SmokeBudget.create(settings, budget_store, clock)
+        warning = stale_warning(path, clock(), env.budget_state_stale_hours) if path else None
         if warning:
             out.write(warning + "\n\n")
     print_configuration(out, settings, audit, str(path) if path is not None else None)

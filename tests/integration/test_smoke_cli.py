@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,6 +211,51 @@ def test_dry_run_does_not_create_the_budget_file(tmp_path: Path, run_smoke: RunS
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
     assert not budget.exists()
+
+
+def test_stale_budget_warning_names_a_flag_the_smoke_command_accepts(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    budget = budget_file(tmp_path / "budget.json", 100)
+    old = time.time() - 30 * 3600
+    os.utime(budget, (old, old))
+    env = {"BUDGET_STATE_PATH": str(budget)}
+    warned = run_smoke(env=env)
+    assert warned.returncode == 1  # the day's calls are used up
+    lines = warned.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WARNING: Budget state"))
+    assert lines[start + 2] == f"         Path: {budget}"
+    hint = lines[start + 3]
+    assert hint == "         Consider using --reset-budget-state for a clean start."
+    flag = hint.split()[2]
+    reset = run_smoke(flag, env=env)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    out = reset.stdout.splitlines()
+    assert out[:2] == [f"budget_state_reset=1 path={budget}", ""]
+    assert not any(line.startswith("WARNING") for line in out)
+    assert "  ALL SCENARIOS PASSED" in out
+    state = json.loads(budget.read_text())
+    assert (state["day"], state["calls_used_day"]) == (datetime.now(UTC).strftime("%Y-%m-%d"), 0)
+
+
+def test_reset_budget_state_without_a_budget_file_says_the_budget_is_in_memory(
+    run_smoke: RunSmoke,
+) -> None:
+    proc = run_smoke("--reset-budget-state")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first == "budget_state_reset=1 path=- (no BUDGET_STATE_PATH: budget kept in memory)"
+
+
+def test_reset_budget_state_before_live_mode_starts_the_day_clean(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    budget = budget_file(tmp_path / "budget.json", 100)
+    env = dict(LIVE_ENV, BUDGET_STATE_PATH=str(budget))
+    proc = run_smoke("--confirm", "LIVE_REMEDIATE", "--reset-budget-state", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == f"budget_state_reset=1 path={budget}"
+    assert json.loads(budget.read_text())["calls_used_day"] == 3
 
 
 @pytest.mark.parametrize(
