@@ -309,12 +309,13 @@ def print_scenario(out: TextIO, r: ScenarioResult) -> None:
     verdict = "PASS" if r.passed else "FAIL"
     out.write(f"--- Scenario: {r.scenario.name} [{verdict}] ---\n")
     types = ", ".join(sorted({m.type.value for m in rep.mismatches})) or "-"
+    # Runbook 14 shows the first four rows together, in this order.
     rows = [
         ("Mismatches detected", str(len(rep.mismatches))),
-        ("Mismatch types", types),
         ("Expected action", r.scenario.expected_action),
         ("Actual action", r.actual_action),
         ("Port calls", str(r.port_calls)),
+        ("Mismatch types", types),
         ("Planned count", str(rep.planned_count)),
         ("Executed count", str(rep.executed_count)),
         ("Blocked count", str(rep.blocked_count)),

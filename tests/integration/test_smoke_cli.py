@@ -77,8 +77,14 @@ def test_dry_run_prints_runbook_output_and_passes_checklist(
         assert "  Executed count:       0\n" in block
         assert "  Planned count:        1\n" in block
     order = scenario_block(out, "order")
-    assert "  Mismatches detected:  1\n" in order
-    assert "  Expected action:      cancel\n  Actual action:        cancel\n" in order
+    assert order.startswith(
+        "--- Scenario: order [PASS] ---\n"
+        "  Mismatches detected:  1\n"
+        "  Expected action:      cancel\n"
+        "  Actual action:        cancel\n"
+        "  Port calls:           0\n"
+        "  Mismatch types:       ORDER_EXISTS_UNEXPECTED\n"
+    )
     position = scenario_block(out, "position")
     assert "  Actual action:        flatten\n" in position
     mixed = scenario_block(out, "mixed")
