@@ -1,15 +1,26 @@
 """Prometheus metrics of reconciliation and remediation, on a registry passed in.
 
 Every label value the product knows is created at start-up with value 0, so
-"no executions" reads as ``0`` rather than as an absent series.
+"no executions" reads as ``0`` rather than as an absent series. Two gauges
+must not read 0 before the first run: the snapshot age is ``+Inf`` until a
+snapshot exists (0 would read as perfectly fresh; ``+Inf`` is older than any
+threshold, so the stale-snapshot alert still fires when snapshots never
+succeed), and the budget gauges are set from the budget tracker as soon as
+the runner (or the service) is built (0 remaining would read as used up).
 """
 
 from __future__ import annotations
 
+import math
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.labels import ActionLabel, BlockReason, FailReason, SkipReason, TriageOutcome
 from grinder.reconcile.types import MismatchType
+
+NO_SNAPSHOT_AGE_S = math.inf
+"""``grinder_reconcile_last_snapshot_age_seconds`` before the first snapshot."""
 
 
 class ReconcileMetrics:
@@ -21,9 +32,10 @@ class ReconcileMetrics:
         self.runs = Counter("grinder_reconcile_runs", "Reconcile runs completed", registry=r)
         self.last_snapshot_age = Gauge(
             "grinder_reconcile_last_snapshot_age_seconds",
-            "Age of the last REST snapshot of orders and positions",
+            "Age of the last REST snapshot of orders and positions (+Inf: none yet)",
             registry=r,
         )
+        self.last_snapshot_age.set(NO_SNAPSHOT_AGE_S)
         self.mismatch = Counter(
             "grinder_reconcile_mismatch",
             "Mismatch incidents detected, counted once when first detected",
@@ -141,6 +153,15 @@ class ReconcileMetrics:
             self.skipped.labels(reason=s.value)
         for o in TriageOutcome:
             self.triage.labels(outcome=o.value)
+
+    def set_budget(self, budget: BudgetTracker, now_ms: int) -> None:
+        """The four daily-budget gauges, from ``budget`` as of ``now_ms`` (UTC day)."""
+        calls_left = budget.calls_remaining_day(now_ms)  # first: rolls the day over if due
+        notional_left = budget.notional_remaining_day(now_ms)
+        self.budget_calls_used_day.set(budget.state.calls_used_day)
+        self.budget_notional_used_day.set(float(budget.state.notional_used_day))
+        self.budget_calls_remaining_day.set(calls_left)
+        self.budget_notional_remaining_day.set(float(notional_left))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

@@ -23,6 +23,7 @@ from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpd
 from grinder.exchange.metrics import ExchangeMetrics
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
+from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
@@ -45,6 +46,7 @@ class ServiceLoop:
     expected: ExpectedSource | None
     venue: VenueConnection | None
     runner: ReconcileRunner | None
+    metrics: ReconcileMetrics
     smetrics: ServiceMetrics
     xmetrics: ExchangeMetrics
     stop_event: asyncio.Event
@@ -152,6 +154,9 @@ class ServiceLoop:
             self.observed.apply_positions_snapshot(positions, sent, configured)
             self.observed.apply_open_orders_snapshot(orders, sent, scope)
             self.smetrics.snapshots.labels(outcome="ok").inc()
+            age = self.observed.snapshot_age_ms(self.clock())
+            if age is not None:  # runs keep it current; this ends the first "+Inf" at once
+                self.metrics.last_snapshot_age.set(age / 1000)
             if self.venue is not None and not full:
                 # The regular snapshot's cost sets the pace; the rare full one does not.
                 self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
