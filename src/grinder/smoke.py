@@ -1,6 +1,7 @@
 """The end-to-end reconcile -> remediate smoke test (runbook 14).
 
-Three P0 scenarios, each on a fresh exchange and fresh state:
+Three P0 scenarios, each on a fresh exchange and fresh reconcile state (the
+daily budget is the one they share, as consecutive runs of the service do):
 
 * ``order``: an unexpected order of ours -> ``ORDER_EXISTS_UNEXPECTED`` -> cancel;
 * ``position``: an unexpected position -> ``POSITION_NONZERO_UNEXPECTED`` -> flatten;
@@ -8,8 +9,11 @@ Three P0 scenarios, each on a fresh exchange and fresh state:
 
 Each scenario takes a REST snapshot through the exchange port, runs the real
 ``ReconcileRunner`` once, and checks what it planned or executed. Dry-run (the
-default) must make no exchange write; live mode (``--confirm LIVE_REMEDIATE``
-plus the four environment gates) must execute and leave the exchange clean.
+default) must make no exchange write and never writes the budget file (unless
+``--reset-budget-state`` asks to start the day clean, as for the service), but
+spends an in-memory copy of the budget, so it is blocked where live mode would
+be; live mode (``--confirm LIVE_REMEDIATE`` plus the four environment gates)
+must execute and leave the exchange clean.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, stale_warning
+from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, reset_line, stale_warning
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
@@ -112,6 +116,7 @@ class SmokeSettings:
     env: RuntimeEnv
     env_mapping: Mapping[str, str]
     venue: str = "fake"
+    reset_budget_state: bool = False
 
 
 def base_config(settings: SmokeSettings, action: RemediationAction) -> ReconcileConfig:
@@ -122,6 +127,32 @@ def base_config(settings: SmokeSettings, action: RemediationAction) -> Reconcile
         allow_active_remediation=settings.env.allow_active,
         symbol_whitelist=[SYMBOL],
     )
+
+
+@dataclass(slots=True)
+class SmokeBudget:
+    """The daily budget the scenarios share, as consecutive runs of the service do.
+
+    ``real`` is the budget live mode spends, kept in ``BUDGET_STATE_PATH`` when
+    that is set; ``dry`` is what dry-run spends instead: an in-memory copy seeded
+    from the real one and never written, so a dry-run is blocked exactly where
+    live mode would be (CONTRACT §5).
+    """
+
+    real: BudgetTracker
+    dry: BudgetTracker
+
+    @classmethod
+    def create(
+        cls,
+        settings: SmokeSettings,
+        store: FileBudgetStore | None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> SmokeBudget:
+        """Loads ``store`` (a corrupt file raises ``BudgetStateError``)."""
+        config = base_config(settings, RemediationAction.CANCEL_ALL)
+        real = BudgetTracker(config=config, store=store, clock=clock)
+        return cls(real=real, dry=real.shadow())
 
 
 def _fake_port(scenario: Scenario, now_ms: int) -> FakePort:
@@ -155,7 +186,7 @@ async def reconcile_once(
     port: ExchangePort,
     *,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int] = wall_clock_ms,
 ) -> RunReport:
     """Snapshot ``port`` and run the real pipeline once with the scenario's config."""
@@ -170,15 +201,13 @@ async def reconcile_once(
     engine = ReconcileEngine(
         config, expected, observed, step_sizes={SYMBOL: step} if step else None
     )
-    budget = BudgetTracker(
-        config=config, store=budget_store if settings.live else None, clock=clock
-    )
     executor = RemediationExecutor(
         config=config,
         port=port,
         armed=settings.env.armed,
         symbol_whitelist=[SYMBOL],
-        budget=budget,
+        budget=budget.real,
+        dry_budget=budget.dry,
         env=settings.env_mapping,
         clock=clock,
     )
@@ -194,14 +223,12 @@ async def run_scenario(
     settings: SmokeSettings,
     *,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int] = wall_clock_ms,
 ) -> ScenarioResult:
     """One scenario on the recording fake port."""
     port = _fake_port(scenario, clock())
-    report = await reconcile_once(
-        scenario, settings, port, audit=audit, budget_store=budget_store, clock=clock
-    )
+    report = await reconcile_once(scenario, settings, port, audit=audit, budget=budget, clock=clock)
     result = ScenarioResult(scenario, report, port_calls=len(port.write_calls))
     check(
         result,
@@ -282,12 +309,13 @@ def print_scenario(out: TextIO, r: ScenarioResult) -> None:
     verdict = "PASS" if r.passed else "FAIL"
     out.write(f"--- Scenario: {r.scenario.name} [{verdict}] ---\n")
     types = ", ".join(sorted({m.type.value for m in rep.mismatches})) or "-"
+    # Runbook 14 shows the first four rows together, in this order.
     rows = [
         ("Mismatches detected", str(len(rep.mismatches))),
-        ("Mismatch types", types),
         ("Expected action", r.scenario.expected_action),
         ("Actual action", r.actual_action),
         ("Port calls", str(r.port_calls)),
+        ("Mismatch types", types),
         ("Planned count", str(rep.planned_count)),
         ("Executed count", str(rep.executed_count)),
         ("Blocked count", str(rep.blocked_count)),
@@ -334,29 +362,32 @@ async def run_smoke(
     """Run the three scenarios, print the runbook's report, return the exit code."""
     env = settings.env
     audit = AuditWriter(env.audit_path) if env.audit_enabled else None
-    budget_store = None
-    if env.budget_state_path is not None:
-        budget_store = FileBudgetStore(env.budget_state_path)
-        budget_store.load()  # a corrupt file stops here, before anything runs
-        warning = stale_warning(env.budget_state_path, clock(), env.budget_state_stale_hours)
+    path = env.budget_state_path
+    budget_store = FileBudgetStore(path) if path is not None else None
+    if settings.reset_budget_state:
+        # As the service's flag: the day starts clean, in dry-run too.
+        if budget_store is not None:
+            budget_store.reset()
+        budget = SmokeBudget.create(settings, budget_store, clock)
+        if budget_store is not None:
+            budget_store.save(budget.real.state)
+        out.write(reset_line(path) + "\n\n")
+    else:
+        # Loads the file: a corrupt one stops here, before anything runs.
+        budget = SmokeBudget.create(settings, budget_store, clock)
+        warning = stale_warning(path, clock(), env.budget_state_stale_hours) if path else None
         if warning:
             out.write(warning + "\n\n")
-    print_configuration(
-        out, settings, audit, str(env.budget_state_path) if env.budget_state_path else None
-    )
+    print_configuration(out, settings, audit, str(path) if path is not None else None)
     results: list[ScenarioResult] = []
     if settings.venue == "sim":
         from grinder.smoke_sim import run_sim_scenarios
 
-        results = await run_sim_scenarios(
-            settings, audit=audit, budget_store=budget_store, clock=clock
-        )
+        results = await run_sim_scenarios(settings, audit=audit, budget=budget, clock=clock)
     else:
         for scenario in SCENARIOS:
             results.append(
-                await run_scenario(
-                    scenario, settings, audit=audit, budget_store=budget_store, clock=clock
-                )
+                await run_scenario(scenario, settings, audit=audit, budget=budget, clock=clock)
             )
     for result in results:
         print_scenario(out, result)

@@ -21,7 +21,6 @@ from grinder.exchange.binance.rest import BinanceRestClient, Credentials
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.remediation import wall_clock_ms
@@ -32,6 +31,7 @@ from grinder.smoke import (
     SYMBOL,
     Scenario,
     ScenarioResult,
+    SmokeBudget,
     SmokeSettings,
     check,
     reconcile_once,
@@ -74,7 +74,7 @@ async def run_sim_scenarios(
     settings: SmokeSettings,
     *,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int] = wall_clock_ms,
 ) -> list[ScenarioResult]:
     config = SimConfig(seed=14, walk_frozen=True)
@@ -94,7 +94,7 @@ async def run_sim_scenarios(
         await asyncio.sleep(max(defaults.order_grace_ms, defaults.position_grace_ms) / 1000 + 0.2)
         results = []
         for sim, scenario in zip(sims, SCENARIOS, strict=True):
-            results.append(await _run_one(sim, scenario, settings, audit, budget_store, clock))
+            results.append(await _run_one(sim, scenario, settings, audit, budget, clock))
         return results
     finally:
         for sim in sims:
@@ -106,7 +106,7 @@ async def _run_one(
     scenario: Scenario,
     settings: SmokeSettings,
     audit: AuditWriter | None,
-    budget_store: FileBudgetStore | None,
+    budget: SmokeBudget,
     clock: Callable[[], int],
 ) -> ScenarioResult:
     async with (
@@ -117,7 +117,7 @@ async def _run_one(
         await rest.sync_time()
         before = await _write_requests(ctl)
         report = await reconcile_once(
-            scenario, settings, port, audit=audit, budget_store=budget_store, clock=clock
+            scenario, settings, port, audit=audit, budget=budget, clock=clock
         )
         writes = await _write_requests(ctl) - before
         orders = await port.fetch_open_orders()

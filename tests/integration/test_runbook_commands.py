@@ -116,6 +116,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -554,21 +555,7 @@ def promised(block: Block, rig: Rig) -> list[Callable[[str], str | None]]:
         want = rig.substitute(m.group(1))
         checks.append(lambda out, w=want: None if w in out else f"output should include {w!r}")
     if block.expected_output is not None:
-        wanted = [
-            x.rstrip()
-            for x in block.expected_output.splitlines()
-            if x.strip() and x.strip() != "..."
-        ]
-
-        def in_order(out: str, wanted: list[str] = wanted) -> str | None:
-            got = [x.rstrip() for x in out.splitlines()]
-            i = 0
-            for line in got:
-                if i < len(wanted) and line == wanted[i]:
-                    i += 1
-            return None if i == len(wanted) else f"expected output line missing: {wanted[i]!r}"
-
-        checks.append(in_order)
+        checks.append(partial(shown_together, runs_of_lines(block.expected_output)))
     return checks
 
 
@@ -580,6 +567,40 @@ def prints_json(out: str, shown: Any) -> str | None:
         except ValueError:
             continue
     return f"should print the JSON {json.dumps(shown)}"
+
+
+def runs_of_lines(expected: str) -> list[list[str]]:
+    """An expected-output block as the runs of lines the runbook shows together: a ``...``
+    line separates two runs (and stands for any lines); blank lines at a run's ends are
+    dropped, blank lines inside it kept."""
+    runs: list[list[str]] = [[]]
+    for line in expected.splitlines():
+        if line.strip() == "...":
+            runs.append([])
+        else:
+            runs[-1].append(line.rstrip())
+    trimmed = []
+    for run in runs:
+        while run and not run[0]:
+            run.pop(0)
+        while run and not run[-1]:
+            run.pop()
+        if run:
+            trimmed.append(run)
+    return trimmed
+
+
+def shown_together(runs: list[list[str]], out: str) -> str | None:
+    """None when each run appears in ``out`` as consecutive lines, the runs in order."""
+    got = [x.rstrip() for x in out.splitlines()]
+    at = 0
+    for run in runs:
+        n = len(run)
+        start = next((i for i in range(at, len(got) - n + 1) if got[i : i + n] == run), None)
+        if start is None:
+            return f"expected output lines missing, or not together as shown: {run!r}"
+        at = start + n
+    return None
 
 
 # --- python blocks ------------------------------------------------------------------------
@@ -885,6 +906,26 @@ def test_runbook_keeps_every_line_of_the_users_original(name: str) -> None:
         if i < len(seed) and line == seed[i]:
             i += 1
     assert i == len(seed), f"line {i + 1} of the original is missing or moved: {seed[i]!r}"
+
+
+def test_expected_output_lines_shown_together_must_be_printed_together() -> None:
+    (dry_run, _gates) = [
+        b for b in parse(REPO / "docs/runbooks/14_E2E_SMOKE.md") if b.expected_output
+    ]
+    assert dry_run.expected_output is not None
+    runs = runs_of_lines(dry_run.expected_output)
+    assert [
+        "--- Scenario: order [PASS] ---",
+        "  Mismatches detected:  1",
+        "  Expected action:      cancel",
+        "  Actual action:        cancel",
+        "  Port calls:           0",
+    ] in runs
+    assert runs[-1][-3:] == ["  Passed:  3/3", "", "  ALL SCENARIOS PASSED"]
+    shown = "a\nb\nc\n"
+    assert shown_together([["a", "b"], ["c"]], shown) is None
+    assert shown_together([["a", "c"]], shown) is not None  # b comes between
+    assert shown_together([["b"], ["a"]], shown) is not None  # out of order
 
 
 def test_the_harness_finds_the_commands_it_must_run() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ import pytest
 from grinder.cli.control import _call as control_call
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
+from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.types import ExpectedOrder, OrderStatus, Side
@@ -259,6 +260,34 @@ async def test_readyz_and_metrics_endpoint_serve_over_http(make_service: Service
     assert 'grinder_reconcile_mismatch_total{type="ORDER_EXISTS_UNEXPECTED"} 0.0' in text
     assert "grinder_stream_connected 1.0" in text
     assert "grinder_exchange_request_weight_used_1m" in text
+
+
+async def test_snapshot_age_is_real_once_started_and_budget_shows_the_file(
+    tmp_path: Path,
+) -> None:
+    opts = options(tmp_path)
+    store = FileBudgetStore(tmp_path / "budget.json")
+    budget = BudgetTracker(config=opts.reconcile, store=store)
+    budget.reserve(RunBudget(), Decimal(100), budget.clock())  # one call spent today
+    service = ReconcileService(
+        opts,
+        credentials=credentials_for("sim"),
+        budget=budget,
+        audit=None,
+        control_socket=tmp_path / "ctl" / "control.sock",
+        env={},
+    )
+    sample = service.registry.get_sample_value
+    assert sample("grinder_reconcile_last_snapshot_age_seconds") == math.inf
+    assert sample("grinder_reconcile_budget_calls_remaining_day") == 99
+    try:
+        await service.start()  # takes the first snapshot; no run yet
+        assert service.runs == 0
+        age = sample("grinder_reconcile_last_snapshot_age_seconds")
+        assert age is not None
+        assert 0 <= age < 60
+    finally:
+        await service.close()
 
 
 async def test_snapshot_fetches_open_orders_only_for_active_symbols(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +77,14 @@ def test_dry_run_prints_runbook_output_and_passes_checklist(
         assert "  Executed count:       0\n" in block
         assert "  Planned count:        1\n" in block
     order = scenario_block(out, "order")
-    assert "  Mismatches detected:  1\n" in order
-    assert "  Expected action:      cancel\n  Actual action:        cancel\n" in order
+    assert order.startswith(
+        "--- Scenario: order [PASS] ---\n"
+        "  Mismatches detected:  1\n"
+        "  Expected action:      cancel\n"
+        "  Actual action:        cancel\n"
+        "  Port calls:           0\n"
+        "  Mismatch types:       ORDER_EXISTS_UNEXPECTED\n"
+    )
     position = scenario_block(out, "position")
     assert "  Actual action:        flatten\n" in position
     mixed = scenario_block(out, "mixed")
@@ -145,6 +154,114 @@ def test_live_mode_executes_and_audits_live(tmp_path: Path, run_smoke: RunSmoke)
     state = json.loads(budget.read_text())
     assert state["calls_used_day"] == 3
     assert state["notional_used_day"] == "100.000"
+
+
+def budget_file(path: Path, calls_used_day: int) -> Path:
+    """A budget state file for today (UTC) with ``calls_used_day`` calls spent."""
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    state = {
+        "schema_version": 1,
+        "day": day,
+        "calls_used_day": calls_used_day,
+        "notional_used_day": "0",
+        "updated_ts_ms": 0,
+    }
+    path.write_text(json.dumps(state))
+    return path
+
+
+def scenario_rows(block: str) -> dict[str, str]:
+    rows = {}
+    for line in block.splitlines()[1:]:
+        key, sep, value = line.strip().partition(":")
+        if sep and key in ("Planned count", "Executed count", "Blocked count", "Block reasons"):
+            rows[key] = value.strip()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("calls_used_day", "passing"),
+    [(100, []), (99, ["order"]), (97, ["order", "position", "mixed"])],
+)
+def test_dry_run_spends_a_copy_of_the_budget_file_and_is_blocked_where_live_is(
+    calls_used_day: int, passing: list[str], tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    dry_file = budget_file(tmp_path / "dry.json", calls_used_day)
+    live_file = budget_file(tmp_path / "live.json", calls_used_day)
+    before = (dry_file.read_bytes(), dry_file.stat().st_mtime_ns)
+    dry = run_smoke(env={"BUDGET_STATE_PATH": str(dry_file)})
+    live = run_smoke(
+        "--confirm", "LIVE_REMEDIATE", env=dict(LIVE_ENV, BUDGET_STATE_PATH=str(live_file))
+    )
+    # The default limit is 100 calls a day; the scenarios share the day's budget.
+    assert (dry_file.read_bytes(), dry_file.stat().st_mtime_ns) == before
+    all_pass = len(passing) == 3
+    assert dry.returncode == live.returncode == (0 if all_pass else 1), dry.stdout + live.stdout
+    for name in ("order", "position", "mixed"):
+        dry_rows = scenario_rows(scenario_block(dry.stdout, name))
+        live_rows = scenario_rows(scenario_block(live.stdout, name))
+        verdict = "PASS" if name in passing else "FAIL"
+        assert f"--- Scenario: {name} [{verdict}] ---" in dry.stdout
+        assert f"--- Scenario: {name} [{verdict}] ---" in live.stdout
+        assert dry_rows["Planned count"] == live_rows["Executed count"]
+        assert dry_rows["Blocked count"] == live_rows["Blocked count"]
+        assert dry_rows.get("Block reasons") == live_rows.get("Block reasons")
+        if name not in passing:
+            assert dry_rows["Block reasons"] == "max_calls_per_day=1"
+    assert json.loads(live_file.read_text())["calls_used_day"] == calls_used_day + len(passing)
+
+
+def test_dry_run_does_not_create_the_budget_file(tmp_path: Path, run_smoke: RunSmoke) -> None:
+    budget = tmp_path / "budget.json"
+    proc = run_smoke(env={"BUDGET_STATE_PATH": str(budget)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "  ALL SCENARIOS PASSED" in proc.stdout.splitlines()
+    assert not budget.exists()
+
+
+def test_stale_budget_warning_names_a_flag_the_smoke_command_accepts(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    budget = budget_file(tmp_path / "budget.json", 100)
+    old = time.time() - 30 * 3600
+    os.utime(budget, (old, old))
+    env = {"BUDGET_STATE_PATH": str(budget)}
+    warned = run_smoke(env=env)
+    assert warned.returncode == 1  # the day's calls are used up
+    lines = warned.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("WARNING: Budget state"))
+    assert lines[start + 2] == f"         Path: {budget}"
+    hint = lines[start + 3]
+    assert hint == "         Consider using --reset-budget-state for a clean start."
+    flag = hint.split()[2]
+    reset = run_smoke(flag, env=env)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    out = reset.stdout.splitlines()
+    assert out[:2] == [f"budget_state_reset=1 path={budget}", ""]
+    assert not any(line.startswith("WARNING") for line in out)
+    assert "  ALL SCENARIOS PASSED" in out
+    state = json.loads(budget.read_text())
+    assert (state["day"], state["calls_used_day"]) == (datetime.now(UTC).strftime("%Y-%m-%d"), 0)
+
+
+def test_reset_budget_state_without_a_budget_file_says_the_budget_is_in_memory(
+    run_smoke: RunSmoke,
+) -> None:
+    proc = run_smoke("--reset-budget-state")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first == "budget_state_reset=1 path=- (no BUDGET_STATE_PATH: budget kept in memory)"
+
+
+def test_reset_budget_state_before_live_mode_starts_the_day_clean(
+    tmp_path: Path, run_smoke: RunSmoke
+) -> None:
+    budget = budget_file(tmp_path / "budget.json", 100)
+    env = dict(LIVE_ENV, BUDGET_STATE_PATH=str(budget))
+    proc = run_smoke("--confirm", "LIVE_REMEDIATE", "--reset-budget-state", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[0] == f"budget_state_reset=1 path={budget}"
+    assert json.loads(budget.read_text())["calls_used_day"] == 3
 
 
 @pytest.mark.parametrize(

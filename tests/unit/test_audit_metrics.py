@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from decimal import Decimal
 from enum import Enum
@@ -18,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.audit import REDACTED, AuditWriter, encode_record, redact
-from grinder.reconcile.config import ReconcileConfig, RemediationAction
+from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
+from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
 from grinder.reconcile.metrics import RecentCount, ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor
+from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
 from grinder.reconcile.report import Reporter
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import (
@@ -32,6 +34,10 @@ from grinder.reconcile.types import (
     OrderStatus,
     Side,
 )
+from grinder.service.app import ReconcileService
+from grinder.service.artifacts import write_metrics_summary
+from grinder.service.options import ServiceOptions
+from grinder.service.venue import credentials_for
 from grinder.state.expected import MemoryExpectedStore
 from grinder.state.observed import ObservedStore
 
@@ -502,7 +508,7 @@ def contract_series() -> list[tuple[str, dict[str, str]]]:
     return series
 
 
-def test_every_contract_series_is_exposed_from_the_start_at_zero() -> None:
+def test_every_contract_series_is_exposed_from_the_start_at_zero_but_the_snapshot_age() -> None:
     m = ReconcileMetrics(CollectorRegistry())
     got = samples(m)
     missing = [
@@ -516,7 +522,10 @@ def test_every_contract_series_is_exposed_from_the_start_at_zero() -> None:
         for name, labels in contract_series()
         if got[(name, frozenset(labels.items()))] != 0
     }
-    assert nonzero == {}
+    # No snapshot yet: infinitely old, never "fresh" (0), and above the alert's 120 s.
+    assert nonzero == {("grinder_reconcile_last_snapshot_age_seconds", ()): math.inf}
+    text = m.exposition().decode().splitlines()
+    assert "grinder_reconcile_last_snapshot_age_seconds +Inf" in text
 
 
 def test_exposition_text_has_the_runbook_grep_lines() -> None:
@@ -900,6 +909,60 @@ async def test_snapshot_age_gauge_is_set_from_the_observed_snapshots(tmp_path: P
     e.unexpected_order()  # orders snapshot sent 1 s ago, positions 11 s ago
     await e.runner.run_once()
     assert e.value("grinder_reconcile_last_snapshot_age_seconds") == 11
+
+
+async def test_snapshot_age_reads_infinite_until_the_first_snapshot(tmp_path: Path) -> None:
+    e = E2E(tmp_path, dry_run=True)
+    assert e.value("grinder_reconcile_last_snapshot_age_seconds") == math.inf
+    await e.runner.run_once()  # a run before any snapshot
+    assert e.value("grinder_reconcile_last_snapshot_age_seconds") == math.inf
+    e.snapshot()
+    await e.runner.run_once()
+    assert e.value("grinder_reconcile_last_snapshot_age_seconds") == 11
+
+
+def test_budget_gauges_show_the_budget_as_soon_as_the_runner_is_built(tmp_path: Path) -> None:
+    fresh = E2E(tmp_path, dry_run=True)
+    assert fresh.value("grinder_reconcile_budget_calls_remaining_day") == 100
+    assert fresh.value("grinder_reconcile_budget_notional_remaining_day") == 5000
+    assert fresh.value("grinder_reconcile_budget_calls_used_day") == 0
+
+    store = FileBudgetStore(tmp_path / "budget.json")
+    store.save(BudgetState(day=utc_day(NOW), calls_used_day=40, notional_used_day=Decimal(1000)))
+    e = E2E(tmp_path, dry_run=True)
+    e.executor.budget = BudgetTracker(config=e.config, store=store, clock=e.clock)
+    ReconcileRunner(e.engine, e.executor, reporter=e.reporter, clock=e.clock)
+    assert e.value("grinder_reconcile_budget_calls_used_day") == 40
+    assert e.value("grinder_reconcile_budget_calls_remaining_day") == 60
+    assert e.value("grinder_reconcile_budget_notional_used_day") == 1000
+    assert e.value("grinder_reconcile_budget_notional_remaining_day") == 4000
+
+
+def test_the_service_shows_the_budget_file_before_it_starts(tmp_path: Path) -> None:
+    store = FileBudgetStore(tmp_path / "budget.json")
+    day = utc_day(wall_clock_ms())
+    store.save(BudgetState(day=day, calls_used_day=7, notional_used_day=Decimal(250)))
+    opts = ServiceOptions(venue="sim", metrics_port=0, env=RuntimeEnv.from_env({}))
+    service = ReconcileService(
+        opts,
+        credentials=credentials_for("sim"),
+        budget=BudgetTracker(config=opts.reconcile, store=store),
+        audit=None,
+        control_socket=tmp_path / "control.sock",
+        env={},
+    )
+    assert value(service.metrics, "grinder_reconcile_budget_calls_remaining_day") == 93
+    assert value(service.metrics, "grinder_reconcile_budget_notional_remaining_day") == 4750
+    assert value(service.metrics, "grinder_reconcile_last_snapshot_age_seconds") == math.inf
+
+
+def test_metrics_summary_file_stays_json_before_the_first_snapshot(tmp_path: Path) -> None:
+    m = ReconcileMetrics(CollectorRegistry())
+    path = tmp_path / "metrics_summary.json"
+    write_metrics_summary(path, m.registry, {})
+    summary = _strict_loads(path.read_text(encoding="utf-8"))
+    assert summary["metrics"]["grinder_reconcile_last_snapshot_age_seconds"] == "+Inf"
+    assert summary["metrics"]["grinder_reconcile_runs_total"] == 0
 
 
 async def test_dry_run_plan_once_per_incident_then_live_executes_it(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -152,6 +153,18 @@ def test_stage1_fails_when_runs_do_not_move_within_the_interval() -> None:
     assert item.status is Status.FAIL
     assert item.evidence.startswith("grinder_reconcile_runs_total stayed 40 for 3.0 s")
     assert sum(clock.slept) == pytest.approx(3.0)
+
+
+def test_stage1_fails_before_the_first_snapshot() -> None:
+    none_yet = scrape(grinder_reconcile_last_snapshot_age_seconds=math.inf)
+    more = scrape(grinder_reconcile_runs_total=41)
+    result = run_stage(inputs(1, [none_yet, more], status_=status()))
+    snap = by_title(result, "Snapshot age < 120 s")
+    assert snap.status is Status.FAIL
+    assert snap.evidence == (
+        "grinder_reconcile_last_snapshot_age_seconds +Inf (snapshot interval 37 s)"
+        " — no snapshot yet"
+    )
 
 
 def test_stage1_fails_on_stale_snapshot_and_unexpected_mismatches() -> None:

@@ -424,6 +424,22 @@ def test_our_remediation_order_still_open_is_unexpected() -> None:
     assert rig.types(GRACE) == [(MT.ORDER_EXISTS_UNEXPECTED, rid)]
 
 
+async def test_our_orphan_missed_by_one_snapshot_is_detected_once_it_reappears() -> None:
+    rig = Rig()
+    orphan = observed_order(cid(7), at=1000)
+    rig.observed.apply_open_orders_snapshot([replace(orphan)], sent_ts_ms=2000)
+    rig.observed.apply_open_orders_snapshot([], sent_ts_ms=3000)  # the exchange missed it once
+    res = await rig.engine.reconcile(3000 + GRACE, rig.port)
+    assert res.mismatches == []
+    # listed again, unchanged (same exchange update time)
+    rig.observed.apply_open_orders_snapshot([replace(orphan)], sent_ts_ms=4000)
+    res = await rig.engine.reconcile(4000 + GRACE, rig.port)
+    assert [(m.type, m.client_order_id) for m in res.mismatches] == [
+        (MT.ORDER_EXISTS_UNEXPECTED, cid(7))
+    ]
+    assert [m.client_order_id for m in res.new_incidents] == [cid(7)]
+
+
 @pytest.mark.parametrize(
     "foreign_id",
     [
@@ -783,6 +799,24 @@ async def test_triage_found_open_is_no_mismatch_and_observed_adopts_it() -> None
     adopted = rig.observed.get_order(cid(1))
     assert adopted is not None
     assert adopted.seen_ts_ms > 0
+
+
+async def test_triage_found_open_after_a_snapshot_missed_it_is_adopted_once() -> None:
+    rig = Rig()
+    rig.place(cid(1), at=0)
+    listed = observed_order(cid(1), at=1000)
+    rig.observed.apply_open_orders_snapshot([replace(listed)], sent_ts_ms=2000)
+    rig.observed.apply_open_orders_snapshot([], sent_ts_ms=3000)  # missed by this one
+    rig.port.add_order(replace(listed, seen_ts_ms=0))
+    r1 = await rig.engine.reconcile(3000 + GRACE, rig.port)
+    assert r1.triage == Counter({TriageOutcome.FOUND_OPEN: 1})
+    assert r1.mismatches == []
+    assert cid(1) in set(rig.observed.open_order_ids())
+    # adopted: the next cycle agrees without asking the exchange again
+    r2 = await rig.engine.reconcile(4000 + GRACE, rig.port)
+    assert r2.triage == Counter()
+    assert r2.mismatches == []
+    assert query_calls(rig.port) == [cid(1)]
 
 
 async def test_triage_not_found_becomes_missing_only_after_threshold_misses() -> None:

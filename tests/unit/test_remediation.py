@@ -754,6 +754,34 @@ async def test_dry_run_budget_is_tracked_in_memory_and_never_persisted(tmp_path:
     assert rig.port.write_calls == []
 
 
+async def test_dry_run_spends_the_dry_budget_it_is_given() -> None:
+    """Executors given one dry budget share it, as the smoke test's scenarios do."""
+    cfg = config(dry_run=True, max_calls_per_day=2, cooldown_seconds=0)
+    first = Rig(cfg, armed=False, env_value=None)
+    first.seed_day(calls=1)
+    shared = first.budget.shadow()
+    first.executor, second = (
+        RemediationExecutor(
+            config=cfg,
+            port=first.port,
+            symbol_whitelist=["BTCUSDT"],
+            budget=first.budget,
+            dry_budget=shared,
+            clock=first.clock,
+        )
+        for _ in range(2)
+    )
+    first.port.add_order(order(OURS))
+    first.port.add_order(order(OURS_2))
+    assert statuses(await first.run(cancel_routed(OURS))) == [(ResultStatus.PLANNED, None)]
+    ctx = second.begin_run()
+    blocked = await second.execute(cancel_routed(OURS_2), ctx)
+    assert (blocked.status, blocked.reason) == (ResultStatus.BLOCKED, "max_calls_per_day")
+    assert first.executor.dry_budget() is shared
+    assert (shared.state.calls_used_day, first.budget.state.calls_used_day) == (2, 1)
+    assert first.port.write_calls == []
+
+
 async def test_dry_run_plan_is_what_live_would_execute() -> None:
     """The same candidates give PLANNED in dry-run exactly where live gives EXECUTED."""
     cids = [OURS, FOREIGN, OURS_2, OURS_ETH, "grinder_d_BTCUSDT_1_1704067200_3"]

@@ -549,6 +549,91 @@ def test_snapshot_age_is_that_of_the_older_snapshot() -> None:
     assert store.snapshot_age_ms(10_000) == 7000
 
 
+def test_order_missed_by_one_snapshot_is_back_when_a_later_snapshot_lists_it() -> None:
+    store = ObservedStore()
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=2000)
+    assert store.apply_open_orders_snapshot([], sent_ts_ms=3000) == 1
+    # The same row (same exchange update time) in a snapshot sent after the one
+    # that missed it: the exchange has the order.
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=4000)
+    assert set(store.open_order_ids()) == {cid(1)}
+    back = held_order(store, cid(1))
+    assert (back.status, back.update_ts_ms, back.seen_ts_ms) == (OrderStatus.NEW, 1000, 4000)
+    assert store.drain_dirty()[0] == {cid(1)}
+
+
+def test_order_query_sent_after_the_snapshot_that_missed_it_brings_it_back() -> None:
+    store = ObservedStore()
+    store.apply_order(obs(1, ts=1000, seen=1000))
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    assert store.apply_order(obs(1, ts=1000, seen=3500), read_sent_ts_ms=3500) is True
+    assert set(store.open_order_ids()) == {cid(1)}
+
+
+def test_snapshot_sent_before_the_one_that_missed_the_order_does_not_bring_it_back() -> None:
+    store = ObservedStore()
+    store.apply_order(obs(1, ts=1000, seen=1000))
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    # an older snapshot's response, applied late; and one sent at the very same time
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=2500)
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=3000)
+    assert list(store.open_order_ids()) == []
+    assert store.get_order(cid(1)) is None
+
+
+def test_order_ended_by_stream_is_not_reopened_by_a_snapshot_sent_before_the_event() -> None:
+    store = ObservedStore()
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=2000)
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    store.apply_order(obs(1, OrderStatus.CANCELED, ts=3500, seen=3500))
+    # sent after the snapshot that missed it, but before the cancel was learned
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=3200)
+    assert held_order(store, cid(1)).status is OrderStatus.CANCELED
+    assert list(store.open_order_ids()) == []
+    # a terminal order never changes again, whatever a later read says
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=5000)
+    assert held_order(store, cid(1)).status is OrderStatus.CANCELED
+    assert list(store.open_order_ids()) == []
+
+
+def test_later_snapshot_row_older_than_the_last_report_reopens_with_that_report() -> None:
+    store = ObservedStore()
+    store.apply_order(obs(1, OrderStatus.PARTIALLY_FILLED, ts=1500, seen=1500, executed="1"))
+    store.apply_open_orders_snapshot([], sent_ts_ms=2000)
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=3000)
+    back = held_order(store, cid(1))
+    assert (back.status, back.executed_qty, back.update_ts_ms) == (
+        OrderStatus.PARTIALLY_FILLED,
+        D("1"),
+        1500,
+    )
+    assert back.seen_ts_ms == 3000
+    assert set(store.open_order_ids()) == {cid(1)}
+
+
+def test_later_snapshot_row_that_ended_the_vanished_order_is_adopted() -> None:
+    store = ObservedStore()
+    store.apply_order(obs(1, ts=1000, seen=1000))
+    store.apply_open_orders_snapshot([], sent_ts_ms=2000)
+    store.apply_order(obs(1, OrderStatus.EXPIRED, ts=900, seen=3000), read_sent_ts_ms=3000)
+    assert held_order(store, cid(1)).status is OrderStatus.EXPIRED
+    assert list(store.open_order_ids()) == []
+
+
+def test_order_back_from_a_snapshot_goes_again_when_a_later_one_misses_it() -> None:
+    store = ObservedStore(terminal_ttl_ms=TTL)
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=2000)
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    store.apply_open_orders_snapshot([obs(1, ts=1000, seen=0)], sent_ts_ms=4000)
+    assert store.apply_open_orders_snapshot([], sent_ts_ms=5000) == 1
+    # the first disappearance's expiry does not drop the record of the second
+    assert store.evict_expired(3000 + TTL) == 0
+    store.apply_order(obs(1, ts=1000, seen=5100))  # a late duplicate stream event
+    assert list(store.open_order_ids()) == []
+    assert store.evict_expired(5000 + TTL) == 1
+    assert store.apply_open_orders_snapshot([], sent_ts_ms=6000) == 0
+
+
 def test_forget_order_removes_it_everywhere() -> None:
     store = ObservedStore()
     store.apply_order(obs(1))
@@ -715,6 +800,55 @@ def test_duplicated_position_event_after_snapshot_zeroed_it_does_not_resurrect()
     assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
 
 
+def test_position_missed_by_one_snapshot_is_back_when_a_later_snapshot_lists_it() -> None:
+    store = ObservedStore()
+    store.apply_positions_snapshot([pos("0.5", ts=1000, seen=0)], sent_ts_ms=2000)
+    store.apply_positions_snapshot([], sent_ts_ms=3000)
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+    store.drain_dirty()
+    store.apply_positions_snapshot([pos("0.5", ts=1000, seen=0)], sent_ts_ms=4000)
+    back = held_position(store, (BTC, PositionSide.BOTH))
+    assert (back.qty, back.update_ts_ms, back.seen_ts_ms) == (D("0.5"), 1000, 4000)
+    assert back.changed_ts_ms == 1000  # the exchange's own update time
+    assert store.drain_dirty()[1] == {(BTC, PositionSide.BOTH)}
+
+
+def test_position_snapshot_sent_before_the_one_that_zeroed_it_does_not_undo_the_zero() -> None:
+    store = ObservedStore()
+    store.apply_position(pos("0.5", ts=1000, seen=1000))
+    store.apply_positions_snapshot([], sent_ts_ms=3000)
+    store.apply_positions_snapshot([pos("0.5", ts=1000, seen=0)], sent_ts_ms=2500)
+    store.apply_positions_snapshot([pos("0.5", ts=1000, seen=0)], sent_ts_ms=3000)
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+
+
+def test_later_position_row_older_than_a_stream_report_stays_ignored() -> None:
+    store = ObservedStore()
+    store.apply_position(pos("0.5", ts=1000, seen=1000))
+    store.apply_positions_snapshot([], sent_ts_ms=2000)
+    store.apply_positions_snapshot([pos("0.7", ts=900, seen=0)], sent_ts_ms=3000)
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+
+
+def test_stream_report_after_the_zero_outranks_a_later_snapshots_older_row() -> None:
+    store = ObservedStore()
+    store.apply_position(pos("0.5", ts=1000, seen=1000))
+    store.apply_positions_snapshot([], sent_ts_ms=2000)
+    store.apply_position(pos("0", ts=2500, seen=2500))  # the close, reported by the stream
+    store.apply_positions_snapshot([pos("0.5", ts=1000, seen=0)], sent_ts_ms=4000)
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+
+
+def test_duplicated_position_event_after_a_snapshot_zeroed_it_again_does_not_resurrect() -> None:
+    store = ObservedStore()
+    store.apply_positions_snapshot([pos("1", ts=1000, seen=0)], sent_ts_ms=2000)
+    store.apply_positions_snapshot([], sent_ts_ms=3000)
+    store.apply_positions_snapshot([pos("1", ts=1000, seen=0)], sent_ts_ms=4000)
+    store.apply_positions_snapshot([], sent_ts_ms=5000)
+    store.apply_position(pos("1", ts=1000, seen=5100))
+    assert held_position(store, (BTC, PositionSide.BOTH)).qty == D("0")
+
+
 # =============================================================================================
 # Property: event order does not matter
 # =============================================================================================
@@ -792,3 +926,44 @@ def test_property_any_permutation_with_duplicates_ends_in_the_in_order_state(
     assert _state(scrambled) == _state(in_order)
     last = history[-1]
     assert _state(in_order)[:3] == (last.status, last.executed_qty, last.update_ts_ms)
+
+
+# =============================================================================================
+# Property: the latest snapshot decides, late duplicates do not
+# =============================================================================================
+
+
+@st.composite
+def snapshot_histories(draw: st.DrawFn) -> list[tuple[str, int, bool, bool]]:
+    """Steps at rising local times: a snapshot (listing the order and the position or
+    not, the exchange's rows unchanged) or a redelivered copy of the stream events."""
+    steps = []
+    t = 1000
+    for _ in range(draw(st.integers(min_value=1, max_value=12))):
+        t += draw(st.integers(min_value=1, max_value=500))
+        kind = draw(st.sampled_from(["snapshot", "snapshot", "duplicate"]))
+        steps.append((kind, t, draw(st.booleans()), draw(st.booleans())))
+    return steps
+
+
+@given(steps=snapshot_histories())
+def test_property_the_latest_snapshot_decides_and_duplicates_change_nothing(
+    steps: list[tuple[str, int, bool, bool]],
+) -> None:
+    store = ObservedStore()
+    key = (BTC, PositionSide.BOTH)
+    store.apply_order(obs(1, ts=1000, seen=1000))  # NEW, from the stream
+    store.apply_position(pos("0.5", ts=1000, seen=1000))  # ACCOUNT_UPDATE, from the stream
+    order_listed = position_listed = True
+    for kind, t, lists_order, lists_position in steps:
+        if kind == "snapshot":
+            order_rows = [obs(1, ts=1000, seen=0)] if lists_order else []
+            position_rows = [pos("0.5", ts=1000, seen=0)] if lists_position else []
+            store.apply_open_orders_snapshot(order_rows, sent_ts_ms=t)
+            store.apply_positions_snapshot(position_rows, sent_ts_ms=t)
+            order_listed, position_listed = lists_order, lists_position
+        else:
+            store.apply_order(obs(1, ts=1000, seen=t))
+            store.apply_position(pos("0.5", ts=1000, seen=t))
+        assert (cid(1) in set(store.open_order_ids())) is order_listed
+        assert held_position(store, key).qty == (D("0.5") if position_listed else D("0"))

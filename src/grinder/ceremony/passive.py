@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def stage1(
             text += f" (snapshot interval {fmt_number(interval)} s)"
         if age is None:
             return False, text + " — absent"
+        if math.isinf(age):
+            return False, text + " — no snapshot yet"
         if age >= SNAPSHOT_AGE_LIMIT_S:
             return False, text + f" — must be < {SNAPSHOT_AGE_LIMIT_S:g} s"
         return True, text

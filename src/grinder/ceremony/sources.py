@@ -206,6 +206,8 @@ def fmt_number(value: float | None) -> str:
     """Metric values as an operator reads them: 42, not 42.0."""
     if value is None:
         return "absent"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"  # as Prometheus writes it
     if math.isfinite(value) and value == int(value):
         return str(int(value))
     return f"{value:.3f}".rstrip("0").rstrip(".")

@@ -37,8 +37,14 @@ from grinder.smoke import (
     help="Exchange the scenarios run against: fake (the in-memory recording port) or sim "
     "(the bundled simulator, through the real Binance adapter over HTTP).",
 )
+@click.option(
+    "--reset-budget-state",
+    is_flag=True,
+    help="Start with a clean daily budget at BUDGET_STATE_PATH (in dry-run too); prints "
+    "budget_state_reset=1 path=<path>.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the event log lines on stderr.")
-def smoke(confirm: str | None, venue: str, verbose: bool) -> int:
+def smoke(confirm: str | None, venue: str, reset_budget_state: bool, verbose: bool) -> int:
     """Run the three P0 reconcile -> remediate scenarios (dry-run unless confirmed)."""
     if confirm is not None and confirm != CONFIRM_PHRASE:
         raise UsageError(f"--confirm must be {CONFIRM_PHRASE!r} (got {confirm!r})")
@@ -51,5 +57,11 @@ def smoke(confirm: str | None, venue: str, verbose: bool) -> int:
         if not all(c.ok for c in checks):
             print_gate_failure(out, checks)
             return EXIT_FAILED
-    settings = SmokeSettings(live=live, env=env, env_mapping=dict(os.environ), venue=venue)
+    settings = SmokeSettings(
+        live=live,
+        env=env,
+        env_mapping=dict(os.environ),
+        venue=venue,
+        reset_budget_state=reset_budget_state,
+    )
     return asyncio.run(run_smoke(settings, out))

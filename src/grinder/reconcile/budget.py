@@ -289,6 +289,13 @@ class BudgetTracker:
 STALE_HINT = "Consider using --reset-budget-state for a clean start."
 
 
+def reset_line(path: Path | str | None) -> str:
+    """What ``--reset-budget-state`` prints (CONTRACT §6); ``path`` None: no file to reset."""
+    if path is None:
+        return "budget_state_reset=1 path=- (no BUDGET_STATE_PATH: budget kept in memory)"
+    return f"budget_state_reset=1 path={path}"
+
+
 def stale_warning(path: Path, now_ms: int, threshold_hours: float) -> str | None:
     """The warning block of runbook 13 when ``path`` is older than the threshold."""
     try:

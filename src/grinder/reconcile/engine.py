@@ -289,7 +289,9 @@ class ReconcileEngine:
         self._misses.pop(cid, None)
         if found.seen_ts_ms == 0:
             found.seen_ts_ms = now_ms
-        self.observed.apply_order(found)
+        # A query is a read sent at seen_ts_ms: it outranks an older snapshot that
+        # missed the order.
+        self.observed.apply_order(found, read_sent_ts_ms=found.seen_ts_ms)
         current = self.observed.get_order(cid) or found
         if current.status in _OPEN:
             return TriageOutcome.FOUND_OPEN, None

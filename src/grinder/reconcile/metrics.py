@@ -7,16 +7,24 @@ Every label value the product knows is created at start-up with value 0, so
 the last hour, counted by the process itself (``RecentCount``) and evaluated at
 each scrape: runbook 13's "more than 10 plans per hour" without a Prometheus
 server, and without diluting a recent burst over the whole uptime.
+
+Two gauges must not read 0 before the first run: the snapshot age is ``+Inf`` until a
+snapshot exists (0 would read as perfectly fresh; ``+Inf`` is older than any
+threshold, so the stale-snapshot alert still fires when snapshots never
+succeed), and the budget gauges are set from the budget tracker as soon as
+the runner (or the service) is built (0 remaining would read as used up).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.labels import ActionLabel, BlockReason, FailReason, SkipReason, TriageOutcome
 from grinder.reconcile.types import MismatchType
 
@@ -60,6 +68,10 @@ class RecentCount:
             self._buckets.popleft()
 
 
+NO_SNAPSHOT_AGE_S = math.inf
+"""``grinder_reconcile_last_snapshot_age_seconds`` before the first snapshot."""
+
+
 class ReconcileMetrics:
     """The CONTRACT §7 metrics, plus triage, skip, failure and audit counters.
 
@@ -76,9 +88,10 @@ class ReconcileMetrics:
         self.runs = Counter("grinder_reconcile_runs", "Reconcile runs completed", registry=r)
         self.last_snapshot_age = Gauge(
             "grinder_reconcile_last_snapshot_age_seconds",
-            "Age of the last REST snapshot of orders and positions",
+            "Age of the last REST snapshot of orders and positions (+Inf: none yet)",
             registry=r,
         )
+        self.last_snapshot_age.set(NO_SNAPSHOT_AGE_S)
         self.mismatch = Counter(
             "grinder_reconcile_mismatch",
             "Mismatch incidents detected, counted once when first detected",
@@ -227,6 +240,15 @@ class ReconcileMetrics:
         if ts_ms is not None and ts_ms > self._last_remediation_ms:
             self._last_remediation_ms = ts_ms
             self.last_remediation_ts_ms.set(ts_ms)
+
+    def set_budget(self, budget: BudgetTracker, now_ms: int) -> None:
+        """The four daily-budget gauges, from ``budget`` as of ``now_ms`` (UTC day)."""
+        calls_left = budget.calls_remaining_day(now_ms)  # first: rolls the day over if due
+        notional_left = budget.notional_remaining_day(now_ms)
+        self.budget_calls_used_day.set(budget.state.calls_used_day)
+        self.budget_notional_used_day.set(float(budget.state.notional_used_day))
+        self.budget_calls_remaining_day.set(calls_left)
+        self.budget_notional_remaining_day.set(float(notional_left))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""

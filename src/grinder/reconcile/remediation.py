@@ -117,6 +117,7 @@ class RemediationExecutor:
         symbol_whitelist: Iterable[str] | None = None,
         *,
         budget: BudgetTracker | None = None,
+        dry_budget: BudgetTracker | None = None,
         is_leader: Callable[[], bool] | None = None,
         cooldown: CooldownSource | None = None,
         env: Mapping[str, str] | None = None,
@@ -129,7 +130,7 @@ class RemediationExecutor:
         self._whitelist = list(symbol_whitelist) if symbol_whitelist is not None else None
         self.clock = clock
         self.budget = budget if budget is not None else BudgetTracker(config=config, clock=clock)
-        self._dry_budget: BudgetTracker | None = None
+        self._dry_budget = dry_budget
         self.is_leader = is_leader if is_leader is not None else (lambda: True)
         self.cooldown = cooldown
         self.env = env
@@ -164,7 +165,8 @@ class RemediationExecutor:
         return DRY_RUN if self.config.dry_run else LIVE
 
     def dry_budget(self) -> BudgetTracker:
-        """The in-memory budget dry-run spends (seeded from the real one)."""
+        """The in-memory budget dry-run spends: the one given, else a copy of the real
+        one made at first use. It is never persisted."""
         if self._dry_budget is None:
             self._dry_budget = self.budget.shadow()
         return self._dry_budget

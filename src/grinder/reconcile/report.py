@@ -6,13 +6,13 @@ import logging
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from grinder.reconcile.audit import AuditWriter
+from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import LOGGER_NAME, log_event
-from grinder.reconcile.metrics import ReconcileMetrics
+from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
 from grinder.reconcile.remediation import ActionResult, RunContext
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType
@@ -242,8 +242,8 @@ class Reporter:
                 mx.triage.labels(outcome=outcome.value).inc(n)
             mx.foreign_open_orders.set(report.foreign_open_orders)
             mx.ha_is_leader.set(1 if report.is_leader else 0)
-            if snapshot_age_s is not None:
-                mx.last_snapshot_age.set(snapshot_age_s)
+            age = NO_SNAPSHOT_AGE_S if snapshot_age_s is None else snapshot_age_s
+            mx.last_snapshot_age.set(age)
         s = report.summary()
         log_event(
             self.log,
@@ -265,12 +265,6 @@ class Reporter:
         if self.audit is not None:
             self.audit.write(Event.RECONCILE_RUN, s)
 
-    def budget(
-        self, calls_used: int, notional_used: Decimal, calls_left: int, notional_left: Decimal
-    ) -> None:
-        if self.metrics is None:
-            return
-        self.metrics.budget_calls_used_day.set(calls_used)
-        self.metrics.budget_notional_used_day.set(float(notional_used))
-        self.metrics.budget_calls_remaining_day.set(calls_left)
-        self.metrics.budget_notional_remaining_day.set(float(notional_left))
+    def budget(self, budget: BudgetTracker, now_ms: int) -> None:
+        if self.metrics is not None:
+            self.metrics.set_budget(budget, now_ms)

@@ -34,6 +34,8 @@ class ReconcileRunner:
         )
         self.clock = clock or executor.clock
         self._planned: set[tuple[str, str, str]] = set()
+        # The budget gauges read the real budget from the start, not 0 ("used up").
+        self.reporter.budget(executor.budget, self.clock())
 
     async def run_once(self) -> RunReport:
         cfg = self.engine.config
@@ -73,13 +75,7 @@ class ReconcileRunner:
                     self._planned.add(routed.mismatch.key)
         report.mode = self.executor.mode
         report.is_leader = self.executor.is_leader()
-        budget = self.executor.budget
-        self.reporter.budget(
-            budget.state.calls_used_day,
-            budget.state.notional_used_day,
-            budget.calls_remaining_day(now),
-            budget.notional_remaining_day(now),
-        )
+        self.reporter.budget(self.executor.budget, now)
         age = self.engine.observed.snapshot_age_ms(self.clock())
         self.reporter.run(report, snapshot_age_s=None if age is None else age / 1000)
         return report

@@ -96,6 +96,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             audit.on_error = lambda _exc: self.metrics.audit_write_errors.inc()
         self.audit = audit
         self.budget = budget
+        # From the start: the gauges show the budget file's day, not 0 remaining.
+        self.metrics.set_budget(budget, clock())
         self.control_socket = control_socket
         self.gate_env: dict[str, str] = {}
         if src.get(ALLOW_MAINNET) == "1":

@@ -11,6 +11,7 @@ folders older than ``GRINDER_ARTIFACT_TTL_DAYS`` are removed at start-up.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import sys
@@ -116,7 +117,10 @@ def write_metrics_prom(path: Path, registry: CollectorRegistry) -> None:
 
 
 def metrics_summary(registry: CollectorRegistry) -> dict[str, Any]:
-    """Every ``grinder_*`` sample as ``name{labels}`` → value (counters, gauges)."""
+    """Every ``grinder_*`` sample as ``name{labels}`` → value (counters, gauges).
+
+    A value JSON cannot hold (the snapshot age is +Inf before the first snapshot)
+    is the string Prometheus writes for it: ``"+Inf"``, ``"-Inf"``, ``"NaN"``."""
     text = generate_latest(registry).decode()
     out: dict[str, Any] = {}
     for family in text_string_to_metric_families(text):
@@ -125,8 +129,14 @@ def metrics_summary(registry: CollectorRegistry) -> dict[str, Any]:
                 continue
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             key = f"{sample.name}{{{labels}}}" if labels else sample.name
-            out[key] = sample.value
+            out[key] = _json_value(sample.value)
     return out
+
+
+def _json_value(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 
 def write_metrics_summary(path: Path, registry: CollectorRegistry, extra: dict[str, Any]) -> None:

@@ -154,6 +154,9 @@ class ServiceLoop:
             self.observed.apply_positions_snapshot(positions, sent, configured)
             self.observed.apply_open_orders_snapshot(orders, sent, scope)
             self.smetrics.snapshots.labels(outcome="ok").inc()
+            age = self.observed.snapshot_age_ms(self.clock())
+            if age is not None:  # runs keep it current; this ends the first "+Inf" at once
+                self.metrics.last_snapshot_age.set(age / 1000)
             if self.venue is not None and not full:
                 # The regular snapshot's cost sets the pace; the rare full one does not.
                 self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)

@@ -24,6 +24,7 @@ from grinder.reconcile.budget import (
     BudgetStateError,
     BudgetTracker,
     FileBudgetStore,
+    reset_line,
     stale_warning,
 )
 from grinder.reconcile.config import ConfigError
@@ -99,14 +100,14 @@ def prepare_budget(
         return _prepare_shared_budget(opts, tee, now_ms, ha)
     if path is None:
         if opts.reset_budget_state:
-            tee.line("budget_state_reset=1 path=- (no BUDGET_STATE_PATH: budget kept in memory)")
+            tee.line(reset_line(None))
         return BudgetTracker(config=opts.reconcile, clock=wall_clock_ms)
     store = FileBudgetStore(path)
     if opts.reset_budget_state:
         store.reset()
         tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
         store.save(tracker.state)
-        tee.line(f"budget_state_reset=1 path={path}")
+        tee.line(reset_line(path))
         return tracker
     warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
     if warning:
@@ -128,7 +129,7 @@ def _prepare_shared_budget(
         tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
         store.save(tracker.state)
         shown = path if path is not None else store.day_key(tracker.state.day)
-        tee.line(f"budget_state_reset=1 path={shown}")
+        tee.line(reset_line(shown))
         return tracker
     if path is not None:
         warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)

@@ -8,8 +8,14 @@ Rules (CONTRACT §3):
 * Updates never regress an order: a terminal order stays terminal; otherwise an
   update must be newer by (exchange update time, status rank, executed qty).
   Duplicated or reordered stream events are therefore harmless.
+* An order a snapshot showed gone keeps its last known state with that
+  snapshot's request time: a stream event brings it back only as progress (a
+  late duplicate does not), but a REST read (snapshot row, order query) whose
+  request was sent after that snapshot is the exchange's newer word and does --
+  a snapshot can miss an order that is still open.
 * Positions are keyed by (symbol, positionSide). A position absent from an
-  all-symbols position snapshot is flat.
+  all-symbols position snapshot is flat; the same two rules hold for that zero
+  (a late duplicate report cannot undo it, a later snapshot's row can).
 
 Ended orders stay for ``terminal_ttl_ms`` so detection can tell "filled while we
 were not looking" from "missing".
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from grinder.reconcile.types import (
@@ -32,6 +39,24 @@ from grinder.reconcile.types import (
 DEFAULT_TERMINAL_TTL_MS = 3_600_000
 
 
+@dataclass(slots=True)
+class _Vanished:
+    """An open order a snapshot did not list: its last known state, and when that
+    snapshot's request was sent."""
+
+    order: ObservedOrder
+    sent_ts_ms: int
+
+
+@dataclass(slots=True)
+class _Zeroed:
+    """A position a snapshot did not list (so stored as flat): when that snapshot's
+    request was sent, and the exchange update time of the last report before it."""
+
+    sent_ts_ms: int
+    update_ts_ms: int
+
+
 class ObservedStore:
     """The exchange's picture, kept consistent under snapshots and out-of-order events."""
 
@@ -40,9 +65,11 @@ class ObservedStore:
         self._orders: dict[str, ObservedOrder] = {}
         self._open: dict[str, ObservedOrder] = {}
         self._positions: dict[PositionKey, ObservedPosition] = {}
-        # Last known state of orders a snapshot showed gone: a late duplicate of an
-        # old event must not bring them back; only real progress may.
-        self._vanished: dict[str, ObservedOrder] = {}
+        # Orders a snapshot showed gone: a late duplicate of an old event must not
+        # bring them back; real progress may, and so may a later snapshot.
+        self._vanished: dict[str, _Vanished] = {}
+        # Positions a snapshot showed flat, under the same two rules.
+        self._zeroed: dict[PositionKey, _Zeroed] = {}
         self._ended: deque[tuple[int, str]] = deque()
         self._dirty_orders: set[str] = set()
         self._dirty_positions: set[PositionKey] = set()
@@ -83,10 +110,24 @@ class ObservedStore:
 
     # --- orders --------------------------------------------------------------------------
 
-    def apply_order(self, update: ObservedOrder) -> bool:
-        """Apply one order report; returns False when it is stale or a duplicate."""
+    def apply_order(self, update: ObservedOrder, *, read_sent_ts_ms: int | None = None) -> bool:
+        """Apply one order report; returns False when it is stale or a duplicate.
+
+        ``read_sent_ts_ms`` marks a REST read (a snapshot row, an order query) and
+        is the time its request was sent; stream events leave it None. A read sent
+        after the snapshot that showed the order gone brings the order back: the
+        exchange has it (with the more advanced of the read's and the last known
+        state). Anything else must be progress over the last known state.
+        """
         cid = update.client_order_id
-        current = self._orders.get(cid) or self._vanished.get(cid)
+        current = self._orders.get(cid)
+        if current is None and (gone := self._vanished.get(cid)) is not None:
+            if read_sent_ts_ms is None or read_sent_ts_ms <= gone.sent_ts_ms:
+                current = gone.order
+            elif _is_progress(update, gone.order):
+                # The read is older news than a report we had: it proves the order
+                # open, the report says how far it has got.
+                update = replace(gone.order, seen_ts_ms=max(update.seen_ts_ms, read_sent_ts_ms))
         if current is not None and not _is_progress(current, update):
             return False
         self._vanished.pop(cid, None)
@@ -116,7 +157,7 @@ class ObservedStore:
             present.add(order.client_order_id)
             if order.seen_ts_ms < sent_ts_ms:
                 order.seen_ts_ms = sent_ts_ms
-            self.apply_order(order)
+            self.apply_order(order, read_sent_ts_ms=sent_ts_ms)
         gone = [
             o
             for cid, o in self._open.items()
@@ -128,7 +169,7 @@ class ObservedStore:
             cid = order.client_order_id
             del self._open[cid]
             del self._orders[cid]
-            self._vanished[cid] = order
+            self._vanished[cid] = _Vanished(order, sent_ts_ms)
             self._ended.append((sent_ts_ms, cid))
             self._dirty_orders.add(cid)
         self.last_order_snapshot_ms = max(self.last_order_snapshot_ms or 0, sent_ts_ms)
@@ -148,18 +189,30 @@ class ObservedStore:
             if order is not None and order.status.is_terminal and order.seen_ts_ms == seen:
                 del self._orders[cid]
                 evicted += 1
-            elif cid in self._vanished and cid not in self._orders:
-                del self._vanished[cid]
-                evicted += 1
+            elif order is None:
+                gone = self._vanished.get(cid)
+                if gone is not None and gone.sent_ts_ms == seen:
+                    del self._vanished[cid]
+                    evicted += 1
         return evicted
 
     # --- positions -----------------------------------------------------------------------
 
-    def apply_position(self, update: ObservedPosition) -> bool:
-        """Apply one position report (stream or snapshot row); stale reports are ignored."""
-        current = self._positions.get(update.key)
-        if current is not None and update.update_ts_ms < current.update_ts_ms:
+    def apply_position(
+        self, update: ObservedPosition, *, read_sent_ts_ms: int | None = None
+    ) -> bool:
+        """Apply one position report; stale reports are ignored.
+
+        ``read_sent_ts_ms`` marks a snapshot row and is the time its request was
+        sent; stream reports leave it None. The zero a snapshot inferred outranks
+        every report up to the last one before it, except a row of a snapshot sent
+        later: that one is judged against the last real report only.
+        """
+        key = update.key
+        current = self._positions.get(key)
+        if current is not None and update.update_ts_ms < self._bar(current, read_sent_ts_ms):
             return False
+        self._zeroed.pop(key, None)
         if current is None or current.qty != update.qty:
             # The change happened on the exchange at its update time when known.
             update.changed_ts_ms = update.update_ts_ms or update.seen_ts_ms
@@ -168,6 +221,14 @@ class ObservedStore:
             update.changed_ts_ms = current.changed_ts_ms
         self._positions[update.key] = update
         return True
+
+    def _bar(self, current: ObservedPosition, read_sent_ts_ms: int | None) -> int:
+        """The exchange update time a report must reach to replace ``current``."""
+        zeroed = self._zeroed.get(current.key)
+        if zeroed is None or read_sent_ts_ms is None or read_sent_ts_ms <= zeroed.sent_ts_ms:
+            return current.update_ts_ms
+        # A read sent after the snapshot that zeroed it answers to real reports only.
+        return zeroed.update_ts_ms
 
     def apply_positions_snapshot(
         self,
@@ -182,13 +243,14 @@ class ObservedStore:
             present.add(pos.key)
             if pos.seen_ts_ms < sent_ts_ms:
                 pos.seen_ts_ms = sent_ts_ms
-            self.apply_position(pos)
+            self.apply_position(pos, read_sent_ts_ms=sent_ts_ms)
         for key, pos in list(self._positions.items()):
             if key in present or (scope is not None and pos.symbol not in scope):
                 continue
             if pos.seen_ts_ms <= sent_ts_ms and pos.qty != ZERO:
                 # The snapshot proves a change after the last known update: the zero
-                # outranks every report at or before it (a late duplicate included).
+                # outranks every report at or before it (a late duplicate included),
+                # until a snapshot sent later lists the position again.
                 self.apply_position(
                     ObservedPosition(
                         symbol=pos.symbol,
@@ -199,6 +261,7 @@ class ObservedStore:
                         seen_ts_ms=sent_ts_ms,
                     )
                 )
+                self._zeroed[key] = _Zeroed(sent_ts_ms, pos.update_ts_ms)
         self.last_position_snapshot_ms = max(self.last_position_snapshot_ms or 0, sent_ts_ms)
 
     def mark_price(self, symbol: str) -> Decimal | None:
