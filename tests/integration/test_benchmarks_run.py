@@ -1,4 +1,4 @@
-"""The snapshot and service benchmarks run end to end in their quickest modes.
+"""Every benchmark runs end to end in its quickest mode, with the flag the README names.
 
 Each runs once as a subprocess (``python -m benchmarks.NAME``): it must exit 0
 and print its title and table header. Figures are not checked: benchmarks
@@ -15,6 +15,24 @@ import pytest
 @pytest.mark.parametrize(
     ("module", "flag", "expected"),
     [
+        pytest.param(
+            "bench_detection",
+            "--quick",
+            ("detection pass: ReconcileEngine.detect", "orders", "ms/pass", "10,000 orders"),
+            id="detection",
+        ),
+        pytest.param(
+            "bench_stream",
+            "--quick",
+            ("user-data events: parse_user_event", "events:        20,000", "best of 1:", "rate:"),
+            id="stream",
+        ),
+        pytest.param(
+            "bench_expected_store",
+            "--quick",
+            ("SqliteExpectedStore, 10,000 orders", "refresh(), nothing changed"),
+            id="expected_store",
+        ),
         pytest.param(
             "bench_snapshot",
             "--quick",

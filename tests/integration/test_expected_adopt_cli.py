@@ -79,3 +79,16 @@ def test_adopt_sim_without_url_is_a_usage_error(tmp_path: Path, adopt: Adopt) ->
     proc = adopt("--expected-db", str(tmp_path / "x.db"), "--yes")
     assert proc.returncode == 2
     assert "--venue-url" in proc.stderr
+
+
+def test_adopt_into_a_file_that_is_not_an_expected_state_database_is_exit_2(
+    tmp_path: Path, adopt: Adopt
+) -> None:
+    foreign = tmp_path / "passwd"
+    foreign.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    proc = adopt("--expected-db", str(foreign), "--venue-url", "http://127.0.0.1:9", "--yes")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"grinder: error: --expected-db: expected-state database {foreign}")
+    assert foreign.read_text() == "root:x:0:0:root:/root:/bin/bash\n"

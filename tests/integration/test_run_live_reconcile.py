@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -149,10 +150,17 @@ def test_stale_budget_file_prints_the_runbook_warning(tmp_path: Path, run: Run) 
 def test_corrupt_budget_file_is_exit_2_and_left_untouched(tmp_path: Path, run: Run) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text('{"schema_version": 1, "day": ')
-    proc = run("--duration", "1", BUDGET_STATE_PATH=str(budget))
+    artifacts = tmp_path / "artifacts"
+    proc = run(
+        "--duration", "1", BUDGET_STATE_PATH=str(budget), GRINDER_ARTIFACTS_DIR=str(artifacts)
+    )
     assert proc.returncode == 2
-    assert str(budget) in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"run_live_reconcile: error: BUDGET_STATE_PATH: {budget}: ")
     assert budget.read_text() == '{"schema_version": 1, "day": '
+    # found before the run starts: no run directory, like any other bad input
+    assert not artifacts.exists()
 
 
 def test_real_venue_without_credentials_is_exit_2_naming_the_variable(run: Run) -> None:
@@ -166,16 +174,186 @@ def test_real_venue_without_credentials_is_exit_2_naming_the_variable(run: Run) 
 def test_bad_flag_and_bad_env_are_exit_2_with_one_line(tmp_path: Path, run: Run) -> None:
     for args, env, needle in (
         (("--duration", "-5"), {}, "--duration"),
+        (("--duration", "inf"), {}, "--duration"),
+        (("--duration", "nan"), {}, "--duration"),
+        (("--duration", "1e306"), {}, "--duration"),
         (("--venue", "moon"), {}, "--venue"),
         ((), {"GRINDER_VENUE": "moon"}, "GRINDER_VENUE"),
+        ((), {"GRINDER_VENUE": ""}, "GRINDER_VENUE"),
+        ((), {"GRINDER_REDIS_URL": ""}, "GRINDER_REDIS_URL"),
+        ((), {"GRINDER_ARTIFACT_TTL_DAYS": "inf"}, "GRINDER_ARTIFACT_TTL_DAYS"),
         ((), {"ARMED": "yes"}, "ARMED"),
         (("--config", str(tmp_path / "missing.toml")), {}, "missing.toml"),
+        (("--log-file", ""), {}, "--log-file"),
     ):
         proc = run(*args, **env)
         assert proc.returncode == 2, (args, env, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, proc.stderr
         assert needle in lines[0]
+
+
+def test_unusable_paths_are_exit_2_with_one_line_naming_flag_and_path(
+    tmp_path: Path, run: Run
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a folder")
+    foreign = tmp_path / "passwd"
+    foreign.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    long_socket = tmp_path / ("s" * 120) / "control.sock"
+    budget = tmp_path / "budget.json"
+    budget.write_text(
+        json.dumps(
+            {
+                "schema_version": 1,
+                "day": "2024-01-14",
+                "calls_used_day": 3,
+                "notional_used_day": "0",
+                "updated_ts_ms": 1,
+            }
+        )
+    )
+    before = budget.read_text()
+    artifacts = tmp_path / "artifacts"
+    cases: list[tuple[tuple[str, ...], dict[str, str], str, Path]] = [
+        (("--log-file", str(blocker / "x.log")), {}, "--log-file", blocker / "x.log"),
+        (
+            ("--expected-db", str(tmp_path / "nope" / "x.db")),
+            {},
+            "--expected-db",
+            tmp_path / "nope",
+        ),
+        (("--expected-db", str(foreign)), {}, "--expected-db", foreign),
+        (
+            (),
+            {"GRINDER_EXPECTED_DB": str(tmp_path / "no" / "dir" / "x.db")},
+            "GRINDER_EXPECTED_DB",
+            tmp_path / "no" / "dir",
+        ),
+        (("--control-socket", str(long_socket)), {}, "--control-socket", long_socket),
+        (("--control-socket", str(foreign)), {}, "--control-socket", foreign),
+        (
+            ("--metrics-out", str(tmp_path / "nope" / "m.prom")),
+            {},
+            "--metrics-out",
+            tmp_path / "nope",
+        ),
+        (("--audit-out", str(blocker / "a.jsonl")), {}, "--audit-out", blocker),
+        ((), {"BUDGET_STATE_PATH": str(blocker / "b.json")}, "BUDGET_STATE_PATH", blocker),
+        ((), {"GRINDER_ARTIFACTS_DIR": str(blocker)}, "GRINDER_ARTIFACTS_DIR", blocker),
+    ]
+    for args, env, where, path in cases:
+        env = {"GRINDER_ARTIFACTS_DIR": str(artifacts), "BUDGET_STATE_PATH": str(budget), **env}
+        proc = run("--duration", "1", *args, **env)
+        assert proc.returncode == 2, (args, env, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith(f"run_live_reconcile: error: {where}: "), lines[0]
+        assert str(path) in lines[0], lines[0]
+        # nothing lost, nothing half-written
+        assert not artifacts.exists(), (args, env)
+        assert budget.read_text() == before
+        assert foreign.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+        assert blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["budget.json", "file.txt", "passwd"]
+
+
+@pytest.mark.parametrize(
+    ("module", "prog"),
+    [("scripts.run_live_reconcile", "run_live_reconcile"), ("grinder.cli", "grinder")],
+)
+def test_error_after_start_is_one_line_on_stderr_and_recorded_in_the_run_dir(
+    tmp_path: Path, cli: Any, env_for: EnvFor, module: str, prog: str
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    log_file = tmp_path / "log" / "app.log"
+    command = ["reconcile"] if prog == "grinder" else []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = cli.run(
+            module,
+            *command,
+            "--metrics-port",
+            str(port),
+            "--log-file",
+            str(log_file),
+            "--duration",
+            "5",
+            env=env_for(GRINDER_ARTIFACTS_DIR=str(artifacts)),
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "error" in line]
+    expected = f"{prog}: error: --metrics-port: cannot listen on 127.0.0.1:{port} ("
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(expected), errors
+    assert "SERVICE_FATAL" not in proc.stderr
+    assert "SERVICE_FATAL exit_code=2 error=--metrics-port: cannot listen" in log_file.read_text()
+    stdout_log = (latest_run_dir(artifacts) / "stdout.log").read_text().splitlines()
+    assert stdout_log[-2].startswith("error: --metrics-port: cannot listen on")
+    assert stdout_log[-1] == "exit_code=2"
+    assert proc.stdout.rstrip().endswith("exit_code=2")
+
+
+def test_a_metrics_host_that_cannot_be_bound_is_named_as_such(run: Run) -> None:
+    proc = run("--metrics-host", "no-such-host.invalid", "--duration", "5")
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, proc.stderr
+    assert errors[0].startswith(
+        "run_live_reconcile: error: --metrics-host: cannot listen on no-such-host.invalid:0 ("
+    )
+
+
+def test_a_failed_artifact_write_keeps_the_others_and_exits_1_naming_the_file(
+    tmp_path: Path, env_for: EnvFor
+) -> None:
+    artifacts = tmp_path / "artifacts"
+    budget = tmp_path / "budget.json"
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [
+            "python3",
+            "-m",
+            "scripts.run_live_reconcile",
+            "--metrics-port",
+            "0",
+            "--metrics-out",
+            str(out / "m.prom"),
+        ],
+        cwd=tmp_path,
+        env=env_for(GRINDER_ARTIFACTS_DIR=str(artifacts), BUDGET_STATE_PATH=str(budget)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if line.startswith("ready:") or time.monotonic() > deadline:
+            break
+    out.rmdir()
+    out.write_text("the folder of --metrics-out became a file during the run")
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    errors = [line for line in err.splitlines() if "error" in line.lower()]
+    assert errors == [
+        f"run_live_reconcile: error: cannot write --metrics-out {out / 'm.prom'} "
+        f"(File exists: {out})"
+    ], err
+    # every other file is still written, the budget file above all
+    assert json.loads(budget.read_text())["schema_version"] == 1
+    run_dir = latest_run_dir(artifacts)
+    assert (run_dir / "budget_state.json").is_file()
+    assert json.loads((run_dir / "metrics_summary.json").read_text())["exit_code"] == 1
+    stdout_log = (run_dir / "stdout.log").read_text()
+    assert f"  NOT written:       --metrics-out {out / 'm.prom'}" in stdout_log
+    assert stdout_log.rstrip().endswith("exit_code=1")
+    assert rest.rstrip().endswith("exit_code=1")
 
 
 def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path, env_for: EnvFor) -> None:

@@ -25,7 +25,7 @@ from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.identity import generate_client_order_id
-from grinder.reconcile.types import ExpectedOrder, OrderStatus, Side
+from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Side
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for
@@ -258,6 +258,9 @@ async def test_readyz_and_metrics_endpoint_serve_over_http(make_service: Service
         async with session.get(f"{base}/metrics") as resp:
             text = await resp.text()
     assert 'grinder_reconcile_mismatch_total{type="ORDER_EXISTS_UNEXPECTED"} 0.0' in text
+    for kind in MismatchType:  # before the first incident, at 0
+        line = f'grinder_reconcile_detection_latency_seconds_count{{type="{kind.value}"}} 0.0'
+        assert line in text
     assert "grinder_stream_connected 1.0" in text
     assert "grinder_exchange_request_weight_used_1m" in text
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.exchange.fake import FakePort
@@ -36,6 +36,7 @@ from grinder.reconcile.types import (
 )
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import write_metrics_summary
+from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
 from grinder.service.venue import credentials_for
 from grinder.state.expected import MemoryExpectedStore
@@ -619,6 +620,15 @@ def test_two_registries_do_not_interfere() -> None:
     assert value(a, "grinder_reconcile_runs_total") == 3
     assert value(b, "grinder_reconcile_action_planned_total", action="cancel_all") == 0
     assert value(b, "grinder_reconcile_runs_total") == 0
+
+
+def test_detection_latency_has_a_series_per_mismatch_type_from_the_start() -> None:
+    registry = CollectorRegistry()
+    ServiceMetrics(registry)
+    text = generate_latest(registry).decode()
+    for kind in MismatchType:
+        line = f'grinder_reconcile_detection_latency_seconds_count{{type="{kind.value}"}} 0.0'
+        assert line in text
 
 
 # --- ReconcileRunner end to end ---------------------------------------------------------------

@@ -24,7 +24,13 @@ from grinder.ceremony.sources import fetch_scrape
 from grinder.ceremony.stages import run_stage
 from grinder.cli.control import call, socket_option, socket_path_of
 from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
-from grinder.cli.options import file_option, metrics_url_of, metrics_url_option, url_option
+from grinder.cli.options import (
+    Seconds,
+    file_option,
+    metrics_url_of,
+    metrics_url_option,
+    url_option,
+)
 from grinder.reconcile.config import env_path
 from grinder.service.options import load_config_file
 
@@ -72,7 +78,7 @@ def ceremony() -> None:
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0),
+    type=Seconds(allow_zero=True),
     default=15.0,
     show_default=True,
     metavar="SECONDS",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from grinder.cli.options import Seconds
 from grinder.demo import DemoOptions, run_demo
 
 
@@ -40,7 +41,7 @@ from grinder.demo import DemoOptions, run_demo
 @click.option(
     "--hold",
     "hold_s",
-    type=click.FloatRange(min=0),
+    type=Seconds(allow_zero=True),
     default=None,
     metavar="SECONDS",
     help="With --ceremony: stop after SECONDS [default: until SIGINT/SIGTERM].",

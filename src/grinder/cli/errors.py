@@ -24,6 +24,17 @@ class UsageError(click.UsageError):
     """Bad input found by a command's own validation (exit 2)."""
 
 
+class CommandFailed(Exception):
+    """A failure the command has already recorded (its artifacts and exit code written).
+
+    ``run_command`` prints the message as the one error line and exits with ``exit_code``.
+    """
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name: str) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -33,6 +44,9 @@ def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name
     except click.Abort:
         print(f"{prog_name}: aborted", file=sys.stderr)
         return 130
+    except CommandFailed as exc:
+        print(f"{prog_name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except click.ClickException as exc:
         print(f"{prog_name}: error: {exc.format_message()}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,6 +21,7 @@ from grinder.cli.options import file_option, url_option
 from grinder.ha.connection import RedisConnection
 from grinder.reconcile.remediation import wall_clock_ms
 from grinder.service.options import VENUES, ServiceOptions, resolve
+from grinder.service.preflight import check_expected_db
 from grinder.service.venue import check_venue, connect_venue
 from grinder.state.adopt import AdoptReport, adopt_baseline
 from grinder.state.expected import MemoryExpectedStore
@@ -78,6 +79,8 @@ def adopt(
             "--expected-db (or GRINDER_EXPECTED_DB) or --redis-url (or GRINDER_REDIS_URL) "
             "is required"
         )
+    if opts.expected_db is not None:
+        check_expected_db(opts.expected_db, opts.expected_db_where)
     if opts.venue == "sim" and opts.venue_url is None:
         raise UsageError("--venue sim needs --venue-url of a running simulator (grinder sim serve)")
     credentials = check_venue(opts, os.environ)

@@ -1,7 +1,9 @@
-"""Options several commands share: an optional FILE, an optional URL, the service's /metrics."""
+"""Options several commands share: an optional FILE, an optional URL, the service's /metrics,
+a number of seconds."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +19,44 @@ def file_option(*decls: str, help: str | None = None) -> Callable[[F], F]:
     return click.option(
         *decls, type=click.Path(dir_okay=False), default=None, metavar="FILE", help=help
     )
+
+
+MAX_SECONDS = 1e9
+"""Upper bound of a SECONDS option (about 31 years), so no deadline overflows a clock."""
+
+
+class Seconds(click.ParamType[float, Any]):
+    """A finite number of seconds: > 0 (or >= 0 with ``allow_zero``), at most ``MAX_SECONDS``.
+
+    ``click.FloatRange`` lets ``inf`` and ``nan`` through (``float()`` accepts them).
+    """
+
+    name = "seconds"
+
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            number = math.nan if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        low = ">= 0" if self.allow_zero else "> 0"
+        if (
+            not math.isfinite(number)
+            or number > MAX_SECONDS
+            or number < 0
+            or (number == 0 and not self.allow_zero)
+        ):
+            self.fail(
+                f"expected a finite number of seconds {low} and <= {MAX_SECONDS:.0f}, "
+                f"got {value!r}.",
+                param,
+                ctx,
+            )
+        return number
 
 
 def url_option(*decls: str, help: str | None = None) -> Callable[[F], F]:

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from grinder.cli.options import file_option, url_option
+from grinder.cli.options import Seconds, file_option, url_option
 from grinder.service.main import run_service
 from grinder.service.options import VENUES, resolve
 
@@ -14,7 +14,7 @@ from grinder.service.options import VENUES, resolve
 @click.command("reconcile")
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(),
     default=None,
     metavar="SECONDS",
     help="Stop after this many seconds (default: run until SIGINT/SIGTERM).",

@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
 from grinder.ha.elector import ElectorTimings
 
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+MAX_SECONDS = 1e9
+"""Upper bound of every number of seconds here, so no timing overflows a millisecond clock."""
+PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
+NonNegFloat = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 
 
 class HaConfig(BaseModel):

@@ -162,6 +162,18 @@ def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: flo
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
+def env_text(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value; unset is None; set but empty (or blank) is a ``ConfigError``."""
+    raw = env.get(name)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ConfigError(
+            f"{name}: expected a value, got an empty value (unset it for the default)"
+        )
+    return raw
+
+
 def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
     raw = env.get(name)
     if raw is None:

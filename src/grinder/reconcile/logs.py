@@ -1,7 +1,9 @@
 """Event log lines: ``EVENT key=value ...``, one per event, greppable by name and id.
 
 Lines go to stderr and, when configured, to a file. A filter masks secrets in
-every record, whatever logger produced it.
+every record, whatever logger produced it. A record logged with ``extra=FILE_ONLY``
+goes to the file only: a fatal error the command reports on stderr in its own one
+line is not repeated there.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from grinder.reconcile.audit import redact
 
 LOGGER_NAME = "grinder"
+FILE_ONLY = {"file_only": True}
+"""``extra=`` of a record for the log file only (see the module docstring)."""
 
 
 def _fmt_value(value: Any) -> str:
@@ -59,6 +63,10 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
 class _UtcFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         t = time.gmtime(record.created)
@@ -83,6 +91,7 @@ def configure_logging(
     console = logging.StreamHandler(stream if stream is not None else sys.stderr)
     console.setFormatter(formatter)
     console.addFilter(redactor)
+    console.addFilter(_not_file_only)
     logger.addHandler(console)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -46,9 +46,9 @@ from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
-from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, prepare_socket_dir
+from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, start_control_site
 from grinder.service.ha import ServiceHa
-from grinder.service.httpd import build_metrics_app, start_site, start_unix_site
+from grinder.service.httpd import build_metrics_app, listen_error, start_site
 from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
@@ -200,18 +200,13 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         try:
             runner, bound = await start_site(app, self.opts.metrics_host, self.opts.metrics_port)
         except OSError as exc:
-            raise ConfigError(
-                f"--metrics-port: cannot listen on {self.opts.metrics_host}:"
-                f"{self.opts.metrics_port} ({exc.strerror})"
-            ) from None
+            raise listen_error(exc, self.opts.metrics_host, self.opts.metrics_port) from None
         self._sites.append(runner)
         self.metrics_url = f"http://{self.opts.metrics_host}:{bound}/metrics"
         if self.control_socket is not None and self.controls is not None:
-            prepare_socket_dir(self.control_socket)
-            control = await start_unix_site(
-                build_control_app(self.controls), str(self.control_socket)
+            control = await start_control_site(
+                build_control_app(self.controls), self.control_socket
             )
-            os.chmod(self.control_socket, 0o600)
             self._sites.append(control)
 
     async def close(self) -> None:

@@ -77,7 +77,10 @@ def clean_old_days(root: Path, ttl_days: float, today: date) -> list[Path]:
     """Remove ``<YYYY-MM-DD>`` folders older than the TTL; other entries are left alone."""
     if not root.is_dir():
         return []
-    cutoff = today - timedelta(days=ttl_days)
+    try:
+        cutoff = today - timedelta(days=ttl_days)
+    except OverflowError:  # a TTL longer than the calendar: nothing is that old
+        return []
     removed: list[Path] = []
     for entry in sorted(root.iterdir()):
         try:
@@ -102,6 +105,12 @@ class Tee:
     def line(self, text: str = "") -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+        if self._file is not None:
+            self._file.write(text + "\n")
+            self._file.flush()
+
+    def record(self, text: str) -> None:
+        """A line for ``stdout.log`` only (what stderr already shows, such as the error)."""
         if self._file is not None:
             self._file.write(text + "\n")
             self._file.flush()

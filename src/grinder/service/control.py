@@ -41,6 +41,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from grinder.reconcile.config import ConfigError, ReconcileConfig
+from grinder.service.httpd import start_unix_site
 
 ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]{0,31}$")
@@ -51,6 +52,50 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
     runtime = src.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "grinder" if runtime else Path(f"/tmp/grinder-{os.getuid()}")
     return base / "control.sock"
+
+
+MAX_SOCKET_PATH = 107
+"""Longest Unix socket path, in bytes (Linux: ``sun_path`` holds 108 with the final NUL)."""
+
+
+def check_socket_path(path: Path, where: str = "--control-socket") -> None:
+    """What can be known of a socket path before binding it (``ConfigError`` naming ``where``)."""
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        raise ConfigError(
+            f"{where}: {path} is too long for a Unix socket ({size} bytes, at most "
+            f"{MAX_SOCKET_PATH})"
+        )
+    try:
+        if path.is_symlink() or path.exists():
+            if not stat.S_ISSOCK(path.lstat().st_mode):
+                raise ConfigError(f"{where}: {path} exists and is not a socket")
+            return
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{where}: cannot create {path}: {folder} is not a folder")
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot use {path} ({exc.strerror})") from None
+
+
+async def start_control_site(
+    app: web.Application, path: Path, where: str = "--control-socket"
+) -> web.AppRunner:
+    """Serve ``app`` on the Unix socket ``path`` (0600, in a 0700 folder)."""
+    check_socket_path(path, where)
+    try:
+        prepare_socket_dir(path)
+        runner = await start_unix_site(app, str(path))
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot listen on {path} ({exc.strerror or exc})") from None
+    try:
+        os.chmod(path, 0o600)
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner
 
 
 def prepare_socket_dir(path: Path) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from grinder.reconcile.config import ConfigError
 
 
 def build_metrics_app(
@@ -66,3 +71,17 @@ async def start_unix_site(app: web.Application, path: str) -> web.AppRunner:
         await runner.cleanup()
         raise
     return runner
+
+
+PORT_ERRORS = frozenset({errno.EADDRINUSE, errno.EACCES, errno.EPERM})
+"""Bind errors that are the port's fault (taken, or privileged); the others are the host's."""
+
+
+def listen_error(exc: OSError, host: str, port: int) -> ConfigError:
+    """A failed bind of the metrics endpoint as an error naming the flag at fault."""
+    flag = "--metrics-port" if exc.errno in PORT_ERRORS else "--metrics-host"
+    if isinstance(exc, socket.gaierror) or not exc.errno:
+        reason = exc.strerror or str(exc)
+    else:
+        reason = os.strerror(exc.errno)  # asyncio wraps the bind error in a longer message
+    return ConfigError(f"{flag}: cannot listen on {host}:{port} ({reason})")

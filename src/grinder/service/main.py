@@ -1,8 +1,11 @@
 """Running the service from the command line: files, budget, artifacts, exit codes.
 
 Exit codes: 0 after a normal stop (duration over, SIGINT, SIGTERM); 1 after a
-fatal error (one line on stderr; artifacts still written); 2 for bad usage,
-configuration, credentials or a corrupt budget file, before anything starts.
+fatal error, or when a file of the run's end could not be written (one line on
+stderr; every other artifact still written); 2 for bad usage, configuration,
+credentials, an unusable path or a corrupt budget file, found before the run
+starts -- or, for a metrics port or control socket that cannot be bound, when
+the service starts (then recorded in the run directory like a fatal error).
 """
 
 from __future__ import annotations
@@ -10,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from grinder import fileio
+from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
 from grinder.ha.connection import mask_url
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
@@ -28,10 +32,13 @@ from grinder.reconcile.budget import (
     stale_warning,
 )
 from grinder.reconcile.config import ConfigError
-from grinder.reconcile.logs import configure_logging
+from grinder.reconcile.logs import FILE_ONLY, configure_logging
 from grinder.reconcile.remediation import wall_clock_ms
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import (
+    BUDGET_STATE,
+    METRICS_PROM,
+    METRICS_SUMMARY,
     RunDir,
     Tee,
     clean_old_days,
@@ -40,6 +47,7 @@ from grinder.service.artifacts import (
 )
 from grinder.service.control import default_socket_path
 from grinder.service.options import ServiceOptions
+from grinder.service.preflight import check_inputs, check_outputs
 from grinder.service.venue import check_venue
 
 log = logging.getLogger("grinder.service")
@@ -92,75 +100,110 @@ def _ha_label(opts: ServiceOptions) -> str:
     )
 
 
+@dataclass(frozen=True)
+class LoadedBudget:
+    tracker: BudgetTracker | None
+    """As stored; None with ``--reset-budget-state``."""
+    stale_warning: str | None
+
+
+def load_budget(opts: ServiceOptions, now_ms: int, ha: HaRuntime | None = None) -> LoadedBudget:
+    """Read the budget state, changing nothing: a corrupt or unreadable one is
+    ``BudgetStateError`` (exit 2) before anything starts. ``--reset-budget-state`` reads nothing
+    (the reset itself is done by ``prepare_budget``)."""
+    if opts.reset_budget_state:
+        return LoadedBudget(None, None)
+    path = opts.env.budget_state_path
+    try:
+        warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours) if path else None
+        if ha is None:
+            store = FileBudgetStore(path) if path is not None else None
+            tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
+    except BudgetStateError as exc:
+        raise BudgetStateError(f"BUDGET_STATE_PATH: {exc}") from None
+    if ha is not None:  # the shared budget in Redis (BUDGET_STATE_PATH is its local copy)
+        tracker = BudgetTracker(config=opts.reconcile, store=ha.budget_store, clock=wall_clock_ms)
+    return LoadedBudget(tracker, warning)
+
+
 def prepare_budget(
-    opts: ServiceOptions, tee: Tee, now_ms: int, ha: HaRuntime | None = None
+    opts: ServiceOptions,
+    tee: Tee,
+    now_ms: int,
+    ha: HaRuntime | None = None,
+    loaded: LoadedBudget | None = None,
 ) -> BudgetTracker:
+    """The budget the service runs with: ``loaded`` (read by ``load_budget`` when not given),
+    with its staleness warning printed, or a fresh one written with ``--reset-budget-state``."""
+    if loaded is None:
+        loaded = load_budget(opts, now_ms, ha)
+    if loaded.tracker is not None:
+        if loaded.stale_warning:
+            for line in loaded.stale_warning.splitlines():
+                tee.line(line)
+        return loaded.tracker
     path = opts.env.budget_state_path
     if ha is not None:
-        return _prepare_shared_budget(opts, tee, now_ms, ha)
-    if path is None:
-        if opts.reset_budget_state:
-            tee.line(reset_line(None))
-        return BudgetTracker(config=opts.reconcile, clock=wall_clock_ms)
-    store = FileBudgetStore(path)
-    if opts.reset_budget_state:
-        store.reset()
-        tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
-        store.save(tracker.state)
-        tee.line(reset_line(path))
-        return tracker
-    warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
-    if warning:
-        for line in warning.splitlines():
-            tee.line(line)
-    return BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
-
-
-def _prepare_shared_budget(
-    opts: ServiceOptions, tee: Tee, now_ms: int, ha: HaRuntime
-) -> BudgetTracker:
-    """HA: the daily budget lives in Redis; ``BUDGET_STATE_PATH``, when set, is a local copy."""
-    store = ha.budget_store
-    path = opts.env.budget_state_path
-    if opts.reset_budget_state:
-        store.reset(now_ms)  # BudgetStateError (exit 2) when Redis cannot be reached
-        if store.mirror is not None:
-            store.mirror.reset()
-        tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
-        store.save(tracker.state)
-        shown = path if path is not None else store.day_key(tracker.state.day)
+        shared = ha.budget_store
+        shared.reset(now_ms)  # BudgetStateError (exit 2) when Redis cannot be reached
+        if shared.mirror is not None:
+            shared.mirror.reset()
+        tracker = BudgetTracker(config=opts.reconcile, store=shared, clock=wall_clock_ms)
+        shared.save(tracker.state)
+        shown = path if path is not None else shared.day_key(tracker.state.day)
         tee.line(reset_line(shown))
         return tracker
-    if path is not None:
-        warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours)
-        if warning:
-            for line in warning.splitlines():
-                tee.line(line)
-    return BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
+    if path is None:
+        tee.line(reset_line(None))
+        return BudgetTracker(config=opts.reconcile, clock=wall_clock_ms)
+    store = FileBudgetStore(path)
+    store.reset()
+    tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
+    store.save(tracker.state)
+    tee.line(reset_line(path))
+    return tracker
 
 
 def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> int:
-    """Run until stopped; returns the exit code. ConfigError/BudgetStateError propagate."""
+    """Run until stopped; returns the exit code (0: stopped normally).
+
+    Bad input is found first (``grinder.service.preflight``, the budget file):
+    ``ConfigError`` / ``BudgetStateError`` propagate (exit 2) before the run directory
+    is created and before any file is written (at most the folders of the log file,
+    ``BUDGET_STATE_PATH`` and ``GRINDER_AUDIT_PATH`` have been created, and the log file
+    opened). From then on the run directory's ``stdout.log`` always ends with
+    ``exit_code=N``; a failure is recorded there (a fatal one in the log file too, as
+    ``SERVICE_FATAL``) before it is raised (``CommandFailed``, or the error itself) for
+    ``run_command`` to report in one line on stderr.
+    """
     src = os.environ if env is None else env
     credentials = check_venue(opts, src)
+    control = opts.control_socket or default_socket_path(src)
+    check_inputs(opts, control, src)
+    ha = (
+        HaRuntime(opts.ha, budget_mirror=opts.env.budget_state_path)
+        if opts.ha is not None
+        else None
+    )
+    loaded = load_budget(opts, wall_clock_ms(), ha)
+    try:
+        configure_logging(log_file=opts.log_file)
+    except OSError as exc:
+        raise ConfigError(
+            f"--log-file: cannot open {opts.log_file} for appending ({exc.strerror or exc})"
+        ) from None
+    check_outputs(opts)
     now = datetime.now(UTC)
     run_dir = None
     if opts.artifacts_dir is not None:
         clean_old_days(opts.artifacts_dir, opts.artifact_ttl_days, now.date())
         run_dir = RunDir.create(opts.artifacts_dir, now)
-    configure_logging(log_file=opts.log_file)
     tee = Tee(run_dir.stdout_log if run_dir else None)
     try:
         print_configuration(tee, opts, run_dir)
-        ha = (
-            HaRuntime(opts.ha, budget_mirror=opts.env.budget_state_path)
-            if opts.ha is not None
-            else None
-        )
-        budget = prepare_budget(opts, tee, wall_clock_ms(), ha)
+        budget = prepare_budget(opts, tee, wall_clock_ms(), ha, loaded)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
-        control = opts.control_socket or default_socket_path(src)
         service = ReconcileService(
             opts,
             credentials=credentials,
@@ -170,15 +213,44 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             env=src,
             ha=ha,
         )
-        code, error = asyncio.run(_serve(service, tee))
-        _write_artifacts(service, opts, run_dir, code, tee)
-        if error is not None:
-            log.error("SERVICE_FATAL error=%s", error)
-            print(f"grinder reconcile: error: {error}", file=sys.stderr)
-        tee.line(f"exit_code={code}")
-        return code
-    finally:
+        code, fatal = asyncio.run(_serve(service, tee))
+        failed = _write_artifacts(service, opts, run_dir, code, tee)
+    except BaseException as exc:
+        if isinstance(exc, ConfigError | BudgetStateError):
+            code, text = EXIT_USAGE, str(exc)  # as run_command reports them
+        else:
+            code = 130 if isinstance(exc, KeyboardInterrupt) else EXIT_FAILED
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _record_end(tee, code, text, fatal=True)
         tee.close()
+        raise
+    code = exit_code_after(code, failed)
+    error = fatal
+    if failed:
+        text = "cannot write " + "; ".join(failed)
+        error = text if fatal is None else f"{fatal}; also {text}"
+    if fatal is not None:
+        log.error("SERVICE_FATAL exit_code=%d error=%s", code, fatal, extra=FILE_ONLY)
+    _record_end(tee, code, error, fatal=False)
+    tee.close()
+    if error is not None:
+        raise CommandFailed(error, code)
+    return code
+
+
+def exit_code_after(code: int, failed_writes: list[str]) -> int:
+    """A run whose artifacts could not all be written did not succeed: 1 (unless worse)."""
+    return EXIT_FAILED if failed_writes and code == 0 else code
+
+
+def _record_end(tee: Tee, code: int, error: str | None, *, fatal: bool) -> None:
+    """The run's end in ``stdout.log`` (and, when ``fatal``, in the log file as
+    ``SERVICE_FATAL``); stderr gets the error in one line from ``run_command``."""
+    if error is not None:
+        if fatal:
+            log.error("SERVICE_FATAL exit_code=%d error=%s", code, error, extra=FILE_ONLY)
+        tee.record(f"error: {error}")
+    tee.line(f"exit_code={code}")
 
 
 async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
@@ -191,11 +263,20 @@ async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
         await service.run_until_stopped()
         return 0, None
     except (ConfigError, BudgetStateError) as exc:
-        return 2, str(exc)
+        return EXIT_USAGE, str(exc)
     except Exception as exc:
-        return 1, " ".join(f"{type(exc).__name__}: {exc}".split())
+        return EXIT_FAILED, " ".join(f"{type(exc).__name__}: {exc}".split())
     finally:
         await service.close()
+
+
+def _reason(exc: Exception, path: Path | None) -> str:
+    """Why a write failed, naming the file at fault when it is not ``path`` itself."""
+    if not isinstance(exc, OSError) or not exc.strerror:
+        return str(exc)
+    if exc.filename is not None and (path is None or Path(exc.filename) != path):
+        return f"{exc.strerror}: {exc.filename}"
+    return exc.strerror
 
 
 def _write_artifacts(
@@ -204,29 +285,61 @@ def _write_artifacts(
     run_dir: RunDir | None,
     code: int,
     tee: Tee,
-) -> None:
+) -> list[str]:
+    """Write every file of the run's end, each on its own, the budget file first; returns
+    the ones that failed (``what path (reason)``), each also logged as ``ARTIFACT_WRITE_FAILED``.
+    """
     report = service.last_report
-    summary = {
-        "exit_code": code,
-        "runs": service.runs,
-        "venue": opts.venue,
-        "mode": "dry_run" if opts.reconcile.dry_run else "live",
-        "last_run": report.summary() if report else None,
-    }
-    metrics_out = opts.metrics_out or (run_dir.metrics_prom if run_dir else None)
     written: list[Path] = []
-    try:
-        if metrics_out is not None:
-            write_metrics_prom(metrics_out, service.registry)
-            written.append(metrics_out)
-        if service.budget.store is not None:
-            service.budget.store.save(service.budget.state)
-        if run_dir is not None:
-            write_metrics_summary(run_dir.metrics_summary, service.registry, summary)
-            fileio.write_json_atomic(run_dir.budget_state, service.budget.state.to_json())
-            written += [run_dir.metrics_summary, run_dir.budget_state]
-    except (OSError, BudgetStateError) as exc:
-        log.error("ARTIFACT_WRITE_FAILED error=%s", exc)
+    failed: list[str] = []
+
+    def attempt(what: str, path: Path | None, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except (OSError, BudgetStateError) as exc:
+            reason = _reason(exc, path)
+            shown = what if path is None or str(path) in reason else f"{what} {path}"
+            failed.append(f"{shown} ({reason})")
+            log.error(
+                "ARTIFACT_WRITE_FAILED file=%s path=%s error=%s",
+                what,
+                path if path is not None else "-",
+                " ".join(reason.split()),
+                extra=FILE_ONLY,
+            )
+        else:
+            if path is not None:
+                written.append(path)
+
+    store = service.budget.store
+    if store is not None:
+        if isinstance(store, FileBudgetStore):
+            what, budget_path = "BUDGET_STATE_PATH", store.path
+        else:
+            what, budget_path = "the shared budget state", None
+        attempt(what, budget_path, lambda: store.save(service.budget.state))
+    metrics_out = opts.metrics_out or (run_dir.metrics_prom if run_dir else None)
+    if metrics_out is not None:
+        what = "--metrics-out" if opts.metrics_out is not None else METRICS_PROM
+        attempt(what, metrics_out, lambda: write_metrics_prom(metrics_out, service.registry))
+    if run_dir is not None:
+        attempt(
+            BUDGET_STATE,
+            run_dir.budget_state,
+            lambda: fileio.write_json_atomic(run_dir.budget_state, service.budget.state.to_json()),
+        )
+        summary = {
+            "exit_code": exit_code_after(code, failed),
+            "runs": service.runs,
+            "venue": opts.venue,
+            "mode": "dry_run" if opts.reconcile.dry_run else "live",
+            "last_run": report.summary() if report else None,
+        }
+        attempt(
+            METRICS_SUMMARY,
+            run_dir.metrics_summary,
+            lambda: write_metrics_summary(run_dir.metrics_summary, service.registry, summary),
+        )
     tee.line(RULE)
     tee.line("  SUMMARY")
     tee.line(RULE)
@@ -236,3 +349,6 @@ def _write_artifacts(
     tee.line(f"  budget calls used: {service.budget.state.calls_used_day}")
     for path in written:
         tee.line(f"  wrote:             {path}")
+    for text in failed:
+        tee.line(f"  NOT written:       {text}")
+    return failed

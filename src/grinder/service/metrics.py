@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
+from grinder.reconcile.types import MismatchType
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -66,6 +67,8 @@ class ServiceMetrics:
         self.whitelist_size = Gauge(
             "grinder_reconcile_symbol_whitelist_size", "Symbols in the whitelist", registry=r
         )
+        for kind in MismatchType:
+            self.detection_latency.labels(type=kind.value)
         for outcome in ("ok", "error"):
             self.snapshots.labels(outcome=outcome)
         for source in ("control", "sighup"):

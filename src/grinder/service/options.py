@@ -14,6 +14,7 @@ this instance, ``--redis-namespace`` / ``GRINDER_REDIS_NAMESPACE`` overrides
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -31,13 +32,16 @@ from grinder.reconcile.config import (
     RuntimeEnv,
     env_float,
     env_path,
+    env_text,
 )
 
 Venue = Literal["sim", "testnet", "mainnet"]
 VENUES: tuple[Venue, ...] = ("sim", "testnet", "mainnet")
 DEFAULT_ARTIFACT_TTL_DAYS = 14.0
 
-PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+MAX_FLOAT = 1e9
+"""Upper bound of the file's numbers of seconds (and rates): no interval overflows a clock."""
+PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -131,6 +135,8 @@ class ServiceOptions:
     audit_out: Path | None = None
     metrics_out: Path | None = None
     expected_db: Path | None = None
+    expected_db_where: str = "--expected-db"
+    """Where ``expected_db`` came from (the flag or ``GRINDER_EXPECTED_DB``), for messages."""
     control_socket: Path | None = None
     artifacts_dir: Path | None = None
     artifact_ttl_days: float = DEFAULT_ARTIFACT_TTL_DAYS
@@ -160,8 +166,10 @@ def resolve(
 ) -> ServiceOptions:
     """Combine flags, environment and config file into ``ServiceOptions``."""
     src = os.environ if env is None else env
+    _refuse_empty_flags(flags)
     runtime = RuntimeEnv.from_env(src)
-    venue_raw = flags.get("venue") or src.get("GRINDER_VENUE") or "sim"
+    venue_env = src.get("GRINDER_VENUE")  # set but empty is not "unset": it is refused below
+    venue_raw = flags.get("venue") or ("sim" if venue_env is None else venue_env)
     if venue_raw not in VENUES:
         where = "--venue" if flags.get("venue") else "GRINDER_VENUE"
         raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
@@ -176,11 +184,15 @@ def resolve(
         reconcile.allow_active_remediation = runtime.allow_active
     armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
     expected_db = flags.get("expected_db") or env_path(src, "GRINDER_EXPECTED_DB", None)
+    expected_db_where = "--expected-db" if flags.get("expected_db") else "GRINDER_EXPECTED_DB"
     artifacts = env_path(src, "GRINDER_ARTIFACTS_DIR", None)
     ttl_days = env_float(src, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS)
     duration = flags.get("duration")
-    if duration is not None and duration <= 0:
-        raise ConfigError(f"--duration: expected seconds > 0, got {duration}")
+    if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_FLOAT):
+        raise ConfigError(
+            f"--duration: expected a finite number of seconds > 0 and <= {MAX_FLOAT:.0f}, "
+            f"got {duration}"
+        )
     ha = _ha_settings(flags, src, file_cfg.ha)
     return ServiceOptions(
         venue=venue_raw,
@@ -194,6 +206,7 @@ def resolve(
         audit_out=_path(flags.get("audit_out")),
         metrics_out=_path(flags.get("metrics_out")),
         expected_db=Path(expected_db) if expected_db else None,
+        expected_db_where=expected_db_where,
         control_socket=_path(flags.get("control_socket")),
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,
@@ -213,10 +226,10 @@ def _ha_settings(
     url = flags.get("redis_url")
     where = "--redis-url"
     if not url:
-        url = src.get("GRINDER_REDIS_URL")
+        url = env_text(src, "GRINDER_REDIS_URL")
         where = "GRINDER_REDIS_URL"
-    instance = flags.get("instance_id") or src.get("GRINDER_INSTANCE_ID")
-    namespace = flags.get("redis_namespace") or src.get("GRINDER_REDIS_NAMESPACE")
+    instance = flags.get("instance_id") or env_text(src, "GRINDER_INSTANCE_ID")
+    namespace = flags.get("redis_namespace") or env_text(src, "GRINDER_REDIS_NAMESPACE")
     if not url:
         if flags.get("instance_id") or flags.get("redis_namespace"):
             raise ConfigError("--instance-id/--redis-namespace: need --redis-url (HA on Redis)")
@@ -242,3 +255,10 @@ def _ha_settings(
 
 def _path(value: Any) -> Path | None:
     return Path(value) if value else None
+
+
+def _refuse_empty_flags(flags: Mapping[str, Any]) -> None:
+    """A flag given an empty value (``--log-file ""``) is an error, never its default."""
+    for name, value in flags.items():
+        if isinstance(value, str) and not value.strip():
+            raise ConfigError(f"--{name.replace('_', '-')}: expected a value, got {value!r}")

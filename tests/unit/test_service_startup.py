@@ -1,0 +1,192 @@
+"""What the service checks before it starts: seconds, bounds, empty values, paths."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from datetime import date
+from pathlib import Path
+
+import click
+import pytest
+
+from grinder.cli.errors import EXIT_USAGE, run_command
+from grinder.cli.main import cli
+from grinder.cli.options import MAX_SECONDS, Seconds
+from grinder.reconcile.config import ConfigError
+from grinder.service.artifacts import clean_old_days
+from grinder.service.control import MAX_SOCKET_PATH, check_socket_path
+from grinder.service.httpd import listen_error
+from grinder.service.options import load_config_file, resolve
+from grinder.service.preflight import check_expected_db, check_output_file
+from grinder.state.sqlite import SqliteExpectedStore
+
+# --- numbers of seconds ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "NaN", "1e306", "1e9000", "x", "-5", "0"])
+def test_seconds_refuses_what_is_not_a_finite_positive_number(text: str) -> None:
+    with pytest.raises(click.BadParameter, match="finite number of seconds > 0"):
+        Seconds().convert(text, None, None)
+
+
+def test_seconds_accepts_finite_values_up_to_the_bound_and_zero_when_allowed() -> None:
+    assert Seconds().convert("0.5", None, None) == 0.5
+    assert Seconds().convert(str(MAX_SECONDS), None, None) == MAX_SECONDS
+    assert Seconds(allow_zero=True).convert("0", None, None) == 0.0
+    with pytest.raises(click.BadParameter, match=">= 0"):
+        Seconds(allow_zero=True).convert("nan", None, None)
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["reconcile", "--duration", "inf"], "--duration"),
+        (["reconcile", "--duration", "nan"], "--duration"),
+        (["demo", "--ceremony", "--hold", "inf"], "--hold"),
+        (["ceremony", "check", "--stage", "1", "--interval", "nan"], "--interval"),
+    ],
+)
+def test_every_seconds_option_refuses_inf_and_nan_with_one_line(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_command(cli, argv, prog_name="grinder") == EXIT_USAGE
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"grinder: error: Invalid value for '{flag}'")
+
+
+def test_duration_out_of_range_is_refused_by_resolve_too() -> None:
+    for value in (float("inf"), float("nan"), 0.0, 2 * MAX_SECONDS):
+        with pytest.raises(ConfigError, match="--duration"):
+            resolve({"duration": value}, {})
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [
+        ("service", "full_pass_interval_s"),
+        ("service", "max_snapshot_interval_s"),
+        ("service", "stream_keepalive_s"),
+        ("ha", "lease_ttl_s"),
+        ("ha", "recovery_s"),
+    ],
+)
+def test_config_file_seconds_are_bounded_so_no_clock_overflows(
+    tmp_path: Path, table: str, field: str
+) -> None:
+    path = tmp_path / "grinder.toml"
+    path.write_text(f"[{table}]\n{field} = 1e306\n")
+    with pytest.raises(ConfigError, match=f"{table}\\].*{field}"):
+        load_config_file(path)
+
+
+def test_artifact_ttl_longer_than_the_calendar_removes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "2020-01-01").mkdir()
+    assert clean_old_days(tmp_path, 1e300, date(2026, 1, 1)) == []
+    assert clean_old_days(tmp_path, 1, date(2026, 1, 1)) == [tmp_path / "2020-01-01"]
+
+
+# --- empty values ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["GRINDER_VENUE", "GRINDER_REDIS_URL", "GRINDER_INSTANCE_ID", "GRINDER_REDIS_NAMESPACE"],
+)
+@pytest.mark.parametrize("raw", ["", "  "])
+def test_an_empty_variable_is_refused_naming_it(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: "):
+        resolve({}, {name: raw})
+
+
+@pytest.mark.parametrize(
+    "flag", ["config", "log_file", "metrics_host", "redis_url", "control_socket", "expected_db"]
+)
+def test_an_empty_flag_is_refused_naming_it(flag: str) -> None:
+    with pytest.raises(ConfigError, match=f"^--{flag.replace('_', '-')}: expected a value"):
+        resolve({flag: ""}, {})
+
+
+def test_expected_db_remembers_whether_the_flag_or_the_variable_named_it() -> None:
+    assert resolve({"expected_db": "a.db"}, {}).expected_db_where == "--expected-db"
+    opts = resolve({}, {"GRINDER_EXPECTED_DB": "b.db"})
+    assert (opts.expected_db, opts.expected_db_where) == (Path("b.db"), "GRINDER_EXPECTED_DB")
+
+
+# --- paths -----------------------------------------------------------------------------------
+
+
+def test_an_output_folder_that_is_missing_is_an_error_unless_it_may_be_created(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "missing" / "m.prom"
+    with pytest.raises(ConfigError, match=f"^--metrics-out: folder {target.parent} of {target}"):
+        check_output_file(target, "--metrics-out", create_folder=False)
+    assert not target.parent.exists()
+    check_output_file(target, "BUDGET_STATE_PATH", create_folder=True)
+    assert target.parent.is_dir()
+    assert list(target.parent.iterdir()) == []  # the write probe leaves nothing behind
+
+
+def test_an_output_path_under_a_file_or_onto_a_folder_is_an_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match=r"^--audit-out: .* is not a folder"):
+        check_output_file(blocker / "a.jsonl", "--audit-out", create_folder=False)
+    with pytest.raises(ConfigError, match=r"^BUDGET_STATE_PATH: cannot create folder"):
+        check_output_file(blocker / "sub" / "b.json", "BUDGET_STATE_PATH", create_folder=True)
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        check_output_file(tmp_path, "--metrics-out", create_folder=False)
+
+
+def test_a_foreign_file_as_expected_db_is_an_error_and_left_untouched(tmp_path: Path) -> None:
+    foreign = tmp_path / "passwd"
+    foreign.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(ConfigError, match=r"^GRINDER_EXPECTED_DB: .*not a SQLite database"):
+        check_expected_db(foreign, "GRINDER_EXPECTED_DB")
+    assert foreign.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["passwd"]
+
+
+def test_expected_db_checks_create_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^--expected-db: folder .* does not exist"):
+        check_expected_db(tmp_path / "nope" / "x.db", "--expected-db")
+    check_expected_db(tmp_path / "new.db", "--expected-db")  # the service creates it later
+    assert list(tmp_path.iterdir()) == []
+    SqliteExpectedStore(tmp_path / "real.db").close()
+    check_expected_db(tmp_path / "real.db", "--expected-db")
+
+
+def test_a_socket_path_too_long_for_unix_sockets_is_an_error(tmp_path: Path) -> None:
+    base = str(tmp_path / "s")
+    ok = Path(base + "x" * (MAX_SOCKET_PATH - len(base)))
+    check_socket_path(ok)
+    too_long = Path(str(ok) + "x")
+    with pytest.raises(ConfigError, match=f"^--control-socket: {too_long} is too long"):
+        check_socket_path(too_long)
+    with pytest.raises(ConfigError, match=r"^XDG_RUNTIME_DIR: "):
+        check_socket_path(too_long, "XDG_RUNTIME_DIR")
+
+
+def test_a_socket_path_that_is_a_file_or_under_one_is_an_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="exists and is not a socket"):
+        check_socket_path(blocker)
+    with pytest.raises(ConfigError, match="is not a folder"):
+        check_socket_path(blocker / "sub" / "control.sock")
+
+
+@pytest.mark.parametrize(
+    ("exc", "flag"),
+    [
+        (OSError(errno.EADDRINUSE, "bind: address in use"), "--metrics-port"),
+        (OSError(errno.EACCES, "bind: permission denied"), "--metrics-port"),
+        (OSError(errno.EADDRNOTAVAIL, "bind: cannot assign"), "--metrics-host"),
+        (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), "--metrics-host"),
+    ],
+)
+def test_a_failed_bind_names_the_flag_at_fault(exc: OSError, flag: str) -> None:
+    message = str(listen_error(exc, "h", 9090))
+    assert message.startswith(f"{flag}: cannot listen on h:9090 (")
