@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -434,3 +435,29 @@ def test_sighup_rereads_the_config_file(tmp_path: Path, env_for: EnvFor) -> None
         "CONFIG_RELOAD_NOT_APPLIED source=sighup "
         "fields=service.full_pass_interval_s,ha.lease_ttl_s why=read_at_start_restart_to_apply"
     ) in err
+
+
+def test_a_refused_start_never_removes_the_control_socket_of_another_service(
+    tmp_path: Path, run: Run
+) -> None:
+    """The socket another service listens on stays: this one is refused and removes
+    nothing on its way out (only a socket it bound itself is ever removed)."""
+    folder = tmp_path / "ctl"
+    folder.mkdir(mode=0o700)
+    path = folder / "control.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(path))
+        other.listen(1)
+        proc = run("--duration", "5", "--control-socket", str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert "another service is listening" in proc.stderr
+        assert stat.S_ISSOCK(path.lstat().st_mode)  # still there, still the other's
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(str(path))
+
+
+def test_a_clean_stop_removes_the_control_socket_it_bound(tmp_path: Path, run: Run) -> None:
+    path = tmp_path / "ctl" / "control.sock"
+    proc = run("--duration", "1", "--control-socket", str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert not path.exists()

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         # From the start: the gauges show the budget file's day, not 0 remaining.
         self.metrics.set_budget(budget, clock())
         self.control_socket = control_socket
+        self._control_inode: int | None = None
+        """The inode of the control socket once this service has bound it."""
         self.gate_env: dict[str, str] = {}
         if src.get(ALLOW_MAINNET) == "1":
             self.gate_env[ALLOW_MAINNET] = "1"
@@ -208,6 +211,19 @@ class ReconcileService(ServiceLoop, ServiceSettings):
                 build_control_app(self.controls), self.control_socket
             )
             self._sites.append(control)
+            self._control_inode = self.control_socket.lstat().st_ino
+
+    def _remove_control_socket(self) -> None:
+        """Remove the control socket this service bound, and nothing else: not a path it
+        never bound (a start refused because another service listens there, or because
+        the path is some other file), nor a socket another process has put there since."""
+        path, inode = self.control_socket, self._control_inode
+        if path is None or inode is None:
+            return
+        with contextlib.suppress(OSError):
+            info = path.lstat()
+            if stat.S_ISSOCK(info.st_mode) and info.st_ino == inode:
+                path.unlink()
 
     async def close(self) -> None:
         self.smetrics.up.set(0)
@@ -222,9 +238,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
                 await task
         for site in self._sites:
             await site.cleanup()
-        if self.control_socket is not None:
-            with contextlib.suppress(OSError):
-                self.control_socket.unlink()
+        self._remove_control_socket()
         if self.venue is not None:
             await self.venue.close()
         if self.expected is not None:
