@@ -382,7 +382,7 @@ def _review_plans(inputs: Inputs, scrape: Scrape | None) -> Item:
             targets = len(found.targets.get("REMEDIATION_PLANNED", ()))
             evidence += (
                 f"; {inputs.log_file}: {n} REMEDIATION_PLANNED line(s) for {targets} distinct "
-                "order(s)/position(s) (a standing mismatch is planned again every cooldown)"
+                "order(s)/position(s) (a standing mismatch is planned once per incident)"
             )
             last = found.last_lines.get("REMEDIATION_PLANNED")
             if last:
