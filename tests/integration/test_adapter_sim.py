@@ -243,15 +243,21 @@ async def test_429_is_waited_out_with_retry_after_then_succeeds(
     assert 0 < sleeps.waits[0] <= 60
 
 
-async def test_after_a_429_every_request_of_the_client_waits_out_the_pause(
-    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
-) -> None:
+def shifted_client(sim: SimulatorServer, sleeps: Sleeps) -> tuple[BinanceRestClient, list[int]]:
+    """A client whose clock runs ``shift[0]`` ms ahead of the real one (0 at first)."""
     shift = [0]
 
     def clock() -> int:
         return time.time_ns() // 1_000_000 + shift[0]
 
     client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET), sleep=sleeps, clock=clock)
+    return client, shift
+
+
+async def test_after_a_429_every_request_of_the_client_waits_out_the_pause(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    client, shift = shifted_client(sim, sleeps)
     port = BinanceFuturesPort(client)
     try:
         await ctl.call("POST", "/faults/rate-limit", {"count": 1})
@@ -285,12 +291,7 @@ async def test_418_ban_is_raised_not_retried(
 async def test_after_a_418_nothing_is_sent_until_the_ban_ends(
     ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
 ) -> None:
-    shift = [0]
-
-    def clock() -> int:
-        return time.time_ns() // 1_000_000 + shift[0]
-
-    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET), sleep=sleeps, clock=clock)
+    client, shift = shifted_client(sim, sleeps)
     port = BinanceFuturesPort(client)
     try:
         await ctl.call("POST", "/faults/ban", {"seconds": 120})

@@ -49,6 +49,25 @@ def run(cli: Any, tmp_path: Path, env_for: EnvFor) -> Run:
     return run
 
 
+def start_ready(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``python3 -m scripts.run_live_reconcile ARGS`` in the background, returned once it
+    printed ``ready:`` (or after 30 s)."""
+    proc = subprocess.Popen(
+        ["python3", "-m", "scripts.run_live_reconcile", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if line.startswith("ready:") or time.monotonic() > deadline:
+            break
+    return proc
+
+
 def latest_run_dir(artifacts: Path) -> Path:
     days = sorted(p for p in artifacts.iterdir() if p.is_dir())
     runs = sorted(days[-1].glob("run_*"))
@@ -315,27 +334,14 @@ def test_a_failed_artifact_write_keeps_the_others_and_exits_1_naming_the_file(
     budget = tmp_path / "budget.json"
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.Popen(
-        [
-            "python3",
-            "-m",
-            "scripts.run_live_reconcile",
-            "--metrics-port",
-            "0",
-            "--metrics-out",
-            str(out / "m.prom"),
-        ],
-        cwd=tmp_path,
-        env=env_for(GRINDER_ARTIFACTS_DIR=str(artifacts), BUDGET_STATE_PATH=str(budget)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_ready(
+        tmp_path,
+        env_for(GRINDER_ARTIFACTS_DIR=str(artifacts), BUDGET_STATE_PATH=str(budget)),
+        "--metrics-port",
+        "0",
+        "--metrics-out",
+        str(out / "m.prom"),
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("ready:") or time.monotonic() > deadline:
-            break
     out.rmdir()
     out.write_text("the folder of --metrics-out became a file during the run")
     proc.send_signal(signal.SIGTERM)
@@ -357,57 +363,40 @@ def test_a_failed_artifact_write_keeps_the_others_and_exits_1_naming_the_file(
     assert rest.rstrip().endswith("exit_code=1")
 
 
-def test_sigterm_stops_gracefully_and_writes_artifacts(tmp_path: Path, env_for: EnvFor) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_gracefully_and_writes_artifacts(
+    tmp_path: Path, env_for: EnvFor, signum: signal.Signals
+) -> None:
     artifacts = tmp_path / "artifacts"
-    proc = subprocess.Popen(
-        ["python3", "-m", "scripts.run_live_reconcile", "--metrics-port", "0"],
-        cwd=tmp_path,
-        env=env_for(GRINDER_ARTIFACTS_DIR=str(artifacts)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_ready(
+        tmp_path, env_for(GRINDER_ARTIFACTS_DIR=str(artifacts)), "--metrics-port", "0"
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("ready:") or time.monotonic() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "exit_code=0" in out
     run_dir = latest_run_dir(artifacts)
     assert (run_dir / "metrics.prom").is_file()
+    for name in ("stdout.log", "audit.jsonl", "metrics.prom", "metrics_summary.json"):
+        assert (run_dir / name).is_file(), name
     assert (run_dir / "budget_state.json").is_file()
-    assert "SERVICE_STOP signal=SIGTERM" in err
+    assert f"SERVICE_STOP signal={signum.name}" in err
 
 
 def test_sighup_rereads_the_config_file(tmp_path: Path, env_for: EnvFor) -> None:
     config = tmp_path / "grinder.toml"
     config.write_text('[reconcile]\naction = "cancel_all"\n')
     audit = tmp_path / "audit.jsonl"
-    proc = subprocess.Popen(
-        [
-            "python3",
-            "-m",
-            "scripts.run_live_reconcile",
-            "--metrics-port",
-            "0",
-            "--config",
-            str(config),
-            "--audit-out",
-            str(audit),
-        ],
-        cwd=tmp_path,
-        env=env_for(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_ready(
+        tmp_path,
+        env_for(),
+        "--metrics-port",
+        "0",
+        "--config",
+        str(config),
+        "--audit-out",
+        str(audit),
     )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("ready:"):
-            break
     config.write_text(
         '[reconcile]\naction = "none"\ndry_run = true\n'
         "[service]\nfull_pass_interval_s = 5.0\n[ha]\nlease_ttl_s = 20.0\n"

@@ -218,6 +218,25 @@ async def test_rollback_through_control_socket_blocks_the_next_write(
     ]
 
 
+async def test_dry_run_switched_on_at_run_time_turns_writes_into_plans_and_back(
+    make_service: ServiceFactory,
+) -> None:
+    rig = await make_service(live=True, action=RemediationAction.CANCEL_ALL)
+    changed = await rig.control("POST", "/set", {"field": "dry_run", "value": "true"})
+    assert changed == {"field": "dry_run", "old": False, "new": True}
+    await rig.place_order(ours(5))
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
+    )
+    assert (await rig.state())["counters"]["writeRequests"] == 0
+    assert rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") == 0
+    await rig.control("POST", "/set", {"field": "dry_run", "value": "false"})
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") >= 1
+    )
+    assert (await rig.state())["orders"] == []
+
+
 async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
     make_service: ServiceFactory,
 ) -> None:
