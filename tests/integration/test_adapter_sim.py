@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from grinder.exchange.binance.errors import AuthError, IpBanned, OrderRejected, ServerError
+from grinder.exchange.binance.errors import (
+    AuthError,
+    IpBanned,
+    OrderRejected,
+    RateLimited,
+    ServerError,
+)
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, OtherEvent, UserEvent
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
@@ -619,5 +625,53 @@ async def test_a_timed_out_read_is_retried_and_a_timed_out_write_is_not(
         assert client.requests_sent == sent + 1  # may have been executed: never re-sent
         await ctl.call("POST", "/faults/latency", {"restMs": 0})
         assert await port.fetch_positions() == []
+    finally:
+        await client.close()
+
+
+async def test_an_order_write_is_never_held_back_by_a_429_pause_nor_repeated_after_one(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    """A write that waited out a pause would go out on a decision up to a minute old (an
+    operator's rollback meanwhile unseen): it fails at once instead, and the next run decides."""
+    client, _ = shifted_client(sim, sleeps)
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/rate-limit", {"count": 1})
+        with pytest.raises(RateLimited):  # a 429 on the cancel itself: not repeated
+            await port.cancel_order("BTCUSDT", ours(21))
+        assert client.requests_sent == 1
+        for attempt in (
+            port.cancel_order("BTCUSDT", ours(21)),
+            port.place_reduce_only_market(
+                "BTCUSDT",
+                Side.SELL,
+                Decimal("0.002"),
+                position_side=PositionSide.BOTH,
+                client_order_id=ours(22),
+            ),
+        ):
+            with pytest.raises(RateLimited, match="not sent"):
+                await attempt
+        assert client.requests_sent == 1
+        assert sleeps.waits == []  # nothing waited
+    finally:
+        await client.close()
+
+
+async def test_the_last_429_of_a_read_still_pauses_the_client(
+    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+) -> None:
+    client = BinanceRestClient(
+        sim.base_url, Credentials(KEY, SECRET), settings=RestSettings(max_retries=0), sleep=sleeps
+    )
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/rate-limit", {"count": 1})
+        with pytest.raises(RateLimited):
+            await port.fetch_positions()  # no retry left: raised
+        assert sleeps.waits == []
+        assert await port.fetch_positions() == []  # the next one waits the pause out first
+        assert len(sleeps.waits) == 1
     finally:
         await client.close()

@@ -221,6 +221,7 @@ class BinanceFuturesPort:
                     {"clientAlgoId": client_order_id},
                     signed=True,
                     weight=1,
+                    trade=True,
                 )
             else:
                 await self.rest.request(
@@ -229,6 +230,7 @@ class BinanceFuturesPort:
                     {"symbol": symbol, "origClientOrderId": client_order_id},
                     signed=True,
                     weight=1,
+                    trade=True,
                 )
         except OrderAlreadyGone:
             return CancelOutcome.ALREADY_GONE
@@ -256,7 +258,9 @@ class BinanceFuturesPort:
         else:
             params.append(("positionSide", position_side.value))
         # A new order costs no IP request weight (it counts against the order-rate limits).
-        body: Any = await self.rest.request("POST", "/fapi/v1/order", params, signed=True, weight=0)
+        body: Any = await self.rest.request(
+            "POST", "/fapi/v1/order", params, signed=True, weight=0, trade=True
+        )
         seen = self._clock()
         return _read(
             f"POST /fapi/v1/order {client_order_id}",

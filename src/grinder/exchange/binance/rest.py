@@ -151,6 +151,8 @@ class BinanceRestClient:
         self.time_offset_ms = 0
         self.used_weight = 0
         self._weight_minute: int | None = None
+        self._header_minute: int | None = None
+        """The minute of the last weight header read (``weight_known``)."""
         self._inflight_weight = 0
         """Weight of requests sent whose response (and weight header) is not in yet."""
         self.requests_sent = 0
@@ -215,17 +217,17 @@ class BinanceRestClient:
             log.warning("bad %s header %r", WEIGHT_HEADER, raw)
             return
         self.used_weight = used
-        self._weight_minute = self.server_now_ms() // 60_000
+        self._weight_minute = self._header_minute = self.server_now_ms() // 60_000
         if self.on_weight is not None:
             self.on_weight(used)
 
     def weight_known(self) -> bool:
         """Whether a weight header of the current minute has been read (the IP's use,
         other clients on it included, is known)."""
-        return self._weight_minute == self.server_now_ms() // 60_000
+        return self._header_minute == self.server_now_ms() // 60_000
 
-    async def _pace(self, weight: int) -> None:
-        """Wait for the next minute window if this request would pass the soft limit.
+    def _over_soft_limit(self, weight: int) -> bool:
+        """Whether ``weight`` more would pass the soft limit of this minute's window.
 
         Requests still in flight count: their weight is not in the last header yet,
         so concurrent requests cannot together pass the limit unnoticed.
@@ -235,7 +237,11 @@ class BinanceRestClient:
             self.used_weight = 0
             self._weight_minute = minute
         soft = self.settings.weight_limit * self.settings.slow_down_ratio
-        if weight == 0 or self.used_weight + self._inflight_weight + weight <= soft:
+        return self.used_weight + self._inflight_weight + weight > soft
+
+    async def _pace(self, weight: int) -> None:
+        """Wait for the next minute window if this request would pass the soft limit."""
+        if weight == 0 or not self._over_soft_limit(weight):
             return  # (a new order costs no IP weight: it never waits here)
         wait_ms = 60_000 - self.server_now_ms() % 60_000 + 50
         log.warning(
@@ -278,6 +284,23 @@ class BinanceRestClient:
                 banned_until_ms=self._banned_until_ms + self.time_offset_ms,
             )
 
+    def _refuse_while_paused(self, method: str, path: str, weight: int) -> None:
+        """A trade is not held back: while a 429's pause lasts, or when it would pass the
+        weight's soft limit, it fails at once instead of going out late."""
+        remaining_ms = self._paused_until_ms - self._clock()
+        if remaining_ms > 0:
+            raise RateLimited(
+                f"{method} {path}: not sent, requests are paused {remaining_ms / 1000:.1f} s "
+                "more after a 429",
+                http_status=429,
+                retry_after_s=remaining_ms / 1000,
+            )
+        if weight and self._over_soft_limit(weight):
+            raise RateLimited(
+                f"{method} {path}: not sent, request weight is near the limit for this minute",
+                http_status=429,
+            )
+
     async def _wait_out_pause(self) -> None:
         """Every request waits out the last 429's ``Retry-After``, not only the one refused."""
         wait_ms = self._paused_until_ms - self._clock()
@@ -296,12 +319,18 @@ class BinanceRestClient:
         api_key: bool = False,
         weight: int = 1,
         idempotent: bool | None = None,
+        trade: bool = False,
     ) -> Any:
         """Send one request, with retries where safe, and return the decoded JSON.
 
         ``idempotent`` defaults to True for GET and DELETE: those are retried
         after a timeout or a 5xx. A POST that timed out may have been executed,
         so it is not repeated blindly; the caller re-reads state instead.
+
+        ``trade`` marks an order write (a cancel, a new order): it never waits here
+        for a 429's pause or the weight window, and is not repeated after a 429 --
+        it fails with ``RateLimited`` at once, so that whatever goes out was decided
+        just before (an operator's rollback meanwhile is seen by the next run).
         """
         retry_ok = idempotent if idempotent is not None else method in ("GET", "DELETE")
         items = list(params.items()) if isinstance(params, Mapping) else list(params or ())
@@ -310,9 +339,12 @@ class BinanceRestClient:
         while True:
             attempt += 1
             self._refuse_while_banned(method, path)
-            await self._wait_out_pause()  # the 429 that refused this or another request
-            self._refuse_while_banned(method, path)
-            await self._pace(weight)
+            if trade:
+                self._refuse_while_paused(method, path, weight)
+            else:
+                await self._wait_out_pause()  # the 429 that refused this or another request
+                self._refuse_while_banned(method, path)
+                await self._pace(weight)
             self.weight_spent += weight
             if self.on_spend is not None:
                 self.on_spend(weight)
@@ -326,12 +358,12 @@ class BinanceRestClient:
                 resynced = True
                 await self.sync_time()
             except RateLimited as exc:
-                # A 429'd request was not processed: repeating it is safe.
-                if attempt > self.settings.max_retries:
-                    raise
+                # A 429'd request was not processed: repeating it is safe (not a trade's).
                 wait = min(exc.retry_after_s or 1.0, self.settings.max_retry_after_s)
-                log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
                 self._paused_until_ms = max(self._paused_until_ms, self._clock() + int(wait * 1000))
+                if trade or attempt > self.settings.max_retries:
+                    raise
+                log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
             except IpBanned as exc:
                 self._note_ban(exc)
                 raise
