@@ -450,3 +450,28 @@ def test_a_clean_stop_removes_the_control_socket_it_bound(tmp_path: Path, run: R
     proc = run("--duration", "1", "--control-socket", str(path))
     assert proc.returncode == 0, proc.stderr
     assert not path.exists()
+
+
+def test_the_budget_file_is_never_written_back_with_less_than_it_records(
+    tmp_path: Path, run: Run, env_for: EnvFor
+) -> None:
+    """Another process recorded more use while this run went on (here: before it stopped):
+    the run's end does not write its own smaller figure over it."""
+    budget = tmp_path / "budget.json"
+    artifacts = tmp_path / "artifacts"
+    proc = run("--duration", "1", BUDGET_STATE_PATH=str(budget))
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads(budget.read_text())
+    assert state["calls_used_day"] == 0
+    writer = start_ready(
+        tmp_path,
+        env_for(BUDGET_STATE_PATH=str(budget), GRINDER_ARTIFACTS_DIR=str(artifacts)),
+        "--metrics-port",
+        "0",
+    )
+    state["calls_used_day"] = 3  # what another process reserved meanwhile
+    budget.write_text(json.dumps(state))
+    writer.send_signal(signal.SIGTERM)
+    _out, err = writer.communicate(timeout=30)
+    assert writer.returncode == 0, err
+    assert json.loads(budget.read_text())["calls_used_day"] == 3

@@ -159,6 +159,28 @@ class FileBudgetStore:
     def save(self, state: BudgetState) -> None:
         write_json_atomic(self.path, state.to_json())
 
+    def save_unless_behind(self, state: BudgetState) -> bool:
+        """Save ``state`` unless the file already records more use (a later day, or more
+        calls or notional the same day): another process wrote it meanwhile, and writing
+        this one back would under-count. Returns whether it was saved."""
+        try:
+            on_file = self.load()
+        except BudgetStateError:
+            return False  # unreadable now: left as it is for the next start to report
+        if on_file is not None and (
+            on_file.day > state.day
+            or (
+                on_file.day == state.day
+                and (
+                    on_file.calls_used_day > state.calls_used_day
+                    or on_file.notional_used_day > state.notional_used_day
+                )
+            )
+        ):
+            return False
+        self.save(state)
+        return True
+
     def reset(self) -> None:
         try:
             self.path.unlink()

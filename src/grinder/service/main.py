@@ -293,7 +293,7 @@ def _write_artifacts(
     written: list[Path] = []
     failed: list[str] = []
 
-    def attempt(what: str, path: Path | None, write: Callable[[], None]) -> None:
+    def attempt(what: str, path: Path | None, write: Callable[[], object]) -> None:
         try:
             write()
         except (OSError, BudgetStateError) as exc:
@@ -312,12 +312,14 @@ def _write_artifacts(
                 written.append(path)
 
     store = service.budget.store
-    if store is not None:
-        if isinstance(store, FileBudgetStore):
-            what, budget_path = "BUDGET_STATE_PATH", store.path
-        else:
-            what, budget_path = "the shared budget state", None
-        attempt(what, budget_path, lambda: store.save(service.budget.state))
+    if isinstance(store, FileBudgetStore):
+        # Every reservation was saved before its write; this keeps the file's day current,
+        # and never writes back less than another process recorded meanwhile.
+        attempt(
+            "BUDGET_STATE_PATH", store.path, lambda: store.save_unless_behind(service.budget.state)
+        )
+    elif store is not None:
+        attempt("the shared budget state", None, lambda: store.save(service.budget.state))
     metrics_out = opts.metrics_out or (run_dir.metrics_prom if run_dir else None)
     if metrics_out is not None:
         what = "--metrics-out" if opts.metrics_out is not None else METRICS_PROM
