@@ -22,6 +22,7 @@ from grinder.exchange.binance.errors import (
     OrderRejected,
     RateLimited,
     ServerError,
+    UnknownOutcome,
 )
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, OtherEvent, UserEvent
@@ -614,7 +615,7 @@ async def test_a_timed_out_read_is_retried_and_a_timed_out_write_is_not(
             await port.fetch_positions()
         assert client.requests_sent == 1 + client.settings.max_retries
         sent = client.requests_sent
-        with pytest.raises(TransientExchangeError, match="timed out"):
+        with pytest.raises(UnknownOutcome, match="timed out"):
             await port.place_reduce_only_market(
                 "BTCUSDT",
                 Side.SELL,

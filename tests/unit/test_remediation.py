@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.exchange.binance.errors import UnknownOutcome
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
@@ -493,6 +494,19 @@ async def test_failed_write_does_not_start_the_cooldown() -> None:
     rig.clock.t = NOW + 1_000
     (r2,) = await rig.run(cancel_routed())
     assert r2.status is ResultStatus.EXECUTED
+
+
+async def test_a_write_failed_with_its_outcome_unknown_starts_the_cooldown() -> None:
+    """A timed-out cancel, an unreadable answer to a new order: it may have been executed."""
+    rig = Rig(config(cooldown_seconds=300))
+    rig.port.add_order(order())
+    rig.port.fail_once["cancel_order"] = UnknownOutcome("timed out", code=-1007)
+    (r1,) = await rig.run(cancel_routed())
+    assert r1.status is ResultStatus.FAILED
+    assert rig.executor.last_remediation_ms == NOW
+    rig.clock.t = NOW + 1_000
+    (r2,) = await rig.run(cancel_routed())
+    assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.COOLDOWN_NOT_ELAPSED)
 
 
 @pytest.mark.parametrize(

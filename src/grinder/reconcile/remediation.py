@@ -376,6 +376,12 @@ class RemediationExecutor:
         self.last_remediation_ms = now
         ctx.executed += 1
 
+    def _failed(self, exc: ExchangeError) -> None:
+        """A write that failed with its outcome unknown (a timeout, an unreadable answer)
+        may have been executed: the cooldown starts as if it had (its budget is spent)."""
+        if getattr(exc, "outcome_unknown", False):
+            self.last_remediation_ms = self.clock()
+
     async def _cancel(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
         reason = self.gate(ActionKind.CANCEL, m.symbol, m.client_order_id, ZERO, ctx)
@@ -388,6 +394,7 @@ class RemediationExecutor:
         try:
             outcome = await self.port.cancel_order(m.symbol, m.client_order_id, is_algo=m.is_algo)
         except ExchangeError as exc:
+            self._failed(exc)
             return self._result(
                 routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=str(exc)
             )
@@ -457,6 +464,7 @@ class RemediationExecutor:
                 m.symbol, side, qty, position_side=side_key, client_order_id=cid
             )
         except ExchangeError as exc:
+            self._failed(exc)
             return self._result(
                 routed,
                 ctx,

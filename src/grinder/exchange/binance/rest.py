@@ -30,10 +30,12 @@ import aiohttp
 from yarl import URL
 
 from grinder.exchange.binance.errors import (
+    BinanceError,
     IpBanned,
     MalformedResponse,
     RateLimited,
     TimestampError,
+    UnknownOutcome,
     error_from_response,
 )
 from grinder.exchange.port import ExchangeError, TransientExchangeError
@@ -369,6 +371,9 @@ class BinanceRestClient:
                 raise
             except TransientExchangeError as exc:
                 if not retry_ok or attempt > self.settings.max_retries:
+                    if trade and not isinstance(exc, BinanceError):
+                        # A timeout or a broken connection: the order may have been executed.
+                        raise UnknownOutcome(f"{exc} (the outcome is unknown)") from None
                     raise
                 delay = self._backoff(attempt)
                 log.warning(
