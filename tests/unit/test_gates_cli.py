@@ -189,3 +189,18 @@ def test_explicit_values_need_nothing_from_the_service(
     assert code == 1, err  # 600 USDT > max_flatten_notional_usdt 500
     assert "notional 600.00 USDT = |0.01| x 60000 (--price)" in out
     assert "First blocking gate: 9 flatten notional — reason notional_exceeds_limit" in out
+
+
+def test_a_service_too_slow_to_answer_is_one_line_exit_2_not_a_blocking_gate(
+    older_service: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def too_slow(*_: Any) -> Any:
+        raise TimeoutError
+
+    monkeypatch.setattr("grinder.cli.control._call", too_slow)
+    sock = str(older_service)
+    code, out, err = gates(capsys, "--symbol", "BTCUSDT", "--position", "--socket", sock)
+    assert code == 2  # 1 would read as "a gate blocks"
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "did not answer GET /status in time" in err

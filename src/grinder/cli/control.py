@@ -69,6 +69,10 @@ def call(
         return asyncio.run(_call(path, method, route, body))
     except aiohttp.ClientError as exc:
         raise UsageError(f"--socket: cannot reach the service at {path} ({exc})") from None
+    except TimeoutError:
+        raise UsageError(
+            f"--socket: the service at {path} did not answer {method} {route} in time"
+        ) from None
 
 
 def _show(data: Any) -> None:
