@@ -562,6 +562,33 @@ def test_order_missed_by_one_snapshot_is_back_when_a_later_snapshot_lists_it() -
     assert store.drain_dirty()[0] == {cid(1)}
 
 
+def test_a_late_event_from_before_the_snapshot_that_showed_the_order_gone_does_not_revive_it() -> (
+    None
+):
+    """Cancelled at 2900 with its event lost; the snapshot sent at 3000 shows it gone; a
+    fill event of 2000 arrives late: the order stays gone (no orphan to cancel). A later
+    event, or its ending, is still taken."""
+    store = ObservedStore()
+    store.apply_order(obs(1, ts=1000, seen=1000))
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    late = obs(1, OrderStatus.PARTIALLY_FILLED, ts=2000, seen=3100, executed="1")
+    assert store.apply_order(late) is False
+    assert set(store.open_order_ids()) == set()
+    ended = obs(1, OrderStatus.FILLED, ts=2950, seen=3200, executed="3")
+    assert store.apply_order(ended) is True
+    assert held_order(store, cid(1)).status is OrderStatus.FILLED
+    assert set(store.open_order_ids()) == set()
+
+
+def test_an_event_after_the_snapshot_that_showed_the_order_gone_brings_it_back() -> None:
+    store = ObservedStore()
+    store.apply_order(obs(1, ts=1000, seen=1000))
+    store.apply_open_orders_snapshot([], sent_ts_ms=3000)
+    later = obs(1, OrderStatus.PARTIALLY_FILLED, ts=3500, seen=3600, executed="1")
+    assert store.apply_order(later) is True
+    assert set(store.open_order_ids()) == {cid(1)}
+
+
 def test_order_query_sent_after_the_snapshot_that_missed_it_brings_it_back() -> None:
     store = ObservedStore()
     store.apply_order(obs(1, ts=1000, seen=1000))

@@ -9,8 +9,9 @@ Rules (CONTRACT §3):
   update must be newer by (exchange update time, status rank, executed qty).
   Duplicated or reordered stream events are therefore harmless.
 * An order a snapshot showed gone keeps its last known state with that
-  snapshot's request time: a stream event brings it back only as progress (a
-  late duplicate does not), but a REST read (snapshot row, order query) whose
+  snapshot's request time: a stream event brings it back only as progress made
+  after that time (a late duplicate, or a late event from before, does not; its
+  ending is always taken), but a REST read (snapshot row, order query) whose
   request was sent after that snapshot is the exchange's newer word and does --
   a snapshot can miss an order that is still open.
 * Positions are keyed by (symbol, positionSide). A position absent from an
@@ -122,6 +123,14 @@ class ObservedStore:
         cid = update.client_order_id
         current = self._orders.get(cid)
         if current is None and (gone := self._vanished.get(cid)) is not None:
+            if (
+                read_sent_ts_ms is None
+                and not update.status.is_terminal
+                and update.update_ts_ms <= gone.sent_ts_ms
+            ):
+                # A late event from before the snapshot that showed the order gone: the
+                # snapshot is newer news. Only its ending (or a later event) may follow.
+                return False
             if read_sent_ts_ms is None or read_sent_ts_ms <= gone.sent_ts_ms:
                 current = gone.order
             elif _is_progress(update, gone.order):
