@@ -318,8 +318,12 @@ class Demo(DemoBase):
         standing = sorted({m.type for m in last})
         # What stands must be what GRINDER leaves to a human (routed to no action).
         acted_on = [m for m in last if isinstance(route_one(m), ActionKind)]
-        alert_only = ", ".join(t.value for t in standing) or "none"
-        self.line(f"  mismatches that stand: {len(last)} (left to an operator: {alert_only})")
+        left = sorted({m.type.value for m in last} - {m.type.value for m in acted_on})
+        routed = sorted({m.type.value for m in acted_on})
+        shown = f"left to an operator: {', '.join(left) or 'none'}"
+        if routed:
+            shown += f"; routed to an action{' (planned)' if not live else ''}: {', '.join(routed)}"
+        self.line(f"  mismatches that stand: {len(last)} ({shown})")
         if live:
             ok = (
                 not unrecorded
