@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+import grinder.cli.gates as gates_module
 from grinder.ceremony.sources import parse_scrape
 from grinder.cli.errors import run_command
 from grinder.cli.gates import build_executor
@@ -204,3 +205,37 @@ def test_a_service_too_slow_to_answer_is_one_line_exit_2_not_a_blocking_gate(
     assert out == ""
     assert err.count("\n") == 1
     assert "did not answer GET /status in time" in err
+
+
+def _answer_position(monkeypatch: pytest.MonkeyPatch, **answer: Any) -> None:
+    """The service's ``/position`` answer; ``/status`` still from the fixture's socket."""
+    real = gates_module.call
+
+    def call(socket: str | None, method: str, route: str, body: Any = None) -> Any:
+        if route.startswith("/position"):
+            return {"symbol": "BTCUSDT", "mark_price": "60000", "venue": "sim", **answer}
+        return real(socket, method, route, body)
+
+    monkeypatch.setattr(gates_module, "call", call)
+
+
+def test_a_service_without_a_snapshot_yet_does_not_pass_for_one_without_a_position(
+    older_service: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _answer_position(monkeypatch, positions=[], snapshot_age_s=None, step_size="0.001")
+    sock = str(older_service)
+    code, _, err = gates(capsys, "--symbol", "BTCUSDT", "--position", "--socket", sock)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "the service has no snapshot yet" in err
+
+
+def test_the_services_position_is_rounded_down_to_the_step_as_a_flatten_would_be(
+    older_service: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = [{"position_side": "BOTH", "qty": "0.0129"}]
+    _answer_position(monkeypatch, positions=held, snapshot_age_s=1.5, step_size="0.001")
+    sock = str(older_service)
+    _, out, _ = gates(capsys, "--symbol", "BTCUSDT", "--position", "--socket", sock)
+    assert "|0.012| x 60000" in out
+    assert "0.0129 rounded down to the step 0.001" in out

@@ -30,7 +30,7 @@ import json
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +145,21 @@ def _flatten(
                 "--position needs --notional, or --qty with --price or --venue-url: "
                 f"the service does not report its position ({error})"
             )
+        if answer.get("snapshot_age_s") is None:
+            raise UsageError(
+                f"--position: the service has no snapshot yet, so its {symbol} position is not "
+                "known; try again in a moment, or give --qty"
+            )
         side, amount = _pick_side(symbol, answer["positions"], side)
         qty_from = "the service's observed position"
+        step = answer.get("step_size")
+        if step is not None and Decimal(str(step)) > 0:
+            # What a flatten would send: the quantity rounded down to the market step.
+            unit = Decimal(str(step))
+            rounded = (abs(amount) / unit).to_integral_value(rounding=ROUND_DOWN) * unit
+            if rounded != abs(amount):
+                qty_from += f", {abs(amount)} rounded down to the step {unit}"
+            amount = rounded if amount >= 0 else -rounded
         if amount == 0:
             notes.append(
                 f"the service sees no {symbol} position{f' {side}' if side else ''}: "

@@ -359,12 +359,17 @@ class ReconcileService(ServiceLoop, ServiceSettings):
                 error = "the venue gave no mark price"
             else:
                 mark = str(price)
+        try:
+            step = await port.get_step_size(symbol)
+        except ExchangeError:
+            step = None
         age = self.observed.snapshot_age_ms(self.clock())
         return {
             "symbol": symbol,
             "positions": positions,
             "mark_price": mark,
             "mark_price_error": error,
+            "step_size": None if step is None else str(step),
             "venue": self.opts.venue,
             "snapshot_age_s": None if age is None else round(age / 1000, 3),
         }
