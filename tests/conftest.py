@@ -99,6 +99,22 @@ class Cli:
             return int(s.getsockname()[1])
 
     @staticmethod
+    def sim_argv(port: int, symbols: str) -> list[str]:
+        """``grinder sim serve`` on loopback ``port`` listing ``symbols`` (comma-separated);
+        it answers ``/fapi/v1/ping`` once up (``wait_http``)."""
+        return [
+            sys.executable,
+            "-m",
+            "grinder.cli",
+            "sim",
+            "serve",
+            "--port",
+            str(port),
+            "--symbols",
+            symbols,
+        ]
+
+    @staticmethod
     def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
         """Until ``url`` answers 200; fails with the tail of ``log`` if ``proc`` exits first or
         the time runs out."""

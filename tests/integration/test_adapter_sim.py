@@ -70,14 +70,32 @@ async def sleeps() -> Sleeps:
     return Sleeps()
 
 
+class ShiftedClock:
+    """The real clock, ``offset_ms`` ahead: a test moves the client's time past a pause."""
+
+    def __init__(self) -> None:
+        self.offset_ms = 0
+
+    def __call__(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+
 @pytest.fixture
-async def rest(sim: SimulatorServer, sleeps: Sleeps) -> AsyncIterator[BinanceRestClient]:
+def clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+async def rest(
+    sim: SimulatorServer, sleeps: Sleeps, clock: ShiftedClock
+) -> AsyncIterator[BinanceRestClient]:
     weights: list[int] = []
     client = BinanceRestClient(
         sim.base_url,
         Credentials(KEY, SECRET),
         settings=RestSettings(backoff_base_s=0.01, backoff_cap_s=0.05),
         sleep=sleeps,
+        clock=clock,
         on_weight=weights.append,
     )
     client.weights_seen = weights  # type: ignore[attr-defined]
@@ -250,38 +268,26 @@ async def test_429_is_waited_out_with_retry_after_then_succeeds(
     assert 0 < sleeps.waits[0] <= 60
 
 
-def shifted_client(sim: SimulatorServer, sleeps: Sleeps) -> tuple[BinanceRestClient, list[int]]:
-    """A client whose clock runs ``shift[0]`` ms ahead of the real one (0 at first)."""
-    shift = [0]
-
-    def clock() -> int:
-        return time.time_ns() // 1_000_000 + shift[0]
-
-    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET), sleep=sleeps, clock=clock)
-    return client, shift
-
-
 async def test_after_a_429_every_request_of_the_client_waits_out_the_pause(
-    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+    ctl: SimControl,
+    rest: BinanceRestClient,
+    port: BinanceFuturesPort,
+    sleeps: Sleeps,
+    clock: ShiftedClock,
 ) -> None:
-    client, shift = shifted_client(sim, sleeps)
-    port = BinanceFuturesPort(client)
-    try:
-        await ctl.call("POST", "/faults/rate-limit", {"count": 1})
-        assert await port.fetch_positions() == []
-        assert len(sleeps.waits) == 1
-        pause = sleeps.waits[0]
-        assert pause > 0
-        # Other requests before the pause is over (on the client's clock) wait too: the
-        # snapshot's two calls (regular and algo orders).
-        assert await port.fetch_open_orders(["BTCUSDT"]) == []
-        assert len(sleeps.waits) == 3
-        assert all(0 < wait <= pause for wait in sleeps.waits[1:])
-        shift[0] = int(pause * 1000) + 1  # the pause is over: no more waiting
-        assert await port.fetch_open_orders(["BTCUSDT"]) == []
-        assert len(sleeps.waits) == 3
-    finally:
-        await client.close()
+    await ctl.call("POST", "/faults/rate-limit", {"count": 1})
+    assert await port.fetch_positions() == []
+    assert len(sleeps.waits) == 1
+    pause = sleeps.waits[0]
+    assert pause > 0
+    # Other requests before the pause is over (on the client's clock) wait too: the
+    # snapshot's two calls (regular and algo orders).
+    assert await port.fetch_open_orders(["BTCUSDT"]) == []
+    assert len(sleeps.waits) == 3
+    assert all(0 < wait <= pause for wait in sleeps.waits[1:])
+    clock.offset_ms = int(pause * 1000) + 1  # the pause is over: no more waiting
+    assert await port.fetch_open_orders(["BTCUSDT"]) == []
+    assert len(sleeps.waits) == 3
 
 
 async def test_418_ban_is_raised_not_retried(
@@ -296,30 +302,29 @@ async def test_418_ban_is_raised_not_retried(
 
 
 async def test_after_a_418_nothing_is_sent_until_the_ban_ends(
-    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+    ctl: SimControl,
+    rest: BinanceRestClient,
+    port: BinanceFuturesPort,
+    sleeps: Sleeps,
+    clock: ShiftedClock,
 ) -> None:
-    client, shift = shifted_client(sim, sleeps)
-    port = BinanceFuturesPort(client)
-    try:
-        await ctl.call("POST", "/faults/ban", {"seconds": 120})
-        with pytest.raises(IpBanned):
-            await port.fetch_positions()
-        assert client.requests_sent == 1
-        assert client.ban_remaining_s() == pytest.approx(120, abs=2)
-        for _ in range(3):  # every later call fails here, without touching the network
-            with pytest.raises(IpBanned) as err:
-                await port.fetch_open_orders(["BTCUSDT"])
-            assert "not sent" in str(err.value)
-            assert err.value.retry_after_s is not None
-            assert 100 < err.value.retry_after_s <= 120
-        assert client.requests_sent == 1
-        shift[0] = 121_000  # the ban is over (on the client's clock)
-        assert client.ban_remaining_s() == 0
-        with pytest.raises(ExchangeError):
-            await port.fetch_positions()  # the simulator (on its own clock) still refuses
-        assert client.requests_sent == 2
-    finally:
-        await client.close()
+    await ctl.call("POST", "/faults/ban", {"seconds": 120})
+    with pytest.raises(IpBanned):
+        await port.fetch_positions()
+    assert rest.requests_sent == 1
+    assert rest.ban_remaining_s() == pytest.approx(120, abs=2)
+    for _ in range(3):  # every later call fails here, without touching the network
+        with pytest.raises(IpBanned) as err:
+            await port.fetch_open_orders(["BTCUSDT"])
+        assert "not sent" in str(err.value)
+        assert err.value.retry_after_s is not None
+        assert 100 < err.value.retry_after_s <= 120
+    assert rest.requests_sent == 1
+    clock.offset_ms = 121_000  # the ban is over (on the client's clock)
+    assert rest.ban_remaining_s() == 0
+    with pytest.raises(ExchangeError):
+        await port.fetch_positions()  # the simulator (on its own clock) still refuses
+    assert rest.requests_sent == 2
 
 
 async def test_a_banned_stream_waits_for_the_ban_before_reconnecting(
@@ -631,33 +636,28 @@ async def test_a_timed_out_read_is_retried_and_a_timed_out_write_is_not(
 
 
 async def test_an_order_write_is_never_held_back_by_a_429_pause_nor_repeated_after_one(
-    ctl: SimControl, sim: SimulatorServer, sleeps: Sleeps
+    ctl: SimControl, rest: BinanceRestClient, port: BinanceFuturesPort, sleeps: Sleeps
 ) -> None:
     """A write that waited out a pause would go out on a decision up to a minute old (an
     operator's rollback meanwhile unseen): it fails at once instead, and the next run decides."""
-    client, _ = shifted_client(sim, sleeps)
-    port = BinanceFuturesPort(client)
-    try:
-        await ctl.call("POST", "/faults/rate-limit", {"count": 1})
-        with pytest.raises(RateLimited):  # a 429 on the cancel itself: not repeated
-            await port.cancel_order("BTCUSDT", ours(21))
-        assert client.requests_sent == 1
-        for attempt in (
-            port.cancel_order("BTCUSDT", ours(21)),
-            port.place_reduce_only_market(
-                "BTCUSDT",
-                Side.SELL,
-                Decimal("0.002"),
-                position_side=PositionSide.BOTH,
-                client_order_id=ours(22),
-            ),
-        ):
-            with pytest.raises(RateLimited, match="not sent"):
-                await attempt
-        assert client.requests_sent == 1
-        assert sleeps.waits == []  # nothing waited
-    finally:
-        await client.close()
+    await ctl.call("POST", "/faults/rate-limit", {"count": 1})
+    with pytest.raises(RateLimited):  # a 429 on the cancel itself: not repeated
+        await port.cancel_order("BTCUSDT", ours(21))
+    assert rest.requests_sent == 1
+    for attempt in (
+        port.cancel_order("BTCUSDT", ours(21)),
+        port.place_reduce_only_market(
+            "BTCUSDT",
+            Side.SELL,
+            Decimal("0.002"),
+            position_side=PositionSide.BOTH,
+            client_order_id=ours(22),
+        ),
+    ):
+        with pytest.raises(RateLimited, match="not sent"):
+            await attempt
+    assert rest.requests_sent == 1
+    assert sleeps.waits == []  # nothing waited
 
 
 async def test_the_last_429_of_a_read_still_pauses_the_client(

@@ -360,17 +360,7 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
     try:
         sim_log = tmp_path / "sim.log"
         sim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "grinder.cli",
-                "sim",
-                "serve",
-                "--port",
-                str(sim_port),
-                "--symbols",
-                "BTCUSDT,ETHUSDT",
-            ],
+            cli.sim_argv(sim_port, "BTCUSDT,ETHUSDT"),
             env=env,
             stdout=sim_log.open("wb"),
             stderr=subprocess.STDOUT,

@@ -90,17 +90,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     sim_url = f"http://127.0.0.1:{sim_port}"
     sim = procs.start(
         "sim",
-        [
-            sys.executable,
-            "-m",
-            "grinder.cli",
-            "sim",
-            "serve",
-            "--port",
-            str(sim_port),
-            "--symbols",
-            "BTCUSDT,ETHUSDT,SOLUSDT",
-        ],
+        cli.sim_argv(sim_port, "BTCUSDT,ETHUSDT,SOLUSDT"),
         tmp_path / "sim.log",
         env=env,
     )

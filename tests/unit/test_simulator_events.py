@@ -99,19 +99,8 @@ def test_trade_lite_has_the_docs_shape(corpus: Callable[[str], Any], shape_diff:
 def test_algo_updates_have_the_real_shapes_before_and_after_trigger(
     corpus: Callable[[str], Any], shape_diff: ShapeDiff
 ) -> None:
-    from grinder.exchange.simulator.algo import parse_algo_order
-
     sim = make_sim()
-    params = Params.of(
-        algoType="CONDITIONAL",
-        symbol="ETHUSDT",
-        side="BUY",
-        type="STOP_MARKET",
-        quantity="0.050",
-        triggerPrice="3300.00",
-    )
-    req = parse_algo_order(params, sim.specs, dual=False, mark_of=sim.book.mark, now_ms=0)
-    sim.algos.place(req)
+    _stop_market(sim, side="BUY", triggerPrice="3300.00")
     sim.book.set_mark("ETHUSDT", Decimal("3300.00"))
     sim.match("ETHUSDT")
     new, triggering, triggered, finished = of_kind(sim, "ALGO_UPDATE")
@@ -133,18 +122,20 @@ def test_algo_updates_have_the_real_shapes_before_and_after_trigger(
     assert shape_diff(child_new, real[2]) == []
 
 
-def _stop_market(sim: Simulator, **extra: str) -> Any:
+def _stop_market(sim: Simulator, **given: str) -> Any:
+    """A STOP_MARKET algo order on ETHUSDT, placed: SELL 0.050 at trigger 3000 unless given."""
     from grinder.exchange.simulator.algo import parse_algo_order
 
-    params = Params.of(
-        algoType="CONDITIONAL",
-        symbol="ETHUSDT",
-        side="SELL",
-        type="STOP_MARKET",
-        quantity="0.050",
-        triggerPrice="3000.00",
-        **extra,
-    )
+    fields = {
+        "algoType": "CONDITIONAL",
+        "symbol": "ETHUSDT",
+        "side": "SELL",
+        "type": "STOP_MARKET",
+        "quantity": "0.050",
+        "triggerPrice": "3000.00",
+        **given,
+    }
+    params = Params.of(**fields)
     req = parse_algo_order(params, sim.specs, dual=False, mark_of=sim.book.mark, now_ms=0)
     return sim.algos.place(req)
 

@@ -299,6 +299,12 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
     planned = scrape.by_label("grinder_reconcile_action_planned_total", "action")
     total = sum(planned.values())
     counts = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(planned.items())) or "absent"
+
+    def judged(count: float, evidence: str) -> Item:
+        ok = count <= PLANNED_PER_HOUR_LIMIT
+        status = Status.PASS if ok else Status.FAIL
+        return Item("2.3", title, status, evidence + ("" if ok else EXCESSIVE))
+
     if inputs.prometheus_url:
         instance = instance_of(inputs.metrics_url)
         promql = (
@@ -310,13 +316,10 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
             return Item("2.3", title, Status.FAIL, f"{exc}")
         if result:
             rate = result[0][1]
-            ok = rate <= PLANNED_PER_HOUR_LIMIT
-            return Item(
-                "2.3",
-                title,
-                Status.PASS if ok else Status.FAIL,
+            return judged(
+                rate,
                 f"{rate:.1f} planned in the last hour ({promql} at {inputs.prometheus_url}); "
-                f"counters: {counts}" + ("" if ok else EXCESSIVE),
+                f"counters: {counts}",
             )
     uptime = uptime_h(inputs, scrape)
     recent = _planned_last_hour(inputs, scrape)
@@ -329,33 +332,26 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
             if uptime is not None and uptime < 1
             else ""
         )
-        ok = last_hour <= PLANNED_PER_HOUR_LIMIT
-        return Item(
-            "2.3",
-            title,
-            Status.PASS if ok else Status.FAIL,
+        return judged(
+            last_hour,
             f"{fmt_number(last_hour)} planned in the last hour ({source}: {shown}{since}); "
-            f"grinder_reconcile_action_planned_total: {counts}" + ("" if ok else EXCESSIVE),
+            f"grinder_reconcile_action_planned_total: {counts}",
         )
     # A service without its own last-hour count: the counter since start bounds the last hour
     # from above, and is the last hour's count while the service is less than an hour old.
     missing = f"the service does not export {PLANNED_LAST_HOUR} (an older version)"
     if total <= PLANNED_PER_HOUR_LIMIT:
-        return Item(
-            "2.3",
-            title,
-            Status.PASS,
+        return judged(
+            total,
             f"{fmt_number(total)} planned since the service started, so no more in the last "
             f"hour ({missing}); grinder_reconcile_action_planned_total: {counts}",
         )
     if uptime is not None and uptime <= 1:
-        return Item(
-            "2.3",
-            title,
-            Status.FAIL,
+        return judged(
+            total,
             f"{fmt_number(total)} planned since the service started {uptime * 60:.0f} min ago, "
             f"all within the last hour ({missing}); grinder_reconcile_action_planned_total: "
-            f"{counts}" + EXCESSIVE,
+            f"{counts}",
         )
     return Item(
         "2.3",
