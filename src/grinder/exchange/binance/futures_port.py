@@ -148,18 +148,11 @@ class BinanceFuturesPort:
             for params, weight in calls
             for path in ("/fapi/v1/openOrders", "/fapi/v1/openAlgoOrders")
         ]
-        first: list[list[ObservedOrder]] = []
-        if len(jobs) > 1 and not self.rest.weight_known():
-            # The IP's weight this minute (other clients on it count too) is unknown: one
-            # call alone first, so a burst never lands on a nearly spent limit unawares.
-            try:
-                first = [await jobs[0]]
-            finally:
-                if not first:
-                    for job in jobs[1:]:
-                        job.close()  # never started: nothing was sent for it
-            jobs = jobs[1:]
-        parts = first + await _bounded_gather(jobs, self.snapshot_concurrency)
+        # While the IP's weight this minute (other clients on it count too) is unknown, one
+        # call goes alone first, so a burst never lands on a nearly spent limit unawares.
+        parts = await _bounded_gather(
+            jobs, self.snapshot_concurrency, alone_first=not self.rest.weight_known()
+        )
         out = [order for part in parts for order in part]
         if symbols is not None and calls and calls[0][0] is None:
             wanted = set(symbols)
@@ -269,8 +262,11 @@ class BinanceFuturesPort:
         )
 
 
-async def _bounded_gather(jobs: Sequence[Coroutine[Any, Any, T]], limit: int) -> list[T]:
-    """Results of ``jobs`` in their order, at most ``limit`` running at once.
+async def _bounded_gather(
+    jobs: Sequence[Coroutine[Any, Any, T]], limit: int, *, alone_first: bool = False
+) -> list[T]:
+    """Results of ``jobs`` in their order, at most ``limit`` running at once
+    (``alone_first``: the first job done before any other starts).
 
     The first failure cancels the jobs still running or waiting and is raised as
     it is (not wrapped in an exception group, so callers see the exchange error).
@@ -284,6 +280,14 @@ async def _bounded_gather(jobs: Sequence[Coroutine[Any, Any, T]], limit: int) ->
             for job in jobs[len(results) + 1 :]:
                 job.close()  # never started: nothing was sent for it
         return results
+    if alone_first:
+        try:
+            head = await jobs[0]
+        except BaseException:
+            for job in jobs[1:]:
+                job.close()  # never started: nothing was sent for it
+            raise
+        return [head, *await _bounded_gather(jobs[1:], limit)]
     gate = asyncio.Semaphore(limit)
 
     async def run(job: Coroutine[Any, Any, T]) -> T:
