@@ -70,6 +70,7 @@ def check_socket_path(path: Path, where: str = "--control-socket") -> None:
         if path.is_symlink() or path.exists():
             if not stat.S_ISSOCK(path.lstat().st_mode):
                 raise ConfigError(f"{where}: {path} exists and is not a socket")
+            _refuse_if_answering(path, where)
             return
         folder = path.parent
         while not folder.exists() and folder != folder.parent:
@@ -110,12 +111,17 @@ def prepare_socket_dir(path: Path) -> None:
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise ConfigError(f"--control-socket: {path} exists and is not a socket")
-        if _socket_answers(path):
-            raise ConfigError(
-                f"--control-socket: another service is listening on {path}; "
-                "give this one its own --control-socket"
-            )
+        _refuse_if_answering(path, "--control-socket")
         path.unlink()  # a stale socket left by a service that is gone
+
+
+def _refuse_if_answering(path: Path, where: str) -> None:
+    """A socket another service still listens on is never taken over."""
+    if _socket_answers(path):
+        raise ConfigError(
+            f"{where}: another service is listening on {path}; "
+            "give this one its own --control-socket"
+        )
 
 
 def _socket_answers(path: Path) -> bool:
