@@ -180,18 +180,18 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
     credentials = check_venue(opts, src)
     control = opts.control_socket or default_socket_path(src)
     check_inputs(opts, control, src)
+    try:
+        configure_logging(log_file=opts.log_file)  # first: what HA and the budget log lands there
+    except OSError as exc:
+        raise ConfigError(
+            f"--log-file: cannot open {opts.log_file} for appending ({exc.strerror or exc})"
+        ) from None
     ha = (
         HaRuntime(opts.ha, budget_mirror=opts.env.budget_state_path)
         if opts.ha is not None
         else None
     )
     loaded = load_budget(opts, wall_clock_ms(), ha)
-    try:
-        configure_logging(log_file=opts.log_file)
-    except OSError as exc:
-        raise ConfigError(
-            f"--log-file: cannot open {opts.log_file} for appending ({exc.strerror or exc})"
-        ) from None
     check_outputs(opts)
     now = datetime.now(UTC)
     run_dir = None
