@@ -748,3 +748,15 @@ def test_stale_warning_for_a_relative_path_prints_it_as_given(
     text = stale_warning(rel, int((MTIME + 25.3 * 3600) * 1000), 24)
     assert text is not None
     assert text.splitlines()[2] == "         Path: state/budget.json"
+
+
+def test_at_least_raises_usage_to_the_other_and_a_later_day_wins_whole() -> None:
+    day = BudgetState(day="2024-01-01", calls_used_day=2, notional_used_day=Decimal("50"))
+    assert day.at_least(BudgetState(day="2024-01-01", calls_used_day=1)) is day
+    more = day.at_least(
+        BudgetState(day="2024-01-01", calls_used_day=3, notional_used_day=Decimal("10"))
+    )
+    assert (more.calls_used_day, more.notional_used_day) == (3, Decimal("50"))
+    later = BudgetState(day="2024-01-02", calls_used_day=1)
+    assert day.at_least(later) is later
+    assert later.at_least(day) is later

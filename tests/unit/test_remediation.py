@@ -654,6 +654,19 @@ async def test_max_notional_per_run_budget_blocks_second_flatten() -> None:
     assert rig.budget.state.notional_used_day == Decimal("450")
 
 
+async def test_the_dry_run_preview_counts_what_was_really_spent_since_its_copy() -> None:
+    """Spent for real after the preview's copy was made (live, or another instance): the
+    preview blocks where live mode would."""
+    rig = Rig(config(dry_run=True, max_calls_per_day=5, cooldown_seconds=0))
+    rig.port.add_order(order())
+    (r1,) = await rig.run(cancel_routed())
+    assert r1.status is ResultStatus.PLANNED
+    rig.seed_day(calls=5)  # the real budget, used up meanwhile
+    rig.clock.t = NOW + 1_000
+    (r2,) = await rig.run(cancel_routed(OURS_2))
+    assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.MAX_CALLS_PER_DAY)
+
+
 async def test_max_calls_per_day_budget_blocks_when_day_is_used_up() -> None:
     rig = Rig(config(max_calls_per_day=5))
     rig.seed_day(calls=4)

@@ -47,6 +47,23 @@ class BudgetState:
     notional_used_day: Decimal = ZERO
     updated_ts_ms: int = 0
 
+    def at_least(self, other: BudgetState) -> BudgetState:
+        """This usage raised to ``other``'s where ``other`` records more (a later day wins
+        whole); ``self`` itself when ``other`` records nothing more."""
+        if other.day != self.day:
+            return other if other.day > self.day else self
+        if (
+            other.calls_used_day <= self.calls_used_day
+            and other.notional_used_day <= self.notional_used_day
+        ):
+            return self
+        return replace(
+            self,
+            calls_used_day=max(self.calls_used_day, other.calls_used_day),
+            notional_used_day=max(self.notional_used_day, other.notional_used_day),
+            updated_ts_ms=max(self.updated_ts_ms, other.updated_ts_ms),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
@@ -167,16 +184,7 @@ class FileBudgetStore:
             on_file = self.load()
         except BudgetStateError:
             return False  # unreadable now: left as it is for the next start to report
-        if on_file is not None and (
-            on_file.day > state.day
-            or (
-                on_file.day == state.day
-                and (
-                    on_file.calls_used_day > state.calls_used_day
-                    or on_file.notional_used_day > state.notional_used_day
-                )
-            )
-        ):
+        if on_file is not None and state.at_least(on_file) is not state:
             return False
         self.save(state)
         return True

@@ -166,7 +166,8 @@ class RemediationExecutor:
 
     def dry_budget(self) -> BudgetTracker:
         """The in-memory budget dry-run spends: the one given, else a copy of the real
-        one made at first use. It is never persisted."""
+        one made at first use, raised to the real one's usage at every run start. It is
+        never persisted."""
         if self._dry_budget is None:
             self._dry_budget = self.budget.shadow()
         return self._dry_budget
@@ -180,6 +181,10 @@ class RemediationExecutor:
             run_id = f"{now}-{self._instance}-{self._run_seq}"
         # HA: what the other instances spent, and when any of them last wrote.
         self.budget.sync(now)
+        if self._dry_budget is not None:
+            # The preview spends a copy; what was really spent since (live, or other
+            # instances) counts for it too, as it would for live mode.
+            self._dry_budget.state = self._dry_budget.state.at_least(self.budget.state)
         live_anchor, dry_anchor = self.cooldown_anchors()
         return RunContext(
             run_id=run_id, started_ms=now, live_anchor_ms=live_anchor, dry_anchor_ms=dry_anchor
