@@ -101,6 +101,13 @@ class _ServicePosition:
                     self._error = f"control {route}: unexpected answer"
         return self._answer, self._error
 
+    def need(self, why: str) -> dict[str, Any]:
+        """The answer, or a one-line ``UsageError``: ``why`` and what went wrong asking."""
+        answer, error = self.get()
+        if answer is None:
+            raise UsageError(f"{why} ({error})")
+        return answer
+
 
 def _pick_side(
     symbol: str, positions: list[dict[str, Any]], side: str | None
@@ -139,12 +146,10 @@ def _flatten(
     amount = _decimal("--qty", qty)
     qty_from = "--qty"
     if amount is None:
-        answer, error = service.get()
-        if answer is None:
-            raise UsageError(
-                "--position needs --notional, or --qty with --price or --venue-url: "
-                f"the service does not report its position ({error})"
-            )
+        answer = service.need(
+            "--position needs --notional, or --qty with --price or --venue-url: "
+            "the service does not report its position"
+        )
         if answer.get("snapshot_age_s") is None:
             raise UsageError(
                 f"--position: the service has no snapshot yet, so its {symbol} position is not "
@@ -176,12 +181,10 @@ def _flatten(
             )
         where = f"mark price from {venue_url}"
     if mark is None:
-        answer, error = service.get()
-        if answer is None:
-            raise UsageError(
-                "--qty needs --price or --venue-url (to read the mark price): "
-                f"the service does not report one ({error})"
-            )
+        answer = service.need(
+            "--qty needs --price or --venue-url (to read the mark price): "
+            "the service does not report one"
+        )
         raw = answer.get("mark_price")
         if raw is None:
             why = answer.get("mark_price_error") or "none given"
