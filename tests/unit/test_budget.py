@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grinder.exchange.fake import FakePort
-from grinder.exchange.port import CancelOutcome, ExchangeError
+from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
 from grinder.reconcile.budget import (
     BudgetState,
     BudgetStateError,
@@ -411,13 +411,20 @@ class CrashPort(FakePort):
     sent: int = 0
 
     async def cancel_order(
-        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        is_algo: bool = False,
+        authorize: Authorize | None = None,
     ) -> CancelOutcome:
         mode, self.crash = self.crash, "none"
         if mode == "before_send":
             raise SimulatedCrash
         try:
-            out = await super().cancel_order(symbol, client_order_id, is_algo=is_algo)
+            out = await super().cancel_order(
+                symbol, client_order_id, is_algo=is_algo, authorize=authorize
+            )
         finally:
             self.sent += 1  # reached the exchange, whether or not it answered
         if mode == "after_send":
@@ -478,10 +485,17 @@ async def test_budget_file_is_written_before_the_exchange_call(tmp_path: Path) -
     @dataclass
     class SpyPort(FakePort):
         async def cancel_order(
-            self, symbol: str, client_order_id: str, *, is_algo: bool = False
+            self,
+            symbol: str,
+            client_order_id: str,
+            *,
+            is_algo: bool = False,
+            authorize: Authorize | None = None,
         ) -> CancelOutcome:
             seen_in_file.append(_persisted_calls(path))
-            return await super().cancel_order(symbol, client_order_id, is_algo=is_algo)
+            return await super().cancel_order(
+                symbol, client_order_id, is_algo=is_algo, authorize=authorize
+            )
 
     clock = Clock()
     ex = _executor(path, SpyPort(), clock)

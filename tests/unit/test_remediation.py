@@ -16,11 +16,18 @@ from hypothesis import strategies as st
 
 from grinder.exchange.binance.errors import UnknownOutcome
 from grinder.exchange.fake import FakePort
-from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
+from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import parse_client_order_id
-from grinder.reconcile.labels import BlockReason, FailReason, ResultStatus, SkipReason
+from grinder.reconcile.labels import (
+    WIRE_ONLY_BLOCK_REASONS,
+    AttemptOutcome,
+    BlockReason,
+    FailReason,
+    ResultStatus,
+    SkipReason,
+)
 from grinder.reconcile.remediation import DRY_RUN, LIVE, ActionResult, RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
@@ -134,7 +141,13 @@ class Rig:
             is_leader=lambda: self.leader,
             env=self.env,
             clock=self.clock,
+            sleep=self.pause,
         )
+        self.pauses: list[float] = []
+
+    async def pause(self, seconds: float) -> None:
+        """The executor's pause between two attempts: recorded, not waited."""
+        self.pauses.append(seconds)
 
     def seed_day(self, calls: int = 0, notional: str = "0") -> None:
         self.budget.state = BudgetState(
@@ -376,7 +389,7 @@ async def test_gates_block_in_contract_order_with_first_failing_gate_as_reason(
 
 def test_gate_ladders_cover_every_block_reason() -> None:
     covered = {s.reason for s in CANCEL_LADDER} | {s.reason for s in FLATTEN_LADDER}
-    assert covered == set(BlockReason)
+    assert covered == set(BlockReason) - WIRE_ONLY_BLOCK_REASONS
 
 
 # --- each block reason in a realistic setting ---------------------------------------------
@@ -500,10 +513,12 @@ async def test_a_write_failed_with_its_outcome_unknown_starts_the_cooldown() -> 
     """A timed-out cancel, an unreadable answer to a new order: it may have been executed."""
     rig = Rig(config(cooldown_seconds=300))
     rig.port.add_order(order())
-    rig.port.fail_once["cancel_order"] = UnknownOutcome("timed out", code=-1007)
+    rig.port.fail_always["cancel_order"] = UnknownOutcome("timed out", code=-1007)
     (r1,) = await rig.run(cancel_routed())
     assert r1.status is ResultStatus.FAILED
+    assert r1.attempts == (AttemptOutcome.UNKNOWN,) * 3
     assert rig.executor.last_remediation_ms == NOW
+    del rig.port.fail_always["cancel_order"]
     rig.clock.t = NOW + 1_000
     (r2,) = await rig.run(cancel_routed())
     assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.COOLDOWN_NOT_ELAPSED)
@@ -860,21 +875,30 @@ async def test_cancel_of_already_gone_order_counts_as_executed() -> None:
     assert len(rig.port.write_calls) == 1
 
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        ExchangeError("Margin is insufficient.", code=-2019),
-        TransientExchangeError("Service unavailable", http_status=503),
-    ],
-)
-async def test_exchange_error_on_cancel_is_failed_with_port_error(error: ExchangeError) -> None:
+async def test_exchange_error_on_cancel_is_failed_with_port_error() -> None:
     rig = Rig()
     rig.port.add_order(order())
+    error = ExchangeError("Margin is insufficient.", code=-2019)
     rig.port.fail_once["cancel_order"] = error
     (r,) = await rig.run(cancel_routed())
     assert (r.status, r.reason) == (ResultStatus.FAILED, FailReason.PORT_ERROR)
     assert r.error == str(error)
     assert r.reason == "port_error"
+    assert r.attempts == (AttemptOutcome.REJECTED,)  # not repeatable: one attempt
+    assert rig.pauses == []
+
+
+async def test_a_transient_failure_of_a_cancel_is_failed_after_three_attempts() -> None:
+    rig = Rig()
+    rig.port.add_order(order())
+    error = TransientExchangeError("Service unavailable", http_status=503)
+    rig.port.fail_always["cancel_order"] = error
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason) == (ResultStatus.FAILED, FailReason.PORT_ERROR)
+    assert r.error == f"{error} (after 3 attempts)"
+    assert r.attempts == (AttemptOutcome.REJECTED,) * 3
+    assert len(rig.port.write_calls) == 3
+    assert rig.pauses == [0.2, 0.5]
 
 
 async def test_exchange_error_on_flatten_order_is_failed_with_port_error() -> None:
@@ -1020,9 +1044,16 @@ class HookPort(FakePort):
             hook()
 
     async def cancel_order(
-        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        is_algo: bool = False,
+        authorize: Authorize | None = None,
     ) -> CancelOutcome:
-        out = await super().cancel_order(symbol, client_order_id, is_algo=is_algo)
+        out = await super().cancel_order(
+            symbol, client_order_id, is_algo=is_algo, authorize=authorize
+        )
         self._fire_write_hook()
         return out
 
@@ -1034,9 +1065,15 @@ class HookPort(FakePort):
         *,
         position_side: PositionSide,
         client_order_id: str,
+        authorize: Authorize | None = None,
     ) -> ObservedOrder:
         out = await super().place_reduce_only_market(
-            symbol, side, qty, position_side=position_side, client_order_id=client_order_id
+            symbol,
+            side,
+            qty,
+            position_side=position_side,
+            client_order_id=client_order_id,
+            authorize=authorize,
         )
         self._fire_write_hook()
         return out
@@ -1404,7 +1441,7 @@ def test_gate_property_generator_reaches_both_write_and_every_block_reason() -> 
 
     collect()
     assert "write" in seen
-    assert set(BlockReason) <= seen
+    assert set(BlockReason) - WIRE_ONLY_BLOCK_REASONS <= seen
 
 
 class SharedCooldown:

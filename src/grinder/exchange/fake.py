@@ -2,7 +2,10 @@
 
 It keeps open orders, positions, mark prices and step sizes, applies its own
 writes (a cancel removes the order, a reduce-only market order reduces the
-position) and can be told to fail a method once or always.
+position) and can be told to fail a method once or always. A write's ``authorize``
+is called where a real port would send it: a withheld write is not recorded (it
+never went out), and the window each sent write was granted is kept in
+``wire_windows_ms``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from grinder.exchange.port import CancelOutcome, ExchangeError
+from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
 from grinder.reconcile.types import (
     ZERO,
     ObservedOrder,
@@ -49,6 +52,7 @@ class FakePort:
     fail_once: dict[str, ExchangeError] = field(default_factory=dict)
     fail_always: dict[str, ExchangeError] = field(default_factory=dict)
     now_ms: int = 0
+    wire_windows_ms: list[int] = field(default_factory=list)
 
     # --- set-up helpers ------------------------------------------------------------------
 
@@ -70,6 +74,10 @@ class FakePort:
         return [c for c in self.calls if c.is_write]
 
     # --- the port ------------------------------------------------------------------------
+
+    def _authorize(self, authorize: Authorize | None) -> None:
+        if authorize is not None:
+            self.wire_windows_ms.append(authorize())
 
     def _record(self, method: str, **args: Any) -> None:
         self.calls.append(PortCall(method, args))
@@ -96,8 +104,14 @@ class FakePort:
         return self.open_orders.get(client_order_id) or self.ended_orders.get(client_order_id)
 
     async def cancel_order(
-        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        is_algo: bool = False,
+        authorize: Authorize | None = None,
     ) -> CancelOutcome:
+        self._authorize(authorize)
         self._record(
             "cancel_order", symbol=symbol, client_order_id=client_order_id, is_algo=is_algo
         )
@@ -116,7 +130,9 @@ class FakePort:
         *,
         position_side: PositionSide,
         client_order_id: str,
+        authorize: Authorize | None = None,
     ) -> ObservedOrder:
+        self._authorize(authorize)
         self._record(
             "place_reduce_only_market",
             symbol=symbol,

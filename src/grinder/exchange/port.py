@@ -4,20 +4,38 @@ The Binance USDⓈ-M adapter implements it over REST; ``FakePort`` implements it
 in memory for tests and the smoke harness. All calls are async. Errors are
 ``ExchangeError`` subclasses; "not found" on a query is ``None``, and a cancel
 of an order that is already gone returns ``CancelOutcome.ALREADY_GONE``.
+
+**Writes are authorized at the wire.** The two writes (``cancel_order``,
+``place_reduce_only_market``) take an ``authorize`` callable. A port calls it once,
+synchronously, immediately before the request leaves (after any wait of its own), and
+never sends the request again by itself. It returns how many milliseconds the request
+may take to reach the exchange: the Binance adapter sends it as ``recvWindow``, so a
+request held up for longer (a paused process, a stalled network) is refused by the
+exchange instead of executed late. It raises ``WriteWithheld`` when the write must
+not go out; nothing was sent then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 
 class ExchangeError(Exception):
-    """The venue refused or failed a request. ``code`` is Binance's error code if any."""
+    """The venue refused or failed a request. ``code`` is Binance's error code if any.
+
+    ``outcome_unknown``: the request may have been executed (a timed-out write, an
+    unreadable answer to one). ``repeatable``: the same write may be sent again after
+    this failure -- by the remediation executor, which re-authorizes every attempt
+    (``WriteWithheld``) and bounds their number; a port never repeats a write itself.
+    """
+
+    outcome_unknown: ClassVar[bool] = False
+    repeatable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None):
         super().__init__(message)
@@ -31,6 +49,26 @@ class ExchangeError(Exception):
 
 class TransientExchangeError(ExchangeError):
     """A failure that may succeed on retry (timeout, 5xx, rate limit)."""
+
+    repeatable: ClassVar[bool] = True
+
+
+class WriteWithheld(Exception):
+    """A write was not sent: its authorization at the wire failed.
+
+    ``reason`` is a stable label (a block or skip reason of the executor). Not an
+    ``ExchangeError``: nothing reached the exchange.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+Authorize = Callable[[], int]
+"""Called right before a write leaves: the milliseconds it may take to reach the exchange
+(its ``recvWindow``), or ``WriteWithheld`` raised when it must not be sent."""
 
 
 class CancelOutcome(StrEnum):
@@ -57,9 +95,14 @@ class ExchangePort(Protocol):
         ...
 
     async def cancel_order(
-        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        is_algo: bool = False,
+        authorize: Authorize | None = None,
     ) -> CancelOutcome:
-        """Cancel by client order id on the endpoint the order lives on."""
+        """Cancel by client order id on the endpoint the order lives on (one request)."""
         ...
 
     async def place_reduce_only_market(
@@ -70,8 +113,9 @@ class ExchangePort(Protocol):
         *,
         position_side: PositionSide,
         client_order_id: str,
+        authorize: Authorize | None = None,
     ) -> ObservedOrder:
-        """A reduce-only MARKET order (``positionSide`` sent in hedge mode)."""
+        """A reduce-only MARKET order (``positionSide`` sent in hedge mode; one request)."""
         ...
 
     async def get_mark_price(self, symbol: str) -> Decimal | None:

@@ -66,6 +66,10 @@ HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.MAX_NOTIONAL_PER_DAY: (
         "00:00 UTC resets it; grinder control set max_notional_per_day N"
     ),
+    BlockReason.DRY_RUN: "none: dry-run was switched on; grinder control set dry_run false",
+    BlockReason.EXPECTED_STATE_UNREADABLE: (
+        "the next run goes on once the bot's expected-state store can be read (file or Redis)"
+    ),
 }
 
 

@@ -38,6 +38,14 @@ class BlockReason(StrEnum):
     MAX_NOTIONAL_PER_RUN = "max_notional_per_run"
     MAX_CALLS_PER_DAY = "max_calls_per_day"
     MAX_NOTIONAL_PER_DAY = "max_notional_per_day"
+    DRY_RUN = "dry_run"
+    """Found at the wire: dry-run was switched on after the gates passed."""
+    EXPECTED_STATE_UNREADABLE = "expected_state_unreadable"
+    """Found at the wire: the bot's expected state could not be read to confirm a cancel."""
+
+
+WIRE_ONLY_BLOCK_REASONS = frozenset({BlockReason.DRY_RUN, BlockReason.EXPECTED_STATE_UNREADABLE})
+"""Block reasons found only when a write is authorized at the wire, never by the gate chain."""
 
 
 class ResultStatus(StrEnum):
@@ -66,6 +74,21 @@ class SkipReason(StrEnum):
     OTHER_ACTION_THIS_RUN = "other_action_this_run"
     ALREADY_RESOLVED = "already_resolved"
     ALREADY_PLANNED = "already_planned"
+    NOW_EXPECTED = "now_expected"
+    """Found at the wire: the bot records the order as open again; it is not cancelled."""
+
+
+class AttemptOutcome(StrEnum):
+    """What became of one attempt to send a remediation write (the ``outcome`` label)."""
+
+    ACCEPTED = "accepted"
+    """The exchange executed it."""
+    REJECTED = "rejected"
+    """The exchange answered with an error; it was not executed."""
+    UNKNOWN = "unknown"
+    """Sent, and whether it was executed is unknown (a timeout, a 503 "unknown error")."""
+    WITHHELD = "withheld"
+    """Not sent: its authorization at the wire failed (lease, gates, or the decision)."""
 
 
 class TriageOutcome(StrEnum):

@@ -25,7 +25,14 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from grinder.reconcile.budget import BudgetTracker
-from grinder.reconcile.labels import ActionLabel, BlockReason, FailReason, SkipReason, TriageOutcome
+from grinder.reconcile.labels import (
+    ActionLabel,
+    AttemptOutcome,
+    BlockReason,
+    FailReason,
+    SkipReason,
+    TriageOutcome,
+)
 from grinder.reconcile.types import MismatchType
 
 HOUR_MS = 3_600_000
@@ -152,6 +159,13 @@ class ReconcileMetrics:
             ["action", "reason"],
             registry=r,
         )
+        self.write_attempts = Counter(
+            "grinder_reconcile_write_attempts",
+            "Requests remediation actions sent or withheld at the wire, by outcome "
+            "(an action makes at most 3; the budget counts actions)",
+            ["action", "outcome"],
+            registry=r,
+        )
         self.skipped = Counter(
             "grinder_reconcile_action_skipped",
             "Mismatches that got no remediation attempt, by reason",
@@ -214,6 +228,8 @@ class ReconcileMetrics:
             self.executed.labels(action=a.value)
             for f in FailReason:
                 self.failed.labels(action=a.value, reason=f.value)
+            for w in AttemptOutcome:
+                self.write_attempts.labels(action=a.value, outcome=w.value)
         for b in BlockReason:
             self.blocked.labels(reason=b.value)
         for s in SkipReason:

@@ -15,19 +15,42 @@ precedes each write also re-checks leadership atomically in the shared store
 (fencing); a refusal there blocks the write with ``not_leader``. A shared
 ``cooldown`` source makes the cooldown run from the last write of *any*
 instance.
+
+**Every attempt is authorized at the wire.** The port calls ``authorize`` right
+before each request leaves (``grinder.exchange.port``). It checks, in this order:
+the decision still holds (a cancel: the bot's expected state, read now, does not
+hold the order open); the operator's settings still allow the write (gates 0-8,
+and dry-run still off); and, with HA, the leadership that let this instance act
+has at least ``MIN_WRITE_WINDOW_MS`` left. The window it grants -- at most
+``WRITE_WINDOW_MS``, never past the local lease deadline -- becomes the request's
+``recvWindow``, so the exchange itself refuses a request that reaches it later.
+
+**Attempts are bounded.** One action (one budget reservation) makes at most
+``max_write_attempts`` requests: a failure the port marks ``repeatable`` (a 5xx,
+a timeout, ``-1021``; never a 429 or 418) is followed by another attempt after
+``RETRY_DELAYS_S``, authorized anew; a flatten first reads the position again and
+never sends more than the action reserved. Each attempt's ``AttemptOutcome`` is in
+the result (``attempts``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
-from grinder.exchange.port import CancelOutcome, ExchangeError, ExchangePort
+from grinder.exchange.port import (
+    Authorize,
+    CancelOutcome,
+    ExchangeError,
+    ExchangePort,
+    WriteWithheld,
+)
 from grinder.reconcile.budget import BudgetRefused, BudgetStateError, BudgetTracker, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import (
@@ -36,12 +59,34 @@ from grinder.reconcile.identity import (
     ownership,
     remediation_client_order_id,
 )
-from grinder.reconcile.labels import BlockReason, FailReason, ResultStatus, SkipReason
-from grinder.reconcile.routing import ActionKind, Routed
-from grinder.reconcile.types import ZERO, Mismatch, PositionSide, Side
+from grinder.reconcile.labels import (
+    AttemptOutcome,
+    BlockReason,
+    FailReason,
+    ResultStatus,
+    SkipReason,
+)
+from grinder.reconcile.routing import ActionKind, Routed, cancel_still_wanted
+from grinder.reconcile.types import (
+    ZERO,
+    ExpectedOrder,
+    Mismatch,
+    ObservedPosition,
+    PositionSide,
+    Side,
+)
 
 DRY_RUN = "dry_run"
 LIVE = "live"
+
+MAX_WRITE_ATTEMPTS = 3
+"""Requests one remediation action may send (the first and its repeats)."""
+RETRY_DELAYS_S = (0.2, 0.5)
+"""Pause before the 2nd and each later attempt of one action (the last value repeats)."""
+WRITE_WINDOW_MS = 2_000
+"""The longest a write may take from its authorization to the exchange (its recvWindow)."""
+MIN_WRITE_WINDOW_MS = 50
+"""A write with less of its leadership left than this is not sent."""
 
 
 def wall_clock_ms() -> int:
@@ -78,6 +123,8 @@ class ActionResult:
     remediation_order_id: str | None = None
     error: str | None = None
     ts_ms: int = 0
+    attempts: tuple[AttemptOutcome, ...] = ()
+    """Each attempt to send the write, in order (empty when none was made)."""
 
     @property
     def symbol(self) -> str:
@@ -123,7 +170,16 @@ class RemediationExecutor:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         reporter: RemediationReporter | None = None,
+        lease_window_ms: Callable[[], int] | None = None,
+        read_expected_order: Callable[[str], ExpectedOrder | None] | None = None,
+        max_write_attempts: int = MAX_WRITE_ATTEMPTS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``lease_window_ms`` (HA): milliseconds left of the leadership that lets this
+        instance act (0 when none). ``read_expected_order``: the bot's record of one
+        order read now, not from a mirror (a cancel is confirmed with it at the wire)."""
+        if max_write_attempts < 1:
+            raise ValueError(f"max_write_attempts must be >= 1, got {max_write_attempts}")
         self.config = config
         self.port = port
         self.armed = armed
@@ -135,6 +191,10 @@ class RemediationExecutor:
         self.cooldown = cooldown
         self.env = env
         self.reporter = reporter
+        self.lease_window_ms = lease_window_ms
+        self.read_expected_order = read_expected_order
+        self.max_write_attempts = max_write_attempts
+        self._sleep = sleep
         self.last_remediation_ms: int | None = None
         self._shared_seen_ms: int | None = None
         self._last_planned_ms: int | None = None
@@ -304,6 +364,7 @@ class RemediationExecutor:
         qty: Decimal | None = None,
         remediation_order_id: str | None = None,
         error: str | None = None,
+        attempts: Iterable[AttemptOutcome] = (),
     ) -> ActionResult:
         return ActionResult(
             run_id=ctx.run_id,
@@ -317,6 +378,7 @@ class RemediationExecutor:
             remediation_order_id=remediation_order_id,
             error=error,
             ts_ms=self.clock(),
+            attempts=tuple(attempts),
         )
 
     def _commit(
@@ -384,8 +446,93 @@ class RemediationExecutor:
     def _failed(self, exc: ExchangeError) -> None:
         """A write that failed with its outcome unknown (a timeout, an unreadable answer)
         may have been executed: the cooldown starts as if it had (its budget is spent)."""
-        if getattr(exc, "outcome_unknown", False):
+        if exc.outcome_unknown:
             self.last_remediation_ms = self.clock()
+
+    # --- authorization at the wire -------------------------------------------------------
+
+    def _authorizer(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> Authorize:
+        """What the port calls right before each attempt of this action leaves."""
+
+        def authorize() -> int:
+            return self.authorize_write(kind, m, ctx)
+
+        return authorize
+
+    def authorize_write(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> int:
+        """The window (ms) a write of this action may take to reach the exchange, now;
+        ``WriteWithheld`` when it must not be sent. The lease is read last, so nothing
+        slower than a clock read lies between it and the request leaving."""
+        cfg = self.config
+        if cfg.dry_run:
+            raise WriteWithheld(BlockReason.DRY_RUN, "dry-run was switched on")
+        cid = m.client_order_id if kind is ActionKind.CANCEL else None
+        if cid is not None and self.read_expected_order is not None:
+            try:
+                expected = self.read_expected_order(cid)
+            except Exception as exc:  # cannot confirm: fail closed
+                detail = " ".join(f"{type(exc).__name__}: {exc}".split())
+                raise WriteWithheld(BlockReason.EXPECTED_STATE_UNREADABLE, detail) from None
+            if not cancel_still_wanted(expected):
+                raise WriteWithheld(SkipReason.NOW_EXPECTED, "the bot records the order as open")
+        reason = self.gate(kind, m.symbol, cid, ZERO, ctx, through_ownership_only=True)
+        if reason is not None:
+            raise WriteWithheld(reason)
+        window = WRITE_WINDOW_MS
+        if self.lease_window_ms is not None:
+            left = self.lease_window_ms()
+            if left < MIN_WRITE_WINDOW_MS:
+                raise WriteWithheld(
+                    BlockReason.NOT_LEADER, f"{max(0, left)} ms of the leadership left"
+                )
+            window = min(window, left)
+        return window
+
+    def _withheld(
+        self,
+        routed: Routed,
+        ctx: RunContext,
+        withheld: WriteWithheld,
+        attempts: list[AttemptOutcome],
+        *,
+        notional: Decimal | None = None,
+        qty: Decimal | None = None,
+        remediation_order_id: str | None = None,
+    ) -> ActionResult:
+        """The result of an action whose next attempt was not sent: skipped when the
+        decision no longer holds, else blocked by the gate that failed."""
+        attempts.append(AttemptOutcome.WITHHELD)
+        skipped = withheld.reason in {r.value for r in SkipReason}
+        notes = [withheld.detail] if withheld.detail else []
+        if AttemptOutcome.UNKNOWN in attempts:
+            notes.append("an earlier attempt's outcome is unknown")
+        return self._result(
+            routed,
+            ctx,
+            ResultStatus.SKIPPED if skipped else ResultStatus.BLOCKED,
+            reason=withheld.reason,
+            error="; ".join(notes) or None,
+            notional=notional,
+            qty=qty,
+            remediation_order_id=remediation_order_id,
+            attempts=attempts,
+        )
+
+    async def _pause_before(self, attempt: int) -> None:
+        if attempt > 1:
+            delays = RETRY_DELAYS_S
+            await self._sleep(delays[min(attempt - 2, len(delays) - 1)])
+
+    @staticmethod
+    def _attempt_outcome(exc: ExchangeError) -> AttemptOutcome:
+        return AttemptOutcome.UNKNOWN if exc.outcome_unknown else AttemptOutcome.REJECTED
+
+    @staticmethod
+    def _error_text(exc: ExchangeError, attempts: list[AttemptOutcome]) -> str:
+        sent = sum(1 for a in attempts if a is not AttemptOutcome.WITHHELD)
+        return str(exc) if sent <= 1 else f"{exc} (after {sent} attempts)"
+
+    # --- the two writes ------------------------------------------------------------------
 
     async def _cancel(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
@@ -396,16 +543,49 @@ class RemediationExecutor:
         if done is not None:
             return done
         assert m.client_order_id is not None  # ownership gate passed
-        try:
-            outcome = await self.port.cancel_order(m.symbol, m.client_order_id, is_algo=m.is_algo)
-        except ExchangeError as exc:
-            self._failed(exc)
+        authorize = self._authorizer(ActionKind.CANCEL, m, ctx)
+        attempts: list[AttemptOutcome] = []
+        for attempt in range(1, self.max_write_attempts + 1):
+            await self._pause_before(attempt)
+            try:
+                outcome = await self.port.cancel_order(
+                    m.symbol, m.client_order_id, is_algo=m.is_algo, authorize=authorize
+                )
+            except WriteWithheld as withheld:
+                return self._withheld(routed, ctx, withheld, attempts)
+            except ExchangeError as exc:
+                attempts.append(self._attempt_outcome(exc))
+                self._failed(exc)
+                if exc.repeatable and attempt < self.max_write_attempts:
+                    continue
+                return self._result(
+                    routed,
+                    ctx,
+                    ResultStatus.FAILED,
+                    reason=FailReason.PORT_ERROR,
+                    error=self._error_text(exc, attempts),
+                    attempts=attempts,
+                )
+            attempts.append(AttemptOutcome.ACCEPTED)
+            self._executed(ctx)
+            detail = None if outcome is CancelOutcome.CANCELED else outcome.value
             return self._result(
-                routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=str(exc)
+                routed,
+                ctx,
+                ResultStatus.EXECUTED,
+                notional=ZERO,
+                error=detail,
+                attempts=attempts,
             )
-        self._executed(ctx)
-        detail = None if outcome is CancelOutcome.CANCELED else outcome.value
-        return self._result(routed, ctx, ResultStatus.EXECUTED, notional=ZERO, error=detail)
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+    async def _read_position(
+        self, m: Mismatch, side_key: PositionSide
+    ) -> tuple[Decimal, Decimal | None]:
+        """The position's signed quantity now, and the symbol's market step size."""
+        positions = await self.port.fetch_positions([m.symbol])
+        step = await self.port.get_step_size(m.symbol)
+        return position_qty(positions, m.symbol, side_key), step
 
     async def _flatten(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
@@ -424,12 +604,8 @@ class RemediationExecutor:
             return self._result(
                 routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=str(exc)
             )
-        current = next(
-            (p.qty for p in positions if p.symbol == m.symbol and p.position_side == side_key), ZERO
-        )
-        qty = abs(current)
-        if step is not None and step > 0:
-            qty = (qty / step).to_integral_value(rounding=ROUND_DOWN) * step
+        current = position_qty(positions, m.symbol, side_key)
+        qty = flatten_quantity(current, step)
         if qty == ZERO:
             return self._result(
                 routed, ctx, ResultStatus.SKIPPED, reason=SkipReason.ALREADY_RESOLVED, qty=ZERO
@@ -441,16 +617,8 @@ class RemediationExecutor:
                 routed, ctx, ResultStatus.BLOCKED, reason=reason, notional=notional, qty=qty
             )
         assert notional is not None  # gate 9 passed
-        cfg = self.config
-        self._seq += 1
         try:
-            cid = remediation_client_order_id(
-                strategy_id=cfg.strategy_id,
-                symbol=m.symbol,
-                ts_seconds=self.clock() // 1000,
-                seq=self._seq,
-                prefix=cfg.client_order_id_prefix,
-            )
+            cid = self._flatten_client_order_id(m.symbol)
         except ClientOrderIdError as exc:
             return self._result(
                 routed,
@@ -463,29 +631,112 @@ class RemediationExecutor:
         done = self._commit(routed, ctx, notional, qty=qty, cid=cid)
         if done is not None:
             return done
+        reserved_qty = qty
         side = Side.SELL if current > 0 else Side.BUY
-        try:
-            await self.port.place_reduce_only_market(
-                m.symbol, side, qty, position_side=side_key, client_order_id=cid
-            )
-        except ExchangeError as exc:
-            self._failed(exc)
+        authorize = self._authorizer(ActionKind.FLATTEN, m, ctx)
+        attempts: list[AttemptOutcome] = []
+        for attempt in range(1, self.max_write_attempts + 1):
+            await self._pause_before(attempt)
+            if attempt > 1:
+                # The earlier attempt may have been executed: what is left now, never
+                # more than this action reserved, on the same side.
+                try:
+                    current, step = await self._read_position(m, side_key)
+                    cid = self._flatten_client_order_id(m.symbol)
+                except (ExchangeError, ClientOrderIdError) as exc:
+                    return self._result(
+                        routed,
+                        ctx,
+                        ResultStatus.FAILED,
+                        reason=FailReason.PORT_ERROR,
+                        error=f"{exc} (reading the position before attempt {attempt})",
+                        notional=notional,
+                        qty=qty,
+                        remediation_order_id=cid,
+                        attempts=attempts,
+                    )
+                same_side = (current > 0) == (side is Side.SELL)
+                qty = min(flatten_quantity(current, step), reserved_qty) if same_side else ZERO
+                if qty == ZERO:
+                    return self._result(
+                        routed,
+                        ctx,
+                        ResultStatus.SKIPPED,
+                        reason=SkipReason.ALREADY_RESOLVED,
+                        error="the position is flat after an attempt whose outcome is unknown",
+                        qty=ZERO,
+                        remediation_order_id=cid,
+                        attempts=attempts,
+                    )
+            try:
+                await self.port.place_reduce_only_market(
+                    m.symbol,
+                    side,
+                    qty,
+                    position_side=side_key,
+                    client_order_id=cid,
+                    authorize=authorize,
+                )
+            except WriteWithheld as withheld:
+                return self._withheld(
+                    routed,
+                    ctx,
+                    withheld,
+                    attempts,
+                    notional=notional,
+                    qty=qty,
+                    remediation_order_id=cid,
+                )
+            except ExchangeError as exc:
+                attempts.append(self._attempt_outcome(exc))
+                self._failed(exc)
+                if exc.repeatable and attempt < self.max_write_attempts:
+                    continue
+                return self._result(
+                    routed,
+                    ctx,
+                    ResultStatus.FAILED,
+                    reason=FailReason.PORT_ERROR,
+                    error=self._error_text(exc, attempts),
+                    notional=notional,
+                    qty=qty,
+                    remediation_order_id=cid,
+                    attempts=attempts,
+                )
+            attempts.append(AttemptOutcome.ACCEPTED)
+            self._executed(ctx)
             return self._result(
                 routed,
                 ctx,
-                ResultStatus.FAILED,
-                reason=FailReason.PORT_ERROR,
-                error=str(exc),
+                ResultStatus.EXECUTED,
                 notional=notional,
                 qty=qty,
                 remediation_order_id=cid,
+                attempts=attempts,
             )
-        self._executed(ctx)
-        return self._result(
-            routed,
-            ctx,
-            ResultStatus.EXECUTED,
-            notional=notional,
-            qty=qty,
-            remediation_order_id=cid,
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+    def _flatten_client_order_id(self, symbol: str) -> str:
+        cfg = self.config
+        self._seq += 1
+        return remediation_client_order_id(
+            strategy_id=cfg.strategy_id,
+            symbol=symbol,
+            ts_seconds=self.clock() // 1000,
+            seq=self._seq,
+            prefix=cfg.client_order_id_prefix,
         )
+
+
+def position_qty(positions: Iterable[ObservedPosition], symbol: str, side: PositionSide) -> Decimal:
+    """The signed quantity of one position among ``positions`` (zero when absent)."""
+    return next((p.qty for p in positions if p.symbol == symbol and p.position_side == side), ZERO)
+
+
+def flatten_quantity(position_qty: Decimal, step: Decimal | None) -> Decimal:
+    """The quantity a flatten sends for a position: its size rounded down to the market
+    step (never more than is there)."""
+    qty = abs(position_qty)
+    if step is not None and step > 0:
+        qty = (qty / step).to_integral_value(rounding=ROUND_DOWN) * step
+    return qty

@@ -194,6 +194,8 @@ class Reporter:
                 self.metrics.failed.labels(action=label, reason=str(result.reason)).inc()
             elif status is ResultStatus.SKIPPED:
                 self.metrics.skipped.labels(reason=str(result.reason)).inc()
+            for outcome in result.attempts:
+                self.metrics.write_attempts.labels(action=label, outcome=outcome.value).inc()
         fields: dict[str, Any] = {
             "run_id": result.run_id,
             "mode": result.mode,
@@ -210,6 +212,8 @@ class Reporter:
             value = getattr(result, name)
             if value is not None:
                 fields[name] = value
+        if result.attempts:
+            fields["attempts"] = ",".join(a.value for a in result.attempts)
         level = logging.INFO
         if status in (ResultStatus.EXECUTED, ResultStatus.FAILED):
             level = logging.WARNING

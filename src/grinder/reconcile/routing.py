@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from grinder.reconcile.labels import ActionLabel, SkipReason
-from grinder.reconcile.types import Mismatch, MismatchType, OrderStatus
+from grinder.reconcile.types import ExpectedOrder, Mismatch, MismatchType, OrderStatus
 
 
 class ActionKind(StrEnum):
@@ -70,6 +70,13 @@ def route_one(m: Mismatch) -> ActionKind | SkipReason:
     if m.type is MismatchType.POSITION_NONZERO_UNEXPECTED:
         return ActionKind.FLATTEN
     return SkipReason.ALERT_ONLY
+
+
+def cancel_still_wanted(expected: ExpectedOrder | None) -> bool:
+    """Whether a cancel of an order of ours still holds, given the bot's record of it
+    read just now: only while the bot does not hold the order open (no record, or one
+    it has ended). Checked right before every attempt leaves."""
+    return expected is None or expected.ended_ts_ms is not None
 
 
 def sort_key(m: Mismatch) -> tuple[int, str, str, str]:

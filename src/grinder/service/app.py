@@ -165,6 +165,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             env=self.gate_env,
             clock=self.clock,
             reporter=reporter,
+            lease_window_ms=self.hagate.lease_window_ms if self.hagate is not None else None,
+            read_expected_order=self.expected.read_order,
         )
         self.runner = ReconcileRunner(self.engine, self.executor, reporter=reporter)
         self.controls = Controls(

@@ -42,6 +42,14 @@ class ServiceHa:
         token = self.elector.token
         return token is not None and token == self._acting_token
 
+    def lease_window_ms(self) -> int:
+        """Milliseconds before the local deadline of the leadership this instance acts
+        under; 0 when it does not act (a write is authorized at most this far ahead)."""
+        lease = self.elector.lease()
+        if lease is None or lease.token != self._acting_token:
+            return 0
+        return max(0, int((lease.deadline - self.elector.monotonic()) * 1000))
+
     def status(self) -> dict[str, Any]:
         return {**self.runtime.status(), "acting": self.may_remediate()}
 

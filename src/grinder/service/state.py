@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grinder.ha.connection import RedisUnavailable
+from grinder.reconcile.types import ExpectedOrder
 from grinder.state.expected import ExpectedStore, MemoryExpectedStore
 from grinder.state.redis_store import RedisExpectedStore
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore
@@ -61,6 +62,15 @@ class ExpectedSource:
             if self._failing:
                 log.info("EXPECTED_REFRESH_OK store=redis orders=%d", len(self.redis))
             self._failing = False
+
+    def read_order(self, client_order_id: str) -> ExpectedOrder | None:
+        """The bot's record of one order as its store holds it now -- not the mirror of
+        the last refresh (a cancel is confirmed with it right before it is sent)."""
+        if self.sqlite is not None:
+            return self.sqlite.read_order(client_order_id)
+        if self.redis is not None:
+            return self.redis.read_order(client_order_id)
+        return self.store.get_order(client_order_id)
 
     def evict(self, now_ms: int) -> None:
         """Drop ended orders past their TTL (the writer's job for a shared store)."""

@@ -41,7 +41,9 @@ Hierarchy::
 ``IpBanned`` is deliberately *not* a ``RateLimited``: a ban is not waited out
 inside one request. ``UnknownOutcome.outcome_unknown`` is True: the request may
 have been executed, so a write must be reconciled (query by client id) before
-it is sent again; reads can simply be repeated.
+it is sent again; reads can simply be repeated. ``repeatable`` (from
+``ExchangeError``) is True for every transient error but ``RateLimited`` and
+``IpBanned``: the remediation executor may send such a write again, re-authorized.
 """
 
 from __future__ import annotations
@@ -94,8 +96,6 @@ class BinanceError(ExchangeError):
     ``name`` Binance's symbolic name (``INVALID_TIMESTAMP``…), ``venue_msg``
     the message as sent, ``retry_after_s`` the ``Retry-After`` header if any.
     """
-
-    outcome_unknown: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -226,9 +226,13 @@ class TimestampError(BinanceTransientError):
 
 
 class RateLimited(BinanceTransientError):
-    """Request weight or order rate limit hit (429). The request was not processed."""
+    """Request weight or order rate limit hit (429). The request was not processed.
+
+    Not ``repeatable``: a write refused for the rate limit is not sent again in the same
+    action (what goes out must have been decided just before)."""
 
     default_backoff_s: ClassVar[float] = 60.0
+    repeatable: ClassVar[bool] = False
 
     @property
     def backoff_hint_s(self) -> float:
@@ -243,6 +247,7 @@ class IpBanned(BinanceTransientError):
     """
 
     default_backoff_s: ClassVar[float] = 120.0
+    repeatable: ClassVar[bool] = False
 
     def __init__(
         self,

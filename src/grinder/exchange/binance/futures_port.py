@@ -18,8 +18,10 @@
   is a ``MalformedWriteResponse``: sent and accepted, result unknown.
 * A flatten is a MARKET order for the exact size rounded down to the symbol's
   market step size: ``reduceOnly=true`` in one-way mode, ``positionSide`` in
-  hedge mode (where Binance refuses ``reduceOnly``). It is never retried here;
-  the executor reads the position again before any later attempt.
+  hedge mode (where Binance refuses ``reduceOnly``).
+* Writes are sent once each, authorized at the wire (``authorize``, see
+  ``grinder.exchange.port``); the executor decides any further attempt (a flatten
+  only after reading the position again).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from grinder.exchange.binance.parsing import (
     parse_positions,
 )
 from grinder.exchange.binance.rest import BinanceRestClient
-from grinder.exchange.port import CancelOutcome
+from grinder.exchange.port import Authorize, CancelOutcome
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 ALL_SYMBOLS_WEIGHT = 40
@@ -204,7 +206,12 @@ class BinanceFuturesPort:
         return _read("GET /fapi/v1/order", lambda: parse_order(body, seen_ts_ms=seen))
 
     async def cancel_order(
-        self, symbol: str, client_order_id: str, *, is_algo: bool = False
+        self,
+        symbol: str,
+        client_order_id: str,
+        *,
+        is_algo: bool = False,
+        authorize: Authorize | None = None,
     ) -> CancelOutcome:
         try:
             if is_algo:
@@ -215,6 +222,7 @@ class BinanceFuturesPort:
                     signed=True,
                     weight=1,
                     trade=True,
+                    authorize=authorize,
                 )
             else:
                 await self.rest.request(
@@ -224,6 +232,7 @@ class BinanceFuturesPort:
                     signed=True,
                     weight=1,
                     trade=True,
+                    authorize=authorize,
                 )
         except OrderAlreadyGone:
             return CancelOutcome.ALREADY_GONE
@@ -237,6 +246,7 @@ class BinanceFuturesPort:
         *,
         position_side: PositionSide,
         client_order_id: str,
+        authorize: Authorize | None = None,
     ) -> ObservedOrder:
         params: list[tuple[str, str | int]] = [
             ("symbol", symbol),
@@ -252,7 +262,7 @@ class BinanceFuturesPort:
             params.append(("positionSide", position_side.value))
         # A new order costs no IP request weight (it counts against the order-rate limits).
         body: Any = await self.rest.request(
-            "POST", "/fapi/v1/order", params, signed=True, weight=0, trade=True
+            "POST", "/fapi/v1/order", params, signed=True, weight=0, trade=True, authorize=authorize
         )
         seen = self._clock()
         return _read(

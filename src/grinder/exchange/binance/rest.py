@@ -6,8 +6,12 @@ offset kept in sync (and re-synced on ``-1021``), request weight read from
 ``X-MBX-USED-WEIGHT-1M`` with a slow-down before the limit, ``429``/``418``
 honouring ``Retry-After`` for every request of the client (after a 429 none goes
 out before the pause ends; after a 418 none is sent until the ban ends), and
-capped, jittered retries of transient failures for requests that are safe to
-repeat. Secrets never reach a log or an error.
+capped, jittered retries of transient failures for reads. An order write
+(``trade=True``) is sent at most once per call: whether to send it again is the
+remediation executor's decision, made where the lease and the gates are checked.
+Its ``authorize`` callable runs synchronously right before the request leaves and
+bounds the request's ``recvWindow``, so the exchange refuses it if it arrives later
+than authorized. Secrets never reach a log or an error.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from grinder.exchange.binance.errors import (
     UnknownOutcome,
     error_from_response,
 )
-from grinder.exchange.port import ExchangeError, TransientExchangeError
+from grinder.exchange.port import Authorize, ExchangeError, TransientExchangeError
 from grinder.reconcile.config import ConfigError
 
 log = logging.getLogger("grinder.exchange.rest")
@@ -322,6 +326,7 @@ class BinanceRestClient:
         weight: int = 1,
         idempotent: bool | None = None,
         trade: bool = False,
+        authorize: Authorize | None = None,
     ) -> Any:
         """Send one request, with retries where safe, and return the decoded JSON.
 
@@ -330,11 +335,15 @@ class BinanceRestClient:
         so it is not repeated blindly; the caller re-reads state instead.
 
         ``trade`` marks an order write (a cancel, a new order): it never waits here
-        for a 429's pause or the weight window, and is not repeated after a 429 --
-        it fails with ``RateLimited`` at once, so that whatever goes out was decided
-        just before (an operator's rollback meanwhile is seen by the next run).
+        for a 429's pause or the weight window, and is sent at most once -- any
+        failure is raised at once (a ``-1021`` after re-syncing the clock), so that
+        whatever goes out was decided just before, by a caller that checks the lease
+        and the gates again before it sends anything else. ``authorize`` (writes) is
+        called right before the request leaves; see ``grinder.exchange.port``.
         """
         retry_ok = idempotent if idempotent is not None else method in ("GET", "DELETE")
+        if trade:
+            retry_ok = False
         items = list(params.items()) if isinstance(params, Mapping) else list(params or ())
         attempt = 0
         resynced = False
@@ -352,13 +361,21 @@ class BinanceRestClient:
                 self.on_spend(weight)
             try:
                 return await self._send(
-                    method, path, items, signed=signed, api_key=api_key, weight=weight
+                    method,
+                    path,
+                    items,
+                    signed=signed,
+                    api_key=api_key,
+                    weight=weight,
+                    authorize=authorize,
                 )
             except TimestampError:
                 if resynced or not signed:
                     raise
                 resynced = True
                 await self.sync_time()
+                if trade:
+                    raise  # the clock is right again; sending again is the caller's decision
             except RateLimited as exc:
                 # A 429'd request was not processed: repeating it is safe (not a trade's).
                 wait = min(exc.retry_after_s or 1.0, self.settings.max_retry_after_s)
@@ -394,17 +411,27 @@ class BinanceRestClient:
         signed: bool,
         api_key: bool,
         weight: int,
+        authorize: Authorize | None = None,
     ) -> Any:
-        """One request; its ``weight`` counts as in flight until the response is in."""
+        """One request; its ``weight`` counts as in flight until the response is in.
+
+        ``authorize`` runs here, with no wait between it and the request leaving; the
+        window it grants bounds ``recvWindow`` (``WriteWithheld`` passes through).
+        """
         headers: dict[str, str] = {}
         query_items = list(items)
         if signed or api_key:
             if self.credentials is None:
                 raise ExchangeError(f"{method} {path} needs API credentials")
             headers["X-MBX-APIKEY"] = self.credentials.api_key
+        window = self.settings.recv_window_ms
+        if authorize is not None:
+            if not signed:
+                raise ExchangeError(f"{method} {path}: an authorized write must be signed")
+            window = max(1, min(window, authorize()))
         if signed:
             assert self.credentials is not None
-            query_items.append(("recvWindow", self.settings.recv_window_ms))
+            query_items.append(("recvWindow", window))
             query_items.append(("timestamp", self.server_now_ms()))
         query = urlencode(query_items)
         if signed:
