@@ -72,14 +72,16 @@ def test_a_missing_signature_is_1102() -> None:
 
 
 def test_api_key_missing_is_2014_and_wrong_is_2015_both_http_401() -> None:
+    keys = {"key": "secret", "second": "other"}
     with pytest.raises(BinanceError) as info:
-        auth.check_api_key(None, "key")
+        auth.check_api_key(None, keys.get)
     assert (info.value.code, info.value.status) == (-2014, 401)
     with pytest.raises(BinanceError) as info:
-        auth.check_api_key("nope", "key")
+        auth.check_api_key("nope", keys.get)
     assert (info.value.code, info.value.status) == (-2015, 401)
     assert info.value.msg == "Invalid API-key, IP, or permissions for action."
-    auth.check_api_key("key", "key")
+    assert auth.check_api_key("key", keys.get) == "secret"
+    assert auth.check_api_key("second", keys.get) == "other"
 
 
 @pytest.mark.parametrize(

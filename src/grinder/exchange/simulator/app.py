@@ -30,6 +30,7 @@ from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.rest import ENDPOINTS, Endpoint, RawJSON
 from grinder.exchange.simulator.userstream import Connection, parse_events
 from grinder.exchange.simulator.weights import weight_of
+from grinder.exchange.simulator.writelog import client_order_id_of
 
 log = logging.getLogger(__name__)
 SIM_KEY = web.AppKey("grinder_simulator", Simulator)
@@ -89,9 +90,9 @@ def _authenticate(
 ) -> None:
     if ep.security == auth.NONE:
         return
-    auth.check_api_key(request.headers.get("X-MBX-APIKEY"), sim.config.api_key)
+    secret = auth.check_api_key(request.headers.get("X-MBX-APIKEY"), sim.secret_for)
     if ep.security == auth.SIGNED:
-        auth.check_signature(raw_q, raw_b, sim.config.api_secret)
+        auth.check_signature(raw_q, raw_b, secret)
         auth.check_timestamp(
             params,
             sim.server_time(),
@@ -114,33 +115,71 @@ def _endpoint_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Str
         if latency > 0:
             await asyncio.sleep(latency / 1000)
         params, raw_q, raw_b = await _read_params(request)
+        record = None
+        if ep.write:
+            record = sim.write_log.received(
+                now_ms=sim.now_ms(),
+                api_key=request.headers.get("X-MBX-APIKEY"),
+                method=ep.method,
+                path=ep.path,
+                client_order_id=client_order_id_of(params.raw),
+            )
+        response = _answer(sim, ep, request, params, raw_q, raw_b)
+        if record is not None:
+            record.status = response.status
+            record.code = _error_code(response)
+        return response
+
+    return handle
+
+
+def _error_code(response: web.StreamResponse) -> int | None:
+    if response.status == 200 or not isinstance(response, web.Response) or response.text is None:
+        return None
+    with contextlib.suppress(ValueError, AttributeError):
+        code = json.loads(response.text).get("code")
+        return code if isinstance(code, int) else None
+    return None
+
+
+def _answer(
+    sim: Simulator,
+    ep: Endpoint,
+    request: web.Request,
+    params: Params,
+    raw_q: str,
+    raw_b: str,
+) -> web.Response:
+    """The venue's answer to one ``/fapi`` request, a Binance error as its response:
+    request weight, an injected 5xx, authentication, order limits, the handler."""
+    try:
         used = sim.limiter.charge(
             request.remote or "unknown", weight_of(ep.method, ep.path, params)
         )
-        headers = {WEIGHT_HEADER: str(used)}
-        burst = sim.faults.take_error(ep.method, ep.path)
-        if burst is not None and not burst.apply:
-            return _burst_response(burst, headers)
-        try:
-            _authenticate(sim, ep, request, params, raw_q, raw_b)
-            if ep.new_order:
-                sim.order_counter.check()
-            body = ep.handler(sim, params)
-            if ep.new_order:
-                ten, minute = sim.order_counter.record()
-                headers["X-MBX-ORDER-COUNT-10S"] = str(ten)
-                headers["X-MBX-ORDER-COUNT-1M"] = str(minute)
-        except E.BinanceError as exc:
-            if burst is not None:
-                return _burst_response(burst, headers)
-            for name, value in headers.items():
-                exc.headers.setdefault(name, value)
-            raise
+    except E.BinanceError as exc:
+        return binance_error(exc)
+    headers = {WEIGHT_HEADER: str(used)}
+    burst = sim.faults.take_error(ep.method, ep.path)
+    if burst is not None and not burst.apply:
+        return _burst_response(burst, headers)
+    try:
+        _authenticate(sim, ep, request, params, raw_q, raw_b)
+        if ep.new_order:
+            sim.order_counter.check()
+        body = ep.handler(sim, params)
+        if ep.new_order:
+            ten, minute = sim.order_counter.record()
+            headers["X-MBX-ORDER-COUNT-10S"] = str(ten)
+            headers["X-MBX-ORDER-COUNT-1M"] = str(minute)
+    except E.BinanceError as exc:
         if burst is not None:
             return _burst_response(burst, headers)
-        return json_response(body, 200, headers)
-
-    return handle
+        for name, value in headers.items():
+            exc.headers.setdefault(name, value)
+        return binance_error(exc)
+    if burst is not None:
+        return _burst_response(burst, headers)
+    return json_response(body, 200, headers)
 
 
 async def user_stream(request: web.Request) -> web.StreamResponse:

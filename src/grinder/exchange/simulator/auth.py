@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from grinder.exchange.simulator import errors as E
@@ -20,11 +21,14 @@ USER_STREAM = "USER_STREAM"
 SIGNED = "SIGNED"
 
 
-def check_api_key(sent: str | None, expected: str) -> None:
+def check_api_key(sent: str | None, secret_of: Callable[[str], str | None]) -> str:
+    """The secret of the API key ``sent``; -2014 / -2015 when there is none or it is unknown."""
     if not sent:
         raise E.err(E.BAD_API_KEY_FMT, status=401)
-    if not hmac.compare_digest(sent.encode(), expected.encode()):
+    secret = secret_of(sent)
+    if secret is None:
         raise E.err(E.REJECTED_MBX_KEY, status=401)
+    return secret
 
 
 def split_signature(raw: str) -> tuple[str, str | None]:

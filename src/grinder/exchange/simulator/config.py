@@ -7,7 +7,7 @@ and fall back to ``grinder-sim-key`` / ``grinder-sim-secret``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -35,6 +35,9 @@ class SimConfig:
     """Seeds the mark-price walk and listenKey generation: same seed, same run."""
     api_key: str = field(default_factory=default_api_key)
     api_secret: str = field(default_factory=default_api_secret)
+    more_keys: Mapping[str, str] = field(default_factory=dict)
+    """Further API keys of the same account (key → secret), as an account may hold
+    several; the write log tells which key sent each write."""
     symbols: Sequence[str | SymbolSpec] | None = None
     """Symbol names from the catalog (or specs); ``None`` = all 20 catalog symbols."""
 

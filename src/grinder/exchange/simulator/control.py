@@ -7,6 +7,8 @@ State
   GET    /_sim/state                 orders, algo orders, positions, marks, weights,
                                      stream, faults, counters (``writeRequests`` = port calls)
   GET    /_sim/events?limit=N        the last N published (and suppressed) stream events
+  GET    /_sim/writes?apiKey=K       every write received (when, which API key, client order
+                                     id, HTTP status, Binance code); apiKey narrows it
   POST   /_sim/reset                 {"seed"?}  everything back to the start
   POST   /_sim/tick                  {"steps"?: 1, "walk"?: true}  run heartbeats now
   POST   /_sim/clock/advance         {"ms"}  move a ManualClock (then one heartbeat)
@@ -74,6 +76,7 @@ ControlHandler = Callable[[Simulator, Body, web.Request], Any]
 ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("GET", "/_sim/state", D.state),
     ("GET", "/_sim/events", D.recent_events),
+    ("GET", "/_sim/writes", D.writes),
     ("POST", "/_sim/reset", D.reset),
     ("POST", "/_sim/tick", D.tick),
     ("POST", "/_sim/clock/advance", D.advance_clock),

@@ -36,6 +36,11 @@ def recent_events(sim: Simulator, body: Body, request: web.Request) -> Any:
     }
 
 
+def writes(sim: Simulator, body: Body, request: web.Request) -> Any:
+    """Every write received, oldest first (``?apiKey=K``: only those sent with key K)."""
+    return {"writes": sim.write_log.dump(request.query.get("apiKey"))}
+
+
 def reset(sim: Simulator, body: Body, request: web.Request) -> Any:
     seed = body.get("seed")
     sim.reset(None if seed is None else int(seed))

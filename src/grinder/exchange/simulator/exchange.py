@@ -27,6 +27,7 @@ from grinder.exchange.simulator.symbols import exchange_info, rate_limits, resol
 from grinder.exchange.simulator.userstream import StreamHub
 from grinder.exchange.simulator.validation import OrderRequest, parse_new_order
 from grinder.exchange.simulator.weights import OrderCounter, RateLimiter
+from grinder.exchange.simulator.writelog import WriteLog
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,17 @@ class Simulator:
         self.order_counter = OrderCounter(self.clock, self.config)
         self.requests: Counter[str] = Counter()
         self.write_requests = 0
+        self.write_log = WriteLog()
         self.heartbeats = 0
         self.internal_errors = 0
         """Requests that raised an unexpected exception (answered 500 / -1000)."""
         self._task: asyncio.Task[None] | None = None
+
+    def secret_for(self, api_key: str) -> str | None:
+        """The secret of one of the account's API keys; None for a key it does not have."""
+        if api_key == self.config.api_key:
+            return self.config.api_secret
+        return self.config.more_keys.get(api_key)
 
     # --- time ---------------------------------------------------------------------------------
 
@@ -132,6 +140,7 @@ class Simulator:
         self.faults.reset()
         self.requests.clear()
         self.write_requests = 0
+        self.write_log.clear()
 
     # --- views --------------------------------------------------------------------------------
 
