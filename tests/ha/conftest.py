@@ -110,6 +110,7 @@ class Instance:
             RECONCILE_ALLOW_ACTIVE="1",
             ARMED="1",
             ALLOW_MAINNET_TRADE="1",
+            **self.cluster.instance_env.get(self.name, {}),
         )
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
@@ -233,6 +234,8 @@ class Cluster:
         self.redis = redis_server
         self.lease_ttl_s = lease_ttl_s
         self.instances: dict[str, Instance] = {}
+        self.instance_env: dict[str, dict[str, str]] = {}
+        """Extra environment of each instance by name (e.g. its own simulator API key)."""
         self.sim: Any = None
         self.config_path = workdir / "grinder.toml"
         self.config_path.write_text(CONFIG_TOML.format(lease=lease_ttl_s))
