@@ -31,6 +31,7 @@ from grinder.reconcile.labels import (
 from grinder.reconcile.remediation import DRY_RUN, LIVE, ActionResult, RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
+    ExpectedOrder,
     Mismatch,
     MismatchType,
     ObservedOrder,
@@ -146,8 +147,13 @@ class Rig:
         self.pauses: list[float] = []
 
     async def pause(self, seconds: float) -> None:
-        """The executor's pause between two attempts: recorded, not waited."""
+        """The executor's pause between two attempts: recorded, not waited; what the
+        world does meanwhile is ``meanwhile`` (an operator, the bot, the lease)."""
         self.pauses.append(seconds)
+        if self.meanwhile is not None:
+            self.meanwhile()
+
+    meanwhile: Callable[[], None] | None = None
 
     def seed_day(self, calls: int = 0, notional: str = "0") -> None:
         self.budget.state = BudgetState(
@@ -1474,3 +1480,167 @@ def test_the_cooldown_anchors_are_what_a_run_starting_now_uses() -> None:
     # This instance's own later write wins over an older shared one.
     rig.executor.last_remediation_ms = NOW - 1_000
     assert rig.executor.cooldown_anchors()[0] == NOW - 1_000
+
+
+# --- each attempt authorized at the wire ----------------------------------------------------
+
+
+def _storm(rig: Rig) -> None:
+    rig.port.add_order(order())
+    rig.port.fail_always["cancel_order"] = TransientExchangeError(
+        "Service unavailable", http_status=503
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda rig: setattr(rig.executor, "armed", False), BR.NOT_ARMED),
+        (lambda rig: rig.env.clear(), BR.ENV_VAR_MISSING),
+        (lambda rig: setattr(rig.config, "action", RA.NONE), BR.ACTION_IS_NONE),
+        (lambda rig: setattr(rig.config, "dry_run", True), BR.DRY_RUN),
+        (lambda rig: setattr(rig, "leader", False), BR.NOT_LEADER),
+        (
+            lambda rig: setattr(rig.executor, "symbol_whitelist", ["ETHUSDT"]),
+            BR.SYMBOL_NOT_IN_WHITELIST,
+        ),
+    ],
+    ids=["disarmed", "deny_mainnet", "action_none", "dry_run_on", "leadership_lost", "whitelist"],
+)
+async def test_a_rollback_between_two_attempts_stops_the_next_one(
+    change: Callable[[Rig], None], reason: BlockReason
+) -> None:
+    rig = Rig()
+    _storm(rig)
+    rig.meanwhile = lambda: change(rig)
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason) == (ResultStatus.BLOCKED, reason)
+    assert r.attempts == (AttemptOutcome.REJECTED, AttemptOutcome.WITHHELD)
+    assert len(rig.port.write_calls) == 1
+
+
+async def test_a_flatten_attempt_is_withheld_after_a_rollback_too() -> None:
+    rig = Rig(config(action=RA.FLATTEN))
+    rig.position("0.01")
+    rig.port.fail_always["place_reduce_only_market"] = TransientExchangeError(
+        "busy", http_status=502
+    )
+    rig.meanwhile = lambda: setattr(rig.executor, "armed", False)
+    (r,) = await rig.run(flatten_routed())
+    assert (r.status, r.reason) == (ResultStatus.BLOCKED, BR.NOT_ARMED)
+    assert r.attempts == (AttemptOutcome.REJECTED, AttemptOutcome.WITHHELD)
+    assert len(rig.port.write_calls) == 1
+    assert r.remediation_order_id is not None
+
+
+async def test_a_cancel_is_confirmed_against_the_bot_before_every_attempt() -> None:
+    rig = Rig()
+    _storm(rig)
+    bot: dict[str, ExpectedOrder] = {}
+    reads: list[str] = []
+
+    def read(cid: str) -> ExpectedOrder | None:
+        reads.append(cid)
+        return bot.get(cid)
+
+    rig.executor.read_expected_order = read
+    rig.meanwhile = lambda: bot.setdefault(
+        OURS, ExpectedOrder(client_order_id=OURS, symbol="BTCUSDT", side=Side.BUY, qty=Decimal("1"))
+    )
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason) == (ResultStatus.SKIPPED, SkipReason.NOW_EXPECTED)
+    assert r.attempts == (AttemptOutcome.REJECTED, AttemptOutcome.WITHHELD)
+    assert reads == [OURS, OURS]
+    assert len(rig.port.write_calls) == 1
+
+
+async def test_an_order_the_bot_has_ended_is_still_cancelled() -> None:
+    rig = Rig()
+    rig.port.add_order(order())
+    ended = ExpectedOrder(
+        client_order_id=OURS, symbol="BTCUSDT", side=Side.BUY, qty=Decimal("1"), ended_ts_ms=NOW
+    )
+    rig.executor.read_expected_order = lambda cid: ended
+    (r,) = await rig.run(cancel_routed())
+    assert r.status is ResultStatus.EXECUTED
+
+
+async def test_an_unreadable_expected_state_withholds_the_cancel() -> None:
+    rig = Rig()
+    rig.port.add_order(order())
+
+    def broken(cid: str) -> ExpectedOrder | None:
+        raise OSError("database is locked")
+
+    rig.executor.read_expected_order = broken
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason) == (ResultStatus.BLOCKED, BR.EXPECTED_STATE_UNREADABLE)
+    assert "database is locked" in (r.error or "")
+    assert rig.port.write_calls == []
+
+
+@pytest.mark.parametrize(("left_ms", "sent"), [(0, False), (49, False), (50, True), (10_000, True)])
+async def test_a_write_goes_out_only_with_enough_of_the_lease_left(
+    left_ms: int, sent: bool
+) -> None:
+    rig = Rig()
+    rig.port.add_order(order())
+    rig.executor.lease_window_ms = lambda: left_ms
+    (r,) = await rig.run(cancel_routed())
+    if sent:
+        assert r.status is ResultStatus.EXECUTED
+        assert rig.port.wire_windows_ms == [min(left_ms, 2_000)]
+    else:
+        assert (r.status, r.reason) == (ResultStatus.BLOCKED, BR.NOT_LEADER)
+        assert rig.port.write_calls == []
+
+
+async def test_a_rate_limited_write_is_not_attempted_again() -> None:
+    from grinder.exchange.binance.errors import IpBanned, RateLimited
+
+    for error in (RateLimited("429", http_status=429), IpBanned("418", http_status=418)):
+        rig = Rig()
+        rig.port.add_order(order())
+        rig.port.fail_always["cancel_order"] = error
+        (r,) = await rig.run(cancel_routed())
+        assert r.status is ResultStatus.FAILED
+        assert r.attempts == (AttemptOutcome.REJECTED,)
+        assert len(rig.port.write_calls) == 1
+
+
+async def test_a_flatten_retry_sends_only_what_is_left_and_never_more_than_reserved() -> None:
+    rig = Rig(config(action=RA.FLATTEN))
+    rig.position("0.010")
+    rig.port.fail_once["place_reduce_only_market"] = UnknownOutcome("timed out", code=-1007)
+
+    def partly_filled_meanwhile() -> None:
+        rig.port.set_position("BTCUSDT", Decimal("0.004"))
+
+    rig.meanwhile = partly_filled_meanwhile
+    (r,) = await rig.run(flatten_routed())
+    assert r.status is ResultStatus.EXECUTED
+    assert r.attempts == (AttemptOutcome.UNKNOWN, AttemptOutcome.ACCEPTED)
+    sent = [c.args["qty"] for c in rig.port.write_calls]
+    assert sent == [Decimal("0.010"), Decimal("0.004")]
+    cids = [c.args["client_order_id"] for c in rig.port.write_calls]
+    assert len(set(cids)) == 2  # a fresh client order id per attempt
+    assert rig.budget.state.calls_used_day == 1
+
+    # A position that grew meanwhile is not chased beyond what was reserved.
+    rig2 = Rig(config(action=RA.FLATTEN))
+    rig2.position("0.010")
+    rig2.port.fail_once["place_reduce_only_market"] = TransientExchangeError("x", http_status=502)
+    rig2.meanwhile = lambda: rig2.port.set_position("BTCUSDT", Decimal("0.030"))
+    (r2,) = await rig2.run(flatten_routed())
+    assert [c.args["qty"] for c in rig2.port.write_calls] == [Decimal("0.010"), Decimal("0.010")]
+    assert r2.qty == Decimal("0.010")
+
+
+async def test_a_flatten_retry_stops_when_the_position_changed_side() -> None:
+    rig = Rig(config(action=RA.FLATTEN))
+    rig.position("0.010")
+    rig.port.fail_once["place_reduce_only_market"] = UnknownOutcome("timed out", code=-1007)
+    rig.meanwhile = lambda: rig.port.set_position("BTCUSDT", Decimal("-0.005"))
+    (r,) = await rig.run(flatten_routed())
+    assert (r.status, r.reason) == (ResultStatus.SKIPPED, SkipReason.ALREADY_RESOLVED)
+    assert len(rig.port.write_calls) == 1
