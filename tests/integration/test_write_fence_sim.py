@@ -118,6 +118,7 @@ async def test_a_withheld_write_never_reaches_the_venue(
         raise WriteWithheld(BlockReason.NOT_LEADER, "deposed")
 
     port = BinanceFuturesPort(rest)
+    spent, sent = rest.weight_spent, rest.requests_sent
     with pytest.raises(WriteWithheld):
         await port.cancel_order("BTCUSDT", cid, authorize=refuse)
     with pytest.raises(WriteWithheld):
@@ -130,6 +131,7 @@ async def test_a_withheld_write_never_reaches_the_venue(
             authorize=refuse,
         )
     assert await writes(ctl) == []
+    assert (rest.weight_spent, rest.requests_sent) == (spent, sent)  # nothing went out
     assert cid in await open_ids(ctl)
 
 

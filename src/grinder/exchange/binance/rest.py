@@ -356,9 +356,6 @@ class BinanceRestClient:
                 await self._wait_out_pause()  # the 429 that refused this or another request
                 self._refuse_while_banned(method, path)
                 await self._pace(weight)
-            self.weight_spent += weight
-            if self.on_spend is not None:
-                self.on_spend(weight)
             try:
                 return await self._send(
                     method,
@@ -439,6 +436,9 @@ class BinanceRestClient:
             signature = sign(self.credentials.api_secret, query)
             query = f"{query}&signature={signature}"
         url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
+        self.weight_spent += weight  # counted here: a withheld write spends nothing
+        if self.on_spend is not None:
+            self.on_spend(weight)
         self.requests_sent += 1
         self._inflight_weight += weight
         try:
