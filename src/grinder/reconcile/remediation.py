@@ -31,6 +31,7 @@ from grinder.exchange.port import CancelOutcome, ExchangeError, ExchangePort
 from grinder.reconcile.budget import BudgetRefused, BudgetStateError, BudgetTracker, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import (
+    REMEDIATION_SEQ_MAX,
     ClientOrderIdError,
     Ownership,
     ownership,
@@ -442,7 +443,7 @@ class RemediationExecutor:
             )
         assert notional is not None  # gate 9 passed
         cfg = self.config
-        self._seq += 1
+        self._seq = self._seq % REMEDIATION_SEQ_MAX + 1  # ids keep a longest form
         try:
             cid = remediation_client_order_id(
                 strategy_id=cfg.strategy_id,
