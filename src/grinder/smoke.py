@@ -29,7 +29,14 @@ from prometheus_client import CollectorRegistry
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, reset_line, stale_warning
+from grinder.reconcile.budget import (
+    BudgetStateError,
+    BudgetTracker,
+    FileBudgetStore,
+    future_warning,
+    reset_line,
+    stale_warning,
+)
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
@@ -361,9 +368,17 @@ async def run_smoke(
 ) -> int:
     """Run the three scenarios, print the runbook's report, return the exit code."""
     env = settings.env
-    audit = AuditWriter(env.audit_path) if env.audit_enabled else None
     path = env.budget_state_path
     budget_store = FileBudgetStore(path) if path is not None else None
+    try:
+        if budget_store is not None:
+            budget_store.check()  # no FIFO, folder or device is read, reset or replaced
+        if not settings.reset_budget_state:
+            # Loads the file: a corrupt one stops here, before anything runs.
+            budget = SmokeBudget.create(settings, budget_store, clock)
+    except BudgetStateError as exc:
+        raise BudgetStateError(f"BUDGET_STATE_PATH: {exc}") from None
+    audit = AuditWriter(env.audit_path) if env.audit_enabled else None
     if settings.reset_budget_state:
         # As the service's flag: the day starts clean, in dry-run too.
         if budget_store is not None:
@@ -373,8 +388,9 @@ async def run_smoke(
             budget_store.save(budget.real.state)
         out.write(reset_line(path) + "\n\n")
     else:
-        # Loads the file: a corrupt one stops here, before anything runs.
-        budget = SmokeBudget.create(settings, budget_store, clock)
+        future = budget.real.from_the_future
+        if future is not None and path is not None:
+            out.write(future_warning(path, future, clock()) + "\n\n")
         warning = stale_warning(path, clock(), env.budget_state_stale_hours) if path else None
         if warning:
             out.write(warning + "\n\n")

@@ -445,6 +445,31 @@ def test_redis_down_refuses_writes_and_after_data_loss_the_budget_is_restored_no
     assert tracker_b.state.notional_used_day == Decimal("50")
 
 
+def test_a_local_copy_dated_in_the_future_keeps_its_counts_with_a_warning(
+    connect: Callable[..., RedisConnection], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis has nothing for today; the local copy was written on a later day (the clock was
+    set back since): its counts are kept for today, never dropped, and the file is named."""
+    a = elector(connect(), "A")
+    mirror = FileBudgetStore(tmp_path / "a.json")
+    mirror.save(
+        BudgetState(
+            day="2099-01-01",
+            calls_used_day=6,
+            notional_used_day=Decimal("60"),
+            updated_ts_ms=4_070_908_800_000,
+        )
+    )
+    store = store_for(a.conn, a, mirror=mirror)
+    with caplog.at_level("WARNING", logger="grinder.ha"):
+        tracker = BudgetTracker(config=ReconcileConfig(), store=store, clock=now_ms)
+    assert (tracker.state.day, tracker.state.calls_used_day) == (today(), 6)
+    assert tracker.state.notional_used_day == Decimal("60")
+    warnings = [r.getMessage() for r in caplog.records if "dated in the future" in r.getMessage()]
+    assert len(warnings) == 1
+    assert str(mirror.path) in warnings[0]
+
+
 def test_an_operator_reset_is_not_undone_by_an_instance_that_remembers_the_old_count(
     connect: Callable[..., RedisConnection],
 ) -> None:

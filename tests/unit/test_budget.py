@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
+import stat
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -22,11 +25,15 @@ from hypothesis import strategies as st
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
 from grinder.reconcile.budget import (
+    MAX_CLOCK_SKEW_MS,
     BudgetState,
     BudgetStateError,
     BudgetTracker,
     FileBudgetStore,
     RunBudget,
+    from_the_future,
+    future_warning,
+    kept_for_today,
     stale_warning,
     utc_day,
     write_json_atomic,
@@ -774,3 +781,212 @@ def test_at_least_raises_usage_to_the_other_and_a_later_day_wins_whole() -> None
     later = BudgetState(day="2024-01-02", calls_used_day=1)
     assert day.at_least(later) is later
     assert later.at_least(day) is later
+
+
+# --- paths that are no regular file, absurd numbers, a file dated in the future -------------
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "budget.json"
+    os.mkfifo(path)
+    return path
+
+
+def _returns_within(seconds: float, call: Any) -> Any:
+    """``call()``'s result or exception, failing the test if it has not returned in time
+    (a FIFO opened for reading would wait for a writer forever)."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"still blocked after {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+@pytest.mark.parametrize("action", ["load", "save", "reset", "tracker"])
+def test_a_fifo_is_refused_at_once_naming_it_and_left_in_place(tmp_path: Path, action: str) -> None:
+    path = _fifo(tmp_path)
+    store = FileBudgetStore(path)
+    calls = {
+        "load": store.load,
+        "save": lambda: store.save(BudgetState(day="2024-01-01")),
+        "reset": store.reset,
+        "tracker": lambda: BudgetTracker(config=cfg(), store=store, clock=Clock()),
+    }
+    with pytest.raises(BudgetStateError) as exc:
+        _returns_within(5, calls[action])
+    assert str(exc.value) == f"{path}: cannot read budget state: it is a FIFO, not a regular file"
+    assert stat.S_ISFIFO(path.lstat().st_mode)
+
+
+def test_a_fifo_put_in_place_after_the_check_is_still_never_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second line of defence: the file is opened without blocking and checked again."""
+    path = _fifo(tmp_path)
+    monkeypatch.setattr(FileBudgetStore, "check", lambda _self: True)
+    with pytest.raises(BudgetStateError, match="it is a FIFO, not a regular file"):
+        _returns_within(5, FileBudgetStore(path).load)
+
+
+def test_a_folder_a_device_and_a_socket_are_refused_naming_what_they_are(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(BudgetStateError, match=r"folder: cannot read budget state: it is a folder"):
+        FileBudgetStore(folder).load()
+    with pytest.raises(BudgetStateError, match=r"/dev/null: .* it is a character device"):
+        FileBudgetStore(Path("/dev/null")).load()
+    sock_path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(BudgetStateError, match="it is a socket"):
+            FileBudgetStore(sock_path).load()
+        with pytest.raises(BudgetStateError, match="it is a socket"):
+            FileBudgetStore(sock_path).reset()
+        assert sock_path.exists()
+
+
+def test_a_symlink_to_a_regular_file_is_read(tmp_path: Path) -> None:
+    target = tmp_path / "real.json"
+    target.write_text(_with())
+    link = tmp_path / "budget.json"
+    link.symlink_to(target)
+    state = FileBudgetStore(link).load()
+    assert state is not None
+    assert state.calls_used_day == 3
+
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "needle"),
+    [
+        (
+            "calls_used_day",
+            HUGE,
+            "calls_used_day must be an integer from 0 to 10000000, got a number of 5000 digits",
+        ),
+        ("calls_used_day", "-" + HUGE, "calls_used_day must be an integer"),
+        ("calls_used_day", "10000001", "calls_used_day must be an integer from 0 to 10000000"),
+        ("calls_used_day", "3.0", "calls_used_day must be an integer"),
+        ("calls_used_day", "1e3", "calls_used_day must be an integer"),
+        ("calls_used_day", "NaN", "calls_used_day must be an integer"),
+        ("notional_used_day", HUGE, "notional_used_day must be a number from 0 to"),
+        ("notional_used_day", f'"{HUGE}"', "notional_used_day must be a number from 0 to"),
+        ("notional_used_day", '"1E+999"', "notional_used_day must be a number from 0 to"),
+        ("notional_used_day", "Infinity", "notional_used_day must be a number from 0 to"),
+        ("notional_used_day", "-Infinity", "notional_used_day must be a number"),
+        ("notional_used_day", "1e999", "notional_used_day must be a number"),
+        ("updated_ts_ms", HUGE, "updated_ts_ms must be an integer from 0 to"),
+        ("updated_ts_ms", "-1", "updated_ts_ms must be an integer from 0 to"),
+        ("schema_version", HUGE, "unsupported budget state schema_version a number of 5000"),
+        ("day", '"2024-1-5"', "day must be a date YYYY-MM-DD"),
+        ("day", f'"{"2" * 5000}"', "day must be a date YYYY-MM-DD"),
+    ],
+)
+def test_absurd_numbers_are_refused_naming_the_file_and_the_field(
+    tmp_path: Path, field: str, raw: str, needle: str
+) -> None:
+    path = tmp_path / "budget.json"
+    text = _with(**{field: "@@"}).replace('"@@"', raw)
+    path.write_text(text)
+    with pytest.raises(BudgetStateError) as exc:
+        FileBudgetStore(path).load()
+    message = str(exc.value)
+    assert message.startswith(f"{path}: ")
+    assert needle in message
+    assert "\n" not in message
+    assert len(message) < 300
+    assert path.read_text() == text  # nothing rewritten
+
+
+def test_a_file_far_larger_than_a_budget_state_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    path.write_text(_with() + " " * 100_000)
+    with pytest.raises(BudgetStateError, match=r"budget state is 100\d+ bytes"):
+        FileBudgetStore(path).load()
+
+
+def test_json_numbers_are_read_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    path.write_text(_with(notional_used_day="@@").replace('"@@"', "10.10"))
+    state = FileBudgetStore(path).load()
+    assert state is not None
+    assert state.notional_used_day == Decimal("10.10")
+
+
+def _future(path: Path, **kv: Any) -> BudgetState:
+    state = BudgetState(
+        day="2024-01-03", calls_used_day=7, notional_used_day=Decimal("12.5"), updated_ts_ms=NOW
+    )
+    state = replace(state, **kv)
+    FileBudgetStore(path).save(state)
+    return state
+
+
+def test_a_file_dated_after_today_keeps_its_counts_for_today(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    on_file = _future(path, updated_ts_ms=NOW + 2 * DAY_MS)
+    t = tracker(cfg(max_calls_per_day=8), Clock(), FileBudgetStore(path))
+    assert t.from_the_future == on_file
+    assert (t.state.day, t.state.calls_used_day, t.state.notional_used_day) == (
+        "2024-01-01",
+        7,
+        Decimal("12.5"),
+    )
+    assert t.state.updated_ts_ms == NOW
+    t.reserve(RunBudget(), Decimal(1), NOW)
+    assert t.check(RunBudget(), Decimal(0), NOW) is BR.MAX_CALLS_PER_DAY
+    data = json.loads(path.read_text())
+    assert (data["day"], data["calls_used_day"], data["notional_used_day"]) == (
+        "2024-01-01",
+        8,
+        "13.5",
+    )
+
+
+def test_an_update_time_ahead_of_the_clock_beyond_the_skew_counts_as_the_future(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "budget.json"
+    _future(path, day="2024-01-01", updated_ts_ms=NOW + MAX_CLOCK_SKEW_MS + 1)
+    t = tracker(cfg(), Clock(), FileBudgetStore(path))
+    assert t.from_the_future is not None
+    assert t.state.calls_used_day == 7
+    # Within the skew, and a file of yesterday: nothing to say.
+    _future(path, day="2024-01-01", updated_ts_ms=NOW + MAX_CLOCK_SKEW_MS)
+    assert tracker(cfg(), Clock(), FileBudgetStore(path)).from_the_future is None
+    _future(path, day="2023-12-31", updated_ts_ms=NOW - DAY_MS)
+    fresh = tracker(cfg(), Clock(), FileBudgetStore(path))
+    assert fresh.from_the_future is None
+    assert fresh.calls_remaining_day(NOW) == 100  # yesterday's use does not count today
+
+
+def test_a_future_dated_file_is_never_written_back_lower(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    on_file = _future(path, updated_ts_ms=NOW + DAY_MS)
+    store = FileBudgetStore(path)
+    t = tracker(cfg(), Clock(), store)
+    assert store.save_unless_behind(t.state) is False  # the file's later day wins
+    assert store.load() == on_file
+
+
+def test_the_future_warning_is_one_line_naming_the_file_and_the_counts(tmp_path: Path) -> None:
+    path = tmp_path / "budget.json"
+    state = _future(path, updated_ts_ms=NOW + DAY_MS)
+    text = future_warning(path, state, NOW)
+    assert "\n" not in text
+    assert text.startswith(f"WARNING: budget state {path} is dated in the future (day 2024-01-03")
+    assert "calls_used_day=7, notional_used_day=12.5" in text
+    assert from_the_future(state, NOW)
+    assert kept_for_today(state, NOW).day == "2024-01-01"

@@ -19,7 +19,7 @@ from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
-from grinder.reconcile.identity import parse_client_order_id
+from grinder.reconcile.identity import REMEDIATION_SEQ_MAX, parse_client_order_id
 from grinder.reconcile.labels import (
     WIRE_ONLY_BLOCK_REASONS,
     AttemptOutcome,
@@ -959,6 +959,23 @@ async def test_flatten_sends_reduce_only_market_for_position_rounded_down_to_ste
     assert parsed.strategy_id == "d"
     assert len(call.args["client_order_id"]) <= 36
     assert r.remediation_order_id == call.args["client_order_id"]
+
+
+async def test_the_remediation_sequence_cycles_so_its_ids_never_outgrow_the_checked_form() -> None:
+    """Ids carry a sequence of at most REMEDIATION_SEQ_MAX, the longest the config's
+    identity rule checks: after it the sequence starts again at 1."""
+    rig = Rig(config(cooldown_seconds=0))
+    rig.position("0.01", price="10", step="0.001")
+    rig.executor._seq = REMEDIATION_SEQ_MAX - 1
+    seqs = []
+    for _ in range(2):
+        (r,) = await rig.run(flatten_routed(observed_qty=Decimal("0.01")))
+        assert r.status is ResultStatus.EXECUTED
+        parsed = parse_client_order_id(rig.port.write_calls[-1].args["client_order_id"])
+        assert parsed is not None
+        seqs.append(parsed.seq)
+        rig.position("0.01", price="10", step="0.001")
+    assert seqs == [REMEDIATION_SEQ_MAX, 1]
 
 
 @pytest.mark.parametrize(

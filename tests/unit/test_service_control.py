@@ -6,9 +6,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
-from grinder.service.control import parse_value, prepare_socket_dir
+from grinder.service.control import Controls, build_control_app, parse_value, prepare_socket_dir
 
 
 def test_a_live_socket_of_another_service_is_never_taken_over(tmp_path: Path) -> None:
@@ -65,3 +66,39 @@ def test_control_values_are_coerced_by_field_type(field: str, text: str, value: 
 def test_bad_control_values_are_refused(field: str, text: str) -> None:
     with pytest.raises(ConfigError):
         parse_value(ReconcileConfig(), field, text)
+
+
+async def test_a_set_refused_by_a_rule_is_an_error_reply_and_changes_nothing() -> None:
+    """Over HTTP, as ``grinder control set`` sends it: a value that breaks a rule of the whole
+    configuration, or a body whose number has 5,000 digits, is a 400 with one line."""
+    config = ReconcileConfig()
+    changes: list[tuple[object, ...]] = []
+    controls = Controls(
+        config,
+        get_armed=lambda: False,
+        set_armed=lambda _armed: None,
+        gate_env={},
+        status=dict,
+        reload=dict,
+        on_change=lambda *change: changes.append(change),
+    )
+    async with TestClient(TestServer(build_control_app(controls))) as client:
+        refused = await client.post(
+            "/set", json={"field": "client_order_id_prefix", "value": "autoclose-"}
+        )
+        assert refused.status == 400
+        error = (await refused.json())["error"]
+        assert error.startswith("client_order_id_prefix: 'autoclose-' overlaps")
+        huge = await client.post(
+            "/set",
+            data='{"field": "max_calls_per_day", "value": ' + "9" * 5000 + "}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert huge.status == 400
+        assert (await huge.json())["error"] == "request body is not JSON"
+        ok = await client.post("/set", json={"field": "action", "value": "cancel_all"})
+        assert ok.status == 200
+    assert config.client_order_id_prefix == "grinder_"
+    assert config.max_calls_per_day == 100
+    assert config.action is RemediationAction.CANCEL_ALL
+    assert [c[1] for c in changes] == ["action"]

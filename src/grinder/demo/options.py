@@ -9,7 +9,12 @@ from decimal import Decimal
 from pathlib import Path
 
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
-from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.options import (
+    IP_WEIGHT_PER_MINUTE,
+    SNAPSHOT_WEIGHT_SHARE,
+    ServiceConfig,
+    ServiceOptions,
+)
 
 SYMBOL = "BTCUSDT"  # the bot's market
 OTHER = "ETHUSDT"  # where a position is opened by hand
@@ -42,7 +47,7 @@ class Timing:
 
 
 NORMAL = Timing(1000, 800, full_pass_s=0.5, snapshot_s=1.0, case_timeout_s=8.0)
-FAST = Timing(500, 300, full_pass_s=0.25, snapshot_s=0.5, case_timeout_s=6.0)
+FAST = Timing(500, 300, full_pass_s=0.25, snapshot_s=1.0, case_timeout_s=6.0)
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,9 @@ def service_options(opts: DemoOptions, venue_url: str) -> ServiceOptions:
     service = ServiceConfig(
         full_pass_interval_s=t.full_pass_s,
         min_snapshot_interval_s=t.snapshot_s,
-        snapshot_weight_per_minute=1200.0,  # 9 weight a snapshot: the minimum interval wins
+        # The most the pacing rule allows (SNAPSHOT_WEIGHT_SHARE of the IP's weight): with
+        # 9 weight a snapshot the minimum interval wins.
+        snapshot_weight_per_minute=IP_WEIGHT_PER_MINUTE * SNAPSHOT_WEIGHT_SHARE,
         sim_symbols=list(SYMBOLS),
     )
     return ServiceOptions(

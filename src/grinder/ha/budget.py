@@ -45,6 +45,9 @@ from grinder.reconcile.budget import (
     BudgetState,
     BudgetStateError,
     FileBudgetStore,
+    from_the_future,
+    future_warning,
+    kept_for_today,
     utc_day,
 )
 from grinder.reconcile.labels import BlockReason
@@ -178,7 +181,8 @@ class RedisBudgetStore:
         An unreachable Redis is not fatal here (the service starts, detects and
         reports; remediation waits for Redis); a corrupt mirror file is.
         """
-        day = utc_day(self.clock())
+        now = self.clock()
+        day = utc_day(now)
         shared: BudgetState | None = None
         reset_ts = 0
         try:
@@ -190,6 +194,9 @@ class RedisBudgetStore:
                 exc,
             )
         local = self.mirror.load() if self.mirror is not None else None
+        if self.mirror is not None and local is not None and from_the_future(local, now):
+            log.warning("%s", future_warning(self.mirror.path, local, now))
+            local = kept_for_today(local, now)
         state = shared
         if local is not None and local.day == day and local.updated_ts_ms > reset_ts:
             state = _higher(shared, local)

@@ -7,10 +7,11 @@ import socket
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
 from grinder.ha.elector import ElectorTimings
+from grinder.reconcile.config import CheckedModel
 
 MAX_SECONDS = 1e9
 """Upper bound of every number of seconds here, so no timing overflows a millisecond clock."""
@@ -18,7 +19,7 @@ PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, str
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 
 
-class HaConfig(BaseModel):
+class HaConfig(CheckedModel):
     """Lease timings and Redis behaviour (``[ha]`` in the config file).
 
     Defaults: a 10 s lease renewed every ~3.3 s, followers polling every 0.5 s

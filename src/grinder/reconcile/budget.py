@@ -4,7 +4,10 @@ The daily part persists in a JSON file (``BUDGET_STATE_PATH``), written
 atomically (temp file, fsync, rename, fsync of the directory) and **before** the
 exchange call it pays for: a crash between the two over-counts one call, never
 under-counts. A file that cannot be read or parsed is an error, never a silently
-fresh budget.
+fresh budget; so is a path that is not a regular file (a FIFO is never opened for
+reading: it would wait for a writer forever) and a number beyond what a day can
+hold. A file dated after today (clock moved back) keeps its counts, with a warning
+(``from_the_future``): usage is never lowered.
 
 Several instances (HA) share the daily budget through a ``SharedBudgetStore``
 (``grinder.ha.budget.RedisBudgetStore``): instead of load-then-save, the store
@@ -15,6 +18,9 @@ refuse (``BudgetRefused``), in which case the exchange call is not made.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,6 +34,18 @@ from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.types import ZERO
 
 SCHEMA_VERSION = 1
+MAX_STATE_BYTES = 64 * 1024
+"""A budget state file is about 150 bytes; anything past this is not one."""
+MAX_CALLS_USED_DAY = 10_000_000
+"""More calls than a day can hold (Binance allows 1,200 orders a minute: 1,728,000 a day)."""
+MAX_NOTIONAL_USED_DAY = Decimal(10**12)
+"""A trillion USDT: more notional than any account flattens in a day."""
+MAX_TS_MS = 10**13
+"""Milliseconds since the epoch until the year 2286."""
+MAX_CLOCK_SKEW_MS = 60_000
+"""How far ahead of the clock a file's ``updated_ts_ms`` may be before it counts as dated
+in the future (the clock was set back since it was written)."""
+_DAY_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class BudgetStateError(RuntimeError):
@@ -75,28 +93,91 @@ class BudgetState:
 
     @classmethod
     def from_json(cls, data: Any, *, source: str) -> BudgetState:
+        """The state in ``data`` (parsed by ``parse_state_text``), or ``BudgetStateError``
+        naming ``source`` and the field."""
         if not isinstance(data, dict):
             raise BudgetStateError(f"{source}: budget state must be a JSON object")
         version = data.get("schema_version")
         if type(version) is not int or version != SCHEMA_VERSION:
             raise BudgetStateError(
-                f"{source}: unsupported budget state schema_version {data.get('schema_version')!r}"
+                f"{source}: unsupported budget state schema_version {_shown(version)}"
             )
-        try:
-            day = data["day"]
-            calls = data["calls_used_day"]
-            notional = Decimal(str(data["notional_used_day"]))
-            updated = data.get("updated_ts_ms", 0)
-            datetime.strptime(day, "%Y-%m-%d")
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
-            raise BudgetStateError(f"{source}: corrupt budget state ({exc!r})") from None
-        if not isinstance(calls, int) or isinstance(calls, bool) or calls < 0:
-            raise BudgetStateError(f"{source}: calls_used_day must be an integer >= 0")
-        if not notional.is_finite() or notional < 0:
-            raise BudgetStateError(f"{source}: notional_used_day must be a number >= 0")
-        if not isinstance(updated, int) or isinstance(updated, bool):
-            raise BudgetStateError(f"{source}: updated_ts_ms must be an integer")
+        for name in ("day", "calls_used_day", "notional_used_day"):
+            if name not in data:
+                raise BudgetStateError(f"{source}: corrupt budget state (no {name})")
+        day = data["day"]
+        if not isinstance(day, str) or not _DAY_TEXT.fullmatch(day) or not _is_date(day):
+            raise BudgetStateError(f"{source}: day must be a date YYYY-MM-DD, got {_shown(day)}")
+        calls = data["calls_used_day"]
+        if type(calls) is not int or not 0 <= calls <= MAX_CALLS_USED_DAY:
+            raise BudgetStateError(
+                f"{source}: calls_used_day must be an integer from 0 to {MAX_CALLS_USED_DAY}, "
+                f"got {_shown(calls)}"
+            )
+        notional = _decimal(data["notional_used_day"])
+        if notional is None or not ZERO <= notional <= MAX_NOTIONAL_USED_DAY:
+            raise BudgetStateError(
+                f"{source}: notional_used_day must be a number from 0 to "
+                f"{MAX_NOTIONAL_USED_DAY}, got {_shown(data['notional_used_day'])}"
+            )
+        updated = data.get("updated_ts_ms", 0)
+        if type(updated) is not int or not 0 <= updated <= MAX_TS_MS:
+            raise BudgetStateError(
+                f"{source}: updated_ts_ms must be an integer from 0 to {MAX_TS_MS}, "
+                f"got {_shown(updated)}"
+            )
         return cls(day=day, calls_used_day=calls, notional_used_day=notional, updated_ts_ms=updated)
+
+
+class _Unreadable(str):
+    """A JSON value kept as its text because it is no number the state can hold:
+    an integer past Python's digit limit, ``NaN``, ``Infinity``."""
+
+
+def _json_int(text: str) -> int | _Unreadable:
+    if len(text.lstrip("-")) > 30:
+        return _Unreadable(text)
+    return int(text)
+
+
+def parse_state_text(text: str) -> Any:
+    """JSON with exact numbers: floats as ``Decimal``, absurd numbers kept as
+    ``_Unreadable`` text for the field check to name (``ValueError`` if not JSON)."""
+    return json.loads(text, parse_int=_json_int, parse_float=Decimal, parse_constant=_Unreadable)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def _decimal(value: Any) -> Decimal | None:
+    """A finite number from a string, an integer or a JSON float; None otherwise."""
+    if isinstance(value, _Unreadable | bool):
+        return None
+    if isinstance(value, str) and len(value) > 40:
+        return None  # no count of USDT has that many digits
+    if not isinstance(value, str | int | Decimal):
+        return None
+    try:
+        number = Decimal(value)
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a one-line message: long texts and numbers shortened."""
+    if isinstance(value, _Unreadable):
+        text = str(value)
+        if len(text) > 30:
+            return f"a number of {len(text.lstrip('-'))} digits"
+        return text
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 class BudgetRefused(Exception):
@@ -156,24 +237,62 @@ class FileBudgetStore:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> BudgetState | None:
+    def check(self) -> bool:
+        """Whether a file is there; ``BudgetStateError`` when the path is there but is no
+        regular file (a FIFO, folder, device or socket): never read, replaced or removed."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise BudgetStateError(
+                f"{self.path}: cannot read budget state ({exc.strerror})"
+            ) from None
+        _must_be_regular(self.path, info.st_mode)
+        return True
+
+    def load(self) -> BudgetState | None:
+        if not self.check():
+            return None
+        # O_NONBLOCK: should a FIFO replace the file since the check, opening it does not
+        # wait for a writer; the check of the opened file below refuses it.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(self.path, flags)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise BudgetStateError(
                 f"{self.path}: cannot read budget state ({exc.strerror})"
             ) from None
+        try:
+            info = os.fstat(fd)
+            _must_be_regular(self.path, info.st_mode)
+            if info.st_size > MAX_STATE_BYTES:
+                raise BudgetStateError(
+                    f"{self.path}: budget state is {info.st_size} bytes, more than a budget "
+                    f"state file ever is ({MAX_STATE_BYTES})"
+                )
+            raw = os.read(fd, MAX_STATE_BYTES + 1)
+        except OSError as exc:
+            raise BudgetStateError(
+                f"{self.path}: cannot read budget state ({exc.strerror})"
+            ) from None
+        finally:
+            os.close(fd)
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BudgetStateError(f"{self.path}: budget state is not UTF-8 text") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BudgetStateError(f"{self.path}: budget state is not valid JSON ({exc})") from None
+            data = parse_state_text(text)
+        except (ValueError, RecursionError) as exc:
+            why = " ".join(str(exc).split())[:200]
+            raise BudgetStateError(f"{self.path}: budget state is not valid JSON ({why})") from None
         return BudgetState.from_json(data, source=str(self.path))
 
     def save(self, state: BudgetState) -> None:
+        self.check()
         write_json_atomic(self.path, state.to_json())
 
     def save_unless_behind(self, state: BudgetState) -> bool:
@@ -190,12 +309,29 @@ class FileBudgetStore:
         return True
 
     def reset(self) -> None:
+        self.check()  # a FIFO, folder or device at the path is never removed
         try:
             self.path.unlink()
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise BudgetStateError(f"{self.path}: cannot remove ({exc.strerror})") from None
+
+
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _must_be_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+    raise BudgetStateError(f"{path}: cannot read budget state: it is {kind}, not a regular file")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -226,10 +362,16 @@ class BudgetTracker:
     store: BudgetStore | None = None
     clock: Callable[[], int] = field(default=lambda: int(datetime.now(UTC).timestamp() * 1000))
     state: BudgetState = field(init=False)
+    from_the_future: BudgetState | None = field(init=False, default=None)
+    """The state as loaded when it was dated in the future (its counts were kept for today)."""
 
     def __post_init__(self) -> None:
         loaded = self.store.load() if self.store is not None else None
-        self.state = loaded or BudgetState(day=utc_day(self.clock()))
+        now = self.clock()
+        if loaded is not None and from_the_future(loaded, now):
+            self.from_the_future = loaded
+            loaded = kept_for_today(loaded, now)
+        self.state = loaded or BudgetState(day=utc_day(now))
 
     def _today(self, now_ms: int) -> BudgetState:
         day = utc_day(now_ms)
@@ -314,6 +456,28 @@ class BudgetTracker:
         copy = BudgetTracker(config=self.config, store=None, clock=self.clock)
         copy.state = self.state
         return copy
+
+
+def from_the_future(state: BudgetState, now_ms: int) -> bool:
+    """Dated after today (UTC), or updated more than ``MAX_CLOCK_SKEW_MS`` ahead of now:
+    written before the clock was set back."""
+    return state.day > utc_day(now_ms) or state.updated_ts_ms > now_ms + MAX_CLOCK_SKEW_MS
+
+
+def kept_for_today(state: BudgetState, now_ms: int) -> BudgetState:
+    """A future-dated state's counts, charged to today: usage is never lowered by a clock."""
+    return replace(state, day=utc_day(now_ms), updated_ts_ms=min(state.updated_ts_ms, now_ms))
+
+
+def future_warning(where: Path | str, state: BudgetState, now_ms: int) -> str:
+    """The one line printed when a budget state dated in the future is loaded."""
+    updated = datetime.fromtimestamp(state.updated_ts_ms / 1000, tz=UTC)
+    return (
+        f"WARNING: budget state {where} is dated in the future (day {state.day}, updated "
+        f"{updated:%Y-%m-%d %H:%M:%S} UTC; now {utc_day(now_ms)}): its counts are kept for "
+        f"today (calls_used_day={state.calls_used_day}, "
+        f"notional_used_day={state.notional_used_day}); check the clock"
+    )
 
 
 STALE_HINT = "Consider using --reset-budget-state for a clean start."

@@ -4,6 +4,11 @@
 executor reads it at every gate evaluation, so ``config.action =
 RemediationAction.NONE`` or ``config.dry_run = True`` takes effect before the
 next exchange write. Defaults are the safe end of the operator ceremony.
+
+Every change is checked on the whole configuration it would make (``CheckedModel``):
+the field rules and the rules that tie fields together (the identity rules of
+``grinder.reconcile.identity.check_identity``), at start, on reload and on every
+control change alike; a change that fails leaves the live object as it was.
 """
 
 from __future__ import annotations
@@ -19,9 +24,17 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID
+from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, check_identity
 
 
 class ConfigError(ValueError):
@@ -50,7 +63,46 @@ PosInt = Annotated[int, Field(ge=1, strict=True)]
 NonNegDecimal = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 
 
-class ReconcileConfig(BaseModel):
+class CheckedModel(BaseModel):
+    """A settings model whose changes are all-or-nothing.
+
+    Assigning a field (``config.x = v``) or several (``apply``) validates the whole
+    configuration the change would make -- field rules and the model's own
+    ``model_validator`` rules -- and changes the live object only when it passes:
+    a refused change (``ValidationError``) leaves every field as it was. (Pydantic's
+    own assignment validation would leave a value its model rules refuse in place.)
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).model_fields:
+            self.apply({name: value})
+        else:
+            super().__setattr__(name, value)
+
+    def apply(self, changes: Mapping[str, Any]) -> None:
+        """Set every field of ``changes`` at once, or none (``ValidationError``)."""
+        fields = type(self).model_fields
+        merged = {name: getattr(self, name) for name in fields}
+        merged.update(changes)
+        checked = type(self).model_validate(merged)
+        for name in changes:
+            self.__dict__[name] = getattr(checked, name)
+        self.__pydantic_fields_set__.update(changes)
+
+
+def validation_message(exc: ValidationError, got: Any = None) -> str:
+    """One line for the first error: ``field: why (got value)``; a rule of the whole model
+    names its key itself. ``got`` replaces the value shown (the text an operator typed)."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid value"))
+    if not loc:
+        return msg.removeprefix("Value error, ")
+    shown = err.get("input") if got is None else got
+    return f"{loc}: {msg} (got {shown!r})"
+
+
+class ReconcileConfig(CheckedModel):
     """Every knob of detection, routing, gates and budget, with its default."""
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
@@ -92,6 +144,25 @@ class ReconcileConfig(BaseModel):
             raise ValueError("must not be empty")
         return value
 
+    @model_validator(mode="after")
+    def _identity_rules(self) -> ReconcileConfig:
+        """The identity can never make an exchange-generated id ours, and every id
+        remediation may produce fits Binance and parses back (``check_identity``)."""
+        if self.symbol_whitelist:
+            symbols, key = self.symbol_whitelist, "symbol_whitelist"
+        elif not self.require_whitelist:
+            symbols, key = self.symbols, "symbols"  # no whitelist: any symbol in scope
+        else:
+            symbols, key = [], "symbol_whitelist"  # an empty required whitelist: none
+        check_identity(
+            self.client_order_id_prefix,
+            self.strategy_id,
+            symbols=symbols,
+            symbols_key=key,
+            strategy_allowlist=self.strategy_allowlist,
+        )
+        return self
+
     @property
     def allowed_strategies(self) -> frozenset[str]:
         if self.strategy_allowlist is None:
@@ -104,7 +175,7 @@ class ReconcileConfig(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise ConfigError(f"{source}: {_first_error(exc)}") from None
+            raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
     @classmethod
     def from_toml(cls, path: Path) -> ReconcileConfig:
@@ -124,12 +195,6 @@ class ReconcileConfig(BaseModel):
         """A flat, printable view (Decimals as strings)."""
         out = self.model_dump()
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in out.items()}
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-    return f"{where}: {err.get('msg', 'invalid value')} (got {err.get('input')!r})"
 
 
 # --- Environment -------------------------------------------------------------------------

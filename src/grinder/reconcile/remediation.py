@@ -54,6 +54,7 @@ from grinder.exchange.port import (
 from grinder.reconcile.budget import BudgetRefused, BudgetStateError, BudgetTracker, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import (
+    REMEDIATION_SEQ_MAX,
     ClientOrderIdError,
     Ownership,
     ownership,
@@ -718,7 +719,7 @@ class RemediationExecutor:
 
     def _flatten_client_order_id(self, symbol: str) -> str:
         cfg = self.config
-        self._seq += 1
+        self._seq = self._seq % REMEDIATION_SEQ_MAX + 1  # ids keep a longest form
         return remediation_client_order_id(
             strategy_id=cfg.strategy_id,
             symbol=symbol,

@@ -40,7 +40,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from grinder.reconcile.config import ConfigError, ReconcileConfig
+from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
 from grinder.service.httpd import start_unix_site
 
 ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
@@ -136,11 +136,16 @@ def _socket_answers(path: Path) -> bool:
     return True
 
 
-def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
-    """A control value for ``field``: JSON values as given, strings coerced by field type."""
+def check_field(field: str) -> None:
+    """``ConfigError`` unless ``field`` is a ``ReconcileConfig`` field."""
     if field not in ReconcileConfig.model_fields:
         known = ", ".join(sorted(ReconcileConfig.model_fields))
         raise ConfigError(f"unknown field {field!r}; known: {known}")
+
+
+def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
+    """A control value for ``field``: JSON values as given, strings coerced by field type."""
+    check_field(field)
     if not isinstance(value, str):
         return value
     current = getattr(config, field)
@@ -156,8 +161,8 @@ def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
     if isinstance(current, int | float) and not isinstance(current, bool):
         try:
             return json.loads(value)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{field}: expected a number, got {value!r}") from None
+        except (ValueError, RecursionError):  # also an int past Python's digit limit
+            raise ConfigError(f"{field}: expected a number, got {_short(value)}") from None
     return value
 
 
@@ -198,17 +203,31 @@ class Controls:
         return await self._position(symbol)
 
     def set_field(self, field: str, value: Any, *, source: str = "control") -> dict[str, Any]:
+        """Change one setting (``value`` as typed: coerced by the field's type)."""
         parsed = parse_value(self.config, field, value)
-        old = getattr(self.config, field)
+        return self.set_fields({field: parsed}, source=source, shown=value)[0]
+
+    def set_fields(
+        self, values: Mapping[str, Any], *, source: str, shown: Any = None
+    ) -> list[dict[str, Any]]:
+        """Change settings together, all or none: the configuration they make is checked
+        whole (every rule of ``ReconcileConfig``) before anything changes; a refusal is a
+        ``ConfigError`` and leaves every setting as it was. ``shown`` is the value the
+        operator typed, for the message."""
+        for field in values:
+            check_field(field)
+        old = {field: getattr(self.config, field) for field in values}
         try:
-            setattr(self.config, field, parsed)
+            self.config.apply(values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise ConfigError(f"{field}: {err.get('msg')} (got {value!r})") from None
-        new = getattr(self.config, field)
-        if new != old:
-            self._on_change(source, field, old, new)
-        return {"field": field, "old": _plain(old), "new": _plain(new)}
+            raise ConfigError(validation_message(exc, shown)) from None
+        results = []
+        for field, before in old.items():
+            new = getattr(self.config, field)
+            if new != before:
+                self._on_change(source, field, before, new)
+            results.append({"field": field, "old": _plain(before), "new": _plain(new)})
+        return results
 
     def arm(self, armed: bool, *, source: str = "control") -> dict[str, Any]:
         old = self._get_armed()
@@ -236,6 +255,11 @@ class Controls:
         return self._ha_step_down(hold_s)
 
 
+def _short(value: str) -> str:
+    """``value`` quoted, cut to a readable length for a one-line message."""
+    return repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
+
+
 def _plain(value: Any) -> Any:
     if hasattr(value, "value"):
         return value.value
@@ -258,7 +282,7 @@ def build_control_app(controls: Controls) -> web.Application:
     async def post(request: web.Request) -> web.Response:
         try:
             body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # ValueError: bad JSON, or an int past the digit limit
             return _error("request body is not JSON")
         if not isinstance(body, dict):
             return _error("request body must be a JSON object")

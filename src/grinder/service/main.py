@@ -28,6 +28,7 @@ from grinder.reconcile.budget import (
     BudgetStateError,
     BudgetTracker,
     FileBudgetStore,
+    future_warning,
     reset_line,
     stale_warning,
 )
@@ -105,16 +106,21 @@ class LoadedBudget:
     tracker: BudgetTracker | None
     """As stored; None with ``--reset-budget-state``."""
     stale_warning: str | None
+    future_warning: str | None = None
+    """One line when the file was dated in the future (its counts kept for today)."""
 
 
 def load_budget(opts: ServiceOptions, now_ms: int, ha: HaRuntime | None = None) -> LoadedBudget:
-    """Read the budget state, changing nothing: a corrupt or unreadable one is
-    ``BudgetStateError`` (exit 2) before anything starts. ``--reset-budget-state`` reads nothing
-    (the reset itself is done by ``prepare_budget``)."""
-    if opts.reset_budget_state:
-        return LoadedBudget(None, None)
+    """Read the budget state, changing nothing: a corrupt or unreadable one, or a path that is
+    no regular file, is ``BudgetStateError`` (exit 2) before anything starts.
+    ``--reset-budget-state`` reads nothing (the reset itself is done by ``prepare_budget``),
+    but a path it could not reset is refused here too."""
     path = opts.env.budget_state_path
     try:
+        if path is not None:
+            FileBudgetStore(path).check()
+        if opts.reset_budget_state:
+            return LoadedBudget(None, None)
         warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours) if path else None
         if ha is None:
             store = FileBudgetStore(path) if path is not None else None
@@ -123,7 +129,9 @@ def load_budget(opts: ServiceOptions, now_ms: int, ha: HaRuntime | None = None) 
         raise BudgetStateError(f"BUDGET_STATE_PATH: {exc}") from None
     if ha is not None:  # the shared budget in Redis (BUDGET_STATE_PATH is its local copy)
         tracker = BudgetTracker(config=opts.reconcile, store=ha.budget_store, clock=wall_clock_ms)
-    return LoadedBudget(tracker, warning)
+    future = tracker.from_the_future
+    shown = future_warning(path, future, now_ms) if future is not None and path else None
+    return LoadedBudget(tracker, warning, shown)
 
 
 def prepare_budget(
@@ -138,6 +146,8 @@ def prepare_budget(
     if loaded is None:
         loaded = load_budget(opts, now_ms, ha)
     if loaded.tracker is not None:
+        if loaded.future_warning:
+            tee.line(loaded.future_warning)
         if loaded.stale_warning:
             for line in loaded.stale_warning.splitlines():
                 tee.line(line)

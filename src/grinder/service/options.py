@@ -22,17 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
 from grinder.ha.connection import check_namespace, check_url
 from grinder.reconcile.config import (
+    CheckedModel,
     ConfigError,
     ReconcileConfig,
     RuntimeEnv,
     env_float,
     env_path,
     env_text,
+    validation_message,
 )
 
 Venue = Literal["sim", "testnet", "mainnet"]
@@ -44,8 +47,33 @@ MAX_FLOAT = 1e9
 PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
 
+IP_WEIGHT_PER_MINUTE = 2400
+"""Binance's request-weight limit of one IP per minute (every client on that IP counts)."""
+SNAPSHOT_WEIGHT_SHARE = 0.25
+"""The most of ``IP_WEIGHT_PER_MINUTE`` the periodic snapshots may ever spend: the rest is
+left to the bot and the other clients sharing the IP (docs/DECISIONS.md D47)."""
+MAX_SNAPSHOT_WEIGHT = BinanceFuturesPort.snapshot_weight(None)
+"""The costliest snapshot: positions (5) and every symbol's open orders, regular and algo."""
 
-class ServiceConfig(BaseModel):
+
+def snapshot_weight_worst_case(
+    min_interval_s: float, max_interval_s: float, weight_per_minute: float
+) -> float:
+    """The most request weight a minute the periodic snapshots can spend with this pacing.
+
+    The interval after a snapshot of weight ``w`` (at most ``MAX_SNAPSHOT_WEIGHT``) is
+    ``max(min, min(max, w / weight_per_minute * 60))`` (``ServiceLoop.snapshot_interval_s``):
+    a snapshot priced within the wanted interval spends at most ``weight_per_minute`` but
+    never more than ``w`` per ``min`` interval; one whose wanted interval is past ``max``
+    spends ``w`` per ``max(min, max)``.
+    """
+    w = MAX_SNAPSHOT_WEIGHT
+    floor = w * 60 / min_interval_s
+    paced = max(weight_per_minute, w * 60 / max(min_interval_s, max_interval_s))
+    return min(floor, paced)
+
+
+class ServiceConfig(CheckedModel):
     """How the live service schedules its work."""
 
     model_config = ConfigDict(validate_assignment=True, extra="forbid")
@@ -68,6 +96,29 @@ class ServiceConfig(BaseModel):
     stream_keepalive_s: PosFloat = 1800.0
     sim_seed: int = 1
     sim_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+
+    @model_validator(mode="after")
+    def _snapshot_pacing(self) -> ServiceConfig:
+        """The periodic snapshots never spend more than their share of the IP's weight."""
+        worst = snapshot_weight_worst_case(
+            self.min_snapshot_interval_s,
+            self.max_snapshot_interval_s,
+            self.snapshot_weight_per_minute,
+        )
+        allowed = IP_WEIGHT_PER_MINUTE * SNAPSHOT_WEIGHT_SHARE
+        if worst > allowed:
+            need_s = MAX_SNAPSHOT_WEIGHT * 60 / allowed
+            raise ValueError(
+                f"min_snapshot_interval_s: {self.min_snapshot_interval_s:g} s with "
+                f"snapshot_weight_per_minute = {self.snapshot_weight_per_minute:g} and "
+                f"max_snapshot_interval_s = {self.max_snapshot_interval_s:g} lets the snapshots "
+                f"spend up to {worst:.0f} request weight a minute, over {allowed:.0f} "
+                f"({SNAPSHOT_WEIGHT_SHARE:.0%} of the IP's {IP_WEIGHT_PER_MINUTE}): raise "
+                f"min_snapshot_interval_s to at least {need_s:g}, or keep "
+                f"snapshot_weight_per_minute <= {allowed:.0f} and max_snapshot_interval_s "
+                f">= {need_s:g}"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -112,12 +163,7 @@ def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        field_part = f"{loc}: " if loc else ""
-        raise ConfigError(
-            f"{where}: {field_part}{err.get('msg')} (got {err.get('input')!r})"
-        ) from None
+        raise ConfigError(f"{where}: {validation_message(exc)}") from None
 
 
 @dataclass

@@ -77,7 +77,9 @@ class ServiceSettings:
     def reload_config(self, source: str) -> dict[str, Any]:
         """Re-read the config file and apply what changed (environment gates still win).
 
-        ``[reconcile]`` and ``[service] armed`` take effect now. The rest of
+        A file that cannot be read or breaks any rule (the same checks as at start) is a
+        ``ConfigError`` and changes nothing. ``[reconcile]`` and ``[service] armed`` take
+        effect now, together. The rest of
         ``[service]`` and ``[ha]`` is read at start: a change there is logged
         (``CONFIG_RELOAD_NOT_APPLIED``) and listed as ``not_applied``, never
         silently dropped.
@@ -90,11 +92,13 @@ class ServiceSettings:
             fresh.reconcile.dry_run = self.opts.env.dry_run
         if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
             fresh.reconcile.allow_active_remediation = self.opts.env.allow_active
-        changes = []
-        for name in ReconcileConfig.model_fields:
-            value = getattr(fresh.reconcile, name)
-            if value != getattr(self.config, name):
-                changes.append(self.controls.set_field(name, value, source=source))
+        changed = {
+            name: getattr(fresh.reconcile, name)
+            for name in ReconcileConfig.model_fields
+            if getattr(fresh.reconcile, name) != getattr(self.config, name)
+        }
+        # All together or none: the file was checked whole, and so is what it makes here.
+        changes = self.controls.set_fields(changed, source=source) if changed else []
         armed = self.opts.env.armed if raw.get("ARMED") is not None else fresh.service.armed
         if armed != self._executor().armed:
             changes.append(self.controls.arm(armed, source=source))
