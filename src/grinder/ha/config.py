@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
 from grinder.ha.elector import ElectorTimings
+from grinder.redaction import masked_repr
 
 MAX_SECONDS = 1e9
 """Upper bound of every number of seconds here, so no timing overflows a millisecond clock."""
@@ -85,6 +86,9 @@ class HaSettings:
     redis_url: str
     instance_id: str
     config: HaConfig
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     @property
     def namespace(self) -> str:

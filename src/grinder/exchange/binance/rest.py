@@ -7,7 +7,8 @@ offset kept in sync (and re-synced on ``-1021``), request weight read from
 honouring ``Retry-After`` for every request of the client (after a 429 none goes
 out before the pause ends; after a 418 none is sent until the ban ends), and
 capped, jittered retries of transient failures for requests that are safe to
-repeat. Secrets never reach a log or an error.
+repeat. Secrets never reach a log or an error: the key and secret read from the
+environment are registered with ``grinder.redaction`` and masked wherever they appear.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from grinder.exchange.binance.errors import (
 )
 from grinder.exchange.port import ExchangeError, TransientExchangeError
 from grinder.reconcile.config import ConfigError
+from grinder.redaction import register_secret
 
 log = logging.getLogger("grinder.exchange.rest")
 
@@ -91,14 +93,18 @@ def _secret(env: Mapping[str, str], name: str, purpose: str) -> str:
     if direct and path:
         raise ConfigError(f"{name} and {name}_FILE are both set; set one{why}")
     if direct:
+        register_secret(direct)  # masked in every output from now on
         return direct.strip()
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE: {path} is not UTF-8 text") from None
         if not value:
             raise ConfigError(f"{name}_FILE: {path} is empty")
+        register_secret(value)
         return value
     raise ConfigError(f"{name} (or {name}_FILE) is not set{why}")
 
