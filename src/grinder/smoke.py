@@ -121,7 +121,7 @@ class ScenarioResult:
 class SmokeSettings:
     live: bool
     env: RuntimeEnv
-    env_mapping: Mapping[str, str]
+    env_mapping: Mapping[str, str] = field(repr=False)
     venue: str = "fake"
     reset_budget_state: bool = False
 

@@ -15,7 +15,7 @@ import pytest
 from grinder.exchange.fake import FakePort
 from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaConfig
-from grinder.ha.connection import RedisConnection, RedisUnavailable, mask_url
+from grinder.ha.connection import RedisConnection, RedisUnavailable
 from grinder.ha.elector import ElectorTimings, LeaderElector, LeadershipEvent
 from grinder.reconcile.budget import (
     BudgetRefused,
@@ -38,6 +38,7 @@ from grinder.reconcile.types import (
     PositionSide,
     Side,
 )
+from grinder.redaction import mask_url
 from grinder.state.expected import ExpectedStoreFull, UnknownOrder
 from grinder.state.redis_store import RedisExpectedStore
 

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.exchange.fake import FakePort
-from grinder.reconcile.audit import REDACTED, AuditWriter, encode_record, redact
+from grinder.reconcile.audit import AuditWriter, encode_record
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
@@ -34,6 +34,7 @@ from grinder.reconcile.types import (
     OrderStatus,
     Side,
 )
+from grinder.redaction import REDACTED, redact
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import write_metrics_summary
 from grinder.service.metrics import ServiceMetrics

@@ -25,6 +25,7 @@ from grinder.ceremony.checks import (
 )
 from grinder.ceremony.sources import Scrape, SourceError, fmt_number, instance_of
 from grinder.reconcile.budget import BudgetStateError, FileBudgetStore, utc_day
+from grinder.redaction import mask_url
 
 
 def _budget_file(inputs: Inputs, scrape: Scrape | None, item_id: str) -> Item:
@@ -315,7 +316,7 @@ def _alerting(inputs: Inputs) -> list[Item]:
     broken = [a for a in REQUIRED_ALERTS if a in rules and rules[a].health not in ("ok", "unknown")]
     firing = sorted(a for a, r in rules.items() if a in REQUIRED_ALERTS and r.state == "firing")
     loaded = len(REQUIRED_ALERTS) - len(missing)
-    text = f"{url}: {loaded}/{len(REQUIRED_ALERTS)} GRINDER alerts loaded"
+    text = f"{mask_url(url)}: {loaded}/{len(REQUIRED_ALERTS)} GRINDER alerts loaded"
     if missing:
         text += f"; missing: {', '.join(missing)}"
     if broken:

@@ -32,6 +32,7 @@ from grinder.ceremony.sources import (
     query_vector,
 )
 from grinder.reconcile.config import ReconcileConfig
+from grinder.redaction import mask_url
 
 STAGES: dict[int, str] = {
     1: "Verify passive health",
@@ -106,7 +107,7 @@ class Inputs:
     file_config: ReconcileConfig | None = None
     file_armed: bool | None = None
     file_label: str = "--config"
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
     budget_path: Path | None = None
     budget_label: str = "BUDGET_STATE_PATH"
     log_file: Path | None = None
@@ -259,7 +260,7 @@ def metrics_reachable(inputs: Inputs, scrape: Scrape | None, error: str | None) 
     up = scrape.value("grinder_reconcile_up")
     ok = up == 1
     evidence = (
-        f"{inputs.metrics_url}: {len(scrape.samples)} samples; "
+        f"{mask_url(inputs.metrics_url)}: {len(scrape.samples)} samples; "
         f"grinder_reconcile_up {fmt_number(up)}"
     )
     return Item(

@@ -22,6 +22,7 @@ from grinder.ceremony.checks import (
     uptime_text,
 )
 from grinder.ceremony.sources import Scrape, SourceError, fmt_number, fmt_series, instance_of
+from grinder.redaction import mask_url
 
 # --- stage 1 -------------------------------------------------------------------------------
 
@@ -318,8 +319,8 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
             rate = result[0][1]
             return judged(
                 rate,
-                f"{rate:.1f} planned in the last hour ({promql} at {inputs.prometheus_url}); "
-                f"counters: {counts}",
+                f"{rate:.1f} planned in the last hour "
+                f"({promql} at {mask_url(inputs.prometheus_url)}); counters: {counts}",
             )
     uptime = uptime_h(inputs, scrape)
     recent = _planned_last_hour(inputs, scrape)

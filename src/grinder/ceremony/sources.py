@@ -1,12 +1,15 @@
 """Reading a running service from outside: metrics text, Prometheus API, mark price.
 
 Plain blocking HTTP (``urllib``) with a timeout: these are one-shot operator
-commands. Every failure is a ``SourceError`` whose message names the URL and
-what went wrong, for use as a check's evidence.
+commands. Every failure is a ``SourceError`` whose message names the URL (its
+password masked) and what went wrong, for use as a check's evidence. A URL with
+user info (``http://user:password@host:9090``) is read with HTTP basic
+authentication.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import urllib.error
@@ -19,12 +22,17 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from grinder.redaction import mask_secrets
+
 DEFAULT_METRICS_URL = "http://localhost:9090/metrics"
 DEFAULT_TIMEOUT_S = 5.0
 
 
 class SourceError(RuntimeError):
-    """A source could not be read; the message is the evidence."""
+    """A source could not be read; the message is the evidence (credentials masked)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(mask_secrets(message))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +93,23 @@ def parse_scrape(url: str, text: str) -> Scrape:
     return Scrape(url, samples, declared)
 
 
+def _basic_auth(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its user info, and the ``Authorization`` header the user info stood
+    for (urllib does not send it by itself)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, {}
+    host = parts.netloc.rpartition("@")[2]
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=host))
+    user, password = (urllib.parse.unquote(x or "") for x in (parts.username, parts.password))
+    pair = f"{user}:{password}"
+    return bare, {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+
 def http_get(url: str, *, timeout: float = DEFAULT_TIMEOUT_S, accept: str = "*/*") -> str:
-    request = urllib.request.Request(url, headers={"Accept": accept})
+    """The body of ``GET url``; user info in ``url`` is sent as HTTP basic authentication."""
+    bare, auth = _basic_auth(url)
+    request = urllib.request.Request(bare, headers={"Accept": accept, **auth})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             body: bytes = resp.read()

@@ -32,6 +32,7 @@ from grinder.cli.options import (
     url_option,
 )
 from grinder.reconcile.config import env_path
+from grinder.redaction import mask_url
 from grinder.service.options import load_config_file
 
 
@@ -130,7 +131,7 @@ def check(
         prometheus_url=prometheus_url,
         interval_s=interval,
     )
-    header = [f"metrics:  {url}"]
+    header = [f"metrics:  {mask_url(url)}"]
     if status is not None:
         header.append(
             f"settings: control /status via {socket} (venue {status.get('venue')}, "

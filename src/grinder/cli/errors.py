@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 import click
 
 from grinder.reconcile.budget import BudgetStateError
 from grinder.reconcile.config import ConfigError
+from grinder.redaction import mask_secrets, masked_std_streams, register_environment
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -36,7 +38,20 @@ class CommandFailed(Exception):
 
 
 def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name: str) -> int:
+    """Run ``command`` with the exit codes above; every byte it writes to stdout and stderr
+    passes ``grinder.redaction.mask_secrets``, with the secrets of the environment registered
+    first (``register_environment``)."""
+    register_environment(os.environ)
+    with masked_std_streams():
+        return _run(command, argv, prog_name)
+
+
+def _run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+
+    def error(text: str) -> None:
+        print(f"{prog_name}: error: {mask_secrets(text)}", file=sys.stderr)
+
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -45,21 +60,22 @@ def run_command(command: click.Command, argv: Sequence[str] | None, *, prog_name
         print(f"{prog_name}: aborted", file=sys.stderr)
         return 130
     except CommandFailed as exc:
-        print(f"{prog_name}: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return exc.exit_code
     except click.ClickException as exc:
-        print(f"{prog_name}: error: {exc.format_message()}", file=sys.stderr)
+        error(exc.format_message())
         return EXIT_USAGE
     except (ConfigError, BudgetStateError) as exc:
-        print(f"{prog_name}: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{prog_name}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         if os.environ.get("GRINDER_DEBUG") == "1":
-            raise
+            traceback.print_exc()  # through the masking stream, unlike an uncaught exception
+            return EXIT_FAILED
         text = " ".join(f"{type(exc).__name__}: {exc}".split())
-        print(f"{prog_name}: error: {text} (GRINDER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        error(f"{text} (GRINDER_DEBUG=1 shows the traceback)")
         return EXIT_FAILED
     return int(result) if isinstance(result, int) else EXIT_OK

@@ -39,6 +39,7 @@ def expected() -> None:
 @url_option(
     "--redis-url",
     help="Without --expected-db: the shared expected state in this Redis [env GRINDER_REDIS_URL].",
+    http=False,
 )
 @click.option(
     "--redis-namespace",

@@ -54,6 +54,7 @@ from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict
 from grinder.reconcile.remediation import RemediationExecutor, RunContext
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import PositionSide
+from grinder.redaction import mask_url
 
 
 def _decimal(option: str, raw: str | None) -> Decimal | None:
@@ -179,7 +180,7 @@ def _flatten(
             return _Flatten(
                 None, f"no mark price ({exc}): gate 9 blocks with price_unavailable", side, notes
             )
-        where = f"mark price from {venue_url}"
+        where = f"mark price from {mask_url(venue_url)}"
     if mark is None:
         answer = service.need(
             "--qty needs --price or --venue-url (to read the mark price): "
@@ -419,7 +420,7 @@ def gates(
     context = [
         f"service: venue {status.get('venue')}, mode {status.get('mode')} "
         f"(control /status via {socket})",
-        f"metrics: {url} (grinder_ha_is_leader {fmt_number(leader)})",
+        f"metrics: {mask_url(url)} (grinder_ha_is_leader {fmt_number(leader)})",
         _cooldown_source(status),
         f"{notional_text}; evaluated as the first candidate of the next run",
     ]

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from grinder.ceremony.sources import DEFAULT_METRICS_URL
+from grinder.reconcile.config import ConfigError, check_http_url
+from grinder.redaction import register_url
 
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -59,9 +61,23 @@ class Seconds(click.ParamType[float, Any]):
         return number
 
 
-def url_option(*decls: str, help: str | None = None) -> Callable[[F], F]:
-    """An optional URL, shown as URL."""
-    return click.option(*decls, default=None, metavar="URL", help=help)
+def url_option(*decls: str, help: str | None = None, http: bool = True) -> Callable[[F], F]:
+    """An optional URL, shown as URL; with ``http`` it must be http(s)://host[:port][/path]
+    (exit 2 otherwise). Its password is registered at once (``grinder.redaction``): masked
+    in every output, whatever goes wrong next."""
+
+    def accept(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        register_url(value)
+        where = param.opts[0] if param.opts else str(param.name)
+        if not value.strip():
+            raise ConfigError(f"{where}: expected a value, got {value!r}")
+        if http:
+            check_http_url(value, where)
+        return value
+
+    return click.option(*decls, default=None, metavar="URL", help=help, callback=accept)
 
 
 metrics_url_option = url_option(

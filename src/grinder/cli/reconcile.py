@@ -70,6 +70,7 @@ from grinder.service.options import VENUES, resolve
     "--redis-url",
     help="High availability: Redis shared by 2-3 instances (redis://host:port/db); only the "
     "leader remediates [env GRINDER_REDIS_URL; default: run alone].",
+    http=False,
 )
 @click.option(
     "--instance-id",

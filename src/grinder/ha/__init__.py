@@ -13,7 +13,7 @@ See docs/HA.md (the runbook) and docs/DECISIONS.md (D24-D29).
 
 from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
-from grinder.ha.connection import RedisConnection, RedisUnavailable, mask_url
+from grinder.ha.connection import RedisConnection, RedisUnavailable
 from grinder.ha.elector import ElectorTimings, LeaderElector, LeadershipEvent, Lease
 from grinder.ha.metrics import HaMetrics
 
@@ -29,5 +29,4 @@ __all__ = [
     "RedisConnection",
     "RedisUnavailable",
     "default_instance_id",
-    "mask_url",
 ]

@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field, model_validator
 from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
 from grinder.ha.elector import ElectorTimings
 from grinder.reconcile.config import CheckedModel
+from grinder.redaction import masked_repr
 
 MAX_SECONDS = 1e9
 """Upper bound of every number of seconds here, so no timing overflows a millisecond clock."""
@@ -86,6 +87,9 @@ class HaSettings:
     redis_url: str
     instance_id: str
     config: HaConfig
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
 
     @property
     def namespace(self) -> str:

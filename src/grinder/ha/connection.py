@@ -26,12 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.commands.core import Script
 from redis.retry import Retry
+
+from grinder.redaction import mask_url
 
 log = logging.getLogger("grinder.ha")
 
@@ -68,31 +70,35 @@ class RedisUnavailable(RuntimeError):
     """Redis could not be reached, did not answer in time, or refused the command."""
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to print and log)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 def check_url(url: str, *, where: str = "--redis-url") -> str:
-    """Validate a Redis URL's form (not its reachability); returns it unchanged."""
-    parts = urlsplit(url)
+    """Validate a Redis URL's form (not its reachability); returns it unchanged.
+
+    Every message shows the URL through ``mask_url``: never its password.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc} in {mask_url(url)!r}") from None
     if parts.scheme not in URL_SCHEMES:
         raise ValueError(
             f"{where}: expected redis://host:port[/db], rediss://… or unix:///path, "
             f"got {mask_url(url)!r}"
         )
+    if parts.scheme != "unix" and "@" in parts.path + parts.query + parts.fragment:
+        raise ValueError(
+            f"{where}: '@' after the host in {mask_url(url)!r}: percent-encode '/', '?', '#' "
+            "and '@' in a user name or password"
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"{where}: no host in {mask_url(url)!r}")
     if parts.scheme == "unix" and not parts.path:
         raise ValueError(f"{where}: no socket path in {mask_url(url)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{where}: expected a port from 1 to 65535 in {mask_url(url)!r}")
     return url
 
 

@@ -1,10 +1,11 @@
 """The audit trail: one JSON object per line, append-only, rotated, redacted.
 
 Each record has ``schema_version``, ``ts_ms``, ``event_type``, ``run_id``,
-``mode`` and ``action``, with keys sorted. Secrets are redacted by key name and
-inside query strings. The file rotates when it would pass ``max_bytes`` or
-``max_events`` records (``reconcile.jsonl`` -> ``reconcile.jsonl.1`` -> ...,
-keeping ``backup_count``). Writing is fail-open: an error is counted and
+``mode`` and ``action``, with keys sorted. Secrets are redacted by field name and
+inside every text (``grinder.redaction.redact``: URLs' passwords, ``key=value``
+secrets, registered secret values). The file rotates when it would pass
+``max_bytes`` or ``max_events`` records (``reconcile.jsonl`` -> ``reconcile.jsonl.1``
+-> ..., keeping ``backup_count``). Writing is fail-open: an error is counted and
 logged, and reconciliation goes on.
 """
 
@@ -12,69 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
-import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from grinder.redaction import redact
+
 SCHEMA_VERSION = 1
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_BACKUP_COUNT = 5
-REDACTED = "***REDACTED***"
-
-_SECRET_KEY_PARTS = (
-    "apikey",
-    "secret",
-    "token",
-    "signature",
-    "password",
-    "passphrase",
-    "authorization",
-    "xmbxapikey",
-    "listenkey",
-    "privatekey",
-)
-# key=value, key: value, 'key': 'value', "key": "value" (query strings, headers, reprs, JSON)
-_SECRET_IN_TEXT = re.compile(
-    r"(?i)([\"']?)\b(signature|api[_-]?key|api[_-]?secret|x-mbx-apikey|secret|token|password"
-    r"|listen[_-]?key|authorization)\1(\s*[=:]\s*)([\"']?)(?:bearer\s+)?([^&\s,;\"'}]+)"
-)
-_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
-
-
-def _redact_text(text: str) -> str:
-    masked = _SECRET_IN_TEXT.sub(
-        lambda m: f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{REDACTED}", text
-    )
-    return _BEARER.sub(f"Bearer {REDACTED}", masked)
-
 
 log = logging.getLogger("grinder.audit")
-
-
-def _is_secret_key(key: str) -> bool:
-    norm = re.sub(r"[^a-z]", "", key.lower())
-    return any(part in norm for part in _SECRET_KEY_PARTS)
-
-
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with secret fields and secret query parameters masked."""
-    if isinstance(value, Mapping):
-        return {
-            str(k): (REDACTED if _is_secret_key(str(k)) else redact(v)) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple | set | frozenset):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _redact_text(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # NaN and Infinity are not JSON
-    return value
 
 
 def _default(obj: Any) -> Any:

@@ -23,6 +23,7 @@ from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -35,6 +36,7 @@ from pydantic import (
 )
 
 from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, check_identity
+from grinder.redaction import mask_url
 
 
 class ConfigError(ValueError):
@@ -246,6 +248,31 @@ def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | 
     if not raw.strip():
         raise ConfigError(f"{name}: expected a path, got an empty value")
     return Path(raw)
+
+
+def check_http_url(url: str, where: str) -> str:
+    """``url`` when it is http(s)://host[:port][/path], else a ``ConfigError`` naming ``where``.
+
+    The message shows the URL through ``mask_url``: never its password.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc} in {mask_url(url)!r}") from None
+    if "@" in parts.path + parts.query + parts.fragment:
+        raise ConfigError(
+            f"{where}: '@' after the host in {mask_url(url)!r}: percent-encode '/', '?', '#' "
+            "and '@' in a user name or password"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}: expected http(s)://host[:port], got {mask_url(url)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{where}: expected a port from 1 to 65535 in {mask_url(url)!r}")
+    return url
 
 
 DEFAULT_AUDIT_PATH = Path("audit/reconcile.jsonl")

@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from grinder.reconcile.audit import redact
+from grinder.redaction import redact_text
 
 LOGGER_NAME = "grinder"
 FILE_ONLY = {"file_only": True}
@@ -52,14 +52,21 @@ def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **f
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secrets in the final message of every record."""
+    """Masks secrets (``grinder.redaction.redact_text``) in the final message of every record
+    and in its traceback, whose text is formatted here once and kept (``exc_text``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        masked = redact(message)
+        masked = redact_text(message)
         if masked != message:
             record.msg = masked
             record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
 
 

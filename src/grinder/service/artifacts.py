@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.fileio import write_bytes_atomic, write_json_atomic
 from grinder.reconcile.config import ConfigError
+from grinder.redaction import mask_secrets
 
 log = logging.getLogger("grinder.service.artifacts")
 
@@ -94,7 +95,8 @@ def clean_old_days(root: Path, ttl_days: float, today: date) -> list[Path]:
 
 
 class Tee:
-    """Writes the service's human output to stdout and to ``stdout.log``."""
+    """Writes the service's human output to stdout and to ``stdout.log``, each line
+    through ``mask_secrets`` (a URL's password, a registered secret never gets there)."""
 
     def __init__(self, path: Path | None, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -103,6 +105,7 @@ class Tee:
             self._file = path.open("a", encoding="utf-8")
 
     def line(self, text: str = "") -> None:
+        text = mask_secrets(text)
         self.stream.write(text + "\n")
         self.stream.flush()
         if self._file is not None:
@@ -112,7 +115,7 @@ class Tee:
     def record(self, text: str) -> None:
         """A line for ``stdout.log`` only (what stderr already shows, such as the error)."""
         if self._file is not None:
-            self._file.write(text + "\n")
+            self._file.write(mask_secrets(text) + "\n")
             self._file.flush()
 
     def close(self) -> None:

@@ -23,7 +23,9 @@ Endpoints (JSON):
   again for ``hold_s`` seconds (default 30).
 
 Every change is validated, applied to the live objects (effective before the
-next exchange write), logged as ``CONTROL_CHANGE``, audited, and counted.
+next exchange write), logged as ``CONTROL_CHANGE``, audited, and counted. Every
+text of a reply passes ``grinder.redaction.redact`` (field names are kept: the
+fencing ``token`` of ``ha`` is not a secret).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
+from grinder.redaction import redact
 from grinder.service.httpd import start_unix_site
 
 ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
@@ -325,8 +328,9 @@ def _dispatch(controls: Controls, path: str, body: dict[str, Any]) -> dict[str, 
 
 
 def _error(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
+    return web.json_response({"error": message}, status=400, dumps=_dumps)
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
+    """A reply's JSON, every text in it redacted (a venue error may quote a URL)."""
+    return json.dumps(redact(obj, by_name=False), sort_keys=True, default=str)

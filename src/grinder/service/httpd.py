@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from grinder.reconcile.config import ConfigError
+from grinder.redaction import redact
 
 
 def build_metrics_app(
@@ -31,7 +32,7 @@ def build_metrics_app(
             return web.json_response(
                 {"status": "ok" if ok else "unavailable", **details},
                 status=200 if ok else 503,
-                dumps=lambda o: json.dumps(o, sort_keys=True, default=str),
+                dumps=lambda o: json.dumps(redact(o, by_name=False), sort_keys=True, default=str),
             )
 
         return handler

@@ -21,7 +21,6 @@ from typing import Any
 
 from grinder import fileio
 from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
-from grinder.ha.connection import mask_url
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
@@ -35,6 +34,7 @@ from grinder.reconcile.budget import (
 from grinder.reconcile.config import ConfigError
 from grinder.reconcile.logs import FILE_ONLY, configure_logging
 from grinder.reconcile.remediation import wall_clock_ms
+from grinder.redaction import mask_url
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import (
     BUDGET_STATE,
@@ -61,7 +61,7 @@ def print_configuration(tee: Tee, opts: ServiceOptions, run_dir: RunDir | None) 
     tee.line("  GRINDER RECONCILE SERVICE")
     tee.line(RULE)
     rows: list[tuple[str, Any]] = [
-        ("venue", opts.venue + (f" ({opts.venue_url})" if opts.venue_url else "")),
+        ("venue", opts.venue + (f" ({mask_url(opts.venue_url)})" if opts.venue_url else "")),
         ("mode", "DRY-RUN" if cfg.dry_run else "LIVE"),
         ("action", cfg.action.value),
         ("dry_run", cfg.dry_run),

@@ -37,6 +37,7 @@ from grinder.reconcile.config import (
     env_text,
     validation_message,
 )
+from grinder.redaction import masked_repr, register_url
 
 Venue = Literal["sim", "testnet", "mainnet"]
 VENUES: tuple[Venue, ...] = ("sim", "testnet", "mainnet")
@@ -195,6 +196,9 @@ class ServiceOptions:
     file_ha: HaConfig = field(default_factory=HaConfig)
     """The config file's ``[ha]`` table as read at start (a reload compares against it)."""
 
+    def __repr__(self) -> str:
+        return masked_repr(self)
+
     def audit_path(self, run_dir_audit: Path | None) -> Path | None:
         """Explicit ``--audit-out`` wins; then the run-dir; then the audit env vars."""
         if self.audit_out is not None:
@@ -212,6 +216,7 @@ def resolve(
 ) -> ServiceOptions:
     """Combine flags, environment and config file into ``ServiceOptions``."""
     src = os.environ if env is None else env
+    register_url(flags.get("venue_url"))  # its password is masked in every output from now on
     _refuse_empty_flags(flags)
     runtime = RuntimeEnv.from_env(src)
     venue_env = src.get("GRINDER_VENUE")  # set but empty is not "unset": it is refused below
@@ -274,6 +279,7 @@ def _ha_settings(
     if not url:
         url = env_text(src, "GRINDER_REDIS_URL")
         where = "GRINDER_REDIS_URL"
+    register_url(url)  # its password is masked in every output from now on
     instance = flags.get("instance_id") or env_text(src, "GRINDER_INSTANCE_ID")
     namespace = flags.get("redis_namespace") or env_text(src, "GRINDER_REDIS_NAMESPACE")
     if not url:

@@ -15,9 +15,15 @@ from urllib.parse import urlsplit
 
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import VENUES, BinanceRestClient, Credentials
-from grinder.exchange.simulator.config import default_api_key, default_api_secret
+from grinder.exchange.simulator.config import (
+    ENV_API_KEY,
+    ENV_API_SECRET,
+    default_api_key,
+    default_api_secret,
+)
 from grinder.exchange.simulator.server import SimulatorServer
-from grinder.reconcile.config import ConfigError
+from grinder.reconcile.config import check_http_url
+from grinder.redaction import register_secret
 from grinder.service.options import ServiceOptions
 
 
@@ -36,15 +42,15 @@ class VenueConnection:
 
 
 def ws_url_for(rest_url: str) -> str:
-    parts = urlsplit(rest_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--venue-url: expected http(s)://host[:port], got {rest_url!r}")
+    parts = urlsplit(check_http_url(rest_url, "--venue-url"))
     scheme = "wss" if parts.scheme == "https" else "ws"
     return f"{scheme}://{parts.netloc}"
 
 
 def credentials_for(venue: str, env: Mapping[str, str] | None = None) -> Credentials:
     if venue == "sim":
+        for name in (ENV_API_KEY, ENV_API_SECRET):  # the defaults are public
+            register_secret(os.environ.get(name))
         return Credentials(default_api_key(), default_api_secret())
     return Credentials.from_env(env or os.environ, purpose=f"needed for venue {venue}")
 

@@ -11,7 +11,9 @@ capped, jittered retries of transient failures for reads. An order write
 remediation executor's decision, made where the lease and the gates are checked.
 Its ``authorize`` callable runs synchronously right before the request leaves and
 bounds the request's ``recvWindow``, so the exchange refuses it if it arrives later
-than authorized. Secrets never reach a log or an error.
+than authorized. Secrets never reach a log or an error: the key and secret read from
+the environment are registered with ``grinder.redaction`` and masked wherever they
+appear.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from grinder.exchange.binance.errors import (
 )
 from grinder.exchange.port import Authorize, ExchangeError, TransientExchangeError
 from grinder.reconcile.config import ConfigError
+from grinder.redaction import register_secret
 
 log = logging.getLogger("grinder.exchange.rest")
 
@@ -95,14 +98,18 @@ def _secret(env: Mapping[str, str], name: str, purpose: str) -> str:
     if direct and path:
         raise ConfigError(f"{name} and {name}_FILE are both set; set one{why}")
     if direct:
+        register_secret(direct)  # masked in every output from now on
         return direct.strip()
     if path:
         try:
             value = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}_FILE: {path} is not UTF-8 text") from None
         if not value:
             raise ConfigError(f"{name}_FILE: {path} is empty")
+        register_secret(value)
         return value
     raise ConfigError(f"{name} (or {name}_FILE) is not set{why}")
 
