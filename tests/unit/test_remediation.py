@@ -1661,3 +1661,15 @@ async def test_a_flatten_retry_stops_when_the_position_changed_side() -> None:
     (r,) = await rig.run(flatten_routed())
     assert (r.status, r.reason) == (ResultStatus.SKIPPED, SkipReason.ALREADY_RESOLVED)
     assert len(rig.port.write_calls) == 1
+
+
+async def test_a_write_the_client_refused_to_send_counts_as_withheld() -> None:
+    from grinder.exchange.binance.errors import RateLimited
+    from grinder.exchange.binance.rest import not_sent
+
+    rig = Rig()
+    rig.port.add_order(order())
+    rig.port.fail_always["cancel_order"] = not_sent(RateLimited("paused", http_status=429))
+    (r,) = await rig.run(cancel_routed())
+    assert r.status is ResultStatus.FAILED
+    assert r.attempts == (AttemptOutcome.WITHHELD,)

@@ -29,13 +29,17 @@ class ExchangeError(Exception):
     """The venue refused or failed a request. ``code`` is Binance's error code if any.
 
     ``outcome_unknown``: the request may have been executed (a timed-out write, an
-    unreadable answer to one). ``repeatable``: the same write may be sent again after
-    this failure -- by the remediation executor, which re-authorizes every attempt
-    (``WriteWithheld``) and bounds their number; a port never repeats a write itself.
+    unreadable answer to one). ``sent``: whether the request left at all.
+    ``repeatable``: the same write may be sent again after this failure -- by the
+    remediation executor, which re-authorizes every attempt (``WriteWithheld``) and
+    bounds their number; a port never repeats a write itself.
     """
 
     outcome_unknown: ClassVar[bool] = False
     repeatable: ClassVar[bool] = False
+    sent: bool = True
+    """False when the request never left (refused by the client itself: a 429 pause or
+    a 418 ban still running, no credentials)."""
 
     def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None):
         super().__init__(message)

@@ -526,6 +526,8 @@ class RemediationExecutor:
 
     @staticmethod
     def _attempt_outcome(exc: ExchangeError) -> AttemptOutcome:
+        if not exc.sent:
+            return AttemptOutcome.WITHHELD
         return AttemptOutcome.UNKNOWN if exc.outcome_unknown else AttemptOutcome.REJECTED
 
     @staticmethod

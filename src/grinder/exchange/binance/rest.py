@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -49,6 +49,7 @@ from grinder.reconcile.config import ConfigError
 from grinder.redaction import register_secret
 
 log = logging.getLogger("grinder.exchange.rest")
+E = TypeVar("E", bound=ExchangeError)
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 DEFAULT_WEIGHT_LIMIT = 2400
@@ -289,12 +290,14 @@ class BinanceRestClient:
     def _refuse_while_banned(self, method: str, path: str) -> None:
         remaining = self.ban_remaining_s()
         if remaining > 0:
-            raise IpBanned(
-                f"{method} {path}: not sent, the IP is banned for {remaining:.0f} s more "
-                "(HTTP 418 received earlier)",
-                http_status=418,
-                retry_after_s=remaining,
-                banned_until_ms=self._banned_until_ms + self.time_offset_ms,
+            raise not_sent(
+                IpBanned(
+                    f"{method} {path}: not sent, the IP is banned for {remaining:.0f} s more "
+                    "(HTTP 418 received earlier)",
+                    http_status=418,
+                    retry_after_s=remaining,
+                    banned_until_ms=self._banned_until_ms + self.time_offset_ms,
+                )
             )
 
     def _refuse_while_paused(self, method: str, path: str, weight: int) -> None:
@@ -302,16 +305,20 @@ class BinanceRestClient:
         weight's soft limit, it fails at once instead of going out late."""
         remaining_ms = self._paused_until_ms - self._clock()
         if remaining_ms > 0:
-            raise RateLimited(
-                f"{method} {path}: not sent, requests are paused {remaining_ms / 1000:.1f} s "
-                "more after a 429",
-                http_status=429,
-                retry_after_s=remaining_ms / 1000,
+            raise not_sent(
+                RateLimited(
+                    f"{method} {path}: not sent, requests are paused {remaining_ms / 1000:.1f} s "
+                    "more after a 429",
+                    http_status=429,
+                    retry_after_s=remaining_ms / 1000,
+                )
             )
         if weight and self._over_soft_limit(weight):
-            raise RateLimited(
-                f"{method} {path}: not sent, request weight is near the limit for this minute",
-                http_status=429,
+            raise not_sent(
+                RateLimited(
+                    f"{method} {path}: not sent, request weight is near the limit for this minute",
+                    http_status=429,
+                )
             )
 
     async def _wait_out_pause(self) -> None:
@@ -426,12 +433,14 @@ class BinanceRestClient:
         query_items = list(items)
         if signed or api_key:
             if self.credentials is None:
-                raise ExchangeError(f"{method} {path} needs API credentials")
+                raise not_sent(ExchangeError(f"{method} {path} needs API credentials"))
             headers["X-MBX-APIKEY"] = self.credentials.api_key
         window = self.settings.recv_window_ms
         if authorize is not None:
             if not signed:
-                raise ExchangeError(f"{method} {path}: an authorized write must be signed")
+                raise not_sent(
+                    ExchangeError(f"{method} {path}: an authorized write must be signed")
+                )
             window = max(1, min(window, authorize()))
         if signed:
             assert self.credentials is not None
@@ -473,6 +482,12 @@ class BinanceRestClient:
         if status >= 400 or (isinstance(body, dict) and _is_error_body(body)):
             raise error_from_response(status, body, retry_after)
         return body
+
+
+def not_sent(exc: E) -> E:
+    """``exc`` marked as raised before its request left: the exchange never saw it."""
+    exc.sent = False
+    return exc
 
 
 def _is_error_body(body: dict[str, Any]) -> bool:
