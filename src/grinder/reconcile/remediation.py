@@ -10,6 +10,10 @@ evaluation happens synchronously right before the write (no ``await`` in
 between), so a rollback made on the live objects takes effect before the next
 exchange write.
 
+A write still unanswered when its run is cancelled (the service's stop) is
+reported as failed (``port_error``, outcome unknown) before the cancellation
+goes on, so the audit trail has a result for every attempt that was sent.
+
 With HA (``is_leader`` given, gate 0), the budget reservation that immediately
 precedes each write also re-checks leadership atomically in the shared store
 (fencing); a refusal there blocks the write with ``not_leader``. A shared
@@ -19,11 +23,12 @@ instance.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 from typing import Protocol
 
@@ -42,6 +47,7 @@ from grinder.reconcile.types import ZERO, Mismatch, PositionSide, Side
 
 DRY_RUN = "dry_run"
 LIVE = "live"
+CUT_SHORT = "no answer before the run was cancelled (service stop): the outcome is unknown"
 
 
 def wall_clock_ms() -> int:
@@ -61,6 +67,8 @@ class RunContext:
     actions: int = 0
     symbols: set[str] = field(default_factory=set)
     executed: int = 0
+    in_flight: ActionResult | None = None
+    """The result to report if the write now awaited is cut short (failed, outcome unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +293,19 @@ class RemediationExecutor:
         """Gate one candidate and, if every gate passes and the mode is live, perform it."""
         if self.reporter is not None:
             self.reporter.attempt(ctx, routed, self.mode)
-        if routed.kind is ActionKind.CANCEL:
-            result = await self._cancel(routed, ctx)
-        else:
-            result = await self._flatten(routed, ctx)
+        try:
+            if routed.kind is ActionKind.CANCEL:
+                result = await self._cancel(routed, ctx)
+            else:
+                result = await self._flatten(routed, ctx)
+        except asyncio.CancelledError:
+            cut, ctx.in_flight = ctx.in_flight, None
+            if cut is not None:  # sent, never answered: it may have been executed
+                self.last_remediation_ms = self.clock()
+                if self.reporter is not None:
+                    self.reporter.result(ctx, replace(cut, ts_ms=self.clock()))
+            raise
+        ctx.in_flight = None
         if self.reporter is not None:
             self.reporter.result(ctx, result)
         return result
@@ -396,6 +413,9 @@ class RemediationExecutor:
         if done is not None:
             return done
         assert m.client_order_id is not None  # ownership gate passed
+        ctx.in_flight = self._result(
+            routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=CUT_SHORT
+        )
         try:
             outcome = await self.port.cancel_order(m.symbol, m.client_order_id, is_algo=m.is_algo)
         except ExchangeError as exc:
@@ -464,6 +484,16 @@ class RemediationExecutor:
         if done is not None:
             return done
         side = Side.SELL if current > 0 else Side.BUY
+        ctx.in_flight = self._result(
+            routed,
+            ctx,
+            ResultStatus.FAILED,
+            reason=FailReason.PORT_ERROR,
+            error=CUT_SHORT,
+            notional=notional,
+            qty=qty,
+            remediation_order_id=cid,
+        )
         try:
             await self.port.place_reduce_only_market(
                 m.symbol, side, qty, position_side=side_key, client_order_id=cid
