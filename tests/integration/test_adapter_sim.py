@@ -26,7 +26,12 @@ from grinder.exchange.binance.errors import (
 )
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, OtherEvent, UserEvent
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
+from grinder.exchange.binance.rest import (
+    BinanceRestClient,
+    ClientClosing,
+    Credentials,
+    RestSettings,
+)
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.exchange.simulator import SimConfig, SimulatorServer
@@ -674,5 +679,131 @@ async def test_the_last_429_of_a_read_still_pauses_the_client(
         assert sleeps.waits == []
         assert await port.fetch_positions() == []  # the next one waits the pause out first
         assert len(sleeps.waits) == 1
+    finally:
+        await client.close()
+
+
+# --- the stop: no wait outlasts it ------------------------------------------------------------
+
+
+async def started_waiting(client: BinanceRestClient, work: Any) -> asyncio.Task[Any]:
+    """``work`` as a task, returned once the client waits inside it."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 5
+    while not client._waits:
+        assert not task.done(), task
+        assert loop.time() < end, "the client never waited"
+        await asyncio.sleep(0.01)
+    return task
+
+
+async def cut_short(client: BinanceRestClient, task: asyncio.Task[Any]) -> ClientClosing:
+    """``begin_close``, then the task's ``ClientClosing``, raised at once."""
+    started = time.monotonic()
+    client.begin_close()
+    with pytest.raises(ClientClosing) as caught:
+        await asyncio.wait_for(task, 1)
+    assert time.monotonic() - started < 0.5
+    return caught.value
+
+
+async def test_the_stop_ends_a_429_pause_and_no_request_waits_after_it(
+    ctl: SimControl, sim: SimulatorServer
+) -> None:
+    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET))
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+        task = await started_waiting(client, port.fetch_positions())
+        assert 55 < client.wait_needed_s() <= 60
+        error = await cut_short(client, task)
+        assert "after a 429" in str(error)
+        assert not error.outcome_unknown
+        assert client.requests_sent == 1
+        with pytest.raises(ClientClosing, match="not sent"):  # still paused: fails at once
+            await port.fetch_open_orders(["BTCUSDT"])
+        assert client.requests_sent == 1
+    finally:
+        await client.close()
+
+
+async def test_the_stop_ends_the_wait_for_the_next_weight_window(
+    ctl: SimControl, sim: SimulatorServer
+) -> None:
+    # Server time a second into its minute: the next window is ~59 s away.
+    skew = 1_000 - int(time.time() * 1000) % 60_000
+    await ctl.call("POST", "/faults/clock-skew", {"offsetMs": skew})
+    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET))
+    port = BinanceFuturesPort(client)
+    try:
+        await client.sync_time()
+        await ctl.call("POST", "/faults/weight", {"usedWeight1m": 2300})
+        await port.fetch_positions()  # its answer says the IP is near the limit
+        assert client.wait_needed_s(5) > 50
+        sent = client.requests_sent
+        task = await started_waiting(client, port.fetch_positions())
+        assert "weight window" in str(await cut_short(client, task))
+        assert client.requests_sent == sent
+    finally:
+        await client.close()
+
+
+async def test_the_stop_cuts_a_retry_backoff_short_and_keeps_the_failure_before_it(
+    ctl: SimControl, sim: SimulatorServer
+) -> None:
+    client = BinanceRestClient(
+        sim.base_url,
+        Credentials(KEY, SECRET),
+        settings=RestSettings(backoff_base_s=30, backoff_cap_s=60),
+    )
+    port = BinanceFuturesPort(client)
+    try:
+        await ctl.call("POST", "/faults/errors", {"count": 10, "status": 500})
+        task = await started_waiting(client, port.fetch_positions())
+        error = await cut_short(client, task)
+        assert "before a retry" in str(error)
+        assert isinstance(error.__context__, ServerError)
+        assert client.requests_sent == 1
+    finally:
+        await client.close()
+
+
+async def test_the_stream_stop_is_bounded_when_the_listen_key_close_hangs(
+    ctl: SimControl, stream_rig: StreamRig, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ctl.call(
+        "POST",
+        "/faults/latency",
+        {"restMs": 60_000, "methods": ["DELETE"], "paths": ["/fapi/v1/listenKey"]},
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="grinder.exchange.stream"):
+        await stream_rig.stream.stop(0.5)
+    assert time.monotonic() - started < 0.8
+    assert stream_rig.task.done()
+    assert sim.exchange.requests["DELETE /fapi/v1/listenKey"] == 1  # sent, never answered
+    assert "STREAM_LISTEN_KEY_NOT_CLOSED reason=timeout" in caplog.text
+
+
+async def test_the_stream_stop_never_waits_out_a_429_pause_to_close_the_listen_key(
+    ctl: SimControl, sim: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = BinanceRestClient(
+        sim.base_url, Credentials(KEY, SECRET), settings=RestSettings(max_retries=0)
+    )
+    rig = StreamRig(client, sim)
+    try:
+        assert await rig.stream.wait_live(5)
+        await ctl.call("POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+        with pytest.raises(RateLimited):
+            await client.sync_time()  # the client is now paused for 60 s
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO, logger="grinder.exchange.stream"):
+            await rig.stream.stop(2.0)
+        assert time.monotonic() - started < 0.5
+        assert rig.task.done()
+        assert sim.exchange.requests["DELETE /fapi/v1/listenKey"] == 0
+        assert "STREAM_LISTEN_KEY_NOT_CLOSED reason=rate_limited" in caplog.text
     finally:
         await client.close()

@@ -848,6 +848,35 @@ async def test_forced_429_and_ban_faults(venue: Venue) -> None:
     assert (await venue.call("GET", "/fapi/v1/time", signed=False)).status == 200
 
 
+async def test_forced_429_with_a_retry_after_and_the_weight_of_other_clients(
+    venue: Venue,
+) -> None:
+    await venue.control("POST", "/_sim/faults/rate-limit", {"count": 1, "retryAfter": 60})
+    limited = await venue.call("GET", "/fapi/v1/ping", signed=False)
+    assert (limited.status, limited.headers["Retry-After"]) == (429, "60")
+    await venue.control("POST", "/_sim/faults/weight", {"usedWeight1m": 2300})
+    ping = await venue.call("GET", "/fapi/v1/ping", signed=False)
+    assert (ping.status, ping.weight) == (200, 2301)
+    state = await venue.control("GET", "/_sim/state")
+    assert state["weights"]["otherWeight1m"] == 2300
+    await venue.control("DELETE", "/_sim/faults")
+    assert (await venue.control("GET", "/_sim/state"))["weights"]["otherWeight1m"] == 0
+
+
+async def test_latency_of_some_requests_only(venue: Venue) -> None:
+    await venue.control(
+        "POST",
+        "/_sim/faults/latency",
+        {"restMs": 300, "methods": ["delete"], "paths": ["/fapi/v1/listenKey"]},
+    )
+    started = time.monotonic()
+    await venue.call("GET", "/fapi/v1/ping", signed=False)
+    assert time.monotonic() - started < 0.25
+    started = time.monotonic()
+    await venue.call("DELETE", "/fapi/v1/listenKey", signed=False)
+    assert time.monotonic() - started >= 0.29
+
+
 async def test_a_burst_of_5xx(venue: Venue) -> None:
     await venue.control("POST", "/_sim/faults/errors", {"count": 2, "status": 503})
     await venue.control(

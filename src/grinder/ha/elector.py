@@ -215,6 +215,7 @@ class LeaderElector:
         self._epoch_pending = False
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._release_on_stop = True
         self.max_token_seen = 0
         self.holder: str | None = None
         """The lease value last read from Redis (ours or another instance's)."""
@@ -278,12 +279,19 @@ class LeaderElector:
         )
         self._thread.start()
 
-    def stop(self, *, release: bool = True) -> None:
-        """Stop campaigning; with ``release`` give the lease up so a follower takes over now."""
+    def stop(self, *, release: bool = True, join_s: float = 5.0) -> None:
+        """Stop campaigning; with ``release`` give the lease up so a follower takes over now.
+
+        Waits at most ``join_s`` for the elector's thread (a Redis call of its own may be
+        under way); a lease that thread acquires after that is released as it ends."""
+        self._release_on_stop = release
         self._stopping.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            thread.join(timeout=5)
+            thread.join(timeout=join_s)
+        self._give_up(release)
+
+    def _give_up(self, release: bool) -> None:
         lease = self._lease
         if lease is None:
             return
@@ -327,6 +335,7 @@ class LeaderElector:
             except Exception:  # never let the elector thread die
                 log.exception("HA_ELECTOR_ERROR instance=%s", self.instance_id)
                 delay = self.timings.retry_ms / 1000
+        self._give_up(self._release_on_stop)  # a lease acquired while stop() was waiting
 
     def step(self) -> float:
         """One acquire or renew attempt; returns the seconds until the next one."""

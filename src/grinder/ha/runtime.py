@@ -102,6 +102,8 @@ class HaRuntime:
             "lease_ttl_s": self.settings.config.lease_ttl_s,
         }
 
-    def close(self) -> None:
-        self.elector.stop(release=True)
+    def close(self, *, join_s: float = 5.0) -> None:
+        """Stop campaigning and release the lease (waiting at most ``join_s`` for the
+        elector's thread), then close the connection."""
+        self.elector.stop(release=True, join_s=join_s)
         self.conn.close()

@@ -10,6 +10,10 @@ evaluation happens synchronously right before the write (no ``await`` in
 between), so a rollback made on the live objects takes effect before the next
 exchange write.
 
+A write still unanswered when its run is cancelled (the service's stop) is
+reported as failed (``port_error``, outcome unknown) before the cancellation
+goes on, so the audit trail has a result for every attempt that was sent.
+
 With HA (``is_leader`` given, gate 0), the budget reservation that immediately
 precedes each write also re-checks leadership atomically in the shared store
 (fencing); a refusal there blocks the write with ``not_leader``. A shared
@@ -40,9 +44,9 @@ import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from grinder.exchange.port import (
     Authorize,
@@ -79,6 +83,8 @@ from grinder.reconcile.types import (
 
 DRY_RUN = "dry_run"
 LIVE = "live"
+T = TypeVar("T")
+CUT_SHORT = "no answer before the run was cancelled (service stop): the outcome is unknown"
 
 MAX_WRITE_ATTEMPTS = 3
 """Requests one remediation action may send (the first and its repeats)."""
@@ -107,6 +113,8 @@ class RunContext:
     actions: int = 0
     symbols: set[str] = field(default_factory=set)
     executed: int = 0
+    in_flight: ActionResult | None = None
+    """The result to report if the write now awaited is cut short (failed, outcome unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,10 +354,19 @@ class RemediationExecutor:
         """Gate one candidate and, if every gate passes and the mode is live, perform it."""
         if self.reporter is not None:
             self.reporter.attempt(ctx, routed, self.mode)
-        if routed.kind is ActionKind.CANCEL:
-            result = await self._cancel(routed, ctx)
-        else:
-            result = await self._flatten(routed, ctx)
+        try:
+            if routed.kind is ActionKind.CANCEL:
+                result = await self._cancel(routed, ctx)
+            else:
+                result = await self._flatten(routed, ctx)
+        except asyncio.CancelledError:
+            cut, ctx.in_flight = ctx.in_flight, None
+            if cut is not None:  # sent, never answered: it may have been executed
+                self.last_remediation_ms = self.clock()
+                if self.reporter is not None:
+                    self.reporter.result(ctx, replace(cut, ts_ms=self.clock()))
+            raise
+        ctx.in_flight = None
         if self.reporter is not None:
             self.reporter.result(ctx, result)
         return result
@@ -519,6 +536,21 @@ class RemediationExecutor:
             attempts=attempts,
         )
 
+    @staticmethod
+    async def _in_flight(ctx: RunContext, cut: ActionResult, write: Awaitable[T]) -> T:
+        """``await write`` with ``cut`` as the run's write in flight meanwhile: the result
+        ``execute`` reports if the run is cancelled before the answer (a service stop)."""
+        ctx.in_flight = cut
+        try:
+            answer = await write
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            ctx.in_flight = None
+            raise
+        ctx.in_flight = None
+        return answer
+
     async def _pause_before(self, attempt: int) -> None:
         if attempt > 1:
             delays = RETRY_DELAYS_S
@@ -550,9 +582,21 @@ class RemediationExecutor:
         attempts: list[AttemptOutcome] = []
         for attempt in range(1, self.max_write_attempts + 1):
             await self._pause_before(attempt)
+            cut = self._result(
+                routed,
+                ctx,
+                ResultStatus.FAILED,
+                reason=FailReason.PORT_ERROR,
+                error=CUT_SHORT,
+                attempts=[*attempts, AttemptOutcome.UNKNOWN],
+            )
             try:
-                outcome = await self.port.cancel_order(
-                    m.symbol, m.client_order_id, is_algo=m.is_algo, authorize=authorize
+                outcome = await self._in_flight(
+                    ctx,
+                    cut,
+                    self.port.cancel_order(
+                        m.symbol, m.client_order_id, is_algo=m.is_algo, authorize=authorize
+                    ),
                 )
             except WriteWithheld as withheld:
                 return self._withheld(routed, ctx, withheld, attempts)
@@ -671,14 +715,29 @@ class RemediationExecutor:
                         remediation_order_id=cid,
                         attempts=attempts,
                     )
+            cut = self._result(
+                routed,
+                ctx,
+                ResultStatus.FAILED,
+                reason=FailReason.PORT_ERROR,
+                error=CUT_SHORT,
+                notional=notional,
+                qty=qty,
+                remediation_order_id=cid,
+                attempts=[*attempts, AttemptOutcome.UNKNOWN],
+            )
             try:
-                await self.port.place_reduce_only_market(
-                    m.symbol,
-                    side,
-                    qty,
-                    position_side=side_key,
-                    client_order_id=cid,
-                    authorize=authorize,
+                await self._in_flight(
+                    ctx,
+                    cut,
+                    self.port.place_reduce_only_market(
+                        m.symbol,
+                        side,
+                        qty,
+                        position_side=side_key,
+                        client_order_id=cid,
+                        authorize=authorize,
+                    ),
                 )
             except WriteWithheld as withheld:
                 return self._withheld(

@@ -5,8 +5,10 @@ after every (re)connect); nothing is judged before the first snapshot.
 Afterwards the service is event-driven: a stream event that may create a
 mismatch schedules a check for when its grace period ends. A periodic full
 pass and a periodic snapshot (interval chosen from request weight) catch what
-no event announces. SIGINT/SIGTERM stop it gracefully; SIGHUP re-reads the
-config file; the control socket changes settings at run time.
+no event announces. SIGINT/SIGTERM stop it gracefully within a bounded time
+(``grinder.service.shutdown``: one deadline, shared out among the steps of the
+close); SIGHUP re-reads the config file; the control socket changes settings at
+run time.
 
 With HA (``ha`` given: a Redis URL), every instance snapshots, streams, detects
 and reports; only the leader may remediate (gate 0). A leadership counts for
@@ -54,6 +56,16 @@ from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
 from grinder.service.settings import ServiceSettings
+from grinder.service.shutdown import (
+    HA_RELEASE_S,
+    HTTP_STOP_S,
+    STREAM_STOP_S,
+    TASKS_S,
+    UNWIND_S,
+    VENUE_CLOSE_S,
+    ShutdownDeadline,
+    bounded,
+)
 from grinder.service.state import ExpectedSource, open_expected
 from grinder.service.venue import VenueConnection, connect_venue
 from grinder.state.observed import ObservedStore
@@ -114,6 +126,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.engine: ReconcileEngine | None = None
         self.controls: Controls | None = None
         self.stop_event = asyncio.Event()
+        self.shutdown = ShutdownDeadline()
         self.ready = False
         self.last_report: RunReport | None = None
         self.runs = 0
@@ -227,24 +240,40 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             if stat.S_ISSOCK(info.st_mode) and info.st_ino == inode:
                 path.unlink()
 
+    def request_stop(self) -> None:
+        """Stop: the shutdown deadline starts now (idempotent), the loop ends, and no wait
+        of the REST client (a 429's pause, the weight window, a retry's backoff) goes on."""
+        self.shutdown.begin()
+        self.stop_event.set()
+        self._wake.set()
+        if self.venue is not None:
+            self.venue.rest.begin_close()
+
     async def close(self) -> None:
+        """Every step within its part of the shutdown deadline (``grinder.service.shutdown``)."""
+        self.request_stop()  # the deadline runs from the signal, else (--duration) from now
+        deadline = self.shutdown
         self.smetrics.up.set(0)
         if self.hagate is not None:
-            await self.hagate.close()  # hand over first: a follower takes the lease at once
+            # Hand over first: a follower takes the lease at once.
+            await self.hagate.close(deadline.part(HA_RELEASE_S))
         if self.stream is not None:
-            await self.stream.stop()
+            part = deadline.part(STREAM_STOP_S)  # the stream keeps to it; bounded() makes sure
+            await bounded(self.stream.stop(part), part + UNWIND_S, "user-data stream")
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        for site in self._sites:
-            await site.cleanup()
+        if self._tasks:
+            tasks = asyncio.gather(*self._tasks, return_exceptions=True)
+            await bounded(tasks, deadline.part(TASKS_S), "tasks")
+        if self._sites:
+            sites = asyncio.gather(*(site.cleanup() for site in self._sites))
+            await bounded(sites, deadline.part(HTTP_STOP_S), "http endpoints")
         self._remove_control_socket()
         if self.venue is not None:
-            await self.venue.close()
+            await bounded(self.venue.close(), deadline.part(VENUE_CLOSE_S), "venue")
         if self.expected is not None:
             self.expected.close()
+        log.info("SERVICE_STOPPED stop_s=%.2f", deadline.elapsed())
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -254,8 +283,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
 
     def _on_stop_signal(self, sig: int) -> None:
         log.warning("SERVICE_STOP signal=%s", signal.Signals(sig).name)
-        self.stop_event.set()
-        self._wake.set()
+        self.request_stop()
 
     def _on_sighup(self) -> None:
         try:

@@ -4,6 +4,10 @@ The elector and the Redis connection call back from the elector's thread; every
 callback is moved to the event loop (``call_soon_threadsafe``) before it logs,
 audits or touches the service. Gate 0 passes only for a leadership whose REST
 snapshot was taken after it was acquired (``HA_LEADER_ACTING``).
+
+At the stop the lease is released from a thread of its own, and the service
+waits for that only its part of the shutdown deadline: a Redis that does not
+answer never holds the stop up (the lease then ends with its TTL).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -71,8 +76,42 @@ class ServiceHa:
         self.elector.start()
         return task
 
-    async def close(self) -> None:
-        await asyncio.to_thread(self.runtime.close)
+    async def close(self, timeout_s: float) -> bool:
+        """Stop campaigning and release the lease; True when that was done in ``timeout_s``.
+
+        The work runs in a daemon thread (not the loop's executor, which the interpreter
+        would wait for at exit): past ``timeout_s`` it is left to finish or die with the
+        process, and ``HA_CLOSE_TIMEOUT`` is logged."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def finished() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def work() -> None:
+            try:
+                self.runtime.close(join_s=timeout_s)
+            except Exception:
+                log.exception("HA_CLOSE_ERROR")
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                    loop.call_soon_threadsafe(finished)
+
+        threading.Thread(target=work, name="grinder-ha-close", daemon=True).start()
+        try:
+            await asyncio.wait_for(asyncio.shield(done), timeout_s)
+        except TimeoutError:
+            log_event(
+                log,
+                "HA_CLOSE_TIMEOUT",
+                logging.WARNING,
+                after_s=round(timeout_s, 2),
+                redis=self.runtime.conn.display_url,
+                effect="the lease ends with its TTL",
+            )
+            return False
+        return True
 
     def step_down(self, hold_s: float) -> dict[str, Any]:
         was_leader = self.elector.step_down("operator_step_down", release=True, hold_s=hold_s)

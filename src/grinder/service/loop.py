@@ -7,6 +7,10 @@ due (``schedule``): a stream event that may create a mismatch schedules one for
 when its grace period ends, every snapshot one for now, a triage that could not
 find an order a retry. A run refreshes the expected state, evicts what expired
 and observes each new incident's detection latency.
+
+The stop (``stop_event``) ends the loop at once: a snapshot in flight is
+cancelled, a run in flight gets ``RUN_DRAIN_S`` of the shutdown deadline to
+finish (and be reported) and is cancelled after that.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from grinder.exchange.binance.apply import apply_user_event
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
@@ -29,11 +34,13 @@ from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
+from grinder.service.shutdown import RUN_DRAIN_S, UNWIND_S, ShutdownDeadline
 from grinder.service.state import ExpectedSource
 from grinder.service.venue import VenueConnection
 from grinder.state.observed import ObservedStore
 
 log = logging.getLogger("grinder.service")
+T = TypeVar("T")
 
 
 class ServiceLoop:
@@ -50,6 +57,7 @@ class ServiceLoop:
     smetrics: ServiceMetrics
     xmetrics: ExchangeMetrics
     stop_event: asyncio.Event
+    shutdown: ShutdownDeadline
     runs: int
     last_report: RunReport | None
     _wake: asyncio.Event
@@ -98,20 +106,46 @@ class ServiceLoop:
                 if full:
                     next_full_snapshot = now + int(svc.full_snapshot_interval_s * 1000)
                 with contextlib.suppress(Exception):
-                    await self.snapshot(full=full)
+                    await self.unless_stopped(self.snapshot(full=full), "snapshot")
                 next_snapshot = self.clock() + int(self.snapshot_interval_s() * 1000)
             if now >= next_full or (self._due and self._due[0] <= now):
                 while self._due and self._due[0] <= now:
                     heapq.heappop(self._due)
                 try:
-                    report = await self.run_once()
+                    report = await self.unless_stopped(self.run_once(), "run", RUN_DRAIN_S)
                 except Exception as exc:  # one failed run must not end the service
                     self.smetrics.run_errors.inc()
                     log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
                 else:
-                    if report.triage.get(TriageOutcome.NOT_FOUND):
+                    if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
                         self.schedule(self.clock() + svc.triage_retry_ms)
                 next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
+
+    async def unless_stopped(
+        self, work: Coroutine[Any, Any, T], what: str, drain_s: float = 0.0
+    ) -> T | None:
+        """``work``'s result, or None when the stop came first: ``work`` then gets
+        ``drain_s`` of the shutdown deadline to finish, and is cancelled after that."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and drain_s > 0:
+                await asyncio.wait({task}, timeout=self.shutdown.part(drain_s))
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=UNWIND_S)
+            level = logging.WARNING if drain_s > 0 else logging.INFO
+            log.log(level, "SERVICE_STOP_CANCELLED work=%s", what)
+            return None
+        if task.cancelled():
+            return None
+        return task.result()
 
     def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
         """Symbols that may have open orders: any the exchange, we or the bot know of."""

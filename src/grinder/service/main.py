@@ -1,6 +1,7 @@
 """Running the service from the command line: files, budget, artifacts, exit codes.
 
-Exit codes: 0 after a normal stop (duration over, SIGINT, SIGTERM); 1 after a
+Exit codes: 0 after a normal stop (duration over, SIGINT, SIGTERM, even one that
+came while the service was starting); 1 after a
 fatal error, or when a file of the run's end could not be written (one line on
 stderr; every other artifact still written); 2 for bad usage, configuration,
 credentials, an unusable path or a corrupt budget file, found before the run
@@ -21,6 +22,7 @@ from typing import Any
 
 from grinder import fileio
 from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
+from grinder.exchange.port import ExchangeError
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
@@ -266,7 +268,13 @@ def _record_end(tee: Tee, code: int, error: str | None, *, fatal: bool) -> None:
 async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
     try:
         service.install_signals()
-        await service.start()
+        try:
+            await service.unless_stopped(service.start(), "start")
+        except ExchangeError:
+            if not service.stop_event.is_set():
+                raise
+        if service.stop_event.is_set():  # stopped while starting: a normal stop all the same
+            return 0, None
         tee.line(f"metrics: {service.metrics_url}")
         tee.line(f"control: {service.control_socket}")
         tee.line("ready: first snapshot in; reconciling")

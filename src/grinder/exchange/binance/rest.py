@@ -14,6 +14,10 @@ bounds the request's ``recvWindow``, so the exchange refuses it if it arrives la
 than authorized. Secrets never reach a log or an error: the key and secret read from
 the environment are registered with ``grinder.redaction`` and masked wherever they
 appear.
+
+Every wait of the client (a 429's pause, the weight window, a retry's backoff)
+ends at ``begin_close`` (the service's stop), and none begins after it: the
+request fails at once with ``ClientClosing`` instead, unsent.
 """
 
 from __future__ import annotations
@@ -119,6 +123,15 @@ def sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
+class ClientClosing(ExchangeError):
+    """Not sent: the client is closing, and the request would first have had to wait
+    (a 429's pause, the weight window, a read's retry backoff). An order write never
+    waits in the client (D43) and is never repeated by it (D44), so this is never the
+    fate of a write that was already sent once."""
+
+    sent = False
+
+
 @dataclass
 class RestSettings:
     recv_window_ms: int = 5000
@@ -156,7 +169,10 @@ class BinanceRestClient:
         self._session = session
         self._own_session = session is None
         self._clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self._sleep = sleep
+        self._raw_sleep = sleep
+        self._closing = False
+        self._waits: set[asyncio.Future[None]] = set()
+        """One future per wait under way: ``begin_close`` ends them all."""
         self._rng = rng or random.Random()
         self.on_weight = on_weight
         self.on_spend = on_spend
@@ -196,9 +212,38 @@ class BinanceRestClient:
     def session(self) -> aiohttp.ClientSession:
         return self._ensure_session()
 
+    def begin_close(self) -> None:
+        """From now on no request waits: the waits under way end, and a request that would
+        have to wait (a 429's pause, the weight window, a retry's backoff) fails at once
+        with ``ClientClosing``. Requests that need no wait still go out (a listenKey close)."""
+        self._closing = True
+        for woken in list(self._waits):
+            _wake(woken)
+
     async def close(self) -> None:
+        self.begin_close()
         if self._session is not None and self._own_session and not self._session.closed:
             await self._session.close()
+
+    async def _sleep(self, seconds: float, why: str = "before a retry") -> None:
+        """Every wait of the client, cut short by ``begin_close`` (``ClientClosing``)."""
+        if not self._closing:
+            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            sleeping = asyncio.ensure_future(self._raw_sleep(seconds))
+            sleeping.add_done_callback(lambda _done: _wake(woken))
+            self._waits.add(woken)
+            try:
+                await woken
+            finally:
+                self._waits.discard(woken)
+                sleeping.cancel()
+            if sleeping.done() and not sleeping.cancelled():
+                sleeping.result()  # the sleep's own error, if any
+            if not self._closing:
+                return
+        raise ClientClosing(
+            f"not sent: the client is closing (it would wait {seconds:.1f} s {why})"
+        )
 
     # --- time ----------------------------------------------------------------------------
 
@@ -265,7 +310,7 @@ class BinanceRestClient:
             self.settings.weight_limit,
             wait_ms,
         )
-        await self._sleep(wait_ms / 1000)
+        await self._sleep(wait_ms / 1000, "for the next weight window")
         self.used_weight = 0
 
     # --- 429 pause and 418 ban -----------------------------------------------------------
@@ -325,7 +370,16 @@ class BinanceRestClient:
         """Every request waits out the last 429's ``Retry-After``, not only the one refused."""
         wait_ms = self._paused_until_ms - self._clock()
         if wait_ms > 0:
-            await self._sleep(wait_ms / 1000)
+            await self._sleep(wait_ms / 1000, "after a 429 (Retry-After)")
+
+    def wait_needed_s(self, weight: int = 1) -> float:
+        """How long a request of ``weight`` would wait now before going out: the rest of a
+        429's pause, or of this minute when it would pass the weight's soft limit (0: none).
+        An IP ban is not waited out (``ban_remaining_s``)."""
+        wait_ms = max(0, self._paused_until_ms - self._clock())
+        if weight and self._over_soft_limit(weight):
+            wait_ms = max(wait_ms, 60_000 - self.server_now_ms() % 60_000)
+        return wait_ms / 1000
 
     # --- requests ------------------------------------------------------------------------
 
@@ -488,6 +542,11 @@ def not_sent(exc: E) -> E:
     """``exc`` marked as raised before its request left: the exchange never saw it."""
     exc.sent = False
     return exc
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 def _is_error_body(body: dict[str, Any]) -> bool:

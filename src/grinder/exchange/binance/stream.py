@@ -13,6 +13,13 @@ active key, extended, or a new one) and kept alive every ``keepalive_s``;
 connection is recycled before Binance's 24-hour limit; every drop reconnects
 with capped, jittered backoff. A garbled message is counted and logged, never
 fatal.
+
+``stop(timeout_s)`` ends ``run`` within that time whatever it is doing
+(connecting, snapshotting, waiting to reconnect). Closing the listenKey on the
+way out is best effort: skipped when the REST client would first have to wait
+for a rate limit (a 429's pause, the weight window, a ban), and given at most
+``LISTEN_KEY_CLOSE_TIMEOUT_S`` otherwise -- a key left open expires by itself
+60 minutes after its last keepalive.
 """
 
 from __future__ import annotations
@@ -43,6 +50,14 @@ log = logging.getLogger("grinder.exchange.stream")
 
 DEFAULT_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "listenKeyExpired")
 LISTEN_KEY_PATH = "/fapi/v1/listenKey"
+STOP_TIMEOUT_S = 2.0
+"""``stop``'s default bound: ``run`` has ended within it."""
+LISTEN_KEY_CLOSE_TIMEOUT_S = 1.0
+"""At most this long for the listenKey close on the way out (less when ``stop`` has less)."""
+STOP_MARGIN_S = 0.05
+"""Of ``stop``'s time, what ``run`` keeps to return in after its last step."""
+WS_CLOSE_TIMEOUT_S = 2.0
+"""At most this long for a socket's closing handshake (aiohttp's own default is 10 s)."""
 
 
 class StreamState(IntEnum):
@@ -103,6 +118,10 @@ class UserDataStream:
         self.state = StreamState.DISCONNECTED
         self.listen_key: str | None = None
         self._stopping = asyncio.Event()
+        self._stop_by: float | None = None
+        """Loop time by which ``run`` must have ended (set by ``stop``)."""
+        self._running = False
+        self._ended = asyncio.Event()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._live_event = asyncio.Event()
 
@@ -127,20 +146,33 @@ class UserDataStream:
             return False
         return True
 
-    async def stop(self) -> None:
-        """Stop consuming, close the socket and the listenKey."""
+    async def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop consuming, close the socket and (best effort) the listenKey; returns once
+        ``run`` has ended, or after ``timeout_s`` at most."""
+        timeout_s = max(0.0, timeout_s)
+        # The steps of run's end (socket, listenKey) keep a moment for run to return in.
+        self._stop_by = asyncio.get_running_loop().time() + max(0.0, timeout_s - STOP_MARGIN_S)
         self._stopping.set()
-        if self._ws is not None and not self._ws.closed:
-            await self._ws.close()
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), timeout_s)
+
+    def _time_left(self, cap: float) -> float:
+        """``cap``, or less when ``stop`` leaves less."""
+        if self._stop_by is None:
+            return cap
+        return max(0.0, min(cap, self._stop_by - asyncio.get_running_loop().time()))
 
     async def run(self) -> None:
         """Connect, consume and reconnect until ``stop``."""
         failures = 0
+        self._running = True
+        self._ended.clear()
         try:
             while not self._stopping.is_set():
                 went_live = False
                 try:
-                    went_live = await self._connect_once()
+                    went_live = await self._connect_or_stop()
                 except Exception as exc:  # any failure means: reconnect, never die
                     log.warning("STREAM_ERROR error=%s", _one_line(exc))
                 self._set_state(StreamState.DISCONNECTED)
@@ -154,8 +186,27 @@ class UserDataStream:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
         finally:
-            self._set_state(StreamState.DISCONNECTED)
-            await self._close_listen_key()
+            try:
+                self._set_state(StreamState.DISCONNECTED)
+                await self._close_listen_key()
+            finally:
+                self._running = False
+                self._ended.set()
+
+    async def _connect_or_stop(self) -> bool:
+        """One connection (``_connect_once``), cancelled as soon as ``stop`` is called."""
+        connection = asyncio.ensure_future(self._connect_once())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not connection.done():
+                connection.cancel()
+                await asyncio.wait({connection})  # its clean-up is bounded
+        if connection.cancelled():
+            return False
+        return connection.result()
 
     def _backoff(self, failures: int) -> float:
         if failures == 0:
@@ -187,11 +238,23 @@ class UserDataStream:
                 log.warning("STREAM_KEEPALIVE_FAILED error=%s", _one_line(exc))
 
     async def _close_listen_key(self) -> None:
+        """Best effort, never waiting for a rate limit; logs why when the key is left open."""
         if self.listen_key is None:
             return
         self.listen_key = None
-        with contextlib.suppress(ExchangeError, aiohttp.ClientError, TimeoutError, OSError):
-            await self.rest.request("DELETE", LISTEN_KEY_PATH, api_key=True, weight=1)
+        rest = self.rest
+        if rest.ban_remaining_s() > 0 or rest.wait_needed_s(1) > 0:
+            log.info("STREAM_LISTEN_KEY_NOT_CLOSED reason=rate_limited")
+            return
+        try:
+            await asyncio.wait_for(
+                rest.request("DELETE", LISTEN_KEY_PATH, api_key=True, weight=1),
+                self._time_left(LISTEN_KEY_CLOSE_TIMEOUT_S),
+            )
+        except TimeoutError:
+            log.info("STREAM_LISTEN_KEY_NOT_CLOSED reason=timeout")
+        except (ExchangeError, aiohttp.ClientError, OSError) as exc:
+            log.info("STREAM_LISTEN_KEY_NOT_CLOSED reason=error error=%s", _one_line(exc))
 
     # --- one connection ------------------------------------------------------------------
 
@@ -250,9 +313,10 @@ class UserDataStream:
         recycle = asyncio.get_running_loop().call_later(
             self.settings.max_connection_s, lambda: asyncio.ensure_future(ws.close())
         )
+        resync: asyncio.Task[None] | None = None
         try:
             self._set_state(StreamState.RESYNCING)
-            resync: asyncio.Task[None] = asyncio.create_task(self.on_resync())
+            resync = asyncio.create_task(self.on_resync())
             done, _ = await asyncio.wait({resync, reader}, return_when=asyncio.FIRST_COMPLETED)
             if resync not in done:
                 resync.cancel()
@@ -270,13 +334,16 @@ class UserDataStream:
             return True
         finally:
             recycle.cancel()
-            keepalive.cancel()
-            reader.cancel()
-            for task in (keepalive, reader):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            tasks = [keepalive, reader] + ([resync] if resync is not None else [])
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            for task in tasks:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failure was handled or logged above
             if not ws.closed:
-                await ws.close()
+                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                    await asyncio.wait_for(ws.close(), self._time_left(WS_CLOSE_TIMEOUT_S))
             self._ws = None
             if expired:
                 log.info("STREAM_CLOSED reason=listen_key_expired")

@@ -111,7 +111,7 @@ def _endpoint_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Str
         sim.requests[f"{ep.method} {ep.path}"] += 1
         if ep.write:
             sim.write_requests += 1
-        latency = sim.faults.rest_latency_ms
+        latency = sim.faults.latency_ms(ep.method, ep.path)
         if latency > 0:
             await asyncio.sleep(latency / 1000)
         params, raw_q, raw_b = await _read_params(request)

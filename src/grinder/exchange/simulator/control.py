@@ -43,11 +43,14 @@ Market
                                      (false: refused with -4059 / -4067 / -4068)
 
 Faults
-  POST   /_sim/faults/latency        {"restMs"?,"wsMs"?}
+  POST   /_sim/faults/latency        {"restMs"?,"wsMs"?,"paths"?: [...],"methods"?: [...]}
+                                     ``restMs`` for the requests matching paths and methods
   POST   /_sim/faults/errors         {"count","status": 500|502|503|504,"code"?,"msg"?,
                                       "paths"?: [...],"methods"?: [...],"apply"?: false}
                                      ``apply`` processes the request, then answers the error
-  POST   /_sim/faults/rate-limit     {"count"}  the next N /fapi requests get 429
+  POST   /_sim/faults/rate-limit     {"count","retryAfter"?}  the next N /fapi requests get 429
+                                     (``Retry-After``: that many seconds, else to the next minute)
+  POST   /_sim/faults/weight         {"usedWeight1m"}  every IP's minute starts at that weight
   POST   /_sim/faults/ban            {"seconds"}  418 for every request for that long
   POST   /_sim/faults/clock-skew     {"offsetMs"}  server time = local time + offset
   POST   /_sim/faults/order-query-lag {"ms"}  GET /fapi/v1/order answers -2013 for younger orders
@@ -97,6 +100,7 @@ ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("POST", "/_sim/faults/latency", M.latency),
     ("POST", "/_sim/faults/errors", M.error_burst),
     ("POST", "/_sim/faults/rate-limit", M.rate_limit),
+    ("POST", "/_sim/faults/weight", M.used_weight),
     ("POST", "/_sim/faults/ban", M.ban),
     ("POST", "/_sim/faults/clock-skew", M.clock_skew),
     ("POST", "/_sim/faults/order-query-lag", M.order_query_lag),

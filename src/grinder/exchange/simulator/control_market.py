@@ -69,6 +69,10 @@ def position_mode(sim: Simulator, body: Body, request: web.Request) -> Any:
 def latency(sim: Simulator, body: Body, request: web.Request) -> Any:
     if "restMs" in body:
         sim.faults.rest_latency_ms = int_arg(body, "restMs", low=0, high=MAX_LATENCY_MS)
+        paths = body.get("paths")
+        methods = body.get("methods")
+        sim.faults.rest_latency_paths = tuple(paths) if paths else None
+        sim.faults.rest_latency_methods = tuple(m.upper() for m in methods) if methods else None
     if "wsMs" in body:
         sim.faults.ws_latency_ms = int_arg(body, "wsMs", low=0, high=MAX_LATENCY_MS)
     return sim.faults.dump()
@@ -94,7 +98,19 @@ def error_burst(sim: Simulator, body: Body, request: web.Request) -> Any:
 
 def rate_limit(sim: Simulator, body: Body, request: web.Request) -> Any:
     sim.limiter.forced_429 = int_arg(body, "count", 1, low=0)
-    return {"forced429Remaining": sim.limiter.forced_429}
+    retry_after = body.get("retryAfter")
+    sim.limiter.forced_retry_after_s = (
+        None if retry_after is None else int_arg(body, "retryAfter", low=1, high=MAX_BAN_SECONDS)
+    )
+    return {
+        "forced429Remaining": sim.limiter.forced_429,
+        "retryAfter": sim.limiter.forced_retry_after_s,
+    }
+
+
+def used_weight(sim: Simulator, body: Body, request: web.Request) -> Any:
+    sim.limiter.set_other_weight(int_arg(body, "usedWeight1m", low=0, high=1_000_000))
+    return {"otherWeight1m": sim.limiter.other_weight}
 
 
 def ban(sim: Simulator, body: Body, request: web.Request) -> Any:
@@ -117,8 +133,7 @@ def order_query_lag(sim: Simulator, body: Body, request: web.Request) -> Any:
 
 def clear_faults(sim: Simulator, body: Body, request: web.Request) -> Any:
     sim.faults.reset()
-    sim.limiter.forced_429 = 0
-    sim.limiter.forced_ban_until_ms = 0
+    sim.limiter.clear_faults()
     return sim.faults.dump()
 
 

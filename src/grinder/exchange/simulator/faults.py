@@ -58,6 +58,8 @@ class Faults:
 
     def reset(self) -> None:
         self.rest_latency_ms = 0
+        self.rest_latency_paths: tuple[str, ...] | None = None
+        self.rest_latency_methods: tuple[str, ...] | None = None
         self.ws_latency_ms = 0
         self.clock_skew_ms = 0
         self.order_query_lag_ms = 0
@@ -66,6 +68,16 @@ class Faults:
 
     def add_burst(self, burst: ErrorBurst) -> None:
         self.bursts.append(burst)
+
+    def latency_ms(self, method: str, path: str) -> int:
+        """The REST latency of this request: ``rest_latency_ms`` when it matches the
+        latency's methods and paths (None: every one)."""
+        methods, paths = self.rest_latency_methods, self.rest_latency_paths
+        if methods is not None and method not in methods:
+            return 0
+        if paths is not None and not any(path.startswith(p) for p in paths):
+            return 0
+        return self.rest_latency_ms
 
     def take_error(self, method: str, path: str) -> ErrorBurst | None:
         """The burst that fails this request, if any (one use of it is consumed)."""
@@ -81,6 +93,10 @@ class Faults:
     def dump(self) -> dict[str, Any]:
         return {
             "restLatencyMs": self.rest_latency_ms,
+            "restLatencyPaths": list(self.rest_latency_paths) if self.rest_latency_paths else None,
+            "restLatencyMethods": (
+                list(self.rest_latency_methods) if self.rest_latency_methods else None
+            ),
             "wsLatencyMs": self.ws_latency_ms,
             "clockSkewMs": self.clock_skew_ms,
             "orderQueryLagMs": self.order_query_lag_ms,

@@ -30,6 +30,8 @@ from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 log = logging.getLogger(__name__)
+STOP_TIMEOUT_S = 1.0
+"""How long ``stop`` waits for requests still in flight before cutting them."""
 
 
 class SimulatorServer:
@@ -94,7 +96,10 @@ class SimulatorServer:
     async def start(self) -> None:
         if self._runner is not None:
             return
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # At stop, requests still in flight (an injected latency) are cut after a second.
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=STOP_TIMEOUT_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port, reuse_address=True)
         await site.start()

@@ -87,10 +87,26 @@ class RateLimiter:
 
     def reset(self) -> None:
         self._ips: dict[str, _IpState] = {}
-        self.forced_429 = 0
-        self.forced_ban_until_ms = 0
         self.count_429 = 0
         self.count_418 = 0
+        self.clear_faults()
+
+    def clear_faults(self) -> None:
+        self.forced_429 = 0
+        self.forced_retry_after_s: int | None = None
+        """``Retry-After`` of the forced 429s; None: seconds to the next minute."""
+        self.forced_ban_until_ms = 0
+        self.other_weight = 0
+        """Weight other clients of every IP are taken to use each minute (counted, reported)."""
+
+    def set_other_weight(self, weight: int) -> None:
+        """Every IP's use of this minute is raised to at least ``weight``, and each later
+        minute starts from it: as if other clients shared the IP."""
+        self.other_weight = weight
+        now = self.clock.now_ms()
+        for ip in self._ips:
+            st = self._state(ip, now)
+            st.used = max(st.used, weight)
 
     def _state(self, ip: str, now: int) -> _IpState:
         st = self._ips.get(ip)
@@ -99,7 +115,7 @@ class RateLimiter:
         window = now // MINUTE_MS
         if st.window != window:
             st.window = window
-            st.used = 0
+            st.used = self.other_weight
             st.rejections = 0
         return st
 
@@ -138,7 +154,8 @@ class RateLimiter:
         if forced or st.used > limit:
             self.count_429 += 1
             exc = E.too_many_requests(limit)
-            exc.headers["Retry-After"] = self._retry_429(now)
+            retry = self.forced_retry_after_s if forced else None
+            exc.headers["Retry-After"] = str(retry) if retry is not None else self._retry_429(now)
             exc.headers["X-MBX-USED-WEIGHT-1M"] = str(st.used)
             raise exc
         return st.used
@@ -159,6 +176,8 @@ class RateLimiter:
                 for ip, st in self._ips.items()
             },
             "forced429Remaining": self.forced_429,
+            "forced429RetryAfter": self.forced_retry_after_s,
+            "otherWeight1m": self.other_weight,
             "forcedBanForMs": max(0, self.forced_ban_until_ms - now),
             "responses429": self.count_429,
             "responses418": self.count_418,
