@@ -197,9 +197,10 @@ def mask_secrets(text: str) -> str:
     return _mask_known(_TOKEN.sub(_mask_token, text))
 
 
-# key=value, key: value, 'key': 'value', "key": "value" (query strings, headers, reprs, JSON)
+# key=value, key: value, 'key': 'value', "key": "value" (query strings, headers, reprs, JSON);
+# not a URL path's last segment ("POST /fapi/v1/listenKey: waiting 60 s" is no secret)
 _SECRET_IN_TEXT = re.compile(
-    r"(?i)([\"']?)\b(signature|api[_-]?key|api[_-]?secret|x-mbx-apikey|secret|token|password"
+    r"(?i)([\"']?)(?<!/)\b(signature|api[_-]?key|api[_-]?secret|x-mbx-apikey|secret|token|password"
     r"|listen[_-]?key|authorization)\1(\s*[=:]\s*)([\"']?)(?:bearer\s+)?([^&\s,;\"'}]+)"
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+(?!\*\*\*)[A-Za-z0-9._~+/=-]+")

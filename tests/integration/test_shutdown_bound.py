@@ -40,8 +40,10 @@ max_orders_per_action = 10
 
 [service]
 full_pass_interval_s = 0.5
-min_snapshot_interval_s = 0.5
-max_snapshot_interval_s = 1.0
+# The slowest pacing allowed is plenty here: a test that needs a snapshot now cuts the
+# user-data stream (``resnapshot``), and the service snapshots after every reconnect.
+min_snapshot_interval_s = 8.5
+max_snapshot_interval_s = 9.0
 
 [ha]
 # Each Redis call of a paused Redis takes a full second: the elector's thread, the
@@ -161,7 +163,10 @@ class Service:
         def line() -> str | None:
             return next((x for x in self.logs().splitlines() if text in x), None)
 
-        found: str = wait_for(line, f"log line {text!r}\n{self.logs()[-3000:]}", timeout_s)
+        try:
+            found: str = wait_for(line, f"log line {text!r}", timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()[-3000:]}") from None
         return found
 
     def metrics_base(self) -> str:
@@ -251,9 +256,19 @@ def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str, float], None]:
     return check
 
 
+def resnapshot(sim_url: str) -> None:
+    """Cut the user-data stream: the service reconnects and takes a REST snapshot now
+    (once its stream is connected: the service is ready before it connects)."""
+    deadline = time.monotonic() + 15
+    while sim_call(sim_url, "POST", "/ws/drop", {})["dropped"] < 1:
+        assert time.monotonic() < deadline, "the service's user-data stream never connected"
+        time.sleep(0.05)
+
+
 def test_a_429_pause_of_60_s(start: Callable[..., Service], report: Any, sim_url: str) -> None:
     service = start()
     sim_call(sim_url, "POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+    resnapshot(sim_url)
     service.wait_log("waiting 60.0 s (Retry-After)")
     report("429 pause (Retry-After 60)", service.sigterm())
     service.check_clean_exit()
@@ -280,6 +295,7 @@ def test_the_weight_window_near_the_limit(
     )
     service = start()
     sim_call(sim_url, "POST", "/faults/weight", {"usedWeight1m": 2300})
+    resnapshot(sim_url)
     line = service.wait_log("for the next window")
     wait_ms = int(line.split("waiting ")[1].split(" ms")[0])
     assert wait_ms > 30_000, line
@@ -290,6 +306,7 @@ def test_the_weight_window_near_the_limit(
 def test_retry_backoff_under_5xx(start: Callable[..., Service], report: Any, sim_url: str) -> None:
     service = start()
     sim_call(sim_url, "POST", "/faults/errors", {"count": 100_000, "status": 500})
+    resnapshot(sim_url)
     service.wait_log("retry 1 in")
     report("retry backoff under 5xx", service.sigterm())
     service.check_clean_exit()
@@ -318,6 +335,7 @@ def test_a_snapshot_in_flight(start: Callable[..., Service], report: Any, sim_ur
         sim_url, "POST", "/faults/latency", {"restMs": 60_000, "paths": ["/fapi/v3/positionRisk"]}
     )
     before = service.endpoint_count(endpoint)
+    resnapshot(sim_url)
     wait_for(lambda: service.endpoint_count(endpoint) > before, "a snapshot in flight")
     report("snapshot in flight", service.sigterm())
     service.check_clean_exit()

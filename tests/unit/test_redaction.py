@@ -341,3 +341,9 @@ def test_a_bad_redis_url_of_expected_adopt_is_one_masked_line(
         "grinder: error: --redis-url: expected redis://host:port[/db], rediss://… or "
         "unix:///path, got 'redis//:***@host:6379'\n"
     )
+
+
+def test_a_url_path_ending_in_a_secret_name_is_not_a_secret_pair() -> None:
+    line = "429 on POST /fapi/v1/listenKey: waiting 60.0 s (Retry-After)"
+    assert redact_text(line) == line
+    assert "abcdef123456" not in redact_text("listenKey: abcdef123456")
