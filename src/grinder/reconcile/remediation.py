@@ -123,7 +123,12 @@ class RemediationExecutor:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         reporter: RemediationReporter | None = None,
+        expected_heartbeat_age: Callable[[], float] | None = None,
     ) -> None:
+        """``expected_heartbeat_age`` (gate E): seconds since a bot last wrote the expected
+        state detection reads (``math.inf``: never); None means there is no such source,
+        which blocks like a state no bot ever wrote. The service passes its expected
+        source's (``grinder.service.state.ExpectedSource.heartbeat_age_s``)."""
         self.config = config
         self.port = port
         self.armed = armed
@@ -135,6 +140,7 @@ class RemediationExecutor:
         self.cooldown = cooldown
         self.env = env
         self.reporter = reporter
+        self.expected_heartbeat_age = expected_heartbeat_age
         self.last_remediation_ms: int | None = None
         self._shared_seen_ms: int | None = None
         self._last_planned_ms: int | None = None
@@ -224,7 +230,12 @@ class RemediationExecutor:
         """The first gate that blocks this write, or None when all pass.
 
         ``notional`` None for a flatten means no mark price is available.
-        ``through_ownership_only`` stops after gate 8 (used before the price is read).
+        ``through_ownership_only`` stops after gate E, the one after gate 8 (used before
+        the price is read).
+
+        Gate E (``expected_state_stale``): the expected state is trusted only while a bot
+        keeps writing it, a heartbeat at most ``expected_heartbeat_max_age_s`` old. It is
+        evaluated in dry-run too, so a plan is what live mode would do.
         """
         cfg = self.config
         now = self.clock()
@@ -264,6 +275,10 @@ class RemediationExecutor:
                 return BlockReason.NO_GRINDER_PREFIX
             if verdict is Ownership.STRATEGY_NOT_ALLOWED:
                 return BlockReason.STRATEGY_NOT_ALLOWED
+        source = self.expected_heartbeat_age
+        age = source() if source is not None else float("inf")
+        if not age <= cfg.expected_heartbeat_max_age_s:  # never written (inf), stale, or NaN
+            return BlockReason.EXPECTED_STATE_STALE
         if through_ownership_only:
             return None
         if kind is ActionKind.FLATTEN:
