@@ -199,6 +199,8 @@ async def reconcile_once(
     """Snapshot ``port`` and run the real pipeline once with the scenario's config."""
     config = base_config(settings, scenario.action)
     expected = MemoryExpectedStore()
+    # The scenario's bot runs in this process and expects nothing: the drift is unexpected.
+    expected.heartbeat()
     observed = ObservedStore()
     # The REST snapshot, through the port like the live service takes it.
     sent = clock()
@@ -217,6 +219,7 @@ async def reconcile_once(
         dry_budget=budget.dry,
         env=settings.env_mapping,
         clock=clock,
+        expected_heartbeat_age=lambda: expected.heartbeat_age_s(clock()),
     )
     metrics = ReconcileMetrics(CollectorRegistry())
     runner = ReconcileRunner(

@@ -216,8 +216,59 @@ class Instance:
         return (await self.metrics()).get((name, frozenset(labels.items())), 0.0)
 
 
+class HeartbeatBot:
+    """The bot of the deployment, as far as gate E sees it: it heartbeats the shared expected
+    state in Redis every ``every_s`` from its own thread (``RedisExpectedStore(bot=True)``),
+    through Redis outages and restarts, until ``stop()`` (``pause()``: it goes silent)."""
+
+    def __init__(self, redis_url: str, *, namespace: str = "grinder", every_s: float = 0.2):
+        import threading
+
+        self.redis_url = redis_url
+        self.namespace = namespace
+        self.every_s = every_s
+        self.beats = 0
+        self.paused = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat-bot", daemon=True)
+
+    def start(self) -> HeartbeatBot:
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def _run(self) -> None:
+        from grinder.ha.connection import RedisConnection, RedisUnavailable
+        from grinder.state.redis_store import RedisExpectedStore
+
+        conn = RedisConnection(self.redis_url, namespace=self.namespace, timeout_s=0.25)
+        store = RedisExpectedStore(conn, bot=True, load=False)
+        try:
+            while not self._stop.is_set():
+                if not self.paused:
+                    try:
+                        store.heartbeat()
+                        self.beats += 1
+                    except RedisUnavailable:
+                        pass  # Redis down: beat again once it answers
+                self._stop.wait(self.every_s)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
 class Cluster:
-    """One in-process simulator, one Redis, and named service instances."""
+    """One in-process simulator, one Redis, named service instances, and the bot's heartbeat
+    in Redis (``bot``; without it every remediation is blocked with expected_state_stale)."""
 
     def __init__(
         self,
@@ -237,6 +288,7 @@ class Cluster:
         self.instance_env: dict[str, dict[str, str]] = {}
         """Extra environment of each instance by name (e.g. its own simulator API key)."""
         self.sim: Any = None
+        self.bot: HeartbeatBot | None = None
         self.config_path = workdir / "grinder.toml"
         self.config_path.write_text(CONFIG_TOML.format(lease=lease_ttl_s))
 
@@ -316,9 +368,17 @@ class Cluster:
             client.close()
         return int(raw or 0)
 
+    def start_bot(self) -> HeartbeatBot:
+        """The bot's heartbeat in Redis, from now on."""
+        if self.bot is None:
+            self.bot = HeartbeatBot(self.redis.url).start()
+        return self.bot
+
     def stop_all(self) -> None:
         for inst in self.instances.values():
             inst.stop()
+        if self.bot is not None:
+            self.bot.stop()
 
 
 def ours(seq: int, symbol: str = "BTCUSDT") -> str:
@@ -338,14 +398,19 @@ def ours_id() -> Any:
 async def make_cluster(
     tmp_path: Path, redis_server: Any, cli: Any
 ) -> AsyncIterator[Callable[..., Awaitable[Cluster]]]:
-    """``await make_cluster(lease_ttl_s=…, **SimConfig fields)``; everything stopped after."""
+    """``await make_cluster(lease_ttl_s=…, bot=True, **SimConfig fields)``; everything stopped
+    after. ``bot``: a bot heartbeats the expected state in Redis (gate E)."""
     made: list[Cluster] = []
     sockets = Path(tempfile.mkdtemp(prefix="gha-", dir="/tmp"))  # short: Unix socket paths
 
-    async def factory(*, lease_ttl_s: float = LEASE_TTL_S, **sim_config: Any) -> Cluster:
+    async def factory(
+        *, lease_ttl_s: float = LEASE_TTL_S, bot: bool = True, **sim_config: Any
+    ) -> Cluster:
         c = Cluster(tmp_path, sockets, redis_server, cli, lease_ttl_s=lease_ttl_s)
         await c.start_sim(**sim_config)
         made.append(c)
+        if bot:
+            c.start_bot()
         return c
 
     try:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,7 +43,7 @@ from grinder.reconcile.types import (
     Side,
 )
 from grinder.redaction import mask_url
-from grinder.state.expected import ExpectedStoreFull, UnknownOrder
+from grinder.state.expected import ExpectedStoreError, ExpectedStoreFull, UnknownOrder
 from grinder.state.redis_store import RedisExpectedStore
 
 FAST = ElectorTimings(
@@ -536,6 +540,7 @@ def test_the_cooldown_runs_from_the_last_write_of_any_instance(
             cooldown=store,
             env={"ALLOW_MAINNET_TRADE": "1"},
             clock=now_ms,
+            expected_heartbeat_age=lambda: 0.0,  # a bot keeps the expected state (gate E)
         )
 
     ex_a = executor(a, store_a)
@@ -580,6 +585,7 @@ def test_a_fenced_write_is_blocked_not_leader_and_never_reaches_the_exchange(
         is_leader=a.is_leader,
         env={"ALLOW_MAINNET_TRADE": "1"},
         clock=now_ms,
+        expected_heartbeat_age=lambda: 0.0,
     )
     routed = Routed(
         Mismatch(
@@ -747,3 +753,109 @@ def test_expected_reader_keeps_its_mirror_when_redis_lost_its_data(
     reader.refresh()
     assert reader.epoch_resets == 1
     assert sorted(o.client_order_id for o in reader.orders()) == ["after", "before"]
+
+
+# --- the bot's heartbeat in Redis (gate E) -------------------------------------------------
+
+
+def test_a_bots_writes_and_heartbeats_stamp_the_heartbeat_with_redis_time(
+    redis_server: Any, connect: Callable[..., RedisConnection]
+) -> None:
+    conn = connect()
+    reader = RedisExpectedStore(connect(), readonly=True)
+    assert reader.heartbeat_age_s() == math.inf  # never written by a bot
+    # Writers that are not the bot (grinder expected adopt) leave it alone.
+    RedisExpectedStore(connect()).record_order(eo("grinder_d_BTCUSDT_1_1_1"))
+    reader.refresh()
+    assert reader.heartbeat_age_s() == math.inf
+    bot = RedisExpectedStore(conn, bot=True)
+    bot.record_order(eo("grinder_d_BTCUSDT_1_1_2"))
+    reader.refresh()
+    assert 0 <= reader.heartbeat_age_s() < 1.0
+    stamp = int(redis_server.client().get("t:expected:heartbeat"))
+    seconds, micros = redis_server.client().time()
+    assert abs(seconds * 1000 + micros // 1000 - stamp) < 1000  # Redis's own clock
+    # A heartbeat changes no record: readers see no change but a new stamp.
+    time.sleep(0.05)
+    bot.heartbeat()
+    assert int(redis_server.client().get("t:expected:heartbeat")) > stamp
+    assert not reader.refresh().changed
+    for write in (
+        lambda: bot.set_position("BTCUSDT", Decimal("0.002"), 1),
+        lambda: bot.mark_cancel_requested("grinder_d_BTCUSDT_1_1_2", 2),
+        lambda: bot.mark_status("grinder_d_BTCUSDT_1_1_2", OrderStatus.CANCELED, 3),
+        lambda: bot.remove_order("grinder_d_BTCUSDT_1_1_2"),
+        lambda: bot.evict_expired(10),
+    ):
+        before = redis_server.client().get("t:expected:heartbeat")
+        time.sleep(0.005)
+        write()
+        assert redis_server.client().get("t:expected:heartbeat") != before
+    with pytest.raises(ExpectedStoreError):
+        reader.heartbeat()  # a read-only store is not the bot
+
+
+def test_the_heartbeat_age_grows_between_refreshes_and_while_redis_is_unreachable(
+    redis_server: Any, connect: Callable[..., RedisConnection]
+) -> None:
+    local = {"t": 5_000_000}
+    bot = RedisExpectedStore(connect(), bot=True)
+    reader = RedisExpectedStore(connect(), readonly=True, load=False, clock=lambda: local["t"])
+    assert reader.heartbeat_age_s() == math.inf  # not read yet
+    bot.heartbeat()
+    reader.refresh()
+    read_age = reader.heartbeat_age_s()
+    assert read_age < 1.0
+    # The reader's clock moves on (it could be skewed: only the time since the read counts).
+    local["t"] += 30_000
+    assert reader.heartbeat_age_s() == pytest.approx(read_age + 30, abs=0.001)
+    redis_server.kill()
+    with pytest.raises(RedisUnavailable):
+        reader.refresh()
+    local["t"] += 40_000  # a failed refresh keeps the last age growing: stale after 60 s
+    assert reader.heartbeat_age_s() > 60
+    redis_server.start()  # came back empty: no heartbeat until the bot beats again
+
+    def refreshed() -> bool:
+        try:
+            reader.refresh()
+        except RedisUnavailable:
+            return False  # the connection backs off a moment after a failure
+        return True
+
+    wait_until(refreshed)
+    assert reader.heartbeat_age_s() == math.inf
+    wait_until(lambda: _beat(bot))
+    reader.refresh()
+    assert reader.heartbeat_age_s() < 1.0
+
+
+def _beat(store: RedisExpectedStore) -> bool:
+    try:
+        store.heartbeat()
+    except RedisUnavailable:
+        return False
+    return True
+
+
+def test_the_heartbeat_from_another_process_reaches_a_reader(
+    redis_server: Any, connect: Callable[..., RedisConnection]
+) -> None:
+    script = (
+        "import sys\n"
+        "from grinder.ha.connection import RedisConnection\n"
+        "from grinder.state.redis_store import RedisExpectedStore\n"
+        "RedisExpectedStore(RedisConnection(sys.argv[1], namespace='t'), bot=True).heartbeat()\n"
+    )
+    reader = RedisExpectedStore(connect(), readonly=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    reader.refresh()
+    assert reader.heartbeat_age_s() < 5.0

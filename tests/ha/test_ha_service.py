@@ -347,7 +347,7 @@ async def test_the_expected_state_in_redis_survives_a_failover(
     from grinder.state.redis_store import RedisExpectedStore
 
     conn = RedisConnection(cluster.redis.url, namespace="grinder")
-    bot = RedisExpectedStore(conn)
+    bot = RedisExpectedStore(conn, bot=True)
     mine = ours_id(21)
     bot.record_order(
         ExpectedOrder(
@@ -379,3 +379,35 @@ async def test_the_expected_state_in_redis_survives_a_failover(
 async def _no_leader(cluster: Any) -> bool:
     states = await cluster.ha_states()
     return bool(states) and not any(s["leader"] for s in states.values())
+
+
+async def test_a_silent_bot_holds_the_leader_back_and_its_next_heartbeat_lets_it_cancel(
+    make_cluster: Any, ours_id: Callable[..., str]
+) -> None:
+    """Gate E with HA: the bot's heartbeat lives in Redis beside its expected state. While
+    the bot is silent the leader detects the orphan but sends nothing; when it beats again,
+    the leader cancels it."""
+    cluster = await make_cluster()
+    text = cluster.config_path.read_text()
+    cluster.config_path.write_text(
+        text.replace("[service]", "expected_heartbeat_max_age_s = 1.5\n\n[service]")
+    )
+    cluster.bot.pause()
+    await asyncio.sleep(1.6)  # its last beat is older than the limit now
+    await cluster.start("A", "B")
+    leader = await cluster.wait_leader()
+    inst = cluster.instances[leader]
+    await cluster.place_orphan(ours_id(31))
+    await wait_for(
+        lambda: _at_least(
+            inst, "grinder_reconcile_action_blocked_total", 3, reason="expected_state_stale"
+        )
+    )
+    assert await inst.metric("grinder_reconcile_expected_heartbeat_age_seconds") > 1.5
+    assert await inst.metric("grinder_reconcile_expected_heartbeat_max_age_seconds") == 1.5
+    assert cluster.sim.exchange.requests[DELETE] == 0
+    assert "EXPECTED_STATE_STALE source=redis" in inst.logs()
+    cluster.bot.resume()
+    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    assert "EXPECTED_STATE_LIVE source=redis" in inst.logs()
+    assert [o["clientOrderId"] for o in (await cluster.sim_state())["orders"]] == []

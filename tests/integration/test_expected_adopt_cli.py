@@ -14,6 +14,7 @@ import pytest
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.types import PositionSide
+from grinder.state.recorder import ExpectedRecorder
 from grinder.state.sqlite import SqliteExpectedStore
 
 OURS = "grinder_d_BTCUSDT_1_1800000000_1"
@@ -59,6 +60,27 @@ async def test_adopt_records_ours_and_positions_but_never_foreign_orders(
         pos = store.get_position(("ETHUSDT", PositionSide.BOTH))
         assert pos is not None
         assert pos.qty == Decimal("-0.100")
+        # Adopting created the file (the explicit choice) but is not a bot: the state is not
+        # live until the bot writes or heartbeats.
+        assert store.bot_heartbeat_ms is None
+    assert "The bot heartbeat is left as it was" in proc.stdout
+
+
+async def test_adopting_leaves_a_bots_heartbeat_as_it_was(
+    sim: SimulatorServer, tmp_path: Path, adopt: Adopt
+) -> None:
+    db = tmp_path / "expected.db"
+    with ExpectedRecorder(db, clock=lambda: 1_700_000_000_000) as bot:
+        bot.heartbeat()
+    async with SimControl(sim.base_url) as ctl:
+        await ctl.place_order("BTCUSDT", "BUY", "0.002", "20000", OURS)
+    proc = await asyncio.to_thread(
+        adopt, "--expected-db", str(db), "--venue", "sim", "--venue-url", sim.base_url, "--yes"
+    )
+    assert proc.returncode == 0, proc.stderr
+    with SqliteExpectedStore(db, readonly=True) as store:
+        assert [o.client_order_id for o in store.orders()] == [OURS]
+        assert store.bot_heartbeat_ms == 1_700_000_000_000
 
 
 def test_adopt_without_yes_outside_a_terminal_refuses(tmp_path: Path, adopt: Adopt) -> None:

@@ -11,6 +11,7 @@ than the previous refresh, and the last refresh the final state.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -316,3 +317,93 @@ def test_writer_killed_mid_stream_leaves_a_whole_committed_state(tmp_path: Path)
     assert matches, "state after the kill is not one the writer ever committed"
     with SqliteExpectedStore(db) as writer:  # recovers and accepts writes
         writer.set_position("ETHUSDT", Decimal("1"), 1)
+
+
+HEARTBEAT_BOT = r"""
+import sys
+import time
+
+from grinder.state.recorder import ExpectedRecorder
+
+path, beats, every = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+with ExpectedRecorder(path) as rec:
+    print("open", flush=True)
+    sys.stdin.readline()
+    rec.order_placed("grinder_d_BTCUSDT_1_1704067200_1", "BTCUSDT", "BUY", "0.002", "20000")
+    print("recorded", flush=True)
+    for _ in range(beats):
+        time.sleep(every)
+        rec.heartbeat()
+    print("stopped", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _expect(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdout is not None
+    got = proc.stdout.readline().strip()
+    if got != line:
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        pytest.fail(f"bot said {got!r}, not {line!r}: {err}")
+
+
+def test_a_bot_process_heartbeats_and_the_reader_sees_it_live_then_stale(tmp_path: Path) -> None:
+    """The recorder in a bot process stamps the heartbeat; the service's read-only store in this
+    process sees it fresh while the bot beats, and ageing once it stops. A second writer that is
+    not the bot (adoption) changes nothing of it."""
+    db = tmp_path / "expected.db"
+    script = tmp_path / "bot.py"
+    script.write_text(HEARTBEAT_BOT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), "15", "0.1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _expect(proc, "open")
+        reader = SqliteExpectedStore(db, readonly=True)
+        assert reader.heartbeat_age_s(_wall_ms()) == math.inf  # created, not yet written
+        go(proc)
+        _expect(proc, "recorded")
+        reader.refresh()
+        first = reader.bot_heartbeat_ms
+        assert first is not None
+        assert reader.heartbeat_age_s(_wall_ms()) < 2.0
+        beats = {first}
+        while proc.stdout is not None and proc.poll() is None and len(beats) < 10:
+            changed = reader.refresh()
+            assert not changed.changed  # heartbeats change no record
+            assert reader.heartbeat_age_s(_wall_ms()) < 2.0
+            assert reader.bot_heartbeat_ms is not None
+            assert reader.bot_heartbeat_ms >= max(beats)
+            beats.add(reader.bot_heartbeat_ms)
+            time.sleep(0.05)
+        assert len(beats) >= 5, f"the reader saw {len(beats)} heartbeats"
+        _expect(proc, "stopped")
+        reader.refresh()
+        last = reader.bot_heartbeat_ms
+        assert last is not None
+        time.sleep(0.3)
+        reader.refresh()
+        assert reader.bot_heartbeat_ms == last
+        assert reader.heartbeat_age_s(_wall_ms()) >= 0.3
+        assert reader.heartbeat_age_s(last + 61_000) > 60  # stale for the default limit
+        with SqliteExpectedStore(db) as adopter:  # another writer, not the bot
+            adopter.set_position("ETHUSDT", Decimal("0.1"), _wall_ms())
+        assert reader.refresh().position_keys
+        assert reader.bot_heartbeat_ms == last
+        go(proc)
+        code, _, err = finish(proc)
+        assert code == 0, err
+        reader.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,9 +1,11 @@
 """grinder ceremony check, grinder gates and the monitoring assets against a running service.
 
 The service runs as runbook 13 starts it (``python3 -m scripts.run_live_reconcile``, the
-in-process simulator, dry-run) with the settings stage 2 needs; its full pass runs every
-second so "runs increasing" is quick to observe. Settings are changed at run time through the
-control socket, as an operator would, and restored after each test.
+in-process simulator, dry-run, ``--expected-db`` of a bot) with the settings stage 2 needs; its
+full pass runs every second so "runs increasing" is quick to observe. The bot (``recorder_bot``
+of tests/conftest.py: a recorder heartbeating every second) keeps the expected state live. Settings
+are changed at run time through the control socket, as an operator would, and restored after
+each test.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Service:
     budget: Path
     log_file: Path
     config: Path
+    bot: Any
 
     def grinder(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return self.cli.run("grinder.cli", *args, env={**self.env, **env})
@@ -62,7 +65,9 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(cli: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    cli: Any, tmp_path_factory: pytest.TempPathFactory, recorder_bot: Any
+) -> Iterator[Service]:
     tmp = tmp_path_factory.mktemp("operator")
     config = tmp / "grinder.toml"
     config.write_text(STAGE2)
@@ -71,6 +76,7 @@ def service(cli: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     port = cli.free_port()
     env = cli.env(scripts=True, runtime_dir=tmp / "run")
     out = tmp / "service.out"
+    bot = recorder_bot(tmp / "expected.db")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -84,6 +90,8 @@ def service(cli: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
             str(config),
             "--log-file",
             str(log_file),
+            "--expected-db",
+            str(tmp / "expected.db"),
             "--reset-budget-state",
         ],
         cwd=REPO,
@@ -103,10 +111,12 @@ def service(cli: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
             budget,
             log_file,
             config,
+            bot,
         )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+        bot.stop()
     assert proc.returncode == 0, out.read_text(errors="replace")[-3000:]
 
 
@@ -296,6 +306,41 @@ def test_gates_explains_a_cancel_and_a_flatten_from_the_live_settings(service: S
     assert failing == ["symbol_not_in_whitelist", "no_grinder_prefix"]
 
 
+def test_gates_and_ceremony_show_gate_e_closed_while_the_bot_is_silent(service: Service) -> None:
+    """The explainer (grinder gates) and the checker (stages 2-4) see what the executor sees:
+    the age of the bot's heartbeat against the limit in force."""
+    order = "grinder_d_BTCUSDT_1_1704067200_1"
+    service.bot.paused.set()
+    service.control("/set", {"field": "expected_heartbeat_max_age_s", "value": 0.5})
+    try:
+        time.sleep(1.5)  # silent for longer than the limit
+        status = service.status()["expected"]
+        cancel = service.grinder("gates", "--symbol", "BTCUSDT", "--order", order)
+        stage2 = service.grinder("ceremony", "check", "--stage", "2")
+    finally:
+        service.control("/set", {"field": "expected_heartbeat_max_age_s", "value": 60.0})
+        service.bot.paused.clear()
+    assert status["live"] is False
+    assert status["source"] == "sqlite"
+    assert status["heartbeat_age_s"] > 0.5
+    assert cancel.returncode == 1, cancel.stdout + cancel.stderr
+    assert "First blocking gate: E expected state live — reason expected_state_stale" in (
+        cancel.stdout
+    )
+    assert "RemediationExecutor.gate: expected_state_stale" in cancel.stdout
+    assert "to open it: run the bot" in cancel.stdout
+    assert stage2.returncode == 1
+    gate_e = item(stage2.stdout, "The bot's expected state is live (gate E)")
+    assert gate_e.startswith("FAIL grinder_reconcile_expected_heartbeat_age_seconds ")
+    assert "expected_heartbeat_max_age_s=0.5 (control /status)" in gate_e
+    assert "the bot stopped writing" in gate_e
+    # Beating again: open.
+    service.bot.recorder.heartbeat()
+    again = service.grinder("gates", "--symbol", "BTCUSDT", "--order", order, "--json")
+    assert again.returncode == 0, again.stdout
+    assert json.loads(again.stdout)["outcome"] == "planned"
+
+
 def test_gates_and_ceremony_without_a_service(tmp_path: Path, cli: Any) -> None:
     env = cli.env(runtime_dir=tmp_path)
     dead = f"http://127.0.0.1:{cli.free_port()}/metrics"
@@ -348,7 +393,7 @@ def wait_until(what: str, ok: Any, timeout_s: float = 15.0) -> None:
 
 
 @pytest.fixture
-def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
+def venue_service(cli: Any, tmp_path: Path, recorder_bot: Any) -> Iterator[VenueService]:
     """``grinder sim serve`` and the service on it (``--venue-url``), as runbook 12 shows."""
     env = cli.env(scripts=True, runtime_dir=tmp_path / "run")
     sim_port, metrics_port = cli.free_port(), cli.free_port()
@@ -357,6 +402,7 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
     config.write_text(STAGE2.replace("dry_run = true", "dry_run = true\norder_grace_ms = 200"))
     procs: list[subprocess.Popen[bytes]] = []
     out = tmp_path / "service.out"
+    bot = recorder_bot(tmp_path / "expected.db")
     try:
         sim_log = tmp_path / "sim.log"
         sim = subprocess.Popen(
@@ -381,6 +427,8 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
                 str(config),
                 "--log-file",
                 str(tmp_path / "app.log"),
+                "--expected-db",
+                str(tmp_path / "expected.db"),
                 "--reset-budget-state",
             ],
             cwd=REPO,
@@ -400,6 +448,7 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
             budget,
             tmp_path / "app.log",
             config,
+            bot,
             sim_url,
         )
         vs.sim("/walk", {"frozen": True})
@@ -408,6 +457,7 @@ def venue_service(cli: Any, tmp_path: Path) -> Iterator[VenueService]:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+        bot.stop()
     assert procs[-1].returncode == 0, out.read_text(errors="replace")[-3000:]
 
 

@@ -46,6 +46,7 @@ def get_json(url: str) -> Any:
 class Procs:
     def __init__(self) -> None:
         self.started: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+        self.stoppers: list[Callable[[], None]] = []
 
     def start(self, name: str, argv: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT, **kw)
@@ -61,6 +62,8 @@ class Procs:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+        for stop in self.stoppers:
+            stop()
 
 
 @pytest.fixture
@@ -82,7 +85,11 @@ def alerts(prom: str) -> dict[str, str]:
 
 
 def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
-    procs: Procs, tmp_path: Path, cli: Any, require_tool: Callable[[str, str], str]
+    procs: Procs,
+    tmp_path: Path,
+    cli: Any,
+    require_tool: Callable[[str, str], str],
+    recorder_bot: Any,
 ) -> None:
     prometheus = require_tool("prometheus", "prometheus")
     env = cli.env(scripts=True, runtime_dir=tmp_path / "run")
@@ -100,6 +107,8 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
         "[reconcile]\norder_grace_ms = 300\nposition_grace_ms = 300\n\n"
         "[service]\nfull_pass_interval_s = 0.5\n"
     )
+    bot = recorder_bot(tmp_path / "expected.db")  # the bot whose expected state it reads
+    procs.stoppers.append(bot.stop)
     service = procs.start(
         "service",
         [
@@ -108,6 +117,8 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
             "scripts.run_live_reconcile",
             "--venue-url",
             sim_url,
+            "--expected-db",
+            str(tmp_path / "expected.db"),
             "--config",
             str(config),
             "--metrics-port",
@@ -192,6 +203,10 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
 
     state = wait_for("the spike firing and the unremediated mismatches pending", reached)
     assert "GrinderReconcileDown" not in state
+    # The bot keeps the expected state: its heartbeat is seconds old, no alert.
+    age = get_json(f"{prom}/api/v1/query?query=grinder_reconcile_expected_heartbeat_age_seconds")
+    assert float(age["data"]["result"][0]["value"][1]) < 60
+    assert "GrinderExpectedStateStale" not in state
     detail = get_json(f"{prom}/api/v1/alerts")["data"]["alerts"]
     spike = next(a for a in detail if a["labels"]["alertname"] == "GrinderReconcileMismatchSpike")
     assert spike["labels"]["job"] == "grinder"
@@ -226,7 +241,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     items = {i["title"]: i for i in json.loads(check.stdout)["items"]}
     rules = items["Alert rules loaded in Prometheus"]
     assert rules["status"] == "PASS", rules
-    assert rules["evidence"].startswith(f"{prom}: 18/18 GRINDER alerts loaded; firing now: ")
+    assert rules["evidence"].startswith(f"{prom}: 19/19 GRINDER alerts loaded; firing now: ")
     assert "GrinderReconcileMismatchSpike" in rules["evidence"]
     assert "GrinderReconcileMismatchUnremediated" not in rules["evidence"]  # pending, not firing
     assert items["Prometheus scrapes this service"]["status"] == "PASS"

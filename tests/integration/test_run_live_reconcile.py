@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from grinder.state.sqlite import SqliteExpectedStore
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 EnvFor = Callable[..., dict[str, str]]
 
@@ -276,6 +278,55 @@ def test_unusable_paths_are_exit_2_with_one_line_naming_flag_and_path(
         assert foreign.read_text() == "root:x:0:0:root:/root:/bin/bash\n"
         assert blocker.read_text() == "not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["budget.json", "file.txt", "passwd"]
+
+
+@pytest.mark.parametrize("named_by", ["--expected-db", "GRINDER_EXPECTED_DB"])
+def test_a_missing_expected_db_is_exit_2_in_one_line_and_creates_nothing(
+    tmp_path: Path, run: Run, named_by: str
+) -> None:
+    """A typo in the path must not become a new, empty file that says "the bot expects
+    nothing" (every order of the bot unexpected, cancelled with the gates open)."""
+    typo = tmp_path / "var" / "expectd.db"
+    typo.parent.mkdir()
+    artifacts = tmp_path / "artifacts"
+    args = ("--expected-db", str(typo)) if named_by == "--expected-db" else ()
+    env = {} if args else {"GRINDER_EXPECTED_DB": str(typo)}
+    gates = {"RECONCILE_DRY_RUN": "0", "RECONCILE_ALLOW_ACTIVE": "1", "ARMED": "1"}
+    proc = run("--duration", "1", *args, GRINDER_ARTIFACTS_DIR=str(artifacts), **gates, **env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr == (
+        f"run_live_reconcile: error: {named_by}: {typo} does not exist (the bot's recorder "
+        "creates it; to start with an empty one on purpose: --create-expected-db, or grinder "
+        "expected adopt)\n"
+    )
+    assert list(typo.parent.iterdir()) == []  # no file, no -wal, no -shm
+    assert not artifacts.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["var"]
+
+
+def test_create_expected_db_creates_an_empty_file_that_blocks_remediation(
+    tmp_path: Path, run: Run
+) -> None:
+    db = tmp_path / "expected.db"
+    proc = run("--duration", "1", "--expected-db", str(db), "--create-expected-db")
+    assert proc.returncode == 0, proc.stderr
+    assert f"EXPECTED_DB_CREATED path={db}" in proc.stderr
+    assert "EXPECTED_STATE_STALE source=sqlite" in proc.stderr
+    assert "heartbeat_age_s=inf" in proc.stderr
+    assert db.is_file()
+    with SqliteExpectedStore(db, readonly=True) as store:
+        assert store.bot_heartbeat_ms is None  # created by the service: no bot wrote it
+    again = run("--duration", "1", "--expected-db", str(db))  # it exists now: no flag needed
+    assert again.returncode == 0, again.stderr
+    assert "EXPECTED_DB_CREATED" not in again.stderr
+    lonely = run("--duration", "1", "--create-expected-db")
+    assert lonely.returncode == 2
+    assert lonely.stderr == (
+        "run_live_reconcile: error: --create-expected-db: needs --expected-db FILE (or "
+        "GRINDER_EXPECTED_DB) to create\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,9 @@ variable (``grinder-$h:9090``)         ``${RUNBOOK_HOSTS[grinder-$h]}``, an
 ``--metrics-host 0.0.0.0``             ``--metrics-host 127.0.0.1``                loopback only
 ``--venue mainnet`` with ``hosts=``    ``--venue sim --venue-url                   one exchange
                                        http://127.0.0.1:$SIM``                     for every host
+a background service's ``--expected-db  the same, and a stand-in bot started first  the bot is the
+PATH`` that no block creates           (``scripts.drill_bot``: it creates PATH     operator's own
+                                       and heartbeats it until the end)            program
 =====================================  ==========================================  ==============
 
 ``GRINDER_RUNBOOK_VERBOSE=1`` with ``pytest -s`` prints every command and its output.
@@ -131,6 +134,7 @@ from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import OrderStatus, PositionSide
 from grinder.service.options import load_config_file
 from grinder.state.redis_store import RedisExpectedStore
+from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted(p for p in (REPO / "docs" / "runbooks").glob("*.md") if p.name != "README.md")
@@ -446,6 +450,7 @@ class Rig:
         env = self.env if host is None else {**self.env, "XDG_RUNTIME_DIR": str(host.runtime)}
         script = self.substitute(exec_last(block.text), background=True, host=host)
         label = block.where if host is None else f"{block.where} on {host.name}"
+        self._start_bot_for(script, label, env)
         proc, log = self.spawn(label, script, env)
         url = self.substitute(block.marks["ready"], background=True, host=host)
         try:
@@ -453,6 +458,34 @@ class Rig:
         except AssertionError as not_ready:
             pytest.fail(f"{label}: {not_ready}")
         return proc, log
+
+    def _start_bot_for(self, script: str, label: str, env: dict[str, str]) -> None:
+        """A service that reads the expected state of a bot (``--expected-db PATH``) that no
+        block of the document runs or creates: the operator's own bot, played by a stand-in
+        that keeps PATH live (``scripts.drill_bot``), started and heartbeating first."""
+        found = re.search(r"--expected-db\s+(\S+)", script)
+        if found is None or "--create-expected-db" in script:
+            return
+        db = Path(found.group(1))
+        if db.exists():
+            return
+        bot, log = self.spawn(
+            f"the bot of {label}",
+            f"PYTHONPATH=src exec python3 -m scripts.drill_bot --expected-db {shlex.quote(str(db))}"
+            " --every 2",
+            env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and bot.poll() is None:
+            if db.exists():
+                try:
+                    with SqliteExpectedStore(db, readonly=True) as store:
+                        if store.bot_heartbeat_ms is not None:
+                            return
+                except ExpectedStoreError:
+                    pass  # being created
+            time.sleep(0.1)
+        pytest.fail(f"{label}: the stand-in bot did not start\n{log.read_text(errors='replace')}")
 
     def _wait_leading(
         self, block: Block, host: Host, proc: subprocess.Popen[bytes], log: Path

@@ -29,6 +29,7 @@ from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Si
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for
+from grinder.state.recorder import ExpectedRecorder
 
 ORDER_GRACE_MS = 500
 POSITION_GRACE_MS = 300
@@ -100,14 +101,18 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
         *,
         live: bool = False,
         expected_db: Path | None = None,
+        bot: bool = True,
         **cfg: Any,
     ) -> Rig:
-        """``live``: armed, ALLOW_MAINNET_TRADE=1, not dry-run, active remediation allowed."""
+        """``live``: armed, ALLOW_MAINNET_TRADE=1, not dry-run, active remediation allowed.
+        ``bot``: a bot in this process keeps the service's in-memory expected state (gate E);
+        with ``expected_db`` the file is created and the test's bot process writes it."""
         if live:
             cfg.update(dry_run=False, allow_active_remediation=True)
         opts = options(tmp_path, **cfg)
         opts.armed = live
         opts.expected_db = expected_db
+        opts.create_expected_db = expected_db is not None
         budget = BudgetTracker(
             config=opts.reconcile, store=FileBudgetStore(tmp_path / "budget.json")
         )
@@ -120,6 +125,9 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
             env={"ALLOW_MAINNET_TRADE": "1"} if live else {},
         )
         await service.start()
+        assert service.expected is not None
+        if bot and service.expected.memory is not None:
+            service.expected.memory.heartbeat()
         assert service.stream is not None
         assert await service.stream.wait_live(5)
         task = asyncio.create_task(service.run_until_stopped())
@@ -426,3 +434,76 @@ async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
     assert report is not None
     unexpected = [m.client_order_id for m in report.mismatches]
     assert unexpected == [orphan]
+
+
+# --- gate E: remediation needs a bot that keeps the expected state ---------------------------
+
+
+async def test_live_service_cancels_nothing_while_the_bot_is_silent_and_resumes_when_it_beats(
+    make_service: ServiceFactory, tmp_path: Path
+) -> None:
+    """Every gate open, an orphan order of ours on the exchange, and a bot whose heartbeat has
+    gone stale: the orphan is detected and reported, but no cancel reaches the simulator; once
+    the bot heartbeats again, the orphan is cancelled."""
+    db = tmp_path / "expected.db"
+    rig = await make_service(
+        live=True,
+        expected_db=db,
+        action=RemediationAction.CANCEL_ALL,
+        expected_heartbeat_max_age_s=1.0,
+    )
+    bot = ExpectedRecorder(db)  # the bot: records its own order, then goes quiet
+    known, orphan = ours(20), ours(21)
+    bot.order_placed(known, "BTCUSDT", "BUY", "0.002", "20000")
+    await rig.place_order(known)
+    await rig.wait_for(lambda: rig.counter(AGE) < 1.0)  # live
+    await rig.wait_for(lambda: rig.counter(AGE) > 1.0, timeout_s=5)  # the bot went silent
+    before = (await rig.state())["counters"]["writeRequests"]
+    await rig.place_order(orphan)
+    blocked = "grinder_reconcile_action_blocked_total"
+    await rig.wait_for(lambda: rig.counter(blocked, reason="expected_state_stale") >= 3)
+    # Detection and reporting go on; only remediation is held back.
+    assert rig.counter("grinder_reconcile_mismatch_total", type="ORDER_EXISTS_UNEXPECTED") == 1
+    assert rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") == 0
+    state = await rig.state()
+    assert state["counters"]["writeRequests"] == before  # no cancel reached the exchange
+    assert sorted(o["clientOrderId"] for o in state["orders"]) == [known, orphan]
+    status = await rig.control("GET", "/status")
+    assert status["expected"]["live"] is False
+    assert status["expected"]["source"] == "sqlite"
+    assert status["expected"]["heartbeat_age_s"] > 1.0
+    assert "the bot stopped writing" in status["expected"]["hint"]
+
+    bot.heartbeat()  # the bot is back
+    await rig.wait_for(
+        lambda: rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") >= 1
+    )
+    state = await rig.state()
+    assert [o["clientOrderId"] for o in state["orders"]] == [known]  # the bot's order stays
+    assert state["counters"]["writeRequests"] == before + 1
+    bot.close()
+    audit = [json.loads(line) for line in (rig.tmp / "audit.jsonl").read_text().splitlines()]
+    stale = [a for a in audit if a.get("reason") == "expected_state_stale"]
+    assert stale
+    assert {a["client_order_id"] for a in stale} == {orphan}
+
+
+AGE = "grinder_reconcile_expected_heartbeat_age_seconds"
+
+
+async def test_a_memory_store_no_bot_writes_blocks_remediation_from_the_start(
+    make_service: ServiceFactory,
+) -> None:
+    """The service alone (no --expected-db, no Redis, no bot in its process): its in-memory
+    expected state says "the bot expects nothing", which must not be acted on."""
+    rig = await make_service(live=True, bot=False, action=RemediationAction.CANCEL_ALL)
+    assert rig.counter(AGE) == math.inf
+    await rig.place_order(ours(22))
+    blocked = "grinder_reconcile_action_blocked_total"
+    await rig.wait_for(lambda: rig.counter(blocked, reason="expected_state_stale") >= 2)
+    state = await rig.state()
+    assert state["counters"]["writeRequests"] == 0
+    status = await rig.control("GET", "/status")
+    assert status["expected"]["heartbeat_age_s"] is None
+    assert status["expected"]["source"] == "memory"
+    assert "--expected-db" in status["expected"]["hint"]

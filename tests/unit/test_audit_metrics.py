@@ -663,6 +663,7 @@ class E2E:
         )
         self.port = FakePort()
         self.expected = MemoryExpectedStore()
+        self.expected.heartbeat()  # the bot runs in this process: its state is live (gate E)
         self.observed = ObservedStore()
         self.engine = ReconcileEngine(self.config, self.expected, self.observed)
         self.env = {"ALLOW_MAINNET_TRADE": "1"}
@@ -675,6 +676,7 @@ class E2E:
             env=self.env,
             clock=self.clock,
             is_leader=lambda: self.leader,
+            expected_heartbeat_age=lambda: self.expected.heartbeat_age_s(self.clock()),
         )
         self.metrics = ReconcileMetrics(CollectorRegistry(), clock=self.clock)
         self.audit_path = audit_path or tmp_path / "audit" / "reconcile.jsonl"

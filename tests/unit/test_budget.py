@@ -449,6 +449,7 @@ def _executor(path: Path, port: FakePort, clock: Clock) -> RemediationExecutor:
         budget=BudgetTracker(config=config, store=FileBudgetStore(path), clock=clock),
         env={"ALLOW_MAINNET_TRADE": "1"},
         clock=clock,
+        expected_heartbeat_age=lambda: 0.0,  # a bot keeps the expected state (gate E)
     )
 
 

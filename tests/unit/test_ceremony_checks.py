@@ -46,6 +46,8 @@ HEALTHY = {
     "grinder_reconcile_budget_calls_remaining_day": 100,
     "grinder_reconcile_budget_notional_remaining_day": 5000,
     'grinder_reconcile_control_changes_total{source="control"}': 2,
+    "grinder_reconcile_expected_heartbeat_age_seconds": 4.2,
+    "grinder_reconcile_expected_heartbeat_max_age_seconds": 60,
 }
 
 
@@ -409,6 +411,52 @@ def test_stage3_cooldown_below_300_and_two_symbols_fail() -> None:
     assert "Single symbol first (whitelist)" in titles
 
 
+EXPECTED_TITLE = "The bot's expected state is live (gate E)"
+
+
+@pytest.mark.parametrize("stage", [2, 3, 4])
+def test_every_remediating_stage_checks_that_a_bot_keeps_the_expected_state(stage: int) -> None:
+    s = stage3_status() if stage > 2 else status()
+    live = by_title(run_stage(inputs(stage, [scrape()], status_=s)), EXPECTED_TITLE)
+    assert live.status is Status.PASS
+    assert live.evidence == (
+        "grinder_reconcile_expected_heartbeat_age_seconds 4.2 "
+        "(expected_heartbeat_max_age_s=60 (control /status))"
+    )
+    s["expected"] = {
+        "where": "expected-state file /var/lib/grinder/expected.db",
+        "hint": "no bot heartbeat in the file: …",
+    }
+    never = scrape(grinder_reconcile_expected_heartbeat_age_seconds=math.inf)
+    item = by_title(run_stage(inputs(stage, [never], status_=s)), EXPECTED_TITLE)
+    assert item.status is Status.FAIL
+    assert item.evidence == (
+        "grinder_reconcile_expected_heartbeat_age_seconds +Inf (expected_heartbeat_max_age_s=60 "
+        "(control /status)); expected-state file /var/lib/grinder/expected.db — never written "
+        "by a bot: every remediation is blocked (expected_state_stale); no bot heartbeat in "
+        "the file: …"
+    )
+
+
+def test_gate_e_item_uses_the_max_age_in_force() -> None:
+    aged = scrape(grinder_reconcile_expected_heartbeat_age_seconds=90)
+    s = status(expected_heartbeat_max_age_s=120.0)
+    assert by_title(run_stage(inputs(2, [aged], status_=s)), EXPECTED_TITLE).status is Status.PASS
+    item = by_title(run_stage(inputs(2, [aged], status_=status())), EXPECTED_TITLE)
+    assert item.status is Status.FAIL
+    assert "the bot stopped writing" in item.evidence
+    # No control socket: the service's gauge of the limit.
+    item = by_title(run_stage(inputs(2, [aged])), EXPECTED_TITLE)
+    assert item.status is Status.FAIL
+    assert "(grinder_reconcile_expected_heartbeat_max_age_seconds 60)" in item.evidence
+    older = parse_scrape(METRICS_URL, "grinder_reconcile_up 1\n")
+    item = by_title(run_stage(inputs(2, [older], status_=status())), EXPECTED_TITLE)
+    assert (item.status, item.evidence) == (
+        Status.FAIL,
+        "grinder_reconcile_expected_heartbeat_age_seconds absent (an older service?)",
+    )
+
+
 def rules(names: tuple[str, ...], state: str = "inactive") -> dict[str, LoadedRule]:
     return {n: LoadedRule(n, state, "ok", "grinder-reconcile", "rules.yml") for n in names}
 
@@ -435,7 +483,7 @@ def test_stage4_checks_the_alert_rules_loaded_in_prometheus(tmp_path: Path) -> N
     item = by_title(result, "Alert rules loaded in Prometheus")
     assert item.status is Status.FAIL
     assert item.evidence == (
-        "http://prom:9091: 17/18 GRINDER alerts loaded; missing: GrinderHAMultipleLeaders; "
+        "http://prom:9091: 18/19 GRINDER alerts loaded; missing: GrinderHAMultipleLeaders; "
         "firing now: none"
     )
     assert by_title(result, "Prometheus scrapes this service").status is Status.PASS

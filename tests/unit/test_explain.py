@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ def executor(
     armed: bool = True,
     leader: bool = True,
     whitelist: list[str] | None = None,
+    expected_age: float = 0.0,
     **cfg: Any,
 ) -> RemediationExecutor:
     base: dict[str, Any] = {
@@ -53,6 +55,7 @@ def executor(
         is_leader=lambda: leader,
         env={"ALLOW_MAINNET_TRADE": "1"} if env is None else env,
         clock=lambda: NOW,
+        expected_heartbeat_age=lambda: expected_age,
     )
 
 
@@ -75,11 +78,15 @@ def test_every_gate_passes_live_and_the_outcome_is_execute() -> None:
         "6",
         "7",
         "8",
+        "E",
         "9",
         "limits",
         "budget",
     ]
-    assert exp.checks[9].verdict is Verdict.NOT_APPLICABLE  # no notional for a cancel
+    assert exp.checks[10].verdict is Verdict.NOT_APPLICABLE  # no notional for a cancel
+    gate_e = exp.checks[9]
+    assert (gate_e.name, gate_e.verdict) == ("expected state live", Verdict.PASS)
+    assert gate_e.detail == "bot heartbeat 0.0 s ago <= expected_heartbeat_max_age_s 60 s"
 
 
 def test_all_failing_gates_are_listed_and_the_first_is_the_block() -> None:
@@ -137,6 +144,38 @@ def test_explain_changes_nothing() -> None:
     assert (ex.budget.state, context.actions, set(context.symbols), context.budget.calls) == before
 
 
+def test_gate_e_blocks_a_state_no_bot_wrote_or_keeps_writing_in_either_mode() -> None:
+    for dry_run in (False, True):
+        for kind, oid, notional in (
+            (ActionKind.CANCEL, OURS, Decimal(0)),
+            (ActionKind.FLATTEN, None, Decimal("10")),
+        ):
+            never = executor(expected_age=math.inf, dry_run=dry_run)
+            exp = explain(never, kind, "BTCUSDT", oid, notional, ctx())
+            assert exp.first_block is BlockReason.EXPECTED_STATE_STALE
+            assert never.gate(kind, "BTCUSDT", oid, notional, ctx()) is exp.first_block
+            gate_e = exp.first_blocking_check
+            assert gate_e is not None
+            assert gate_e.gate == "E"
+            assert gate_e.detail.startswith("never written by a bot")
+            stale = executor(expected_age=60.5, dry_run=dry_run)
+            exp = explain(stale, kind, "BTCUSDT", oid, notional, ctx())
+            assert exp.first_block is BlockReason.EXPECTED_STATE_STALE
+            check = exp.first_blocking_check
+            assert check is not None
+            assert check.detail == (
+                "bot heartbeat 60.5 s ago > expected_heartbeat_max_age_s 60 s: the bot "
+                "stopped writing, its state is not trusted"
+            )
+            fresh = executor(expected_age=60.0, dry_run=dry_run)
+            assert explain(fresh, kind, "BTCUSDT", oid, notional, ctx()).first_block is None
+
+
+def test_gate_e_says_how_to_open_it() -> None:
+    assert "heartbeat()" in HOW_TO_OPEN[BlockReason.EXPECTED_STATE_STALE]
+    assert "docs/EXPECTED_STATE.md" in HOW_TO_OPEN[BlockReason.EXPECTED_STATE_STALE]
+
+
 def test_every_block_reason_has_a_way_to_open_it() -> None:
     assert set(HOW_TO_OPEN) == set(BlockReason)
 
@@ -181,6 +220,8 @@ boundaries_ms = st.sampled_from([0, 29_999, 30_000, 60_000, 300_000, 300_001])
     day_calls=st.integers(min_value=0, max_value=5),
     day_notional=st.sampled_from([Decimal("0"), Decimal("4500"), Decimal("4800")]),
     yesterday=st.booleans(),
+    expected_age=st.sampled_from([None, 0.0, 59.9, 60.0, 60.1, math.inf, math.nan]),
+    max_age=st.sampled_from([1.0, 60.0, 300.0]),
 )
 def test_first_failing_gate_is_what_the_executor_returns(
     action: RemediationAction,
@@ -211,8 +252,11 @@ def test_first_failing_gate_is_what_the_executor_returns(
     day_calls: int,
     day_notional: Decimal,
     yesterday: bool,
+    expected_age: float | None,
+    max_age: float,
 ) -> None:
     config = ReconcileConfig(
+        expected_heartbeat_max_age_s=max_age,
         action=action,
         dry_run=dry_run,
         allow_active_remediation=allow_active,
@@ -238,6 +282,7 @@ def test_first_failing_gate_is_what_the_executor_returns(
         is_leader=lambda: leader,
         env={} if mainnet is None else {"ALLOW_MAINNET_TRADE": mainnet},
         clock=lambda: NOW,
+        expected_heartbeat_age=None if expected_age is None else (lambda: expected_age),
     )
     anchor = None if anchor_ago_ms is None else NOW - anchor_ago_ms
     context = RunContext(

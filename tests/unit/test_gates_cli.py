@@ -48,8 +48,21 @@ def service_status(**extra: Any) -> dict[str, Any]:
         "budget": {"calls_used_day": 0, "notional_used_day": "0"},
         "last_remediation_ts_ms": None,
         "last_planned_ts_ms": None,
+        "expected": LIVE_BOT,
         **extra,
     }
+
+
+# The expected state as a service whose bot heartbeats reports it (gate E).
+LIVE_BOT: dict[str, Any] = {
+    "source": "sqlite",
+    "where": "expected-state file /var/lib/grinder/expected.db",
+    "heartbeat_age_s": 2.5,
+    "max_age_s": 60.0,
+    "live": True,
+    "detail": "bot heartbeat 2.5 s ago <= expected_heartbeat_max_age_s 60 s",
+    "hint": None,
+}
 
 
 # This instance never wrote: its own gauge says 0. Another instance (HA) wrote 10 s ago.
@@ -87,6 +100,47 @@ def test_a_service_without_the_anchors_is_read_from_its_gauge_with_a_warning() -
     exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
     assert exp.first_block is None
     assert any("another instance's write may hold it closed" in n for n in notes)
+
+
+def test_gate_e_comes_from_the_heartbeat_age_the_service_reports() -> None:
+    never = {**LIVE_BOT, "heartbeat_age_s": None, "live": False, "hint": "no bot heartbeat"}
+    executor, ctx, notes = build_executor(service_status(expected=never), SCRAPE, NOW)
+    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    assert exp.first_block is BlockReason.EXPECTED_STATE_STALE
+    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
+        BlockReason.EXPECTED_STATE_STALE
+    )
+    assert notes == [
+        "the service does not report its cooldown anchors: gate 6 evaluated from this "
+        "instance's grinder_reconcile_last_remediation_ts_ms (with HA, another instance's "
+        "write may hold it closed)"
+    ]
+    stale = {**LIVE_BOT, "heartbeat_age_s": 75.0, "live": False}
+    executor, ctx, _ = build_executor(service_status(expected=stale), SCRAPE, NOW)
+    gate_e = next(
+        c
+        for c in explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx).checks
+        if c.gate == "E"
+    )
+    assert (gate_e.verdict, gate_e.reason) == (Verdict.FAIL, BlockReason.EXPECTED_STATE_STALE)
+    assert gate_e.detail.startswith("bot heartbeat 75.0 s ago > expected_heartbeat_max_age_s 60 s")
+
+
+def test_a_service_that_does_not_report_the_heartbeat_is_read_from_its_gauge_or_blocks() -> None:
+    status = service_status()
+    del status["expected"]
+    gauge = parse_scrape(
+        "http://127.0.0.1:9090/metrics",
+        "grinder_ha_is_leader 1\ngrinder_reconcile_expected_heartbeat_age_seconds 3\n",
+    )
+    executor, ctx, notes = build_executor(status, gauge, NOW)
+    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is None
+    assert any("gate E from grinder_reconcile_expected_heartbeat_age_seconds" in n for n in notes)
+    executor, ctx, notes = build_executor(status, SCRAPE, NOW)
+    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
+        BlockReason.EXPECTED_STATE_STALE
+    )
+    assert any("gate E evaluated as never written" in n for n in notes)
 
 
 # --- a service that reports no position (a control socket with /status only) ------------------
@@ -239,3 +293,32 @@ def test_the_services_position_is_rounded_down_to_the_step_as_a_flatten_would_be
     _, out, _ = gates(capsys, "--symbol", "BTCUSDT", "--position", "--socket", sock)
     assert "|0.012| x 60000" in out
     assert "0.0129 rounded down to the step 0.001" in out
+
+
+def test_the_chain_shows_gate_e_and_how_to_open_it(
+    older_service: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hint = "no bot heartbeat in the file: no bot has written it since heartbeats exist"
+    _StatusOnly.status = {
+        **_StatusOnly.status,
+        "expected": {**LIVE_BOT, "heartbeat_age_s": None, "live": False, "hint": hint},
+    }
+    code, out, _ = gates(
+        capsys, "--symbol", "BTCUSDT", "--order", OURS, "--socket", str(older_service)
+    )
+    assert code == 1
+    lines = out.splitlines()
+    (row,) = [x for x in lines if x.startswith("  E ")]
+    assert "expected state live" in row
+    assert "FAIL" in row
+    assert "never written by a bot" in row
+    assert "First blocking gate: E expected state live — reason expected_state_stale" in lines
+    assert (
+        "  to open it: run the bot: it must write the expected state the service reads and call "
+        "heartbeat() at least every expected_heartbeat_max_age_s (docs/EXPECTED_STATE.md)"
+    ) in lines
+    assert (
+        "  expected state: expected-state file /var/lib/grinder/expected.db (sqlite), via "
+        f"/status; {hint}"
+    ) in lines
+    assert "RemediationExecutor.gate: expected_state_stale" in lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -131,6 +132,7 @@ class Rig:
         self.port = port if port is not None else FakePort()
         self.env: dict[str, str] = {} if env_value is None else {ALLOW: env_value}
         self.leader = True
+        self.expected_age = 0.0  # seconds since the bot's heartbeat (gate E)
         self.cid = OURS  # the client order id a ladder step cancels
         self.budget = BudgetTracker(config=self.config, store=budget_store, clock=self.clock)
         self.executor = RemediationExecutor(
@@ -143,6 +145,7 @@ class Rig:
             env=self.env,
             clock=self.clock,
             sleep=self.pause,
+            expected_heartbeat_age=lambda: self.expected_age,
         )
         self.pauses: list[float] = []
 
@@ -207,6 +210,12 @@ async def test_runbook_13_constructor_executes_cancel_when_env_var_set(
     assert executor.symbol_whitelist == ["BTCUSDT"]
     assert executor.armed is True
     monkeypatch.setenv(ALLOW, "1")
+    # As written, the executor knows of no expected state a bot keeps: gate E blocks.
+    result = await executor.execute(cancel_routed(), executor.begin_run())
+    assert (result.status, result.reason) == (ResultStatus.BLOCKED, BR.EXPECTED_STATE_STALE)
+    assert futures_port.write_calls == []
+    # Given the bot's heartbeat (the service passes its expected source's), it executes.
+    executor.expected_heartbeat_age = lambda: 1.0
     ctx = executor.begin_run()
     result = await executor.execute(cancel_routed(), ctx)
     assert result.status is ResultStatus.EXECUTED
@@ -289,6 +298,10 @@ def _price(rig: Rig) -> None:
     rig.port.mark_prices["BTCUSDT"] = Decimal("50000")
 
 
+def _bot_alive(rig: Rig) -> None:
+    rig.expected_age = 5.0
+
+
 # Contract order; each step's fix makes that gate pass and exposes the next one.
 _HEAD = [
     Step(BR.NOT_LEADER, _leader),
@@ -316,6 +329,7 @@ CANCEL_LADDER = [
     *_WHITELIST,
     Step(BR.NO_GRINDER_PREFIX, _set_cid(OTHER_STRATEGY)),
     Step(BR.STRATEGY_NOT_ALLOWED, _set_cid(OURS)),
+    Step(BR.EXPECTED_STATE_STALE, _bot_alive),
     *_LIMITS,
     Step(BR.MAX_CALLS_PER_DAY, _set_cfg(max_calls_per_day=101)),
     Step(BR.MAX_NOTIONAL_PER_DAY, _set_cfg(max_notional_per_day=Decimal("6000"))),
@@ -325,6 +339,7 @@ FLATTEN_LADDER = [
     Step(BR.ACTION_NOT_PERMITTED, _set_cfg(action=RA.FLATTEN)),
     *_ARMING,
     *_WHITELIST,
+    Step(BR.EXPECTED_STATE_STALE, _bot_alive),
     Step(BR.PRICE_UNAVAILABLE, _price),
     Step(BR.NOTIONAL_EXCEEDS_LIMIT, _set_cfg(max_flatten_notional_usdt=Decimal("500"))),
     *_LIMITS,
@@ -351,6 +366,7 @@ def _all_failing_rig(kind: ActionKind, dry_run: bool) -> Rig:
     )
     rig = Rig(cfg, whitelist=[], armed=False, env_value=None)
     rig.leader = False
+    rig.expected_age = math.inf  # no bot ever wrote the expected state
     if not dry_run:
         rig.executor.last_remediation_ms = NOW - 1_000
     rig.cid = FOREIGN
@@ -396,6 +412,90 @@ async def test_gates_block_in_contract_order_with_first_failing_gate_as_reason(
 def test_gate_ladders_cover_every_block_reason() -> None:
     covered = {s.reason for s in CANCEL_LADDER} | {s.reason for s in FLATTEN_LADDER}
     assert covered == set(BlockReason) - WIRE_ONLY_BLOCK_REASONS
+
+
+# --- gate E: the expected state must be kept by a bot ------------------------------------
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["live", "dry_run"])
+@pytest.mark.parametrize(
+    "age", [math.inf, 60.001, 3600.0, math.nan], ids=["never", "just_stale", "stale", "nan"]
+)
+async def test_a_state_no_bot_keeps_blocks_cancel_and_flatten(dry_run: bool, age: float) -> None:
+    rig = Rig(config(dry_run=dry_run, max_orders_per_action=5))
+    rig.expected_age = age
+    rig.port.add_order(order())
+    rig.position("0.01")
+    results = await rig.run(cancel_routed(), flatten_routed())
+    assert statuses(results) == [(ResultStatus.BLOCKED, "expected_state_stale")] * 2
+    # Nothing sent, and the flatten was blocked before the position and price were read.
+    assert [c.method for c in rig.port.calls] == []
+    assert OURS in rig.port.open_orders
+
+
+@pytest.mark.parametrize("age", [0.0, 30.0, 60.0], ids=["just_now", "recent", "at_the_limit"])
+async def test_a_fresh_heartbeat_lets_the_write_through(age: float) -> None:
+    rig = Rig(config(max_orders_per_action=5))
+    rig.expected_age = age
+    rig.port.add_order(order())
+    rig.position("0.01")
+    results = await rig.run(cancel_routed(), flatten_routed())
+    assert [r.status for r in results] == [ResultStatus.EXECUTED] * 2
+
+
+async def test_dry_run_shows_the_block_live_mode_would_meet() -> None:
+    """A plan is what live mode would do: a stale state plans nothing, a fresh one plans."""
+    outcomes: dict[bool, list[tuple[ResultStatus, str | None]]] = {}
+    for dry_run in (True, False):
+        rig = Rig(config(dry_run=dry_run, cooldown_seconds=0))
+        rig.port.add_order(order())
+        rig.expected_age = 61.0
+        (stale,) = await rig.run(cancel_routed())
+        rig.expected_age = 1.0
+        (fresh,) = await rig.run(cancel_routed())
+        outcomes[dry_run] = statuses([stale, fresh])
+    assert outcomes[True] == [
+        (ResultStatus.BLOCKED, "expected_state_stale"),
+        (ResultStatus.PLANNED, None),
+    ]
+    assert outcomes[False] == [
+        (ResultStatus.BLOCKED, "expected_state_stale"),
+        (ResultStatus.EXECUTED, None),
+    ]
+
+
+async def test_the_heartbeat_age_is_read_at_each_gate_and_the_limit_is_live() -> None:
+    rig = Rig(config(cooldown_seconds=0, expected_heartbeat_max_age_s=10.0))
+    for cid in (OURS, OURS_2):
+        rig.port.add_order(order(cid))
+    rig.expected_age = 11.0
+    (r1,) = await rig.run(cancel_routed(OURS))
+    assert (r1.status, r1.reason) == (ResultStatus.BLOCKED, BR.EXPECTED_STATE_STALE)
+    rig.config.expected_heartbeat_max_age_s = 20.0  # grinder control set …, a reload
+    (r2,) = await rig.run(cancel_routed(OURS))
+    assert r2.status is ResultStatus.EXECUTED
+    rig.expected_age = 25.0  # the bot stopped writing since
+    (r3,) = await rig.run(cancel_routed(OURS_2))
+    assert (r3.status, r3.reason) == (ResultStatus.BLOCKED, BR.EXPECTED_STATE_STALE)
+
+
+async def test_an_executor_without_an_expected_source_blocks_like_never_written() -> None:
+    rig = Rig()
+    rig.port.add_order(order())
+    rig.executor.expected_heartbeat_age = None
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason) == (ResultStatus.BLOCKED, BR.EXPECTED_STATE_STALE)
+
+
+def test_expected_heartbeat_max_age_must_be_finite_and_positive() -> None:
+    assert ReconcileConfig().expected_heartbeat_max_age_s == 60.0
+    for bad in (0, 0.0, -1.0, math.inf, math.nan, "60", True):
+        with pytest.raises(ValueError, match="expected_heartbeat_max_age_s"):
+            ReconcileConfig(expected_heartbeat_max_age_s=bad)
+    cfg = ReconcileConfig(expected_heartbeat_max_age_s=30)
+    with pytest.raises(ValueError, match="expected_heartbeat_max_age_s"):
+        cfg.expected_heartbeat_max_age_s = 0.0
+    assert cfg.expected_heartbeat_max_age_s == 30.0
 
 
 # --- each block reason in a realistic setting ---------------------------------------------
@@ -816,6 +916,7 @@ async def test_dry_run_spends_the_dry_budget_it_is_given() -> None:
             budget=first.budget,
             dry_budget=shared,
             clock=first.clock,
+            expected_heartbeat_age=lambda: 0.0,
         )
         for _ in range(2)
     )
@@ -1230,6 +1331,7 @@ class GateInputs:
     whitelist: tuple[str, ...]
     require_whitelist: bool
     owner: str
+    expected_age: float
     position_side: PositionSide
     position_qty: Decimal
     price: Decimal | None
@@ -1270,6 +1372,7 @@ def gate_inputs(draw: st.DrawFn) -> GateInputs:
             [(("ETHUSDT",), True), (("ETHUSDT",), False), ((), True)],
         ),
         "owner": _dim(["ours"], ["foreign", "liquidation", "other_strategy"]),
+        "expected_age": _dim([0.0, 60.0], [60.5, math.inf]),
         "position_qty": _dim(nonzero, [Decimal(0)]),
         "price": _dim([Decimal("50000")], [None]),
         "max_flatten": _dim([Decimal("500"), Decimal("1000")], [Decimal("100")]),
@@ -1348,7 +1451,9 @@ def expected_verdict(i: GateInputs, day_calls: int) -> BlockReason | str | None:
             return BR.NO_GRINDER_PREFIX
         if i.owner == "other_strategy":
             return BR.STRATEGY_NOT_ALLOWED
-    else:
+    if i.expected_age > 60.0:  # gate E, before a flatten reads the position
+        return BR.EXPECTED_STATE_STALE
+    if i.kind is ActionKind.FLATTEN:
         if i.position_qty == 0:
             return SKIPPED
         if i.price is None:
@@ -1407,6 +1512,7 @@ async def _run_gate_scenario(i: GateInputs) -> None:
     if i.env_value is not None:
         rig.env[ALLOW] = i.env_value
     rig.leader = i.is_leader
+    rig.expected_age = i.expected_age
     if i.kind is ActionKind.CANCEL:
         cid = _OWNERS[i.owner]
         rig.port.add_order(order(cid))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import math
 import socket
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import click
@@ -19,6 +21,8 @@ from grinder.service.control import MAX_SOCKET_PATH, check_socket_path
 from grinder.service.httpd import listen_error
 from grinder.service.options import load_config_file, resolve
 from grinder.service.preflight import check_expected_db, check_output_file
+from grinder.service.state import open_expected
+from grinder.state.recorder import ExpectedRecorder
 from grinder.state.sqlite import SqliteExpectedStore
 
 # --- numbers of seconds ----------------------------------------------------------------------
@@ -151,11 +155,38 @@ def test_a_foreign_file_as_expected_db_is_an_error_and_left_untouched(tmp_path: 
 
 def test_expected_db_checks_create_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^--expected-db: folder .* does not exist"):
-        check_expected_db(tmp_path / "nope" / "x.db", "--expected-db")
-    check_expected_db(tmp_path / "new.db", "--expected-db")  # the service creates it later
+        check_expected_db(tmp_path / "nope" / "x.db", "--expected-db", create=True)
+    # --create-expected-db: the service creates it later
+    check_expected_db(tmp_path / "new.db", "--expected-db", create=True)
     assert list(tmp_path.iterdir()) == []
     SqliteExpectedStore(tmp_path / "real.db").close()
     check_expected_db(tmp_path / "real.db", "--expected-db")
+
+
+@pytest.mark.parametrize("where", ["--expected-db", "GRINDER_EXPECTED_DB"])
+def test_a_missing_expected_db_is_refused_naming_the_flag_or_variable_and_the_path(
+    tmp_path: Path, where: str
+) -> None:
+    """A typo must not become an empty file that says "the bot expects nothing"."""
+    typo = tmp_path / "expectd.db"
+    with pytest.raises(ConfigError) as caught:
+        check_expected_db(typo, where)
+    message = str(caught.value)
+    assert message.startswith(f"{where}: {typo} does not exist")
+    assert "--create-expected-db" in message
+    assert "\n" not in message
+    in_no_folder = tmp_path / "nope" / "expected.db"
+    with pytest.raises(ConfigError, match=f"^{where}: {in_no_folder} does not exist"):
+        check_expected_db(in_no_folder, where)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_create_expected_db_needs_an_expected_db() -> None:
+    with pytest.raises(ConfigError, match=r"^--create-expected-db: needs --expected-db"):
+        resolve({"create_expected_db": True}, {})
+    opts = resolve({"create_expected_db": True}, {"GRINDER_EXPECTED_DB": "b.db"})
+    assert (opts.expected_db, opts.create_expected_db) == (Path("b.db"), True)
+    assert resolve({"expected_db": "a.db"}, {}).create_expected_db is False
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_an_error(tmp_path: Path) -> None:
@@ -190,3 +221,68 @@ def test_a_socket_path_that_is_a_file_or_under_one_is_an_error(tmp_path: Path) -
 def test_a_failed_bind_names_the_flag_at_fault(exc: OSError, flag: str) -> None:
     message = str(listen_error(exc, "h", 9090))
     assert message.startswith(f"{flag}: cannot listen on h:9090 (")
+
+
+# --- the expected source and its heartbeat (gate E) ------------------------------------------
+
+
+def test_open_expected_refuses_a_missing_file_unless_asked_to_create_it(tmp_path: Path) -> None:
+    missing = tmp_path / "expected.db"
+    with pytest.raises(ConfigError, match=f"^GRINDER_EXPECTED_DB: {missing} does not exist"):
+        open_expected(missing, where="GRINDER_EXPECTED_DB")
+    assert list(tmp_path.iterdir()) == []
+    source = open_expected(missing, create=True)
+    try:
+        assert source.kind == "sqlite"
+        assert missing.is_file()
+        assert source.heartbeat_age_s(10**13) == math.inf
+        status = source.status(10**13, 60.0)
+        assert status["heartbeat_age_s"] is None
+        assert status["live"] is False
+        assert status["detail"].startswith("never written by a bot")
+        assert "older recorder" in status["hint"]
+    finally:
+        source.close()
+
+
+def test_the_expected_source_reports_the_bots_heartbeat_as_of_its_refresh(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "expected.db"
+    with ExpectedRecorder(db, clock=lambda: 1_000_000) as bot:
+        bot.heartbeat()
+    source = open_expected(db)
+    try:
+        source.refresh()
+        assert source.heartbeat_age_s(1_030_000) == 30.0
+        assert source.status(1_030_000, 60.0) == {
+            "source": "sqlite",
+            "where": f"expected-state file {db}",
+            "heartbeat_age_s": 30.0,
+            "max_age_s": 60.0,
+            "live": True,
+            "detail": "bot heartbeat 30.0 s ago <= expected_heartbeat_max_age_s 60 s",
+            "hint": None,
+        }
+        stale = source.status(1_090_000, 60.0)
+        assert stale["live"] is False
+        assert "the bot stopped writing" in stale["hint"]
+        with ExpectedRecorder(db, clock=lambda: 1_100_000) as bot:
+            bot.heartbeat()
+        assert source.heartbeat_age_s(1_100_500) == 100.5  # not refreshed yet
+        source.refresh()
+        assert source.heartbeat_age_s(1_100_500) == 0.5
+    finally:
+        source.close()
+
+
+def test_the_services_own_memory_is_live_only_once_a_bot_in_its_process_writes_it() -> None:
+    source = open_expected(None)
+    assert source.kind == "memory"
+    assert source.heartbeat_age_s(1) == math.inf
+    hint = source.status(1, 60.0)["hint"]
+    assert "--expected-db" in hint
+    assert "--redis-url" in hint
+    assert source.memory is not None
+    source.memory.set_position("BTCUSDT", Decimal(0), 1)  # the demo's grid bot, say
+    assert source.status(1, 60.0)["live"] is True

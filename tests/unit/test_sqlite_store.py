@@ -4,6 +4,7 @@ ExpectedRecorder API bots write it through."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
 import tempfile
 import threading
@@ -1084,3 +1085,121 @@ def test_recorder_is_safe_to_share_between_threads(rec: ExpectedRecorder, db: Pa
     with SqliteExpectedStore(db, readonly=True) as r:
         assert len(r) == 200
         assert {p.symbol: p.qty for p in r.positions()} == {f"T{w}USDT": D(49) for w in range(4)}
+
+
+# --- the bot's heartbeat (gate E) -----------------------------------------------------------
+
+
+def _stored_heartbeat(db: Path) -> object:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'bot_heartbeat_ms'").fetchone()
+    return None if row is None else row[0]
+
+
+def test_every_recorder_call_and_heartbeat_stamps_the_bots_heartbeat(
+    rec: ExpectedRecorder, db: Path, clock: Clock
+) -> None:
+    reader = reopen(db, readonly=True)
+    assert (reader.bot_heartbeat_ms, reader.heartbeat_age_s(clock.now)) == (None, math.inf)
+    assert _stored_heartbeat(db) is None  # opening is not writing
+    calls: list[Callable[[], object]] = [
+        lambda: rec.order_placed(cid(1), BTC, "BUY", "1", "100"),
+        lambda: rec.order_placed(cid(1), BTC, "BUY", "1", "100"),  # a retried send: no-op
+        lambda: rec.cancel_sent(cid(1)),
+        lambda: rec.order_ended(cid(1), "CANCELED"),
+        lambda: rec.position_intended(BTC, "0.5"),
+        rec.heartbeat,
+    ]
+    for call in calls:
+        clock.now += 1_000
+        call()
+        assert _stored_heartbeat(db) == clock.now
+        reader.refresh()
+        assert reader.bot_heartbeat_ms == clock.now
+        assert reader.heartbeat_age_s(clock.now + 2_500) == 2.5
+    with rec.batch():
+        clock.now += 1_000
+        rec.order_placed(cid(2), BTC, "BUY", "1", "100")
+        rec.heartbeat()
+    assert _stored_heartbeat(db) == clock.now
+    reader.close()
+
+
+def test_a_heartbeat_alone_changes_no_row_and_a_refresh_reports_no_change(
+    rec: ExpectedRecorder, db: Path, clock: Clock
+) -> None:
+    rec.order_placed(cid(1), BTC, "BUY", "1", "100")
+    reader = reopen(db, readonly=True)
+    seq = reader.last_seq
+    clock.now += 10_000
+    rec.heartbeat()
+    assert not reader.refresh().changed
+    assert reader.last_seq == seq
+    assert reader.bot_heartbeat_ms == clock.now
+    reader.close()
+
+
+def test_writers_that_are_not_the_bot_leave_the_heartbeat_alone(db: Path) -> None:
+    """``grinder expected adopt`` writes through the store, not the recorder: it records a
+    baseline but does not make the state live."""
+    plain = SqliteExpectedStore(db)
+    plain.record_order(exp_order(1))
+    plain.set_position(BTC, D("1"), 5)
+    plain.evict_expired(10)
+    assert _stored_heartbeat(db) is None
+    assert plain.heartbeat_age_s(10**13) == math.inf
+    plain.heartbeat(1_234)  # what a bot writing through the store itself may call
+    assert _stored_heartbeat(db) == 1_234
+    plain.record_order(exp_order(2))
+    assert _stored_heartbeat(db) == 1_234
+    plain.close()
+
+
+def test_a_file_from_before_heartbeats_reads_as_never_written_by_a_bot(db: Path) -> None:
+    """Files of the earlier version have the same schema and no heartbeat key: both versions
+    open each other's files, and the old one is "never written by a bot" until a bot writes."""
+    with ExpectedRecorder(db, clock=lambda: 7_000) as bot:
+        bot.order_placed(cid(1), BTC, "BUY", "1", "100")
+    with sqlite3.connect(db) as conn:  # the file as the earlier version wrote it
+        conn.execute("DELETE FROM meta WHERE key = 'bot_heartbeat_ms'")
+        keys = {k for (k,) in conn.execute("SELECT key FROM meta")}
+    assert keys == {"application", "schema_version", "last_seq", "live_orders", "tombstone_floor"}
+    reader = reopen(db, readonly=True)
+    assert reader.heartbeat_age_s(8_000) == math.inf
+    assert [o.client_order_id for o in reader.orders()] == [cid(1)]
+    with ExpectedRecorder(db, clock=lambda: 9_000) as bot:
+        bot.heartbeat()
+    reader.refresh()
+    assert reader.heartbeat_age_s(9_500) == 0.5
+    reader.close()
+
+
+def test_a_heartbeat_that_is_not_ms_is_damage(db: Path) -> None:
+    SqliteExpectedStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('bot_heartbeat_ms', 'soon')")
+    with pytest.raises(ExpectedStoreError, match="is damaged: meta bot_heartbeat_ms is 'soon'"):
+        SqliteExpectedStore(db, readonly=True)
+
+
+def test_heartbeat_age_never_goes_negative_and_a_closed_store_refuses_to_beat(db: Path) -> None:
+    store = SqliteExpectedStore(db)
+    store.heartbeat(10_000)
+    assert store.heartbeat_age_s(9_000) == 0.0  # a clock step back counts as now
+    store.close()
+    with pytest.raises(ExpectedStoreError, match="closed"):
+        store.heartbeat(11_000)
+    with pytest.raises(ExpectedStoreError, match="read-only"):
+        reopen(db, readonly=True).heartbeat(12_000)
+
+
+def test_the_memory_store_is_live_once_a_bot_in_its_process_wrote_it() -> None:
+    store = MemoryExpectedStore()
+    assert store.heartbeat_age_s(1) == math.inf
+    store.evict_expired(1)  # the service's housekeeping is not a bot's write
+    assert not store.written_by_bot
+    store.set_position(BTC, D("0"), 1)
+    assert store.heartbeat_age_s(10**13) == 0.0
+    other = MemoryExpectedStore()
+    other.heartbeat()
+    assert other.written_by_bot

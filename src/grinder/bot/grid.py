@@ -31,7 +31,9 @@ from grinder.reconcile.types import ZERO, ExpectedOrder, ObservedOrder, OrderSta
 
 
 class ExpectedWriter(Protocol):
-    """The writes a bot makes to an expected store (memory or SQLite)."""
+    """The writes a bot makes to an expected store (memory or SQLite). The demo gives the
+    service's in-memory store, which the bot's first write makes live (gate E); a store in
+    another process needs the bot's heartbeat too (``ExpectedRecorder.heartbeat``)."""
 
     def record_order(self, order: ExpectedOrder) -> None: ...
 

@@ -16,6 +16,7 @@ from grinder.ceremony.checks import (
     Item,
     Settings,
     Status,
+    expected_state_live,
     metric_item,
     metrics_reachable,
     setting_item,
@@ -136,6 +137,7 @@ def stage3(
         return value == 1, text + ("" if value == 1 else " — not the leader: gate 0 blocks")
 
     items.append(metric_item(scrape, error, "0", "This instance may remediate (gate 0)", leader))
+    items.append(expected_state_live(inputs, scrape, error, settings, "E"))
     items.append(_budget_file(inputs, scrape, "B"))
     executed = (
         scrape.by_label("grinder_reconcile_action_executed_total", "action") if scrape else {}
@@ -222,6 +224,7 @@ def stage4(
         )
     )
     items.append(_flatten_limit(settings))
+    items.append(expected_state_live(inputs, scrape, error, settings, "E"))
     items.append(_budget_left(inputs, scrape, error, settings))
     items.append(_budget_file(inputs, scrape, "B"))
     items.extend(_alerting(inputs))

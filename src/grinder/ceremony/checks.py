@@ -56,6 +56,7 @@ REQUIRED_ALERTS: tuple[str, ...] = (
     "GrinderRemediationBudgetLow",
     "GrinderUserDataStreamDown",
     "GrinderRequestWeightHigh",
+    "GrinderExpectedStateStale",
     "GrinderHANoLeader",
     "GrinderHAMultipleLeaders",
     "GrinderHARedisDown",
@@ -266,6 +267,44 @@ def metrics_reachable(inputs: Inputs, scrape: Scrape | None, error: str | None) 
     return Item(
         "svc", "Service metrics endpoint answers", Status.PASS if ok else Status.FAIL, evidence
     )
+
+
+EXPECTED_AGE = "grinder_reconcile_expected_heartbeat_age_seconds"
+EXPECTED_MAX_AGE = "grinder_reconcile_expected_heartbeat_max_age_seconds"
+
+
+def expected_state_live(
+    inputs: Inputs, scrape: Scrape | None, error: str | None, settings: Settings, item_id: str
+) -> Item:
+    """Gate E: a bot keeps the expected state the service reads (its heartbeat is at most
+    ``expected_heartbeat_max_age_s`` old); otherwise every remediation, planned or live, is
+    blocked with ``expected_state_stale``."""
+    title = "The bot's expected state is live (gate E)"
+    if scrape is None:
+        return Item(item_id, title, Status.FAIL, error or "metrics not read")
+    age = scrape.value(EXPECTED_AGE)
+    if age is None:
+        return Item(item_id, title, Status.FAIL, f"{EXPECTED_AGE} absent (an older service?)")
+    limit = settings.get("expected_heartbeat_max_age_s")
+    if limit is not None and isinstance(limit.value, int | float):
+        max_age, shown = float(limit.value), limit.show("expected_heartbeat_max_age_s")
+    else:
+        gauge = scrape.value(EXPECTED_MAX_AGE)
+        max_age = gauge if gauge is not None else ReconcileConfig().expected_heartbeat_max_age_s
+        shown = f"{EXPECTED_MAX_AGE} {fmt_number(max_age)}"
+    ok = age <= max_age
+    evidence = f"{EXPECTED_AGE} {fmt_number(age)} ({shown})"
+    status = inputs.status.get("expected") if inputs.status is not None else None
+    if isinstance(status, Mapping) and status.get("where"):
+        evidence += f"; {status.get('where')}"
+    if ok:
+        return Item(item_id, title, Status.PASS, evidence)
+    why = "never written by a bot" if age == float("inf") else "the bot stopped writing"
+    hint = status.get("hint") if isinstance(status, Mapping) else None
+    evidence += f" — {why}: every remediation is blocked (expected_state_stale); " + (
+        hint or "start the bot, it must heartbeat (docs/EXPECTED_STATE.md)"
+    )
+    return Item(item_id, title, Status.FAIL, evidence)
 
 
 @dataclass(frozen=True)

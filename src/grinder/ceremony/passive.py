@@ -15,6 +15,7 @@ from grinder.ceremony.checks import (
     Item,
     Settings,
     Status,
+    expected_state_live,
     metric_item,
     metrics_reachable,
     setting_item,
@@ -248,6 +249,7 @@ def stage2(
             "set in the service before stage 3",
         )
     )
+    items.append(expected_state_live(inputs, scrape, error, settings, "2.1"))
     items.append(_planned_rate(inputs, scrape, error))
 
     def no_flatten(s: Scrape) -> tuple[bool, str]:

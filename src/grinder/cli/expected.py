@@ -1,9 +1,14 @@
 """``grinder expected adopt``: take the exchange's current state as the expected baseline.
 
 It writes where the service reads: the SQLite file of ``--expected-db`` /
-``GRINDER_EXPECTED_DB`` when one is named, else, with ``--redis-url`` /
-``GRINDER_REDIS_URL``, the shared expected state in Redis (namespace from
-``--redis-namespace`` / ``GRINDER_REDIS_NAMESPACE`` / the config's ``[ha]``).
+``GRINDER_EXPECTED_DB`` when one is named (created when it does not exist: adopting is
+the explicit choice to start one), else, with ``--redis-url`` / ``GRINDER_REDIS_URL``, the
+shared expected state in Redis (namespace from ``--redis-namespace`` /
+``GRINDER_REDIS_NAMESPACE`` / the config's ``[ha]``).
+
+Adoption records a baseline; it is not a bot. It leaves the bot heartbeat as it is, so
+it never makes the expected state live: remediation stays blocked
+(``expected_state_stale``) until the bot itself writes or heartbeats.
 """
 
 from __future__ import annotations
@@ -64,7 +69,9 @@ def adopt(
 ) -> int:
     """Record the exchange's open orders of ours and its positions as expected.
 
-    Orders that are not ours are never recorded. Nothing is sent to the exchange.
+    Orders that are not ours are never recorded. Nothing is sent to the exchange. The
+    file is created when it does not exist. Adoption is not a bot's write: remediation
+    stays blocked (expected_state_stale) until the bot writes or heartbeats.
     """
     flags = {
         "venue": venue,
@@ -81,7 +88,7 @@ def adopt(
             "is required"
         )
     if opts.expected_db is not None:
-        check_expected_db(opts.expected_db, opts.expected_db_where)
+        check_expected_db(opts.expected_db, opts.expected_db_where, create=True)
     if opts.venue == "sim" and opts.venue_url is None:
         raise UsageError("--venue sim needs --venue-url of a running simulator (grinder sim serve)")
     credentials = check_venue(opts, os.environ)
@@ -111,6 +118,10 @@ def adopt(
                 report = await adopt_baseline(store, conn.port, opts.reconcile, wall_clock_ms())
                 click.echo("Written:")
                 _print_report(report)
+                click.echo(
+                    "The bot heartbeat is left as it was: remediation acts on this baseline "
+                    "only once the bot writes or heartbeats (expected_state_stale until then)."
+                )
                 return 0
         finally:
             await conn.close()

@@ -1,9 +1,10 @@
 """``grinder gates``: which gate blocks this remediation? (runbook 12's first question)
 
 Against the running service: its settings in force (control socket ``/status``:
-config, armed, ALLOW_MAINNET_TRADE, whitelist, and the cooldown anchors the next
-run starts from -- with HA the shared one, the last write of any instance) and its
-metrics (``grinder_ha_is_leader`` for gate 0, the day's budget use). A
+config, armed, ALLOW_MAINNET_TRADE, whitelist, the cooldown anchors the next run
+starts from -- with HA the shared one, the last write of any instance -- and the
+age of the bot's heartbeat in the expected state, gate E) and its metrics
+(``grinder_ha_is_leader`` for gate 0, the day's budget use). A
 ``RemediationExecutor`` is built from them and the write is evaluated as the
 first candidate of the next run: the chain is listed by
 ``grinder.reconcile.explain`` and the first blocking reason is the one
@@ -27,6 +28,7 @@ dry-run), 1 when a gate blocks it, 2 for bad usage or an unreachable service.
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -229,6 +231,7 @@ def build_executor(
         notional_used_day=Decimal(fmt_number(notional)),
         updated_ts_ms=now_ms,
     )
+    expected_age = _expected_age(status, scrape, notes)
     executor = RemediationExecutor(
         config=config,
         port=FakePort(),
@@ -238,6 +241,7 @@ def build_executor(
         is_leader=lambda: leader,
         env={"ALLOW_MAINNET_TRADE": "1"} if status.get("allow_mainnet_trade") else {},
         clock=lambda: now_ms,
+        expected_heartbeat_age=lambda: expected_age,
     )
     live_anchor, dry_anchor = _cooldown_anchors(status, scrape, config, notes)
     ctx = RunContext(
@@ -247,6 +251,38 @@ def build_executor(
         dry_anchor_ms=dry_anchor,
     )
     return executor, ctx, notes
+
+
+EXPECTED_AGE_METRIC = "grinder_reconcile_expected_heartbeat_age_seconds"
+
+
+def _expected_age(status: dict[str, Any], scrape: Scrape | None, notes: list[str]) -> float:
+    """Gate E's input as the service sees it: the age of the bot's heartbeat in its expected
+    state (``math.inf``: never written by a bot), from ``/status``, else its gauge."""
+    expected = status.get("expected")
+    if isinstance(expected, dict) and "heartbeat_age_s" in expected:
+        age = expected["heartbeat_age_s"]
+        if age is None:
+            return math.inf
+        if isinstance(age, int | float) and not isinstance(age, bool):
+            return float(age)
+    value = scrape.value(EXPECTED_AGE_METRIC) if scrape else None
+    if value is not None:
+        notes.append(f"gate E from {EXPECTED_AGE_METRIC} (the service's /status does not say)")
+        return value
+    notes.append(
+        "the service reports no expected-state heartbeat: gate E evaluated as never written"
+    )
+    return math.inf
+
+
+def _expected_source(status: dict[str, Any]) -> str:
+    expected = status.get("expected")
+    if not isinstance(expected, dict):
+        return "expected state: not reported by the service"
+    line = f"expected state: {expected.get('where')} ({expected.get('source')}), via /status"
+    hint = expected.get("hint")
+    return line + (f"; {hint}" if hint else "")
 
 
 def _ms(value: Any) -> int | None:
@@ -369,7 +405,7 @@ def gates(
     socket_path: str | None,
     as_json: bool,
 ) -> int:
-    """Show the whole gate chain (0-9, limits, budget) for a cancel or a flatten."""
+    """Show the whole gate chain (0-9, E, limits, budget) for a cancel or a flatten."""
     if (order_id is None) == (not position):
         raise UsageError("give exactly one of --order CLIENT_ORDER_ID or --position")
     if order_id is not None and (notional or qty or price or venue_url or position_side):
@@ -422,6 +458,7 @@ def gates(
         f"(control /status via {socket})",
         f"metrics: {mask_url(url)} (grinder_ha_is_leader {fmt_number(leader)})",
         _cooldown_source(status),
+        _expected_source(status),
         f"{notional_text}; evaluated as the first candidate of the next run",
     ]
     if as_json:

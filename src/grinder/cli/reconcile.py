@@ -57,7 +57,14 @@ from grinder.service.options import VENUES, resolve
 @file_option("--metrics-out")
 @file_option(
     "--expected-db",
-    help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB].",
+    help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB]; "
+    "it must exist.",
+)
+@click.option(
+    "--create-expected-db",
+    is_flag=True,
+    help="Create the --expected-db file when it does not exist (empty: remediation stays "
+    "blocked until a bot writes it).",
 )
 @click.option(
     "--control-socket",

@@ -11,8 +11,10 @@ Three real components run side by side:
 Expected state: the bot writes into the service's in-memory store
 (``service.expected.memory``). Both run in this process, so the store the service
 reads *is* the bot's record: no file, no refresh lag, and "record, then send"
-holds exactly. (A bot in another process would use the SQLite recorder of
-docs/EXPECTED_STATE.md; the bot's calls are the same on either store.)
+holds exactly; written by a bot in the service's own process, it counts as live
+(gate E) from the bot's first write. (A bot in another process would use the
+SQLite recorder of docs/EXPECTED_STATE.md, and beat its heartbeat; the bot's calls
+are the same on either store.)
 
 Drift is then injected one case at a time through the simulator's ``/_sim/``
 control API, and what the service decided is shown as it happens. Every event

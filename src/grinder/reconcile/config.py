@@ -132,6 +132,10 @@ class ReconcileConfig(CheckedModel):
     max_flatten_notional_usdt: NonNegDecimal = Decimal("500")
     max_orders_per_action: NonNegInt = 10
     max_symbols_per_action: NonNegInt = 3
+    # Gate E: the bot's expected state counts only while a bot keeps writing it (D45).
+    expected_heartbeat_max_age_s: Annotated[
+        float, Field(gt=0, allow_inf_nan=False, strict=True)
+    ] = 60.0
 
     # Budget
     max_calls_per_run: NonNegInt = 10

@@ -11,11 +11,13 @@ property-based test, the reason ``gate`` returns.
 Dry-run evaluates every gate but the arming gates 3-5 (CONTRACT §5); those are
 reported ``skipped`` with what they would say once live. Gate 8 (ownership)
 applies to cancels only and gate 9 (notional) to flattens only; the other one is
-``not_applicable``.
+``not_applicable``. Gate E, between them, applies to both: the bot's expected
+state is live (a bot heartbeat at most ``expected_heartbeat_max_age_s`` old).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,6 +49,10 @@ HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.NO_GRINDER_PREFIX: "none: an order that is not ours is never cancelled",
     BlockReason.STRATEGY_NOT_ALLOWED: (
         "grinder control set strategy_allowlist d,OTHER (only if that strategy is yours)"
+    ),
+    BlockReason.EXPECTED_STATE_STALE: (
+        "run the bot: it must write the expected state the service reads and call heartbeat() "
+        "at least every expected_heartbeat_max_age_s (docs/EXPECTED_STATE.md)"
     ),
     BlockReason.NOTIONAL_EXCEEDS_LIMIT: (
         "grinder control set max_flatten_notional_usdt N, or flatten by hand"
@@ -92,7 +98,7 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class GateCheck:
-    """One gate: its number (``0``…``9``, ``limits``, ``budget``), what it checks, the verdict."""
+    """One gate: its id (``0``…``9``, ``E``, ``limits``, ``budget``), what it checks, verdict."""
 
     gate: str
     name: str
@@ -318,9 +324,11 @@ def explain(
                     "8", "order is ours", True, f"{client_order_id}: ours (strategies {allowed})"
                 )
             )
+        add(_expected_check(executor))
         add(GateCheck("9", "flatten notional", Verdict.NOT_APPLICABLE, "cancels have no notional"))
     else:
         add(GateCheck("8", "order is ours", Verdict.NOT_APPLICABLE, "flatten: no order to own"))
+        add(_expected_check(executor))
         limit = cfg.max_flatten_notional_usdt
         if notional is None:
             add(
@@ -381,6 +389,44 @@ def explain(
     run_budget = ctx.budget if live else ctx.dry_budget
     add(_budget_check(tracker, run_budget, notional or ZERO, now, live))
     return Explanation(kind, symbol, executor.mode, tuple(checks))
+
+
+def expected_state_detail(age_s: float, max_age_s: float) -> str:
+    """Gate E in words: how old the bot's last write to the expected state is."""
+    limit = f"expected_heartbeat_max_age_s {max_age_s:g} s"
+    if math.isnan(age_s):
+        return f"bot heartbeat age unknown: treated as stale ({limit})"
+    if math.isinf(age_s):
+        return (
+            "never written by a bot: no bot heartbeat in the expected state, so every order "
+            "and position would look unexpected"
+        )
+    ok = age_s <= max_age_s
+    return f"bot heartbeat {age_s:.1f} s ago {'<=' if ok else '>'} {limit}" + (
+        "" if ok else ": the bot stopped writing, its state is not trusted"
+    )
+
+
+def _expected_check(executor: RemediationExecutor) -> GateCheck:
+    """Gate E, as ``RemediationExecutor.gate`` evaluates it (in dry-run too)."""
+    source = executor.expected_heartbeat_age
+    max_age = executor.config.expected_heartbeat_max_age_s
+    if source is None:
+        return _check(
+            "E",
+            "expected state live",
+            False,
+            "no expected-state source given to the executor: nothing a bot wrote",
+            BlockReason.EXPECTED_STATE_STALE,
+        )
+    age = source()
+    return _check(
+        "E",
+        "expected state live",
+        age <= max_age,
+        expected_state_detail(age, max_age),
+        BlockReason.EXPECTED_STATE_STALE,
+    )
 
 
 def _budget_check(

@@ -30,6 +30,7 @@ class BlockReason(StrEnum):
     WHITELIST_REQUIRED = "whitelist_required"
     NO_GRINDER_PREFIX = "no_grinder_prefix"
     STRATEGY_NOT_ALLOWED = "strategy_not_allowed"
+    EXPECTED_STATE_STALE = "expected_state_stale"
     NOTIONAL_EXCEEDS_LIMIT = "notional_exceeds_limit"
     PRICE_UNAVAILABLE = "price_unavailable"
     MAX_ORDERS_REACHED = "max_orders_reached"

@@ -8,11 +8,13 @@ the last hour, counted by the process itself (``RecentCount``) and evaluated at
 each scrape: runbook 13's "more than 10 plans per hour" without a Prometheus
 server, and without diluting a recent burst over the whole uptime.
 
-Two gauges must not read 0 before the first run: the snapshot age is ``+Inf`` until a
+Three gauges must not read 0 before the first run: the snapshot age is ``+Inf`` until a
 snapshot exists (0 would read as perfectly fresh; ``+Inf`` is older than any
 threshold, so the stale-snapshot alert still fires when snapshots never
-succeed), and the budget gauges are set from the budget tracker as soon as
-the runner (or the service) is built (0 remaining would read as used up).
+succeed), the expected state's heartbeat age is ``+Inf`` until a bot has written it
+(the service then reports the age at every scrape), and the budget gauges are set
+from the budget tracker as soon as the runner (or the service) is built (0
+remaining would read as used up).
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ class RecentCount:
 
 NO_SNAPSHOT_AGE_S = math.inf
 """``grinder_reconcile_last_snapshot_age_seconds`` before the first snapshot."""
+
+NEVER_WRITTEN_AGE_S = math.inf
+"""``grinder_reconcile_expected_heartbeat_age_seconds`` of a state no bot has written."""
 
 
 class ReconcileMetrics:
@@ -213,6 +218,13 @@ class ReconcileMetrics:
             "1 when this instance may remediate (HA leader or HA off)",
             registry=r,
         )
+        self.expected_heartbeat_age = Gauge(
+            "grinder_reconcile_expected_heartbeat_age_seconds",
+            "Seconds since a bot last wrote the expected state detection reads (+Inf: never); "
+            "above expected_heartbeat_max_age_s remediation is blocked (expected_state_stale)",
+            registry=r,
+        )
+        self.expected_heartbeat_age.set(NEVER_WRITTEN_AGE_S)
         self._init_labels()
 
     def _init_labels(self) -> None:

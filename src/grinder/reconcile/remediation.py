@@ -179,12 +179,17 @@ class RemediationExecutor:
         env: Mapping[str, str] | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         reporter: RemediationReporter | None = None,
+        expected_heartbeat_age: Callable[[], float] | None = None,
         lease_window_ms: Callable[[], int] | None = None,
         read_expected_order: Callable[[str], ExpectedOrder | None] | None = None,
         max_write_attempts: int = MAX_WRITE_ATTEMPTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """``lease_window_ms`` (HA): milliseconds left of the leadership that lets this
+        """``expected_heartbeat_age`` (gate E): seconds since a bot last wrote the expected
+        state detection reads (``math.inf``: never); None means there is no such source,
+        which blocks like a state no bot ever wrote. The service passes its expected
+        source's (``grinder.service.state.ExpectedSource.heartbeat_age_s``).
+        ``lease_window_ms`` (HA): milliseconds left of the leadership that lets this
         instance act (0 when none). ``read_expected_order``: the bot's record of one
         order read now, not from a mirror (a cancel is confirmed with it at the wire)."""
         if max_write_attempts < 1:
@@ -200,6 +205,7 @@ class RemediationExecutor:
         self.cooldown = cooldown
         self.env = env
         self.reporter = reporter
+        self.expected_heartbeat_age = expected_heartbeat_age
         self.lease_window_ms = lease_window_ms
         self.read_expected_order = read_expected_order
         self.max_write_attempts = max_write_attempts
@@ -293,7 +299,12 @@ class RemediationExecutor:
         """The first gate that blocks this write, or None when all pass.
 
         ``notional`` None for a flatten means no mark price is available.
-        ``through_ownership_only`` stops after gate 8 (used before the price is read).
+        ``through_ownership_only`` stops after gate E, the one after gate 8 (used before
+        the price is read).
+
+        Gate E (``expected_state_stale``): the expected state is trusted only while a bot
+        keeps writing it, a heartbeat at most ``expected_heartbeat_max_age_s`` old. It is
+        evaluated in dry-run too, so a plan is what live mode would do.
         """
         cfg = self.config
         now = self.clock()
@@ -333,6 +344,10 @@ class RemediationExecutor:
                 return BlockReason.NO_GRINDER_PREFIX
             if verdict is Ownership.STRATEGY_NOT_ALLOWED:
                 return BlockReason.STRATEGY_NOT_ALLOWED
+        source = self.expected_heartbeat_age
+        age = source() if source is not None else float("inf")
+        if not age <= cfg.expected_heartbeat_max_age_s:  # never written (inf), stale, or NaN
+            return BlockReason.EXPECTED_STATE_STALE
         if through_ownership_only:
             return None
         if kind is ActionKind.FLATTEN:

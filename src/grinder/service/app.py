@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import stat
@@ -45,6 +46,7 @@ from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
+from grinder.reconcile.logs import log_event
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
 from grinder.reconcile.report import Reporter, RunReport
@@ -68,6 +70,7 @@ from grinder.service.shutdown import (
 )
 from grinder.service.state import ExpectedSource, open_expected
 from grinder.service.venue import VenueConnection, connect_venue
+from grinder.state.expected import NEVER
 from grinder.state.observed import ObservedStore
 
 log = logging.getLogger("grinder.service")
@@ -138,6 +141,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self._snapshot_lock = asyncio.Lock()
         self._last_snapshot_weight = 2 * ALL_SYMBOLS_WEIGHT + 5
         self._run_lock = asyncio.Lock()
+        self._expected_live: bool | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -147,10 +151,14 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.smetrics.up.set(1)
         ha = self.ha
         self.expected = open_expected(
-            opts.expected_db, ha.open_expected() if ha is not None else None
+            opts.expected_db,
+            ha.open_expected() if ha is not None else None,
+            create=opts.create_expected_db,
+            where=opts.expected_db_where,
         )
         self.expected.on_refresh_error = lambda _exc: self.hametrics.expected_refresh_failures.inc()
         self.expected.refresh()
+        self.metrics.expected_heartbeat_age.set_function(self.expected_heartbeat_age)
         self.venue = await connect_venue(
             opts,
             self.credentials,
@@ -180,8 +188,10 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             reporter=reporter,
             lease_window_ms=self.hagate.lease_window_ms if self.hagate is not None else None,
             read_expected_order=self.expected.read_order,
+            expected_heartbeat_age=self.expected_heartbeat_age,
         )
         self.runner = ReconcileRunner(self.engine, self.executor, reporter=reporter)
+        self.observe_expected()
         self.controls = Controls(
             self.config,
             get_armed=lambda: self._executor().armed,
@@ -339,9 +349,57 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "last_planned_ts_ms": executor.last_planned_ms,
             "cooldown": self.cooldown_status(),
             "planned_last_hour": self.metrics.planned_in_last_hour(),
+            "expected": self.expected_status(),
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
         }
+
+    # --- the bot's expected state (gate E) ------------------------------------------------
+
+    def expected_heartbeat_age(self) -> float:
+        """Seconds since a bot last wrote the expected state (``math.inf``: never): what
+        gate E, the gauge and ``/status`` read."""
+        if self.expected is None:
+            return NEVER
+        return self.expected.heartbeat_age_s(self.clock())
+
+    def expected_status(self) -> dict[str, Any] | None:
+        """Gate E's input as ``/status`` shows it (``grinder gates`` evaluates it)."""
+        if self.expected is None:
+            return None
+        return self.expected.status(self.clock(), self.config.expected_heartbeat_max_age_s)
+
+    def observe_expected(self) -> None:
+        """Log when gate E opens or closes (and, at start, the state it starts in)."""
+        if self.expected is None:
+            return
+        max_age = self.config.expected_heartbeat_max_age_s
+        age = self.expected_heartbeat_age()
+        live = age <= max_age
+        if live == self._expected_live:
+            return
+        self._expected_live = live
+        shown = "inf" if math.isinf(age) else f"{age:.1f}"
+        if live:
+            log_event(
+                log,
+                "EXPECTED_STATE_LIVE",
+                source=self.expected.kind,
+                where=self.expected.where,
+                heartbeat_age_s=shown,
+            )
+            return
+        log_event(
+            log,
+            "EXPECTED_STATE_STALE",
+            logging.WARNING,
+            source=self.expected.kind,
+            where=self.expected.where,
+            heartbeat_age_s=shown,
+            max_age_s=f"{max_age:g}",
+            blocks="expected_state_stale",
+            hint=self.expected.hint(age, max_age),
+        )
 
     def cooldown_status(self) -> dict[str, Any]:
         """Gate 6 as the next run sees it: the anchors ``begin_run`` would use now.

@@ -5,8 +5,9 @@
 now and then an all-symbols one), the next periodic full pass, and the checks
 due (``schedule``): a stream event that may create a mismatch schedules one for
 when its grace period ends, every snapshot one for now, a triage that could not
-find an order a retry. A run refreshes the expected state, evicts what expired
-and observes each new incident's detection latency.
+find an order a retry. A run refreshes the expected state (and with it the bot's
+heartbeat, gate E's input), evicts what expired and observes each new incident's
+detection latency.
 
 The stop (``stop_event``) ends the loop at once: a snapshot in flight is
 cancelled, a run in flight gets ``RUN_DRAIN_S`` of the shutdown deadline to
@@ -71,6 +72,8 @@ class ServiceLoop:
     if TYPE_CHECKING:
 
         def _observe_settings(self) -> None: ...
+
+        def observe_expected(self) -> None: ...
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -203,6 +206,7 @@ class ServiceLoop:
             assert self.expected is not None
             assert self.runner is not None
             self.expected.refresh()
+            self.observe_expected()  # gate E reads the heartbeat this refresh brought
             self.expected.evict(now)
             self.observed.evict_expired(now)
             report = await self.runner.run_once()

@@ -67,6 +67,11 @@ class ServiceMetrics:
         self.whitelist_size = Gauge(
             "grinder_reconcile_symbol_whitelist_size", "Symbols in the whitelist", registry=r
         )
+        self.expected_heartbeat_max_age = Gauge(
+            "grinder_reconcile_expected_heartbeat_max_age_seconds",
+            "expected_heartbeat_max_age_s in force: an older bot heartbeat blocks remediation",
+            registry=r,
+        )
         for kind in MismatchType:
             self.detection_latency.labels(type=kind.value)
         for outcome in ("ok", "error"):
@@ -86,3 +91,4 @@ class ServiceMetrics:
         for a in RemediationAction:
             self.action.labels(action=a.value).set(1 if config.action is a else 0)
         self.whitelist_size.set(whitelist)
+        self.expected_heartbeat_max_age.set(config.expected_heartbeat_max_age_s)

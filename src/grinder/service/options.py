@@ -184,6 +184,9 @@ class ServiceOptions:
     expected_db: Path | None = None
     expected_db_where: str = "--expected-db"
     """Where ``expected_db`` came from (the flag or ``GRINDER_EXPECTED_DB``), for messages."""
+    create_expected_db: bool = False
+    """``--create-expected-db``: a missing ``expected_db`` is created (empty, no bot heartbeat)
+    instead of refused."""
     control_socket: Path | None = None
     artifacts_dir: Path | None = None
     artifact_ttl_days: float = DEFAULT_ARTIFACT_TTL_DAYS
@@ -236,6 +239,11 @@ def resolve(
     armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
     expected_db = flags.get("expected_db") or env_path(src, "GRINDER_EXPECTED_DB", None)
     expected_db_where = "--expected-db" if flags.get("expected_db") else "GRINDER_EXPECTED_DB"
+    create_expected_db = bool(flags.get("create_expected_db"))
+    if create_expected_db and not expected_db:
+        raise ConfigError(
+            "--create-expected-db: needs --expected-db FILE (or GRINDER_EXPECTED_DB) to create"
+        )
     artifacts = env_path(src, "GRINDER_ARTIFACTS_DIR", None)
     ttl_days = env_float(src, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS)
     duration = flags.get("duration")
@@ -258,6 +266,7 @@ def resolve(
         metrics_out=_path(flags.get("metrics_out")),
         expected_db=Path(expected_db) if expected_db else None,
         expected_db_where=expected_db_where,
+        create_expected_db=create_expected_db,
         control_socket=_path(flags.get("control_socket")),
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,

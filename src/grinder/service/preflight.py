@@ -1,8 +1,9 @@
 """The service's paths, checked before it starts: every failure is exit 2, naming the flag or
 variable and the path.
 
-``check_inputs`` only reads (it opens an existing expected-state database to check it;
-a new one is created later, by the service), so bad input found there changes nothing.
+``check_inputs`` only reads (it opens an existing expected-state database to check it; a
+missing one is refused unless ``--create-expected-db`` asks the service to create it later),
+so bad input found there changes nothing.
 ``check_outputs`` runs after the event log is open (``--log-file`` creates its folder,
 as the runbooks' ``/var/log/grinder/app.log`` needs): the folders of ``--metrics-out`` and
 ``--audit-out`` must exist, since a missing one is most likely a typo, while the service
@@ -20,6 +21,7 @@ from pathlib import Path
 from grinder.reconcile.config import ConfigError
 from grinder.service.control import check_socket_path
 from grinder.service.options import ServiceOptions
+from grinder.service.state import missing_expected_db
 from grinder.state.expected import ExpectedStoreError
 from grinder.state.sqlite import SqliteExpectedStore
 
@@ -35,12 +37,16 @@ def check_inputs(opts: ServiceOptions, control_socket: Path, env: Mapping[str, s
     """The checks that change nothing: control socket path, expected-state file."""
     check_socket_path(control_socket, control_socket_where(opts, env))
     if opts.expected_db is not None:
-        check_expected_db(opts.expected_db, opts.expected_db_where)
+        check_expected_db(opts.expected_db, opts.expected_db_where, create=opts.create_expected_db)
 
 
-def check_expected_db(path: Path, where: str) -> None:
-    """An existing file must be a readable expected-state database; a new one needs its folder."""
+def check_expected_db(path: Path, where: str, *, create: bool = False) -> None:
+    """An existing file must be a readable expected-state database. A missing one is refused
+    (a typo must not read as "the bot expects nothing") unless ``create``, which needs its
+    folder."""
     if not _exists(path, where):
+        if not create:
+            raise ConfigError(missing_expected_db(path, where))
         _folder_of(path, where, create=False)
         return
     try:

@@ -11,10 +11,20 @@ What the three backends share lives here too: the read protocol over dicts
 (``DictReads``), the refreshed mirror of the SQLite and Redis stores
 (``MirrorReads``, ``RefreshResult``), the way a cancel or a booked status
 changes an order, and the decoding tables of stored records.
+
+**The bot's heartbeat.** Expected state is only worth comparing while a bot keeps
+it: a file nobody writes says "the bot expects nothing", and remediation would
+cancel every order of the bot. Every store therefore knows when a bot last wrote
+it (``heartbeat_age_s``, ``math.inf`` for never), which gate E of the remediation
+executor checks. The SQLite and Redis stores keep a timestamp a bot's writes and
+its periodic ``heartbeat()`` calls refresh; the in-memory store lives in the
+bot's own process, so it counts as live once a bot has written it.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +75,26 @@ class ExpectedStore(Protocol):
     def positions(self) -> Iterable[ExpectedPosition]: ...
 
     def get_position(self, key: PositionKey) -> ExpectedPosition | None: ...
+
+
+NEVER = math.inf
+"""``heartbeat_age_s`` of a store no bot has written."""
+
+RECOMMENDED_HEARTBEAT_INTERVAL_S = 10.0
+"""How often a bot should call ``heartbeat()`` (from its main loop): a sixth of the default
+``expected_heartbeat_max_age_s`` (60 s), so a few missed beats never block remediation."""
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def age_s(heartbeat_ms: int | None, now_ms: int) -> float:
+    """Seconds from ``heartbeat_ms`` to ``now_ms`` (``NEVER`` for None; a heartbeat from
+    the future, a clock step, counts as now)."""
+    if heartbeat_ms is None:
+        return NEVER
+    return max(0, now_ms - heartbeat_ms) / 1000
 
 
 class DictReads:
@@ -214,11 +244,30 @@ class MemoryExpectedStore(DictReads):
         self._positions: dict[PositionKey, ExpectedPosition] = {}
         # (ended_ts_ms, client_order_id) in the order the bot ended them.
         self._ended: deque[tuple[int, str]] = deque()
+        self._written = False
+
+    # --- the bot's heartbeat ---------------------------------------------------------------
+
+    @property
+    def written_by_bot(self) -> bool:
+        """True once a bot has written the store (any write but ``evict_expired``, or
+        ``heartbeat()``)."""
+        return self._written
+
+    def heartbeat(self) -> None:
+        """The bot in this process is running (it may not have written anything yet)."""
+        self._written = True
+
+    def heartbeat_age_s(self, now_ms: int | None = None) -> float:
+        """0 once a bot has written the store, ``NEVER`` before: the store lives in the
+        bot's process, so while the process runs the bot does too."""
+        return 0.0 if self._written else NEVER
 
     # --- writes --------------------------------------------------------------------------
 
     def record_order(self, order: ExpectedOrder) -> None:
         """The bot placed (or is about to place) this order."""
+        self._written = True
         if order.client_order_id not in self._orders and len(self._orders) >= self.max_orders:
             self._evict_ended(now_ms=None)
             if len(self._orders) >= self.max_orders:
@@ -232,17 +281,20 @@ class MemoryExpectedStore(DictReads):
 
     def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
         """The bot sent a cancel: from now on it expects the order gone."""
+        self._written = True
         order = self._require(client_order_id)
         if book_cancel_requested(order, now_ms):
             self._ended.append((now_ms, order.client_order_id))
 
     def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
+        self._written = True
         order = self._require(client_order_id)
         if book_status(order, status, now_ms):
             self._ended.append((now_ms, order.client_order_id))
 
     def remove_order(self, client_order_id: str) -> None:
+        self._written = True
         self._orders.pop(client_order_id, None)
 
     def set_position(
@@ -253,6 +305,7 @@ class MemoryExpectedStore(DictReads):
         position_side: PositionSide = PositionSide.BOTH,
     ) -> None:
         """The position the bot now intends to hold (signed; 0 for flat)."""
+        self._written = True
         self._positions[(symbol, position_side)] = ExpectedPosition(
             symbol=symbol, qty=qty, position_side=position_side, updated_ts_ms=now_ms
         )

@@ -14,12 +14,24 @@ intends to hold; the reconcile service reads the same SQLite file
         rec.cancel_sent(cid)                 # when the cancel request goes out
         rec.order_filled(cid)                # when the bot books the fill
         rec.position_intended("BTCUSDT", Decimal("0.010"))
+        ...
+        rec.heartbeat()                      # from the main loop, every 10 s
 
 **Ordering rule: record before you send.** ``order_placed`` must return before the
 order request leaves; if the bot crashes in between, the service sees an
 expected order that never reached the exchange (reported as missing, alert
 only) -- never a live order nobody recorded (which remediation would cancel as
 unexpected). Likewise call ``cancel_sent`` before sending the cancel.
+
+**Heartbeat: the service trusts the file only while a bot writes it.** Every call
+stamps the bot heartbeat (``meta.bot_heartbeat_ms``, the recorder's clock);
+``heartbeat()`` stamps it alone. Call ``heartbeat()`` from the bot's main loop
+every ``RECOMMENDED_HEARTBEAT_INTERVAL_S`` (10 s) -- from the loop itself, not a
+timer thread, so that a bot that hangs stops beating. When the last stamp is
+older than the service's ``expected_heartbeat_max_age_s`` (60 s by default), or
+there is none, the service still detects and reports but remediates nothing
+(``expected_state_stale``): an abandoned file would make every order of the bot
+look unexpected.
 
 Every call is one durable transaction (WAL, ``synchronous=FULL``: about 0.2 ms
 on an SSD). ``batch()`` groups several calls into one transaction, e.g. booking
@@ -56,10 +68,15 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from grinder.reconcile.types import ExpectedOrder, OrderStatus, PositionSide, Side
-from grinder.state.expected import DEFAULT_MAX_ORDERS, DEFAULT_TERMINAL_TTL_MS, Closing
+from grinder.state.expected import (
+    DEFAULT_MAX_ORDERS,
+    DEFAULT_TERMINAL_TTL_MS,
+    RECOMMENDED_HEARTBEAT_INTERVAL_S,
+    Closing,
+)
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore, Synchronous
 
-__all__ = ["Amount", "ExpectedRecorder"]
+__all__ = ["RECOMMENDED_HEARTBEAT_INTERVAL_S", "Amount", "ExpectedRecorder"]
 
 Amount = str | Decimal | int
 """A quantity or price: str, Decimal or int. Never float."""
@@ -101,6 +118,7 @@ class ExpectedRecorder(Closing):
             max_orders=max_orders,
             terminal_ttl_ms=terminal_ttl_ms,
             synchronous=synchronous,
+            heartbeat_clock=self._clock,
         )
         self._closed = False
 
@@ -157,6 +175,7 @@ class ExpectedRecorder(Closing):
                     current.is_algo,
                 ) == (sym, side_v, qty_v, price_v, otype, pside, is_algo)
                 if same:
+                    self._store.heartbeat(now)  # nothing to record, but the bot is alive
                     return
                 raise ValueError(
                     f"order {cid} is already recorded as open with different parameters"
@@ -220,6 +239,15 @@ class ExpectedRecorder(Closing):
         with self._lock:
             self._require_open()
             self._store.set_position(sym, qty_v, self._clock(), pside)
+
+    # --- liveness ------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """The bot is running: stamp the heartbeat (every other call does too). Call it
+        from the bot's main loop every ``RECOMMENDED_HEARTBEAT_INTERVAL_S`` seconds."""
+        with self._lock:
+            self._require_open()
+            self._store.heartbeat(self._clock())
 
     # --- grouping and lifetime -----------------------------------------------------------
 

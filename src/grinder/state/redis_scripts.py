@@ -27,6 +27,7 @@ class RedisKeys:
     seq: str
     floor: str
     epoch: str
+    heartbeat: str
 
     @classmethod
     def of(cls, conn: RedisConnection) -> RedisKeys:
@@ -41,10 +42,11 @@ class RedisKeys:
             seq=k("expected", "seq"),
             floor=k("expected", "floor"),
             epoch=k("epoch"),
+            heartbeat=k("expected", "heartbeat"),
         )
 
     def all(self) -> list[str]:
-        """Every key, in the order the scripts expect them (``KEYS[1]`` .. ``KEYS[8]``)."""
+        """Every key, in the order the scripts expect them (``KEYS[1]`` .. ``KEYS[9]``)."""
         return [
             self.orders,
             self.positions,
@@ -54,13 +56,24 @@ class RedisKeys:
             self.seq,
             self.floor,
             self.epoch,
+            self.heartbeat,
         ]
 
 
 _COMMON_LUA = (
     ENSURE_EPOCH_LUA
     + """
--- KEYS: 1 orders, 2 positions, 3 changes, 4 ended, 5 tombstones, 6 seq, 7 floor, 8 epoch
+-- KEYS: 1 orders, 2 positions, 3 changes, 4 ended, 5 tombstones, 6 seq, 7 floor, 8 epoch,
+--       9 heartbeat
+-- The last ARGV of every script is '1' when a bot writes: the call stamps the bot heartbeat
+-- with the server's time (ms), whatever its outcome.
+local function beat()
+  if ARGV[#ARGV] == '1' then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[9],
+      string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+  end
+end
 local function touch(member)
   local s = redis.call('INCR', KEYS[6])
   redis.call('ZADD', KEYS[3], s, member)
@@ -91,8 +104,9 @@ end
 RECORD_LUA = (
     _COMMON_LUA
     + """
--- ARGV: 1 cid, 2 json, 3 ended ts or '', 4 max orders, 5 epoch suffix, 6 retention
+-- ARGV: 1 cid, 2 json, 3 ended ts or '', 4 max orders, 5 epoch suffix, 6 retention, last: bot
 ensure_epoch(KEYS[8], ARGV[5])
+beat()
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0)
@@ -117,8 +131,9 @@ return {'ok', touch('o:' .. ARGV[1])}
 UPDATE_LUA = (
     _COMMON_LUA
     + """
--- ARGV: 1 cid, 2 expected current json, 3 new json, 4 ended ts or '', 5 epoch suffix
+-- ARGV: 1 cid, 2 expected current json, 3 new json, 4 ended ts or '', 5 epoch suffix, last: bot
 ensure_epoch(KEYS[8], ARGV[5])
+beat()
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if not current then return {'unknown', 0} end
 if current ~= ARGV[2] then return {'retry', 0} end
@@ -131,8 +146,9 @@ return {'ok', touch('o:' .. ARGV[1])}
 REMOVE_LUA = (
     _COMMON_LUA
     + """
--- ARGV: 1 cid, 2 epoch suffix, 3 retention
+-- ARGV: 1 cid, 2 epoch suffix, 3 retention, last: bot
 ensure_epoch(KEYS[8], ARGV[2])
+beat()
 local n = drop(ARGV[1])
 purge(tonumber(ARGV[3]))
 return n
@@ -142,8 +158,9 @@ return n
 EVICT_LUA = (
     _COMMON_LUA
     + """
--- ARGV: 1 cutoff (ended at or before), 2 epoch suffix, 3 retention, 4 batch
+-- ARGV: 1 cutoff (ended at or before), 2 epoch suffix, 3 retention, 4 batch, last: bot
 ensure_epoch(KEYS[8], ARGV[2])
+beat()
 local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 local n = 0
 for _, cid in ipairs(ids) do n = n + drop(cid) end
@@ -155,9 +172,20 @@ return n
 POSITION_LUA = (
     _COMMON_LUA
     + """
--- ARGV: 1 position key, 2 json, 3 epoch suffix
+-- ARGV: 1 position key, 2 json, 3 epoch suffix, last: bot
 ensure_epoch(KEYS[8], ARGV[3])
+beat()
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return touch('p:' .. ARGV[1])
+"""
+)
+
+HEARTBEAT_LUA = (
+    _COMMON_LUA
+    + """
+-- ARGV: 1 epoch suffix, 2 bot ('1')
+ensure_epoch(KEYS[8], ARGV[1])
+beat()
+return redis.call('GET', KEYS[9])
 """
 )

@@ -16,7 +16,17 @@ once per reconcile cycle, incrementally through a change sequence:
   ``p:<symbol>|<side>`` scored by the sequence of its last change;
 * ``<ns>:expected:ended`` -- ended orders by end time (eviction order);
 * ``<ns>:expected:tombstones`` / ``…:floor`` -- removed orders, purged past
-  ``tombstone_retention``; a reader behind the floor reloads everything.
+  ``tombstone_retention``; a reader behind the floor reloads everything;
+* ``<ns>:expected:heartbeat`` -- when a bot last wrote (Redis server time, ms).
+
+**The bot's heartbeat.** The service trusts the expected state only while a bot
+keeps writing it. A store opened with ``bot=True`` is the bot's: each of its
+writes stamps the heartbeat, and ``heartbeat()`` stamps it alone (call it from
+the bot's main loop every 10 s). Other writers (``grinder expected adopt``) leave
+it as it is. The stamp is the Redis server's clock, and readers measure its age
+against the same clock (``TIME`` in the refresh's round trip), so the hosts'
+clocks do not matter. ``heartbeat_age_s()`` is that age, plus the time since the
+refresh on the reader's clock; a refresh that fails keeps the last age growing.
 
 Every write is one Lua script (atomic); status changes are compare-and-set on
 the stored record, retried on a concurrent change. The keys and the scripts are
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -53,6 +64,7 @@ from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
     DEFAULT_TERMINAL_TTL_MS,
     DEFAULT_TOMBSTONE_RETENTION,
+    NEVER,
     ExpectedStoreError,
     ExpectedStoreFull,
     MirrorReads,
@@ -60,6 +72,7 @@ from grinder.state.expected import (
     UnknownOrder,
     book_cancel_requested,
     book_status,
+    wall_clock_ms,
 )
 from grinder.state.redis_records import (
     decode_order,
@@ -70,6 +83,7 @@ from grinder.state.redis_records import (
 )
 from grinder.state.redis_scripts import (
     EVICT_LUA,
+    HEARTBEAT_LUA,
     POSITION_LUA,
     RECORD_LUA,
     REMOVE_LUA,
@@ -99,7 +113,11 @@ class RedisExpectedStore(MirrorReads):
         readonly: bool = False,
         tombstone_retention: int = DEFAULT_TOMBSTONE_RETENTION,
         load: bool = True,
+        bot: bool = False,
+        clock: Callable[[], int] = wall_clock_ms,
     ) -> None:
+        """``bot``: this instance is the bot's, its writes stamp the heartbeat. ``clock``
+        (ms) measures the time since the last refresh for ``heartbeat_age_s``."""
         if max_orders < 1:
             raise ValueError("max_orders must be >= 1")
         if tombstone_retention < 0:
@@ -109,6 +127,8 @@ class RedisExpectedStore(MirrorReads):
         self.terminal_ttl_ms = terminal_ttl_ms
         self.readonly = readonly
         self.tombstone_retention = tombstone_retention
+        self.bot = bot
+        self.clock = clock
         self.keys = RedisKeys.of(conn)
         self.where = f"expected state in Redis {conn.display_url} ({conn.key('expected', '*')})"
         self._record = conn.script(RECORD_LUA)
@@ -116,13 +136,36 @@ class RedisExpectedStore(MirrorReads):
         self._remove = conn.script(REMOVE_LUA)
         self._evict = conn.script(EVICT_LUA)
         self._position = conn.script(POSITION_LUA)
+        self._heartbeat = conn.script(HEARTBEAT_LUA)
         self._orders: dict[str, ExpectedOrder] = {}
         self._positions: dict[PositionKey, ExpectedPosition] = {}
         self._seen_seq = -1
         self._epoch: str | None = None
+        self._beat: tuple[int, int] | None = None
+        """(the heartbeat's age in ms at the last refresh, this clock's time then)."""
         self.epoch_resets = 0
         if load:
             self.refresh()
+
+    # --- the bot's heartbeat ---------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """The bot is running: stamp the heartbeat (with Redis's clock). Call it from the
+        bot's main loop every 10 s; a store opened with ``bot=True`` stamps it on every
+        write too. Raises ``RedisUnavailable`` when Redis does not answer."""
+        self._require_writable()
+        self.conn.eval(
+            "expected_write", self._heartbeat, self.keys.all(), [secrets.token_hex(4), "1"]
+        )
+
+    def heartbeat_age_s(self, now_ms: int | None = None) -> float:
+        """Seconds since a bot last wrote, as of the last refresh plus the time since
+        (``math.inf``: never written by a bot, or not read yet)."""
+        if self._beat is None:
+            return NEVER
+        age_ms, read_at = self._beat
+        now = self.clock() if now_ms is None else now_ms
+        return (age_ms + max(0, now - read_at)) / 1000
 
     # --- reads (the mirror) --------------------------------------------------------------
 
@@ -142,9 +185,12 @@ class RedisExpectedStore(MirrorReads):
             pipe.get(keys.seq)
             pipe.get(keys.floor)
             pipe.get(keys.epoch)
+            pipe.get(keys.heartbeat)
+            pipe.time()
             return list(pipe.execute())
 
-        raw_seq, raw_floor, epoch = self.conn.run("expected_refresh", head)
+        raw_seq, raw_floor, epoch, raw_beat, server_time = self.conn.run("expected_refresh", head)
+        self._saw_heartbeat(raw_beat, server_time)
         last = int(raw_seq or 0)
         floor = int(raw_floor or 0)
         if self._epoch is not None and epoch != self._epoch:
@@ -157,6 +203,18 @@ class RedisExpectedStore(MirrorReads):
         if seen < 0 or floor > seen or last < seen:
             return self._load_full(merge=False)
         return self._load_changes(seen)
+
+    def _saw_heartbeat(self, raw: Any, server_time: Any) -> None:
+        if raw is None:
+            self._beat = None
+            return
+        try:
+            beat = int(raw)
+            seconds, micros = server_time
+            server_ms = int(seconds) * 1000 + int(micros) // 1000
+        except (TypeError, ValueError):
+            raise ExpectedStoreError(f"{self.where}: heartbeat is {raw!r}, not ms") from None
+        self._beat = (max(0, server_ms - beat), self.clock())
 
     def _load_changes(self, seen: int) -> RefreshResult:
         keys = self.keys
@@ -321,7 +379,8 @@ class RedisExpectedStore(MirrorReads):
     # --- internals -----------------------------------------------------------------------
 
     def _eval(self, script: Any, args: list[Any]) -> Any:
-        return self.conn.eval("expected_write", script, self.keys.all(), args)
+        flag = "1" if self.bot else "0"
+        return self.conn.eval("expected_write", script, self.keys.all(), [*args, flag])
 
     def _update_order(self, client_order_id: str, change: Any) -> None:
         self._require_writable()

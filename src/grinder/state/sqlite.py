@@ -14,8 +14,8 @@ follows the file through ``refresh()``, which **the service calls once per
 reconcile cycle, before detection**. Every write stamps the rows it changes with
 the next value of a change sequence (``meta.last_seq``); a deleted order leaves a
 tombstone row (``deleted = 1``) with its own sequence number. ``refresh()`` first
-reads ``last_seq`` (one primary-key lookup: the whole cost when nothing changed),
-then, inside one read transaction, only the rows whose sequence is newer than the
+reads ``last_seq`` and the bot heartbeat (one statement: the whole cost when nothing
+changed), then, inside one read transaction, only the rows whose sequence is newer than the
 last one it saw. It returns the client order ids and position keys that changed
 (``RefreshResult``) so the service can re-check just those. Writes made through an
 instance are applied to its own mirror as soon as they commit, and are reported
@@ -46,6 +46,15 @@ file system (not NFS/SMB): the store refuses to open when WAL cannot be enabled.
 An instance is not thread-safe: use it from one thread at a time (the recorder
 adds a lock). Do not carry an open store across ``fork()``.
 
+**The bot's heartbeat.** ``meta.bot_heartbeat_ms`` is when a bot last wrote the
+file (its clock, ms since the epoch): a store opened with ``heartbeat_clock``
+stamps it in every write transaction (``ExpectedRecorder`` does: its writes are
+the bot's), and ``heartbeat(now_ms)`` stamps it alone, for a bot that has nothing
+to record. Other writers (``grinder expected adopt``) leave it as it is.
+``refresh()`` reads it along with ``last_seq`` (one statement when nothing
+changed); ``heartbeat_age_s()`` is how old it was then. A file without it (new, or
+written before heartbeats existed) reads as never written by a bot.
+
 **Files.** ``meta`` holds ``application`` (``grinder-expected-state``) and
 ``schema_version`` (1). A file that is not a SQLite database, a database without
 that marker, a newer or unknown schema version, or a damaged file (checked with
@@ -64,7 +73,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from decimal import Decimal
@@ -87,8 +96,10 @@ from grinder.state.expected import (
     MirrorReads,
     RefreshResult,
     UnknownOrder,
+    age_s,
     book_cancel_requested,
     book_status,
+    wall_clock_ms,
 )
 from grinder.state.sqlite_rows import (
     evict_ended_before,
@@ -103,6 +114,7 @@ from grinder.state.sqlite_rows import (
 from grinder.state.sqlite_schema import (
     APPLICATION,
     DEFAULT_BUSY_TIMEOUT_MS,
+    HEARTBEAT_KEY,
     SCHEMA_VERSION,
     Synchronous,
     db_error,
@@ -142,7 +154,10 @@ class SqliteExpectedStore(MirrorReads, Closing):
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         tombstone_retention: int = DEFAULT_TOMBSTONE_RETENTION,
+        heartbeat_clock: Callable[[], int] | None = None,
     ) -> None:
+        """``heartbeat_clock`` (ms since the epoch): every write is a bot's and stamps the
+        bot heartbeat with it (``ExpectedRecorder`` passes its clock)."""
         if max_orders < 1:
             raise ValueError("max_orders must be >= 1")
         if synchronous not in ("FULL", "NORMAL"):
@@ -156,6 +171,7 @@ class SqliteExpectedStore(MirrorReads, Closing):
         self._orders: dict[str, ExpectedOrder] = {}
         self._positions: dict[PositionKey, ExpectedPosition] = {}
         self._seen_seq = -1
+        self._heartbeat_ms: int | None = None
         self._closed = False
         self._conn = open_database(
             self.path,
@@ -168,6 +184,8 @@ class SqliteExpectedStore(MirrorReads, Closing):
             self.path,
             tombstone_retention=tombstone_retention,
             on_commit=self._apply_staged,
+            heartbeat_clock=heartbeat_clock,
+            on_heartbeat=self._saw_heartbeat,
         )
         try:
             self.refresh()
@@ -183,6 +201,26 @@ class SqliteExpectedStore(MirrorReads, Closing):
     @tombstone_retention.setter
     def tombstone_retention(self, value: int) -> None:
         self._tx.tombstone_retention = value
+
+    # --- the bot's heartbeat ---------------------------------------------------------------
+
+    @property
+    def bot_heartbeat_ms(self) -> int | None:
+        """When a bot last wrote the file, as of the last ``refresh()`` (or this instance's
+        own write); None: never."""
+        return self._heartbeat_ms
+
+    def heartbeat_age_s(self, now_ms: int | None = None) -> float:
+        """Seconds since the bot heartbeat (``math.inf``: never written by a bot)."""
+        return age_s(self._heartbeat_ms, wall_clock_ms() if now_ms is None else now_ms)
+
+    def heartbeat(self, now_ms: int) -> None:
+        """Stamp the bot heartbeat (one transaction; inside a ``batch()``, at its commit)."""
+        with self._write() as tx:
+            tx.heartbeat_ms = max(tx.heartbeat_ms or 0, now_ms)
+
+    def _saw_heartbeat(self, ms: int) -> None:
+        self._heartbeat_ms = max(self._heartbeat_ms or 0, ms)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -201,8 +239,8 @@ class SqliteExpectedStore(MirrorReads, Closing):
     def refresh(self) -> RefreshResult:
         """Load what changed in the file since the last refresh; return what changed.
 
-        Cheap when nothing changed: one primary-key lookup. Otherwise one read
-        transaction over the rows whose change sequence is newer than the last seen.
+        Cheap when nothing changed: one statement (the sequence, the heartbeat). Otherwise
+        one read transaction over the rows whose change sequence is newer than the last seen.
         """
         self._require_open()
         conn = self._conn
@@ -213,8 +251,16 @@ class SqliteExpectedStore(MirrorReads, Closing):
                 self.path, "refresh() inside a batch() after a write is not supported"
             )
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'last_seq'").fetchone()
-            if row is not None and row[0] == self._seen_seq:
+            head = dict(
+                conn.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('last_seq', ?)", (HEARTBEAT_KEY,)
+                ).fetchall()
+            )
+            beat = head.get(HEARTBEAT_KEY)
+            if beat is not None and not isinstance(beat, int):
+                raise store_error(self.path, f"is damaged: meta {HEARTBEAT_KEY} is {beat!r}")
+            self._heartbeat_ms = beat
+            if head.get("last_seq") == self._seen_seq:
                 return _NOTHING
             if not in_batch:
                 conn.execute("BEGIN")

@@ -19,6 +19,10 @@ from grinder.state.expected import ExpectedStoreError
 SCHEMA_VERSION = 1
 APPLICATION = "grinder-expected-state"
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
+HEARTBEAT_KEY = "bot_heartbeat_ms"
+"""``meta`` key of the bot's last heartbeat (ms since the epoch, the bot's clock). Optional:
+a file written before heartbeats existed has none and reads as "never written by a bot";
+an older grinder ignores the key. Neither needs a new schema version."""
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -213,6 +217,9 @@ def _verify_schema(conn: sqlite3.Connection, path: Path, tables: set[str]) -> No
     for key in ("last_seq", "live_orders", "tombstone_floor"):
         if not isinstance(meta.get(key), int):
             raise store_error(path, f"is damaged: meta {key} is {meta.get(key)!r}")
+    beat = meta.get(HEARTBEAT_KEY)
+    if beat is not None and (not isinstance(beat, int) or isinstance(beat, bool)):
+        raise store_error(path, f"is damaged: meta {HEARTBEAT_KEY} is {beat!r}")
 
 
 def _quick_check(conn: sqlite3.Connection, path: Path) -> None:

@@ -6,6 +6,11 @@ the counters it keeps in ``meta`` (``last_seq``, ``live_orders``,
 ``WriteTx.next_seq()`` and staged for the mirror, which only sees them once the
 transaction has committed. Inside a ``batch()`` each write is a savepoint: a
 write that raises is undone on its own and the batch goes on.
+
+The bot's heartbeat (``meta.bot_heartbeat_ms``) is written at commit, in the same
+transaction: with ``heartbeat_clock`` every committed write stamps it (the
+recorder's writes are a bot's), and ``WriteTx.heartbeat_ms`` asks for it explicitly.
+It changes no row, so it takes no change sequence number.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from grinder.state.sqlite_schema import db_error, store_error
+from grinder.state.sqlite_schema import HEARTBEAT_KEY, db_error, store_error
 
 Staged = tuple[str, Any, Any]
 """``("o", client order id, order or None when removed)`` or ``("p", key, position)``."""
@@ -25,7 +30,7 @@ Staged = tuple[str, Any, Any]
 class WriteTx:
     """Counters and mirror changes of one open write transaction."""
 
-    __slots__ = ("broken", "floor", "last_seq", "live", "staged", "tombstones")
+    __slots__ = ("broken", "floor", "heartbeat_ms", "last_seq", "live", "staged", "tombstones")
 
     def __init__(self, last_seq: int, live: int, floor: int) -> None:
         self.last_seq = last_seq
@@ -33,6 +38,8 @@ class WriteTx:
         self.floor = floor
         self.tombstones = 0
         self.broken = False
+        self.heartbeat_ms: int | None = None
+        """A bot heartbeat to stamp at commit."""
         # ("o", cid, order or None for removed) / ("p", key, position), in write order.
         self.staged: list[Staged] = []
 
@@ -62,11 +69,15 @@ class Transactions:
         *,
         tombstone_retention: int,
         on_commit: Callable[[list[Staged]], None],
+        heartbeat_clock: Callable[[], int] | None = None,
+        on_heartbeat: Callable[[int], None] | None = None,
     ) -> None:
         self.conn = conn
         self.path = path
         self.tombstone_retention = tombstone_retention
         self.on_commit = on_commit
+        self.heartbeat_clock = heartbeat_clock
+        self.on_heartbeat = on_heartbeat
         self.batch_tx: WriteTx | None = None
 
     @contextmanager
@@ -159,7 +170,15 @@ class Transactions:
 
     def commit(self, tx: WriteTx) -> None:
         conn = self.conn
+        beat = tx.heartbeat_ms
+        if self.heartbeat_clock is not None:
+            beat = max(beat or 0, self.heartbeat_clock())
         try:
+            if beat is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                    (HEARTBEAT_KEY, beat),
+                )
             if tx.staged:
                 if tx.tombstones:
                     self._purge_tombstones(tx)
@@ -176,6 +195,8 @@ class Transactions:
             self.rollback_quietly()
             raise db_error(self.path, exc) from exc
         self.on_commit(tx.staged)
+        if beat is not None and self.on_heartbeat is not None:
+            self.on_heartbeat(beat)
 
     def rollback_quietly(self) -> None:
         try:
