@@ -66,6 +66,7 @@ class FenceFigures:
     rounds: int = 0
     writes: int = 0
     pause_points_ms: list[int] = field(default_factory=list)
+    paused_ms: list[int] = field(default_factory=list)
     attempts_before_pause: list[int] = field(default_factory=list)
     received_from_deposed: int = 0
     refused_late_by_venue: int = 0
@@ -77,9 +78,11 @@ class FenceFigures:
     def line(self) -> str:
         points = self.pause_points_ms or [0]
         tries = self.attempts_before_pause or [0]
+        paused = self.paused_ms or [0]
         return (
             f"HA fence figures: rounds={self.rounds} writes_received={self.writes} "
             f"pause_after_first_attempt_ms=[{min(points)}..{max(points)}] "
+            f"paused_ms=[{min(paused)}..{max(paused)}] "
             f"attempts_before_pause=[{min(tries)}..{max(tries)}] "
             f"received_from_deposed={self.received_from_deposed} "
             f"refused_late_by_venue={self.refused_late_by_venue} "
@@ -119,6 +122,20 @@ async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str)
         if time.monotonic() > deadline:
             raise AssertionError(f"not reached in {timeout_s} s: {what}")
         await asyncio.sleep(0.01)
+
+
+async def acting_leader_among(cluster: Any, names: list[str], timeout_s: float) -> str:
+    """The instance among ``names`` that acts as leader (asked only of them: a paused
+    instance would hold each poll for the length of its HTTP timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = await asyncio.gather(*(cluster.instances[n].ha() for n in names))
+        acting = [n for n, st in zip(names, states, strict=True) if st and st.get("acting")]
+        if len(acting) == 1:
+            return acting[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no acting leader among {names} in {timeout_s} s")
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.ha_soak
@@ -183,11 +200,13 @@ async def test_a_leader_paused_past_its_lease_mid_retry_never_writes_after_wakin
             figures.attempts_before_pause.append(
                 sum(1 for s in witness.seen if s.record.client_order_id == cid)
             )
-            await asyncio.sleep(LEASE_TTL_S + 0.3)
-            await cluster.wait_leader(timeout_s=15, exclude=leader)
+            # Paused until its lease ran out and another instance acts on a fresh snapshot:
+            # the lease (renewed every TTL/3) ends 2/3 TTL to 1 TTL after the pause began.
+            await acting_leader_among(cluster, [x for x in NAMES if x != leader], 15)
             await cluster.sim_call("DELETE", "/faults")
+            figures.paused_ms.append(wall_ms() - stopped_ms)
             cluster.instances[leader].signal(signal.SIGCONT)
-            await asyncio.sleep(1.0)  # whatever the woken leader still had, it sends now
+            await asyncio.sleep(0.7)  # whatever the woken leader still had, it sends now
             state = await cluster.sim_state()
             assert cid in {o["clientOrderId"] for o in state["orders"]}, (
                 f"round {n}: the bot's order {cid} was cancelled"

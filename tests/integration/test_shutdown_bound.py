@@ -389,14 +389,34 @@ def check_cut_cancel(audit: list[dict[str, Any]], cid: str) -> None:
 
 
 def test_a_remediation_run_in_flight(
-    start: Callable[..., Service], report: Any, sim_url: str
+    start: Callable[..., Service],
+    report: Any,
+    sim_url: str,
+    workdir: Path,
+    recorder_bot: Any,
 ) -> None:
-    service = start(**LIVE)
-    hang(sim_url, "DELETE", "/fapi/v1/order")
-    place_orphan(sim_url, ours(1))
-    wait_for(lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight")
-    report("remediation run in flight (cancel unanswered)", service.sigterm())
-    check_cut_cancel(service.check_clean_exit(), ours(1))
+    bot = recorder_bot(workdir / "expected.db")  # gate E: a bot keeps the expected state live
+    try:
+        service = start("--expected-db", str(workdir / "expected.db"), **LIVE)
+        hang(sim_url, "DELETE", "/fapi/v1/order")
+        place_orphan(sim_url, ours(1))
+        wait_for(lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight")
+        report("remediation run in flight (cancel unanswered)", service.sigterm())
+        check_cut_cancel(service.check_clean_exit(), ours(1))
+    finally:
+        bot.stop()
+
+
+def redis_bot_heartbeat(url: str) -> None:
+    """One heartbeat of the bot in Redis: gate E stays open for the test's few seconds."""
+    from grinder.ha.connection import RedisConnection
+    from grinder.state.redis_store import RedisExpectedStore
+
+    conn = RedisConnection(url, namespace="grinder")
+    try:
+        RedisExpectedStore(conn, bot=True, load=False).heartbeat()
+    finally:
+        conn.close()
 
 
 def test_ha_the_lease_is_released_and_a_paused_redis_does_not_hold_the_stop(
@@ -430,6 +450,7 @@ def test_everything_pending_at_once(
 ) -> None:
     """A remediation write unanswered, a listenKey close that will hang, Redis paused: each
     step gets its part of the one deadline, and the whole stays within the bound."""
+    redis_bot_heartbeat(redis_server.url)
     service = start("--redis-url", redis_server.url, "--instance-id", "a", **LIVE)
     wait_for(lambda: acting_leader(service), "an acting leader")
     hang(sim_url, "DELETE", "/fapi/v1/")  # order cancels and the listenKey close

@@ -224,6 +224,7 @@ def live_executor(
         budget=BudgetTracker(config=config),
         env={"ALLOW_MAINNET_TRADE": "1"},
         read_expected_order=bot.read,
+        expected_heartbeat_age=lambda: 0.0,  # gate E open: the bot is live
         lease_window_ms=lease_window_ms,
         sleep=sleep or no_wait,
     )

@@ -1627,8 +1627,17 @@ def _storm(rig: Rig) -> None:
             lambda rig: setattr(rig.executor, "symbol_whitelist", ["ETHUSDT"]),
             BR.SYMBOL_NOT_IN_WHITELIST,
         ),
+        (lambda rig: setattr(rig, "expected_age", math.inf), BR.EXPECTED_STATE_STALE),
     ],
-    ids=["disarmed", "deny_mainnet", "action_none", "dry_run_on", "leadership_lost", "whitelist"],
+    ids=[
+        "disarmed",
+        "deny_mainnet",
+        "action_none",
+        "dry_run_on",
+        "leadership_lost",
+        "whitelist",
+        "bot_went_silent",
+    ],
 )
 async def test_a_rollback_between_two_attempts_stops_the_next_one(
     change: Callable[[Rig], None], reason: BlockReason
