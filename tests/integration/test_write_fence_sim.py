@@ -369,3 +369,40 @@ async def test_the_rest_client_does_not_repeat_a_write_after_a_502(
         await BinanceFuturesPort(rest).cancel_order("BTCUSDT", cid)
     assert len(await writes(ctl)) == 1
     assert cid in await open_ids(ctl)
+
+
+async def test_a_dropped_connection_does_not_make_the_http_library_resend_a_cancel() -> None:
+    """aiohttp repeats an idempotent request once when the server drops the connection
+    before answering; a cancel must reach the venue once per authorized attempt."""
+    received: list[str] = []
+
+    async def drop_every_request(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        received.append(head.split(b"\r\n")[0].decode())
+        writer.close()  # no answer: the connection is dropped
+
+    server = await asyncio.start_server(drop_every_request, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    authorizations: list[int] = []
+
+    def authorize() -> int:
+        authorizations.append(1)
+        return 1500
+
+    try:
+        async with BinanceRestClient(f"http://127.0.0.1:{port}", Credentials(KEY, SECRET)) as rest:
+            with pytest.raises(UnknownOutcome):  # dropped unanswered: it may have been executed
+                await BinanceFuturesPort(rest).cancel_order(
+                    "BTCUSDT", ours(13), authorize=authorize
+                )
+            assert rest.requests_sent == 1
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [line.split(" ")[0] for line in received] == ["DELETE"]
+    assert len(authorizations) == 1

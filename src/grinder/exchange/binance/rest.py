@@ -206,6 +206,7 @@ class BinanceRestClient:
             connector = aiohttp.TCPConnector(limit=32, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
             self._own_session = True
+        never_resend(self._session)
         return self._session
 
     @property
@@ -536,6 +537,19 @@ class BinanceRestClient:
         if status >= 400 or (isinstance(body, dict) and _is_error_body(body)):
             raise error_from_response(status, body, retry_after)
         return body
+
+
+def never_resend(session: aiohttp.ClientSession) -> None:
+    """Stop ``session`` from sending a request again by itself.
+
+    aiohttp repeats a GET, PUT or DELETE once when the server drops the connection
+    before answering (RFC 9112 §9.3.1). For a cancel that is a second request nobody
+    authorized, outside the executor's attempt bound: every request of this client
+    goes out once per call, and only ``request`` (reads) or the executor (writes)
+    decides to send another. The switch is aiohttp's own (a ``ClientSession`` slot
+    since 3.10); ``tests/integration/test_write_fence_sim.py`` fails if it stops working.
+    """
+    session._retry_connection = False
 
 
 def not_sent(exc: E) -> E:
