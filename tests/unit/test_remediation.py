@@ -1788,3 +1788,48 @@ async def test_a_write_the_client_refused_to_send_counts_as_withheld() -> None:
     (r,) = await rig.run(cancel_routed())
     assert r.status is ResultStatus.FAILED
     assert r.attempts == (AttemptOutcome.WITHHELD,)
+
+
+class Recorded:
+    """A reporter that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.attempted: list[str] = []
+        self.results: list[ActionResult] = []
+
+    def attempt(self, ctx: Any, routed: Routed, mode: str) -> None:
+        self.attempted.append(mode)
+
+    def result(self, ctx: Any, result: ActionResult) -> None:
+        self.results.append(result)
+
+
+async def test_a_stop_during_the_pause_before_a_retry_still_reports_what_was_sent() -> None:
+    rig = Rig()
+    _storm(rig)
+    seen = Recorded()
+    rig.executor.reporter = seen
+
+    def stop() -> None:
+        raise asyncio.CancelledError
+
+    rig.meanwhile = stop
+    with pytest.raises(asyncio.CancelledError):
+        await rig.run(cancel_routed())
+    (r,) = seen.results
+    assert (r.status, r.reason) == (ResultStatus.FAILED, FailReason.PORT_ERROR)
+    assert r.attempts == (AttemptOutcome.REJECTED,)
+    assert "stopped before the next attempt" in (r.error or "")
+    assert rig.executor.last_remediation_ms == NOW  # the cooldown counts it
+
+
+async def test_a_result_keeps_the_mode_its_action_started_in() -> None:
+    rig = Rig()
+    _storm(rig)
+    seen = Recorded()
+    rig.executor.reporter = seen
+    rig.meanwhile = lambda: setattr(rig.config, "dry_run", True)
+    (r,) = await rig.run(cancel_routed())
+    assert (r.status, r.reason, r.mode) == (ResultStatus.BLOCKED, BR.DRY_RUN, LIVE)
+    assert seen.attempted == [LIVE]
+    assert len(rig.port.write_calls) == 1

@@ -114,7 +114,12 @@ class RunContext:
     symbols: set[str] = field(default_factory=set)
     executed: int = 0
     in_flight: ActionResult | None = None
-    """The result to report if the write now awaited is cut short (failed, outcome unknown)."""
+    """The result to report if the action now executing is cut short (a service stop)
+    after it sent something: a write awaiting its answer (failed, outcome unknown), or
+    the pause or position read before its next attempt (failed as the last one did)."""
+    action_mode: str | None = None
+    """The mode the action now executing started in: its result's ``mode``, whatever a
+    rollback changes meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,8 +372,9 @@ class RemediationExecutor:
 
     async def execute(self, routed: Routed, ctx: RunContext) -> ActionResult:
         """Gate one candidate and, if every gate passes and the mode is live, perform it."""
+        ctx.action_mode = self.mode
         if self.reporter is not None:
-            self.reporter.attempt(ctx, routed, self.mode)
+            self.reporter.attempt(ctx, routed, ctx.action_mode)
         try:
             if routed.kind is ActionKind.CANCEL:
                 result = await self._cancel(routed, ctx)
@@ -376,11 +382,13 @@ class RemediationExecutor:
                 result = await self._flatten(routed, ctx)
         except asyncio.CancelledError:
             cut, ctx.in_flight = ctx.in_flight, None
-            if cut is not None:  # sent, never answered: it may have been executed
+            if cut is not None:  # something was sent for it: it may have been executed
                 self.last_remediation_ms = self.clock()
                 if self.reporter is not None:
                     self.reporter.result(ctx, replace(cut, ts_ms=self.clock()))
             raise
+        finally:
+            ctx.action_mode = None
         ctx.in_flight = None
         if self.reporter is not None:
             self.reporter.result(ctx, result)
@@ -404,7 +412,7 @@ class RemediationExecutor:
             kind=routed.kind,
             mismatch=routed.mismatch,
             status=status,
-            mode=self.mode,
+            mode=ctx.action_mode or self.mode,
             reason=reason,
             notional=notional,
             qty=qty,
@@ -566,6 +574,12 @@ class RemediationExecutor:
         ctx.in_flight = None
         return answer
 
+    @staticmethod
+    def _stopped_before_next(failed: ActionResult) -> ActionResult:
+        """What an action whose last attempt ``failed`` reports if the run is cut short
+        before its next attempt (the pause, a flatten's position read)."""
+        return replace(failed, error=f"{failed.error}; stopped before the next attempt")
+
     async def _pause_before(self, attempt: int) -> None:
         if attempt > 1:
             delays = RETRY_DELAYS_S
@@ -618,9 +632,7 @@ class RemediationExecutor:
             except ExchangeError as exc:
                 attempts.append(self._attempt_outcome(exc))
                 self._failed(exc)
-                if exc.repeatable and attempt < self.max_write_attempts:
-                    continue
-                return self._result(
+                failed = self._result(
                     routed,
                     ctx,
                     ResultStatus.FAILED,
@@ -628,6 +640,10 @@ class RemediationExecutor:
                     error=self._error_text(exc, attempts),
                     attempts=attempts,
                 )
+                if exc.repeatable and attempt < self.max_write_attempts:
+                    ctx.in_flight = self._stopped_before_next(failed)
+                    continue
+                return failed
             attempts.append(AttemptOutcome.ACCEPTED)
             self._executed(ctx)
             detail = None if outcome is CancelOutcome.CANCELED else outcome.value
@@ -767,9 +783,7 @@ class RemediationExecutor:
             except ExchangeError as exc:
                 attempts.append(self._attempt_outcome(exc))
                 self._failed(exc)
-                if exc.repeatable and attempt < self.max_write_attempts:
-                    continue
-                return self._result(
+                failed = self._result(
                     routed,
                     ctx,
                     ResultStatus.FAILED,
@@ -780,6 +794,10 @@ class RemediationExecutor:
                     remediation_order_id=cid,
                     attempts=attempts,
                 )
+                if exc.repeatable and attempt < self.max_write_attempts:
+                    ctx.in_flight = self._stopped_before_next(failed)
+                    continue
+                return failed
             attempts.append(AttemptOutcome.ACCEPTED)
             self._executed(ctx)
             return self._result(
