@@ -477,3 +477,24 @@ def test_decimal_limits_stay_decimal_after_a_whole_config_check() -> None:
     config.max_flatten_notional_usdt = Decimal("250.5")
     assert config.max_flatten_notional_usdt == Decimal("250.5")
     assert isinstance(config.max_flatten_notional_usdt, Decimal)
+
+
+@pytest.mark.parametrize(
+    ("toml", "needle"),
+    [
+        ("lease_ttl_s = 30\nredis_timeout_s = 8\n", "redis_timeout_s must be at most 1 s"),
+        ("safety_margin_s = 0\n", "safety_margin_s must be at least 0.05 s"),
+        ("lease_ttl_s = 0.3\nredis_timeout_s = 0.05\n", "safety_margin_s must be at least 0.05 s"),
+    ],
+)
+def test_ha_timings_that_would_break_the_stop_bound_or_the_fence_are_refused(
+    tmp_path: Path, toml: str, needle: str
+) -> None:
+    path = write(tmp_path, f"[ha]\n{toml}")
+    with pytest.raises(ConfigError, match=needle):
+        load_config_file(path)
+
+
+def test_ha_timings_at_the_bounds_are_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path, "[ha]\nlease_ttl_s = 30\nredis_timeout_s = 1\nsafety_margin_s = 0.05\n")
+    load_config_file(path)

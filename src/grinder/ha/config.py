@@ -20,6 +20,12 @@ PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, str
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 
 
+MAX_REDIS_TIMEOUT_S = 1.0
+"""A Redis call runs on the service's event loop: the stop waits for it (D49)."""
+MIN_SAFETY_MARGIN_MS = 50
+"""The local lease deadline ends at least this long before the lease in Redis (D44)."""
+
+
 class HaConfig(CheckedModel):
     """Lease timings and Redis behaviour (``[ha]`` in the config file).
 
@@ -51,9 +57,21 @@ class HaConfig(CheckedModel):
     @model_validator(mode="after")
     def _consistent(self) -> HaConfig:
         check_namespace(self.namespace, where="namespace")
-        self.timings()
-        if self.redis_timeout_s * 1000 >= self.timings().renew_ms:
+        timings = self.timings()
+        if self.redis_timeout_s * 1000 >= timings.renew_ms:
             raise ValueError("redis_timeout_s must be shorter than the renew interval")
+        if self.redis_timeout_s > MAX_REDIS_TIMEOUT_S:
+            raise ValueError(
+                f"redis_timeout_s must be at most {MAX_REDIS_TIMEOUT_S:g} s: a Redis call "
+                "that blocks longer would hold up the service's stop past its 5 s bound"
+            )
+        if timings.margin_ms < MIN_SAFETY_MARGIN_MS:
+            raise ValueError(
+                f"safety_margin_s must be at least {MIN_SAFETY_MARGIN_MS / 1000:g} s (a lease "
+                f"of {self.lease_ttl_s:g} s gives {timings.margin_ms} ms): the margin is what "
+                "covers the error of the measured exchange clock when a write's recvWindow "
+                "ends at the lease's local deadline"
+            )
         return self
 
     def timings(self) -> ElectorTimings:
