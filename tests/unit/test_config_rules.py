@@ -498,3 +498,14 @@ def test_ha_timings_that_would_break_the_stop_bound_or_the_fence_are_refused(
 def test_ha_timings_at_the_bounds_are_accepted(tmp_path: Path) -> None:
     path = write(tmp_path, "[ha]\nlease_ttl_s = 30\nredis_timeout_s = 1\nsafety_margin_s = 0.05\n")
     load_config_file(path)
+
+
+def test_gate_e_cannot_be_switched_off_by_a_huge_age(tmp_path: Path) -> None:
+    for bad in ("1e300", "601.0"):
+        path = write(tmp_path, f"[reconcile]\nexpected_heartbeat_max_age_s = {bad}\n")
+        with pytest.raises(ConfigError, match="expected_heartbeat_max_age_s"):
+            load_config_file(path)
+    config = ReconcileConfig()
+    with pytest.raises(ValidationError):
+        config.expected_heartbeat_max_age_s = 1e300
+    assert config.expected_heartbeat_max_age_s == 60.0

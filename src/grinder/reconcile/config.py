@@ -38,6 +38,10 @@ from pydantic import (
 from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, check_identity
 from grinder.redaction import mask_url
 
+MAX_EXPECTED_HEARTBEAT_AGE_S = 600.0
+"""Gate E's limit may not be raised past 10 minutes: a larger one would let a bot that
+stopped long ago vouch for the expected state (``1e300`` would switch the gate off)."""
+
 
 class ConfigError(ValueError):
     """Bad configuration or environment; the message names what and where (exit 2)."""
@@ -134,7 +138,7 @@ class ReconcileConfig(CheckedModel):
     max_symbols_per_action: NonNegInt = 3
     # Gate E: the bot's expected state counts only while a bot keeps writing it (D45).
     expected_heartbeat_max_age_s: Annotated[
-        float, Field(gt=0, allow_inf_nan=False, strict=True)
+        float, Field(gt=0, le=MAX_EXPECTED_HEARTBEAT_AGE_S, allow_inf_nan=False, strict=True)
     ] = 60.0
 
     # Budget
