@@ -526,3 +526,21 @@ def test_the_budget_file_is_never_written_back_with_less_than_it_records(
     _out, err = writer.communicate(timeout=30)
     assert writer.returncode == 0, err
     assert json.loads(budget.read_text())["calls_used_day"] == 3
+
+
+def test_an_empty_expected_db_file_is_refused_unless_creating_on_purpose(
+    tmp_path: Path, run: Run
+) -> None:
+    db = tmp_path / "expected.db"
+    db.touch()
+    proc = run("--duration", "1", "--expected-db", str(db))
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"run_live_reconcile: error: --expected-db: {db} is empty, not an expected-state "
+        "database (the bot's recorder creates it; to start with an empty one on purpose: "
+        "--create-expected-db, or grinder expected adopt)\n"
+    )
+    assert db.stat().st_size == 0  # left as it was
+    made = run("--duration", "1", "--expected-db", str(db), "--create-expected-db")
+    assert made.returncode == 0, made.stderr
+    assert db.stat().st_size > 0

@@ -51,7 +51,13 @@ def check_expected_db(path: Path, where: str, *, create: bool = False) -> None:
         return
     try:
         if path.is_file() and path.stat().st_size == 0:
-            return  # a new file a bot has not initialised yet: the service will
+            if create:
+                return  # an empty file to start from, on purpose: the service initialises it
+            raise ConfigError(
+                f"{where}: {path} is empty, not an expected-state database (the bot's recorder "
+                "creates it; to start with an empty one on purpose: --create-expected-db, or "
+                "grinder expected adopt)"
+            )
         SqliteExpectedStore(path).close()
     except OSError as exc:
         raise ConfigError(f"{where}: cannot use {path} ({exc.strerror})") from None
