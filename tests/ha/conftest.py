@@ -28,8 +28,9 @@ from grinder.exchange.simulator.client import SimControl
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "ha_soak: the long random kill/restart rounds of the HA tests, part of the default run "
-        "(-m ha_soak runs them alone, -m 'not ha_soak' leaves them out)",
+        "ha_soak: the long rounds of the HA tests (random kill/restart, the paused leader's "
+        "fence), part of the default run; bin/test runs them alone after the rest "
+        "(-m ha_soak selects them, -m 'not ha_soak' leaves them out)",
     )
 
 
