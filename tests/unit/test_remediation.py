@@ -1833,3 +1833,43 @@ async def test_a_result_keeps_the_mode_its_action_started_in() -> None:
     assert (r.status, r.reason, r.mode) == (ResultStatus.BLOCKED, BR.DRY_RUN, LIVE)
     assert seen.attempted == [LIVE]
     assert len(rig.port.write_calls) == 1
+
+
+# --- the flatten decision, pure -------------------------------------------------------------
+
+
+def test_flatten_order_rounds_down_to_the_step_and_takes_the_closing_side() -> None:
+    from grinder.reconcile.remediation import FlattenOrder, flatten_order
+
+    assert flatten_order(Decimal("0.0107"), Decimal("0.001"), Decimal("50000")) == FlattenOrder(
+        Decimal("0.010"), Side.SELL, Decimal("500.000")
+    )
+    assert flatten_order(Decimal("-2"), None, None) == FlattenOrder(Decimal("2"), Side.BUY, None)
+    assert flatten_order(Decimal("0.0004"), Decimal("0.001"), Decimal("1")) is None
+    assert flatten_order(ZERO_QTY, Decimal("0.001"), Decimal("1")) is None
+
+
+ZERO_QTY = Decimal("0")
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    first=st.integers(-10_000, 10_000),
+    now=st.integers(-20_000, 20_000),
+    step_units=st.sampled_from([1, 5, 10]),
+)
+def test_a_flatten_retry_never_sends_more_than_the_first_order_nor_the_other_way(
+    first: int, now: int, step_units: int
+) -> None:
+    from grinder.reconcile.remediation import flatten_order
+
+    step = Decimal("0.001") * step_units
+    order = flatten_order(Decimal(first) / 1000, step, Decimal("100"))
+    if order is None:
+        return
+    qty = order.retry_qty(Decimal(now) / 1000, step)
+    assert ZERO_QTY <= qty <= order.qty
+    assert qty <= abs(Decimal(now) / 1000)  # never past zero
+    assert qty % step == 0
+    if qty > 0:
+        assert (now > 0) == (order.side is Side.SELL)  # the same position, never the other side

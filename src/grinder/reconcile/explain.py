@@ -26,7 +26,7 @@ from enum import StrEnum
 from grinder.reconcile.budget import BudgetState, BudgetTracker, RunBudget, utc_day
 from grinder.reconcile.config import RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import Ownership, ownership
-from grinder.reconcile.labels import BlockReason
+from grinder.reconcile.labels import BlockReason, Mode
 from grinder.reconcile.remediation import RemediationExecutor, RunContext
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import ZERO
@@ -112,7 +112,7 @@ class GateCheck:
 class Explanation:
     kind: ActionKind
     symbol: str
-    mode: str
+    mode: Mode
     checks: tuple[GateCheck, ...]
 
     @property
@@ -131,7 +131,7 @@ class Explanation:
     def outcome(self) -> Outcome:
         if self.first_block is not None:
             return Outcome.BLOCKED
-        return Outcome.PLANNED if self.mode == "dry_run" else Outcome.EXECUTE
+        return Outcome.PLANNED if self.mode is Mode.DRY_RUN else Outcome.EXECUTE
 
 
 def _check(

@@ -9,6 +9,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Mode(StrEnum):
+    """Whether remediation writes (``live``) or only plans (``dry_run``): the ``mode`` of
+    every run, result, log line and audit record."""
+
+    DRY_RUN = "dry_run"
+    LIVE = "live"
+
+
 class ActionLabel(StrEnum):
     """The ``action`` label of the remediation metrics."""
 

@@ -68,6 +68,7 @@ from grinder.reconcile.labels import (
     AttemptOutcome,
     BlockReason,
     FailReason,
+    Mode,
     ResultStatus,
     SkipReason,
 )
@@ -81,8 +82,8 @@ from grinder.reconcile.types import (
     Side,
 )
 
-DRY_RUN = "dry_run"
-LIVE = "live"
+DRY_RUN = Mode.DRY_RUN
+LIVE = Mode.LIVE
 T = TypeVar("T")
 CUT_SHORT = "no answer before the run was cancelled (service stop): the outcome is unknown"
 
@@ -117,7 +118,7 @@ class RunContext:
     """The result to report if the action now executing is cut short (a service stop)
     after it sent something: a write awaiting its answer (failed, outcome unknown), or
     the pause or position read before its next attempt (failed as the last one did)."""
-    action_mode: str | None = None
+    action_mode: Mode | None = None
     """The mode the action now executing started in: its result's ``mode``, whatever a
     rollback changes meanwhile."""
 
@@ -130,7 +131,7 @@ class ActionResult:
     kind: ActionKind
     mismatch: Mismatch
     status: ResultStatus
-    mode: str
+    mode: Mode
     reason: str | None = None
     notional: Decimal | None = None
     qty: Decimal | None = None
@@ -162,7 +163,7 @@ def _latest(*values: int | None) -> int | None:
 class RemediationReporter(Protocol):
     """Told of each attempt before it is made, and of each result."""
 
-    def attempt(self, ctx: RunContext, routed: Routed, mode: str) -> None: ...
+    def attempt(self, ctx: RunContext, routed: Routed, mode: Mode) -> None: ...
 
     def result(self, ctx: RunContext, result: ActionResult) -> None: ...
 
@@ -241,8 +242,8 @@ class RemediationExecutor:
         return self._last_planned_ms
 
     @property
-    def mode(self) -> str:
-        return DRY_RUN if self.config.dry_run else LIVE
+    def mode(self) -> Mode:
+        return Mode.DRY_RUN if self.config.dry_run else Mode.LIVE
 
     def dry_budget(self) -> BudgetTracker:
         """The in-memory budget dry-run spends: the one given, else a copy of the real
@@ -682,13 +683,12 @@ class RemediationExecutor:
             return self._result(
                 routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=str(exc)
             )
-        current = position_qty(positions, m.symbol, side_key)
-        qty = flatten_quantity(current, step)
-        if qty == ZERO:
+        order = flatten_order(position_qty(positions, m.symbol, side_key), step, price)
+        if order is None:
             return self._result(
                 routed, ctx, ResultStatus.SKIPPED, reason=SkipReason.ALREADY_RESOLVED, qty=ZERO
             )
-        notional = None if price is None or price <= 0 else qty * price
+        qty, notional, side = order.qty, order.notional, order.side
         reason = self.gate(ActionKind.FLATTEN, m.symbol, None, notional, ctx)
         if reason is not None:
             return self._result(
@@ -709,8 +709,6 @@ class RemediationExecutor:
         done = self._commit(routed, ctx, notional, qty=qty, cid=cid)
         if done is not None:
             return done
-        reserved_qty = qty
-        side = Side.SELL if current > 0 else Side.BUY
         authorize = self._authorizer(ActionKind.FLATTEN, m, ctx)
         attempts: list[AttemptOutcome] = []
         for attempt in range(1, self.max_write_attempts + 1):
@@ -733,8 +731,7 @@ class RemediationExecutor:
                         remediation_order_id=cid,
                         attempts=attempts,
                     )
-                same_side = (current > 0) == (side is Side.SELL)
-                qty = min(flatten_quantity(current, step), reserved_qty) if same_side else ZERO
+                qty = order.retry_qty(current, step)
                 if qty == ZERO:
                     return self._result(
                         routed,
@@ -821,6 +818,37 @@ class RemediationExecutor:
             seq=self._seq,
             prefix=cfg.client_order_id_prefix,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FlattenOrder:
+    """What a flatten sends for a position read just now: a reduce-only order of ``qty``
+    on ``side`` (the position's size rounded down to the market step), worth ``notional``
+    at the mark price (None without a mark price)."""
+
+    qty: Decimal
+    side: Side
+    notional: Decimal | None
+
+    def retry_qty(self, position_qty: Decimal, step: Decimal | None) -> Decimal:
+        """What a further attempt sends for the position read again: what is left, never
+        more than this order, and nothing once the position is gone or on the other side."""
+        if position_qty == ZERO or (position_qty > 0) != (self.side is Side.SELL):
+            return ZERO
+        return min(flatten_quantity(position_qty, step), self.qty)
+
+
+def flatten_order(
+    position_qty: Decimal, step: Decimal | None, mark_price: Decimal | None
+) -> FlattenOrder | None:
+    """The order that flattens a position of ``position_qty``; None when there is nothing
+    to flatten (the position is gone, or smaller than one step)."""
+    qty = flatten_quantity(position_qty, step)
+    if qty == ZERO:
+        return None
+    side = Side.SELL if position_qty > 0 else Side.BUY
+    notional = None if mark_price is None or mark_price <= 0 else qty * mark_price
+    return FlattenOrder(qty, side, notional)
 
 
 def position_qty(positions: Iterable[ObservedPosition], symbol: str, side: PositionSide) -> Decimal:

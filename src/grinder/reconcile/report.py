@@ -10,7 +10,7 @@ from typing import Any
 
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
-from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
+from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import LOGGER_NAME, log_event
 from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
 from grinder.reconcile.remediation import ActionResult, RunContext
@@ -32,7 +32,7 @@ class RunReport:
 
     run_id: str
     ts_ms: int
-    mode: str
+    mode: Mode
     action: str
     mismatches: list[Mismatch] = field(default_factory=list)
     new_incidents: list[Mismatch] = field(default_factory=list)
@@ -144,7 +144,7 @@ class Reporter:
             log_event(self.log, Event.RECONCILE_MISMATCH_CLEARED, run_id=run_id, **m.as_dict())
 
     def skipped(
-        self, run_id: str, mode: str, skipped: Iterable[tuple[Mismatch, SkipReason]]
+        self, run_id: str, mode: Mode, skipped: Iterable[tuple[Mismatch, SkipReason]]
     ) -> None:
         for m, reason in skipped:
             if self.metrics is not None:
@@ -160,7 +160,7 @@ class Reporter:
 
     # --- remediation (RemediationReporter) -----------------------------------------------
 
-    def attempt(self, ctx: RunContext, routed: Routed, mode: str) -> None:
+    def attempt(self, ctx: RunContext, routed: Routed, mode: Mode) -> None:
         if self.audit is None:
             return
         m = routed.mismatch

@@ -34,6 +34,7 @@ from grinder.reconcile.budget import (
     stale_warning,
 )
 from grinder.reconcile.config import ConfigError
+from grinder.reconcile.labels import Mode
 from grinder.reconcile.logs import FILE_ONLY, configure_logging
 from grinder.reconcile.remediation import wall_clock_ms
 from grinder.redaction import mask_url
@@ -352,7 +353,7 @@ def _write_artifacts(
             "exit_code": exit_code_after(code, failed),
             "runs": service.runs,
             "venue": opts.venue,
-            "mode": "dry_run" if opts.reconcile.dry_run else "live",
+            "mode": Mode.DRY_RUN if opts.reconcile.dry_run else Mode.LIVE,
             "last_run": report.summary() if report else None,
         }
         attempt(
