@@ -350,6 +350,47 @@ class RunBudget:
     notional: Decimal = ZERO
 
 
+def budget_verdict(
+    cfg: ReconcileConfig, day: BudgetState, run: RunBudget, notional: Decimal
+) -> tuple[BlockReason | None, str]:
+    """The budget gate, pure: the first of the four limits (per run, then per day; calls,
+    then notional) that one more call of ``notional`` would break, with the figures that
+    decided it in words -- or None and the figures when it fits."""
+    limits = (
+        (
+            run.calls + 1 > cfg.max_calls_per_run,
+            f"calls this run {run.calls} + 1 > max_calls_per_run {cfg.max_calls_per_run}",
+            BlockReason.MAX_CALLS_PER_RUN,
+        ),
+        (
+            run.notional + notional > cfg.max_notional_per_run,
+            f"notional this run {run.notional} + {notional} > max_notional_per_run "
+            f"{cfg.max_notional_per_run}",
+            BlockReason.MAX_NOTIONAL_PER_RUN,
+        ),
+        (
+            day.calls_used_day + 1 > cfg.max_calls_per_day,
+            f"calls today {day.calls_used_day} + 1 > max_calls_per_day {cfg.max_calls_per_day}",
+            BlockReason.MAX_CALLS_PER_DAY,
+        ),
+        (
+            day.notional_used_day + notional > cfg.max_notional_per_day,
+            f"notional today {day.notional_used_day} + {notional} > max_notional_per_day "
+            f"{cfg.max_notional_per_day}",
+            BlockReason.MAX_NOTIONAL_PER_DAY,
+        ),
+    )
+    for exceeded, detail, reason in limits:
+        if exceeded:
+            return reason, detail
+    return None, (
+        f"today {day.calls_used_day}/{cfg.max_calls_per_day} calls, "
+        f"{day.notional_used_day}/{cfg.max_notional_per_day} USDT; "
+        f"this run {run.calls}/{cfg.max_calls_per_run} calls, "
+        f"{run.notional}/{cfg.max_notional_per_run} USDT"
+    )
+
+
 @dataclass
 class BudgetTracker:
     """Checks and records spending against the per-run and per-day limits.
@@ -381,17 +422,13 @@ class BudgetTracker:
 
     def check(self, run: RunBudget, notional: Decimal, now_ms: int) -> BlockReason | None:
         """The first budget limit one more call of ``notional`` would break, if any."""
-        cfg = self.config
-        day = self._today(now_ms)
-        if run.calls + 1 > cfg.max_calls_per_run:
-            return BlockReason.MAX_CALLS_PER_RUN
-        if run.notional + notional > cfg.max_notional_per_run:
-            return BlockReason.MAX_NOTIONAL_PER_RUN
-        if day.calls_used_day + 1 > cfg.max_calls_per_day:
-            return BlockReason.MAX_CALLS_PER_DAY
-        if day.notional_used_day + notional > cfg.max_notional_per_day:
-            return BlockReason.MAX_NOTIONAL_PER_DAY
-        return None
+        return budget_verdict(self.config, self._today(now_ms), run, notional)[0]
+
+    def today(self, now_ms: int) -> BudgetState:
+        """Today's usage as ``check`` counts it, without changing the tracker (a state of
+        an earlier day counts as a fresh day)."""
+        day = utc_day(now_ms)
+        return self.state if self.state.day == day else BudgetState(day=day)
 
     def reserve(self, run: RunBudget, notional: Decimal, now_ms: int) -> None:
         """Record one call of ``notional``: persisted first, then counted in memory.

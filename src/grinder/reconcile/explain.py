@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from grinder.reconcile.budget import BudgetState, BudgetTracker, RunBudget, utc_day
+from grinder.reconcile.budget import BudgetTracker, RunBudget, budget_verdict
 from grinder.reconcile.config import RemediationAction, mainnet_trade_allowed
 from grinder.reconcile.identity import Ownership, ownership
 from grinder.reconcile.labels import BlockReason, Mode
@@ -432,44 +432,7 @@ def _expected_check(executor: RemediationExecutor) -> GateCheck:
 def _budget_check(
     tracker: BudgetTracker, run: RunBudget, notional: Decimal, now_ms: int, live: bool
 ) -> GateCheck:
-    """The four budget limits in ``BudgetTracker.check``'s order, without changing the tracker."""
-    cfg = tracker.config
-    today = utc_day(now_ms)
-    day = tracker.state if tracker.state.day == today else BudgetState(day=today)
+    """The budget gate as ``BudgetTracker.check`` decides it, without changing the tracker."""
+    reason, detail = budget_verdict(tracker.config, tracker.today(now_ms), run, notional)
     which = "" if live else " (dry-run: the in-memory shadow budget)"
-    limits = [
-        (
-            run.calls + 1 > cfg.max_calls_per_run,
-            f"calls this run {run.calls} + 1 > max_calls_per_run {cfg.max_calls_per_run}",
-            BlockReason.MAX_CALLS_PER_RUN,
-        ),
-        (
-            run.notional + notional > cfg.max_notional_per_run,
-            f"notional this run {run.notional} + {notional} > max_notional_per_run "
-            f"{cfg.max_notional_per_run}",
-            BlockReason.MAX_NOTIONAL_PER_RUN,
-        ),
-        (
-            day.calls_used_day + 1 > cfg.max_calls_per_day,
-            f"calls today {day.calls_used_day} + 1 > max_calls_per_day {cfg.max_calls_per_day}",
-            BlockReason.MAX_CALLS_PER_DAY,
-        ),
-        (
-            day.notional_used_day + notional > cfg.max_notional_per_day,
-            f"notional today {day.notional_used_day} + {notional} > max_notional_per_day "
-            f"{cfg.max_notional_per_day}",
-            BlockReason.MAX_NOTIONAL_PER_DAY,
-        ),
-    ]
-    for exceeded, detail, reason in limits:
-        if exceeded:
-            return _check("budget", "budget", False, detail + which, reason)
-    return _check(
-        "budget",
-        "budget",
-        True,
-        f"today {day.calls_used_day}/{cfg.max_calls_per_day} calls, "
-        f"{day.notional_used_day}/{cfg.max_notional_per_day} USDT; "
-        f"this run {run.calls}/{cfg.max_calls_per_run} calls, "
-        f"{run.notional}/{cfg.max_notional_per_run} USDT" + which,
-    )
+    return _check("budget", "budget", reason is None, detail + which, reason)
