@@ -55,13 +55,18 @@ from grinder.exchange.port import (
     ExchangePort,
     WriteWithheld,
 )
-from grinder.reconcile.budget import BudgetRefused, BudgetStateError, BudgetTracker, RunBudget
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, mainnet_trade_allowed
+from grinder.reconcile.budget import (
+    BudgetRefused,
+    BudgetStateError,
+    BudgetTracker,
+    RunBudget,
+    budget_verdict,
+)
+from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
+from grinder.reconcile.gates import GateInputs, first_block
 from grinder.reconcile.identity import (
     REMEDIATION_SEQ_MAX,
     ClientOrderIdError,
-    Ownership,
-    ownership,
     remediation_client_order_id,
 )
 from grinder.reconcile.labels import (
@@ -292,6 +297,53 @@ class RemediationExecutor:
 
     # --- the gate chain ------------------------------------------------------------------
 
+    def gate_inputs(
+        self,
+        kind: ActionKind,
+        symbol: str,
+        client_order_id: str | None,
+        notional: Decimal | None,
+        ctx: RunContext,
+    ) -> GateInputs:
+        """Everything the gate chain reads for this write, read now: the settings in force,
+        arming, leadership, the clock, the bot's heartbeat, this run and the budget."""
+        cfg = self.config
+        now = self.clock()
+        live = not cfg.dry_run
+        tracker = self.budget if live else self.dry_budget()
+        run_budget = ctx.budget if live else ctx.dry_budget
+        source = self.expected_heartbeat_age
+        return GateInputs(
+            kind=kind,
+            symbol=symbol,
+            client_order_id=client_order_id,
+            notional=notional,
+            now_ms=now,
+            live=live,
+            is_leader=self.is_leader(),
+            action=cfg.action,
+            allow_active_remediation=cfg.allow_active_remediation,
+            armed=self.armed,
+            mainnet_trade_allowed=mainnet_trade_allowed(
+                self.env if self.env is not None else os.environ
+            ),
+            cooldown_seconds=cfg.cooldown_seconds,
+            cooldown_anchor_ms=ctx.live_anchor_ms if live else ctx.dry_anchor_ms,
+            whitelist=tuple(self.symbol_whitelist),
+            require_whitelist=cfg.require_whitelist,
+            client_order_id_prefix=cfg.client_order_id_prefix,
+            allowed_strategies=frozenset(cfg.allowed_strategies),
+            heartbeat_age_s=source() if source is not None else None,
+            max_heartbeat_age_s=cfg.expected_heartbeat_max_age_s,
+            max_flatten_notional_usdt=cfg.max_flatten_notional_usdt,
+            run_actions=ctx.actions,
+            run_symbols=frozenset(ctx.symbols),
+            max_orders_per_action=cfg.max_orders_per_action,
+            max_symbols_per_action=cfg.max_symbols_per_action,
+            budget=budget_verdict(tracker.config, tracker.today(now), run_budget, notional or ZERO),
+            budget_note="" if live else " (dry-run: the in-memory shadow budget)",
+        )
+
     def gate(
         self,
         kind: ActionKind,
@@ -302,72 +354,15 @@ class RemediationExecutor:
         *,
         through_ownership_only: bool = False,
     ) -> BlockReason | None:
-        """The first gate that blocks this write, or None when all pass.
+        """The first gate that blocks this write, or None when all pass (the chain is
+        ``grinder.reconcile.gates.GATES``).
 
         ``notional`` None for a flatten means no mark price is available.
         ``through_ownership_only`` stops after gate E, the one after gate 8 (used before
         the price is read).
-
-        Gate E (``expected_state_stale``): the expected state is trusted only while a bot
-        keeps writing it, a heartbeat at most ``expected_heartbeat_max_age_s`` old. It is
-        evaluated in dry-run too, so a plan is what live mode would do.
         """
-        cfg = self.config
-        now = self.clock()
-        if not self.is_leader():
-            return BlockReason.NOT_LEADER
-        if cfg.action is RemediationAction.NONE:
-            return BlockReason.ACTION_IS_NONE
-        wanted = (
-            RemediationAction.CANCEL_ALL if kind is ActionKind.CANCEL else RemediationAction.FLATTEN
-        )
-        if not cfg.action.permits(wanted):
-            return BlockReason.ACTION_NOT_PERMITTED
-        live = not cfg.dry_run
-        if live:
-            if not cfg.allow_active_remediation:
-                return BlockReason.ALLOW_ACTIVE_REMEDIATION_FALSE
-            if not self.armed:
-                return BlockReason.NOT_ARMED
-            if not mainnet_trade_allowed(self.env if self.env is not None else os.environ):
-                return BlockReason.ENV_VAR_MISSING
-        anchor = ctx.live_anchor_ms if live else ctx.dry_anchor_ms
-        if anchor is not None and now - anchor < cfg.cooldown_seconds * 1000:
-            return BlockReason.COOLDOWN_NOT_ELAPSED
-        whitelist = self.symbol_whitelist
-        if not whitelist:
-            if cfg.require_whitelist:
-                return BlockReason.WHITELIST_REQUIRED
-        elif symbol not in whitelist:
-            return BlockReason.SYMBOL_NOT_IN_WHITELIST
-        if kind is ActionKind.CANCEL:
-            verdict = ownership(
-                client_order_id,
-                prefix=cfg.client_order_id_prefix,
-                strategy_allowlist=cfg.allowed_strategies,
-            )
-            if verdict is Ownership.NO_GRINDER_PREFIX:
-                return BlockReason.NO_GRINDER_PREFIX
-            if verdict is Ownership.STRATEGY_NOT_ALLOWED:
-                return BlockReason.STRATEGY_NOT_ALLOWED
-        source = self.expected_heartbeat_age
-        age = source() if source is not None else float("inf")
-        if not age <= cfg.expected_heartbeat_max_age_s:  # never written (inf), stale, or NaN
-            return BlockReason.EXPECTED_STATE_STALE
-        if through_ownership_only:
-            return None
-        if kind is ActionKind.FLATTEN:
-            if notional is None:
-                return BlockReason.PRICE_UNAVAILABLE
-            if notional > cfg.max_flatten_notional_usdt:
-                return BlockReason.NOTIONAL_EXCEEDS_LIMIT
-        if ctx.actions >= cfg.max_orders_per_action:
-            return BlockReason.MAX_ORDERS_REACHED
-        if symbol not in ctx.symbols and len(ctx.symbols) >= cfg.max_symbols_per_action:
-            return BlockReason.MAX_SYMBOLS_REACHED
-        tracker = self.budget if live else self.dry_budget()
-        run_budget = ctx.budget if live else ctx.dry_budget
-        return tracker.check(run_budget, notional or ZERO, now)
+        inputs = self.gate_inputs(kind, symbol, client_order_id, notional, ctx)
+        return first_block(inputs, through_ownership_only=through_ownership_only)
 
     # --- execution -----------------------------------------------------------------------
 

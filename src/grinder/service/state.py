@@ -12,7 +12,7 @@ from typing import Any
 
 from grinder.ha.connection import RedisUnavailable
 from grinder.reconcile.config import ConfigError
-from grinder.reconcile.explain import expected_state_detail
+from grinder.reconcile.gates import expected_state_detail
 from grinder.reconcile.types import ExpectedOrder
 from grinder.state.expected import NEVER, ExpectedStore, MemoryExpectedStore
 from grinder.state.redis_store import RedisExpectedStore
