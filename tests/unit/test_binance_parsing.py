@@ -22,8 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grinder.exchange.binance.error_codes import ERROR_SPECS
 from grinder.exchange.binance.errors import (
-    ERROR_SPECS,
     AlgoEndpointRequired,
     AuthError,
     BinanceError,

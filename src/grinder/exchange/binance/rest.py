@@ -6,7 +6,8 @@ offset kept in sync (and re-synced on ``-1021``), request weight read from
 ``X-MBX-USED-WEIGHT-1M`` with a slow-down before the limit, ``429``/``418``
 honouring ``Retry-After`` for every request of the client (after a 429 none goes
 out before the pause ends; after a 418 none is sent until the ban ends), and
-capped, jittered retries of transient failures for reads. An order write
+capped, jittered retries of transient failures for reads (what follows a failure
+is decided by ``retry_policy.next_step``; the client carries it out). An order write
 (``trade=True``) is sent at most once per call: whether to send it again is the
 remediation executor's decision, made where the lease and the gates are checked.
 Its ``authorize`` callable runs synchronously right before the request leaves and
@@ -40,14 +41,12 @@ import aiohttp
 from yarl import URL
 
 from grinder.exchange.binance.errors import (
-    BinanceError,
     IpBanned,
     MalformedResponse,
     RateLimited,
-    TimestampError,
-    UnknownOutcome,
     error_from_response,
 )
+from grinder.exchange.binance.retry_policy import Pause, Raise, Resync, Retry, Step, next_step
 from grinder.exchange.port import Authorize, ExchangeError, TransientExchangeError
 from grinder.reconcile.config import ConfigError
 from grinder.redaction import register_secret
@@ -418,13 +417,7 @@ class BinanceRestClient:
         resynced = False
         while True:
             attempt += 1
-            self._refuse_while_banned(method, path)
-            if trade:
-                self._refuse_while_paused(method, path, weight)
-            else:
-                await self._wait_out_pause()  # the 429 that refused this or another request
-                self._refuse_while_banned(method, path)
-                await self._pace(weight)
+            await self._clear_to_send(method, path, weight, trade=trade)
             try:
                 return await self._send(
                     method,
@@ -435,38 +428,57 @@ class BinanceRestClient:
                     weight=weight,
                     authorize=authorize,
                 )
-            except TimestampError:
-                if resynced or not signed:
-                    raise
-                resynced = True
-                await self.sync_time()
-                if trade:
-                    raise  # the clock is right again; sending again is the caller's decision
-            except RateLimited as exc:
-                # A 429'd request was not processed: repeating it is safe (not a trade's).
-                wait = min(exc.retry_after_s or 1.0, self.settings.max_retry_after_s)
-                self._paused_until_ms = max(self._paused_until_ms, self._clock() + int(wait * 1000))
-                if trade or attempt > self.settings.max_retries:
-                    raise
-                log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
-            except IpBanned as exc:
-                self._note_ban(exc)
-                raise
             except TransientExchangeError as exc:
-                if not retry_ok or attempt > self.settings.max_retries:
-                    if trade and not isinstance(exc, BinanceError):
-                        # A timeout or a broken connection: the order may have been executed.
-                        raise UnknownOutcome(f"{exc} (the outcome is unknown)") from None
-                    raise
-                delay = self._backoff(attempt)
+                step = next_step(
+                    exc,
+                    attempt,
+                    trade=trade,
+                    retry_ok=retry_ok,
+                    signed=signed,
+                    resynced=resynced,
+                    settings=self.settings,
+                )
+                resynced = resynced or isinstance(step, Resync)
+                await self._take(step, exc, method, path, attempt)
+
+    async def _clear_to_send(self, method: str, path: str, weight: int, *, trade: bool) -> None:
+        """Refuse the request during a ban; a trade also while paused or near the weight
+        limit, anything else waits out the pause and the weight window instead."""
+        self._refuse_while_banned(method, path)
+        if trade:
+            self._refuse_while_paused(method, path, weight)
+        else:
+            await self._wait_out_pause()  # the 429 that refused this or another request
+            self._refuse_while_banned(method, path)
+            await self._pace(weight)
+
+    async def _take(
+        self, step: Step, exc: TransientExchangeError, method: str, path: str, attempt: int
+    ) -> None:
+        """Carry out what the retry policy decided after ``exc``: return to send the
+        request again, or raise."""
+        match step:
+            case Resync(then_raise=then_raise):
+                await self.sync_time()
+                if then_raise:
+                    raise exc  # the clock is right again; sending again is the caller's decision
+            case Pause(wait_s=wait, then_raise=then_raise):
+                self._paused_until_ms = max(self._paused_until_ms, self._clock() + int(wait * 1000))
+                if then_raise:
+                    raise exc
+                log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
+            case Retry(backoff_s=cap):
+                delay = self._rng.uniform(cap / 2, cap)
                 log.warning(
                     "%s %s failed (%s): retry %d in %.2f s", method, path, exc, attempt, delay
                 )
                 await self._sleep(delay)
-
-    def _backoff(self, attempt: int) -> float:
-        cap = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** (attempt - 1))
-        return self._rng.uniform(cap / 2, cap)
+            case Raise(error=error):
+                if isinstance(error, IpBanned):
+                    self._note_ban(error)
+                if error is exc:
+                    raise exc
+                raise error from None
 
     async def _send(
         self,
