@@ -19,13 +19,14 @@ must execute and leave the exchange clean.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
 from grinder.reconcile.audit import AuditWriter
@@ -41,7 +42,7 @@ from grinder.reconcile.config import ReconcileConfig, RemediationAction, Runtime
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.metrics import ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import ObservedOrder, OrderStatus, PositionSide, Side
@@ -154,7 +155,7 @@ class SmokeBudget:
         cls,
         settings: SmokeSettings,
         store: FileBudgetStore | None,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Clock = wall_clock_ms,
     ) -> SmokeBudget:
         """Loads ``store`` (a corrupt file raises ``BudgetStateError``)."""
         config = base_config(settings, RemediationAction.CANCEL_ALL)
@@ -194,7 +195,7 @@ async def reconcile_once(
     *,
     audit: AuditWriter | None,
     budget: SmokeBudget,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Clock = wall_clock_ms,
 ) -> RunReport:
     """Snapshot ``port`` and run the real pipeline once with the scenario's config."""
     config = base_config(settings, scenario.action)
@@ -234,7 +235,7 @@ async def run_scenario(
     *,
     audit: AuditWriter | None,
     budget: SmokeBudget,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Clock = wall_clock_ms,
 ) -> ScenarioResult:
     """One scenario on the recording fake port."""
     port = _fake_port(scenario, clock())
@@ -367,7 +368,7 @@ async def run_smoke(
     settings: SmokeSettings,
     out: TextIO,
     *,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Clock = wall_clock_ms,
 ) -> int:
     """Run the three scenarios, print the runbook's report, return the exit code."""
     env = settings.env

@@ -13,9 +13,9 @@ afterwards.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from decimal import Decimal
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials
 from grinder.exchange.simulator import SimConfig, SimulatorServer
@@ -23,7 +23,6 @@ from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.identity import generate_client_order_id
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.smoke import (
     ORDER_QTY,
     POSITION_QTY,
@@ -75,7 +74,7 @@ async def run_sim_scenarios(
     *,
     audit: AuditWriter | None,
     budget: SmokeBudget,
-    clock: Callable[[], int] = wall_clock_ms,
+    clock: Clock = wall_clock_ms,
 ) -> list[ScenarioResult]:
     config = SimConfig(seed=14, walk_frozen=True)
     sims = [
@@ -107,7 +106,7 @@ async def _run_one(
     settings: SmokeSettings,
     audit: AuditWriter | None,
     budget: SmokeBudget,
-    clock: Callable[[], int],
+    clock: Clock,
 ) -> ScenarioResult:
     async with (
         BinanceRestClient(sim.base_url, Credentials(SIM_KEY, SIM_SECRET)) as rest,

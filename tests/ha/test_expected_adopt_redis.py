@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from grinder.clock import wall_clock_ms
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient, Credentials
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.ha.connection import RedisConnection
 from grinder.reconcile.config import ReconcileConfig
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.reconcile.types import ExpectedOrder, PositionSide, Side
 from grinder.state.adopt import adopt_baseline
 from grinder.state.expected import ExpectedStoreFull

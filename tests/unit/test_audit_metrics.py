@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from grinder.clock import ManualClock, wall_clock_ms
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.audit import AuditWriter, encode_record
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
@@ -24,7 +25,7 @@ from grinder.reconcile.config import ReconcileConfig, RemediationAction, Runtime
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
 from grinder.reconcile.metrics import RecentCount, ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import (
@@ -589,7 +590,7 @@ def test_recent_count_is_a_sliding_hour_in_bounded_buckets() -> None:
 
 
 def test_planned_last_hour_is_evaluated_at_each_scrape() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     m = ReconcileMetrics(CollectorRegistry(), clock=clock)
     m.observe_planned(ActionLabel.CANCEL_ALL.value, NOW - 1_000)
     m.observe_planned(ActionLabel.FLATTEN.value, NOW - 1_800_000)
@@ -597,7 +598,7 @@ def test_planned_last_hour_is_evaluated_at_each_scrape() -> None:
     assert value(m, "grinder_reconcile_action_planned_last_hour", action="flatten") == 1
     assert m.planned_in_last_hour() == {"cancel_all": 1, "flatten": 1}
     assert value(m, "grinder_reconcile_action_planned_total", action="flatten") == 1
-    clock.t = NOW + 1_801_000  # the flatten is over an hour old: no longer counted
+    clock.set(NOW + 1_801_000)  # the flatten is over an hour old: no longer counted
     assert m.planned_in_last_hour() == {"cancel_all": 1, "flatten": 0}
     assert value(m, "grinder_reconcile_action_planned_last_hour", action="flatten") == 0
     assert value(m, "grinder_reconcile_action_planned_total", action="flatten") == 1
@@ -635,14 +636,6 @@ def test_detection_latency_has_a_series_per_mismatch_type_from_the_start() -> No
 # --- ReconcileRunner end to end ---------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self, t: int = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
 class E2E:
     """Engine + executor + Reporter(metrics, audit) over a FakePort, as the service wires it."""
 
@@ -654,7 +647,7 @@ class E2E:
         action: RemediationAction = RemediationAction.CANCEL_ALL,
         audit_path: Path | None = None,
     ) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock(NOW)
         self.config = ReconcileConfig(
             enabled=True,
             action=action,
@@ -707,7 +700,7 @@ class E2E:
         self.snapshot()
 
     def snapshot(self) -> None:
-        sent = self.clock.t - 1_000
+        sent = self.clock() - 1_000
         self.observed.apply_open_orders_snapshot(
             [
                 ObservedOrder(
@@ -814,7 +807,7 @@ async def test_persisting_mismatch_is_counted_once_across_runs(
     e = E2E(tmp_path, dry_run=True)
     e.unexpected_order()
     for i in range(3):
-        e.clock.t = NOW + i * 10_000
+        e.clock.set(NOW + i * 10_000)
         e.snapshot()
         await e.runner.run_once()
     assert e.value("grinder_reconcile_mismatch_total", type="ORDER_EXISTS_UNEXPECTED") == 1
@@ -848,7 +841,7 @@ async def test_live_run_executes_cancel_and_updates_execution_metrics(
     assert [r["status"] for r in recs if r["event_type"] == "REMEDIATE_RESULT"] == ["EXECUTED"]
 
     # The next run sees the order gone: the incident clears, nothing is cancelled twice.
-    e.clock.t = NOW + 120_000
+    e.clock.set(NOW + 120_000)
     e.snapshot()
     report2 = await e.runner.run_once()
     assert report2.mismatches == []
@@ -909,7 +902,7 @@ async def test_ha_is_leader_gauge_follows_the_executors_leadership(tmp_path: Pat
     assert e.value("grinder_reconcile_action_executed_total", action="cancel_all") == 1
 
     e.leader = False
-    e.clock.t = NOW + 120_000
+    e.clock.set(NOW + 120_000)
     e.unexpected_order("grinder_d_BTCUSDT_1_1704067200_2")
     await e.runner.run_once()
     assert e.value("grinder_ha_is_leader") == 0
@@ -984,7 +977,7 @@ async def test_dry_run_plan_once_per_incident_then_live_executes_it(tmp_path: Pa
     e.unexpected_order()
     e.snapshot()
     first = await e.runner.run_once()
-    e.clock.t = NOW + 1_000
+    e.clock.set(NOW + 1_000)
     second = await e.runner.run_once()
     assert [r.status for r in first.results] == [ResultStatus.PLANNED]
     assert second.results == []
@@ -992,7 +985,7 @@ async def test_dry_run_plan_once_per_incident_then_live_executes_it(tmp_path: Pa
     # Rolled forward to live: the standing mismatch is acted on at once.
     e.config.dry_run = False
     e.executor.armed = True
-    e.clock.t = NOW + 2_000
+    e.clock.set(NOW + 2_000)
     third = await e.runner.run_once()
     assert [r.status for r in third.results] == [ResultStatus.EXECUTED]
     assert [c.method for c in e.port.write_calls] == ["cancel_order"]

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.clock import ManualClock
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
 from grinder.reconcile.budget import (
@@ -51,14 +52,6 @@ DAY_MS = 86_400_000
 OURS = "grinder_d_BTCUSDT_1_1704067200_1"
 
 
-class Clock:
-    def __init__(self, t: int = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
-
 def ms(text: str) -> int:
     """Milliseconds since the epoch of an ISO UTC time like '2024-01-01T23:59:59.999'."""
     return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
@@ -68,7 +61,9 @@ def cfg(**overrides: Any) -> ReconcileConfig:
     return ReconcileConfig(**overrides)
 
 
-def tracker(config: ReconcileConfig, clock: Clock, store: FileBudgetStore | None = None) -> Any:
+def tracker(
+    config: ReconcileConfig, clock: ManualClock, store: FileBudgetStore | None = None
+) -> Any:
     return BudgetTracker(config=config, store=store, clock=clock)
 
 
@@ -80,7 +75,7 @@ def temp_files(directory: Path) -> list[str]:
 
 
 def test_fresh_tracker_allows_a_call_and_starts_at_zero() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(), clock)
     assert t.check(RunBudget(), Decimal(0), NOW) is None
     assert t.state.day == "2024-01-01"
@@ -96,7 +91,7 @@ def test_default_limits_match_contract() -> None:
 
 
 def test_max_calls_per_run_blocks_after_limit_and_resets_with_a_new_run() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(max_calls_per_run=2), clock)
     run = RunBudget()
     for _ in range(2):
@@ -107,7 +102,7 @@ def test_max_calls_per_run_blocks_after_limit_and_resets_with_a_new_run() -> Non
 
 
 def test_max_notional_per_run_allows_exactly_the_limit_and_blocks_beyond() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(max_notional_per_run=Decimal(1000)), clock)
     run = RunBudget()
     t.reserve(run, Decimal(600), NOW)
@@ -118,7 +113,7 @@ def test_max_notional_per_run_allows_exactly_the_limit_and_blocks_beyond() -> No
 
 
 def test_max_calls_per_day_accumulates_across_runs() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(max_calls_per_day=3), clock)
     for _ in range(3):
         run = RunBudget()
@@ -129,7 +124,7 @@ def test_max_calls_per_day_accumulates_across_runs() -> None:
 
 
 def test_max_notional_per_day_accumulates_across_runs() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(max_notional_per_day=Decimal(1000)), clock)
     t.reserve(RunBudget(), Decimal(700), NOW)
     assert t.check(RunBudget(), Decimal(300), NOW) is None
@@ -138,7 +133,7 @@ def test_max_notional_per_day_accumulates_across_runs() -> None:
 
 
 def test_budget_checks_in_contract_order_calls_run_notional_run_calls_day_notional_day() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     c = cfg(
         max_calls_per_run=0,
         max_notional_per_run=Decimal(0),
@@ -165,7 +160,7 @@ def test_budget_checks_in_contract_order_calls_run_notional_run_calls_day_notion
 
 
 def test_remaining_never_goes_negative_when_usage_exceeds_a_lowered_limit() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     c = cfg()
     t = tracker(c, clock)
     t.state = BudgetState(day="2024-01-01", calls_used_day=50, notional_used_day=Decimal(900))
@@ -176,7 +171,7 @@ def test_remaining_never_goes_negative_when_usage_exceeds_a_lowered_limit() -> N
 
 
 def test_limits_changed_at_run_time_take_effect_on_next_check() -> None:
-    clock = Clock()
+    clock = ManualClock(NOW)
     c = cfg(max_calls_per_day=5)
     t = tracker(c, clock)
     t.reserve(RunBudget(), Decimal(0), NOW)
@@ -201,7 +196,7 @@ def test_utc_day_is_the_utc_calendar_date(monkeypatch: pytest.MonkeyPatch) -> No
 def test_daily_counters_reset_at_utc_midnight() -> None:
     before = ms("2024-01-01T23:59:59.999")
     after = ms("2024-01-02T00:00:00.000")
-    clock = Clock(before)
+    clock = ManualClock(before)
     t = tracker(cfg(max_calls_per_day=2, max_notional_per_day=Decimal(100)), clock)
     for _ in range(2):
         t.reserve(RunBudget(), Decimal(50), before)
@@ -219,7 +214,7 @@ def test_yesterdays_state_file_does_not_count_against_today(tmp_path: Path) -> N
     FileBudgetStore(path).save(
         BudgetState(day="2023-12-31", calls_used_day=100, notional_used_day=Decimal(5000))
     )
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(), clock, FileBudgetStore(path))
     assert t.check(RunBudget(), Decimal(10), NOW) is None
     t.reserve(RunBudget(), Decimal(10), NOW)
@@ -233,7 +228,7 @@ def test_yesterdays_state_file_does_not_count_against_today(tmp_path: Path) -> N
 
 def test_daily_usage_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
-    clock = Clock()
+    clock = ManualClock(NOW)
     c = cfg(max_calls_per_day=3)
     t1 = tracker(c, clock, FileBudgetStore(path))
     t1.reserve(RunBudget(), Decimal("12.5"), NOW)
@@ -247,7 +242,7 @@ def test_daily_usage_survives_a_restart(tmp_path: Path) -> None:
 
 def test_shadow_budget_spends_in_memory_only(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
-    clock = Clock()
+    clock = ManualClock(NOW)
     real = tracker(cfg(), clock, FileBudgetStore(path))
     real.reserve(RunBudget(), Decimal(1), NOW)
     before = path.read_bytes()
@@ -302,7 +297,7 @@ def test_save_creates_missing_parent_directories(tmp_path: Path) -> None:
 
 def test_many_saves_leave_no_temp_files_and_the_last_value(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(max_calls_per_day=1000), clock, FileBudgetStore(path))
     for _ in range(25):
         t.reserve(RunBudget(), Decimal("1.1"), NOW)
@@ -323,7 +318,7 @@ def test_reset_removes_the_file_and_tolerates_a_missing_one(tmp_path: Path) -> N
     store.reset()
     assert not path.exists()
     store.reset()
-    clock = Clock()
+    clock = ManualClock(NOW)
     assert tracker(cfg(), clock, store).state.calls_used_day == 0
 
 
@@ -369,7 +364,7 @@ def test_unwritable_location_is_budget_state_error_naming_the_path(tmp_path: Pat
 
 def test_failed_save_leaves_in_memory_usage_unchanged(tmp_path: Path) -> None:
     store = FileBudgetStore(tmp_path / "budget.json")
-    clock = Clock()
+    clock = ManualClock(NOW)
     t = tracker(cfg(), clock, store)
     t.reserve(RunBudget(), Decimal(1), NOW)
     blocker = tmp_path / "file"
@@ -439,7 +434,7 @@ class CrashPort(FakePort):
         return out
 
 
-def _executor(path: Path, port: FakePort, clock: Clock) -> RemediationExecutor:
+def _executor(path: Path, port: FakePort, clock: ManualClock) -> RemediationExecutor:
     config = _live_config()
     return RemediationExecutor(
         config=config,
@@ -465,7 +460,7 @@ async def test_exchange_error_after_reserve_leaves_the_call_counted_in_the_file(
     path = tmp_path / "budget.json"
     port = FakePort()
     port.fail_once["cancel_order"] = ExchangeError("Internal error", code=-1000)
-    ex = _executor(path, port, Clock())
+    ex = _executor(path, port, ManualClock(NOW))
     result = await ex.execute(_cancel_routed(), ex.begin_run())
     assert result.status is ResultStatus.FAILED
     assert _persisted_calls(path) == 1
@@ -475,7 +470,7 @@ async def test_crash_during_the_port_call_leaves_the_call_counted_in_the_file(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "budget.json"
-    clock = Clock()
+    clock = ManualClock(NOW)
     port = CrashPort(crash="before_send")
     ex = _executor(path, port, clock)
     with pytest.raises(SimulatedCrash):
@@ -505,7 +500,7 @@ async def test_budget_file_is_written_before_the_exchange_call(tmp_path: Path) -
                 symbol, client_order_id, is_algo=is_algo, authorize=authorize
             )
 
-    clock = Clock()
+    clock = ManualClock(NOW)
     ex = _executor(path, SpyPort(), clock)
     for _ in range(3):
         await ex.execute(_cancel_routed(), ex.begin_run())
@@ -515,7 +510,7 @@ async def test_budget_file_is_written_before_the_exchange_call(tmp_path: Path) -
 CRASH_POINTS = ["none", "port_error", "save_fails", "crash_in_save", "before_send", "after_send"]
 
 
-async def _step(path: Path, clock: Clock, ex: RemediationExecutor, point: str) -> bool:
+async def _step(path: Path, clock: ManualClock, ex: RemediationExecutor, point: str) -> bool:
     """One remediation with a failure injected at ``point``; True when the process died."""
     port = ex.port
     assert isinstance(port, CrashPort)
@@ -545,12 +540,12 @@ def test_persisted_calls_never_below_calls_sent_whatever_the_crash_point(
     points: Sequence[str],
 ) -> None:
     async def scenario(path: Path) -> None:
-        clock = Clock()
+        clock = ManualClock(NOW)
         port = CrashPort()
         ex = _executor(path, port, clock)
         sent_total = 0
         for point in points:
-            clock.t += 1_000
+            clock.advance(1_000)
             before = port.sent
             died = await _step(path, clock, ex, point)
             sent_total += port.sent - before
@@ -633,7 +628,7 @@ def test_corrupt_state_file_is_budget_state_error_with_path(tmp_path: Path, cont
     assert str(path) in str(exc.value)
     # And a tracker over that store refuses to start rather than start fresh.
     with pytest.raises(BudgetStateError):
-        BudgetTracker(config=cfg(), store=FileBudgetStore(path), clock=Clock())
+        BudgetTracker(config=cfg(), store=FileBudgetStore(path), clock=ManualClock(NOW))
 
 
 def test_good_state_file_fixture_is_accepted(tmp_path: Path) -> None:
@@ -821,7 +816,7 @@ def test_a_fifo_is_refused_at_once_naming_it_and_left_in_place(tmp_path: Path, a
         "load": store.load,
         "save": lambda: store.save(BudgetState(day="2024-01-01")),
         "reset": store.reset,
-        "tracker": lambda: BudgetTracker(config=cfg(), store=store, clock=Clock()),
+        "tracker": lambda: BudgetTracker(config=cfg(), store=store, clock=ManualClock(NOW)),
     }
     with pytest.raises(BudgetStateError) as exc:
         _returns_within(5, calls[action])
@@ -938,7 +933,7 @@ def _future(path: Path, **kv: Any) -> BudgetState:
 def test_a_file_dated_after_today_keeps_its_counts_for_today(tmp_path: Path) -> None:
     path = tmp_path / "budget.json"
     on_file = _future(path, updated_ts_ms=NOW + 2 * DAY_MS)
-    t = tracker(cfg(max_calls_per_day=8), Clock(), FileBudgetStore(path))
+    t = tracker(cfg(max_calls_per_day=8), ManualClock(NOW), FileBudgetStore(path))
     assert t.from_the_future == on_file
     assert (t.state.day, t.state.calls_used_day, t.state.notional_used_day) == (
         "2024-01-01",
@@ -961,14 +956,14 @@ def test_an_update_time_ahead_of_the_clock_beyond_the_skew_counts_as_the_future(
 ) -> None:
     path = tmp_path / "budget.json"
     _future(path, day="2024-01-01", updated_ts_ms=NOW + MAX_CLOCK_SKEW_MS + 1)
-    t = tracker(cfg(), Clock(), FileBudgetStore(path))
+    t = tracker(cfg(), ManualClock(NOW), FileBudgetStore(path))
     assert t.from_the_future is not None
     assert t.state.calls_used_day == 7
     # Within the skew, and a file of yesterday: nothing to say.
     _future(path, day="2024-01-01", updated_ts_ms=NOW + MAX_CLOCK_SKEW_MS)
-    assert tracker(cfg(), Clock(), FileBudgetStore(path)).from_the_future is None
+    assert tracker(cfg(), ManualClock(NOW), FileBudgetStore(path)).from_the_future is None
     _future(path, day="2023-12-31", updated_ts_ms=NOW - DAY_MS)
-    fresh = tracker(cfg(), Clock(), FileBudgetStore(path))
+    fresh = tracker(cfg(), ManualClock(NOW), FileBudgetStore(path))
     assert fresh.from_the_future is None
     assert fresh.calls_remaining_day(NOW) == 100  # yesterday's use does not count today
 
@@ -977,7 +972,7 @@ def test_a_future_dated_file_is_never_written_back_lower(tmp_path: Path) -> None
     path = tmp_path / "budget.json"
     on_file = _future(path, updated_ts_ms=NOW + DAY_MS)
     store = FileBudgetStore(path)
-    t = tracker(cfg(), Clock(), store)
+    t = tracker(cfg(), ManualClock(NOW), store)
     assert store.save_unless_behind(t.state) is False  # the file's later day wins
     assert store.load() == on_file
 

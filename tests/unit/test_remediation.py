@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.clock import ManualClock
 from grinder.exchange.binance.errors import UnknownOutcome
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, TransientExchangeError
@@ -52,14 +53,6 @@ OURS_ETH = "grinder_d_ETHUSDT_1_1704067200_1"
 OTHER_STRATEGY = "grinder_x_BTCUSDT_1_1704067200_1"
 FOREIGN = "web_8f3a2c1d"
 ALLOW = "ALLOW_MAINNET_TRADE"
-
-
-class Clock:
-    def __init__(self, t: int = NOW) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
 
 
 def config(**overrides: Any) -> ReconcileConfig:
@@ -127,7 +120,7 @@ class Rig:
         port: FakePort | None = None,
         budget_store: FileBudgetStore | None = None,
     ) -> None:
-        self.clock = Clock()
+        self.clock = ManualClock(NOW)
         self.config = cfg if cfg is not None else config()
         self.port = port if port is not None else FakePort()
         self.env: dict[str, str] = {} if env_value is None else {ALLOW: env_value}
@@ -585,10 +578,10 @@ async def test_live_cooldown_blocks_next_run_until_elapsed() -> None:
     (r1,) = await rig.run(cancel_routed(OURS))
     assert r1.status is ResultStatus.EXECUTED
     assert rig.executor.last_remediation_ms == NOW
-    rig.clock.t = NOW + 299_999
+    rig.clock.set(NOW + 299_999)
     (r2,) = await rig.run(cancel_routed(OURS_2))
     assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.COOLDOWN_NOT_ELAPSED)
-    rig.clock.t = NOW + 300_000
+    rig.clock.set(NOW + 300_000)
     (r3,) = await rig.run(cancel_routed(OURS_2))
     assert r3.status is ResultStatus.EXECUTED
     assert len(rig.port.write_calls) == 2
@@ -610,7 +603,7 @@ async def test_failed_write_does_not_start_the_cooldown() -> None:
     (r1,) = await rig.run(cancel_routed())
     assert r1.status is ResultStatus.FAILED
     assert rig.executor.last_remediation_ms is None
-    rig.clock.t = NOW + 1_000
+    rig.clock.set(NOW + 1_000)
     (r2,) = await rig.run(cancel_routed())
     assert r2.status is ResultStatus.EXECUTED
 
@@ -625,7 +618,7 @@ async def test_a_write_failed_with_its_outcome_unknown_starts_the_cooldown() -> 
     assert r1.attempts == (AttemptOutcome.UNKNOWN,) * 3
     assert rig.executor.last_remediation_ms == NOW
     del rig.port.fail_always["cancel_order"]
-    rig.clock.t = NOW + 1_000
+    rig.clock.set(NOW + 1_000)
     (r2,) = await rig.run(cancel_routed())
     assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.COOLDOWN_NOT_ELAPSED)
 
@@ -783,7 +776,7 @@ async def test_the_dry_run_preview_counts_what_was_really_spent_since_its_copy()
     (r1,) = await rig.run(cancel_routed())
     assert r1.status is ResultStatus.PLANNED
     rig.seed_day(calls=5)  # the real budget, used up meanwhile
-    rig.clock.t = NOW + 1_000
+    rig.clock.set(NOW + 1_000)
     (r2,) = await rig.run(cancel_routed(OURS_2))
     assert (r2.status, r2.reason) == (ResultStatus.BLOCKED, BR.MAX_CALLS_PER_DAY)
 
@@ -818,7 +811,7 @@ async def test_dry_run_skips_arming_gates_and_writes_nothing() -> None:
     rig.port.add_order(order())
     rig.position("0.01")
     (c,) = await rig.run(cancel_routed())
-    rig.clock.t += 120_000
+    rig.clock.advance(120_000)
     (f,) = await rig.run(flatten_routed())
     assert (c.status, c.mode, c.reason) == (ResultStatus.PLANNED, DRY_RUN, None)
     assert (f.status, f.mode, f.reason) == (ResultStatus.PLANNED, DRY_RUN, None)
@@ -848,9 +841,9 @@ async def test_dry_run_right_after_a_live_execution_respects_its_cooldown() -> N
         rig.port.add_order(order(cid))
     (live,) = await rig.run(cancel_routed(OURS))
     rig.config.dry_run = True  # rollback to dry-run
-    rig.clock.t = NOW + 10_000
+    rig.clock.set(NOW + 10_000)
     (preview,) = await rig.run(cancel_routed(OURS_2))
-    rig.clock.t = NOW + 60_000
+    rig.clock.set(NOW + 60_000)
     (later,) = await rig.run(cancel_routed(OURS_2))
     assert statuses([live, preview, later]) == [
         (ResultStatus.EXECUTED, None),
@@ -864,9 +857,9 @@ async def test_dry_run_cooldown_is_tracked_in_memory_between_runs() -> None:
     rig = Rig(config(dry_run=True, cooldown_seconds=60), armed=False)
     rig.port.add_order(order())
     (r1,) = await rig.run(cancel_routed())
-    rig.clock.t = NOW + 10_000
+    rig.clock.set(NOW + 10_000)
     (r2,) = await rig.run(cancel_routed())
-    rig.clock.t = NOW + 60_000
+    rig.clock.set(NOW + 60_000)
     (r3,) = await rig.run(cancel_routed())
     assert statuses([r1, r2, r3]) == [
         (ResultStatus.PLANNED, None),
@@ -1490,10 +1483,10 @@ async def _run_gate_scenario(i: GateInputs) -> None:
     rig.seed_day(calls=i.day_calls_used, notional=str(i.day_notional_used))
     warm = i.cooldown != "none"
     if warm:
-        rig.clock.t = NOW - {"recent": 10_000, "exactly": 60_000, "elapsed": 61_000}[i.cooldown]
+        rig.clock.set(NOW - {"recent": 10_000, "exactly": 60_000, "elapsed": 61_000}[i.cooldown])
         (w,) = await rig.run(cancel_routed("grinder_d_BTCUSDT_9_1704067200_9"))
         assert w.status is (ResultStatus.PLANNED if i.dry_run else ResultStatus.EXECUTED)
-        rig.clock.t = NOW
+        rig.clock.set(NOW)
     cfg = rig.config
     cfg.action = i.action
     cfg.allow_active_remediation = i.allow_active

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from grinder.clock import ManualClock
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.types import (
@@ -862,28 +863,20 @@ def test_sqlite_and_memory_stores_agree_on_any_operation_sequence(
 # --- the recorder (the bot's API over this store) ------------------------------------------
 
 
-class Clock:
-    def __init__(self, start: int = 1_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1_000_000)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rec(db: Path, clock: Clock) -> Any:
+def rec(db: Path, clock: ManualClock) -> Any:
     r = ExpectedRecorder(db, clock=clock, terminal_ttl_ms=TTL)
     yield r
     r.close()
 
 
 def test_recorder_records_order_with_clock_time_and_exact_amounts(
-    rec: ExpectedRecorder, db: Path, clock: Clock
+    rec: ExpectedRecorder, db: Path, clock: ManualClock
 ) -> None:
     rec.order_placed(cid(1), BTC, "buy", "0.0100", Decimal("42000.50"))
     rec.order_placed(cid(2), BTC, Side.SELL, 3, None, order_type="market", position_side="short")
@@ -956,10 +949,10 @@ def test_recorder_validates_order_arguments_with_one_line_errors(
 
 
 def test_recorder_same_order_twice_is_a_no_op_but_different_params_are_refused(
-    rec: ExpectedRecorder, clock: Clock
+    rec: ExpectedRecorder, clock: ManualClock
 ) -> None:
     rec.order_placed(cid(1), BTC, "BUY", "1", "100")
-    clock.now += 50
+    clock.advance(50)
     rec.order_placed(cid(1), BTC, "BUY", "1.0", "100")  # a retried send
     o = rec.store.get_order(cid(1))
     assert o is not None
@@ -973,10 +966,12 @@ def test_recorder_same_order_twice_is_a_no_op_but_different_params_are_refused(
     assert (again.side, again.expected_open, again.created_ts_ms) == (Side.SELL, True, clock.now)
 
 
-def test_recorder_cancel_and_end_book_the_bots_view(rec: ExpectedRecorder, clock: Clock) -> None:
+def test_recorder_cancel_and_end_book_the_bots_view(
+    rec: ExpectedRecorder, clock: ManualClock
+) -> None:
     for n in (1, 2, 3):
         rec.order_placed(cid(n), BTC, "BUY", "1", "100")
-    clock.now += 10
+    clock.advance(10)
     rec.cancel_sent(cid(1))
     rec.order_filled(cid(2))
     rec.order_ended(cid(3), "expired")
@@ -1049,15 +1044,15 @@ def test_recorder_batch_is_all_or_nothing(rec: ExpectedRecorder, db: Path) -> No
 
 
 def test_recorder_evicts_expired_ended_orders_at_most_once_per_interval(
-    db: Path, clock: Clock
+    db: Path, clock: ManualClock
 ) -> None:
     with ExpectedRecorder(db, clock=clock, terminal_ttl_ms=TTL, evict_interval_ms=60_000) as rec:
         rec.order_placed(cid(1), BTC, "BUY", "1", "100")
         rec.cancel_sent(cid(1))
-        clock.now += TTL
+        clock.advance(TTL)
         rec.order_placed(cid(2), BTC, "BUY", "1", "100")  # within the interval: no eviction
         assert rec.store.get_order(cid(1)) is not None
-        clock.now += 60_000
+        clock.advance(60_000)
         rec.order_placed(cid(3), BTC, "BUY", "1", "100")
         assert rec.store.get_order(cid(1)) is None
         assert {o.client_order_id for o in rec.store.orders()} == {cid(2), cid(3)}
@@ -1097,7 +1092,7 @@ def _stored_heartbeat(db: Path) -> object:
 
 
 def test_every_recorder_call_and_heartbeat_stamps_the_bots_heartbeat(
-    rec: ExpectedRecorder, db: Path, clock: Clock
+    rec: ExpectedRecorder, db: Path, clock: ManualClock
 ) -> None:
     reader = reopen(db, readonly=True)
     assert (reader.bot_heartbeat_ms, reader.heartbeat_age_s(clock.now)) == (None, math.inf)
@@ -1111,14 +1106,14 @@ def test_every_recorder_call_and_heartbeat_stamps_the_bots_heartbeat(
         rec.heartbeat,
     ]
     for call in calls:
-        clock.now += 1_000
+        clock.advance(1_000)
         call()
         assert _stored_heartbeat(db) == clock.now
         reader.refresh()
         assert reader.bot_heartbeat_ms == clock.now
         assert reader.heartbeat_age_s(clock.now + 2_500) == 2.5
     with rec.batch():
-        clock.now += 1_000
+        clock.advance(1_000)
         rec.order_placed(cid(2), BTC, "BUY", "1", "100")
         rec.heartbeat()
     assert _stored_heartbeat(db) == clock.now
@@ -1126,12 +1121,12 @@ def test_every_recorder_call_and_heartbeat_stamps_the_bots_heartbeat(
 
 
 def test_a_heartbeat_alone_changes_no_row_and_a_refresh_reports_no_change(
-    rec: ExpectedRecorder, db: Path, clock: Clock
+    rec: ExpectedRecorder, db: Path, clock: ManualClock
 ) -> None:
     rec.order_placed(cid(1), BTC, "BUY", "1", "100")
     reader = reopen(db, readonly=True)
     seq = reader.last_seq
-    clock.now += 10_000
+    clock.advance(10_000)
     rec.heartbeat()
     assert not reader.refresh().changed
     assert reader.last_seq == seq

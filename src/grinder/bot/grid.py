@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Protocol
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import OrderUpdate, UserEvent
 from grinder.exchange.binance.stream import UserDataStream
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, generate_client_order_id
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.reconcile.types import ZERO, ExpectedOrder, ObservedOrder, OrderStatus, Side
 
 
@@ -126,7 +126,7 @@ class GridBot:
         settings: GridSettings | None = None,
         *,
         ws_base_url: str | None = None,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Clock = wall_clock_ms,
         on_note: Callable[[str], None] | None = None,
     ) -> None:
         self.port = port

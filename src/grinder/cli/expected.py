@@ -23,8 +23,8 @@ import click
 
 from grinder.cli.errors import UsageError
 from grinder.cli.options import file_option, url_option
+from grinder.clock import wall_clock_ms
 from grinder.ha.connection import RedisConnection
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.service.options import VENUES, ServiceOptions, resolve
 from grinder.service.preflight import check_expected_db
 from grinder.service.venue import check_venue, connect_venue

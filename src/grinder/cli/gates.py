@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 import urllib.parse
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
@@ -49,6 +48,7 @@ from grinder.cli.ceremony import service_status
 from grinder.cli.control import call, socket_option
 from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
 from grinder.cli.options import metrics_url_of, metrics_url_option, url_option
+from grinder.clock import wall_clock_ms
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
 from grinder.reconcile.config import ReconcileConfig
@@ -438,7 +438,7 @@ def gates(
     except SourceError as exc:
         scrape = None
         notes.append(f"metrics not read: {exc}")
-    now_ms = time.time_ns() // 1_000_000
+    now_ms = wall_clock_ms()
     executor, ctx, more = build_executor(status, scrape, now_ms)
     notes += more
     exp = explain(executor, kind, symbol, order_id, value, ctx)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from grinder.bot.grid import GridBot, GridSettings
+from grinder.clock import wall_clock_ms
 from grinder.demo.feed import DemoService, Feed
 from grinder.demo.options import (
     LIVE_GATES,
@@ -32,7 +33,6 @@ from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.service.artifacts import RunDir, Tee
 from grinder.service.main import prepare_budget, print_configuration
 from grinder.service.options import ServiceOptions

@@ -8,12 +8,12 @@ import string
 from collections.abc import Callable
 from typing import Any
 
+from grinder.clock import wall_clock_ms
 from grinder.demo.base import DemoBase
 from grinder.demo.options import HAND_POSITION, OTHER, QTY, SYMBOL, CaseResult
 from grinder.demo.sim import brief, limit_order, open_ids, position_of
 from grinder.reconcile.identity import generate_client_order_id, is_ours
 from grinder.reconcile.labels import ResultStatus, SkipReason, TriageOutcome
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.reconcile.routing import ActionKind, route_one
 from grinder.reconcile.types import MismatchType
 

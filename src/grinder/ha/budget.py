@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.ha.connection import ENSURE_EPOCH_LUA, RedisConnection, RedisUnavailable
 from grinder.reconcile.budget import (
     BudgetRefused,
@@ -131,10 +131,6 @@ def from_units(units: int) -> Decimal:
     return Decimal(units) / Decimal(UNITS_PER_USDT)
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class RedisBudgetStore:
     """The shared daily budget: atomic, fenced reservations in Redis (see the module doc)."""
 
@@ -146,7 +142,7 @@ class RedisBudgetStore:
         min_lease_ms: int,
         recovery_ms: int,
         mirror: FileBudgetStore | None = None,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Clock = wall_clock_ms,
         on_fenced: Callable[[str], object] | None = None,
         on_refused: Callable[[str], None] | None = None,
     ) -> None:

@@ -52,6 +52,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.ha.connection import ENSURE_EPOCH_LUA, RedisConnection, RedisUnavailable
 
 log = logging.getLogger("grinder.ha")
@@ -105,10 +106,6 @@ return 0
 """
 
 DEFAULT_LEASE_MS = 10_000
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def parse_lease_value(value: str) -> tuple[str, int] | None:
@@ -187,7 +184,7 @@ class LeaderElector:
         *,
         timings: ElectorTimings | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], int] = wall_clock_ms,
+        wall_clock: Clock = wall_clock_ms,
         healthy: Callable[[], bool] | None = None,
     ) -> None:
         if not instance_id or any(c.isspace() for c in instance_id) or len(instance_id) > 128:

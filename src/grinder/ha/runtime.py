@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaSettings
 from grinder.ha.connection import RedisConnection
@@ -14,10 +15,6 @@ from grinder.ha.elector import LeaderElector, parse_lease_value
 from grinder.ha.metrics import HaMetrics
 from grinder.reconcile.budget import FileBudgetStore
 from grinder.state.redis_store import RedisExpectedStore
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class HaRuntime:
@@ -28,7 +25,7 @@ class HaRuntime:
         settings: HaSettings,
         *,
         budget_mirror: Path | None = None,
-        clock: Callable[[], int] = _wall_ms,
+        clock: Clock = wall_clock_ms,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         cfg = settings.config
@@ -91,7 +88,7 @@ class HaRuntime:
             "leader": lease is not None,
             "token": None if lease is None else lease.token,
             "leader_since_ms": None if lease is None else lease.acquired_ms,
-            "checked_ms": _wall_ms(),
+            "checked_ms": wall_clock_ms(),
             "lease_remaining_s": round(elector.remaining_s(), 3),
             "last_seen_holder": holder[0] if holder else None,
             "max_token_seen": elector.max_token_seen,

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from grinder import fileio
+from grinder.clock import Clock, wall_clock_ms
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.types import ZERO
@@ -401,7 +401,7 @@ class BudgetTracker:
 
     config: ReconcileConfig
     store: BudgetStore | None = None
-    clock: Callable[[], int] = field(default=lambda: int(datetime.now(UTC).timestamp() * 1000))
+    clock: Clock = field(default=wall_clock_ms)
     state: BudgetState = field(init=False)
     from_the_future: BudgetState | None = field(init=False, default=None)
     """The state as loaded when it was dated in the future (its counts were kept for today)."""

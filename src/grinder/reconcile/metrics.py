@@ -20,12 +20,12 @@ remaining would read as used up).
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.labels import (
     ActionLabel,
@@ -38,10 +38,6 @@ from grinder.reconcile.labels import (
 from grinder.reconcile.types import MismatchType
 
 HOUR_MS = 3_600_000
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class RecentCount:
@@ -91,7 +87,7 @@ class ReconcileMetrics:
     scrape; it should be the clock that stamps the results reported here.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, clock: Callable[[], int] = _wall_ms) -> None:
+    def __init__(self, registry: CollectorRegistry, *, clock: Clock = wall_clock_ms) -> None:
         self.registry = registry
         self.clock = clock
         self._planned_recent = {a.value: RecentCount() for a in ActionLabel}

@@ -42,12 +42,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 from typing import Protocol, TypeVar
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.port import (
     Authorize,
     CancelOutcome,
@@ -100,10 +100,6 @@ WRITE_WINDOW_MS = 2_000
 """The longest a write may take from its authorization to the exchange (its recvWindow)."""
 MIN_WRITE_WINDOW_MS = 50
 """A write with less of its leadership left than this is not sent."""
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -188,7 +184,7 @@ class RemediationExecutor:
         is_leader: Callable[[], bool] | None = None,
         cooldown: CooldownSource | None = None,
         env: Mapping[str, str] | None = None,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Clock = wall_clock_ms,
         reporter: RemediationReporter | None = None,
         expected_heartbeat_age: Callable[[], float] | None = None,
         lease_window_ms: Callable[[], int] | None = None,

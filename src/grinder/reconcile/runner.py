@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from grinder.clock import Clock
 from grinder.reconcile.engine import OrderQuery, ReconcileEngine
 from grinder.reconcile.labels import ResultStatus, SkipReason
 from grinder.reconcile.remediation import ActionResult, RemediationExecutor
@@ -22,7 +21,7 @@ class ReconcileRunner:
         *,
         reporter: Reporter | None = None,
         triage_port: OrderQuery | None = None,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
         self.executor = executor

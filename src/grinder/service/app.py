@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
@@ -48,7 +49,7 @@ from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.metrics import ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor, wall_clock_ms
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, start_control_site
@@ -93,7 +94,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         audit: AuditWriter | None,
         control_socket: Path | None,
         env: Mapping[str, str] | None = None,
-        clock: Any = wall_clock_ms,
+        clock: Clock = wall_clock_ms,
         ha: HaRuntime | None = None,
     ) -> None:
         src = os.environ if env is None else env

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from grinder.clock import Clock
 from grinder.exchange.binance.apply import apply_user_event
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
@@ -49,7 +50,7 @@ class ServiceLoop:
 
     opts: ServiceOptions
     config: ReconcileConfig
-    clock: Any
+    clock: Clock
     observed: ObservedStore
     expected: ExpectedSource | None
     venue: VenueConnection | None

@@ -22,6 +22,7 @@ from typing import Any
 
 from grinder import fileio
 from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
+from grinder.clock import wall_clock_ms
 from grinder.exchange.port import ExchangeError
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.audit import AuditWriter
@@ -36,7 +37,6 @@ from grinder.reconcile.budget import (
 from grinder.reconcile.config import ConfigError
 from grinder.reconcile.labels import Mode
 from grinder.reconcile.logs import FILE_ONLY, configure_logging
-from grinder.reconcile.remediation import wall_clock_ms
 from grinder.redaction import mask_url
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import (

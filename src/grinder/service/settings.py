@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from grinder.clock import Clock
 from grinder.ha.config import HaConfig
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ConfigError, ReconcileConfig
@@ -29,7 +30,7 @@ class ServiceSettings:
 
     opts: ServiceOptions
     config: ReconcileConfig
-    clock: Any
+    clock: Clock
     audit: AuditWriter | None
     gate_env: dict[str, str]
     controls: Controls | None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from grinder.clock import Clock
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import VENUES, BinanceRestClient, Credentials
 from grinder.exchange.simulator.config import (
@@ -66,7 +67,7 @@ async def connect_venue(
     opts: ServiceOptions,
     credentials: Credentials,
     *,
-    clock: Callable[[], int],
+    clock: Clock,
     on_weight: Callable[[int], None] | None = None,
     on_spend: Callable[[int], None] | None = None,
 ) -> VenueConnection:

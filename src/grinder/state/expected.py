@@ -24,7 +24,6 @@ bot's own process, so it counts as live once a bot has written it.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -83,10 +82,6 @@ NEVER = math.inf
 RECOMMENDED_HEARTBEAT_INTERVAL_S = 10.0
 """How often a bot should call ``heartbeat()`` (from its main loop): a sixth of the default
 ``expected_heartbeat_max_age_s`` (60 s), so a few missed beats never block remediation."""
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def age_s(heartbeat_ms: int | None, now_ms: int) -> float:

@@ -61,12 +61,12 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.reconcile.types import ExpectedOrder, OrderStatus, PositionSide, Side
 from grinder.state.expected import (
     DEFAULT_MAX_ORDERS,
@@ -88,10 +88,6 @@ _SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9_]{0,31}")
 _ORDER_TYPE = re.compile(r"[A-Z][A-Z_]{0,31}")
 
 
-def _wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class ExpectedRecorder(Closing):
     """Records a bot's orders and intended positions in a SQLite expected-state file.
 
@@ -103,13 +99,13 @@ class ExpectedRecorder(Closing):
         self,
         path: str | os.PathLike[str],
         *,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
         max_orders: int = DEFAULT_MAX_ORDERS,
         terminal_ttl_ms: int = DEFAULT_TERMINAL_TTL_MS,
         evict_interval_ms: int = DEFAULT_EVICT_INTERVAL_MS,
         synchronous: Synchronous = "FULL",
     ) -> None:
-        self._clock = clock or _wall_clock_ms
+        self._clock = clock or wall_clock_ms
         self._lock = threading.RLock()
         self._evict_interval_ms = evict_interval_ms
         self._last_evict_ms: int | None = None

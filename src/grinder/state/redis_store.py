@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.ha.connection import RedisConnection
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -72,7 +72,6 @@ from grinder.state.expected import (
     UnknownOrder,
     book_cancel_requested,
     book_status,
-    wall_clock_ms,
 )
 from grinder.state.redis_records import (
     decode_order,
@@ -114,7 +113,7 @@ class RedisExpectedStore(MirrorReads):
         tombstone_retention: int = DEFAULT_TOMBSTONE_RETENTION,
         load: bool = True,
         bot: bool = False,
-        clock: Callable[[], int] = wall_clock_ms,
+        clock: Clock = wall_clock_ms,
     ) -> None:
         """``bot``: this instance is the bot's, its writes stamp the heartbeat. ``clock``
         (ms) measures the time since the last refresh for ``heartbeat_age_s``."""

@@ -73,12 +73,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.reconcile.types import (
     ExpectedOrder,
     ExpectedPosition,
@@ -99,7 +100,6 @@ from grinder.state.expected import (
     age_s,
     book_cancel_requested,
     book_status,
-    wall_clock_ms,
 )
 from grinder.state.sqlite_rows import (
     evict_ended_before,
@@ -154,7 +154,7 @@ class SqliteExpectedStore(MirrorReads, Closing):
         synchronous: Synchronous = "FULL",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         tombstone_retention: int = DEFAULT_TOMBSTONE_RETENTION,
-        heartbeat_clock: Callable[[], int] | None = None,
+        heartbeat_clock: Clock | None = None,
     ) -> None:
         """``heartbeat_clock`` (ms since the epoch): every write is a bot's and stamps the
         bot heartbeat with it (``ExpectedRecorder`` passes its clock)."""

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from grinder.clock import Clock
 from grinder.state.sqlite_schema import HEARTBEAT_KEY, db_error, store_error
 
 Staged = tuple[str, Any, Any]
@@ -69,7 +70,7 @@ class Transactions:
         *,
         tombstone_retention: int,
         on_commit: Callable[[list[Staged]], None],
-        heartbeat_clock: Callable[[], int] | None = None,
+        heartbeat_clock: Clock | None = None,
         on_heartbeat: Callable[[int], None] | None = None,
     ) -> None:
         self.conn = conn

@@ -27,11 +27,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.errors import (
     MalformedResponse,
     MalformedWriteResponse,
@@ -79,14 +79,14 @@ class BinanceFuturesPort:
         self,
         rest: BinanceRestClient,
         *,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
         snapshot_concurrency: int = SNAPSHOT_CONCURRENCY,
     ) -> None:
         if snapshot_concurrency < 1:
             raise ValueError(f"snapshot_concurrency must be >= 1, got {snapshot_concurrency}")
         self.rest = rest
         self.snapshot_concurrency = snapshot_concurrency
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock or wall_clock_ms
         self._filters: dict[str, SymbolFilters] = {}
         self._filters_ts: int | None = None
         self._hedge_mode: bool | None = None

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from urllib.parse import urlencode
 import aiohttp
 from yarl import URL
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.errors import (
     IpBanned,
     MalformedResponse,
@@ -156,7 +156,7 @@ class BinanceRestClient:
         *,
         settings: RestSettings | None = None,
         session: aiohttp.ClientSession | None = None,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         on_weight: Callable[[int], None] | None = None,
@@ -167,7 +167,7 @@ class BinanceRestClient:
         self.settings = settings or RestSettings()
         self._session = session
         self._own_session = session is None
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock or wall_clock_ms
         self._raw_sleep = sleep
         self._closing = False
         self._waits: set[asyncio.Future[None]] = set()

@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -36,6 +35,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
+from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.errors import ListenKeyInvalid
 from grinder.exchange.binance.parsing import (
     ListenKeyExpired,
@@ -102,7 +102,7 @@ class UserDataStream:
         settings: StreamSettings | None = None,
         on_state: Callable[[StreamState], None] | None = None,
         on_parse_error: Callable[[WireFormatError], None] | None = None,
-        clock: Callable[[], int] | None = None,
+        clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.rest = rest
@@ -112,7 +112,7 @@ class UserDataStream:
         self.settings = settings or StreamSettings()
         self.on_state = on_state
         self.on_parse_error = on_parse_error
-        self._clock = clock or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock or wall_clock_ms
         self._rng = rng or random.Random()
         self.stats = StreamStats()
         self.state = StreamState.DISCONNECTED
