@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from grinder.reconcile.config import ConfigError
-from grinder.service.options import resolve
+from grinder.service.options import ServiceFlags, resolve
 
 
 def test_without_a_redis_url_the_service_runs_alone() -> None:
-    assert resolve({}, {}).ha is None
+    assert resolve(ServiceFlags(), {}).ha is None
 
 
 def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
         "GRINDER_INSTANCE_ID": "env-id",
         "GRINDER_REDIS_NAMESPACE": "fromenv",
     }
-    ha = resolve({"config": str(cfg)}, env).ha
+    ha = resolve(ServiceFlags(config=str(cfg)), env).ha
     assert ha is not None
     assert (ha.redis_url, ha.instance_id, ha.namespace) == (
         "redis://env:6379/0",
@@ -34,12 +34,12 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
     )
     assert ha.config.lease_ttl_s == 3
     ha = resolve(
-        {
-            "config": str(cfg),
-            "redis_url": "redis://flag:6379/1",
-            "instance_id": "flag-id",
-            "redis_namespace": "fromflag",
-        },
+        ServiceFlags(
+            config=str(cfg),
+            redis_url="redis://flag:6379/1",
+            instance_id="flag-id",
+            redis_namespace="fromflag",
+        ),
         env,
     ).ha
     assert ha is not None
@@ -48,7 +48,7 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
         "flag-id",
         "fromflag",
     )
-    ha = resolve({"config": str(cfg), "redis_url": "redis://h:1/0"}, {}).ha
+    ha = resolve(ServiceFlags(config=str(cfg), redis_url="redis://h:1/0"), {}).ha
     assert ha is not None
     assert ha.namespace == "fromfile"
     assert ha.instance_id.endswith(f"-{os.getpid()}")  # <hostname>-<pid>
@@ -76,7 +76,7 @@ def test_bad_ha_settings_are_one_clear_error(
         cfg.write_text(toml)
         flags = {**flags, "config": str(cfg)}
     with pytest.raises(ConfigError) as err:
-        resolve(flags, env)
+        resolve(ServiceFlags(**flags), env)
     assert needle in str(err.value)
 
 

@@ -23,8 +23,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.redaction import mask_secrets
+from grinder.service.defaults import DEFAULT_METRICS_PORT
 
-DEFAULT_METRICS_URL = "http://localhost:9090/metrics"
+DEFAULT_METRICS_URL = f"http://localhost:{DEFAULT_METRICS_PORT}/metrics"
 DEFAULT_TIMEOUT_S = 5.0
 
 

@@ -25,7 +25,8 @@ from grinder.cli.errors import UsageError
 from grinder.cli.options import file_option, url_option
 from grinder.clock import wall_clock_ms
 from grinder.ha.connection import RedisConnection
-from grinder.service.options import VENUES, ServiceOptions, resolve
+from grinder.service.defaults import VENUES, Venue
+from grinder.service.options import ServiceFlags, ServiceOptions, resolve
 from grinder.service.preflight import check_expected_db
 from grinder.service.venue import check_venue, connect_venue
 from grinder.state.adopt import AdoptReport, adopt_baseline
@@ -62,7 +63,7 @@ def adopt(
     expected_db: str | None,
     redis_url: str | None,
     redis_namespace: str | None,
-    venue: str | None,
+    venue: Venue | None,
     venue_url: str | None,
     config: str | None,
     yes: bool,
@@ -73,14 +74,14 @@ def adopt(
     file is created when it does not exist. Adoption is not a bot's write: remediation
     stays blocked (expected_state_stale) until the bot writes or heartbeats.
     """
-    flags = {
-        "venue": venue,
-        "venue_url": venue_url,
-        "config": config,
-        "expected_db": expected_db,
-        "redis_url": redis_url,
-        "redis_namespace": redis_namespace,
-    }
+    flags = ServiceFlags(
+        venue=venue,
+        venue_url=venue_url,
+        config=config,
+        expected_db=expected_db,
+        redis_url=redis_url,
+        redis_namespace=redis_namespace,
+    )
     opts = resolve(flags, os.environ)
     if opts.expected_db is None and opts.ha is None:
         raise UsageError(

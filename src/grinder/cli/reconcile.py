@@ -7,8 +7,15 @@ import os
 import click
 
 from grinder.cli.options import Seconds, file_option, url_option
+from grinder.service.defaults import (
+    DEFAULT_METRICS_HOST,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_VENUE,
+    VENUES,
+    Venue,
+)
 from grinder.service.main import run_service
-from grinder.service.options import VENUES, resolve
+from grinder.service.options import ServiceFlags, resolve
 
 
 @click.command("reconcile")
@@ -24,7 +31,7 @@ from grinder.service.options import VENUES, resolve
     type=click.Choice(VENUES),
     default=None,
     help="Exchange: sim (the bundled simulator, started in-process), testnet or mainnet "
-    "[env GRINDER_VENUE; default sim].",
+    f"[env GRINDER_VENUE; default {DEFAULT_VENUE}].",
 )
 @url_option(
     "--venue-url",
@@ -37,13 +44,13 @@ from grinder.service.options import VENUES, resolve
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
-    default=9090,
+    default=DEFAULT_METRICS_PORT,
     show_default=True,
     help="Port of /metrics, /healthz, /readyz (0: any free port).",
 )
 @click.option(
     "--metrics-host",
-    default="127.0.0.1",
+    default=DEFAULT_METRICS_HOST,
     show_default=True,
     help="Address the metrics endpoint binds to.",
 )
@@ -93,7 +100,41 @@ from grinder.service.options import VENUES, resolve
     help="Prefix of the HA keys in Redis, shared by the instances of one deployment "
     "[env GRINDER_REDIS_NAMESPACE; default [ha] namespace, else grinder].",
 )
-def reconcile(**flags: object) -> int:
+def reconcile(
+    duration: float | None,
+    venue: Venue | None,
+    venue_url: str | None,
+    config: str | None,
+    metrics_port: int,
+    metrics_host: str,
+    log_file: str | None,
+    reset_budget_state: bool,
+    audit_out: str | None,
+    metrics_out: str | None,
+    expected_db: str | None,
+    create_expected_db: bool,
+    control_socket: str | None,
+    redis_url: str | None,
+    instance_id: str | None,
+    redis_namespace: str | None,
+) -> int:
     """Reconcile continuously; remediate only when every gate is open."""
-    opts = resolve(flags, os.environ)
-    return run_service(opts, os.environ)
+    flags = ServiceFlags(
+        duration=duration,
+        venue=venue,
+        venue_url=venue_url,
+        config=config,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        log_file=log_file,
+        reset_budget_state=reset_budget_state,
+        audit_out=audit_out,
+        metrics_out=metrics_out,
+        expected_db=expected_db,
+        create_expected_db=create_expected_db,
+        control_socket=control_socket,
+        redis_url=redis_url,
+        instance_id=instance_id,
+        redis_namespace=redis_namespace,
+    )
+    return run_service(resolve(flags, os.environ), os.environ)

@@ -17,8 +17,8 @@ from grinder.demo.options import ARTIFACTS, DemoOptions
 from grinder.demo.output import print_banner, print_results
 from grinder.reconcile.logs import LOGGER_NAME, configure_logging
 from grinder.service.artifacts import RunDir, Tee, clean_old_days
+from grinder.service.defaults import DEFAULT_ARTIFACT_TTL_DAYS
 from grinder.service.main import _write_artifacts
-from grinder.service.options import DEFAULT_ARTIFACT_TTL_DAYS
 
 
 def _configure_logs(run_dir: RunDir, verbose: bool) -> Path:

@@ -18,9 +18,9 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
@@ -38,10 +38,14 @@ from grinder.reconcile.config import (
     validation_message,
 )
 from grinder.redaction import masked_repr, register_url
-
-Venue = Literal["sim", "testnet", "mainnet"]
-VENUES: tuple[Venue, ...] = ("sim", "testnet", "mainnet")
-DEFAULT_ARTIFACT_TTL_DAYS = 14.0
+from grinder.service.defaults import (
+    DEFAULT_ARTIFACT_TTL_DAYS,
+    DEFAULT_METRICS_HOST,
+    DEFAULT_METRICS_PORT,
+    DEFAULT_VENUE,
+    VENUES,
+    Venue,
+)
 
 MAX_FLOAT = 1e9
 """Upper bound of the file's numbers of seconds (and rates): no interval overflows a clock."""
@@ -167,16 +171,45 @@ def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
         raise ConfigError(f"{where}: {validation_message(exc)}") from None
 
 
+@dataclass(frozen=True)
+class ServiceFlags:
+    """What the command line said, as parsed (None: the flag was not given).
+
+    Each field is named as its flag (``config`` is ``--config``); ``resolve`` adds the
+    environment, the config file and the defaults.
+    """
+
+    duration: float | None = None
+    venue: Venue | None = None
+    venue_url: str | None = None
+    config: str | None = None
+    metrics_port: int = DEFAULT_METRICS_PORT
+    metrics_host: str = DEFAULT_METRICS_HOST
+    log_file: str | None = None
+    reset_budget_state: bool = False
+    audit_out: str | None = None
+    metrics_out: str | None = None
+    expected_db: str | None = None
+    create_expected_db: bool = False
+    control_socket: str | None = None
+    redis_url: str | None = None
+    instance_id: str | None = None
+    redis_namespace: str | None = None
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
+
+
 @dataclass
 class ServiceOptions:
     """Everything the service was asked to do, resolved and validated."""
 
-    venue: Venue = "sim"
+    venue: Venue = DEFAULT_VENUE
     venue_url: str | None = None
     duration_s: float | None = None
     config_path: Path | None = None
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 9090
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_port: int = DEFAULT_METRICS_PORT
     log_file: Path | None = None
     reset_budget_state: bool = False
     audit_out: Path | None = None
@@ -214,21 +247,22 @@ class ServiceOptions:
 
 
 def resolve(
-    flags: Mapping[str, Any],
+    flags: ServiceFlags,
     env: Mapping[str, str] | None = None,
 ) -> ServiceOptions:
     """Combine flags, environment and config file into ``ServiceOptions``."""
     src = os.environ if env is None else env
-    register_url(flags.get("venue_url"))  # its password is masked in every output from now on
+    register_url(flags.venue_url)  # its password is masked in every output from now on
     _refuse_empty_flags(flags)
     runtime = RuntimeEnv.from_env(src)
     venue_env = src.get("GRINDER_VENUE")  # set but empty is not "unset": it is refused below
-    venue_raw = flags.get("venue") or ("sim" if venue_env is None else venue_env)
-    if venue_raw not in VENUES:
-        where = "--venue" if flags.get("venue") else "GRINDER_VENUE"
+    venue_raw = flags.venue or (DEFAULT_VENUE if venue_env is None else venue_env)
+    venue = next((v for v in VENUES if v == venue_raw), None)
+    if venue is None:
+        where = "--venue" if flags.venue else "GRINDER_VENUE"
         raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
-    config_path = flags.get("config")
-    file_cfg = load_config_file(Path(config_path) if config_path else None)
+    config_path = _path(flags.config)
+    file_cfg = load_config_file(config_path)
     reconcile = file_cfg.reconcile
     # Environment gates override the file when they are set.
     raw = runtime.raw
@@ -237,16 +271,15 @@ def resolve(
     if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
         reconcile.allow_active_remediation = runtime.allow_active
     armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
-    expected_db = flags.get("expected_db") or env_path(src, "GRINDER_EXPECTED_DB", None)
-    expected_db_where = "--expected-db" if flags.get("expected_db") else "GRINDER_EXPECTED_DB"
-    create_expected_db = bool(flags.get("create_expected_db"))
-    if create_expected_db and not expected_db:
+    expected_db = _path(flags.expected_db) or env_path(src, "GRINDER_EXPECTED_DB", None)
+    expected_db_where = "--expected-db" if flags.expected_db else "GRINDER_EXPECTED_DB"
+    if flags.create_expected_db and not expected_db:
         raise ConfigError(
             "--create-expected-db: needs --expected-db FILE (or GRINDER_EXPECTED_DB) to create"
         )
     artifacts = env_path(src, "GRINDER_ARTIFACTS_DIR", None)
     ttl_days = env_float(src, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS)
-    duration = flags.get("duration")
+    duration = flags.duration
     if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_FLOAT):
         raise ConfigError(
             f"--duration: expected a finite number of seconds > 0 and <= {MAX_FLOAT:.0f}, "
@@ -254,20 +287,20 @@ def resolve(
         )
     ha = _ha_settings(flags, src, file_cfg.ha)
     return ServiceOptions(
-        venue=venue_raw,
-        venue_url=flags.get("venue_url"),
+        venue=venue,
+        venue_url=flags.venue_url,
         duration_s=duration,
-        config_path=Path(config_path) if config_path else None,
-        metrics_host=flags.get("metrics_host") or "127.0.0.1",
-        metrics_port=int(flags.get("metrics_port", 9090)),
-        log_file=_path(flags.get("log_file")),
-        reset_budget_state=bool(flags.get("reset_budget_state")),
-        audit_out=_path(flags.get("audit_out")),
-        metrics_out=_path(flags.get("metrics_out")),
-        expected_db=Path(expected_db) if expected_db else None,
+        config_path=config_path,
+        metrics_host=flags.metrics_host,
+        metrics_port=flags.metrics_port,
+        log_file=_path(flags.log_file),
+        reset_budget_state=flags.reset_budget_state,
+        audit_out=_path(flags.audit_out),
+        metrics_out=_path(flags.metrics_out),
+        expected_db=expected_db,
         expected_db_where=expected_db_where,
-        create_expected_db=create_expected_db,
-        control_socket=_path(flags.get("control_socket")),
+        create_expected_db=flags.create_expected_db,
+        control_socket=_path(flags.control_socket),
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,
         env=runtime,
@@ -280,19 +313,19 @@ def resolve(
 
 
 def _ha_settings(
-    flags: Mapping[str, Any], src: Mapping[str, str], file_ha: HaConfig
+    flags: ServiceFlags, src: Mapping[str, str], file_ha: HaConfig
 ) -> HaSettings | None:
     """HA settings when a Redis URL is given (flag > environment), else None."""
-    url = flags.get("redis_url")
+    url = flags.redis_url
     where = "--redis-url"
     if not url:
         url = env_text(src, "GRINDER_REDIS_URL")
         where = "GRINDER_REDIS_URL"
     register_url(url)  # its password is masked in every output from now on
-    instance = flags.get("instance_id") or env_text(src, "GRINDER_INSTANCE_ID")
-    namespace = flags.get("redis_namespace") or env_text(src, "GRINDER_REDIS_NAMESPACE")
+    instance = flags.instance_id or env_text(src, "GRINDER_INSTANCE_ID")
+    namespace = flags.redis_namespace or env_text(src, "GRINDER_REDIS_NAMESPACE")
     if not url:
-        if flags.get("instance_id") or flags.get("redis_namespace"):
+        if flags.instance_id or flags.redis_namespace:
             raise ConfigError("--instance-id/--redis-namespace: need --redis-url (HA on Redis)")
         return None
     try:
@@ -300,26 +333,25 @@ def _ha_settings(
         if namespace:
             check_namespace(
                 namespace,
-                where="--redis-namespace"
-                if flags.get("redis_namespace")
-                else "GRINDER_REDIS_NAMESPACE",
+                where="--redis-namespace" if flags.redis_namespace else "GRINDER_REDIS_NAMESPACE",
             )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     instance = instance or default_instance_id()
     if any(c.isspace() for c in instance) or not 0 < len(instance) <= 128:
-        iwhere = "--instance-id" if flags.get("instance_id") else "GRINDER_INSTANCE_ID"
+        iwhere = "--instance-id" if flags.instance_id else "GRINDER_INSTANCE_ID"
         raise ConfigError(f"{iwhere}: expected 1-128 characters without spaces, got {instance!r}")
     config = file_ha.model_copy(update={"namespace": namespace}) if namespace else file_ha
     return HaSettings(redis_url=url, instance_id=instance, config=config)
 
 
-def _path(value: Any) -> Path | None:
+def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _refuse_empty_flags(flags: Mapping[str, Any]) -> None:
+def _refuse_empty_flags(flags: ServiceFlags) -> None:
     """A flag given an empty value (``--log-file ""``) is an error, never its default."""
-    for name, value in flags.items():
+    for f in fields(flags):
+        value = getattr(flags, f.name)
         if isinstance(value, str) and not value.strip():
-            raise ConfigError(f"--{name.replace('_', '-')}: expected a value, got {value!r}")
+            raise ConfigError(f"--{f.name.replace('_', '-')}: expected a value, got {value!r}")
