@@ -210,16 +210,22 @@ class ReconcileConfig(CheckedModel):
 # --- Environment -------------------------------------------------------------------------
 
 
+def zero_one(raw: str, where: str) -> bool:
+    """Exactly ``1`` (True) or ``0`` (False); anything else, empty too, is a ``ConfigError``
+    naming ``where`` (the variable or the flag) and the value."""
+    if raw == "1":
+        return True
+    if raw == "0":
+        return False
+    raise ConfigError(f"{where}: expected '0' or '1', got {raw!r}")
+
+
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     """``0`` or ``1``; unset means ``default``; anything else is a ``ConfigError``."""
     raw = env.get(name)
     if raw is None:
         return default
-    if raw == "1":
-        return True
-    if raw == "0":
-        return False
-    raise ConfigError(f"{name}: expected '0' or '1', got {raw!r}")
+    return zero_one(raw, name)
 
 
 def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
