@@ -1,7 +1,8 @@
 """Expected state: what the bot believes about its orders and positions.
 
-``ExpectedStore`` is the read interface detection uses; ``MemoryExpectedStore``
-is the in-process backend. The store is bounded: terminal orders are kept for
+``ExpectedStore`` is the read interface detection uses, ``ExpectedWriter`` the
+write interface every backend honours; ``MemoryExpectedStore`` is the in-process
+backend. The store is bounded: terminal orders are kept for
 ``terminal_ttl_ms`` (they explain late exchange reports) and are the first to
 go when the store is full. Open orders are never evicted to make room --
 forgetting one would make the bot's own live order look unexpected and get it
@@ -74,6 +75,39 @@ class ExpectedStore(Protocol):
     def positions(self) -> Iterable[ExpectedPosition]: ...
 
     def get_position(self, key: PositionKey) -> ExpectedPosition | None: ...
+
+
+class ExpectedWriter(Protocol):
+    """The writes every expected-state backend takes (``MemoryExpectedStore``,
+    ``SqliteExpectedStore``, ``RedisExpectedStore``), with the same semantics: each store
+    keeps its own copy of a recorded order (changing the caller's object afterwards changes
+    nothing stored), a cancel or a booked status replaces the stored order rather than
+    changing an order handed out before, and an unknown id raises ``UnknownOrder``.
+
+    The bot's heartbeat is not part of it: its signature differs by backend (the SQLite
+    store takes the bot's time), see the module docstring."""
+
+    def record_order(self, order: ExpectedOrder) -> None: ...
+
+    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None: ...
+
+    def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None: ...
+
+    def remove_order(self, client_order_id: str) -> None: ...
+
+    def set_position(
+        self,
+        symbol: str,
+        qty: Decimal,
+        now_ms: int,
+        position_side: PositionSide = PositionSide.BOTH,
+    ) -> None: ...
+
+    def evict_expired(self, now_ms: int) -> int: ...
+
+
+class ExpectedReadWrite(ExpectedStore, ExpectedWriter, Protocol):
+    """A store read and written by the same caller (``grinder expected adopt``)."""
 
 
 NEVER = math.inf
