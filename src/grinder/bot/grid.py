@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Protocol
 
 from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
@@ -28,20 +27,7 @@ from grinder.exchange.binance.stream import UserDataStream
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, generate_client_order_id
 from grinder.reconcile.types import ZERO, ExpectedOrder, ObservedOrder, OrderStatus, Side
-
-
-class ExpectedWriter(Protocol):
-    """The writes a bot makes to an expected store (memory or SQLite). The demo gives the
-    service's in-memory store, which the bot's first write makes live (gate E); a store in
-    another process needs the bot's heartbeat too (``ExpectedRecorder.heartbeat``)."""
-
-    def record_order(self, order: ExpectedOrder) -> None: ...
-
-    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None: ...
-
-    def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None: ...
-
-    def set_position(self, symbol: str, qty: Decimal, now_ms: int) -> None: ...
+from grinder.state.expected import ExpectedWriter
 
 
 @dataclass(frozen=True)

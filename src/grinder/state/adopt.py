@@ -42,11 +42,10 @@ just before calling: it dates the records and anchors the grace period.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
 
 from grinder.exchange.port import ExchangePort
 from grinder.reconcile.config import ReconcileConfig
@@ -54,36 +53,12 @@ from grinder.reconcile.identity import Ownership, ownership
 from grinder.reconcile.types import (
     ZERO,
     ExpectedOrder,
-    ExpectedPosition,
     ObservedOrder,
     PositionKey,
     PositionSide,
 )
-from grinder.state.expected import ExpectedStoreFull
+from grinder.state.expected import ExpectedReadWrite, ExpectedStoreFull
 from grinder.state.sqlite import SqliteExpectedStore
-
-
-class AdoptableStore(Protocol):
-    """The expected-store calls adoption needs (``MemoryExpectedStore`` and
-    ``SqliteExpectedStore`` both have them)."""
-
-    def orders(self) -> Iterable[ExpectedOrder]: ...
-
-    def get_order(self, client_order_id: str) -> ExpectedOrder | None: ...
-
-    def positions(self) -> Iterable[ExpectedPosition]: ...
-
-    def record_order(self, order: ExpectedOrder) -> None: ...
-
-    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None: ...
-
-    def set_position(
-        self,
-        symbol: str,
-        qty: Decimal,
-        now_ms: int,
-        position_side: PositionSide = PositionSide.BOTH,
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +114,7 @@ class AdoptReport:
 
 
 async def adopt_baseline(
-    store: AdoptableStore,
+    store: ExpectedReadWrite,
     port: ExchangePort,
     config: ReconcileConfig,
     now_ms: int,
@@ -211,7 +186,7 @@ async def adopt_baseline(
 
 
 @contextmanager
-def _one_transaction(store: AdoptableStore) -> Iterator[None]:
+def _one_transaction(store: ExpectedReadWrite) -> Iterator[None]:
     """One SQLite transaction, reading the file as it is once the write lock is held;
     any other store is brought up to date first when it can be (``refresh()``)."""
     if isinstance(store, SqliteExpectedStore):
@@ -225,7 +200,7 @@ def _one_transaction(store: AdoptableStore) -> Iterator[None]:
     yield
 
 
-def _check_room(store: AdoptableStore, adding: int) -> None:
+def _check_room(store: ExpectedReadWrite, adding: int) -> None:
     """``ExpectedStoreFull`` before any write when ``adding`` orders would not fit beside
     the open ones (a store without transactions could not take back the first writes)."""
     limit = getattr(store, "max_orders", None)

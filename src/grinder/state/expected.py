@@ -1,7 +1,8 @@
 """Expected state: what the bot believes about its orders and positions.
 
-``ExpectedStore`` is the read interface detection uses; ``MemoryExpectedStore``
-is the in-process backend. The store is bounded: terminal orders are kept for
+``ExpectedStore`` is the read interface detection uses, ``ExpectedWriter`` the
+write interface every backend honours; ``MemoryExpectedStore`` is the in-process
+backend. The store is bounded: terminal orders are kept for
 ``terminal_ttl_ms`` (they explain late exchange reports) and are the first to
 go when the store is full. Open orders are never evicted to make room --
 forgetting one would make the bot's own live order look unexpected and get it
@@ -23,10 +24,11 @@ bot's own process, so it counts as live once a bot has written it.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from types import TracebackType
 from typing import Protocol, Self
@@ -74,6 +76,39 @@ class ExpectedStore(Protocol):
     def positions(self) -> Iterable[ExpectedPosition]: ...
 
     def get_position(self, key: PositionKey) -> ExpectedPosition | None: ...
+
+
+class ExpectedWriter(Protocol):
+    """The writes every expected-state backend takes (``MemoryExpectedStore``,
+    ``SqliteExpectedStore``, ``RedisExpectedStore``), with the same semantics: each store
+    keeps its own copy of a recorded order (changing the caller's object afterwards changes
+    nothing stored), a cancel or a booked status replaces the stored order rather than
+    changing an order handed out before, and an unknown id raises ``UnknownOrder``.
+
+    The bot's heartbeat is not part of it: its signature differs by backend (the SQLite
+    store takes the bot's time), see the module docstring."""
+
+    def record_order(self, order: ExpectedOrder) -> None: ...
+
+    def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None: ...
+
+    def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None: ...
+
+    def remove_order(self, client_order_id: str) -> None: ...
+
+    def set_position(
+        self,
+        symbol: str,
+        qty: Decimal,
+        now_ms: int,
+        position_side: PositionSide = PositionSide.BOTH,
+    ) -> None: ...
+
+    def evict_expired(self, now_ms: int) -> int: ...
+
+
+class ExpectedReadWrite(ExpectedStore, ExpectedWriter, Protocol):
+    """A store read and written by the same caller (``grinder expected adopt``)."""
 
 
 NEVER = math.inf
@@ -201,25 +236,32 @@ class Closing:
 # --- write semantics shared by every backend -------------------------------------------------
 
 
-def book_cancel_requested(order: ExpectedOrder, now_ms: int) -> bool:
-    """The bot sent a cancel for ``order``; True when this is what ended it."""
-    order.cancel_requested = True
-    order.updated_ts_ms = now_ms
-    return _book_end(order, now_ms)
+def book_cancel_requested(order: ExpectedOrder, now_ms: int) -> tuple[ExpectedOrder, bool]:
+    """The bot sent a cancel for ``order``: the order as it is now (a new value, ``order``
+    is left as it was), and True when this is what ended it."""
+    ends = order.ended_ts_ms is None
+    booked = replace(
+        order,
+        cancel_requested=True,
+        updated_ts_ms=now_ms,
+        ended_ts_ms=now_ms if ends else order.ended_ts_ms,
+    )
+    return booked, ends
 
 
-def book_status(order: ExpectedOrder, status: OrderStatus, now_ms: int) -> bool:
-    """The bot booked ``status`` for ``order``; True when this is what ended it."""
-    order.status = status
-    order.updated_ts_ms = now_ms
-    return status.is_terminal and _book_end(order, now_ms)
-
-
-def _book_end(order: ExpectedOrder, now_ms: int) -> bool:
-    if order.ended_ts_ms is None:
-        order.ended_ts_ms = now_ms
-        return True
-    return False
+def book_status(
+    order: ExpectedOrder, status: OrderStatus, now_ms: int
+) -> tuple[ExpectedOrder, bool]:
+    """The bot booked ``status`` for ``order``: the order as it is now (a new value,
+    ``order`` is left as it was), and True when this is what ended it."""
+    ends = status.is_terminal and order.ended_ts_ms is None
+    booked = replace(
+        order,
+        status=status,
+        updated_ts_ms=now_ms,
+        ended_ts_ms=now_ms if ends else order.ended_ts_ms,
+    )
+    return booked, ends
 
 
 class MemoryExpectedStore(DictReads):
@@ -237,8 +279,10 @@ class MemoryExpectedStore(DictReads):
         self.terminal_ttl_ms = terminal_ttl_ms
         self._orders: dict[str, ExpectedOrder] = {}
         self._positions: dict[PositionKey, ExpectedPosition] = {}
-        # (ended_ts_ms, client_order_id) in the order the bot ended them.
-        self._ended: deque[tuple[int, str]] = deque()
+        # A heap of (ended_ts_ms, n, client_order_id): the oldest end first, then the first
+        # booked (the order the SQLite and Redis stores evict in, whatever the recording order).
+        self._ended: list[tuple[int, int, str]] = []
+        self._booked = itertools.count()
         self._written = False
 
     # --- the bot's heartbeat ---------------------------------------------------------------
@@ -261,7 +305,7 @@ class MemoryExpectedStore(DictReads):
     # --- writes --------------------------------------------------------------------------
 
     def record_order(self, order: ExpectedOrder) -> None:
-        """The bot placed (or is about to place) this order."""
+        """The bot placed (or is about to place) this order. The store keeps a copy."""
         self._written = True
         if order.client_order_id not in self._orders and len(self._orders) >= self.max_orders:
             self._evict_ended(now_ms=None)
@@ -270,23 +314,26 @@ class MemoryExpectedStore(DictReads):
                     f"expected store holds {len(self._orders)} orders (max_orders="
                     f"{self.max_orders}) and none has ended; refusing {order.client_order_id}"
                 )
-        self._orders[order.client_order_id] = order
-        if order.ended_ts_ms is not None:
-            self._ended.append((order.ended_ts_ms, order.client_order_id))
+        stored = replace(order)  # the caller's object stays the caller's
+        self._orders[stored.client_order_id] = stored
+        if stored.ended_ts_ms is not None:
+            self._push_ended(stored.ended_ts_ms, stored.client_order_id)
 
     def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
         """The bot sent a cancel: from now on it expects the order gone."""
         self._written = True
-        order = self._require(client_order_id)
-        if book_cancel_requested(order, now_ms):
-            self._ended.append((now_ms, order.client_order_id))
+        order, ended = book_cancel_requested(self._require(client_order_id), now_ms)
+        self._orders[client_order_id] = order
+        if ended:
+            self._push_ended(now_ms, client_order_id)
 
     def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
         self._written = True
-        order = self._require(client_order_id)
-        if book_status(order, status, now_ms):
-            self._ended.append((now_ms, order.client_order_id))
+        order, ended = book_status(self._require(client_order_id), status, now_ms)
+        self._orders[client_order_id] = order
+        if ended:
+            self._push_ended(now_ms, client_order_id)
 
     def remove_order(self, client_order_id: str) -> None:
         self._written = True
@@ -317,14 +364,17 @@ class MemoryExpectedStore(DictReads):
             raise UnknownOrder(f"expected store has no order {client_order_id!r}")
         return order
 
+    def _push_ended(self, ended_ts_ms: int, client_order_id: str) -> None:
+        heapq.heappush(self._ended, (ended_ts_ms, next(self._booked), client_order_id))
+
     def _evict_ended(self, now_ms: int | None) -> int:
         """Evict ended orders past their TTL, or (``now_ms`` None) the oldest ended one."""
         evicted = 0
         while self._ended:
-            ended_ts, cid = self._ended[0]
+            ended_ts, _, cid = self._ended[0]
             if now_ms is not None and ended_ts + self.terminal_ttl_ms > now_ms:
                 break
-            self._ended.popleft()
+            heapq.heappop(self._ended)
             order = self._orders.get(cid)
             if order is None or order.ended_ts_ms != ended_ts:
                 continue  # removed or re-recorded since

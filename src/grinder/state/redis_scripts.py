@@ -107,10 +107,11 @@ RECORD_LUA = (
 -- ARGV: 1 cid, 2 json, 3 ended ts or '', 4 max orders, 5 epoch suffix, 6 retention, last: bot
 ensure_epoch(KEYS[8], ARGV[5])
 beat()
+local evicted = ''
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
     local oldest = redis.call('ZRANGE', KEYS[4], 0, 0)
-    if oldest[1] then drop(oldest[1]) end
+    if oldest[1] and drop(oldest[1]) == 1 then evicted = oldest[1] end
     if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
       return {'full', redis.call('HLEN', KEYS[1])}
     end
@@ -124,7 +125,8 @@ else
 end
 redis.call('ZREM', KEYS[5], ARGV[1])
 purge(tonumber(ARGV[6]))
-return {'ok', touch('o:' .. ARGV[1])}
+-- the order evicted to make room ('' for none), for the writer's mirror
+return {'ok', touch('o:' .. ARGV[1]), evicted}
 """
 )
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -306,13 +307,15 @@ class RedisExpectedStore(MirrorReads):
                 f"{self.where} holds {reply[1]} orders (max_orders={self.max_orders}) and none "
                 f"has ended; refusing {stored.client_order_id}"
             )
+        if len(reply) > 2 and reply[2]:
+            self._orders.pop(reply[2], None)  # evicted to make room
         self._orders[stored.client_order_id] = stored
 
     def mark_cancel_requested(self, client_order_id: str, now_ms: int) -> None:
         """The bot sent a cancel: from now on it expects the order gone."""
 
-        def change(order: ExpectedOrder) -> None:
-            book_cancel_requested(order, now_ms)
+        def change(order: ExpectedOrder) -> ExpectedOrder:
+            return book_cancel_requested(order, now_ms)[0]
 
         self._update_order(client_order_id, change)
 
@@ -320,8 +323,8 @@ class RedisExpectedStore(MirrorReads):
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
         status = OrderStatus(status)
 
-        def change(order: ExpectedOrder) -> None:
-            book_status(order, status, now_ms)
+        def change(order: ExpectedOrder) -> ExpectedOrder:
+            return book_status(order, status, now_ms)[0]
 
         self._update_order(client_order_id, change)
 
@@ -381,7 +384,9 @@ class RedisExpectedStore(MirrorReads):
         flag = "1" if self.bot else "0"
         return self.conn.eval("expected_write", script, self.keys.all(), [*args, flag])
 
-    def _update_order(self, client_order_id: str, change: Any) -> None:
+    def _update_order(
+        self, client_order_id: str, change: Callable[[ExpectedOrder], ExpectedOrder]
+    ) -> None:
         self._require_writable()
         for _ in range(CAS_ATTEMPTS):
             raw = self.conn.run(
@@ -389,8 +394,7 @@ class RedisExpectedStore(MirrorReads):
             )
             if raw is None:
                 raise UnknownOrder(f"expected store has no order {client_order_id!r}")
-            order = decode_order(raw, where=self.where)
-            change(order)
+            order = change(decode_order(raw, where=self.where))
             reply = self._eval(
                 self._update,
                 [

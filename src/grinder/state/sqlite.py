@@ -319,18 +319,16 @@ class SqliteExpectedStore(MirrorReads, Closing):
         """The bot sent a cancel: from now on it expects the order gone."""
         with self._write() as tx:
             order, end_seq = self._require(client_order_id)
-            if book_cancel_requested(order, now_ms):
-                end_seq = None
-            put_order(self._conn, tx, order, end_seq)
+            order, ended = book_cancel_requested(order, now_ms)
+            put_order(self._conn, tx, order, None if ended else end_seq)
 
     def mark_status(self, client_order_id: str, status: OrderStatus, now_ms: int) -> None:
         """The bot booked a status it saw (a fill, a cancel confirmation, an expiry)."""
         status = OrderStatus(status)
         with self._write() as tx:
             order, end_seq = self._require(client_order_id)
-            if book_status(order, status, now_ms):
-                end_seq = None
-            put_order(self._conn, tx, order, end_seq)
+            order, ended = book_status(order, status, now_ms)
+            put_order(self._conn, tx, order, None if ended else end_seq)
 
     def remove_order(self, client_order_id: str) -> None:
         """Forget an order (no error when it is not there)."""
