@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 REPO = Path(__file__).resolve().parents[2]
 
 BINANCE_KEY = "cnryEnvApiKey4Q7x"

@@ -28,6 +28,8 @@ import pytest
 from grinder.ceremony.sources import fetch_scrape
 from grinder.cli.control import call
 
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 STAGE2 = """\
 [reconcile]
