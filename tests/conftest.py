@@ -1,7 +1,8 @@
 """Fixtures shared by the unit, integration and HA tests.
 
-Test modules are imported by path (``--import-mode=importlib``) and cannot import one another,
-so what several of them need is offered here as fixtures.
+Test modules are imported by path (``--import-mode=importlib``) and do not import one another:
+what several of them share lives in ``tests/support`` (plain functions and classes) and is
+offered here as fixtures where tests ask for it by name.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 import redis
+
+from tests.support.recorder import RecorderBot
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "exchange-corpus" / "binance-usdm"
@@ -169,36 +172,6 @@ def require_tool() -> Callable[[str, str], str]:
 
 
 # --- a bot that keeps an expected-state file live ---------------------------------------------
-
-
-class RecorderBot:
-    """A bot, as far as the service's gate E sees it: an ``ExpectedRecorder`` on ``db`` (created
-    if absent) that heartbeats at once and then every ``every_s`` from a thread of the test
-    process, until ``stop()``; while ``paused`` is set it is silent. ``recorder`` records what
-    the bot places."""
-
-    def __init__(self, db: Path, every_s: float = 1.0) -> None:
-        import threading
-
-        from grinder.state.recorder import ExpectedRecorder
-
-        self.recorder = ExpectedRecorder(db)
-        self.recorder.heartbeat()
-        self.every_s = every_s
-        self.paused = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="recorder-bot", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            if not self.paused.is_set():
-                self.recorder.heartbeat()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.recorder.close()
 
 
 @pytest.fixture(scope="session")

@@ -23,16 +23,7 @@ from typing import Any
 import pytest
 
 from grinder.exchange.simulator.client import SimControl
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "ha_soak: the long rounds of the HA tests (random kill/restart, the paused leader's "
-        "fence), part of the default run; bin/test runs them alone after the rest "
-        "(-m ha_soak selects them, -m 'not ha_soak' leaves them out)",
-    )
-
+from tests.support.ids import ours
 
 # --- several service instances against one simulator and one Redis --------------------------
 
@@ -382,16 +373,9 @@ class Cluster:
             self.bot.stop()
 
 
-def ours(seq: int, symbol: str = "BTCUSDT") -> str:
-    from grinder.reconcile.identity import generate_client_order_id
-
-    return generate_client_order_id(
-        strategy_id="d", symbol=symbol, level_id=1, ts_seconds=1_800_000_000, seq=seq
-    )
-
-
 @pytest.fixture
-def ours_id() -> Any:
+def ours_id() -> Callable[..., str]:
+    """``ours_id(seq, symbol="BTCUSDT")``: ``tests.support.ids.ours``."""
     return ours
 
 

@@ -25,6 +25,8 @@ from grinder.state.adopt import adopt_baseline
 from grinder.state.expected import ExpectedStoreFull
 from grinder.state.redis_store import RedisExpectedStore
 
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 OURS = "grinder_d_BTCUSDT_1_1800000000_1"
 OURS_2 = "grinder_d_BTCUSDT_1_1800000000_2"
 

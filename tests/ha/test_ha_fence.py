@@ -42,13 +42,14 @@ from typing import Any
 
 import pytest
 
+from grinder.clock import wall_clock_ms
+from tests.support.wait import wait_until_async
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 LEASE_TTL_S = 1.0
 DELETE_PATH = "/fapi/v1/order"
 NAMES = ("A", "B", "C")
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -116,14 +117,6 @@ class WireWitness:
         )
 
 
-async def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s} s: {what}")
-        await asyncio.sleep(0.01)
-
-
 async def acting_leader_among(cluster: Any, names: list[str], timeout_s: float) -> str:
     """The instance among ``names`` that acts as leader (asked only of them: a paused
     instance would hold each poll for the length of its HTTP timeout)."""
@@ -178,13 +171,15 @@ async def test_a_leader_paused_past_its_lease_mid_retry_never_writes_after_wakin
             def first_attempt(cid: str = cid) -> bool:
                 return any(s.record.client_order_id == cid for s in witness.seen)
 
-            await wait_until(first_attempt, 15, f"the leader's first cancel of {cid}")
+            await wait_until_async(
+                first_attempt, f"the leader's first cancel of {cid}", 15, interval_s=0.01
+            )
             first_ms = min(
                 s.record.received_ms for s in witness.seen if s.record.client_order_id == cid
             )
             await asyncio.sleep(rng.uniform(0, 0.7))
             cluster.instances[leader].signal(signal.SIGSTOP)
-            stopped_ms = wall_ms()
+            stopped_ms = wall_clock_ms()
             bot.record_order(
                 ExpectedOrder(
                     client_order_id=cid,
@@ -204,7 +199,7 @@ async def test_a_leader_paused_past_its_lease_mid_retry_never_writes_after_wakin
             # the lease (renewed every TTL/3) ends 2/3 TTL to 1 TTL after the pause began.
             await acting_leader_among(cluster, [x for x in NAMES if x != leader], 15)
             await cluster.sim_call("DELETE", "/faults")
-            figures.paused_ms.append(wall_ms() - stopped_ms)
+            figures.paused_ms.append(wall_clock_ms() - stopped_ms)
             cluster.instances[leader].signal(signal.SIGCONT)
             await asyncio.sleep(0.7)  # whatever the woken leader still had, it sends now
             state = await cluster.sim_state()

@@ -12,6 +12,8 @@ import pytest
 from grinder.reconcile.config import ConfigError
 from grinder.service.options import ServiceFlags, resolve
 
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 
 def test_without_a_redis_url_the_service_runs_alone() -> None:
     assert resolve(ServiceFlags(), {}).ha is None

@@ -45,6 +45,9 @@ from grinder.reconcile.types import (
 from grinder.redaction import mask_url
 from grinder.state.expected import ExpectedStoreError, ExpectedStoreFull, UnknownOrder
 from grinder.state.redis_store import RedisExpectedStore
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.redis
 
 FAST = ElectorTimings(
     lease_ms=400, renew_interval_ms=100, retry_interval_ms=50, safety_margin_ms=60
@@ -110,14 +113,6 @@ def hold(electors: list[LeaderElector], seconds: float) -> None:
         for e in electors:
             e.step()
         time.sleep(0.03)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 # --- election ------------------------------------------------------------------------------
@@ -258,7 +253,7 @@ def test_fencing_token_keeps_growing_after_redis_lost_its_data(
     b.step()
     assert not b.is_leader()  # a new epoch: nobody leads for one lease TTL
     started = time.monotonic()
-    wait_until(lambda: (b.step(), b.is_leader())[1])
+    wait_until(lambda: (b.step(), b.is_leader())[1], interval_s=0.01)
     assert time.monotonic() - started >= FAST.lease_ms / 1000 - 0.05
     conn_b.close()
     assert b.token == 3
@@ -283,7 +278,8 @@ def test_after_data_loss_a_newcomer_still_gets_a_token_above_every_live_instance
         b.step()
         assert not a.is_leader()  # the epoch wait
         assert not b.is_leader()
-        wait_until(lambda: (b.step(), b.is_leader())[1])  # only B campaigns from here
+        # only B campaigns from here
+        wait_until(lambda: (b.step(), b.is_leader())[1], interval_s=0.01)
         assert b.token == 12
     finally:
         conn_a.close()
@@ -402,7 +398,7 @@ def test_a_new_leader_continues_the_daily_budget_where_the_old_one_stopped(
     tracker_b = BudgetTracker(config=cfg, store=store_for(b.conn, b), clock=now_ms)
     assert tracker_b.state.calls_used_day == 3  # read at start
     assert tracker_b.state.notional_used_day == Decimal("300.75")
-    wait_until(lambda: (b.step(), b.is_leader())[1])
+    wait_until(lambda: (b.step(), b.is_leader())[1], interval_s=0.01)
     tracker_b.reserve(RunBudget(), Decimal("0"), now_ms())
     tracker_b.reserve(RunBudget(), Decimal("0"), now_ms())
     assert tracker_b.state.calls_used_day == 5
@@ -438,12 +434,13 @@ def test_redis_down_refuses_writes_and_after_data_loss_the_budget_is_restored_no
     assert refused.value.reason is BlockReason.NOT_LEADER
     assert "fail closed" in refused.value.detail
     assert not a.conn.up
-    wait_until(lambda: (a.step(), not a.is_leader())[1])  # the lease runs out locally
+    # the lease runs out locally
+    wait_until(lambda: (a.step(), not a.is_leader())[1], interval_s=0.01)
     redis_server.start()  # empty: no lease, no budget, no epoch
     b.step()
     a.step()  # A (alive, follower now) sees the new epoch and restores what it knows
     assert not b.is_leader()  # new epoch: nobody leads for one lease TTL
-    wait_until(lambda: (b.step(), b.is_leader())[1])
+    wait_until(lambda: (b.step(), b.is_leader())[1], interval_s=0.01)
     tracker_b = BudgetTracker(config=cfg, store=store_b, clock=now_ms)
     tracker_b.reserve(RunBudget(), Decimal("10"), now_ms())
     assert tracker_b.state.calls_used_day == 5  # 4 from before the loss + 1, never 1
@@ -823,9 +820,9 @@ def test_the_heartbeat_age_grows_between_refreshes_and_while_redis_is_unreachabl
             return False  # the connection backs off a moment after a failure
         return True
 
-    wait_until(refreshed)
+    wait_until(refreshed, interval_s=0.01)
     assert reader.heartbeat_age_s() == math.inf
-    wait_until(lambda: _beat(bot))
+    wait_until(lambda: _beat(bot), interval_s=0.01)
     reader.refresh()
     assert reader.heartbeat_age_s() < 1.0
 

@@ -16,22 +16,15 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
+from tests.support.wait import wait_until_async
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 LEASE_TTL_S = 1.5
 DELETE = "DELETE /fapi/v1/order"
 POST = "POST /fapi/v1/order"
-
-
-async def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 def by_endpoint(state: dict[str, Any]) -> dict[str, int]:
@@ -77,9 +70,9 @@ async def test_three_instances_one_leader_followers_detect_and_report_but_only_b
     async def blocked(name: str, reason: str) -> bool:
         return await inst[name].metric("grinder_reconcile_action_blocked_total", reason=reason) >= 2
 
-    await wait_for(lambda: blocked(leader, "notional_exceeds_limit"))
+    await wait_until_async(lambda: blocked(leader, "notional_exceeds_limit"))
     for f in followers:
-        await wait_for(lambda f=f: blocked(f, "not_leader"))
+        await wait_until_async(lambda f=f: blocked(f, "not_leader"))
         detected = await inst[f].metric(
             "grinder_reconcile_mismatch_total", type="POSITION_NONZERO_UNEXPECTED"
         )
@@ -116,7 +109,7 @@ async def test_kill_9_of_the_leader_mid_run_a_follower_finishes_the_remediation_
     for cid in cids:
         await cluster.place_orphan(cid, "ETHUSDT" if "ETH" in cid else "BTCUSDT")
     await cluster.sim_call("POST", "/positions", {"symbol": "BTCUSDT", "quantity": "0.003"})
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] >= 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] >= 1)
     cluster.instances[leader].kill()  # mid-run: a cancel is in flight, others not sent yet
     killed_at = time.monotonic()
     calls_at_kill = cluster.budget_calls()
@@ -131,7 +124,7 @@ async def test_kill_9_of_the_leader_mid_run_a_follower_finishes_the_remediation_
         state = await cluster.sim_state()
         return not state["orders"] and position(state, "BTCUSDT") == 0
 
-    await wait_for(done, timeout_s=20)
+    await wait_until_async(done, timeout_s=20)
     await cluster.sim_call("DELETE", "/faults")
     state = await cluster.sim_state()
     counts = by_endpoint(state)
@@ -183,13 +176,13 @@ async def test_a_leader_paused_past_its_lease_wakes_up_unable_to_write(
     sock = cluster.sockets / other / "grinder" / "control.sock"
     await control_call(sock, "POST", "/arm", {"armed": False})
     await cluster.place_orphan(ours_id(7))
-    await wait_for(
+    await wait_until_async(
         lambda: cluster.instances[other].metric(
             "grinder_reconcile_action_blocked_total", reason="not_armed"
         )
     )
     paused.signal(signal.SIGCONT)  # wakes up believing nothing happened
-    await wait_for(
+    await wait_until_async(
         lambda: paused.metric("grinder_reconcile_action_blocked_total", reason="not_leader")
     )
     await asyncio.sleep(1.0)
@@ -198,7 +191,7 @@ async def test_a_leader_paused_past_its_lease_wakes_up_unable_to_write(
     assert f"HA_LEADER_LOST instance={leader}" in logs
     assert (await cluster.ha_states())[leader]["leader"] is False
     await control_call(sock, "POST", "/arm", {"armed": True})
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     await asyncio.sleep(0.5)
     assert cluster.sim.exchange.write_requests == 1
 
@@ -210,16 +203,16 @@ async def test_redis_down_means_no_write_and_remediation_resumes_when_it_returns
     await cluster.wait_leader()
     cluster.redis.kill()
     down_at = time.monotonic()
-    await wait_for(lambda: _no_leader(cluster), timeout_s=LEASE_TTL_S + 2)
+    await wait_until_async(lambda: _no_leader(cluster), timeout_s=LEASE_TTL_S + 2)
     lost_after_s = time.monotonic() - down_at
     await cluster.place_orphan(ours_id(9))
     for inst in cluster.live():
-        await wait_for(
+        await wait_until_async(
             lambda inst=inst: inst.metric(
                 "grinder_reconcile_mismatch_total", type="ORDER_EXISTS_UNEXPECTED"
             )
         )
-        await wait_for(
+        await wait_until_async(
             lambda inst=inst: inst.metric(
                 "grinder_reconcile_action_blocked_total", reason="not_leader"
             )
@@ -231,7 +224,7 @@ async def test_redis_down_means_no_write_and_remediation_resumes_when_it_returns
     assert cluster.sim.exchange.write_requests == 0  # nothing written while Redis is down
     cluster.redis.start()  # empty: lease, budget and epoch are gone
     up_at = time.monotonic()
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1, timeout_s=15)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1, timeout_s=15)
     resumed_s = time.monotonic() - up_at
     print(
         f"\nHA redis down: leadership lost after {lost_after_s:.2f}s, remediation resumed "
@@ -261,7 +254,7 @@ async def test_manual_failover_over_the_control_socket_hands_the_lease_over_at_o
     states = await cluster.ha_states()
     assert states[leader]["campaign_hold_s"] > 0
     await cluster.place_orphan(ours_id(11))
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     assert "HA_STEP_DOWN" in cluster.instances[leader].logs()
     changes = [
         e for e in audit_events(cluster.instances[leader]) if e["event_type"] == "CONTROL_CHANGE"
@@ -284,7 +277,7 @@ async def test_grinder_gates_on_a_new_leader_sees_the_cooldown_its_executor_sees
     for sock in socks.values():
         await control_call(sock, "POST", "/set", {"field": "cooldown_seconds", "value": 600})
     await cluster.place_orphan(ours_id(31))
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     await control_call(socks[leader], "POST", "/ha/step-down", {"hold_s": 60})
     assert await cluster.wait_leader(timeout_s=LEASE_TTL_S + 2) == other
 
@@ -324,7 +317,7 @@ async def test_grinder_gates_on_a_new_leader_sees_the_cooldown_its_executor_sees
     # The executor agrees: the next orphan is blocked for the cooldown, not cancelled.
     new_leader = cluster.instances[other]
     await cluster.place_orphan(ours_id(32))
-    await wait_for(
+    await wait_until_async(
         lambda: _at_least(
             new_leader, "grinder_reconcile_action_blocked_total", 1, reason="cooldown_not_elapsed"
         )
@@ -363,11 +356,11 @@ async def test_the_expected_state_in_redis_survives_a_failover(
     await cluster.start("A", "B")
     leader = await cluster.wait_leader()
     await cluster.place_orphan(ours_id(22))  # not recorded: an orphan
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     cluster.instances[leader].kill()
     new_leader = await cluster.wait_leader(timeout_s=LEASE_TTL_S + 3, exclude=leader)
     await cluster.place_orphan(ours_id(23))
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 2)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 2)
     await asyncio.sleep(1.0)
     state = await cluster.sim_state()
     assert [o["clientOrderId"] for o in state["orders"]] == [mine]
@@ -398,7 +391,7 @@ async def test_a_silent_bot_holds_the_leader_back_and_its_next_heartbeat_lets_it
     leader = await cluster.wait_leader()
     inst = cluster.instances[leader]
     await cluster.place_orphan(ours_id(31))
-    await wait_for(
+    await wait_until_async(
         lambda: _at_least(
             inst, "grinder_reconcile_action_blocked_total", 3, reason="expected_state_stale"
         )
@@ -408,6 +401,6 @@ async def test_a_silent_bot_holds_the_leader_back_and_its_next_heartbeat_lets_it
     assert cluster.sim.exchange.requests[DELETE] == 0
     assert "EXPECTED_STATE_STALE source=redis" in inst.logs()
     cluster.bot.resume()
-    await wait_for(lambda: cluster.sim.exchange.requests[DELETE] == 1)
+    await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     assert "EXPECTED_STATE_LIVE source=redis" in inst.logs()
     assert [o["clientOrderId"] for o in (await cluster.sim_state())["orders"]] == []

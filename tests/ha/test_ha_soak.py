@@ -45,6 +45,10 @@ from typing import Any
 
 import pytest
 
+from grinder.clock import wall_clock_ms
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 LEASE_TTL_S = 1.0
 DELETE = "DELETE /fapi/v1/order"
 POST = "POST /fapi/v1/order"
@@ -169,10 +173,6 @@ class Sampler:
             await asyncio.sleep(0.02)
 
 
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def counts(cluster: Any) -> tuple[int, int]:
     requests = cluster.sim.exchange.requests
     return requests[DELETE], requests[POST]
@@ -246,11 +246,11 @@ async def test_random_kill_restart_rounds_never_double_execute_or_undercount(
                 step = Decimal("0.001") if symbol == "BTCUSDT" else Decimal("0.01")
                 qty = step * rng.randint(1, 5) * rng.choice([1, -1])
                 position = (symbol, qty)
-            round_ms = fault_ms = wall_ms()
+            round_ms = fault_ms = wall_clock_ms()
             redis_back_ms = 0
             if fault == "pause_leader":
                 cluster.instances[leader].signal(signal.SIGSTOP)
-                fault_ms = wall_ms()
+                fault_ms = wall_clock_ms()
                 await asyncio.sleep(rng.uniform(0, 0.3))
             for cid, symbol in cids:
                 await cluster.place_orphan(cid, symbol)
@@ -261,11 +261,13 @@ async def test_random_kill_restart_rounds_never_double_execute_or_undercount(
                     {"symbol": position[0], "quantity": str(position[1]), "via": "set"},
                 )
             if fault == "pause_leader":
-                await asyncio.sleep(max(0.0, LEASE_TTL_S + 0.3 - (wall_ms() - fault_ms) / 1000))
+                await asyncio.sleep(
+                    max(0.0, LEASE_TTL_S + 0.3 - (wall_clock_ms() - fault_ms) / 1000)
+                )
                 cluster.instances[leader].signal(signal.SIGCONT)
             elif fault != "none":
                 await asyncio.sleep(rng.uniform(0, 0.4))
-                fault_ms = wall_ms()
+                fault_ms = wall_clock_ms()
                 if fault == "kill_leader":
                     cluster.instances[leader].kill()
                     cluster.instances[leader].start()
@@ -279,7 +281,7 @@ async def test_random_kill_restart_rounds_never_double_execute_or_undercount(
                     cluster.redis.kill()
                     await asyncio.sleep(rng.uniform(0.1, 0.6))
                     cluster.redis.start()
-                    redis_back_ms = wall_ms()
+                    redis_back_ms = wall_clock_ms()
             if fault in ("kill_leader", "pause_leader"):
                 new = await sampler.new_leadership_after(fault_ms, timeout_s=15)
                 figures.max_failover_s = max(

@@ -36,16 +36,10 @@ from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDat
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.types import OrderStatus, PositionSide, Side
+from tests.support.ids import ours
 
 KEY, SECRET = "test-key", "test-secret"
-
-
-def ours(seq: int, symbol: str = "BTCUSDT") -> str:
-    return generate_client_order_id(
-        strategy_id="d", symbol=symbol, level_id=1, ts_seconds=1_800_000_000, seq=seq
-    )
 
 
 class Sleeps:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.mark.parametrize(
     ("module", "flag", "expected"),

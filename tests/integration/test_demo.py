@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 ARTIFACTS = ("stdout.log", "audit.jsonl", "metrics.prom", "metrics_summary.json")
 VERDICT = re.compile(r"^  verdict \[(\w+)\]: ([A-Z][A-Z ]*?) -- ", re.MULTILINE)
 

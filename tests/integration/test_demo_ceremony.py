@@ -18,6 +18,8 @@ from typing import IO, Any
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 CHECK = re.compile(r"^\s+grinder ceremony check --stage (\d) (.+)$")
 CONTROL = re.compile(r"^\s+grinder control set dry_run false (.+)$")
 READY = "ceremony ready:"

@@ -17,6 +17,8 @@ from grinder.reconcile.types import PositionSide
 from grinder.state.recorder import ExpectedRecorder
 from grinder.state.sqlite import SqliteExpectedStore
 
+pytestmark = pytest.mark.subprocess
+
 OURS = "grinder_d_BTCUSDT_1_1800000000_1"
 
 

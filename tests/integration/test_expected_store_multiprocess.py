@@ -26,6 +26,8 @@ import pytest
 
 from grinder.state.sqlite import SqliteExpectedStore
 
+pytestmark = pytest.mark.subprocess
+
 WRITER_SOURCE = r'''
 import os
 import sys

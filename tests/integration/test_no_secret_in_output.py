@@ -19,13 +19,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,14 +148,6 @@ def redis_contents(client: Any) -> bytes:
     return "\n".join(out).encode()
 
 
-def wait_until(what: str, ok: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in time: {what}")
-        time.sleep(0.1)
-
-
 def with_env(base: dict[str, str], changes: dict[str, str | None]) -> dict[str, str]:
     """``base`` with ``changes`` applied; a None value unsets the variable."""
     env = dict(base)
@@ -263,14 +260,14 @@ def test_a_running_service_and_every_operator_command_never_show_a_secret(
         # Redis goes away and comes back (the service reconnects with the password).
         redis.kill()
         wait_until(
-            "the service sees Redis down",
             lambda: '"redis_up": false' in unix_http(socket_path, "GET", "/status"),
+            "the service sees Redis down",
         )
         out.add("/readyz (Redis down)", http_text(f"http://127.0.0.1:{metrics_port}/readyz"))
         redis.start()
         wait_until(
-            "the service sees Redis up",
             lambda: '"redis_up": true' in unix_http(socket_path, "GET", "/status"),
+            "the service sees Redis up",
         )
 
         # The operator's commands, with every credential in their environment.

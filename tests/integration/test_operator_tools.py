@@ -27,6 +27,9 @@ import pytest
 
 from grinder.ceremony.sources import fetch_scrape
 from grinder.cli.control import call
+from tests.support.wait import wait_until
+
+pytestmark = pytest.mark.subprocess
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE2 = """\
@@ -384,14 +387,6 @@ class VenueService(Service):
         return result
 
 
-def wait_until(what: str, ok: Any, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ok():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in time: {what}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def venue_service(cli: Any, tmp_path: Path, recorder_bot: Any) -> Iterator[VenueService]:
     """``grinder sim serve`` and the service on it (``--venue-url``), as runbook 12 shows."""
@@ -467,7 +462,7 @@ def test_gates_flatten_takes_the_services_position_and_mark_price(
     svc = venue_service
     svc.sim("/mark", {"symbol": "ETHUSDT", "price": "3000"})
     svc.sim("/positions", {"symbol": "ETHUSDT", "quantity": "-0.05", "via": "set"})
-    wait_until("the service sees the position", lambda: svc.position("ETHUSDT")["positions"])
+    wait_until(lambda: svc.position("ETHUSDT")["positions"], "the service sees the position")
     assert svc.position("ETHUSDT")["positions"][0]["position_side"] == "BOTH"
 
     proc = svc.grinder("gates", "--symbol", "ETHUSDT", "--position", "--json")
@@ -506,8 +501,8 @@ def test_gates_flatten_takes_the_services_position_and_mark_price(
         {"symbol": "ETHUSDT", "quantity": "-0.1", "positionSide": "SHORT", "via": "set"},
     )
     wait_until(
-        "the service sees both sides",
         lambda: len(svc.position("ETHUSDT")["positions"]) == 2,
+        "the service sees both sides",
     )
     both = svc.grinder("gates", "--symbol", "ETHUSDT", "--position")
     assert both.returncode == 2
@@ -540,13 +535,13 @@ def test_plans_of_the_last_hour_are_counted_by_the_service(venue_service: VenueS
         },
     )
     wait_until(
-        "the orphan is planned",
         lambda: (
             fetch_scrape(svc.metrics_url).value(
                 "grinder_reconcile_action_planned_last_hour", action="cancel_all"
             )
             == 1
         ),
+        "the orphan is planned",
     )
     assert svc.status()["planned_last_hour"] == {"cancel_all": 1, "flatten": 0}
     stage2 = svc.grinder("ceremony", "check", "--stage", "2")

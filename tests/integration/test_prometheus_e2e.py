@@ -33,6 +33,8 @@ import pytest
 
 from grinder.exchange.simulator.client import SimControl
 
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "monitoring" / "alert_rules.yml"
 WAIT_S = 60

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 REPO = Path(__file__).resolve().parents[2]
 QUICK_S = 30  # a refusal takes about a second; a hang would take forever
 HUGE = "9" * 5000

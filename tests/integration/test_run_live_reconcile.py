@@ -17,6 +17,8 @@ import pytest
 
 from grinder.state.sqlite import SqliteExpectedStore
 
+pytestmark = pytest.mark.subprocess
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 EnvFor = Callable[..., dict[str, str]]
 

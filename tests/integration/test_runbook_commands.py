@@ -136,6 +136,8 @@ from grinder.service.options import load_config_file
 from grinder.state.redis_store import RedisExpectedStore
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore
 
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOKS = sorted(p for p in (REPO / "docs" / "runbooks").glob("*.md") if p.name != "README.md")
 HA_DOC = REPO / "docs" / "HA.md"

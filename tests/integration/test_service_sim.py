@@ -24,21 +24,16 @@ from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
-from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Side
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for
 from grinder.state.recorder import ExpectedRecorder
+from tests.support.ids import ours
+from tests.support.wait import wait_until_async
 
 ORDER_GRACE_MS = 500
 POSITION_GRACE_MS = 300
-
-
-def ours(seq: int, symbol: str = "BTCUSDT") -> str:
-    return generate_client_order_id(
-        strategy_id="d", symbol=symbol, level_id=1, ts_seconds=1_800_000_000, seq=seq
-    )
 
 
 class Rig:
@@ -61,12 +56,7 @@ class Rig:
         return 0.0 if value is None else value
 
     async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 8.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while not predicate():
-            if loop.time() > deadline:
-                raise AssertionError("condition not reached in time")
-            await asyncio.sleep(0.05)
+        await wait_until_async(predicate, timeout_s=timeout_s)
 
     async def control(self, method: str, route: str, body: dict[str, Any] | None = None) -> Any:
         assert self.service.control_socket is not None
@@ -407,6 +397,7 @@ with ExpectedRecorder(sys.argv[1]) as rec:
 """
 
 
+@pytest.mark.subprocess
 async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
     make_service: ServiceFactory,
     tmp_path: Path,

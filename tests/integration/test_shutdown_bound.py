@@ -24,6 +24,11 @@ from typing import Any
 
 import pytest
 
+from tests.support.ids import ours
+from tests.support.wait import wait_until
+
+pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
+
 BOUND_S = 5.0
 ALLOWANCE_S = 1.0
 """Process start-up and scheduling jitter on a loaded 2-core machine."""
@@ -70,17 +75,6 @@ def sim_call(base: str, method: str, path: str, body: dict[str, Any] | None = No
     )
     with urllib.request.urlopen(request, timeout=5) as resp:
         return json.loads(resp.read())
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout_s} s: {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +142,7 @@ class Service:
                 stderr=err,
             )
         if ready:
-            wait_for(lambda: self.said("ready: ") or self.proc.poll() is not None, "ready")
+            wait_until(lambda: self.said("ready: ") or self.proc.poll() is not None, "ready")
             assert self.proc.poll() is None, self.logs()
 
     def said(self, text: str) -> bool:
@@ -164,7 +158,7 @@ class Service:
             return next((x for x in self.logs().splitlines() if text in x), None)
 
         try:
-            found: str = wait_for(line, f"log line {text!r}", timeout_s)
+            found: str = wait_until(line, f"log line {text!r}", timeout_s)
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.logs()[-3000:]}") from None
         return found
@@ -336,17 +330,9 @@ def test_a_snapshot_in_flight(start: Callable[..., Service], report: Any, sim_ur
     )
     before = service.endpoint_count(endpoint)
     resnapshot(sim_url)
-    wait_for(lambda: service.endpoint_count(endpoint) > before, "a snapshot in flight")
+    wait_until(lambda: service.endpoint_count(endpoint) > before, "a snapshot in flight")
     report("snapshot in flight", service.sigterm())
     service.check_clean_exit()
-
-
-def ours(seq: int) -> str:
-    from grinder.reconcile.identity import generate_client_order_id
-
-    return generate_client_order_id(
-        strategy_id="d", symbol="BTCUSDT", level_id=1, ts_seconds=1_800_000_000, seq=seq
-    )
 
 
 LIVE = {
@@ -400,7 +386,9 @@ def test_a_remediation_run_in_flight(
         service = start("--expected-db", str(workdir / "expected.db"), **LIVE)
         hang(sim_url, "DELETE", "/fapi/v1/order")
         place_orphan(sim_url, ours(1))
-        wait_for(lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight")
+        wait_until(
+            lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight"
+        )
         report("remediation run in flight (cancel unanswered)", service.sigterm())
         check_cut_cancel(service.check_clean_exit(), ours(1))
     finally:
@@ -425,14 +413,14 @@ def test_ha_the_lease_is_released_and_a_paused_redis_does_not_hold_the_stop(
     client = redis_server.client()
     try:
         service = start("--redis-url", redis_server.url, "--instance-id", "a")
-        wait_for(lambda: acting_leader(service), "an acting leader")
+        wait_until(lambda: acting_leader(service), "an acting leader")
         assert client.get("grinder:leader") is not None
         report("HA leader, Redis answering", service.sigterm())
         service.check_clean_exit()
         assert client.get("grinder:leader") is None  # released: a follower takes over at once
 
         service = start("--redis-url", redis_server.url, "--instance-id", "b")
-        wait_for(lambda: acting_leader(service), "an acting leader")
+        wait_until(lambda: acting_leader(service), "an acting leader")
         redis_server.pause()
         try:
             time.sleep(0.3)  # the elector's renewal and the runs now wait on Redis
@@ -440,7 +428,9 @@ def test_ha_the_lease_is_released_and_a_paused_redis_does_not_hold_the_stop(
         finally:
             redis_server.resume()
         service.check_clean_exit()
-        assert "HA_CLOSE_TIMEOUT" in service.logs()
+        # The release against the paused Redis ends either by its own Redis timeout or cut
+        # at its part of the deadline (HA_CLOSE_TIMEOUT): both are 1 s here, so which comes
+        # first is a race; what must hold is the bound, measured above.
     finally:
         client.close()
 
@@ -452,10 +442,10 @@ def test_everything_pending_at_once(
     step gets its part of the one deadline, and the whole stays within the bound."""
     redis_bot_heartbeat(redis_server.url)
     service = start("--redis-url", redis_server.url, "--instance-id", "a", **LIVE)
-    wait_for(lambda: acting_leader(service), "an acting leader")
+    wait_until(lambda: acting_leader(service), "an acting leader")
     hang(sim_url, "DELETE", "/fapi/v1/")  # order cancels and the listenKey close
     place_orphan(sim_url, ours(2))
-    wait_for(lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight")
+    wait_until(lambda: service.endpoint_count("DELETE /fapi/v1/order") >= 1, "a cancel in flight")
     redis_server.pause()
     try:
         time.sleep(0.3)
@@ -466,5 +456,4 @@ def test_everything_pending_at_once(
         redis_server.resume()
     check_cut_cancel(service.check_clean_exit(), ours(2))
     logs = service.logs()
-    assert "STREAM_LISTEN_KEY_NOT_CLOSED reason=timeout" in logs
-    assert "HA_CLOSE_TIMEOUT" in logs
+    assert "STREAM_LISTEN_KEY_NOT_CLOSED reason=timeout" in logs  # (the HA release: see above)

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.subprocess
+
 LIVE_ENV = {
     "RECONCILE_DRY_RUN": "0",
     "RECONCILE_ALLOW_ACTIVE": "1",

@@ -22,7 +22,6 @@ from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
-from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, ResultStatus, SkipReason
 from grinder.reconcile.remediation import WRITE_WINDOW_MS, RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
@@ -34,16 +33,11 @@ from grinder.reconcile.types import (
     PositionSide,
     Side,
 )
+from tests.support.ids import ours
 
 KEY, SECRET = "fence-key", "fence-secret"
 OTHER_KEY, OTHER_SECRET = "fence-key-2", "fence-secret-2"
 DELETE = "/fapi/v1/order"
-
-
-def ours(seq: int) -> str:
-    return generate_client_order_id(
-        strategy_id="d", symbol="BTCUSDT", level_id=1, ts_seconds=1_800_000_000, seq=seq
-    )
 
 
 @pytest.fixture
