@@ -82,6 +82,7 @@ from grinder.reconcile.types import (
     ZERO,
     ExpectedOrder,
     Mismatch,
+    ObservedOrder,
     ObservedPosition,
     PositionSide,
     Side,
@@ -590,6 +591,69 @@ class RemediationExecutor:
 
     # --- the two writes ------------------------------------------------------------------
 
+    async def _attempts(
+        self,
+        routed: Routed,
+        ctx: RunContext,
+        write: WriteInFlight,
+        send: Callable[[], Awaitable[T]],
+        before_retry: Callable[[int, list[AttemptOutcome]], Awaitable[ActionResult | None]]
+        | None = None,
+    ) -> tuple[T, list[AttemptOutcome]] | ActionResult:
+        """Send one action's write, at most ``max_write_attempts`` times, each authorized at
+        the wire by the port: the answer and the attempts once one is accepted, else the
+        action's final result. ``before_retry`` runs before every further attempt (a
+        flatten reads its position again) and may end the action instead; ``write`` is
+        what the results report of the write as it stands."""
+        attempts: list[AttemptOutcome] = []
+        for attempt in range(1, self.max_write_attempts + 1):
+            await self._pause_before(attempt)
+            if attempt > 1 and before_retry is not None:
+                ended = await before_retry(attempt, attempts)
+                if ended is not None:
+                    return ended
+            cut = write.result(
+                self,
+                routed,
+                ctx,
+                ResultStatus.FAILED,
+                [*attempts, AttemptOutcome.UNKNOWN],
+                reason=FailReason.PORT_ERROR,
+                error=CUT_SHORT,
+            )
+            try:
+                answer = await self._in_flight(ctx, cut, send())
+            except WriteWithheld as withheld:
+                return self._withheld(
+                    routed,
+                    ctx,
+                    withheld,
+                    attempts,
+                    notional=write.notional,
+                    qty=write.qty,
+                    remediation_order_id=write.remediation_order_id,
+                )
+            except ExchangeError as exc:
+                attempts.append(self._attempt_outcome(exc))
+                self._failed(exc)
+                failed = write.result(
+                    self,
+                    routed,
+                    ctx,
+                    ResultStatus.FAILED,
+                    attempts,
+                    reason=FailReason.PORT_ERROR,
+                    error=self._error_text(exc, attempts),
+                )
+                if exc.repeatable and attempt < self.max_write_attempts:
+                    ctx.in_flight = self._stopped_before_next(failed)
+                    continue
+                return failed
+            attempts.append(AttemptOutcome.ACCEPTED)
+            self._executed(ctx)
+            return answer, attempts
+        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
     async def _cancel(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
         reason = self.gate(ActionKind.CANCEL, m.symbol, m.client_order_id, ZERO, ctx)
@@ -598,56 +662,22 @@ class RemediationExecutor:
         done = self._commit(routed, ctx, ZERO)
         if done is not None:
             return done
-        assert m.client_order_id is not None  # ownership gate passed
+        cid = m.client_order_id
+        assert cid is not None  # ownership gate passed
         authorize = self._authorizer(ActionKind.CANCEL, m, ctx)
-        attempts: list[AttemptOutcome] = []
-        for attempt in range(1, self.max_write_attempts + 1):
-            await self._pause_before(attempt)
-            cut = self._result(
-                routed,
-                ctx,
-                ResultStatus.FAILED,
-                reason=FailReason.PORT_ERROR,
-                error=CUT_SHORT,
-                attempts=[*attempts, AttemptOutcome.UNKNOWN],
-            )
-            try:
-                outcome = await self._in_flight(
-                    ctx,
-                    cut,
-                    self.port.cancel_order(
-                        m.symbol, m.client_order_id, is_algo=m.is_algo, authorize=authorize
-                    ),
-                )
-            except WriteWithheld as withheld:
-                return self._withheld(routed, ctx, withheld, attempts)
-            except ExchangeError as exc:
-                attempts.append(self._attempt_outcome(exc))
-                self._failed(exc)
-                failed = self._result(
-                    routed,
-                    ctx,
-                    ResultStatus.FAILED,
-                    reason=FailReason.PORT_ERROR,
-                    error=self._error_text(exc, attempts),
-                    attempts=attempts,
-                )
-                if exc.repeatable and attempt < self.max_write_attempts:
-                    ctx.in_flight = self._stopped_before_next(failed)
-                    continue
-                return failed
-            attempts.append(AttemptOutcome.ACCEPTED)
-            self._executed(ctx)
-            detail = None if outcome is CancelOutcome.CANCELED else outcome.value
-            return self._result(
-                routed,
-                ctx,
-                ResultStatus.EXECUTED,
-                notional=ZERO,
-                error=detail,
-                attempts=attempts,
-            )
-        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+        sent = await self._attempts(
+            routed,
+            ctx,
+            WriteInFlight(),
+            lambda: self.port.cancel_order(m.symbol, cid, is_algo=m.is_algo, authorize=authorize),
+        )
+        if isinstance(sent, ActionResult):
+            return sent
+        outcome, attempts = sent
+        detail = None if outcome is CancelOutcome.CANCELED else outcome.value
+        return self._result(
+            routed, ctx, ResultStatus.EXECUTED, notional=ZERO, error=detail, attempts=attempts
+        )
 
     async def _read_position(
         self, m: Mismatch, side_key: PositionSide
@@ -679,7 +709,7 @@ class RemediationExecutor:
             return self._result(
                 routed, ctx, ResultStatus.SKIPPED, reason=SkipReason.ALREADY_RESOLVED, qty=ZERO
             )
-        qty, notional, side = order.qty, order.notional, order.side
+        qty, notional = order.qty, order.notional
         reason = self.gate(ActionKind.FLATTEN, m.symbol, None, notional, ctx)
         if reason is not None:
             return self._result(
@@ -700,104 +730,56 @@ class RemediationExecutor:
         done = self._commit(routed, ctx, notional, qty=qty, cid=cid)
         if done is not None:
             return done
-        authorize = self._authorizer(ActionKind.FLATTEN, m, ctx)
-        attempts: list[AttemptOutcome] = []
-        for attempt in range(1, self.max_write_attempts + 1):
-            await self._pause_before(attempt)
-            if attempt > 1:
-                # The earlier attempt may have been executed: what is left now, never
-                # more than this action reserved, on the same side.
-                try:
-                    current, step = await self._read_position(m, side_key)
-                    cid = self._flatten_client_order_id(m.symbol)
-                except (ExchangeError, ClientOrderIdError) as exc:
-                    return self._result(
-                        routed,
-                        ctx,
-                        ResultStatus.FAILED,
-                        reason=FailReason.PORT_ERROR,
-                        error=f"{exc} (reading the position before attempt {attempt})",
-                        notional=notional,
-                        qty=qty,
-                        remediation_order_id=cid,
-                        attempts=attempts,
-                    )
-                qty = order.retry_qty(current, step)
-                if qty == ZERO:
-                    return self._result(
-                        routed,
-                        ctx,
-                        ResultStatus.SKIPPED,
-                        reason=SkipReason.ALREADY_RESOLVED,
-                        error="the position is flat after an attempt whose outcome is unknown",
-                        qty=ZERO,
-                        remediation_order_id=cid,
-                        attempts=attempts,
-                    )
-            cut = self._result(
-                routed,
-                ctx,
-                ResultStatus.FAILED,
-                reason=FailReason.PORT_ERROR,
-                error=CUT_SHORT,
-                notional=notional,
-                qty=qty,
-                remediation_order_id=cid,
-                attempts=[*attempts, AttemptOutcome.UNKNOWN],
-            )
+        write = WriteInFlight(notional=notional, qty=qty, remediation_order_id=cid)
+
+        async def read_again(attempt: int, attempts: list[AttemptOutcome]) -> ActionResult | None:
+            # The earlier attempt may have been executed: what is left now, never more
+            # than this action reserved, on the same side.
             try:
-                await self._in_flight(
-                    ctx,
-                    cut,
-                    self.port.place_reduce_only_market(
-                        m.symbol,
-                        side,
-                        qty,
-                        position_side=side_key,
-                        client_order_id=cid,
-                        authorize=authorize,
-                    ),
-                )
-            except WriteWithheld as withheld:
-                return self._withheld(
-                    routed,
-                    ctx,
-                    withheld,
-                    attempts,
-                    notional=notional,
-                    qty=qty,
-                    remediation_order_id=cid,
-                )
-            except ExchangeError as exc:
-                attempts.append(self._attempt_outcome(exc))
-                self._failed(exc)
-                failed = self._result(
+                current, step = await self._read_position(m, side_key)
+                write.remediation_order_id = self._flatten_client_order_id(m.symbol)
+            except (ExchangeError, ClientOrderIdError) as exc:
+                return write.result(
+                    self,
                     routed,
                     ctx,
                     ResultStatus.FAILED,
+                    attempts,
                     reason=FailReason.PORT_ERROR,
-                    error=self._error_text(exc, attempts),
-                    notional=notional,
-                    qty=qty,
-                    remediation_order_id=cid,
+                    error=f"{exc} (reading the position before attempt {attempt})",
+                )
+            write.qty = order.retry_qty(current, step)
+            if write.qty == ZERO:
+                return self._result(
+                    routed,
+                    ctx,
+                    ResultStatus.SKIPPED,
+                    reason=SkipReason.ALREADY_RESOLVED,
+                    error="the position is flat after an attempt whose outcome is unknown",
+                    qty=ZERO,
+                    remediation_order_id=write.remediation_order_id,
                     attempts=attempts,
                 )
-                if exc.repeatable and attempt < self.max_write_attempts:
-                    ctx.in_flight = self._stopped_before_next(failed)
-                    continue
-                return failed
-            attempts.append(AttemptOutcome.ACCEPTED)
-            self._executed(ctx)
-            return self._result(
-                routed,
-                ctx,
-                ResultStatus.EXECUTED,
-                notional=notional,
-                qty=qty,
-                remediation_order_id=cid,
-                attempts=attempts,
+            return None
+
+        authorize = self._authorizer(ActionKind.FLATTEN, m, ctx)
+
+        def place() -> Awaitable[ObservedOrder]:
+            assert write.qty is not None  # set from the order, then by every read
+            assert write.remediation_order_id is not None
+            return self.port.place_reduce_only_market(
+                m.symbol,
+                order.side,
+                write.qty,
+                position_side=side_key,
+                client_order_id=write.remediation_order_id,
+                authorize=authorize,
             )
-        raise AssertionError("unreachable: the last attempt returns")  # pragma: no cover
+
+        sent = await self._attempts(routed, ctx, write, place, read_again)
+        if isinstance(sent, ActionResult):
+            return sent
+        return write.result(self, routed, ctx, ResultStatus.EXECUTED, sent[1])
 
     def _flatten_client_order_id(self, symbol: str) -> str:
         cfg = self.config
@@ -808,6 +790,39 @@ class RemediationExecutor:
             ts_seconds=self.clock() // 1000,
             seq=self._seq,
             prefix=cfg.client_order_id_prefix,
+        )
+
+
+@dataclass(slots=True)
+class WriteInFlight:
+    """An action's write as it stands between attempts -- what its results report (a
+    flatten's quantity and client order id change when it reads its position again)."""
+
+    notional: Decimal | None = None
+    qty: Decimal | None = None
+    remediation_order_id: str | None = None
+
+    def result(
+        self,
+        executor: RemediationExecutor,
+        routed: Routed,
+        ctx: RunContext,
+        status: ResultStatus,
+        attempts: Iterable[AttemptOutcome],
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+    ) -> ActionResult:
+        return executor._result(
+            routed,
+            ctx,
+            status,
+            reason=reason,
+            error=error,
+            notional=self.notional,
+            qty=self.qty,
+            remediation_order_id=self.remediation_order_id,
+            attempts=attempts,
         )
 
 
