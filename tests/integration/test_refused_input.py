@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.process import start_until_ready
+
 pytestmark = pytest.mark.subprocess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -260,30 +262,11 @@ def test_the_service_refuses_to_start_on_a_rule_breaking_config(
 
 
 def _start(cli: Any, tmp_path: Path, config: Path, socket_path: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scripts.run_live_reconcile",
-            "--metrics-port",
-            "0",
-            "--config",
-            str(config),
-            "--control-socket",
-            str(socket_path),
-        ],
-        cwd=REPO,
-        env=cli.env(scripts=True, runtime_dir=tmp_path / "run"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    argv = [sys.executable, "-m", "scripts.run_live_reconcile", "--metrics-port", "0"]
+    argv += ["--config", str(config), "--control-socket", str(socket_path)]
+    return start_until_ready(
+        argv, cwd=REPO, env=cli.env(scripts=True, runtime_dir=tmp_path / "run")
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("ready:") or time.monotonic() > deadline:
-            break
-    return proc
 
 
 def test_reload_and_control_refuse_a_rule_breaking_change_and_keep_the_settings(

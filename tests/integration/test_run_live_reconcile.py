@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from grinder.state.sqlite import SqliteExpectedStore
+from tests.support.process import start_until_ready
 
 pytestmark = pytest.mark.subprocess
 
@@ -56,20 +57,9 @@ def run(cli: Any, tmp_path: Path, env_for: EnvFor) -> Run:
 def start_ready(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """``python3 -m scripts.run_live_reconcile ARGS`` in the background, returned once it
     printed ``ready:`` (or after 30 s)."""
-    proc = subprocess.Popen(
-        ["python3", "-m", "scripts.run_live_reconcile", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    return start_until_ready(
+        ["python3", "-m", "scripts.run_live_reconcile", *args], cwd=cwd, env=env
     )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if line.startswith("ready:") or time.monotonic() > deadline:
-            break
-    return proc
 
 
 def latest_run_dir(artifacts: Path) -> Path:
