@@ -1,18 +1,16 @@
 """Options several commands share: an optional FILE, an optional URL, the service's /metrics,
-a number of seconds, a strict 0/1 switch."""
+a number of seconds."""
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
-from click.core import ParameterSource
 
 from grinder.ceremony.sources import DEFAULT_METRICS_URL
-from grinder.reconcile.config import ConfigError, check_http_url, zero_one
+from grinder.reconcile.config import ConfigError, check_http_url
 from grinder.redaction import register_url
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -61,62 +59,6 @@ class Seconds(click.ParamType[float, Any]):
                 ctx,
             )
         return number
-
-
-class ZeroOne(click.ParamType[bool, Any]):
-    """Exactly ``0`` or ``1``, the project's strict rule for booleans (README "Environment
-    variables"): anything else is exit 2 naming the flag, or the variable when the value came
-    from one (``envvar=``), and the value."""
-
-    name = "0|1"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
-        if isinstance(value, bool):
-            return value  # already converted
-        return zero_one(str(value), _where(param, ctx))
-
-
-def zero_one_option(
-    *decls: str, envvar: str, default: bool, help: str | None = None
-) -> Callable[[F], F]:
-    """A ``ZeroOne`` option read from ``envvar`` when the flag is absent, else ``default``.
-
-    click treats a variable set to an empty value as unset; here it is refused, as
-    everywhere else (unset it for the default).
-    """
-
-    def refuse_empty(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-        source = ctx.get_parameter_source(str(param.name))
-        if source is ParameterSource.DEFAULT and os.environ.get(envvar) == "":
-            return zero_one("", envvar)  # raises: an empty value is neither 0 nor 1
-        return value
-
-    return click.option(
-        *decls,
-        type=ZeroOne(),
-        envvar=envvar,
-        default="1" if default else "0",
-        show_default=True,
-        show_envvar=True,
-        metavar="0|1",
-        help=help,
-        callback=refuse_empty,
-    )
-
-
-def _where(param: click.Parameter | None, ctx: click.Context | None) -> str:
-    """The variable when the value came from the environment, else the flag."""
-    if param is None:
-        return "value"
-    envvar = param.envvar if isinstance(param.envvar, str) else None
-    if (
-        ctx is not None
-        and param.name is not None
-        and envvar is not None
-        and ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
-    ):
-        return envvar
-    return param.opts[0] if param.opts else str(param.name)
 
 
 def url_option(*decls: str, help: str | None = None, http: bool = True) -> Callable[[F], F]:
