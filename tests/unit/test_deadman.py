@@ -45,7 +45,7 @@ HEALTHY = Health(
     max_snapshot_age_ms=120_000,
 )
 
-# --- the rules of [deadman] --------------------------------------------------------------------
+# --- the rules of [deadman] -------------------------------------------------------------------
 
 
 def test_defaults_are_off_and_follow_the_documented_example() -> None:
@@ -122,7 +122,7 @@ def test_resolve_checks_the_handover_and_mainnet(tmp_path: Path) -> None:
     assert resolve(mainnet, {"ALLOW_MAINNET_TRADE": "1"}).deadman.symbols == ["BTCUSDT"]
 
 
-# --- the pure decision ---------------------------------------------------------------------------
+# --- the pure decision ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_countdown_left_runs_from_the_send() -> None:
     assert countdown_left_ms(SymbolRenewals(accepted_ms=1_000), 120_000, 999_000) == 0
 
 
-# --- the switch over a port ------------------------------------------------------------------------
+# --- the switch over a port -------------------------------------------------------------------
 
 
 class Harness:
