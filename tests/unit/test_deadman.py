@@ -294,3 +294,14 @@ def test_switched_off_stops_the_countdowns_it_set() -> None:
     h.tick(10_000)
     assert len(h.renewals()) == 4
     assert h.metric("grinder_deadman_enabled") == 0
+
+
+def test_the_runbook_example_is_a_table_the_service_accepts(tmp_path: Path) -> None:
+    doc = Path(__file__).parents[2] / "docs" / "runbooks" / "13_OPERATOR_CEREMONY.md"
+    section = doc.read_text(encoding="utf-8").split("## The Dead-Man Switch", 1)[1]
+    block = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "grinder.toml"
+    path.write_text(block, encoding="utf-8")
+    cfg = load_config_file(path).deadman
+    assert cfg.enabled and cfg.symbols == ["BTCUSDT"]
+    assert (cfg.countdown_s, cfg.renew_interval_s) == (120.0, 30.0)
