@@ -303,5 +303,6 @@ def test_the_runbook_example_is_a_table_the_service_accepts(tmp_path: Path) -> N
     path = tmp_path / "grinder.toml"
     path.write_text(block, encoding="utf-8")
     cfg = load_config_file(path).deadman
-    assert cfg.enabled and cfg.symbols == ["BTCUSDT"]
+    assert cfg.enabled
+    assert cfg.symbols == ["BTCUSDT"]
     assert (cfg.countdown_s, cfg.renew_interval_s) == (120.0, 30.0)
