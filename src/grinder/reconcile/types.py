@@ -92,9 +92,10 @@ class MismatchType(StrEnum):
 PositionKey = tuple[str, PositionSide]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ExpectedOrder:
-    """An order the bot placed, as the bot believes it to be.
+    """An order the bot placed, as the bot believes it to be (a value: a change is a new
+    one, ``dataclasses.replace``).
 
     ``ended_ts_ms`` is set when the bot considers the order over: it sent a
     cancel (``cancel_requested``) or booked a terminal status.
@@ -117,7 +118,7 @@ class ExpectedOrder:
     def __post_init__(self) -> None:
         # An order the bot asked to cancel, or booked as terminal, has ended for the bot.
         if self.ended_ts_ms is None and (self.cancel_requested or self.status.is_terminal):
-            self.ended_ts_ms = self.updated_ts_ms or self.created_ts_ms
+            object.__setattr__(self, "ended_ts_ms", self.updated_ts_ms or self.created_ts_ms)
 
     @property
     def expected_open(self) -> bool:
