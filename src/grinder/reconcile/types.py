@@ -28,11 +28,11 @@ class OrderStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in _OPEN_STATUSES
+        return self in OPEN_STATUSES
 
     @property
     def is_terminal(self) -> bool:
-        return self not in _OPEN_STATUSES
+        return self not in OPEN_STATUSES
 
     @property
     def ended_without_fill(self) -> bool:
@@ -40,7 +40,9 @@ class OrderStatus(StrEnum):
         return self in _ENDED_UNFILLED
 
 
-_OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+"""The statuses of an order still working on the exchange (the one definition of "open";
+as ``StrEnum`` members they also match the plain strings ``"NEW"``, ``"PARTIALLY_FILLED"``)."""
 _ENDED_UNFILLED = frozenset(
     {
         OrderStatus.CANCELED,
