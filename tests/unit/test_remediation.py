@@ -1832,7 +1832,7 @@ async def test_a_result_keeps_the_mode_its_action_started_in() -> None:
 
 
 def test_flatten_order_rounds_down_to_the_step_and_takes_the_closing_side() -> None:
-    from grinder.reconcile.remediation import FlattenOrder, flatten_order
+    from grinder.reconcile.flatten import FlattenOrder, flatten_order
 
     assert flatten_order(Decimal("0.0107"), Decimal("0.001"), Decimal("50000")) == FlattenOrder(
         Decimal("0.010"), Side.SELL, Decimal("500.000")
@@ -1854,7 +1854,7 @@ ZERO_QTY = Decimal("0")
 def test_a_flatten_retry_never_sends_more_than_the_first_order_nor_the_other_way(
     first: int, now: int, step_units: int
 ) -> None:
-    from grinder.reconcile.remediation import flatten_order
+    from grinder.reconcile.flatten import flatten_order
 
     step = Decimal("0.001") * step_units
     order = flatten_order(Decimal(first) / 1000, step, Decimal("100"))
