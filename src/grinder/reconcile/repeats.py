@@ -22,7 +22,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from grinder.reconcile.labels import AttemptOutcome, Mode, ResultStatus
 from grinder.reconcile.remediation import ActionResult
@@ -40,8 +40,9 @@ class Outcome:
     causes: tuple[str, ...]
     """Why: every gate that blocked it (in the chain's order); the reason and the error
     type it failed with; the reason it was skipped."""
-    always: bool = False
-    """Reported even when it repeats the last one: it sent something, planned or executed."""
+    always: bool = field(default=False, compare=False)
+    """Reported even when it repeats the last one: it sent something, planned or executed.
+    Not part of what it is: an unsent repeat of a sent failure is a repeat."""
 
 
 def result_outcome(result: ActionResult) -> Outcome:
