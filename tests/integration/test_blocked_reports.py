@@ -346,7 +346,14 @@ def test_a_418_ban_logs_each_failed_cancel_once_per_incident_and_change(
             "BLOCKED",
             "FAILED",
         ]
-    assert len(dep.cancels_sent(x)) + len(dep.cancels_sent(y)) <= 1
+    sent = len(dep.cancels_sent(x)) + len(dep.cancels_sent(y))
+    assert sent <= 1
+    print(
+        f"\n418 ban: {dep.value(failed, action='cancel_all', reason='port_error'):.0f} failed "
+        f"cancels counted, {len(dep.lines('REMEDIATION_FAILED'))} REMEDIATION_FAILED lines, "
+        f"{sent} request(s) reached the venue, "
+        f"{dep.value('grinder_reconcile_budget_calls_used_day'):.0f} budget calls spent"
+    )
 
 
 # --- the volume of the log over many standing mismatches --------------------------------------
