@@ -157,8 +157,8 @@ class ReconcileMetrics:
         )
         self.blocked_candidates = Gauge(
             "grinder_reconcile_action_blocked_candidates",
-            "Remediation candidates the last run blocked, under every gate that failed them "
-            "(one two gates block counts under both; _blocked_total counts the first only)",
+            "Remediation candidates the last run blocked, each counted under every gate that "
+            "failed it (grinder_reconcile_action_blocked_total: the first gate only)",
             ["reason"],
             registry=r,
         )
