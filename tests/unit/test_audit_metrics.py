@@ -1111,3 +1111,24 @@ async def test_dry_run_skips_of_a_standing_mismatch_are_logged_once(
     assert len(events(grinder_caplog, "REMEDIATION_PLANNED")) == 1
     (skip,) = events(grinder_caplog, "REMEDIATE_SKIP")
     assert "reason=already_planned" in skip
+
+
+async def test_after_a_restart_a_standing_block_is_logged_once_again(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    """What was reported is kept in memory only: a new service (a new Reporter) says it again."""
+    e = E2E(tmp_path, dry_run=False)
+    e.executor.symbol_whitelist = ["ETHUSDT"]
+    e.unexpected_order()
+    for n in range(2):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    assert len(events(grinder_caplog, "REMEDIATION_BLOCKED")) == 1
+    restarted = Reporter(metrics=e.metrics, audit=e.audit)
+    e.executor.reporter = restarted
+    runner = ReconcileRunner(e.engine, e.executor, reporter=restarted, clock=e.clock)
+    for n in range(2, 4):
+        e.clock.set(NOW + n * 1_000)
+        await runner.run_once()
+    assert len(events(grinder_caplog, "REMEDIATION_BLOCKED")) == 2
+    assert len(_results(e)) == 2
