@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.clock import ManualClock, wall_clock_ms
+from grinder.exchange.binance.errors import IpBanned, RateLimited, RequestRejected
+from grinder.exchange.binance.rest import not_sent
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.audit import AuditWriter, encode_record
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
@@ -989,3 +991,144 @@ async def test_dry_run_plan_once_per_incident_then_live_executes_it(tmp_path: Pa
     third = await e.runner.run_once()
     assert [r.status for r in third.results] == [ResultStatus.EXECUTED]
     assert [c.method for c in e.port.write_calls] == ["cancel_order"]
+
+
+# --- standing outcomes: every run counted, each change reported -----------------------------
+
+
+def _results(e: E2E) -> list[dict[str, Any]]:
+    return [r for r in e.audit_records() if r["event_type"] == "REMEDIATE_RESULT"]
+
+
+async def test_a_standing_block_names_every_gate_once_and_each_change_again(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    e = E2E(tmp_path, dry_run=False)
+    e.executor.symbol_whitelist = ["ETHUSDT"]
+    e.unexpected_order()
+    for n in range(4):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    gauge = "grinder_reconcile_action_blocked_candidates"
+    assert e.value("grinder_reconcile_action_blocked_total", reason="symbol_not_in_whitelist") == 4
+    assert e.value(gauge, reason="symbol_not_in_whitelist") == 1
+    (line,) = events(grinder_caplog, "REMEDIATION_BLOCKED")
+    assert line.endswith(" reason=symbol_not_in_whitelist blocked_by=symbol_not_in_whitelist")
+    assert [r["event_type"] for r in e.audit_records()][:3] == [
+        "REMEDIATE_ATTEMPT",
+        "REMEDIATE_RESULT",
+        "RECONCILE_RUN",
+    ]
+    runs = [r for r in e.audit_records() if r["event_type"] == "RECONCILE_RUN"]
+    assert [r["repeated_results"] for r in runs] == [0, 1, 1, 1]
+    assert runs[-1]["blocked_by"] == {"symbol_not_in_whitelist": 1}
+    assert runs[-1]["block_reasons"] == {"symbol_not_in_whitelist": 1}
+
+    # Disarmed: gate 4 fails before gate 7; the counter moves to the first, the line names both.
+    e.executor.armed = False
+    for n in range(4, 6):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    assert e.value("grinder_reconcile_action_blocked_total", reason="not_armed") == 2
+    assert e.value(gauge, reason="not_armed") == 1
+    assert e.value(gauge, reason="symbol_not_in_whitelist") == 1
+    _, changed = events(grinder_caplog, "REMEDIATION_BLOCKED")
+    assert " reason=not_armed blocked_by=not_armed,symbol_not_in_whitelist " in changed
+    assert changed.endswith(" repeated_before=3")
+    assert [r["blocked_by"] for r in _results(e)] == [
+        ["symbol_not_in_whitelist"],
+        ["not_armed", "symbol_not_in_whitelist"],
+    ]
+    assert _results(e)[1]["repeated_before"] == 3
+    attempts = [r for r in e.audit_records() if r["event_type"] == "REMEDIATE_ATTEMPT"]
+    assert len(attempts) == 2
+
+    # The order goes: the incident clears, nothing stands blocked; when it comes back it is new.
+    del e.port.open_orders[OURS]
+    e.clock.set(NOW + 10_000)
+    e.snapshot()
+    await e.runner.run_once()
+    assert e.value(gauge, reason="not_armed") == 0
+    assert e.value(gauge, reason="symbol_not_in_whitelist") == 0
+    e.clock.set(NOW + 11_000)
+    e.unexpected_order()
+    await e.runner.run_once()
+    third = events(grinder_caplog, "REMEDIATION_BLOCKED")[2]
+    assert "repeated_before" not in third
+    assert len(_results(e)) == 3
+
+
+async def test_a_failure_that_reached_the_exchange_is_logged_in_every_run(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    e = E2E(tmp_path, dry_run=False)
+    e.config.cooldown_seconds = 0
+    e.port.fail_always["cancel_order"] = RequestRejected("Order would immediately trigger.")
+    e.unexpected_order()
+    for n in range(3):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    lines = events(grinder_caplog, "REMEDIATION_FAILED")
+    assert len(lines) == 3
+    assert all(" error_type=RequestRejected " in x and "attempts=rejected" in x for x in lines)
+    assert len(_results(e)) == 3
+    assert len(e.port.write_calls) == 3
+
+
+async def test_a_failure_never_sent_is_logged_once_per_error_type(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    e = E2E(tmp_path, dry_run=False)
+    e.config.cooldown_seconds = 0
+    e.port.fail_always["cancel_order"] = not_sent(IpBanned("not sent: banned for 100 s more"))
+    e.unexpected_order()
+    for n in range(3):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    e.port.fail_always["cancel_order"] = not_sent(RateLimited("not sent: paused for 30 s"))
+    for n in range(3, 5):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    failed = "grinder_reconcile_action_failed_total"
+    assert e.value(failed, action="cancel_all", reason="port_error") == 5
+    banned, paused = events(grinder_caplog, "REMEDIATION_FAILED")
+    assert " error_type=IpBanned " in banned
+    assert " error_type=RateLimited " in paused
+    assert "attempts=withheld repeated_before=2" in paused
+    assert [r["error_type"] for r in _results(e)] == ["IpBanned", "RateLimited"]
+
+
+async def test_dry_run_skips_of_a_standing_mismatch_are_logged_once(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    e = E2E(tmp_path, dry_run=True)
+    e.unexpected_order()
+    for n in range(4):
+        e.clock.set(NOW + n * 10_000)
+        e.snapshot()
+        await e.runner.run_once()
+    assert e.value("grinder_reconcile_action_skipped_total", reason="already_planned") == 3
+    assert len(events(grinder_caplog, "REMEDIATION_PLANNED")) == 1
+    (skip,) = events(grinder_caplog, "REMEDIATE_SKIP")
+    assert "reason=already_planned" in skip
+
+
+async def test_after_a_restart_a_standing_block_is_logged_once_again(
+    tmp_path: Path, grinder_caplog: pytest.LogCaptureFixture
+) -> None:
+    """What was reported is kept in memory only: a new service (a new Reporter) says it again."""
+    e = E2E(tmp_path, dry_run=False)
+    e.executor.symbol_whitelist = ["ETHUSDT"]
+    e.unexpected_order()
+    for n in range(2):
+        e.clock.set(NOW + n * 1_000)
+        await e.runner.run_once()
+    assert len(events(grinder_caplog, "REMEDIATION_BLOCKED")) == 1
+    restarted = Reporter(metrics=e.metrics, audit=e.audit)
+    e.executor.reporter = restarted
+    runner = ReconcileRunner(e.engine, e.executor, reporter=restarted, clock=e.clock)
+    for n in range(2, 4):
+        e.clock.set(NOW + n * 1_000)
+        await runner.run_once()
+    assert len(events(grinder_caplog, "REMEDIATION_BLOCKED")) == 2
+    assert len(_results(e)) == 2

@@ -1418,55 +1418,67 @@ SKIPPED = "skipped"
 
 def expected_verdict(i: GateInputs, day_calls: int) -> BlockReason | str | None:
     """CONTRACT §5, evaluated from the inputs alone: the first failing gate, or None."""
+    blocks = expected_blocks(i, day_calls)
+    if blocks == SKIPPED:
+        return SKIPPED
+    return blocks[0] if blocks else None
+
+
+def expected_blocks(i: GateInputs, day_calls: int) -> tuple[BlockReason, ...] | str:
+    """CONTRACT §5, evaluated from the inputs alone: every failing gate in order (a flatten
+    held before its position is read: those up to gate E), or SKIPPED."""
+    out: list[BlockReason] = []
     if not i.is_leader:
-        return BR.NOT_LEADER
+        out.append(BR.NOT_LEADER)
     if i.action is RA.NONE:
-        return BR.ACTION_IS_NONE
-    if i.kind is ActionKind.FLATTEN and i.action is not RA.FLATTEN:
-        return BR.ACTION_NOT_PERMITTED
+        out.append(BR.ACTION_IS_NONE)
+    elif i.kind is ActionKind.FLATTEN and i.action is not RA.FLATTEN:
+        out.append(BR.ACTION_NOT_PERMITTED)
     if not i.dry_run:
         if not i.allow_active:
-            return BR.ALLOW_ACTIVE_REMEDIATION_FALSE
+            out.append(BR.ALLOW_ACTIVE_REMEDIATION_FALSE)
         if not i.armed:
-            return BR.NOT_ARMED
+            out.append(BR.NOT_ARMED)
         if i.env_value != "1":
-            return BR.ENV_VAR_MISSING
+            out.append(BR.ENV_VAR_MISSING)
     if i.cooldown == "recent" and i.cooldown_seconds > 0:
-        return BR.COOLDOWN_NOT_ELAPSED
+        out.append(BR.COOLDOWN_NOT_ELAPSED)
     if not i.whitelist:
         if i.require_whitelist:
-            return BR.WHITELIST_REQUIRED
+            out.append(BR.WHITELIST_REQUIRED)
     elif "BTCUSDT" not in i.whitelist:
-        return BR.SYMBOL_NOT_IN_WHITELIST
+        out.append(BR.SYMBOL_NOT_IN_WHITELIST)
     notional = Decimal(0)
     if i.kind is ActionKind.CANCEL:
         if i.owner in ("foreign", "liquidation"):
-            return BR.NO_GRINDER_PREFIX
+            out.append(BR.NO_GRINDER_PREFIX)
         if i.owner == "other_strategy":
-            return BR.STRATEGY_NOT_ALLOWED
+            out.append(BR.STRATEGY_NOT_ALLOWED)
     if i.expected_age > 60.0:  # gate E, before a flatten reads the position
-        return BR.EXPECTED_STATE_STALE
+        out.append(BR.EXPECTED_STATE_STALE)
     if i.kind is ActionKind.FLATTEN:
+        if out:
+            return tuple(out)
         if i.position_qty == 0:
             return SKIPPED
         if i.price is None:
-            return BR.PRICE_UNAVAILABLE
-        notional = abs(i.position_qty) * i.price
-        if notional > i.max_flatten:
-            return BR.NOTIONAL_EXCEEDS_LIMIT
+            out.append(BR.PRICE_UNAVAILABLE)
+        else:
+            notional = abs(i.position_qty) * i.price
+            if notional > i.max_flatten:
+                out.append(BR.NOTIONAL_EXCEEDS_LIMIT)
     if i.max_orders < 1:
-        return BR.MAX_ORDERS_REACHED
-    if i.max_symbols < 1:
-        return BR.MAX_SYMBOLS_REACHED
-    if i.max_calls_per_run < 1:
-        return BR.MAX_CALLS_PER_RUN
-    if notional > i.max_notional_per_run:
-        return BR.MAX_NOTIONAL_PER_RUN
-    if day_calls + 1 > i.max_calls_per_day:
-        return BR.MAX_CALLS_PER_DAY
-    if i.day_notional_used + notional > i.max_notional_per_day:
-        return BR.MAX_NOTIONAL_PER_DAY
-    return None
+        out.append(BR.MAX_ORDERS_REACHED)
+    elif i.max_symbols < 1:
+        out.append(BR.MAX_SYMBOLS_REACHED)
+    budget = [
+        (i.max_calls_per_run < 1, BR.MAX_CALLS_PER_RUN),
+        (notional > i.max_notional_per_run, BR.MAX_NOTIONAL_PER_RUN),
+        (day_calls + 1 > i.max_calls_per_day, BR.MAX_CALLS_PER_DAY),
+        (i.day_notional_used + notional > i.max_notional_per_day, BR.MAX_NOTIONAL_PER_DAY),
+    ]
+    out.extend(next(([reason] for fails, reason in budget if fails), []))
+    return tuple(out)
 
 
 async def _run_gate_scenario(i: GateInputs) -> None:
@@ -1532,6 +1544,8 @@ async def _run_gate_scenario(i: GateInputs) -> None:
         assert (result.status, result.reason) == (ResultStatus.SKIPPED, SkipReason.ALREADY_RESOLVED)
     else:
         assert (result.status, result.reason) == (ResultStatus.BLOCKED, verdict)
+        # Every gate that fails, in order, not only the first (what the reports name).
+        assert result.blocked_by == expected_blocks(i, i.day_calls_used + (1 if warm else 0))
     if should_write:
         (call,) = writes
         if i.kind is ActionKind.CANCEL:
@@ -1558,12 +1572,17 @@ def test_gate_property_generator_reaches_both_write_and_every_block_reason() -> 
     @settings(max_examples=600, deadline=None, database=None, derandomize=True)
     @given(i=gate_inputs())
     def collect(i: GateInputs) -> None:
-        v = expected_verdict(i, i.day_calls_used + (0 if i.cooldown == "none" else 1))
+        day_calls = i.day_calls_used + (0 if i.cooldown == "none" else 1)
+        v = expected_verdict(i, day_calls)
         seen.add("write" if v is None and not i.dry_run else v)
+        blocks = expected_blocks(i, day_calls)
+        if blocks != SKIPPED and len(blocks) > 1:
+            seen.add(f"{len(blocks) if len(blocks) < 3 else 'more'} gates")
 
     collect()
     assert "write" in seen
     assert set(BlockReason) - WIRE_ONLY_BLOCK_REASONS <= seen
+    assert {"2 gates", "more gates"} <= seen  # blocked_by is checked beyond its first gate
 
 
 class SharedCooldown:
@@ -1832,7 +1851,7 @@ async def test_a_result_keeps_the_mode_its_action_started_in() -> None:
 
 
 def test_flatten_order_rounds_down_to_the_step_and_takes_the_closing_side() -> None:
-    from grinder.reconcile.remediation import FlattenOrder, flatten_order
+    from grinder.reconcile.flatten import FlattenOrder, flatten_order
 
     assert flatten_order(Decimal("0.0107"), Decimal("0.001"), Decimal("50000")) == FlattenOrder(
         Decimal("0.010"), Side.SELL, Decimal("500.000")
@@ -1854,7 +1873,7 @@ ZERO_QTY = Decimal("0")
 def test_a_flatten_retry_never_sends_more_than_the_first_order_nor_the_other_way(
     first: int, now: int, step_units: int
 ) -> None:
-    from grinder.reconcile.remediation import flatten_order
+    from grinder.reconcile.flatten import flatten_order
 
     step = Decimal("0.001") * step_units
     order = flatten_order(Decimal(first) / 1000, step, Decimal("100"))

@@ -14,6 +14,7 @@ from typing import Any
 from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import format_event
 from grinder.reconcile.remediation import ActionResult
+from grinder.reconcile.repeats import RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType
@@ -133,7 +134,9 @@ class Feed:
         self.foreign = 0
         self.last: RunReport | None = None
         """The newest run report: what stands now."""
-        self._printed: set[tuple[str, tuple[str, str, str], str]] = set()
+        self._repeats = RepeatFilter()
+        """Standing mismatches repeat in every run: each decision about one is printed once
+        (per incident, and again when it changes), as the service logs it."""
 
     def push(self, report: RunReport) -> None:
         self.queue.put_nowait((time.monotonic(), report))
@@ -164,13 +167,6 @@ class Feed:
         while not self.queue.empty():
             self._take(*self.queue.get_nowait())
 
-    def _once(self, kind: str, m: Mismatch, detail: str) -> bool:
-        """Standing mismatches repeat in every run: print each decision about one once."""
-        key = (kind, m.key, detail)
-        fresh = key not in self._printed
-        self._printed.add(key)
-        return fresh
-
     def _take(self, t: float, r: RunReport) -> None:
         self.window.seen.append((t, r))
         self.last = r
@@ -181,14 +177,14 @@ class Feed:
             fields = {"outcome": outcome.value, "queries": n}
             self.say(t, format_event(Event.RECONCILE_TRIAGE, fields))
         for x in r.results:
-            if self._once("result", x.mismatch, f"{x.status}:{x.reason}"):
+            if self._repeats.report(x.mismatch.key, result_outcome(x)) is not None:
                 self.say(t, format_event(RESULT_EVENT[x.status], _result_fields(x)))
         for m, reason in r.skipped:
-            if self._once("skip", m, reason.value):
+            if self._repeats.report(m.key, skip_outcome(r.mode, reason.value)) is not None:
                 fields = {"reason": reason.value, **m.as_dict()}
                 self.say(t, format_event(Event.REMEDIATE_SKIP, fields))
         for m in r.cleared_incidents:
-            self._printed = {k for k in self._printed if k[1] != m.key}
+            self._repeats.forget([m.key])
             self.say(t, format_event(Event.RECONCILE_MISMATCH_CLEARED, m.as_dict()))
         if r.foreign_open_orders != self.foreign:
             self.foreign = r.foreign_open_orders

@@ -1,7 +1,9 @@
 """The gate chain, once: every gate's id, name, when it applies, its check, its words.
 
 A remediation write passes the gates in the order of ``GATES``; the first that
-fails is its block reason (``first_block``, what the executor acts on). The
+fails is its block reason (``first_block``, what the executor acts on), and every
+one that fails is what an operator must open (``every_block``, what the reports
+name). The
 explainer shows every gate with its verdict (``evaluate``, what ``grinder gates``
 and the ceremony print). Both read the same table over the same ``GateInputs``:
 a frozen snapshot of everything the chain depends on, taken by the executor
@@ -18,7 +20,7 @@ applies to both: the bot's expected state is live.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -336,16 +338,25 @@ _LIMIT_NAMES = {
 }
 
 
-def first_block(i: GateInputs, *, through_ownership_only: bool = False) -> BlockReason | None:
-    """The first gate that blocks this write, or None when every gate passes."""
+def _blocks(i: GateInputs, through_ownership_only: bool) -> Iterator[BlockReason]:
     chain = GATES[:_THROUGH_OWNERSHIP] if through_ownership_only else GATES
     for gate in chain:
         if gate.applies(i) is not None:
             continue
         reason, _detail = gate.check(i)
         if reason is not None:
-            return reason
-    return None
+            yield reason
+
+
+def first_block(i: GateInputs, *, through_ownership_only: bool = False) -> BlockReason | None:
+    """The first gate that blocks this write, or None when every gate passes."""
+    return next(_blocks(i, through_ownership_only), None)
+
+
+def every_block(i: GateInputs, *, through_ownership_only: bool = False) -> tuple[BlockReason, ...]:
+    """Every gate that blocks this write, in the chain's order (empty when all pass): what an
+    operator must open. The first is ``first_block``, the block reason of the metrics."""
+    return tuple(_blocks(i, through_ownership_only))
 
 
 def evaluate(i: GateInputs) -> tuple[GateCheck, ...]:

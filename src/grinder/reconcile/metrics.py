@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -92,6 +92,7 @@ class ReconcileMetrics:
         self.clock = clock
         self._planned_recent = {a.value: RecentCount() for a in ActionLabel}
         self._last_remediation_ms = 0
+        self._blocked_reasons: set[str] = {b.value for b in BlockReason}
         r = registry
         self.runs = Counter("grinder_reconcile_runs", "Reconcile runs completed", registry=r)
         self.last_snapshot_age = Gauge(
@@ -151,6 +152,13 @@ class ReconcileMetrics:
         self.blocked = Counter(
             "grinder_reconcile_action_blocked",
             "Remediation actions blocked, by the first gate that failed",
+            ["reason"],
+            registry=r,
+        )
+        self.blocked_candidates = Gauge(
+            "grinder_reconcile_action_blocked_candidates",
+            "Remediation candidates the last run blocked, each counted under every gate that "
+            "failed it (grinder_reconcile_action_blocked_total: the first gate only)",
             ["reason"],
             registry=r,
         )
@@ -240,6 +248,7 @@ class ReconcileMetrics:
                 self.write_attempts.labels(action=a.value, outcome=w.value)
         for b in BlockReason:
             self.blocked.labels(reason=b.value)
+            self.blocked_candidates.labels(reason=b.value)
         for s in SkipReason:
             self.skipped.labels(reason=s.value)
         for o in TriageOutcome:
@@ -264,6 +273,13 @@ class ReconcileMetrics:
         if ts_ms is not None and ts_ms > self._last_remediation_ms:
             self._last_remediation_ms = ts_ms
             self.last_remediation_ts_ms.set(ts_ms)
+
+    def set_blocked_candidates(self, by_gate: Mapping[str, int]) -> None:
+        """The last run's blocked candidates under every gate that blocked them; every
+        other reason reads 0."""
+        self._blocked_reasons.update(by_gate)
+        for reason in self._blocked_reasons:
+            self.blocked_candidates.labels(reason=reason).set(by_gate.get(reason, 0))
 
     def set_budget(self, budget: BudgetTracker, now_ms: int) -> None:
         """The four daily-budget gauges, from ``budget`` as of ``now_ms`` (UTC day)."""

@@ -1,9 +1,10 @@
 """The remediation executor: the gate chain, and the exchange writes it guards.
 
 Every write passes the gates in order; the first that fails is the block
-reason. Dry-run is a faithful preview: the arming gates (3-5) are skipped and
-nothing is sent, but every other gate is evaluated, with cooldown and budget
-tracked in memory, so a plan is exactly what live mode would execute.
+reason, and a blocked result names every gate that failed (``blocked_by``).
+Dry-run is a faithful preview: the arming gates (3-5) are skipped and nothing
+is sent, but every other gate is evaluated, with cooldown and budget tracked
+in memory, so a plan is exactly what live mode would execute.
 
 The gates read ``config`` and ``armed`` at evaluation time, and the last
 evaluation happens synchronously right before the write (no ``await`` in
@@ -45,7 +46,7 @@ import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Protocol, TypeVar
 
 from grinder.clock import Clock, wall_clock_ms
@@ -64,7 +65,8 @@ from grinder.reconcile.budget import (
     budget_verdict,
 )
 from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
-from grinder.reconcile.gates import GateInputs, first_block
+from grinder.reconcile.flatten import flatten_order, position_qty
+from grinder.reconcile.gates import GateInputs, every_block, first_block
 from grinder.reconcile.identity import (
     REMEDIATION_SEQ_MAX,
     ClientOrderIdError,
@@ -79,15 +81,7 @@ from grinder.reconcile.labels import (
     SkipReason,
 )
 from grinder.reconcile.routing import ActionKind, Routed, cancel_still_wanted
-from grinder.reconcile.types import (
-    ZERO,
-    ExpectedOrder,
-    Mismatch,
-    ObservedOrder,
-    ObservedPosition,
-    PositionSide,
-    Side,
-)
+from grinder.reconcile.types import ZERO, ExpectedOrder, Mismatch, ObservedOrder, PositionSide
 from grinder.reconcile.write_window import write_window_ms
 
 DRY_RUN = Mode.DRY_RUN
@@ -140,6 +134,12 @@ class ActionResult:
     ts_ms: int = 0
     attempts: tuple[AttemptOutcome, ...] = ()
     """Each attempt to send the write, in order (empty when none was made)."""
+    blocked_by: tuple[BlockReason, ...] = ()
+    """Every gate of the chain that blocked it, in order (the first is ``reason``); empty
+    when the chain did not (a block at the wire or the budget's reservation: ``reason``)."""
+    error_type: str | None = None
+    """The type of the error it failed with (``IpBanned``, ...): what tells one failure
+    from another, where the error's text carries times and figures."""
 
     @property
     def symbol(self) -> str:
@@ -148,6 +148,13 @@ class ActionResult:
     @property
     def client_order_id(self) -> str | None:
         return self.mismatch.client_order_id
+
+    @property
+    def blocking(self) -> tuple[str, ...]:
+        """The gates that block it: ``blocked_by``, else ``reason``; empty unless blocked."""
+        if self.status is not ResultStatus.BLOCKED:
+            return ()
+        return tuple(self.blocked_by) or ((self.reason,) if self.reason is not None else ())
 
 
 class CooldownSource(Protocol):
@@ -359,6 +366,21 @@ class RemediationExecutor:
         inputs = self.gate_inputs(kind, symbol, client_order_id, notional, ctx)
         return first_block(inputs, through_ownership_only=through_ownership_only)
 
+    def blocks(
+        self,
+        kind: ActionKind,
+        symbol: str,
+        client_order_id: str | None,
+        notional: Decimal | None,
+        ctx: RunContext,
+        *,
+        through_ownership_only: bool = False,
+    ) -> tuple[BlockReason, ...]:
+        """Every gate that blocks this write, in the chain's order (empty when all pass);
+        the first is what ``gate`` returns."""
+        inputs = self.gate_inputs(kind, symbol, client_order_id, notional, ctx)
+        return every_block(inputs, through_ownership_only=through_ownership_only)
+
     # --- execution -----------------------------------------------------------------------
 
     async def execute(self, routed: Routed, ctx: RunContext) -> ActionResult:
@@ -397,6 +419,8 @@ class RemediationExecutor:
         remediation_order_id: str | None = None,
         error: str | None = None,
         attempts: Iterable[AttemptOutcome] = (),
+        blocked_by: tuple[BlockReason, ...] = (),
+        error_type: str | None = None,
     ) -> ActionResult:
         return ActionResult(
             run_id=ctx.run_id,
@@ -411,6 +435,8 @@ class RemediationExecutor:
             error=error,
             ts_ms=self.clock(),
             attempts=tuple(attempts),
+            blocked_by=blocked_by,
+            error_type=error_type,
         )
 
     def _commit(
@@ -640,6 +666,7 @@ class RemediationExecutor:
                     attempts,
                     reason=FailReason.PORT_ERROR,
                     error=self._error_text(exc, attempts),
+                    error_type=type(exc).__name__,
                 )
                 if exc.repeatable and attempt < self.max_write_attempts:
                     ctx.in_flight = self._stopped_before_next(failed)
@@ -652,9 +679,11 @@ class RemediationExecutor:
 
     async def _cancel(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
-        reason = self.gate(ActionKind.CANCEL, m.symbol, m.client_order_id, ZERO, ctx)
-        if reason is not None:
-            return self._result(routed, ctx, ResultStatus.BLOCKED, reason=reason)
+        blocks = self.blocks(ActionKind.CANCEL, m.symbol, m.client_order_id, ZERO, ctx)
+        if blocks:
+            return self._result(
+                routed, ctx, ResultStatus.BLOCKED, reason=blocks[0], blocked_by=blocks
+            )
         done = self._commit(routed, ctx, ZERO)
         if done is not None:
             return done
@@ -686,11 +715,13 @@ class RemediationExecutor:
     async def _flatten(self, routed: Routed, ctx: RunContext) -> ActionResult:
         m = routed.mismatch
         side_key = m.position_side or PositionSide.BOTH
-        reason = self.gate(
+        blocks = self.blocks(
             ActionKind.FLATTEN, m.symbol, None, None, ctx, through_ownership_only=True
         )
-        if reason is not None:
-            return self._result(routed, ctx, ResultStatus.BLOCKED, reason=reason)
+        if blocks:
+            return self._result(
+                routed, ctx, ResultStatus.BLOCKED, reason=blocks[0], blocked_by=blocks
+            )
         # Read the position again: never trade more than what is there now.
         try:
             positions = await self.port.fetch_positions([m.symbol])
@@ -698,7 +729,12 @@ class RemediationExecutor:
             step = await self.port.get_step_size(m.symbol)
         except ExchangeError as exc:
             return self._result(
-                routed, ctx, ResultStatus.FAILED, reason=FailReason.PORT_ERROR, error=str(exc)
+                routed,
+                ctx,
+                ResultStatus.FAILED,
+                reason=FailReason.PORT_ERROR,
+                error=str(exc),
+                error_type=type(exc).__name__,
             )
         order = flatten_order(position_qty(positions, m.symbol, side_key), step, price)
         if order is None:
@@ -706,10 +742,16 @@ class RemediationExecutor:
                 routed, ctx, ResultStatus.SKIPPED, reason=SkipReason.ALREADY_RESOLVED, qty=ZERO
             )
         qty, notional = order.qty, order.notional
-        reason = self.gate(ActionKind.FLATTEN, m.symbol, None, notional, ctx)
-        if reason is not None:
+        blocks = self.blocks(ActionKind.FLATTEN, m.symbol, None, notional, ctx)
+        if blocks:
             return self._result(
-                routed, ctx, ResultStatus.BLOCKED, reason=reason, notional=notional, qty=qty
+                routed,
+                ctx,
+                ResultStatus.BLOCKED,
+                reason=blocks[0],
+                blocked_by=blocks,
+                notional=notional,
+                qty=qty,
             )
         assert notional is not None  # gate 9 passed
         try:
@@ -743,6 +785,7 @@ class RemediationExecutor:
                     attempts,
                     reason=FailReason.PORT_ERROR,
                     error=f"{exc} (reading the position before attempt {attempt})",
+                    error_type=type(exc).__name__,
                 )
             write.qty = order.retry_qty(current, step)
             if write.qty == ZERO:
@@ -808,6 +851,7 @@ class WriteInFlight:
         *,
         reason: str | None = None,
         error: str | None = None,
+        error_type: str | None = None,
     ) -> ActionResult:
         return executor._result(
             routed,
@@ -815,53 +859,9 @@ class WriteInFlight:
             status,
             reason=reason,
             error=error,
+            error_type=error_type,
             notional=self.notional,
             qty=self.qty,
             remediation_order_id=self.remediation_order_id,
             attempts=attempts,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class FlattenOrder:
-    """What a flatten sends for a position read just now: a reduce-only order of ``qty``
-    on ``side`` (the position's size rounded down to the market step), worth ``notional``
-    at the mark price (None without a mark price)."""
-
-    qty: Decimal
-    side: Side
-    notional: Decimal | None
-
-    def retry_qty(self, position_qty: Decimal, step: Decimal | None) -> Decimal:
-        """What a further attempt sends for the position read again: what is left, never
-        more than this order, and nothing once the position is gone or on the other side."""
-        if position_qty == ZERO or (position_qty > 0) != (self.side is Side.SELL):
-            return ZERO
-        return min(flatten_quantity(position_qty, step), self.qty)
-
-
-def flatten_order(
-    position_qty: Decimal, step: Decimal | None, mark_price: Decimal | None
-) -> FlattenOrder | None:
-    """The order that flattens a position of ``position_qty``; None when there is nothing
-    to flatten (the position is gone, or smaller than one step)."""
-    qty = flatten_quantity(position_qty, step)
-    if qty == ZERO:
-        return None
-    side = Side.SELL if position_qty > 0 else Side.BUY
-    notional = None if mark_price is None or mark_price <= 0 else qty * mark_price
-    return FlattenOrder(qty, side, notional)
-
-
-def position_qty(positions: Iterable[ObservedPosition], symbol: str, side: PositionSide) -> Decimal:
-    """The signed quantity of one position among ``positions`` (zero when absent)."""
-    return next((p.qty for p in positions if p.symbol == symbol and p.position_side == side), ZERO)
-
-
-def flatten_quantity(position_qty: Decimal, step: Decimal | None) -> Decimal:
-    """The quantity a flatten sends for a position: its size rounded down to the market
-    step (never more than is there)."""
-    qty = abs(position_qty)
-    if step is not None and step > 0:
-        qty = (qty / step).to_integral_value(rounding=ROUND_DOWN) * step
-    return qty

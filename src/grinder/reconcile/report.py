@@ -1,4 +1,11 @@
-"""Reporting: every run, incident and remediation outcome to logs, metrics and audit."""
+"""Reporting: every run, incident and remediation outcome to logs, metrics and audit.
+
+The counters count every outcome of every run. A log line and an audit record are
+written for an incident's first outcome and for each change of it, not for every run
+it repeats in (``reconcile.repeats``): the audit's ``RECONCILE_RUN`` record counts the
+results that were not written (``repeated_results``), and the next record of an
+incident says how many runs repeated its previous outcome (``repeated_before``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, Tria
 from grinder.reconcile.logs import LOGGER_NAME, log_event
 from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
 from grinder.reconcile.remediation import ActionResult, RunContext
+from grinder.reconcile.repeats import IncidentKey, RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType
 
@@ -82,6 +90,12 @@ class RunReport:
             Counter(str(r.reason) for r in self.results if r.status is ResultStatus.BLOCKED)
         )
 
+    @property
+    def blocking_gates(self) -> dict[str, int]:
+        """Blocked candidates under every gate that blocked them (``block_reasons``: the
+        first gate only)."""
+        return dict(Counter(gate for r in self.results for gate in r.blocking))
+
     def summary(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -100,9 +114,44 @@ class RunReport:
             "failed_count": self.failed_count,
             "skipped_count": self.skipped_count,
             "block_reasons": self.block_reasons,
+            "blocked_by": self.blocking_gates,
             "triage": {k.value: v for k, v in sorted(self.triage.items())},
             "foreign_open_orders": self.foreign_open_orders,
         }
+
+
+def _repeated_before(runs: int) -> dict[str, int]:
+    """The field a reported outcome carries when the incident's previous one repeated
+    without a report: in how many runs."""
+    return {"repeated_before": runs} if runs else {}
+
+
+def _result_fields(result: ActionResult, repeated: int) -> dict[str, Any]:
+    """A result's log line fields (and its audit record's, with a few more)."""
+    fields: dict[str, Any] = {
+        "run_id": result.run_id,
+        "mode": result.mode,
+        "action": result.kind.label.value,
+        "symbol": result.symbol,
+        "client_order_id": result.client_order_id,
+    }
+    m = result.mismatch
+    if m.position_side is not None:
+        fields["position_side"] = m.position_side.value
+    if result.reason is not None:
+        fields["reason"] = result.reason
+    if result.blocking:
+        fields["blocked_by"] = result.blocking
+    if result.error_type is not None:
+        fields["error_type"] = result.error_type
+    for name in ("qty", "notional", "remediation_order_id", "error"):
+        value = getattr(result, name)
+        if value is not None:
+            fields[name] = value
+    if result.attempts:
+        fields["attempts"] = ",".join(a.value for a in result.attempts)
+    fields.update(_repeated_before(repeated))
+    return fields
 
 
 def _mismatch_fields(m: Mismatch) -> dict[str, Any]:
@@ -124,12 +173,20 @@ class Reporter:
         self.metrics = metrics
         self.audit = audit
         self.log = logger or logging.getLogger(f"{LOGGER_NAME}.reconcile")
+        self.repeats = RepeatFilter()
+        self._held: dict[IncidentKey, dict[str, Any]] = {}
+        """Attempt records of incidents already reported, written with their result when
+        the result is news (``attempt``)."""
+        self._repeated = 0
+        """Results of the current run not written: they repeat their incident's last."""
         if audit is not None and metrics is not None and audit.on_error is None:
             audit.on_error = lambda _exc: metrics.audit_write_errors.inc()
 
     # --- incidents -----------------------------------------------------------------------
 
     def incidents(self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]) -> None:
+        cleared = list(cleared)
+        self.repeats.forget(m.key for m in cleared)
         for m in new:
             if self.metrics is not None:
                 self.metrics.mismatch.labels(type=m.type.value).inc()
@@ -149,6 +206,9 @@ class Reporter:
         for m, reason in skipped:
             if self.metrics is not None:
                 self.metrics.skipped.labels(reason=reason.value).inc()
+            repeated = self.repeats.report(m.key, skip_outcome(mode, reason.value))
+            if repeated is None:
+                continue
             log_event(
                 self.log,
                 Event.REMEDIATE_SKIP,
@@ -156,6 +216,7 @@ class Reporter:
                 mode=mode,
                 reason=reason.value,
                 **m.as_dict(),
+                **_repeated_before(repeated),
             )
 
     # --- remediation (RemediationReporter) -----------------------------------------------
@@ -164,61 +225,39 @@ class Reporter:
         if self.audit is None:
             return
         m = routed.mismatch
-        self.audit.write(
-            Event.REMEDIATE_ATTEMPT,
-            {
-                "ts_ms": ctx.started_ms,
-                "run_id": ctx.run_id,
-                "mode": mode,
-                "action": routed.kind.label.value,
-                "priority": routed.priority,
-                "mismatch_type": m.type.value,
-                "symbol": m.symbol,
-                "client_order_id": m.client_order_id,
-                "position_side": m.position_side.value if m.position_side else None,
-            },
-        )
+        record = {
+            "ts_ms": ctx.started_ms,
+            "run_id": ctx.run_id,
+            "mode": mode,
+            "action": routed.kind.label.value,
+            "priority": routed.priority,
+            "mismatch_type": m.type.value,
+            "symbol": m.symbol,
+            "client_order_id": m.client_order_id,
+            "position_side": m.position_side.value if m.position_side else None,
+        }
+        if self.repeats.known(m.key):
+            self._held[m.key] = record  # written with its result, if that is news
+        else:
+            self.audit.write(Event.REMEDIATE_ATTEMPT, record)
 
     def result(self, ctx: RunContext, result: ActionResult) -> None:
-        label = result.kind.label.value
-        status = result.status
-        if self.metrics is not None:
-            if status is ResultStatus.PLANNED:
-                self.metrics.observe_planned(label, result.ts_ms)
-            elif status is ResultStatus.EXECUTED:
-                self.metrics.executed.labels(action=label).inc()
-                self.metrics.observe_last_remediation(result.ts_ms)
-            elif status is ResultStatus.BLOCKED:
-                self.metrics.blocked.labels(reason=str(result.reason)).inc()
-            elif status is ResultStatus.FAILED:
-                self.metrics.failed.labels(action=label, reason=str(result.reason)).inc()
-            elif status is ResultStatus.SKIPPED:
-                self.metrics.skipped.labels(reason=str(result.reason)).inc()
-            for outcome in result.attempts:
-                self.metrics.write_attempts.labels(action=label, outcome=outcome.value).inc()
-        fields: dict[str, Any] = {
-            "run_id": result.run_id,
-            "mode": result.mode,
-            "action": label,
-            "symbol": result.symbol,
-            "client_order_id": result.client_order_id,
-        }
+        self._count(result)
         m = result.mismatch
-        if m.position_side is not None:
-            fields["position_side"] = m.position_side.value
-        if result.reason is not None:
-            fields["reason"] = result.reason
-        for name in ("qty", "notional", "remediation_order_id", "error"):
-            value = getattr(result, name)
-            if value is not None:
-                fields[name] = value
-        if result.attempts:
-            fields["attempts"] = ",".join(a.value for a in result.attempts)
+        held = self._held.pop(m.key, None)
+        repeated = self.repeats.report(m.key, result_outcome(result))
+        if repeated is None:
+            self._repeated += 1
+            return
+        fields = _result_fields(result, repeated)
+        status = result.status
         level = logging.INFO
         if status in (ResultStatus.EXECUTED, ResultStatus.FAILED):
             level = logging.WARNING
         log_event(self.log, _RESULT_EVENT[status], level, **fields)
         if self.audit is not None:
+            if held is not None:
+                self.audit.write(Event.REMEDIATE_ATTEMPT, held)
             self.audit.write(
                 Event.REMEDIATE_RESULT,
                 {
@@ -229,6 +268,26 @@ class Reporter:
                     "mismatch_type": m.type.value,
                 },
             )
+
+    def _count(self, result: ActionResult) -> None:
+        """The counters of one result: every result of every run, repeated or not."""
+        if self.metrics is None:
+            return
+        label = result.kind.label.value
+        status = result.status
+        if status is ResultStatus.PLANNED:
+            self.metrics.observe_planned(label, result.ts_ms)
+        elif status is ResultStatus.EXECUTED:
+            self.metrics.executed.labels(action=label).inc()
+            self.metrics.observe_last_remediation(result.ts_ms)
+        elif status is ResultStatus.BLOCKED:
+            self.metrics.blocked.labels(reason=str(result.reason)).inc()
+        elif status is ResultStatus.FAILED:
+            self.metrics.failed.labels(action=label, reason=str(result.reason)).inc()
+        elif status is ResultStatus.SKIPPED:
+            self.metrics.skipped.labels(reason=str(result.reason)).inc()
+        for outcome in result.attempts:
+            self.metrics.write_attempts.labels(action=label, outcome=outcome.value).inc()
 
     # --- the run -------------------------------------------------------------------------
 
@@ -245,6 +304,7 @@ class Reporter:
             for outcome, n in report.triage.items():
                 mx.triage.labels(outcome=outcome.value).inc(n)
             mx.foreign_open_orders.set(report.foreign_open_orders)
+            mx.set_blocked_candidates(report.blocking_gates)
             mx.ha_is_leader.set(1 if report.is_leader else 0)
             age = NO_SNAPSHOT_AGE_S if snapshot_age_s is None else snapshot_age_s
             mx.last_snapshot_age.set(age)
@@ -267,7 +327,10 @@ class Reporter:
             symbols=s["symbols"],
         )
         if self.audit is not None:
-            self.audit.write(Event.RECONCILE_RUN, s)
+            self.audit.write(Event.RECONCILE_RUN, {**s, "repeated_results": self._repeated})
+        self._repeated = 0
+        self._held.clear()
+        self.repeats.keep_only(m.key for m in report.mismatches)
 
     def budget(self, budget: BudgetTracker, now_ms: int) -> None:
         if self.metrics is not None:
