@@ -22,8 +22,10 @@ from grinder.exchange.simulator.book import MarketBook
 from grinder.exchange.simulator.clock import Clock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.fmt import ZERO
+from grinder.exchange.simulator.ledger import Ledger, Trade
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.positions import Position
+from grinder.exchange.simulator.settings import AccountSettings
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest
 
@@ -72,12 +74,14 @@ class Account:
         self.config = config
         self.emit = emit
         self.on_order_end: Callable[[Order], None] | None = None
+        self.ledger = Ledger(config.tran_id_start)
         self.reset()
 
     def reset(self) -> None:
         cfg = self.config
         self.dual = cfg.dual_side_position
-        self.leverage = cfg.leverage
+        self.settings = AccountSettings(self.specs, cfg.leverage)
+        self.ledger.reset()
         self.wallet = cfg.starting_balance
         self.wallet_update_ms = 0
         self.orders: dict[int, Order] = {}
@@ -199,7 +203,7 @@ class Account:
         self.open_by_symbol[symbol][order.order_id] = order
         self.open_by_client[(symbol, client_id)] = order
         ack = order.write_view()
-        self._emit_order(order, "NEW")
+        self.emit_order(order, "NEW")
         if marketable:
             want = req.qty if req.type == "MARKET" or liquidity is None else min(req.qty, liquidity)
             self.fill(order, want, taker_price or mark, maker=False)
@@ -259,11 +263,26 @@ class Account:
         self.wallet_update_ms = now
         order.add_fill(qty, price, now)
         fill = ev.Fill(qty, price, fee, self.next_trade_id, maker, realized)
+        self.ledger.record_fill(
+            Trade(
+                fill.trade_id,
+                order.order_id,
+                order.spec,
+                order.side,
+                order.position_side,
+                price,
+                qty,
+                realized,
+                fee,
+                maker,
+                now,
+            )
+        )
         self.next_trade_id += 1
         if order.order_id not in self.silent:
             if self.config.trade_lite:
                 self.emit(ev.trade_lite(order, fill, now))
-            self._emit_order(order, "TRADE", fill)
+            self.emit_order(order, "TRADE", fill)
             self.emit(
                 ev.account_update(
                     "ORDER",
@@ -280,12 +299,12 @@ class Account:
 
     def expire(self, order: Order) -> None:
         order.end("EXPIRED", self.now())
-        self._emit_order(order, "EXPIRED")
+        self.emit_order(order, "EXPIRED")
         self._ended(order)
 
     def cancel(self, order: Order) -> None:
         order.end("CANCELED", self.now())
-        self._emit_order(order, "CANCELED")
+        self.emit_order(order, "CANCELED")
         self._ended(order)
 
     def _expire_stale_reduce_only(self, symbol: str) -> None:
@@ -315,7 +334,7 @@ class Account:
         drop(self.ended_by_client, (order.symbol, order.client_order_id), order)
         self.silent.discard(order_id)
 
-    def _emit_order(self, order: Order, exec_type: str, fill: ev.Fill | None = None) -> None:
+    def emit_order(self, order: Order, exec_type: str, fill: ev.Fill | None = None) -> None:
         if order.order_id in self.silent:
             return
         bid, ask = self.notionals(order.symbol)

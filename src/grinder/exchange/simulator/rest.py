@@ -1,4 +1,5 @@
-"""The Binance USDⓈ-M REST endpoints: one handler each, and the table that routes them.
+"""The core Binance USDⓈ-M REST endpoints (orders, positions, algo orders, listenKey), and
+the table of every endpoint (with ``market_data``, ``account_api`` and ``trading``'s).
 
 Handlers are synchronous: they read parameters, change the simulator's state
 and return the JSON body (or raise ``BinanceError``). Authentication, weights,
@@ -8,40 +9,19 @@ faults and HTTP details are the app's (``app.py``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from grinder.exchange.simulator import auth, views
+from grinder.exchange.simulator import account_api, auth, market_data, trading, views
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator.account import Account
 from grinder.exchange.simulator.algo import AlgoOrder
+from grinder.exchange.simulator.endpoint import Endpoint, RawJSON
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.validation import lookup_symbol
 
-
-@dataclass(frozen=True, slots=True)
-class RawJSON:
-    """A body already serialized (the openOrders snapshot)."""
-
-    text: str
-
-
-Handler = Callable[[Simulator, Params], Any]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    method: str
-    path: str
-    security: str
-    handler: Handler
-    write: bool = False
-    """An exchange write (order / algo order placement or cancel): counted as a port call."""
-    new_order: bool = False
-    """Counts against the ORDERS rate limits and reports X-MBX-ORDER-COUNT-*."""
 
 
 # --- market data ----------------------------------------------------------------------------
@@ -254,14 +234,14 @@ def listen_key_close(sim: Simulator, params: Params) -> Any:
 
 _N, _U, _S = auth.NONE, auth.USER_STREAM, auth.SIGNED
 
-ENDPOINTS: tuple[Endpoint, ...] = (
+CORE: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v1/ping", _N, ping),
     Endpoint("GET", "/fapi/v1/time", _N, server_time),
     Endpoint("GET", "/fapi/v1/exchangeInfo", _N, exchange_info),
     Endpoint("GET", "/fapi/v1/premiumIndex", _N, premium_index),
     Endpoint("GET", "/fapi/v1/ticker/price", _N, ticker_price),
     Endpoint("GET", "/fapi/v1/positionSide/dual", _S, get_position_mode),
-    Endpoint("POST", "/fapi/v1/positionSide/dual", _S, set_position_mode),
+    Endpoint("POST", "/fapi/v1/positionSide/dual", _S, set_position_mode, write=True),
     Endpoint("GET", "/fapi/v3/positionRisk", _S, position_risk_v3),
     Endpoint("GET", "/fapi/v2/positionRisk", _S, position_risk_v2),
     Endpoint("GET", "/fapi/v2/account", _S, account_v2),
@@ -281,3 +261,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", "/fapi/v1/listenKey", _U, listen_key_keepalive),
     Endpoint("DELETE", "/fapi/v1/listenKey", _U, listen_key_close),
 )
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    CORE + market_data.ENDPOINTS + account_api.ENDPOINTS + trading.ENDPOINTS
+)
+"""Every REST endpoint the venue serves; any other ``/fapi`` path answers -5000."""
