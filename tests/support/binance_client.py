@@ -56,12 +56,14 @@ class BinanceFutures:
     api_key: str
     api_secret: str
     recv_window_ms: int = 5000
+    clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    """Where ``timestamp`` comes from: the wall clock, or a test's clock."""
     sent: list[tuple[str, str]] = field(default_factory=list)
 
     def _signed_query(self, params: dict[str, Any]) -> str:
         values = {k: _text(v) for k, v in params.items() if v is not None}
         values["recvWindow"] = str(self.recv_window_ms)
-        values["timestamp"] = str(int(time.time() * 1000))
+        values["timestamp"] = str(self.clock())
         query = urlencode(values)
         signature = hmac.new(self.api_secret.encode(), query.encode(), hashlib.sha256).hexdigest()
         return f"{query}&signature={signature}"
