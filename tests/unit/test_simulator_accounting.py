@@ -161,7 +161,7 @@ def test_a_countdown_cancels_the_symbols_open_orders_when_it_ends_and_nothing_el
                 type="STOP_MARKET",
                 quantity="0.010",
                 triggerPrice="70000",
-            )  # fmt: skip
+            )
         )
     )
     place(sim, type="MARKET", quantity="0.010")

@@ -41,7 +41,7 @@ def _depth(params: Params) -> int:
 
 
 def _klines(params: Params) -> int:
-    """Under 100 rows: 1; under 500 (the default): 2; up to 1000: 5; more: 10."""
+    """Under 100 rows: 1; under 500: 2; 500 (the default) to 1000: 5; more: 10."""
     limit = _limit(params, 500)
     return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
 
