@@ -10,11 +10,10 @@ is handed to ``emit`` as the event Binance would send.
 from __future__ import annotations
 
 import random
-import string
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
@@ -22,6 +21,7 @@ from grinder.exchange.simulator.book import MarketBook
 from grinder.exchange.simulator.clock import Clock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.fmt import ZERO
+from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
 from grinder.exchange.simulator.ledger import Ledger, Trade
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.positions import Position
@@ -30,31 +30,7 @@ from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest
 
 EventSink = Callable[[dict[str, Any]], None]
-_ID_ALPHABET = string.ascii_letters + string.digits
 _FEE_QUANT = Decimal("1e-8")
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def random_client_id(rng: random.Random) -> str:
-    """A 22-character id, as the venue makes up for an order sent without one."""
-    return "".join(rng.choice(_ID_ALPHABET) for _ in range(22))
-
-
-def iter_open(by_symbol: Mapping[str, Mapping[int, _V]], symbol: str | None) -> Iterator[_V]:
-    """The open entries of one symbol, or of every symbol when ``symbol`` is ``None``."""
-    if symbol is not None:
-        yield from by_symbol[symbol].values()
-        return
-    for name in by_symbol:
-        yield from by_symbol[name].values()
-
-
-def drop(index: MutableMapping[_K, _V], key: _K, value: _V) -> None:
-    """Remove ``key`` from ``index`` only while it still points at ``value``."""
-    if index.get(key) is value:
-        del index[key]
 
 
 class Account:
@@ -263,21 +239,7 @@ class Account:
         self.wallet_update_ms = now
         order.add_fill(qty, price, now)
         fill = ev.Fill(qty, price, fee, self.next_trade_id, maker, realized)
-        self.ledger.record_fill(
-            Trade(
-                fill.trade_id,
-                order.order_id,
-                order.spec,
-                order.side,
-                order.position_side,
-                price,
-                qty,
-                realized,
-                fee,
-                maker,
-                now,
-            )
-        )
+        self.ledger.record_fill(Trade.of(order, fill, now))
         self.next_trade_id += 1
         if order.order_id not in self.silent:
             if self.config.trade_lite:

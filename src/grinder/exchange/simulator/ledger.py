@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from grinder.exchange.simulator.events import Fill
 from grinder.exchange.simulator.fmt import ZERO, fixed
+from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 REALIZED_PNL = "REALIZED_PNL"
@@ -50,6 +52,22 @@ class Trade:
     commission: Decimal
     maker: bool
     time_ms: int
+
+    @classmethod
+    def of(cls, order: Order, fill: Fill, now_ms: int) -> Trade:
+        return cls(
+            fill.trade_id,
+            order.order_id,
+            order.spec,
+            order.side,
+            order.position_side,
+            fill.price,
+            fill.qty,
+            fill.realized,
+            fill.commission,
+            fill.maker,
+            now_ms,
+        )
 
     @property
     def symbol(self) -> str:
