@@ -348,6 +348,7 @@ WEIGHTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET", "/fapi/v1/income", {}, 30),
     ("GET", "/fapi/v1/userTrades", {"symbol": "BTCUSDT"}, 5),
     ("GET", "/fapi/v1/allOrders", {"symbol": "BTCUSDT"}, 5),
+    ("GET", "/fapi/v1/allAlgoOrders", {"symbol": "BTCUSDT"}, 5),
     ("GET", "/fapi/v1/forceOrders", {"symbol": "BTCUSDT"}, 20),
     ("GET", "/fapi/v1/forceOrders", {}, 50),
     ("GET", "/fapi/v1/adlQuantile", {}, 5),

@@ -273,6 +273,11 @@ async def _algo_orders(c: BinanceFutures) -> None:
     await c.ok("POST", "/fapi/v1/algoOrder", **stop, clientAlgoId="cf-a2")
     await c.ok("DELETE", "/fapi/v1/algoOpenOrders", symbol="BTCUSDT")
     assert await c.ok("GET", "/fapi/v1/openAlgoOrders", symbol="BTCUSDT") == []
+    history = await c.ok("GET", "/fapi/v1/allAlgoOrders", symbol="BTCUSDT")
+    assert [(a["clientAlgoId"], a["algoStatus"]) for a in history] == [
+        ("cf-a1", "CANCELED"),
+        ("cf-a2", "CANCELED"),
+    ]
 
 
 async def _countdown(c: BinanceFutures, control: Control, stream: UserStream) -> None:

@@ -212,6 +212,31 @@ def open_algo_orders(sim: Simulator, params: Params) -> Any:
     ]
 
 
+def all_algo_orders(sim: Simulator, params: Params) -> Any:
+    """Every algo order of the symbol, open or not, oldest first: from ``algoId`` on when
+    given, else the newest ``limit`` of the time window."""
+    symbol = params.required_text("symbol")
+    lookup_symbol(sim.specs, symbol)
+    algo_id = params.long("algoId")
+    limit = params.limit(500, 1000)
+    page = params.limit(1, 1_000_000, "page")
+    start, end = params.window()
+    rows = [a for a in sim.algos.by_id.values() if a.symbol == symbol]
+    if algo_id is not None:
+        rows = [a for a in rows if a.algo_id >= algo_id]
+    rows = [
+        a
+        for a in rows
+        if (start is None or a.create_time_ms >= start) and (end is None or a.create_time_ms <= end)
+    ]
+    skip = (page - 1) * limit
+    if algo_id is not None or start is not None:
+        rows = rows[skip : skip + limit]
+    else:
+        rows = rows[::-1][skip : skip + limit][::-1]
+    return [a.query_view() for a in rows]
+
+
 def cancel_all_algo(sim: Simulator, params: Params) -> Any:
     return _cancel_all(sim, params, sim.algos.open_orders, sim.algos.cancel)
 
@@ -256,6 +281,7 @@ CORE: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/fapi/v1/algoOrder", _S, cancel_algo_order, write=True),
     Endpoint("GET", "/fapi/v1/algoOrder", _S, query_algo_order),
     Endpoint("GET", "/fapi/v1/openAlgoOrders", _S, open_algo_orders),
+    Endpoint("GET", "/fapi/v1/allAlgoOrders", _S, all_algo_orders),
     Endpoint("DELETE", "/fapi/v1/algoOpenOrders", _S, cancel_all_algo, write=True),
     Endpoint("POST", "/fapi/v1/listenKey", _U, listen_key_create),
     Endpoint("PUT", "/fapi/v1/listenKey", _U, listen_key_keepalive),

@@ -77,6 +77,7 @@ WEIGHTS: dict[tuple[str, str], WeightRule] = {
     ("GET", "/fapi/v1/algoOrder"): 1,
     ("GET", "/fapi/v1/openAlgoOrders"): _by_symbol(1, 40),
     ("DELETE", "/fapi/v1/algoOpenOrders"): 1,
+    ("GET", "/fapi/v1/allAlgoOrders"): 5,
     # market data
     ("GET", "/fapi/v1/depth"): _depth,
     ("GET", "/fapi/v1/klines"): _klines,
