@@ -101,6 +101,24 @@ DOCS: dict[str, Any] = {
         "time": 1589437530011,
     },
     "tickerPriceV2": {"symbol": "BTCUSDT", "price": "6000.01", "time": 1589437530011},
+    "ticker24hr": {
+        "symbol": "BTCUSDT",
+        "priceChange": "-94.99999800",
+        "priceChangePercent": "-95.960",
+        "weightedAvgPrice": "0.29628482",
+        "lastPrice": "4.00000200",
+        "lastQty": "200.00000000",
+        "openPrice": "99.00000000",
+        "highPrice": "100.00000000",
+        "lowPrice": "0.10000000",
+        "volume": "8913.30000000",
+        "quoteVolume": "15.30000000",
+        "openTime": 1499783499040,
+        "closeTime": 1499869899040,
+        "firstId": 28385,
+        "lastId": 28460,
+        "count": 76,
+    },
     "klines": [
         [
             1499040000000,
@@ -178,6 +196,12 @@ async def test_market_data_shapes(
     assert [b["symbol"] for b in every] == ["BTCUSDT", "ETHUSDT"]
     price = (await client.public("/fapi/v2/ticker/price", symbol="BTCUSDT")).data
     assert shape_diff(price, DOCS["tickerPriceV2"]) == []
+    day = (await client.public("/fapi/v1/ticker/24hr", symbol="BTCUSDT")).data
+    assert shape_diff(day, DOCS["ticker24hr"]) == []
+    assert (day["lastPrice"], day["count"], day["firstId"]) == ("65000.00", 0, -1)
+    await order(client, type="MARKET", quantity="0.010")
+    day = (await client.public("/fapi/v1/ticker/24hr", symbol="BTCUSDT")).data
+    assert (day["volume"], day["count"], day["lastQty"]) == ("0.010", 1, "0.010")
     klines = (await client.public("/fapi/v1/klines", symbol="BTCUSDT", interval="1m")).data
     assert shape_diff(klines, DOCS["klines"]) == []
     assert [type(v).__name__ for v in klines[0]] == [type(v).__name__ for v in DOCS["klines"][0]]
@@ -232,7 +256,7 @@ async def test_history_shapes(
     quoted = frozenset({"id", "orderId", "time"})  # ccxt's capture quotes integers
     assert shape_diff(trades, corpus("ccxt_fapi_v1_userTrades.json"), loose_types=quoted) == []
     income = await client.ok("GET", "/fapi/v1/income")
-    assert [i["incomeType"] for i in income] == ["COMMISSION", "COMMISSION"]
+    assert [i["incomeType"] for i in income] == ["TRANSFER", "COMMISSION", "COMMISSION"]
     assert shape_diff(income, DOCS["income"]) == []
     orders = await client.ok("GET", "/fapi/v1/allOrders", symbol="BTCUSDT")
     newer = frozenset({"priceMatch", "selfTradePreventionMode", "goodTillDate"})
@@ -340,6 +364,8 @@ WEIGHTS: list[tuple[str, str, dict[str, Any], int]] = [
     ("GET", "/fapi/v1/ticker/bookTicker", {"symbol": "BTCUSDT"}, 2),
     ("GET", "/fapi/v1/ticker/bookTicker", {}, 5),
     ("GET", "/fapi/v2/ticker/price", {}, 2),
+    ("GET", "/fapi/v1/ticker/24hr", {"symbol": "BTCUSDT"}, 1),
+    ("GET", "/fapi/v1/ticker/24hr", {}, 40),
     ("GET", "/fapi/v1/fundingRate", {}, 1),
     ("GET", "/fapi/v2/balance", {}, 5),
     ("GET", "/fapi/v3/balance", {}, 5),

@@ -6,9 +6,9 @@ simulator. The session touches every endpoint a widely used client library calls
 ordinary session -- market data, account and settings, orders, amendments, batches,
 cancel-all, the countdown cancel, conditional orders, history -- and then checks that the
 venue's answers agree with each other: the commissions of ``userTrades`` and the COMMISSION
-income, realized PnL likewise, the wallet in four places against the starting balance plus
-all income, the user-data stream's fills against the REST history, and the write log
-against the writes the client sent. The market is moved only through the control API.
+income, realized PnL likewise, the wallet in four places against all income (the starting
+balance is its first TRANSFER), the user-data stream's fills against the REST history, and
+the write log against the writes the client sent. The market is moved only through the control API.
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ async def _market_data(c: BinanceFutures) -> None:
     assert {f["filterType"] for f in btc["filters"]} == FILTERS
     premium = (await c.public("/fapi/v1/premiumIndex", symbol="BTCUSDT")).data
     assert dec(premium["markPrice"]) == Decimal(65000)
+    day = (await c.public("/fapi/v1/ticker/24hr", symbol="BTCUSDT")).data
+    assert day["lastPrice"] == "65000.00"
     for path in ("/fapi/v1/ticker/price", "/fapi/v2/ticker/price"):
         assert (await c.public(path, symbol="BTCUSDT")).data["price"] == "65000.00"
     book = (await c.public("/fapi/v1/ticker/bookTicker", symbol="BTCUSDT")).data
@@ -335,7 +337,8 @@ async def _history_agrees(c: BinanceFutures, stream: UserStream, rates: dict[str
     assert {i["tradeId"] for i in incomes if i["incomeType"] == "COMMISSION"} == {
         str(t["id"]) for t in trades
     }
-    wallet = START + sum(by_type.values(), Decimal(0))
+    assert by_type["TRANSFER"] == START
+    wallet = sum(by_type.values(), Decimal(0))
     for path in ("/fapi/v2/balance", "/fapi/v3/balance"):
         assert dec((await c.ok("GET", path))[0]["balance"]) == wallet
     for path in ("/fapi/v2/account", "/fapi/v3/account"):

@@ -82,7 +82,9 @@ def test_every_fill_is_a_trade_and_the_wallet_is_the_start_plus_all_income() -> 
     assert [t.realized for t in trades] == [D(0), D("4.000"), D("6.000")]
     assert income_sum(sim, "COMMISSION") == -sum((t.commission for t in trades), D(0))
     assert income_sum(sim, "REALIZED_PNL") == D(10)
-    assert sim.account.wallet == D(10000) + sim.account.ledger.total_income()
+    assert sim.account.wallet == sim.account.ledger.total_income()
+    assert sim.account.ledger.incomes[0].income_type == "TRANSFER"
+    assert sim.account.ledger.incomes[0].amount == D(10000)
     realized_ids = [
         i.trade_id for i in sim.account.ledger.incomes if i.income_type == "REALIZED_PNL"
     ]

@@ -59,7 +59,8 @@ class Account:
         self.settings = AccountSettings(self.specs, cfg.leverage)
         self.ledger.reset()
         self.wallet = cfg.starting_balance
-        self.wallet_update_ms = 0
+        self.wallet_update_ms = self.clock.now_ms()
+        self.ledger.record_transfer(cfg.starting_balance, "USDT", self.wallet_update_ms)
         self.orders: dict[int, Order] = {}
         self.open_by_symbol: dict[str, dict[int, Order]] = {s: {} for s in self.specs}
         self.open_by_client: dict[tuple[str, str], Order] = {}

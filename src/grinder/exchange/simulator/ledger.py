@@ -1,11 +1,12 @@
 """The account's books: every fill (``userTrades``) and every wallet movement (``income``).
 
-Each fill is one trade and moves the wallet by ``realizedPnl - commission``; each funding
+The starting balance is a TRANSFER into the wallet when the venue starts (or is reset);
+each fill is one trade and moves the wallet by ``realizedPnl - commission``; each funding
 settlement moves it by its ``FUNDING_FEE``. The ledger writes one income entry per movement,
 as Binance does (REALIZED_PNL only when non-zero, COMMISSION for every fill with a fee,
 FUNDING_FEE per position and settlement), so that for any account::
 
-    wallet == starting balance + sum(income)
+    wallet == sum(income)
     sum(COMMISSION income) == -sum(userTrades commission)
     sum(REALIZED_PNL income) == sum(userTrades realizedPnl)
 
@@ -24,10 +25,11 @@ from grinder.exchange.simulator.fmt import ZERO, fixed
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 
+TRANSFER = "TRANSFER"
 REALIZED_PNL = "REALIZED_PNL"
 COMMISSION = "COMMISSION"
 FUNDING_FEE = "FUNDING_FEE"
-INCOME_TYPES = (REALIZED_PNL, COMMISSION, FUNDING_FEE)
+INCOME_TYPES = (TRANSFER, REALIZED_PNL, COMMISSION, FUNDING_FEE)
 """The income types the simulator produces (the venue has more; a filter on another type is
 accepted and matches nothing)."""
 
@@ -151,6 +153,10 @@ class Ledger:
             self._income(trade.symbol, COMMISSION, -trade.commission, asset, trade.time_ms, ref)
         if self.on_trade is not None:
             self.on_trade(trade)
+
+    def record_transfer(self, amount: Decimal, asset: str, now_ms: int) -> None:
+        """The starting balance, as a transfer into the futures wallet."""
+        self._income("", TRANSFER, amount, asset, now_ms)
 
     def record_funding(self, symbol: str, amount: Decimal, asset: str, now_ms: int) -> None:
         self._income(symbol, FUNDING_FEE, amount, asset, now_ms)

@@ -1,4 +1,4 @@
-"""Public market data: order book, book ticker, prices, klines and funding rates.
+"""Public market data: order book, book ticker, prices, 24-hour tickers, klines, funding.
 
 There is no third-party order book: the book is drawn around the mark, deterministically
 (best bid one tick below the mark, best ask one tick above, then one tick apart; level
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 LEVEL_NOTIONAL = Decimal(1000)
+DAY_MS = 24 * 60 * 60 * 1000
 
 
 def base_size(spec: SymbolSpec, mark: Decimal) -> Decimal:
@@ -92,6 +93,48 @@ def ticker_price_v2(sim: Simulator, params: Params) -> Any:
     return [views.ticker_price(sim.account, s, now) for s in sim.specs]
 
 
+def _day_ticker(sim: Simulator, spec: SymbolSpec) -> dict[str, Any]:
+    """The 24-hour statistics of ``/fapi/v1/ticker/24hr``, from the candles and own trades."""
+    now = sim.server_time()
+    start = now - DAY_MS
+    rows = sim.candles.klines(spec.symbol, "1m", start, now, 1500)
+    mark = sim.book.mark(spec.symbol)
+    pp, qp = spec.price_precision, spec.quantity_precision
+    open_price = Decimal(rows[0][1]) if rows else mark
+    high = max([Decimal(r[2]) for r in rows] + [mark])
+    low = min([Decimal(r[3]) for r in rows] + [mark])
+    volume = sum((Decimal(r[5]) for r in rows), Decimal(0))
+    quote = sum((Decimal(r[7]) for r in rows), Decimal(0))
+    trades = [
+        t for t in sim.account.ledger.trades if t.symbol == spec.symbol and t.time_ms >= start
+    ]
+    change = mark - open_price
+    return {
+        "symbol": spec.symbol,
+        "priceChange": fixed(change, pp),
+        "priceChangePercent": fixed(change / open_price * 100, 3),
+        "weightedAvgPrice": fixed(quote / volume if volume else mark, pp),
+        "lastPrice": fixed(mark, pp),
+        "lastQty": fixed(trades[-1].qty if trades else Decimal(0), qp),
+        "openPrice": fixed(open_price, pp),
+        "highPrice": fixed(high, pp),
+        "lowPrice": fixed(low, pp),
+        "volume": fixed(volume, qp),
+        "quoteVolume": fixed(quote, min(pp + qp, 8)),
+        "openTime": rows[0][0] if rows else start,
+        "closeTime": now,
+        "firstId": trades[0].trade_id if trades else -1,
+        "lastId": trades[-1].trade_id if trades else -1,
+        "count": len(trades),
+    }
+
+
+def ticker_24hr(sim: Simulator, params: Params) -> Any:
+    if params.sent("symbol"):
+        return _day_ticker(sim, _symbol(sim, params))
+    return [_day_ticker(sim, spec) for spec in sim.specs.values()]
+
+
 def klines(sim: Simulator, params: Params) -> Any:
     spec = _symbol(sim, params)
     interval = params.required_text("interval")
@@ -117,6 +160,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v1/depth", _N, depth),
     Endpoint("GET", "/fapi/v1/ticker/bookTicker", _N, book_ticker),
     Endpoint("GET", "/fapi/v2/ticker/price", _N, ticker_price_v2),
+    Endpoint("GET", "/fapi/v1/ticker/24hr", _N, ticker_24hr),
     Endpoint("GET", "/fapi/v1/klines", _N, klines),
     Endpoint("GET", "/fapi/v1/fundingRate", _N, funding_rate),
 )

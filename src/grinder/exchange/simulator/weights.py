@@ -84,6 +84,7 @@ WEIGHTS: dict[tuple[str, str], WeightRule] = {
     ("GET", "/fapi/v1/fundingRate"): 1,
     ("GET", "/fapi/v1/ticker/bookTicker"): _by_symbol(2, 5),
     ("GET", "/fapi/v2/ticker/price"): _by_symbol(1, 2),
+    ("GET", "/fapi/v1/ticker/24hr"): _by_symbol(1, 40),
     # account
     ("GET", "/fapi/v2/balance"): 5,
     ("GET", "/fapi/v3/balance"): 5,
