@@ -546,3 +546,18 @@ async def test_a_countdown_over_http_cancels_with_events_when_its_time_is_up(
         assert state["firings"][0]["firedMs"] == state["firings"][0]["deadlineMs"]
     finally:
         await stream.close()
+
+
+async def test_position_mode_and_margin_type_refuse_while_a_conditional_order_is_open(
+    client: BinanceFutures,
+) -> None:
+    algo = await client.ok(
+        "POST", "/fapi/v1/algoOrder", algoType="CONDITIONAL", symbol="BTCUSDT", side="BUY",
+        type="STOP_MARKET", quantity="0.010", triggerPrice="70000",
+    )  # fmt: skip
+    mode = await client.post("/fapi/v1/positionSide/dual", dualSidePosition=True)
+    assert mode.code == -4067
+    margin = await client.post("/fapi/v1/marginType", symbol="BTCUSDT", marginType="ISOLATED")
+    assert margin.code == -4047
+    await client.ok("DELETE", "/fapi/v1/algoOrder", algoId=algo["algoId"])
+    await client.ok("POST", "/fapi/v1/positionSide/dual", dualSidePosition=True)

@@ -74,7 +74,10 @@ def get_position_mode(sim: Simulator, params: Params) -> Any:
 
 def set_position_mode(sim: Simulator, params: Params) -> Any:
     params.required_text("dualSidePosition")
-    sim.account.change_mode(params.boolean("dualSidePosition"))
+    dual = params.boolean("dualSidePosition")
+    if dual != sim.account.dual and any(True for _ in sim.algos.open_orders()):
+        raise E.err(E.POSITION_SIDE_OPEN_ORDERS)  # conditional orders are open orders too
+    sim.account.change_mode(dual)
     return {"code": 200, "msg": "success"}
 
 
