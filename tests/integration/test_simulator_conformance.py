@@ -13,9 +13,6 @@ the write log against the writes the client sent. The market is moved only throu
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -24,6 +21,7 @@ import aiohttp
 import pytest
 
 from tests.support.binance_client import BinanceFutures, UserStream, dec
+from tests.support.simulator_process import simulator_process
 from tests.support.wait import wait_until_async
 
 KEY = "conformance-key"
@@ -44,23 +42,8 @@ pytestmark = pytest.mark.subprocess
 @pytest.fixture
 def sim_url(cli: Any) -> Iterator[str]:
     env = cli.env(GRINDER_SIM_API_KEY=KEY, GRINDER_SIM_API_SECRET=SECRET)
-    argv = [sys.executable, "-m", "grinder.cli", "sim", "serve", "--port", "0", "--tick-ms", "20"]
-    proc = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    assert proc.stdout is not None
-    url = None
-    for _ in range(50):
-        found = re.search(r"on (http://\S+)", proc.stdout.readline())
-        if found:
-            url = found.group(1)
-            break
-    try:
-        assert url is not None, "the simulator did not say where it listens"
+    with simulator_process(env, "--tick-ms", "20") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 class Control:
