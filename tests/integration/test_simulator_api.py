@@ -561,3 +561,34 @@ async def test_position_mode_and_margin_type_refuse_while_a_conditional_order_is
     assert margin.code == -4047
     await client.ok("DELETE", "/fapi/v1/algoOrder", algoId=algo["algoId"])
     await client.ok("POST", "/fapi/v1/positionSide/dual", dualSidePosition=True)
+
+
+async def test_history_queries_page_and_start_where_asked(client: BinanceFutures) -> None:
+    for _ in range(3):
+        await order(client, type="MARKET", quantity="0.010")
+    trades = await client.ok("GET", "/fapi/v1/userTrades", symbol="BTCUSDT")
+    ids = [t["id"] for t in trades]
+    assert len(ids) == 3
+    assert ids == sorted(ids)
+    later = await client.ok("GET", "/fapi/v1/userTrades", symbol="BTCUSDT", fromId=ids[1])
+    assert [t["id"] for t in later] == ids[1:]
+    newest = await client.ok("GET", "/fapi/v1/userTrades", symbol="BTCUSDT", limit=1)
+    assert [t["id"] for t in newest] == ids[-1:]
+    one = await client.ok(
+        "GET", "/fapi/v1/userTrades", symbol="BTCUSDT", orderId=trades[0]["orderId"]
+    )
+    assert [t["id"] for t in one] == ids[:1]
+    orders = await client.ok("GET", "/fapi/v1/allOrders", symbol="BTCUSDT")
+    from_second = await client.ok(
+        "GET", "/fapi/v1/allOrders", symbol="BTCUSDT", orderId=orders[1]["orderId"]
+    )
+    assert [o["orderId"] for o in from_second] == [o["orderId"] for o in orders[1:]]
+    fees = await client.ok("GET", "/fapi/v1/income", incomeType="COMMISSION")
+    assert len(fees) == 3
+    second_page = await client.ok(
+        "GET", "/fapi/v1/income", incomeType="COMMISSION", limit=2, page=2
+    )
+    assert second_page == fees[:1]
+    first_page = await client.ok("GET", "/fapi/v1/income", incomeType="COMMISSION", limit=2)
+    assert first_page == fees[1:]
+    assert await client.ok("GET", "/fapi/v1/income", incomeType="FUNDING_FEE") == []

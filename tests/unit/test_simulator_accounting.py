@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from grinder.exchange.simulator.amend import MAX_AMENDMENTS, amend, parse_amendment
+from grinder.exchange.simulator.candles import bucket_close, bucket_open
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.errors import BinanceError
@@ -327,3 +328,26 @@ def test_leverage_is_bounded_by_the_brackets_and_the_open_position() -> None:
     assert max_notional(20) == 100_000_000
     cum = [b.cum for b in BRACKETS]
     assert cum[:3] == [D(0), D(50), D(950)]  # floor * (ratio - previous ratio), accumulated
+
+
+def test_weeks_open_on_monday_and_months_on_the_first() -> None:
+    thursday_noon = 1_767_225_600_000 + 12 * 3_600_000  # 2026-01-01 was a Thursday
+    monday = 1_767_225_600_000 - 3 * 86_400_000  # 2025-12-29
+    assert bucket_open("1w", thursday_noon) == monday
+    assert bucket_open("1M", thursday_noon) == 1_767_225_600_000
+    assert bucket_close("1M", 1_767_225_600_000) == 1_769_904_000_000 - 1  # 2026-02-01
+    assert bucket_open("4h", thursday_noon) == thursday_noon
+    assert bucket_close("1d", 1_767_225_600_000) == 1_767_225_600_000 + 86_400_000 - 1
+
+
+def test_margin_type_refuses_a_position_and_multi_assets_an_isolated_symbol() -> None:
+    sim = make_sim()
+    settings = sim.account.settings
+    with pytest.raises(BinanceError) as position:
+        settings.set_margin_type("BTCUSDT", "ISOLATED", orders=False, position=True)
+    assert position.value.code == -4048
+    settings.set_margin_type("BTCUSDT", "ISOLATED", orders=False, position=False)
+    with pytest.raises(BinanceError) as isolated:
+        settings.set_multi_assets(True)
+    assert isolated.value.code == -4167
+    assert sim.account.settings.symbol_config("BTCUSDT")["marginType"] == "ISOLATED"
