@@ -91,6 +91,12 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         AuthError,
         "request signature is not valid (wrong API secret or parameter encoding)",
     ),
+    (
+        -1023,
+        "START_TIME_GREATER_THAN_END_TIME",
+        InvalidRequest,
+        "startTime is after endTime",
+    ),
     # 11xx: request issues
     (-1100, "ILLEGAL_CHARS", InvalidRequest, "illegal characters in a parameter"),
     (
@@ -110,12 +116,19 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
     (-1115, "INVALID_TIF", InvalidRequest, "invalid timeInForce"),
     (-1116, "INVALID_ORDER_TYPE", InvalidRequest, "invalid order type"),
     (-1117, "INVALID_SIDE", InvalidRequest, "invalid side"),
+    (-1120, "BAD_INTERVAL", InvalidRequest, "invalid kline interval"),
     (-1121, "BAD_SYMBOL", InvalidRequest, "invalid symbol (unknown or delisted on USD-M)"),
     (
         -1125,
         "INVALID_LISTEN_KEY",
         ListenKeyInvalid,
         "listenKey does not exist; create a new one and resnapshot over REST",
+    ),
+    (
+        -1127,
+        "MORE_THAN_XX_HOURS",
+        InvalidRequest,
+        "startTime and endTime are further apart than the endpoint allows",
     ),
     (
         -1128,
@@ -224,11 +237,30 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         FilterRejected,
         "limit price below the PERCENT_PRICE band around the mark price",
     ),
+    (-4028, "INVALID_LEVERAGE", InvalidRequest, "leverage outside the symbol's brackets"),
     (
         -4045,
         "MAX_STOP_ORDER_EXCEEDED",
         OrderRejected,
         "symbol's limit of open conditional (algo) orders reached",
+    ),
+    (
+        -4046,
+        "NO_NEED_TO_CHANGE_MARGIN_TYPE",
+        NoChangeNeeded,
+        "margin type is already the one asked for",
+    ),
+    (
+        -4047,
+        "THERE_EXISTS_OPEN_ORDERS",
+        InvalidRequest,
+        "margin type cannot change while the symbol has open orders",
+    ),
+    (
+        -4048,
+        "THERE_EXISTS_QUANTITY",
+        InvalidRequest,
+        "margin type cannot change while the symbol has a position",
     ),
     (
         -4059,
@@ -279,6 +311,18 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
         "market order rejected: best price is outside the PERCENT_PRICE band",
     ),
     (
+        -4167,
+        "MULTI_ASSETS_WITH_ISOLATED_SYMBOLS",
+        InvalidRequest,
+        "multi-assets mode cannot be turned on while a symbol is in isolated margin",
+    ),
+    (
+        -4168,
+        "ISOLATED_IN_MULTI_ASSETS_MODE",
+        InvalidRequest,
+        "isolated margin cannot be chosen in multi-assets mode",
+    ),
+    (
         -4164,
         "MIN_NOTIONAL",
         MinNotionalRejected,
@@ -293,6 +337,14 @@ ERROR_SPECS: Mapping[int, ErrorSpec] = _specs(
     ),
     (-5021, "FOK_ORDER_REJECT", OrderRejected, "FOK order could not be filled completely"),
     (-5022, "GTX_ORDER_REJECT", OrderRejected, "post-only order would have taken liquidity"),
+    (-5025, "ONLY_LIMIT_ORDER", OrderRejected, "only LIMIT orders can be amended"),
+    (
+        -5026,
+        "EXCEED_MAXIMUM_MODIFY_ORDER_LIMIT",
+        OrderRejected,
+        "the order was amended the maximum number of times",
+    ),
+    (-5027, "SAME_ORDER", NoChangeNeeded, "the amendment changes neither price nor quantity"),
     (
         -5028,
         "ME_RECVWINDOW_REJECT",

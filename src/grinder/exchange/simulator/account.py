@@ -10,11 +10,10 @@ is handed to ``emit`` as the event Binance would send.
 from __future__ import annotations
 
 import random
-import string
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
@@ -22,37 +21,16 @@ from grinder.exchange.simulator.book import MarketBook
 from grinder.exchange.simulator.clock import Clock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.fmt import ZERO
+from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
+from grinder.exchange.simulator.ledger import Ledger, Trade
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.positions import Position
+from grinder.exchange.simulator.settings import AccountSettings
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest
 
 EventSink = Callable[[dict[str, Any]], None]
-_ID_ALPHABET = string.ascii_letters + string.digits
 _FEE_QUANT = Decimal("1e-8")
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def random_client_id(rng: random.Random) -> str:
-    """A 22-character id, as the venue makes up for an order sent without one."""
-    return "".join(rng.choice(_ID_ALPHABET) for _ in range(22))
-
-
-def iter_open(by_symbol: Mapping[str, Mapping[int, _V]], symbol: str | None) -> Iterator[_V]:
-    """The open entries of one symbol, or of every symbol when ``symbol`` is ``None``."""
-    if symbol is not None:
-        yield from by_symbol[symbol].values()
-        return
-    for name in by_symbol:
-        yield from by_symbol[name].values()
-
-
-def drop(index: MutableMapping[_K, _V], key: _K, value: _V) -> None:
-    """Remove ``key`` from ``index`` only while it still points at ``value``."""
-    if index.get(key) is value:
-        del index[key]
 
 
 class Account:
@@ -72,14 +50,17 @@ class Account:
         self.config = config
         self.emit = emit
         self.on_order_end: Callable[[Order], None] | None = None
+        self.ledger = Ledger(config.tran_id_start)
         self.reset()
 
     def reset(self) -> None:
         cfg = self.config
         self.dual = cfg.dual_side_position
-        self.leverage = cfg.leverage
+        self.settings = AccountSettings(self.specs, cfg.leverage)
+        self.ledger.reset()
         self.wallet = cfg.starting_balance
-        self.wallet_update_ms = 0
+        self.wallet_update_ms = self.clock.now_ms()
+        self.ledger.record_transfer(cfg.starting_balance, "USDT", self.wallet_update_ms)
         self.orders: dict[int, Order] = {}
         self.open_by_symbol: dict[str, dict[int, Order]] = {s: {} for s in self.specs}
         self.open_by_client: dict[tuple[str, str], Order] = {}
@@ -199,7 +180,7 @@ class Account:
         self.open_by_symbol[symbol][order.order_id] = order
         self.open_by_client[(symbol, client_id)] = order
         ack = order.write_view()
-        self._emit_order(order, "NEW")
+        self.emit_order(order, "NEW")
         if marketable:
             want = req.qty if req.type == "MARKET" or liquidity is None else min(req.qty, liquidity)
             self.fill(order, want, taker_price or mark, maker=False)
@@ -259,11 +240,12 @@ class Account:
         self.wallet_update_ms = now
         order.add_fill(qty, price, now)
         fill = ev.Fill(qty, price, fee, self.next_trade_id, maker, realized)
+        self.ledger.record_fill(Trade.of(order, fill, now))
         self.next_trade_id += 1
         if order.order_id not in self.silent:
             if self.config.trade_lite:
                 self.emit(ev.trade_lite(order, fill, now))
-            self._emit_order(order, "TRADE", fill)
+            self.emit_order(order, "TRADE", fill)
             self.emit(
                 ev.account_update(
                     "ORDER",
@@ -280,12 +262,12 @@ class Account:
 
     def expire(self, order: Order) -> None:
         order.end("EXPIRED", self.now())
-        self._emit_order(order, "EXPIRED")
+        self.emit_order(order, "EXPIRED")
         self._ended(order)
 
     def cancel(self, order: Order) -> None:
         order.end("CANCELED", self.now())
-        self._emit_order(order, "CANCELED")
+        self.emit_order(order, "CANCELED")
         self._ended(order)
 
     def _expire_stale_reduce_only(self, symbol: str) -> None:
@@ -315,7 +297,7 @@ class Account:
         drop(self.ended_by_client, (order.symbol, order.client_order_id), order)
         self.silent.discard(order_id)
 
-    def _emit_order(self, order: Order, exec_type: str, fill: ev.Fill | None = None) -> None:
+    def emit_order(self, order: Order, exec_type: str, fill: ev.Fill | None = None) -> None:
         if order.order_id in self.silent:
             return
         bid, ask = self.notionals(order.symbol)

@@ -15,16 +15,11 @@ from typing import Any
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
-from grinder.exchange.simulator.account import (
-    Account,
-    EventSink,
-    drop,
-    iter_open,
-    random_client_id,
-)
+from grinder.exchange.simulator.account import Account, EventSink
 from grinder.exchange.simulator.algo import AlgoOrder, AlgoRequest
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.fmt import ZERO
+from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest

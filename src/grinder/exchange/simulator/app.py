@@ -24,10 +24,11 @@ from aiohttp import WSMsgType, web
 from grinder.exchange.simulator import auth
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator.control import register_control
+from grinder.exchange.simulator.endpoint import Endpoint, RawJSON
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.faults import ErrorBurst
 from grinder.exchange.simulator.params import Params
-from grinder.exchange.simulator.rest import ENDPOINTS, Endpoint, RawJSON
+from grinder.exchange.simulator.rest import ENDPOINTS
 from grinder.exchange.simulator.userstream import Connection, parse_events
 from grinder.exchange.simulator.weights import weight_of
 from grinder.exchange.simulator.writelog import client_order_id_of
@@ -168,7 +169,7 @@ def _answer(
             sim.order_counter.check()
         body = ep.handler(sim, params)
         if ep.new_order:
-            ten, minute = sim.order_counter.record()
+            ten, minute = sim.order_counter.record(ep.orders_10s, ep.orders_1m)
             headers["X-MBX-ORDER-COUNT-10S"] = str(ten)
             headers["X-MBX-ORDER-COUNT-1M"] = str(minute)
     except E.BinanceError as exc:

@@ -76,6 +76,13 @@ class SimConfig:
     """First order id; above 2^53 on purpose, as Binance's ids are."""
     algo_id_start: int = 2_000_000_037_000_000
     trade_id_start: int = 7_043_000_000
+    tran_id_start: int = 9_689_322_392
+    """First income ``tranId``."""
+    funding_interval_ms: int = 8 * 60 * 60 * 1000
+    """Funding settles at every multiple of this since the Unix epoch (00:00, 08:00, 16:00
+    UTC by default); ``0`` turns funding off."""
+    funding_rate: Decimal = Decimal("0.0001")
+    """The funding rate of every settlement (longs pay shorts when positive)."""
     history_limit: int = 100_000
     """Ended orders kept for ``GET /fapi/v1/order``; the oldest are forgotten first."""
     trade_lite: bool = True

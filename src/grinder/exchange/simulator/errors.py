@@ -38,10 +38,12 @@ UNKNOWN = (-1000, "An unknown error occured while processing the request.")
 INTERNAL = (-1001, "Internal error; unable to process your request. Please try again.")
 INVALID_TIMESTAMP = (-1021, "Timestamp for this request is outside of the recvWindow.")
 INVALID_SIGNATURE = (-1022, "Signature for this request is not valid.")
+START_AFTER_END = (-1023, "Start time is greater than end time.")
 BAD_PRECISION = (-1111, "Precision is over the maximum defined for this asset.")
 INVALID_TIF = (-1115, "Invalid timeInForce.")
 INVALID_ORDER_TYPE = (-1116, "Invalid orderType.")
 INVALID_SIDE = (-1117, "Invalid side.")
+BAD_INTERVAL = (-1120, "Invalid interval.")
 BAD_SYMBOL = (-1121, "Invalid symbol.")
 INVALID_LISTEN_KEY = (
     -1125,
@@ -55,6 +57,7 @@ REJECTED_MBX_KEY = (-2015, "Invalid API-key, IP, or permissions for action.")
 WOULD_TRIGGER = (-2021, "Order would immediately trigger.")
 REDUCE_ONLY_REJECT = (-2022, "ReduceOnly Order is rejected.")
 MAX_OPEN_ORDERS = (-2025, "Reach max open order limit.")
+MAX_LEVERAGE_RATIO = (-2027, "Exceeded the maximum allowable position at current leverage.")
 PRICE_LE_ZERO = (-4001, "Price less than 0.")
 PRICE_GT_MAX = (-4002, "Price greater than max price.")
 QTY_LE_ZERO = (-4003, "Quantity less than or equal to zero.")
@@ -64,6 +67,9 @@ PRICE_LT_MIN = (-4013, "Price less than min price.")
 PRICE_TICK = (-4014, "Price not increased by tick size.")
 CLIENT_ID_INVALID = (-4015, "Client order id is not valid.")
 QTY_STEP = (-4023, "Qty not increased by step size.")
+NO_NEED_MARGIN_TYPE = (-4046, "No need to change margin type.")
+MARGIN_TYPE_OPEN_ORDERS = (-4047, "Margin type cannot be changed if there exists open orders.")
+MARGIN_TYPE_POSITION = (-4048, "Margin type cannot be changed if there exists position.")
 MAX_ALGO_ORDERS = (-4045, "Reach max stop order limit.")
 NO_NEED_POSITION_SIDE = (-4059, "No need to change position side.")
 POSITION_SIDE_MISMATCH = (-4061, "Order's position side does not match user's setting.")
@@ -74,6 +80,15 @@ USE_ALGO_ENDPOINT = (
     -4120,
     "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead.",
 )
+MULTI_ASSETS_WITH_ISOLATED = (
+    -4167,
+    "Unable to adjust to Multi-Assets mode with symbols of USDⓈ-M Futures under "
+    "isolated-margin mode.",
+)
+ISOLATED_IN_MULTI_ASSETS = (
+    -4168,
+    "Unable to adjust to isolated-margin mode under the Multi-Assets mode.",
+)
 FOK_REJECT = (
     -5021,
     "Due to the order could not be filled immediately, the FOK order has been rejected.",
@@ -83,6 +98,9 @@ GTX_REJECT = (
     "Due to the order could not be executed as maker, the Post Only order will be rejected. "
     "The order will not be recorded in the order history",
 )
+
+MAX_MODIFY = (-5026, "Exceeded maximum modify order limit.")
+NO_NEED_MODIFY = (-5027, "No need to modify the order.")
 
 
 def err(pair: tuple[int, str], status: int = 400) -> BinanceError:
@@ -153,3 +171,7 @@ def too_many_orders(limit: int, interval: str) -> BinanceError:
     return BinanceError(
         -1015, f"Too many new orders; current limit is {limit} orders per {interval}.", status=429
     )
+
+
+def more_than_hours(hours: int) -> BinanceError:
+    return BinanceError(-1127, f"More than {hours} hours between startTime and endTime.")

@@ -191,3 +191,18 @@ def client_id_of(event: dict[str, Any]) -> str | None:
     if kind == "TRADE_LITE":
         return str(event["c"])
     return None
+
+
+def leverage_update(symbol: str, leverage: int, now_ms: int) -> dict[str, Any]:
+    """``ACCOUNT_CONFIG_UPDATE`` after ``POST /fapi/v1/leverage``."""
+    return {
+        "e": "ACCOUNT_CONFIG_UPDATE",
+        "E": now_ms,
+        "T": now_ms,
+        "ac": {"s": symbol, "l": leverage},
+    }
+
+
+def multi_assets_update(on: bool, now_ms: int) -> dict[str, Any]:
+    """``ACCOUNT_CONFIG_UPDATE`` after ``POST /fapi/v1/multiAssetsMargin``."""
+    return {"e": "ACCOUNT_CONFIG_UPDATE", "E": now_ms, "T": now_ms, "ai": {"j": on}}

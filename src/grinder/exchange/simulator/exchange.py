@@ -19,9 +19,12 @@ from grinder.exchange.simulator.account import Account
 from grinder.exchange.simulator.algo import AlgoRequest, parse_algo_order
 from grinder.exchange.simulator.algobook import AlgoBook
 from grinder.exchange.simulator.book import MarketBook
+from grinder.exchange.simulator.candles import CandleStore
 from grinder.exchange.simulator.clock import Clock, SystemClock
 from grinder.exchange.simulator.config import SimConfig
+from grinder.exchange.simulator.countdown import CountdownTimers
 from grinder.exchange.simulator.faults import Faults
+from grinder.exchange.simulator.funding import FundingClock
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import exchange_info, rate_limits, resolve_symbols
 from grinder.exchange.simulator.userstream import StreamHub
@@ -49,6 +52,10 @@ class Simulator:
         self.hub = StreamHub(self.clock, self.config, lambda: self.faults.ws_latency_ms)
         self.account = Account(self.specs, self.book, self.clock, self.config, self.hub.publish)
         self.algos = AlgoBook(self.specs, self.account, self.config, self.hub.publish)
+        self.candles = CandleStore(self.specs)
+        self.account.ledger.on_trade = self.candles.trade
+        self.funding = FundingClock(self.account)
+        self.countdowns = CountdownTimers(self.account)
         self.limiter = RateLimiter(self.clock, self.config)
         self.order_counter = OrderCounter(self.clock, self.config)
         self.requests: Counter[str] = Counter()
@@ -96,11 +103,15 @@ class Simulator:
             self.book.step()
         for symbol in self.specs:
             self.match(symbol)
-        self.account.expire_due(self.now_ms())
+        now = self.now_ms()
+        self.account.expire_due(now)
+        self.countdowns.check(now)
+        self.funding.check(now)
         self.hub.check()
 
     def match(self, symbol: str) -> None:
         """Trade what the current mark has crossed and fire what it has triggered."""
+        self.candles.observe(symbol, self.book.mark(symbol), self.now_ms())
         self.algos.on_price(symbol)
         self.account.on_price(symbol)
 
@@ -133,6 +144,9 @@ class Simulator:
         self.book.volatility = self.config.walk_volatility
         self.account.reset()
         self.algos.reset()
+        self.candles.reset()
+        self.funding.reset()
+        self.countdowns.reset()
         self.hub.expire_all()
         self.hub.reset()
         self.limiter.reset()
@@ -165,6 +179,12 @@ class Simulator:
             "positions": [
                 p.dump(self.book.mark(p.symbol)) for p in account.positions.values() if p.amt != 0
             ],
+            "countdowns": self.countdowns.dump(),
+            "ledger": {
+                "trades": len(account.ledger.trades),
+                "incomes": len(account.ledger.incomes),
+                "totalIncome": str(account.ledger.total_income()),
+            },
             "weights": self.limiter.dump(),
             "stream": self.hub.dump(),
             "faults": self.faults.dump(),

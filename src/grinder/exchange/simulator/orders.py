@@ -51,6 +51,7 @@ class Order:
     algo_id: int = 0
     activate_price: Decimal | None = None
     price_rate: Decimal | None = None
+    amendments: int = 0
     _query_json: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -105,6 +105,27 @@ class Params:
             return False
         raise E.invalid_value(name)
 
+    def limit(self, default: int, maximum: int, name: str = "limit") -> int:
+        """A row count: ``default`` when not sent, 1..``maximum`` (else -1130)."""
+        value = self.long(name)
+        if value is None:
+            return default
+        if not 1 <= value <= maximum:
+            raise E.invalid_value(name)
+        return value
+
+    def window(self, max_span_ms: int | None = None) -> tuple[int | None, int | None]:
+        """``startTime`` and ``endTime`` (ms, inclusive): -1023 when start > end; -1127 when
+        they are further apart than ``max_span_ms``."""
+        start = self.long("startTime")
+        end = self.long("endTime")
+        if start is not None and end is not None:
+            if start > end:
+                raise E.err(E.START_AFTER_END)
+            if max_span_ms is not None and end - start > max_span_ms:
+                raise E.more_than_hours(max_span_ms // 3_600_000)
+        return start, end
+
     def client_id(self, name: str) -> str | None:
         """A client order id: ``^[\\.A-Z\\:/a-z0-9_-]{1,36}$``."""
         value = self.raw(name)

@@ -117,7 +117,9 @@ class Position:
             "updateTime": self.update_time_ms,
         }
 
-    def v2_row(self, mark: Decimal, leverage: int) -> dict[str, Any]:
+    def v2_row(
+        self, mark: Decimal, leverage: int, *, isolated: bool = False, max_notional: int = 0
+    ) -> dict[str, Any]:
         """A row of ``GET /fapi/v2/positionRisk``."""
         return {
             "symbol": self.symbol,
@@ -128,8 +130,8 @@ class Position:
             "unRealizedProfit": fixed(self.unrealized(mark), 8),
             "liquidationPrice": "0",
             "leverage": str(leverage),
-            "maxNotionalValue": MAX_NOTIONAL,
-            "marginType": "cross",
+            "maxNotionalValue": str(max_notional) if max_notional else MAX_NOTIONAL,
+            "marginType": "isolated" if isolated else "cross",
             "isolatedMargin": "0.00000000",
             "isAutoAddMargin": "false",
             "positionSide": self.position_side,

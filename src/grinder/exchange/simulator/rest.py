@@ -1,4 +1,5 @@
-"""The Binance USDⓈ-M REST endpoints: one handler each, and the table that routes them.
+"""The core Binance USDⓈ-M REST endpoints (orders, positions, algo orders, listenKey), and
+the table of every endpoint (with ``market_data``, ``account_api`` and ``trading``'s).
 
 Handlers are synchronous: they read parameters, change the simulator's state
 and return the JSON body (or raise ``BinanceError``). Authentication, weights,
@@ -8,40 +9,19 @@ faults and HTTP details are the app's (``app.py``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from grinder.exchange.simulator import auth, views
+from grinder.exchange.simulator import account_api, auth, market_data, trading, views
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator.account import Account
 from grinder.exchange.simulator.algo import AlgoOrder
+from grinder.exchange.simulator.endpoint import Endpoint, RawJSON
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.validation import lookup_symbol
 
-
-@dataclass(frozen=True, slots=True)
-class RawJSON:
-    """A body already serialized (the openOrders snapshot)."""
-
-    text: str
-
-
-Handler = Callable[[Simulator, Params], Any]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    method: str
-    path: str
-    security: str
-    handler: Handler
-    write: bool = False
-    """An exchange write (order / algo order placement or cancel): counted as a port call."""
-    new_order: bool = False
-    """Counts against the ORDERS rate limits and reports X-MBX-ORDER-COUNT-*."""
 
 
 # --- market data ----------------------------------------------------------------------------
@@ -94,7 +74,10 @@ def get_position_mode(sim: Simulator, params: Params) -> Any:
 
 def set_position_mode(sim: Simulator, params: Params) -> Any:
     params.required_text("dualSidePosition")
-    sim.account.change_mode(params.boolean("dualSidePosition"))
+    dual = params.boolean("dualSidePosition")
+    if dual != sim.account.dual and any(True for _ in sim.algos.open_orders()):
+        raise E.err(E.POSITION_SIDE_OPEN_ORDERS)  # conditional orders are open orders too
+    sim.account.change_mode(dual)
     return {"code": 200, "msg": "success"}
 
 
@@ -232,6 +215,31 @@ def open_algo_orders(sim: Simulator, params: Params) -> Any:
     ]
 
 
+def all_algo_orders(sim: Simulator, params: Params) -> Any:
+    """Every algo order of the symbol, open or not, oldest first: from ``algoId`` on when
+    given, else the newest ``limit`` of the time window."""
+    symbol = params.required_text("symbol")
+    lookup_symbol(sim.specs, symbol)
+    algo_id = params.long("algoId")
+    limit = params.limit(500, 1000)
+    page = params.limit(1, 1_000_000, "page")
+    start, end = params.window()
+    rows = [a for a in sim.algos.by_id.values() if a.symbol == symbol]
+    if algo_id is not None:
+        rows = [a for a in rows if a.algo_id >= algo_id]
+    rows = [
+        a
+        for a in rows
+        if (start is None or a.create_time_ms >= start) and (end is None or a.create_time_ms <= end)
+    ]
+    skip = (page - 1) * limit
+    if algo_id is not None or start is not None:
+        rows = rows[skip : skip + limit]
+    else:
+        rows = rows[::-1][skip : skip + limit][::-1]
+    return [a.query_view() for a in rows]
+
+
 def cancel_all_algo(sim: Simulator, params: Params) -> Any:
     return _cancel_all(sim, params, sim.algos.open_orders, sim.algos.cancel)
 
@@ -254,14 +262,14 @@ def listen_key_close(sim: Simulator, params: Params) -> Any:
 
 _N, _U, _S = auth.NONE, auth.USER_STREAM, auth.SIGNED
 
-ENDPOINTS: tuple[Endpoint, ...] = (
+CORE: tuple[Endpoint, ...] = (
     Endpoint("GET", "/fapi/v1/ping", _N, ping),
     Endpoint("GET", "/fapi/v1/time", _N, server_time),
     Endpoint("GET", "/fapi/v1/exchangeInfo", _N, exchange_info),
     Endpoint("GET", "/fapi/v1/premiumIndex", _N, premium_index),
     Endpoint("GET", "/fapi/v1/ticker/price", _N, ticker_price),
     Endpoint("GET", "/fapi/v1/positionSide/dual", _S, get_position_mode),
-    Endpoint("POST", "/fapi/v1/positionSide/dual", _S, set_position_mode),
+    Endpoint("POST", "/fapi/v1/positionSide/dual", _S, set_position_mode, write=True),
     Endpoint("GET", "/fapi/v3/positionRisk", _S, position_risk_v3),
     Endpoint("GET", "/fapi/v2/positionRisk", _S, position_risk_v2),
     Endpoint("GET", "/fapi/v2/account", _S, account_v2),
@@ -276,8 +284,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/fapi/v1/algoOrder", _S, cancel_algo_order, write=True),
     Endpoint("GET", "/fapi/v1/algoOrder", _S, query_algo_order),
     Endpoint("GET", "/fapi/v1/openAlgoOrders", _S, open_algo_orders),
+    Endpoint("GET", "/fapi/v1/allAlgoOrders", _S, all_algo_orders),
     Endpoint("DELETE", "/fapi/v1/algoOpenOrders", _S, cancel_all_algo, write=True),
     Endpoint("POST", "/fapi/v1/listenKey", _U, listen_key_create),
     Endpoint("PUT", "/fapi/v1/listenKey", _U, listen_key_keepalive),
     Endpoint("DELETE", "/fapi/v1/listenKey", _U, listen_key_close),
 )
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    CORE + market_data.ENDPOINTS + account_api.ENDPOINTS + trading.ENDPOINTS
+)
+"""Every REST endpoint the venue serves; any other ``/fapi`` path answers -5000."""

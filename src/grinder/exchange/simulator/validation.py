@@ -154,7 +154,7 @@ def good_till_date(params: Params, tif: str, now_ms: int) -> int:
     return gtd // 1000 * 1000
 
 
-def _matched_price(spec: SymbolSpec, side: str, match: str, mark: Decimal) -> Decimal:
+def matched_price(spec: SymbolSpec, side: str, match: str, mark: Decimal) -> Decimal:
     if match.startswith("OPPONENT"):
         return mark
     return mark - spec.tick_size if side == "BUY" else mark + spec.tick_size
@@ -199,7 +199,7 @@ def parse_new_order(
         if match != "NONE":
             if price is not None:
                 raise E.err(E.BAD_COMBO)
-            price = _matched_price(spec, side_text, match, mark_of(symbol))
+            price = matched_price(spec, side_text, match, mark_of(symbol))
         elif price is None:
             raise E.mandatory("price")
         tif_value = params.enum("timeInForce", TIFS, E.err(E.INVALID_TIF), required=True)

@@ -8,8 +8,7 @@ from typing import Any
 from grinder.exchange.simulator.account import Account
 from grinder.exchange.simulator.fmt import ZERO, fixed
 from grinder.exchange.simulator.positions import Position
-
-FUNDING_INTERVAL_MS = 8 * 60 * 60 * 1000
+from grinder.exchange.simulator.settings import ISOLATED, max_notional
 
 
 def _symbols(account: Account, symbol: str | None) -> list[str]:
@@ -29,7 +28,7 @@ def position_risk_v3(account: Account, symbol: str | None) -> list[dict[str, Any
                 continue
             if pos is None:
                 pos = Position(spec=account.specs[name], position_side=side)
-            rows.append(pos.v3_row(mark, account.leverage, bid, ask))
+            rows.append(pos.v3_row(mark, account.settings.leverage_of(name), bid, ask))
     return rows
 
 
@@ -42,7 +41,11 @@ def position_risk_v2(account: Account, symbol: str | None) -> list[dict[str, Any
             pos = account.positions.get((name, side)) or Position(
                 spec=account.specs[name], position_side=side
             )
-            rows.append(pos.v2_row(mark, account.leverage))
+            leverage = account.settings.leverage_of(name)
+            isolated = account.settings.margin_type[name] == ISOLATED
+            rows.append(
+                pos.v2_row(mark, leverage, isolated=isolated, max_notional=max_notional(leverage))
+            )
     return rows
 
 
@@ -54,12 +57,12 @@ def _totals(account: Account) -> tuple[Decimal, Decimal, Decimal, Decimal]:
         mark = account.book.mark(name)
         notional = abs(pos.amt * mark)
         unrealized += pos.unrealized(mark)
-        initial += notional / account.leverage
+        initial += notional / account.settings.leverage_of(name)
         maint += notional * Decimal("0.004")
     for name in account.specs:
         if account.open_by_symbol[name]:
             bid, ask = account.notionals(name)
-            order_margin += (bid + ask) / account.leverage
+            order_margin += (bid + ask) / account.settings.leverage_of(name)
     return unrealized, initial, maint, order_margin
 
 
@@ -120,7 +123,8 @@ def account_v2(account: Account) -> dict[str, Any]:
             pos = account.positions.get((name, side)) or Position(
                 spec=account.specs[name], position_side=side
             )
-            positions.append(pos.account_v2_row(mark, account.leverage, bid, ask))
+            leverage = account.settings.leverage_of(name)
+            positions.append(pos.account_v2_row(mark, leverage, bid, ask))
     body: dict[str, Any] = {
         "feeTier": 0,
         "canTrade": True,
@@ -128,7 +132,7 @@ def account_v2(account: Account) -> dict[str, Any]:
         "canWithdraw": True,
         "tradeGroupId": -1,
         "updateTime": 0,
-        "multiAssetsMargin": False,
+        "multiAssetsMargin": account.settings.multi_assets,
     }
     body.update(_account_totals(account, asset))
     body["assets"] = [asset]
@@ -141,7 +145,7 @@ def account_v3(account: Account) -> dict[str, Any]:
     body = _account_totals(account, asset)
     body["assets"] = [asset]
     body["positions"] = [
-        pos.account_v3_row(account.book.mark(name), account.leverage)
+        pos.account_v3_row(account.book.mark(name), account.settings.leverage_of(name))
         for (name, _side), pos in account.positions.items()
         if pos.amt != 0
     ]
@@ -150,14 +154,16 @@ def account_v3(account: Account) -> dict[str, Any]:
 
 def premium_index(account: Account, symbol: str, now_ms: int) -> dict[str, Any]:
     mark = account.book.mark(symbol)
+    interval = account.config.funding_interval_ms or 8 * 60 * 60 * 1000
+    rate = fixed(account.config.funding_rate if account.config.funding_interval_ms else ZERO, 8)
     return {
         "symbol": symbol,
         "markPrice": fixed(mark, 8),
         "indexPrice": fixed(mark, 8),
         "estimatedSettlePrice": fixed(mark, 8),
-        "lastFundingRate": "0.00010000",
+        "lastFundingRate": rate,
         "interestRate": "0.00010000",
-        "nextFundingTime": (now_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS,
+        "nextFundingTime": (now_ms // interval + 1) * interval,
         "time": now_ms,
     }
 
@@ -168,4 +174,36 @@ def ticker_price(account: Account, symbol: str, now_ms: int) -> dict[str, Any]:
         "symbol": symbol,
         "price": fixed(account.book.mark(symbol), spec.price_precision),
         "time": now_ms,
+    }
+
+
+def balances(account: Account) -> list[dict[str, Any]]:
+    """``GET /fapi/v2/balance`` and ``/fapi/v3/balance``: the one USDT asset."""
+    asset = _asset(account, v2=True)
+    return [
+        {
+            "accountAlias": "SgsR",
+            "asset": asset["asset"],
+            "balance": asset["walletBalance"],
+            "crossWalletBalance": asset["crossWalletBalance"],
+            "crossUnPnl": asset["crossUnPnl"],
+            "availableBalance": asset["availableBalance"],
+            "maxWithdrawAmount": asset["maxWithdrawAmount"],
+            "marginAvailable": True,
+            "updateTime": asset["updateTime"],
+        }
+    ]
+
+
+def account_config(account: Account) -> dict[str, Any]:
+    """``GET /fapi/v1/accountConfig``."""
+    return {
+        "feeTier": 0,
+        "canTrade": True,
+        "canDeposit": True,
+        "canWithdraw": True,
+        "dualSidePosition": account.dual,
+        "updateTime": 0,
+        "multiAssetsMargin": account.settings.multi_assets,
+        "tradeGroupId": -1,
     }

@@ -34,6 +34,23 @@ def _by_symbol(with_symbol: int, without: int) -> Callable[[Params], int]:
     return rule
 
 
+def _depth(params: Params) -> int:
+    """5-50 levels: 2; 100: 5; 500 (the default): 10; 1000: 20."""
+    limit = _limit(params, 500)
+    return 2 if limit <= 50 else 5 if limit <= 100 else 10 if limit <= 500 else 20
+
+
+def _klines(params: Params) -> int:
+    """Under 100 rows: 1; under 500: 2; 500 (the default) to 1000: 5; more: 10."""
+    limit = _limit(params, 500)
+    return 1 if limit < 100 else 2 if limit < 500 else 5 if limit <= 1000 else 10
+
+
+def _limit(params: Params, default: int) -> int:
+    value = params.raw("limit")
+    return int(value) if value is not None and value.isdigit() else default
+
+
 WEIGHTS: dict[tuple[str, str], WeightRule] = {
     ("GET", "/fapi/v1/ping"): 1,
     ("GET", "/fapi/v1/time"): 1,
@@ -60,6 +77,36 @@ WEIGHTS: dict[tuple[str, str], WeightRule] = {
     ("GET", "/fapi/v1/algoOrder"): 1,
     ("GET", "/fapi/v1/openAlgoOrders"): _by_symbol(1, 40),
     ("DELETE", "/fapi/v1/algoOpenOrders"): 1,
+    ("GET", "/fapi/v1/allAlgoOrders"): 5,
+    # market data
+    ("GET", "/fapi/v1/depth"): _depth,
+    ("GET", "/fapi/v1/klines"): _klines,
+    ("GET", "/fapi/v1/fundingRate"): 1,
+    ("GET", "/fapi/v1/ticker/bookTicker"): _by_symbol(2, 5),
+    ("GET", "/fapi/v2/ticker/price"): _by_symbol(1, 2),
+    ("GET", "/fapi/v1/ticker/24hr"): _by_symbol(1, 40),
+    # account
+    ("GET", "/fapi/v2/balance"): 5,
+    ("GET", "/fapi/v3/balance"): 5,
+    ("GET", "/fapi/v1/leverageBracket"): 1,
+    ("GET", "/fapi/v1/commissionRate"): 20,
+    ("GET", "/fapi/v1/income"): 30,
+    ("GET", "/fapi/v1/userTrades"): 5,
+    ("GET", "/fapi/v1/allOrders"): 5,
+    ("GET", "/fapi/v1/forceOrders"): _by_symbol(20, 50),
+    ("GET", "/fapi/v1/adlQuantile"): 5,
+    ("GET", "/fapi/v1/multiAssetsMargin"): 30,
+    ("POST", "/fapi/v1/multiAssetsMargin"): 1,
+    ("POST", "/fapi/v1/leverage"): 1,
+    ("POST", "/fapi/v1/marginType"): 1,
+    ("GET", "/fapi/v1/symbolConfig"): 5,
+    ("GET", "/fapi/v1/accountConfig"): 5,
+    # trading
+    ("PUT", "/fapi/v1/order"): 0,
+    ("POST", "/fapi/v1/batchOrders"): 5,
+    ("PUT", "/fapi/v1/batchOrders"): 5,
+    ("DELETE", "/fapi/v1/batchOrders"): 1,
+    ("POST", "/fapi/v1/countdownCancelAll"): 10,
 }
 
 
@@ -185,25 +232,29 @@ class RateLimiter:
 
 
 class OrderCounter:
-    """New orders of the account in the last 10 s and minute (X-MBX-ORDER-COUNT-*)."""
+    """New orders of the account in the last 10 s and minute (X-MBX-ORDER-COUNT-*).
+
+    A request counts ``(ten, minute)``: 1 and 1 for one order or amendment; 5 and 1 for a
+    batch (``batchOrders``), as the docs weigh it.
+    """
 
     def __init__(self, clock: Clock, config: SimConfig) -> None:
         self.clock = clock
         self.config = config
-        self._times: deque[int] = deque()
+        self._times: deque[tuple[int, int, int]] = deque()
 
     def reset(self) -> None:
         self._times.clear()
 
     def _prune(self, now: int) -> None:
-        while self._times and self._times[0] <= now - MINUTE_MS:
+        while self._times and self._times[0][0] <= now - MINUTE_MS:
             self._times.popleft()
 
     def counts(self) -> tuple[int, int]:
         now = self.clock.now_ms()
         self._prune(now)
-        recent = sum(1 for t in self._times if t > now - 10_000)
-        return recent, len(self._times)
+        recent = sum(ten for t, ten, _ in self._times if t > now - 10_000)
+        return recent, sum(minute for _, _, minute in self._times)
 
     def check(self) -> None:
         ten, minute = self.counts()
@@ -212,6 +263,6 @@ class OrderCounter:
         if minute >= self.config.orders_per_minute:
             raise E.too_many_orders(self.config.orders_per_minute, "1 MINUTE")
 
-    def record(self) -> tuple[int, int]:
-        self._times.append(self.clock.now_ms())
+    def record(self, ten: int = 1, minute: int = 1) -> tuple[int, int]:
+        self._times.append((self.clock.now_ms(), ten, minute))
         return self.counts()
