@@ -164,7 +164,7 @@ async def test_the_switch_follows_the_leader_and_trips_when_the_bot_stops(
         await wait_until_async(
             lambda: witness.by(third, after_ms=killed_at), f"{third}'s first renewal", 15
         )
-        figures["kill_handover_gap_ms"] = _gap(witness, second, third, 0)
+        figures["kill_handover_gap_ms"] = _gap(witness, second, third, killed_at)
         assert figures["kill_handover_gap_ms"] < COUNTDOWN_S * 1000
         assert timers.firings == [], "the switch tripped during a failover"
         assert bot_order_open()
@@ -199,7 +199,11 @@ async def test_the_switch_follows_the_leader_and_trips_when_the_bot_stops(
 
 
 def _gap(witness: RenewalWitness, old: str, new: str, since_ms: int) -> int:
-    """From the old leader's last executed renewal to the new one's first (ms)."""
-    old_last = max(r.received_ms for r in witness.by(old) if r.executed)
+    """From the old leader's last executed renewal before ``since_ms`` (its pause or death)
+    to the new one's first after it (ms): how long the countdown ran unrenewed."""
+    old_last = max(
+        r.received_ms for r in witness.by(old) if r.executed and r.received_ms < since_ms
+    )
     new_first = min(r.received_ms for r in witness.by(new, after_ms=since_ms) if r.executed)
+    assert new_first > old_last
     return new_first - old_last
