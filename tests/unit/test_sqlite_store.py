@@ -345,17 +345,6 @@ def test_decimals_round_trip_exactly_as_text(db: Path, text: str) -> None:
     assert kinds == ("text", "text")
 
 
-def test_record_order_keeps_a_copy_not_the_callers_object(store: SqliteExpectedStore) -> None:
-    order = exp_order(1)
-    store.record_order(order)
-    order.qty = D("99")
-    order.status = OrderStatus.FILLED
-    stored = store.get_order(cid(1))
-    assert stored is not None
-    assert stored.qty == D("1")
-    assert stored.status is OrderStatus.NEW
-
-
 def test_writes_show_in_the_writers_own_mirror_at_once(store: SqliteExpectedStore) -> None:
     store.record_order(exp_order(1))
     store.set_position(BTC, D("2"), 5)

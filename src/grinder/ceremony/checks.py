@@ -57,6 +57,8 @@ REQUIRED_ALERTS: tuple[str, ...] = (
     "GrinderUserDataStreamDown",
     "GrinderRequestWeightHigh",
     "GrinderExpectedStateStale",
+    "GrinderDeadmanRenewalsWithheld",
+    "GrinderDeadmanNotArmed",
     "GrinderHANoLeader",
     "GrinderHAMultipleLeaders",
     "GrinderHARedisDown",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from grinder.clock import wall_clock_ms
-from grinder.demo.base import DemoBase
+from grinder.demo.harness import DemoHarness
 from grinder.demo.options import HAND_POSITION, OTHER, QTY, SYMBOL, CaseResult
 from grinder.demo.sim import brief, limit_order, open_ids, position_of
 from grinder.reconcile.identity import generate_client_order_id, is_ours
@@ -18,8 +18,8 @@ from grinder.reconcile.routing import ActionKind, route_one
 from grinder.reconcile.types import MismatchType
 
 
-class Demo(DemoBase):
-    """The demo: the components of ``DemoBase``, then each case in turn (``run``)."""
+class Demo(DemoHarness):
+    """The demo: the components of ``DemoHarness``, then each case in turn (``run``)."""
 
     # --- the cases ---------------------------------------------------------------------
 

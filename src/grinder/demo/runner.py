@@ -18,7 +18,7 @@ from grinder.demo.output import print_banner, print_results
 from grinder.reconcile.logs import LOGGER_NAME, configure_logging
 from grinder.service.artifacts import RunDir, Tee, clean_old_days
 from grinder.service.defaults import DEFAULT_ARTIFACT_TTL_DAYS
-from grinder.service.main import _write_artifacts
+from grinder.service.main import write_artifacts
 
 
 def _configure_logs(run_dir: RunDir, verbose: bool) -> Path:
@@ -85,7 +85,7 @@ def run_demo(opts: DemoOptions, out: TextIO | None = None) -> int:
         if not opts.ceremony:
             print_results(tee, demo.results)
         if demo.service is not None and demo.service_opts is not None:
-            _write_artifacts(demo.service, demo.service_opts, run_dir, code, tee)
+            write_artifacts(demo.service, demo.service_opts, run_dir, code, tee)
         tee.line(f"  demo took {time.monotonic() - started:.1f} s; run directory {run_dir.path}")
         files = [*ARTIFACTS, run_dir.budget_state.name, log_path.name]
         tee.line(f"  files: {' '.join(files)}")

@@ -26,7 +26,7 @@ from grinder.reconcile.types import (
     Side,
 )
 
-WRITE_METHODS = frozenset({"cancel_order", "place_reduce_only_market"})
+WRITE_METHODS = frozenset({"cancel_order", "place_reduce_only_market", "countdown_cancel_all"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +163,13 @@ class FakePort:
         )
         self.ended_orders[client_order_id] = order
         return order
+
+    async def countdown_cancel_all(
+        self, symbol: str, countdown_ms: int, *, authorize: Authorize | None = None
+    ) -> int:
+        self._authorize(authorize)
+        self._record("countdown_cancel_all", symbol=symbol, countdown_ms=countdown_ms)
+        return countdown_ms
 
     async def get_mark_price(self, symbol: str) -> Decimal | None:
         self._record("get_mark_price", symbol=symbol)

@@ -129,3 +129,15 @@ class ExchangePort(Protocol):
     async def get_step_size(self, symbol: str) -> Decimal | None:
         """The symbol's quantity step size from its LOT_SIZE filter, if known."""
         ...
+
+
+class CountdownPort(Protocol):
+    """A venue with a dead-man countdown per symbol (Binance's ``countdownCancelAll``)."""
+
+    async def countdown_cancel_all(
+        self, symbol: str, countdown_ms: int, *, authorize: Authorize | None = None
+    ) -> int:
+        """Set the countdown of ``symbol`` (0 stops it; one request, authorized at the wire);
+        when it ends unrenewed the venue cancels the symbol's open orders. Returns the
+        countdown the venue set."""
+        ...

@@ -25,6 +25,7 @@ from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.identity import Ownership, ownership
 from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.types import (
+    OPEN_STATUSES,
     ZERO,
     ExpectedOrder,
     Mismatch,
@@ -37,7 +38,6 @@ from grinder.reconcile.types import (
 from grinder.state.expected import ExpectedStore
 from grinder.state.observed import ObservedStore
 
-_OPEN = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
 _FILLED = OrderStatus.FILLED
 
 
@@ -119,7 +119,7 @@ class ReconcileEngine:
         for e in self.expected.orders():
             add_id(e.client_order_id)
             o = obs_get(e.client_order_id)
-            if o is not None and o.status in _OPEN and e.ended_ts_ms is None:
+            if o is not None and o.status in OPEN_STATUSES and e.ended_ts_ms is None:
                 continue  # the common case: open on both sides
             found = self._check_expected(e, o, now_ms, grace)
             if found is None:
@@ -152,7 +152,7 @@ class ReconcileEngine:
         o = self.observed.get_order(client_order_id)
         if e is not None:
             return self._check_expected(e, o, now_ms, cfg.order_grace_ms)
-        if o is None or o.status not in _OPEN:
+        if o is None or o.status not in OPEN_STATUSES:
             return None
         verdict = ownership(
             client_order_id,
@@ -174,13 +174,13 @@ class ReconcileEngine:
                 if now_ms - e.created_ts_ms < grace:
                     return None
                 return e  # absent: triage decides
-            if o.status in _OPEN or o.status is _FILLED:
+            if o.status in OPEN_STATUSES or o.status is _FILLED:
                 return None  # agrees, or normal progress the bot has not booked yet
             if now_ms - (o.update_ts_ms or o.seen_ts_ms) < grace:
                 return None
             return _divergence(e, o)
         # The bot ended the order (cancel sent or terminal status booked).
-        if o is None or o.status not in _OPEN:
+        if o is None or o.status not in OPEN_STATUSES:
             return None
         if now_ms - (e.ended_ts_ms if e.ended_ts_ms is not None else e.updated_ts_ms) < grace:
             return None
@@ -293,7 +293,7 @@ class ReconcileEngine:
         # missed the order.
         self.observed.apply_order(found, read_sent_ts_ms=found.seen_ts_ms)
         current = self.observed.get_order(cid) or found
-        if current.status in _OPEN:
+        if current.status in OPEN_STATUSES:
             return TriageOutcome.FOUND_OPEN, None
         if current.status is _FILLED:
             return TriageOutcome.FOUND_FILLED, None

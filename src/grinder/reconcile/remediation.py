@@ -27,8 +27,9 @@ the decision still holds (a cancel: the bot's expected state, read now, does not
 hold the order open); the operator's settings still allow the write (gates 0-8,
 and dry-run still off); and, with HA, the leadership that let this instance act
 has at least ``MIN_WRITE_WINDOW_MS`` left. The window it grants -- at most
-``WRITE_WINDOW_MS``, never past the local lease deadline -- becomes the request's
-``recvWindow``, so the exchange itself refuses a request that reaches it later.
+``WRITE_WINDOW_MS``, never past the local lease deadline (``reconcile.write_window``)
+-- becomes the request's ``recvWindow``, so the exchange itself refuses a request
+that reaches it later.
 
 **Attempts are bounded.** One action (one budget reservation) makes at most
 ``max_write_attempts`` requests: a failure the port marks ``repeatable`` (a 5xx,
@@ -81,6 +82,7 @@ from grinder.reconcile.labels import (
 )
 from grinder.reconcile.routing import ActionKind, Routed, cancel_still_wanted
 from grinder.reconcile.types import ZERO, ExpectedOrder, Mismatch, ObservedOrder, PositionSide
+from grinder.reconcile.write_window import write_window_ms
 
 DRY_RUN = Mode.DRY_RUN
 LIVE = Mode.LIVE
@@ -91,10 +93,6 @@ MAX_WRITE_ATTEMPTS = 3
 """Requests one remediation action may send (the first and its repeats)."""
 RETRY_DELAYS_S = (0.2, 0.5)
 """Pause before the 2nd and each later attempt of one action (the last value repeats)."""
-WRITE_WINDOW_MS = 2_000
-"""The longest a write may take from its authorization to the exchange (its recvWindow)."""
-MIN_WRITE_WINDOW_MS = 50
-"""A write with less of its leadership left than this is not sent."""
 
 
 @dataclass(slots=True)
@@ -538,14 +536,12 @@ class RemediationExecutor:
         reason = self.gate(kind, m.symbol, cid, ZERO, ctx, through_ownership_only=True)
         if reason is not None:
             raise WriteWithheld(reason)
-        window = WRITE_WINDOW_MS
-        if self.lease_window_ms is not None:
-            left = self.lease_window_ms()
-            if left < MIN_WRITE_WINDOW_MS:
-                raise WriteWithheld(
-                    BlockReason.NOT_LEADER, f"{max(0, left)} ms of the leadership left"
-                )
-            window = min(window, left)
+        left = None if self.lease_window_ms is None else self.lease_window_ms()
+        window = write_window_ms(left)
+        if window is None:
+            raise WriteWithheld(
+                BlockReason.NOT_LEADER, f"{max(0, left or 0)} ms of the leadership left"
+            )
         return window
 
     def _withheld(

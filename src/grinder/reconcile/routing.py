@@ -20,7 +20,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from grinder.reconcile.labels import ActionLabel, SkipReason
-from grinder.reconcile.types import ExpectedOrder, Mismatch, MismatchType, OrderStatus
+from grinder.reconcile.types import (
+    OPEN_STATUSES,
+    ExpectedOrder,
+    Mismatch,
+    MismatchType,
+)
 
 
 class ActionKind(StrEnum):
@@ -39,8 +44,6 @@ PRIORITY: dict[MismatchType, int] = {
     MismatchType.POSITION_QTY_DIVERGENCE: 95,
     MismatchType.POSITION_NONZERO_UNEXPECTED: 100,
 }
-
-_OPEN_VALUES = frozenset({OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ def route_one(m: Mismatch) -> ActionKind | SkipReason:
     if m.type is MismatchType.ORDER_EXISTS_UNEXPECTED:
         return ActionKind.CANCEL
     if m.type is MismatchType.ORDER_STATUS_DIVERGENCE:
-        if m.observed_status in _OPEN_VALUES:
+        if m.observed_status in OPEN_STATUSES:
             return ActionKind.CANCEL
         return SkipReason.OBSERVED_NOT_OPEN
     if m.type is MismatchType.POSITION_NONZERO_UNEXPECTED:

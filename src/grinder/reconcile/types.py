@@ -28,11 +28,11 @@ class OrderStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in _OPEN_STATUSES
+        return self in OPEN_STATUSES
 
     @property
     def is_terminal(self) -> bool:
-        return self not in _OPEN_STATUSES
+        return self not in OPEN_STATUSES
 
     @property
     def ended_without_fill(self) -> bool:
@@ -40,7 +40,9 @@ class OrderStatus(StrEnum):
         return self in _ENDED_UNFILLED
 
 
-_OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+OPEN_STATUSES = frozenset({OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED})
+"""The statuses of an order still working on the exchange (the one definition of "open";
+as ``StrEnum`` members they also match the plain strings ``"NEW"``, ``"PARTIALLY_FILLED"``)."""
 _ENDED_UNFILLED = frozenset(
     {
         OrderStatus.CANCELED,
@@ -92,9 +94,10 @@ class MismatchType(StrEnum):
 PositionKey = tuple[str, PositionSide]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ExpectedOrder:
-    """An order the bot placed, as the bot believes it to be.
+    """An order the bot placed, as the bot believes it to be (a value: a change is a new
+    one, ``dataclasses.replace``).
 
     ``ended_ts_ms`` is set when the bot considers the order over: it sent a
     cancel (``cancel_requested``) or booked a terminal status.
@@ -117,7 +120,7 @@ class ExpectedOrder:
     def __post_init__(self) -> None:
         # An order the bot asked to cancel, or booked as terminal, has ended for the bot.
         if self.ended_ts_ms is None and (self.cancel_requested or self.status.is_terminal):
-            self.ended_ts_ms = self.updated_ts_ms or self.created_ts_ms
+            object.__setattr__(self, "ended_ts_ms", self.updated_ts_ms or self.created_ts_ms)
 
     @property
     def expected_open(self) -> bool:

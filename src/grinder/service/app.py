@@ -36,6 +36,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.deadman.decision import Health
+from grinder.deadman.metrics import DeadmanMetrics
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
@@ -53,6 +55,7 @@ from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, start_control_site
+from grinder.service.deadman import DeadmanSwitch
 from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, listen_error, start_site
 from grinder.service.loop import ServiceLoop
@@ -129,6 +132,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.runner: ReconcileRunner | None = None
         self.engine: ReconcileEngine | None = None
         self.controls: Controls | None = None
+        self.deadman: DeadmanSwitch | None = None
         self.stop_event = asyncio.Event()
         self.shutdown = ShutdownDeadline()
         self.ready = False
@@ -222,6 +226,9 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self._tasks.append(asyncio.create_task(self.stream.run(), name="user-data-stream"))
         if self.hagate is not None:
             self._tasks.append(self.hagate.start())
+        if opts.deadman.symbols:
+            self.deadman = self._deadman_switch(port)
+            self._tasks.append(asyncio.create_task(self.deadman.run(), name="deadman-switch"))
         self.metrics.ha_is_leader.set(1 if self.may_remediate() else 0)
 
     async def _start_http(self) -> None:
@@ -353,6 +360,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "expected": self.expected_status(),
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
+            "deadman": None if self.deadman is None else self.deadman.status(),
         }
 
     # --- the bot's expected state (gate E) ------------------------------------------------
@@ -462,6 +470,34 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "venue": self.opts.venue,
             "snapshot_age_s": None if age is None else round(age / 1000, 3),
         }
+
+    # --- the dead-man switch -------------------------------------------------------------
+
+    def _deadman_switch(self, port: BinanceFuturesPort) -> DeadmanSwitch:
+        hagate = self.hagate
+        return DeadmanSwitch(
+            self.opts.deadman,
+            port,
+            health=self.deadman_health,
+            leadership=(lambda: 0) if hagate is None else (lambda: hagate.acting_token),
+            open_orders=self.observed.open_orders,
+            metrics=DeadmanMetrics(self.registry),
+            clock=self.clock,
+            audit_event=self.audit_event,
+        )
+
+    def deadman_health(self) -> Health:
+        """What the dead-man switch renews on: leadership, the bot, the stream, snapshots."""
+        stream = self.stream.state if self.stream is not None else StreamState.DISCONNECTED
+        return Health(
+            acting=self.may_remediate(),
+            lease_left_ms=None if self.hagate is None else self.hagate.lease_window_ms(),
+            heartbeat_age_s=self.expected_heartbeat_age(),
+            heartbeat_max_age_s=self.config.expected_heartbeat_max_age_s,
+            stream_live=stream is StreamState.LIVE,
+            snapshot_age_ms=self.observed.snapshot_age_ms(self.clock()),
+            max_snapshot_age_ms=self.opts.deadman.max_snapshot_age_ms,
+        )
 
     # --- high availability ---------------------------------------------------------------
 

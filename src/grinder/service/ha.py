@@ -47,6 +47,11 @@ class ServiceHa:
         token = self.elector.token
         return token is not None and token == self._acting_token
 
+    @property
+    def acting_token(self) -> int | None:
+        """The fencing token of the leadership this instance acts under, or None."""
+        return self._acting_token if self.may_remediate() else None
+
     def lease_window_ms(self) -> int:
         """Milliseconds before the local deadline of the leadership this instance acts
         under; 0 when it does not act (a write is authorized at most this far ahead)."""
@@ -181,6 +186,8 @@ class ServiceHa:
                 log_event(log, "HA_LEADER_ACTING", logging.WARNING, **fields)
                 svc.audit_event("HA_LEADER_ACTING", fields)
                 svc.schedule(svc.clock())
+                if svc.deadman is not None:
+                    svc.deadman.wake()  # the countdown is handed over at once
             return
 
     def _on_redis_state(self, up: bool, error: str | None) -> None:

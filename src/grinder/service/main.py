@@ -227,7 +227,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             ha=ha,
         )
         code, fatal = asyncio.run(_serve(service, tee))
-        failed = _write_artifacts(service, opts, run_dir, code, tee)
+        failed = write_artifacts(service, opts, run_dir, code, tee)
     except BaseException as exc:
         if isinstance(exc, ConfigError | BudgetStateError):
             code, text = EXIT_USAGE, str(exc)  # as run_command reports them
@@ -298,7 +298,7 @@ def _reason(exc: Exception, path: Path | None) -> str:
     return exc.strerror
 
 
-def _write_artifacts(
+def write_artifacts(
     service: ReconcileService,
     opts: ServiceOptions,
     run_dir: RunDir | None,

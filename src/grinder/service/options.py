@@ -1,8 +1,9 @@
 """Service settings: flags > environment > config file > defaults.
 
-The config file is TOML with up to three tables: ``[reconcile]`` (every field of
-``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below) and ``[ha]``
-(``grinder.ha.config.HaConfig``: lease timings, Redis timeout, key namespace).
+The config file is TOML with up to four tables: ``[reconcile]`` (every field of
+``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below), ``[ha]``
+(``grinder.ha.config.HaConfig``: lease timings, Redis timeout, key namespace) and
+``[deadman]`` (``grinder.deadman.config.DeadmanConfig``: the exchange's countdown).
 The runbook's environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
 ``ARMED``) override the file; ``ALLOW_MAINNET_TRADE`` is read at every write.
 
@@ -24,7 +25,9 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+from grinder.deadman.config import DeadmanConfig
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
 from grinder.ha.connection import check_namespace, check_url
 from grinder.reconcile.config import (
@@ -52,7 +55,7 @@ MAX_FLOAT = 1e9
 PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
 
-IP_WEIGHT_PER_MINUTE = 2400
+IP_WEIGHT_PER_MINUTE = DEFAULT_WEIGHT_LIMIT
 """Binance's request-weight limit of one IP per minute (every client on that IP counts)."""
 SNAPSHOT_WEIGHT_SHARE = 0.25
 """The most of ``IP_WEIGHT_PER_MINUTE`` the periodic snapshots may ever spend: the rest is
@@ -131,9 +134,10 @@ class FileConfig:
     reconcile: ReconcileConfig
     service: ServiceConfig
     ha: HaConfig = field(default_factory=HaConfig)
+    deadman: DeadmanConfig = field(default_factory=DeadmanConfig)
 
 
-TABLES = ("reconcile", "service", "ha")
+TABLES = ("reconcile", "service", "ha", "deadman")
 
 
 def load_config_file(path: Path | None) -> FileConfig:
@@ -151,17 +155,20 @@ def load_config_file(path: Path | None) -> FileConfig:
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {unknown}; expected [reconcile], [service], [ha]"
+            f"{path}: unknown table(s) {unknown}; expected [reconcile], [service], [ha], [deadman]"
         )
-    rec = raw.get("reconcile", {})
-    svc = raw.get("service", {})
-    ha = raw.get("ha", {})
-    if not isinstance(rec, dict) or not isinstance(svc, dict) or not isinstance(ha, dict):
-        raise ConfigError(f"{path}: [reconcile], [service] and [ha] must be tables")
-    reconcile = ReconcileConfig.from_mapping(rec, source=f"{path} [reconcile]")
-    service = _validate(ServiceConfig, svc, f"{path} [service]")
-    ha_config = _validate(HaConfig, ha, f"{path} [ha]")
-    return FileConfig(reconcile, service, ha_config)
+    tables = {name: raw.get(name, {}) for name in TABLES}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+    reconcile = ReconcileConfig.from_mapping(tables["reconcile"], source=f"{path} [reconcile]")
+    service = _validate(ServiceConfig, tables["service"], f"{path} [service]")
+    ha_config = _validate(HaConfig, tables["ha"], f"{path} [ha]")
+    deadman = _validate(DeadmanConfig, tables["deadman"], f"{path} [deadman]")
+    problem = deadman.check_with_service(service.max_snapshot_interval_s)
+    if problem is not None:
+        raise ConfigError(f"{path} [deadman]: {problem}")
+    return FileConfig(reconcile, service, ha_config, deadman)
 
 
 def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
@@ -231,6 +238,8 @@ class ServiceOptions:
     """HA on Redis; None runs alone, exactly as without HA."""
     file_ha: HaConfig = field(default_factory=HaConfig)
     """The config file's ``[ha]`` table as read at start (a reload compares against it)."""
+    deadman: DeadmanConfig = field(default_factory=DeadmanConfig)
+    """The dead-man switch (``[deadman]``); a reload changes only ``enabled``."""
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -286,6 +295,7 @@ def resolve(
             f"got {duration}"
         )
     ha = _ha_settings(flags, src, file_cfg.ha)
+    _check_deadman(file_cfg.deadman, config_path, venue, ha, runtime.allow_mainnet_trade)
     return ServiceOptions(
         venue=venue,
         venue_url=flags.venue_url,
@@ -309,7 +319,28 @@ def resolve(
         armed=armed,
         ha=ha,
         file_ha=file_cfg.ha,
+        deadman=file_cfg.deadman,
     )
+
+
+def _check_deadman(
+    deadman: DeadmanConfig,
+    path: Path | None,
+    venue: Venue,
+    ha: HaSettings | None,
+    allow_mainnet: bool,
+) -> None:
+    """The rules of ``[deadman]`` that need the rest of the settings."""
+    if not deadman.enabled:
+        return
+    problem = None if ha is None else deadman.check_with_ha(ha.config.lease_ttl_s)
+    if problem is not None:
+        raise ConfigError(f"{path} [deadman]: {problem}")
+    if venue == "mainnet" and not allow_mainnet:
+        raise ConfigError(
+            f"{path} [deadman]: enabled on mainnet needs ALLOW_MAINNET_TRADE=1 in the service's "
+            "environment (a tripped switch cancels every open order of its symbols)"
+        )
 
 
 def _ha_settings(

@@ -13,12 +13,14 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from grinder.clock import Clock
+from grinder.deadman.config import DeadmanConfig
 from grinder.ha.config import HaConfig
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.service.control import ALLOW_MAINNET, Controls
+from grinder.service.deadman import DeadmanSwitch
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceConfig, ServiceOptions, load_config_file
 
@@ -35,6 +37,7 @@ class ServiceSettings:
     gate_env: dict[str, str]
     controls: Controls | None
     smetrics: ServiceMetrics
+    deadman: DeadmanSwitch | None
 
     # Defined by ``ReconcileService``; declared for the type checker only, since a definition
     # here would shadow it.
@@ -75,6 +78,26 @@ class ServiceSettings:
     def _set_armed(self, armed: bool) -> None:
         self._executor().armed = armed
 
+    def _reload_deadman(
+        self, fresh: DeadmanConfig, source: str, not_applied: list[str]
+    ) -> list[dict[str, Any]]:
+        """``[deadman] enabled`` takes effect now (when the switch runs: its symbols were
+        listed at start); every other field is read at start."""
+        start = self.opts.deadman
+        switch = self.deadman
+        not_applied += [
+            f"deadman.{name}"
+            for name in DeadmanConfig.model_fields
+            if getattr(fresh, name) != getattr(start, name)
+            and (name != "enabled" or switch is None)
+        ]
+        if switch is None or fresh.enabled == switch.enabled:
+            return []
+        old = switch.enabled
+        switch.set_enabled(fresh.enabled)
+        self._on_change(source, "deadman.enabled", old, fresh.enabled)
+        return [{"field": "deadman.enabled", "old": old, "new": fresh.enabled}]
+
     def reload_config(self, source: str) -> dict[str, Any]:
         """Re-read the config file and apply what changed (environment gates still win).
 
@@ -112,6 +135,7 @@ class ServiceSettings:
             for name in HaConfig.model_fields
             if getattr(fresh.ha, name) != getattr(self.opts.file_ha, name)
         ]
+        changes += self._reload_deadman(fresh.deadman, source, not_applied)
         if not_applied:
             log_event(
                 log,

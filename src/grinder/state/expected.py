@@ -80,10 +80,10 @@ class ExpectedStore(Protocol):
 
 class ExpectedWriter(Protocol):
     """The writes every expected-state backend takes (``MemoryExpectedStore``,
-    ``SqliteExpectedStore``, ``RedisExpectedStore``), with the same semantics: each store
-    keeps its own copy of a recorded order (changing the caller's object afterwards changes
-    nothing stored), a cancel or a booked status replaces the stored order rather than
-    changing an order handed out before, and an unknown id raises ``UnknownOrder``.
+    ``SqliteExpectedStore``, ``RedisExpectedStore``), with the same semantics: orders are
+    frozen values (what a store holds cannot be changed behind it), a cancel or a booked
+    status replaces the stored order rather than changing an order handed out before, and
+    an unknown id raises ``UnknownOrder``.
 
     The bot's heartbeat is not part of it: its signature differs by backend (the SQLite
     store takes the bot's time), see the module docstring."""
@@ -305,7 +305,7 @@ class MemoryExpectedStore(DictReads):
     # --- writes --------------------------------------------------------------------------
 
     def record_order(self, order: ExpectedOrder) -> None:
-        """The bot placed (or is about to place) this order. The store keeps a copy."""
+        """The bot placed (or is about to place) this order (a frozen value: stored as given)."""
         self._written = True
         if order.client_order_id not in self._orders and len(self._orders) >= self.max_orders:
             self._evict_ended(now_ms=None)
@@ -314,7 +314,7 @@ class MemoryExpectedStore(DictReads):
                     f"expected store holds {len(self._orders)} orders (max_orders="
                     f"{self.max_orders}) and none has ended; refusing {order.client_order_id}"
                 )
-        stored = replace(order)  # the caller's object stays the caller's
+        stored = order
         self._orders[stored.client_order_id] = stored
         if stored.ended_ts_ms is not None:
             self._push_ended(stored.ended_ts_ms, stored.client_order_id)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -288,9 +287,9 @@ class RedisExpectedStore(MirrorReads):
     # --- writes --------------------------------------------------------------------------
 
     def record_order(self, order: ExpectedOrder) -> None:
-        """The bot placed (or is about to place) this order. The store keeps a copy."""
+        """The bot placed (or is about to place) this order (a frozen value: stored as given)."""
         self._require_writable()
-        stored = replace(order)
+        stored = order
         reply = self._eval(
             self._record,
             [

@@ -75,7 +75,6 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -296,8 +295,8 @@ class SqliteExpectedStore(MirrorReads, Closing):
     # --- writes --------------------------------------------------------------------------
 
     def record_order(self, order: ExpectedOrder) -> None:
-        """The bot placed (or is about to place) this order. The store keeps a copy."""
-        stored = replace(order)
+        """The bot placed (or is about to place) this order (a frozen value: stored as given)."""
+        stored = order
         cid = stored.client_order_id
         with self._write() as tx:
             current = fetch_order(self._conn, self.path, cid)

@@ -19,6 +19,8 @@
 * A flatten is a MARKET order for the exact size rounded down to the symbol's
   market step size: ``reduceOnly=true`` in one-way mode, ``positionSide`` in
   hedge mode (where Binance refuses ``reduceOnly``).
+* ``countdown_cancel_all`` sets the exchange's dead-man countdown of one symbol
+  (``POST /fapi/v1/countdownCancelAll``, weight 10): a write like the others.
 * Writes are sent once each, authorized at the wire (``authorize``, see
   ``grinder.exchange.port``); the executor decides any further attempt (a flatten
   only after reading the position again).
@@ -43,6 +45,7 @@ from grinder.exchange.binance.parsing import (
     WireFormatError,
     parse_algo_order,
     parse_algo_orders,
+    parse_countdown,
     parse_exchange_info,
     parse_order,
     parse_orders,
@@ -53,6 +56,8 @@ from grinder.exchange.port import Authorize, CancelOutcome
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 ALL_SYMBOLS_WEIGHT = 40
+COUNTDOWN_WEIGHT = 10
+"""``POST /fapi/v1/countdownCancelAll`` (the dead-man switch's renewal)."""
 SNAPSHOT_CONCURRENCY = 8
 EXCHANGE_INFO_TTL_MS = 3_600_000
 
@@ -237,6 +242,26 @@ class BinanceFuturesPort:
         except OrderAlreadyGone:
             return CancelOutcome.ALREADY_GONE
         return CancelOutcome.CANCELED
+
+    async def countdown_cancel_all(
+        self, symbol: str, countdown_ms: int, *, authorize: Authorize | None = None
+    ) -> int:
+        """Set the exchange's countdown for ``symbol`` (0 stops it): when it ends unrenewed,
+        Binance cancels the symbol's open orders. Returns the countdown it set (ms)."""
+        body: Any = await self.rest.request(
+            "POST",
+            "/fapi/v1/countdownCancelAll",
+            {"symbol": symbol, "countdownTime": countdown_ms},
+            signed=True,
+            weight=COUNTDOWN_WEIGHT,
+            trade=True,
+            authorize=authorize,
+        )
+        return _read(
+            f"POST /fapi/v1/countdownCancelAll {symbol}",
+            lambda: parse_countdown(body, symbol=symbol),
+            write=True,
+        )
 
     async def place_reduce_only_market(
         self,

@@ -290,3 +290,13 @@ def parse_error(body: Any, *, kind: str = "error body") -> tuple[int, str]:
         raise _field_error(obj, "code", kind, "", "an integer error code")
     msg = _opt_str(obj, "msg", kind, "")
     return code, msg or ""
+
+
+def parse_countdown(doc: Any, *, symbol: str, kind: str = "countdownCancelAll") -> int:
+    """The countdown (ms) the exchange set for ``symbol``: ``{"symbol", "countdownTime"}``,
+    the time a digit string (the docs' example) or an integer."""
+    obj = _expect_object(doc, kind)
+    echoed = _req_str(obj, "symbol", kind, "")
+    if echoed != symbol:
+        raise _field_error(obj, "symbol", kind, "", f"{symbol!r}")
+    return _req_int(obj, "countdownTime", kind, "")

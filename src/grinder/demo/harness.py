@@ -39,7 +39,7 @@ from grinder.service.options import ServiceOptions
 from grinder.service.venue import credentials_for
 
 
-class DemoBase:
+class DemoHarness:
     """Everything but the cases: ``Demo`` (``grinder.demo.cases``) adds them."""
 
     def __init__(self, opts: DemoOptions, tee: Tee, run_dir: RunDir) -> None:
