@@ -29,6 +29,8 @@ LIVE_GATES = {
     "ARMED": "1",
     "ALLOW_MAINNET_TRADE": "1",
 }
+SERVICE_LOG = "service.log"
+"""The demo's event log, in its run directory."""
 ARTIFACTS = ("stdout.log", "audit.jsonl", "metrics.prom", "metrics_summary.json")
 
 

@@ -52,6 +52,7 @@ from grinder.service.artifacts import (
 from grinder.service.control import default_socket_path
 from grinder.service.options import ServiceOptions
 from grinder.service.preflight import check_inputs, check_outputs
+from grinder.service.runtime_status import ServiceRuntime, venue_line
 from grinder.service.venue import check_venue
 
 log = logging.getLogger("grinder.service")
@@ -217,6 +218,15 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
         budget = prepare_budget(opts, tee, wall_clock_ms(), ha, loaded)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
+        runtime = ServiceRuntime.of(
+            opts,
+            src,
+            started_ts_ms=wall_clock_ms(),
+            control_socket=control,
+            run_dir=run_dir.path if run_dir else None,
+            audit_path=audit_path,
+            metrics_out=opts.metrics_out or (run_dir.metrics_prom if run_dir else None),
+        )
         service = ReconcileService(
             opts,
             credentials=credentials,
@@ -225,6 +235,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             control_socket=control,
             env=src,
             ha=ha,
+            runtime=runtime,
         )
         code, fatal = asyncio.run(_serve(service, tee))
         failed = _write_artifacts(service, opts, run_dir, code, tee)
@@ -278,6 +289,7 @@ async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
             return 0, None
         tee.line(f"metrics: {service.metrics_url}")
         tee.line(f"control: {service.control_socket}")
+        tee.line(venue_line(service.venue))
         tee.line("ready: first snapshot in; reconciling")
         await service.run_until_stopped()
         return 0, None
