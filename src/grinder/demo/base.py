@@ -20,6 +20,7 @@ from grinder.demo.options import (
     LIVE_GATES,
     QTY,
     SERVICE_LOG,
+    STAGE2_SETTINGS,
     SYMBOL,
     SYMBOLS,
     WIDTH,
@@ -236,8 +237,11 @@ class DemoBase:
         self.line(
             "ceremony   no drift is injected; check runbook 13's stages against this service:"
         )
-        for stage in (1, 2):
-            self.line(f"  grinder ceremony check --stage {stage} {flags} --log-file {log}")
+        self.line(f"  grinder ceremony check --stage 1 {flags} --log-file {log}")
+        self.line("           stage 2 (dry-run, cancel only), opened through the control socket:")
+        for field, value in STAGE2_SETTINGS:
+            self.line(f"  grinder control set {field} {value} --socket {socket}")
+        self.line(f"  grinder ceremony check --stage 2 {flags} --log-file {log}")
         self.line("           misconfigure a gate, and stage 2 fails with the evidence:")
         self.line(f"  grinder control set dry_run false --socket {socket}")
         hold = self.opts.hold_s
