@@ -54,14 +54,26 @@ from grinder.service.options import ServiceFlags, resolve
     show_default=True,
     help="Address the metrics endpoint binds to.",
 )
-@file_option("--log-file")
+@file_option(
+    "--log-file",
+    help="Write the event log (RECONCILE_MISMATCH, REMEDIATION_*, …) to this file as well as "
+    "stderr; its folder is created (runbook 13: /var/log/grinder/app.log).",
+)
 @click.option(
     "--reset-budget-state",
     is_flag=True,
     help="Start with a clean daily budget at BUDGET_STATE_PATH.",
 )
-@file_option("--audit-out")
-@file_option("--metrics-out")
+@file_option(
+    "--audit-out",
+    help="Write the JSONL audit trail here (wins over the run directory's audit.jsonl and "
+    "over GRINDER_AUDIT_ENABLED / GRINDER_AUDIT_PATH); its folder must exist.",
+)
+@file_option(
+    "--metrics-out",
+    help="Write the final Prometheus metrics here at exit (wins over the run directory's "
+    "metrics.prom); its folder must exist.",
+)
 @file_option(
     "--expected-db",
     help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB]; "
