@@ -162,3 +162,37 @@ def test_setup_refuses_an_unknown_argument_and_explains_itself(tmp_path: Path) -
     assert helped.returncode == 0
     assert "bin/setup --dev" in helped.stdout
     assert not (home / ".local").exists()
+
+
+@pytest.mark.parametrize("script", ["run_live_reconcile", "smoke_reconcile_e2e", "drill_bot"])
+def test_the_runbook_scripts_take_h(script: str, cli: Any) -> None:
+    for flag in ("-h", "--help"):
+        helped = cli.run(f"scripts.{script}", flag, env=cli.env(scripts=True), python="python3")
+        assert helped.returncode == 0, helped.stderr
+        assert helped.stdout.startswith(f"Usage: {script} [OPTIONS]"), helped.stdout
+
+
+def test_the_bin_scripts_take_h(tmp_path: Path) -> None:
+    """Each explains itself and does nothing else (``bin/test -h`` runs no test, ``bin/ensure-
+    debian-packages -h`` installs nothing); ``bin/run -h`` adds grinder's own help."""
+    copy, home = clone(tmp_path), tmp_path / "home"
+    path = machine_path()
+    for script, says in (
+        ("setup", "bin/setup --dev"),
+        ("test", "The whole test suite"),
+        ("ensure-debian-packages", "bin/ensure-debian-packages PACKAGE:COMMAND"),
+    ):
+        for flag in ("-h", "--help"):
+            helped = shell(f"{copy}/bin/{script} {flag}", home=home, path=path)
+            assert (helped.returncode, helped.stderr) == (0, ""), (script, helped.stderr)
+            assert says in helped.stdout, (script, helped.stdout)
+            assert "==" not in helped.stdout  # bin/test printed no quality gate
+    run = shell(f"{copy}/bin/run -h", home=home, path=path)
+    assert run.returncode == 0, run.stderr
+    assert "Usage: bin/run [grinder ARGS...]" in run.stdout
+    assert "Usage: grinder [OPTIONS] COMMAND [ARGS]..." in run.stdout
+    bad = shell(f"{copy}/bin/ensure-debian-packages redis-server", home=home, path=path)
+    assert (bad.returncode, bad.stderr) == (
+        2,
+        "bin/ensure-debian-packages: expected PACKAGE:COMMAND, got 'redis-server'\n",
+    )

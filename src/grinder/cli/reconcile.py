@@ -7,6 +7,7 @@ import os
 import click
 
 from grinder.cli.options import Seconds, file_option, url_option
+from grinder.service.control import DEFAULT_SOCKET_TEXT
 from grinder.service.defaults import (
     DEFAULT_METRICS_HOST,
     DEFAULT_METRICS_PORT,
@@ -90,7 +91,7 @@ from grinder.service.options import ServiceFlags, resolve
     type=click.Path(),
     default=None,
     metavar="PATH",
-    help="Unix socket of the control endpoint (default $XDG_RUNTIME_DIR/grinder/control.sock).",
+    help=f"Unix socket of the control endpoint (default {DEFAULT_SOCKET_TEXT}).",
 )
 @url_option(
     "--redis-url",
