@@ -273,6 +273,14 @@ def test_a_shell_with_settings_the_service_lacks_reports_the_services_truth(
     assert item(named.stdout, BUDGET).endswith(
         f"(--budget-state {budget} is a file the service does not use)"
     )
+    # An unreachable --metrics-url is an item's evidence, its password masked.
+    closed = f"http://m:{SIM_SECRET}@127.0.0.1:{bare.cli.free_port()}/metrics"
+    dark = bare.check("--stage", "3", "--metrics-url", closed, **shell)
+    assert dark.returncode == 1
+    assert SIM_SECRET not in dark.stdout + dark.stderr
+    assert item(dark.stdout, "Service metrics endpoint answers").startswith(
+        "FAIL http://m:***@127.0.0.1:"
+    )
     stage2 = bare.check("--stage", "2", **shell)
     assert item(stage2.stdout, RUN_DIR).startswith(
         "MANUAL the service runs without a run directory (GRINDER_ARTIFACTS_DIR unset in its "
