@@ -125,6 +125,11 @@ class Tee:
             self._file = None
 
 
+def final_metrics_path(metrics_out: Path | None, run_dir: RunDir | None) -> Path | None:
+    """Where the final metrics go: ``--metrics-out``, else the run directory's."""
+    return metrics_out or (run_dir.metrics_prom if run_dir else None)
+
+
 def write_metrics_prom(path: Path, registry: CollectorRegistry) -> None:
     write_bytes_atomic(path, exposition(registry))
 

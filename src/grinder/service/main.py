@@ -46,6 +46,7 @@ from grinder.service.artifacts import (
     RunDir,
     Tee,
     clean_old_days,
+    final_metrics_path,
     write_metrics_prom,
     write_metrics_summary,
 )
@@ -218,15 +219,6 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
         budget = prepare_budget(opts, tee, wall_clock_ms(), ha, loaded)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
-        runtime = ServiceRuntime.of(
-            opts,
-            src,
-            started_ts_ms=wall_clock_ms(),
-            control_socket=control,
-            run_dir=run_dir.path if run_dir else None,
-            audit_path=audit_path,
-            metrics_out=opts.metrics_out or (run_dir.metrics_prom if run_dir else None),
-        )
         service = ReconcileService(
             opts,
             credentials=credentials,
@@ -235,7 +227,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             control_socket=control,
             env=src,
             ha=ha,
-            runtime=runtime,
+            runtime=ServiceRuntime.for_run(opts, src, control, run_dir, audit_path),
         )
         code, fatal = asyncio.run(_serve(service, tee))
         failed = _write_artifacts(service, opts, run_dir, code, tee)
@@ -351,7 +343,7 @@ def _write_artifacts(
         )
     elif store is not None:
         attempt("the shared budget state", None, lambda: store.save(service.budget.state))
-    metrics_out = opts.metrics_out or (run_dir.metrics_prom if run_dir else None)
+    metrics_out = final_metrics_path(opts.metrics_out, run_dir)
     if metrics_out is not None:
         what = "--metrics-out" if opts.metrics_out is not None else METRICS_PROM
         attempt(what, metrics_out, lambda: write_metrics_prom(metrics_out, service.registry))

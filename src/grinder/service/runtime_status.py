@@ -21,7 +21,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from grinder.clock import wall_clock_ms
 from grinder.redaction import mask_url, redact
+from grinder.service.artifacts import RunDir, final_metrics_path
 from grinder.service.options import ServiceOptions
 from grinder.service.venue import VenueConnection
 
@@ -106,6 +108,26 @@ class ServiceRuntime:
             env=MappingProxyType(gate_environment(env)),
             env_overrides=MappingProxyType(overrides),
             budget_store=store,
+        )
+
+    @classmethod
+    def for_run(
+        cls,
+        opts: ServiceOptions,
+        env: Mapping[str, str],
+        control_socket: Path,
+        run_dir: RunDir | None,
+        audit_path: Path | None,
+    ) -> ServiceRuntime:
+        """The facts of a service run from the command line, starting now."""
+        return cls.of(
+            opts,
+            env,
+            started_ts_ms=wall_clock_ms(),
+            control_socket=control_socket,
+            run_dir=run_dir.path if run_dir else None,
+            audit_path=audit_path,
+            metrics_out=final_metrics_path(opts.metrics_out, run_dir),
         )
 
     def section(self, venue_url: str | None) -> dict[str, Any]:
