@@ -1,7 +1,10 @@
 """``grinder demo --ceremony`` in a subprocess: the ceremony checker against the demo service.
 
-Stage 1 and stage 2 pass with the printed flags; a gate misconfigured through the control
-socket makes stage 2 fail with the evidence; SIGTERM stops the demo cleanly (exit 0).
+The demo's service starts passive: stage 1 passes with the printed flags and stage 2 fails; the
+printed ``grinder control set`` commands open stage 2, after which stage 2 passes and stage 1
+fails, naming the settings now active; a gate misconfigured through the control socket makes
+stage 2 fail with the evidence; SIGTERM stops the demo cleanly (exit 0). The checker's own
+environment has none of the service's settings: what it reports is the service's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.subprocess
 
 CHECK = re.compile(r"^\s+grinder ceremony check --stage (\d) (.+)$")
 CONTROL = re.compile(r"^\s+grinder control set dry_run false (.+)$")
+OPEN = re.compile(r"^\s+grinder control set (action|allow_active_remediation) (\S+) (.+)$")
 READY = "ceremony ready:"
 
 
@@ -75,7 +79,7 @@ def demo(cli: Any, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list
             proc.wait(timeout=10)
 
 
-def test_ceremony_stages_1_and_2_pass_and_a_misconfigured_gate_fails(
+def test_ceremony_walk_from_stage_1_to_stage_2_and_a_misconfigured_gate_fails(
     demo: tuple[subprocess.Popen[str], list[str]], cli: Any
 ) -> None:
     def grinder(*args: str) -> subprocess.CompletedProcess[str]:
@@ -90,15 +94,37 @@ def test_ceremony_stages_1_and_2_pass_and_a_misconfigured_gate_fails(
         assert "--metrics-url" in flags, text
     control = next((m.group(1) for ln in lines if (m := CONTROL.match(ln))), None)
     assert control is not None, text
+    opening = [m.groups() for ln in lines if (m := OPEN.match(ln))]
+    assert [(f, v) for f, v, _ in opening] == [
+        ("action", "cancel_all"),
+        ("allow_active_remediation", "true"),
+    ], text
 
-    for stage in ("1", "2"):
+    def passes(stage: str) -> str:
         result = grinder("ceremony", "check", "--stage", stage, *checks[stage])
         assert result.returncode == 0, result.stdout + result.stderr
         assert "RESULT: PASS" in result.stdout, result.stdout
         assert re.search(r"^  PASS ", result.stdout, re.MULTILINE), result.stdout
         assert not re.search(r"^  FAIL ", result.stdout, re.MULTILINE), result.stdout
-    stage1 = grinder("ceremony", "check", "--stage", "1", *checks["1"]).stdout
+        return result.stdout
+
+    stage1 = passes("1")
     assert re.search(r"PASS\s+1\.1\s+No ORDER_EXISTS_UNEXPECTED mismatches", stage1), stage1
+    assert re.search(r"PASS\s+1\s+No active feature enabled yet", stage1), stage1
+    early = grinder("ceremony", "check", "--stage", "2", *checks["2"])
+    assert early.returncode == 1, early.stdout  # stage 2's settings are not in force yet
+
+    for field, value, flags in opening:
+        opened = grinder("control", "set", field, value, *shlex.split(flags))
+        assert opened.returncode == 0, opened.stdout + opened.stderr
+    passes("2")
+    late = grinder("ceremony", "check", "--stage", "1", *checks["1"])
+    assert late.returncode == 1, late.stdout
+    active = re.search(
+        r"^  FAIL\s+1\s+No active feature enabled yet.*\n\s+(.+)$", late.stdout, re.MULTILINE
+    )
+    assert active is not None, late.stdout
+    assert active.group(1).startswith("active: action=cancel_all (gate 1"), late.stdout
 
     changed = grinder("control", "set", "dry_run", "false", *shlex.split(control))
     assert changed.returncode == 0, changed.stdout + changed.stderr

@@ -626,7 +626,8 @@ def test_faults_and_bad_input_never_show_a_secret(
                 "--interval",
                 "0",
             ),
-            1,
+            2,  # the service cannot be reached: one line, nothing read from elsewhere
+            "--socket:",
         ),
         Case("control", ("control", "status", "--socket", missing_socket), 2, "--socket:"),
         Case(

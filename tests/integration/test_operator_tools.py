@@ -159,9 +159,22 @@ def test_every_metric_the_rules_and_dashboard_use_is_in_the_service_output(
 
 
 def test_stage_1_and_2_pass_against_a_dry_run_service(service: Service) -> None:
-    stage1 = service.grinder(
-        "ceremony", "check", "--stage", "1", "--log-file", str(service.log_file)
+    # Stage 2's settings are in force: stage 1 names them; passive again, it passes.
+    active = service.grinder("ceremony", "check", "--stage", "1")
+    assert active.returncode == 1, active.stdout + active.stderr
+    assert item(active.stdout, "No active feature enabled yet (passive first)").startswith(
+        "FAIL active: action=cancel_all (gate 1 action permitted; passive: none), "
+        "allow_active_remediation=true (gate 3 allow_active_remediation; passive: false)"
     )
+    service.control("/set", {"field": "action", "value": "none"})
+    service.control("/set", {"field": "allow_active_remediation", "value": False})
+    try:
+        stage1 = service.grinder(
+            "ceremony", "check", "--stage", "1", "--log-file", str(service.log_file)
+        )
+    finally:
+        service.control("/set", {"field": "allow_active_remediation", "value": True})
+        service.control("/set", {"field": "action", "value": "cancel_all"})
     assert stage1.returncode == 0, stage1.stdout + stage1.stderr
     assert "RESULT: PASS" in stage1.stdout
     runs = item(stage1.stdout, "Reconcile runs increasing")
@@ -270,9 +283,9 @@ def test_stage_3_and_4_pass_once_the_operator_opens_the_gates(service: Service) 
         ):
             service.control("/set", {"field": field, "value": cfg[field]})
     assert stage3.returncode == 0, stage3.stdout
-    assert item(stage3.stdout, "ALLOW_MAINNET_TRADE=1 set").startswith(
-        "PASS service allow_mainnet_trade=true (control /status); this shell: "
-        "ALLOW_MAINNET_TRADE unset"
+    assert item(stage3.stdout, "ALLOW_MAINNET_TRADE=1 set") == (
+        "PASS service allow_mainnet_trade=true (control /status); service environment at "
+        "start: ALLOW_MAINNET_TRADE unset"
     )
     assert item(stage3.stdout, "Daily budget persisted (budget state file)").startswith(
         f"PASS --budget-state={service.budget}: day "
@@ -355,11 +368,11 @@ def test_gates_and_ceremony_without_a_service(tmp_path: Path, cli: Any) -> None:
     assert gates.returncode == 2
     assert gates.stderr.startswith("grinder: error: --socket: no control socket at ")
     check = grinder("ceremony", "check", "--stage", "1", "--metrics-url", dead)
-    assert check.returncode == 1
-    assert item(check.stdout, "Service metrics endpoint answers").startswith(
-        f"FAIL {dead}: cannot connect"
-    )
-    assert "settings: unavailable (no control socket at " in check.stdout
+    assert check.returncode == 2
+    assert check.stdout == ""
+    (line,) = check.stderr.splitlines()
+    assert line.startswith("grinder: error: --socket: no control socket at "), line
+    assert line.endswith("never this shell's"), line
     usage = grinder("gates", "--symbol", "BTCUSDT")
     assert usage.returncode == 2
     assert "exactly one of --order" in usage.stderr

@@ -26,7 +26,7 @@ from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
-from grinder.reconcile.metrics import RecentCount, ReconcileMetrics
+from grinder.reconcile.metrics import RecentCount, ReconcileMetrics, exposition
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter
 from grinder.reconcile.runner import ReconcileRunner
@@ -633,6 +633,42 @@ def test_detection_latency_has_a_series_per_mismatch_type_from_the_start() -> No
     for kind in MismatchType:
         line = f'grinder_reconcile_detection_latency_seconds_count{{type="{kind.value}"}} 0.0'
         assert line in text
+
+
+def test_exposition_leaves_out_created_and_writes_ms_timestamps_as_integers(
+    tmp_path: Path,
+) -> None:
+    """What the runbook's `curl … | grep grinder_reconcile` shows: no `_created` series (the
+    library adds one per counter and histogram series), and the last remediation's time as the
+    integer it is. The library's own output of the same registry has both problems."""
+    registry = CollectorRegistry()
+    metrics = ReconcileMetrics(registry)
+    ServiceMetrics(registry)
+    metrics.observe_last_remediation(1_796_662_474_179)
+    raw = generate_latest(registry).decode()
+    assert "grinder_reconcile_runs_created" in raw
+    assert "grinder_reconcile_last_remediation_ts_ms 1.796662474179e+12" in raw.splitlines()
+    text = exposition(registry).decode()
+    assert "_created" not in text
+    assert "grinder_reconcile_last_remediation_ts_ms 1796662474179" in text.splitlines()
+    assert metrics.exposition().decode() == text
+
+    # The same samples otherwise, and the text still parses as Prometheus text.
+    def kept(t: str) -> set[tuple[str, str, float]]:
+        return {
+            (s.name, json.dumps(s.labels, sort_keys=True), s.value)
+            for f in text_string_to_metric_families(t)
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert kept(text) == kept(raw)
+    summary = tmp_path / "summary.json"
+    write_metrics_summary(summary, registry, {})
+    written = json.loads(summary.read_text())["metrics"]
+    assert written["grinder_reconcile_last_remediation_ts_ms"] == 1_796_662_474_179
+    assert '"grinder_reconcile_last_remediation_ts_ms": 1796662474179' in summary.read_text()
+    assert not [k for k in written if "_created" in k]
 
 
 # --- ReconcileRunner end to end ---------------------------------------------------------------

@@ -88,6 +88,27 @@ def status(**config: Any) -> dict[str, Any]:
     }
 
 
+def passive_status() -> dict[str, Any]:
+    """Stage 1's settings: every gate an operator opens still closed."""
+    return status(action="none", allow_active_remediation=False)
+
+
+def runtime(env: Mapping[str, str] | None = None, **paths: Any) -> dict[str, Any]:
+    """/status's ``runtime`` of a service started with ``env`` using ``paths``."""
+    every = dict.fromkeys(
+        ("artifacts_dir", "run_dir", "budget_state_path", "log_file", "config_file"), None
+    )
+    every.update({k: None if v is None else str(v) for k, v in paths.items()})
+    store = "file" if every["budget_state_path"] else "memory"
+    return {
+        "started_ts_ms": int((NOW - 600) * 1000),
+        "paths": every,
+        "budget_store": store,
+        "env": dict(env or {}),
+        "env_overrides": {},
+    }
+
+
 class Clock:
     def __init__(self) -> None:
         self.t = 0.0
@@ -137,8 +158,13 @@ def by_title(result: Any, title: str) -> Any:
 def test_stage1_passes_on_a_healthy_passive_service() -> None:
     runs_then = scrape()
     runs_now = scrape(grinder_reconcile_runs_total=41)
-    result = run_stage(inputs(1, [runs_then, runs_then, runs_now], status_=status()))
+    result = run_stage(inputs(1, [runs_then, runs_then, runs_now], status_=passive_status()))
     assert result.passed, render(result)
+    assert by_title(result, "No active feature enabled yet (passive first)").evidence == (
+        "action=none (control /status); dry_run=true (control /status); "
+        "allow_active_remediation=false (control /status); armed=false (control /status); "
+        "allow_mainnet_trade=false (control /status)"
+    )
     item = by_title(result, "Reconcile runs increasing")
     assert item.evidence == "grinder_reconcile_runs_total 40 → 41 in 2.0 s"
     snap = by_title(result, "Snapshot age < 120 s")
@@ -146,6 +172,52 @@ def test_stage1_passes_on_a_healthy_passive_service() -> None:
         "grinder_reconcile_last_snapshot_age_seconds 12.5 (snapshot interval 37 s)"
     )
     assert by_title(result, "Mismatch history in the log: none unresolved").status is Status.MANUAL
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("action", "cancel_all", "action=cancel_all (gate 1 action permitted; passive: none)"),
+        ("dry_run", False, "dry_run=false (gate 2 dry_run; passive: true)"),
+        (
+            "allow_active_remediation",
+            True,
+            "allow_active_remediation=true (gate 3 allow_active_remediation; passive: false)",
+        ),
+        ("armed", True, "armed=true (gate 4 executor armed; passive: false)"),
+        (
+            "allow_mainnet_trade",
+            True,
+            "allow_mainnet_trade=true (gate 5 ALLOW_MAINNET_TRADE=1; passive: false)",
+        ),
+    ],
+)
+def test_stage1_fails_on_any_active_setting_and_names_it(name: str, value: Any, named: str) -> None:
+    service = passive_status()
+    if name in ("armed", "allow_mainnet_trade"):
+        service[name] = value
+    else:
+        service["config"][name] = value
+    reads = [scrape(), scrape(grinder_reconcile_runs_total=41)]
+    item = by_title(
+        run_stage(inputs(1, reads, status_=service)),
+        "No active feature enabled yet (passive first)",
+    )
+    assert item.status is Status.FAIL
+    assert item.evidence.startswith(f"active: {named} — stage 1 comes before any active feature")
+
+
+def test_stage1_names_every_active_setting_of_a_dry_run_service() -> None:
+    """Runbook 13's stage-2 settings (dry-run still on) are not passive."""
+    reads = [scrape(), scrape(grinder_reconcile_runs_total=41)]
+    result = run_stage(inputs(1, reads, status_=status()))
+    item = by_title(result, "No active feature enabled yet (passive first)")
+    assert item.status is Status.FAIL
+    assert item.evidence.startswith(
+        "active: action=cancel_all (gate 1 action permitted; passive: none), "
+        "allow_active_remediation=true (gate 3 allow_active_remediation; passive: false) — "
+    )
+    assert not result.passed
 
 
 def test_stage1_fails_when_runs_do_not_move_within_the_interval() -> None:
@@ -295,8 +367,8 @@ def test_stage2_planned_rate_from_the_control_status_when_the_gauge_is_not_read(
             20,
             4.0,
             Status.MANUAL,
-            "20 planned since the service started (service up 4.00 h (since "
-            "grinder_reconcile_runs_created)), more than 10; how many in the last hour",
+            "20 planned since the service started (service up 4.00 h), more than 10; how many "
+            "in the last hour",
         ),
         (
             12,
@@ -373,32 +445,115 @@ def stage3_status() -> dict[str, Any]:
     return s
 
 
-def test_stage3_passes_with_the_minimal_limits_and_a_budget_file(tmp_path: Path) -> None:
+BUDGET_TITLE = "Daily budget persisted (budget state file)"
+BUDGET_JSON = (
+    '{"schema_version": 1, "day": "2027-01-15", "calls_used_day": 0, '
+    '"notional_used_day": "0", "updated_ts_ms": 1}'
+)
+
+
+def test_stage3_passes_with_the_minimal_limits_and_the_services_budget_file(
+    tmp_path: Path,
+) -> None:
     budget = tmp_path / "budget.json"
-    budget.write_text(
-        '{"schema_version": 1, "day": "2027-01-15", "calls_used_day": 0, '
-        '"notional_used_day": "0", "updated_ts_ms": 1}'
-    )
-    result = run_stage(inputs(3, [scrape()], status_=stage3_status(), budget_path=budget, env={}))
+    budget.write_text(BUDGET_JSON)
+    service = runtime(budget_state_path=budget)
+    result = run_stage(inputs(3, [scrape()], status_=stage3_status(), runtime=service))
     assert result.passed, render(result)
     mainnet = by_title(result, "ALLOW_MAINNET_TRADE=1 set")
-    assert "this shell: ALLOW_MAINNET_TRADE unset" in mainnet.evidence
+    assert mainnet.evidence == (
+        "service allow_mainnet_trade=true (control /status); service environment at start: "
+        "ALLOW_MAINNET_TRADE unset"
+    )
+    assert by_title(result, BUDGET_TITLE).evidence.startswith(
+        f"service BUDGET_STATE_PATH={budget}: day 2027-01-15, 0 calls"
+    )
+    # --budget-state naming the same file (another spelling of it) is that file.
+    same = tmp_path / "." / "budget.json"
+    result = run_stage(
+        inputs(3, [scrape()], status_=stage3_status(), runtime=service, budget_path=same)
+    )
+    assert by_title(result, BUDGET_TITLE).evidence.startswith(f"--budget-state={same}: day ")
 
 
-def test_stage3_without_a_budget_file_fails() -> None:
+def test_stage3_fails_for_a_service_whose_budget_lives_in_memory(tmp_path: Path) -> None:
+    """What the checker's shell has (a --budget-state, a file) does not make the service's
+    budget persist."""
+    budget = tmp_path / "budget.json"
+    budget.write_text(BUDGET_JSON)
+    for given in (None, budget):
+        result = run_stage(
+            inputs(3, [scrape()], status_=stage3_status(), runtime=runtime(), budget_path=given)
+        )
+        item = by_title(result, BUDGET_TITLE)
+        assert item.status is Status.FAIL
+        assert item.evidence.startswith(
+            "the service runs without BUDGET_STATE_PATH (none in its environment): its daily "
+            "budget lives in memory"
+        )
+    assert item.evidence.endswith(f"(--budget-state {budget} is a file the service does not use)")
+
+
+def test_stage3_budget_state_must_be_the_services_file(tmp_path: Path) -> None:
+    own, other = tmp_path / "budget.json", tmp_path / "other.json"
+    own.write_text(BUDGET_JSON)
+    other.write_text(BUDGET_JSON)
+    result = run_stage(
+        inputs(
+            3,
+            [scrape()],
+            status_=stage3_status(),
+            runtime=runtime(budget_state_path=own),
+            budget_path=other,
+        )
+    )
+    item = by_title(result, BUDGET_TITLE)
+    assert (item.status, item.evidence) == (
+        Status.FAIL,
+        f"--budget-state {other} is not the service's budget file: it uses {own}",
+    )
+
+
+def test_stage3_budget_of_an_ha_service_persists_in_redis() -> None:
+    service = {**runtime(), "budget_store": "redis"}
+    result = run_stage(inputs(3, [scrape()], status_=stage3_status(), runtime=service))
+    item = by_title(result, BUDGET_TITLE)
+    assert item.status is Status.PASS
+    assert "in Redis" in item.evidence
+
+
+def test_stage3_budget_of_a_service_that_does_not_report_its_runtime(tmp_path: Path) -> None:
     result = run_stage(inputs(3, [scrape()], status_=stage3_status()))
-    item = by_title(result, "Daily budget persisted (budget state file)")
+    item = by_title(result, BUDGET_TITLE)
     assert item.status is Status.FAIL
-    assert item.evidence.startswith("BUDGET_STATE_PATH unset and no --budget-state")
+    assert item.evidence == (
+        "the service's budget file unknown (the service does not report its runtime in /status "
+        "(an older version)): give --budget-state"
+    )
 
 
 def test_stage3_corrupt_budget_file_fails_with_the_error(tmp_path: Path) -> None:
     budget = tmp_path / "budget.json"
     budget.write_text("{")
-    result = run_stage(inputs(3, [scrape()], status_=stage3_status(), budget_path=budget))
-    item = by_title(result, "Daily budget persisted (budget state file)")
+    service = runtime(budget_state_path=budget)
+    result = run_stage(inputs(3, [scrape()], status_=stage3_status(), runtime=service))
+    item = by_title(result, BUDGET_TITLE)
     assert item.status is Status.FAIL
     assert "budget state is not valid JSON" in item.evidence
+
+
+def test_stage3_mainnet_gate_is_the_services_not_the_shells() -> None:
+    closed = {**stage3_status(), "allow_mainnet_trade": False}
+    service = runtime(env={"ALLOW_MAINNET_TRADE": "1"})  # then denied through the socket
+    item = by_title(
+        run_stage(inputs(3, [scrape()], status_=closed, runtime=service)),
+        "ALLOW_MAINNET_TRADE=1 set",
+    )
+    assert item.status is Status.FAIL
+    assert item.evidence.startswith(
+        "service allow_mainnet_trade=false (control /status); service environment at start: "
+        "ALLOW_MAINNET_TRADE=1 — gate 5 closed"
+    )
 
 
 def test_stage3_cooldown_below_300_and_two_symbols_fail() -> None:
@@ -547,15 +702,87 @@ def test_log_review_counts_only_the_latest_process(tmp_path: Path) -> None:
         "run_id": new,
         "error": "a b",
     }
-    result = run_stage(
-        inputs(
-            1, [scrape(), scrape(grinder_reconcile_runs_total=41)], status_=status(), log_file=log
-        )
-    )
-    item = by_title(result, "Mismatch history in the log: none unresolved")
+    reads = [scrape(), scrape(grinder_reconcile_runs_total=41)]
+    result = run_stage(inputs(1, reads, status_=status(), runtime=runtime(log_file=log)))
+    item = by_title(result, LOG_TITLE)
     assert item.status is Status.FAIL
     assert item.evidence.endswith(
         "unresolved in the running service: ORDER_EXISTS_UNEXPECTED BTCUSDT grinder_d_BTCUSDT_1_1_2"
+    )
+
+
+LOG_TITLE = "Mismatch history in the log: none unresolved"
+
+
+def test_the_log_reviewed_is_the_services_own(tmp_path: Path) -> None:
+    """A file the service does not write would read as "no mismatches": it fails."""
+    own, other = tmp_path / "app.log", tmp_path / "old.log"
+    own.write_text("t INFO grinder.service RECONCILE_RUN run_id=1-aa-1\n")
+    other.write_text("")
+    reads = [scrape(), scrape(grinder_reconcile_runs_total=41)]
+
+    def log_item(**kw: Any) -> Any:
+        return by_title(
+            run_stage(inputs(1, list(reads), status_=passive_status(), **kw)), LOG_TITLE
+        )
+
+    found = log_item(runtime=runtime(log_file=own))
+    assert (found.status, found.evidence) == (
+        Status.PASS,
+        f"{own}: no RECONCILE_MISMATCH line (1 lines)",
+    )
+    wrong = log_item(runtime=runtime(log_file=own), log_file=other)
+    assert (wrong.status, wrong.evidence) == (
+        Status.FAIL,
+        f"{other} is not the service's log: it writes {own}",
+    )
+    none = log_item(runtime=runtime(), log_file=other)
+    assert none.status is Status.FAIL
+    assert none.evidence.startswith(f"{other} is not the service's log: the service writes no")
+    unlogged = log_item(runtime=runtime())
+    assert unlogged.status is Status.MANUAL
+    assert unlogged.evidence.startswith("the service writes no log file (started without --log")
+
+
+ARTIFACTS_TITLE = "Artifact run-directory enabled (recommended)"
+
+
+def test_the_run_directory_is_the_services(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    run = root / "2027-01-15" / "run_120000_000001_7"
+    run.mkdir(parents=True)
+
+    def artifacts(service: dict[str, Any] | None) -> Any:
+        return by_title(
+            run_stage(inputs(2, [scrape()], status_=status(), runtime=service)), ARTIFACTS_TITLE
+        )
+
+    item = artifacts(runtime(artifacts_dir=root, run_dir=run))
+    assert (item.status, item.evidence) == (
+        Status.PASS,
+        f"the service's GRINDER_ARTIFACTS_DIR={root}: this run's directory {run}; 1 run(s) there",
+    )
+    item = artifacts(runtime())
+    assert item.status is Status.MANUAL
+    assert item.evidence.startswith("the service runs without a run directory (GRINDER_ARTI")
+    gone = artifacts(runtime(artifacts_dir=root, run_dir=root / "2027-01-15" / "run_x"))
+    assert gone.status is Status.FAIL
+    assert artifacts(None).evidence == (
+        "run directory unknown (the service does not report its runtime in /status (an older "
+        "version))"
+    )
+
+
+def test_uptime_is_the_services_start_time_from_its_runtime() -> None:
+    """The runtime's start wins over the counters' _created (an older service's only one)."""
+    service = {**runtime(), "started_ts_ms": int((NOW - 2 * 3600) * 1000)}
+    result = run_stage(inputs(2, [scrape()], status_=status(), runtime=service))
+    assert by_title(result, "Dry-run ran for at least 1 hour").evidence.startswith(
+        "service up 2.00 h;"
+    )
+    older = run_stage(inputs(2, [scrape()], status_=status()))
+    assert by_title(older, "Dry-run ran for at least 1 hour").evidence.startswith(
+        "service up 0.17 h;"
     )
 
 
@@ -566,7 +793,7 @@ def test_instance_label_of_a_metrics_url() -> None:
 
 def test_render_prints_every_item_and_the_verdict() -> None:
     result = run_stage(
-        inputs(1, [scrape(), scrape(grinder_reconcile_runs_total=41)], status_=status())
+        inputs(1, [scrape(), scrape(grinder_reconcile_runs_total=41)], status_=passive_status())
     )
     text = render(result, ["metrics:  " + METRICS_URL])
     assert text.splitlines()[0] == (
@@ -602,7 +829,7 @@ def test_plan_review_counts_distinct_targets(tmp_path: Path) -> None:
         "symbol=BTCUSDT client_order_id=grinder_d_BTCUSDT_1_1_{cid}\n"
     )
     log.write_text(line.format(n=1, cid=1) + line.format(n=2, cid=1) + line.format(n=3, cid=2))
-    result = run_stage(inputs(2, [scrape()], status_=status(), log_file=log))
+    result = run_stage(inputs(2, [scrape()], status_=status(), runtime=runtime(log_file=log)))
     item = by_title(result, "Plans match expectations (what would be cancelled)")
     assert item.status is Status.MANUAL
     assert "3 REMEDIATION_PLANNED line(s) for 2 distinct order(s)/position(s)" in item.evidence

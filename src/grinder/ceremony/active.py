@@ -24,60 +24,9 @@ from grinder.ceremony.checks import (
     uptime_h,
     uptime_text,
 )
+from grinder.ceremony.runtime import budget_file, env_text
 from grinder.ceremony.sources import Scrape, SourceError, fmt_number, instance_of
-from grinder.reconcile.budget import BudgetStateError, FileBudgetStore, utc_day
 from grinder.redaction import mask_url
-
-
-def _budget_file(inputs: Inputs, scrape: Scrape | None, item_id: str) -> Item:
-    title = "Daily budget persisted (budget state file)"
-    path = inputs.budget_path
-    if path is None:
-        return Item(
-            item_id,
-            title,
-            Status.FAIL,
-            "BUDGET_STATE_PATH unset and no --budget-state: the daily budget lives in memory "
-            "and a restart forgets what was spent",
-        )
-    try:
-        state = FileBudgetStore(path).load()
-    except BudgetStateError as exc:
-        return Item(item_id, title, Status.FAIL, f"{inputs.budget_label}={path}: {exc}")
-    service_calls = scrape.value("grinder_reconcile_budget_calls_used_day") if scrape else None
-    if state is None:
-        text = (
-            f"{inputs.budget_label}={path}: not written yet (the service writes it before "
-            "every paid call, at exit, and with --reset-budget-state)"
-        )
-        if service_calls is None:
-            return Item(item_id, title, Status.FAIL, text + "; the service's use is unknown")
-        text += f"; service grinder_reconcile_budget_calls_used_day {fmt_number(service_calls)}"
-        if service_calls > 0:
-            return Item(
-                item_id, title, Status.FAIL, text + " — the service spent calls: another path?"
-            )
-        return Item(item_id, title, Status.PASS, text + ": nothing spent yet")
-    age_h = max(0.0, inputs.now() - path.stat().st_mtime) / 3600
-    today = utc_day(int(inputs.now() * 1000))
-    calls = state.calls_used_day if state.day == today else 0
-    notional = state.notional_used_day if state.day == today else Decimal(0)
-    evidence = (
-        f"{inputs.budget_label}={path}: day {state.day}, {state.calls_used_day} calls, "
-        f"{state.notional_used_day} USDT (today: {calls} calls, {notional} USDT); "
-        f"modified {age_h:.1f} h ago"
-    )
-    if service_calls is not None:
-        evidence += f"; service grinder_reconcile_budget_calls_used_day {fmt_number(service_calls)}"
-        if service_calls < calls:
-            return Item(
-                item_id,
-                title,
-                Status.FAIL,
-                evidence + " — the file counts more than the service: another service's file?",
-            )
-    return Item(item_id, title, Status.PASS, evidence)
-
 
 # --- stage 3 -------------------------------------------------------------------------------
 
@@ -138,7 +87,7 @@ def stage3(
 
     items.append(metric_item(scrape, error, "0", "This instance may remediate (gate 0)", leader))
     items.append(expected_state_live(inputs, scrape, error, settings, "E"))
-    items.append(_budget_file(inputs, scrape, "B"))
+    items.append(budget_file(inputs, scrape, "B"))
     executed = (
         scrape.by_label("grinder_reconcile_action_executed_total", "action") if scrape else {}
     )
@@ -158,21 +107,14 @@ def stage3(
 
 
 def _mainnet(inputs: Inputs, settings: Settings) -> Item:
+    """Gate 5 as the service has it: the value in force (its environment at start, or
+    ``grinder control allow-mainnet`` since), never the checker's own shell."""
     title = "ALLOW_MAINNET_TRADE=1 set"
-    shell = inputs.env.get("ALLOW_MAINNET_TRADE")
-    shell_text = (
-        f"this shell: ALLOW_MAINNET_TRADE={shell}"
-        if shell is not None
-        else ("this shell: ALLOW_MAINNET_TRADE unset")
-    )
+    start = env_text(inputs, "ALLOW_MAINNET_TRADE")
     s = settings.get("allow_mainnet_trade")
     if s is None:
-        ok = shell == "1"
         return Item(
-            "3.2",
-            title,
-            Status.PASS if ok else Status.FAIL,
-            f"{shell_text} (the service's own value: {settings.missing('allow_mainnet_trade')})",
+            "3.2", title, Status.FAIL, f"{settings.missing('allow_mainnet_trade')}; {start}"
         )
     ok = s.value is True
     return Item(
@@ -180,7 +122,7 @@ def _mainnet(inputs: Inputs, settings: Settings) -> Item:
         title,
         Status.PASS if ok else Status.FAIL,
         s.show("service allow_mainnet_trade")
-        + f"; {shell_text} (the service's process is what the gate reads)"
+        + f"; {start}"
         + ("" if ok else " — gate 5 closed: grinder control allow-mainnet, or export before start"),
     )
 
@@ -226,7 +168,7 @@ def stage4(
     items.append(_flatten_limit(settings))
     items.append(expected_state_live(inputs, scrape, error, settings, "E"))
     items.append(_budget_left(inputs, scrape, error, settings))
-    items.append(_budget_file(inputs, scrape, "B"))
+    items.append(budget_file(inputs, scrape, "B"))
     items.extend(_alerting(inputs))
     changes = (
         scrape.value("grinder_reconcile_control_changes_total", source="control")

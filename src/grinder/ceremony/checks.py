@@ -11,14 +11,17 @@ runs one.
 Where settings come from, most authoritative first: the control socket's
 ``/status`` (what the running service has in force), the service's own gauges
 (``grinder_reconcile_dry_run``, ``…_armed``, … — live too), then a ``--config``
-TOML file (what the service would load).
+TOML file (what the service would load). The service's environment, the paths it
+writes and reads (budget file, event log, run directory) and its start time come
+from ``/status``'s ``runtime`` (``grinder.service.runtime_status``), never from the
+shell the checker runs in: a variable exported there says nothing about the service.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
@@ -110,10 +113,13 @@ class Inputs:
     file_config: ReconcileConfig | None = None
     file_armed: bool | None = None
     file_label: str = "--config"
-    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    runtime: Mapping[str, Any] | None = None
+    """``/status``'s ``runtime``: the service's paths, environment, start time (None: the
+    service does not report it)."""
     budget_path: Path | None = None
-    budget_label: str = "BUDGET_STATE_PATH"
+    """``--budget-state``, when given (else the service's own budget file)."""
     log_file: Path | None = None
+    """``--log-file``, when given (else the service's own log file)."""
     prometheus_url: str | None = None
     interval_s: float = 15.0
     now: Callable[[], float] = time.time
@@ -242,7 +248,13 @@ def metric_item(
 
 
 def uptime_h(inputs: Inputs, scrape: Scrape | None) -> float | None:
-    started = scrape.started_at() if scrape is not None else None
+    """Hours since the service started: ``runtime.started_ts_ms`` of ``/status``, else (an
+    older service) its counters' ``_created`` time."""
+    started_ms = inputs.runtime.get("started_ts_ms") if inputs.runtime is not None else None
+    if isinstance(started_ms, int | float) and not isinstance(started_ms, bool):
+        started: float | None = started_ms / 1000
+    else:
+        started = scrape.started_at() if scrape is not None else None
     if started is None:
         return None
     return max(0.0, inputs.now() - started) / 3600
@@ -250,8 +262,8 @@ def uptime_h(inputs: Inputs, scrape: Scrape | None) -> float | None:
 
 def uptime_text(uptime_h: float | None) -> str:
     if uptime_h is None:
-        return "service uptime unknown (no grinder_reconcile_runs_created)"
-    return f"service up {uptime_h:.2f} h (since grinder_reconcile_runs_created)"
+        return "service uptime unknown (no start time in /status runtime or its metrics)"
+    return f"service up {uptime_h:.2f} h"
 
 
 # --- shared items ----------------------------------------------------------------------

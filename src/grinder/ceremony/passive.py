@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 from grinder.ceremony import logscan
 from grinder.ceremony.checks import (
@@ -19,11 +19,16 @@ from grinder.ceremony.checks import (
     metric_item,
     metrics_reachable,
     setting_item,
+    show,
     uptime_h,
     uptime_text,
 )
+from grinder.ceremony.runtime import event_log, log_mismatches, run_directory
 from grinder.ceremony.sources import Scrape, SourceError, fmt_number, fmt_series, instance_of
+from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.gates import GATES
 from grinder.redaction import mask_url
+from grinder.service.options import ServiceConfig
 
 # --- stage 1 -------------------------------------------------------------------------------
 
@@ -34,16 +39,7 @@ def stage1(
     """Stage 1: the service answers, nothing is live, runs increase, snapshots are fresh,
     no unexpected order or position mismatch, the whitelist is set."""
     items = [metrics_reachable(inputs, scrape, error)]
-    items.append(
-        setting_item(
-            settings,
-            "1",
-            "No active feature enabled yet (passive first)",
-            "dry_run",
-            lambda v: v is True,
-            "remediation is live: stage 1 comes before any active feature",
-        )
-    )
+    items.append(_nothing_active(settings))
     items.append(_runs_increasing(inputs, scrape, error))
     uptime = uptime_h(inputs, scrape)
     runs = scrape.value("grinder_reconcile_runs_total") if scrape else None
@@ -76,7 +72,7 @@ def stage1(
         items.append(
             metric_item(scrape, error, "1.1", f"No {mtype} mismatches", _no_mismatch(mtype))
         )
-    items.append(_log_mismatches(inputs))
+    items.append(log_mismatches(inputs))
     items.append(_whitelist_configured(settings, scrape))
     wl = settings.get("symbol_whitelist")
     items.append(
@@ -92,6 +88,44 @@ def stage1(
         Item("pre", "Team aware of the go-live schedule", Status.MANUAL, "runbook 13 prerequisites")
     )
     return items
+
+
+def _passive_settings() -> tuple[tuple[str, str, Any], ...]:
+    """The settings of the gates an operator opens (1-5 of ``reconcile.gates.GATES``), each
+    with its gate and its passive value: the defaults of ``ReconcileConfig`` and of
+    ``[service] armed``, and ``ALLOW_MAINNET_TRADE`` unset."""
+    cfg, names = ReconcileConfig(), {g.id: g.name for g in GATES}
+    return (
+        ("action", f"gate 1 {names['1']}", cfg.action.value),
+        ("dry_run", f"gate 2 {names['2']}", cfg.dry_run),
+        ("allow_active_remediation", f"gate 3 {names['3']}", cfg.allow_active_remediation),
+        ("armed", f"gate 4 {names['4']}", ServiceConfig().armed),
+        ("allow_mainnet_trade", f"gate 5 {names['5']}", False),
+    )
+
+
+def _nothing_active(settings: Settings) -> Item:
+    """Stage 1 comes before any active feature: every gate an operator opens is closed."""
+    title = "No active feature enabled yet (passive first)"
+    shown, active, unknown = [], [], []
+    for name, gate, passive in _passive_settings():
+        s = settings.get(name)
+        if s is None:
+            unknown.append(settings.missing(name))
+            continue
+        shown.append(s.show(name))
+        if s.value != passive:
+            active.append(f"{name}={show(s.value)} ({gate}; passive: {show(passive)})")
+    evidence = "; ".join(shown + unknown)
+    if active:
+        return Item(
+            "1",
+            title,
+            Status.FAIL,
+            f"active: {', '.join(active)} — stage 1 comes before any active feature; "
+            f"in force: {evidence}",
+        )
+    return Item("1", title, Status.FAIL if unknown else Status.PASS, evidence)
 
 
 def _whitelist_configured(settings: Settings, scrape: Scrape | None) -> Item:
@@ -159,35 +193,6 @@ def _no_mismatch(mtype: str) -> Callable[[Scrape], tuple[bool, str]]:
         return total == 0, text + ("" if total == 0 else " — runbook expects 0")
 
     return decide
-
-
-def _log_mismatches(inputs: Inputs) -> Item:
-    title = "Mismatch history in the log: none unresolved"
-    path = inputs.log_file
-    if path is None:
-        return Item(
-            "1.2",
-            title,
-            Status.MANUAL,
-            'give --log-file (runbook: grep "RECONCILE_MISMATCH" /var/log/grinder/app.log)',
-        )
-    try:
-        found = logscan.review(path)
-    except SourceError as exc:
-        return Item("1.2", title, Status.FAIL, str(exc))
-    if found.detected == 0:
-        return Item(
-            "1.2", title, Status.PASS, f"{path}: no RECONCILE_MISMATCH line ({found.lines} lines)"
-        )
-    text = (
-        f"{path}: {found.detected} RECONCILE_MISMATCH, {found.cleared} RECONCILE_MISMATCH_CLEARED"
-    )
-    if found.unresolved:
-        shown = "; ".join(found.unresolved[:5]) + (" …" if len(found.unresolved) > 5 else "")
-        return Item(
-            "1.2", title, Status.FAIL, f"{text}; unresolved in the running service: {shown}"
-        )
-    return Item("1.2", title, Status.PASS, f"{text}; every incident of the running service cleared")
 
 
 # --- stage 2 -------------------------------------------------------------------------------
@@ -273,7 +278,7 @@ def stage2(
         )
     )
     items.append(_review_plans(inputs, scrape))
-    items.append(_artifacts(inputs))
+    items.append(run_directory(inputs))
     return items
 
 
@@ -371,16 +376,19 @@ def _review_plans(inputs: Inputs, scrape: Scrape | None) -> Item:
     title = "Plans match expectations (what would be cancelled)"
     planned = scrape.total("grinder_reconcile_action_planned_total") if scrape else None
     evidence = f"grinder_reconcile_action_planned_total {fmt_number(planned)}"
-    if inputs.log_file is not None:
+    log, problem = event_log(inputs)
+    if problem is not None:
+        evidence += f"; {problem}"
+    elif log is not None:
         try:
-            found = logscan.review(inputs.log_file, events=("REMEDIATION_PLANNED",), keep_last=1)
+            found = logscan.review(log, events=("REMEDIATION_PLANNED",), keep_last=1)
         except SourceError as exc:
             evidence += f"; {exc}"
         else:
             n = found.event_counts.get("REMEDIATION_PLANNED", 0)
             targets = len(found.targets.get("REMEDIATION_PLANNED", ()))
             evidence += (
-                f"; {inputs.log_file}: {n} REMEDIATION_PLANNED line(s) for {targets} distinct "
+                f"; {log}: {n} REMEDIATION_PLANNED line(s) for {targets} distinct "
                 "order(s)/position(s) (a standing mismatch is planned once per incident)"
             )
             last = found.last_lines.get("REMEDIATION_PLANNED")
@@ -388,26 +396,3 @@ def _review_plans(inputs: Inputs, scrape: Scrape | None) -> Item:
                 evidence += f", last: {last[-1]}"
     evidence += "; review every plan (manual orders? another instance?) before stage 3"
     return Item("2.3", title, Status.MANUAL, evidence)
-
-
-def _artifacts(inputs: Inputs) -> Item:
-    title = "Artifact run-directory enabled (recommended)"
-    raw = inputs.env.get("GRINDER_ARTIFACTS_DIR")
-    if not raw:
-        return Item(
-            "2.4",
-            title,
-            Status.MANUAL,
-            "GRINDER_ARTIFACTS_DIR unset in this shell; recommended: "
-            "export GRINDER_ARTIFACTS_DIR=/var/lib/grinder/artifacts",
-        )
-    path = Path(raw)
-    if not path.is_dir():
-        return Item(
-            "2.4", title, Status.FAIL, f"GRINDER_ARTIFACTS_DIR={raw}: not a directory (no run yet?)"
-        )
-    runs = sorted(path.glob("*/run_*"))
-    latest = f"; latest {runs[-1]}" if runs else "; no run directory yet"
-    return Item(
-        "2.4", title, Status.PASS, f"GRINDER_ARTIFACTS_DIR={raw}: {len(runs)} run(s){latest}"
-    )

@@ -1,18 +1,18 @@
 """``grinder ceremony check --stage N``: runbook 13's checklist against a running service.
 
-Reads the service's metrics (``--metrics-url``; default the URL the service
-reports on its control socket, else http://localhost:9090/metrics), the settings
-in force from the control socket's ``/status`` (or ``--config`` FILE), the
-budget file (``--budget-state``, default ``$BUDGET_STATE_PATH``), this shell's
-environment, the event log (``--log-file``) and, for stage 4, a Prometheus
-server's loaded rules (``--prometheus-url``). Prints every item of the stage
-PASS / FAIL / MANUAL with its evidence; exits 0 only when no automatic item
-fails (1 otherwise, 2 for bad usage).
+Reads the service, never the shell it runs in: its control socket's ``/status`` (the
+settings in force and its ``runtime``: the environment it was started with, the paths of
+its budget file, event log and run directory, its start time), its metrics
+(``--metrics-url``; default the URL ``/status`` reports), and for stage 4 a Prometheus
+server's loaded rules (``--prometheus-url``). ``--config FILE`` checks the settings of a
+file instead of those in force; ``--budget-state`` and ``--log-file`` must name the
+service's own files. A service that cannot be reached is one line and exit 2: nothing is
+guessed from this shell. Prints every item of the stage PASS / FAIL / MANUAL with its
+evidence; exits 0 only when no automatic item fails (1 otherwise).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +31,29 @@ from grinder.cli.options import (
     metrics_url_option,
     url_option,
 )
-from grinder.reconcile.config import env_path
 from grinder.redaction import mask_url
 from grinder.service.options import load_config_file
 
 
-def service_status(socket_path: str | None) -> tuple[dict[str, Any] | None, Path, str | None]:
-    """The control socket's ``/status``: (status, socket path, error)."""
+def service_status(socket_path: str | None) -> tuple[dict[str, Any], Path]:
+    """The control socket's ``/status`` and the socket's path; ``UsageError`` (exit 2, one
+    line naming the socket) when the service cannot be reached."""
     path = socket_path_of(socket_path)
-    try:
-        status = call(str(path), "GET", "/status")
-    except UsageError as exc:
-        return None, path, exc.format_message().removeprefix("--socket: ")
+    status = call(str(path), "GET", "/status")
     if not isinstance(status, dict):
-        return None, path, f"{path}: unexpected /status answer"
-    return status, path, None
+        raise UsageError(f"--socket: {path}: unexpected /status answer")
+    return status, path
+
+
+def _runtime_line(runtime: Any) -> str:
+    if not isinstance(runtime, dict):
+        return "runtime:  not reported (an older service): its environment and paths unknown"
+    found = runtime.get("paths")
+    paths = found if isinstance(found, dict) else {}
+    shown = ", ".join(
+        f"{name} {paths.get(name) or '-'}" for name in ("budget_state_path", "log_file", "run_dir")
+    )
+    return f"runtime:  {shown} (the service's, from /status)"
 
 
 @click.group("ceremony")
@@ -70,8 +78,16 @@ def ceremony() -> None:
     help="Read the settings from this TOML ([reconcile], [service]) instead of the control "
     "socket; the gates' live values still come from the service's metrics.",
 )
-@file_option("--budget-state", help="The daily budget file (default $BUDGET_STATE_PATH).")
-@file_option("--log-file", help="The service's event log (runbook: /var/log/grinder/app.log).")
+@file_option(
+    "--budget-state",
+    help="The service's daily budget file (default: the BUDGET_STATE_PATH the service runs "
+    "with, from its /status).",
+)
+@file_option(
+    "--log-file",
+    help="The service's event log (default: the --log-file the service runs with, from its "
+    "/status; runbook: /var/log/grinder/app.log).",
+)
 @url_option(
     "--prometheus-url",
     help="A Prometheus server (e.g. http://localhost:9091): stage 4 checks the alert rules "
@@ -98,49 +114,42 @@ def check(
     as_json: bool,
 ) -> int:
     """Check runbook 13's checklist for one stage: PASS / FAIL / MANUAL with evidence."""
-    status: dict[str, Any] | None = None
-    status_error: str | None = None
-    file_cfg = None
-    socket = None
-    if config_path is not None:
-        file_cfg = load_config_file(Path(config_path))
-        status_error = f"settings read from {config_path}, not from the service"
-    else:
-        status, socket, status_error = service_status(socket_path)
+    file_cfg = load_config_file(Path(config_path)) if config_path is not None else None
+    try:
+        status, socket = service_status(socket_path)
+    except UsageError as exc:
+        raise UsageError(
+            f"{exc.format_message()}; the checker reads the settings, environment and paths "
+            "of the running service, never this shell's"
+        ) from None
     url = metrics_url_of(metrics_url, status)
-    if budget_state is not None:
-        budget_path: Path | None = Path(budget_state)
-        budget_label = "--budget-state"
-    else:
-        budget_path = env_path(os.environ, "BUDGET_STATE_PATH", None)
-        budget_label = "BUDGET_STATE_PATH"
+    runtime = status.get("runtime")
+    read_from = f"settings read from {config_path}, not from the service"
     inputs = Inputs(
         stage=stage,
         metrics_url=url,
         read_metrics=lambda: fetch_scrape(url),
-        status=status,
+        status=status if file_cfg is None else None,
         status_label="control /status",
-        status_error=status_error,
+        status_error=read_from if file_cfg else None,
         file_config=file_cfg.reconcile if file_cfg else None,
         file_armed=file_cfg.service.armed if file_cfg else None,
         file_label=f"--config {config_path}",
-        env=dict(os.environ),
-        budget_path=budget_path,
-        budget_label=budget_label,
+        runtime=runtime if isinstance(runtime, dict) else None,
+        budget_path=Path(budget_state) if budget_state is not None else None,
         log_file=Path(log_file) if log_file else None,
         prometheus_url=prometheus_url,
         interval_s=interval,
     )
     header = [f"metrics:  {mask_url(url)}"]
-    if status is not None:
+    if file_cfg is None:
         header.append(
             f"settings: control /status via {socket} (venue {status.get('venue')}, "
             f"mode {status.get('mode')}, runs {status.get('runs')})"
         )
-    elif file_cfg is not None:
-        header.append(f"settings: --config {config_path} (gates' live values from the metrics)")
     else:
-        header.append(f"settings: unavailable ({status_error}); falling back to the metrics")
+        header.append(f"settings: --config {config_path} (gates' live values from the metrics)")
+    header.append(_runtime_line(runtime))
     result = run_stage(inputs)
     click.echo(render_json(result, header) if as_json else render(result, header))
     return EXIT_OK if result.passed else EXIT_FAILED

@@ -22,7 +22,7 @@ import aiohttp
 import click
 
 from grinder.cli.errors import EXIT_FAILED, UsageError
-from grinder.service.control import default_socket_path
+from grinder.service.control import DEFAULT_SOCKET_TEXT, default_socket_path
 
 socket_option = click.option(
     "--socket",
@@ -30,7 +30,7 @@ socket_option = click.option(
     type=click.Path(),
     default=None,
     metavar="PATH",
-    help="The service's control socket (default $XDG_RUNTIME_DIR/grinder/control.sock).",
+    help=f"The service's control socket (default {DEFAULT_SOCKET_TEXT}).",
 )
 
 

@@ -35,8 +35,9 @@ from grinder.demo import DemoOptions, run_demo
 @click.option(
     "--ceremony",
     is_flag=True,
-    help="Inject no drift: run the service with runbook 13's stage-2 settings and a control "
-    "socket, print how to run `grinder ceremony check` against it, and keep it running.",
+    help="Inject no drift: run the service with runbook 13's stage-1 (passive) settings and "
+    "a control socket, print the ceremony's commands (check stage 1, open stage 2, check it), "
+    "and keep it running.",
 )
 @click.option(
     "--hold",

@@ -20,6 +20,8 @@ from grinder.redaction import mask_secrets, masked_std_streams, register_environ
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+HELP_OPTIONS = ["-h", "--help"]
+"""Every command, and every runbook script (``python3 -m scripts.…``), takes both."""
 
 
 class UsageError(click.UsageError):
@@ -53,7 +55,9 @@ def _run(command: click.Command, argv: Sequence[str] | None, prog_name: str) -> 
         print(f"{prog_name}: error: {mask_secrets(text)}", file=sys.stderr)
 
     try:
-        result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+        result = command.main(
+            args=args, prog_name=prog_name, standalone_mode=False, help_option_names=HELP_OPTIONS
+        )
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:

@@ -413,9 +413,7 @@ def gates(
             "--notional/--qty/--position-side/--price/--venue-url apply to --position only"
         )
     kind = ActionKind.CANCEL if order_id is not None else ActionKind.FLATTEN
-    status, socket, error = service_status(socket_path)
-    if status is None:
-        raise UsageError(f"--socket: {error}")
+    status, socket = service_status(socket_path)
     notes: list[str] = []
     side = None
     if kind is ActionKind.FLATTEN:

@@ -11,7 +11,7 @@ from grinder import __version__
 from grinder.cli.ceremony import ceremony
 from grinder.cli.control import control
 from grinder.cli.demo import demo
-from grinder.cli.errors import run_command
+from grinder.cli.errors import HELP_OPTIONS, run_command
 from grinder.cli.expected import expected
 from grinder.cli.gates import gates
 from grinder.cli.reconcile import reconcile
@@ -19,7 +19,7 @@ from grinder.cli.sim import sim
 from grinder.cli.smoke import smoke
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": HELP_OPTIONS})
 @click.version_option(__version__, prog_name="grinder")
 def cli() -> None:
     """GRINDER: reconcile a trading bot's expected state with Binance USDⓈ-M, and remediate."""

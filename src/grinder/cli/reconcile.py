@@ -7,6 +7,7 @@ import os
 import click
 
 from grinder.cli.options import Seconds, file_option, url_option
+from grinder.service.control import DEFAULT_SOCKET_TEXT
 from grinder.service.defaults import (
     DEFAULT_METRICS_HOST,
     DEFAULT_METRICS_PORT,
@@ -54,14 +55,26 @@ from grinder.service.options import ServiceFlags, resolve
     show_default=True,
     help="Address the metrics endpoint binds to.",
 )
-@file_option("--log-file")
+@file_option(
+    "--log-file",
+    help="Write the event log (RECONCILE_MISMATCH, REMEDIATION_*, …) to this file as well as "
+    "stderr; its folder is created (runbook 13: /var/log/grinder/app.log).",
+)
 @click.option(
     "--reset-budget-state",
     is_flag=True,
     help="Start with a clean daily budget at BUDGET_STATE_PATH.",
 )
-@file_option("--audit-out")
-@file_option("--metrics-out")
+@file_option(
+    "--audit-out",
+    help="Write the JSONL audit trail here (wins over the run directory's audit.jsonl and "
+    "over GRINDER_AUDIT_ENABLED / GRINDER_AUDIT_PATH); its folder must exist.",
+)
+@file_option(
+    "--metrics-out",
+    help="Write the final Prometheus metrics here at exit (wins over the run directory's "
+    "metrics.prom); its folder must exist.",
+)
 @file_option(
     "--expected-db",
     help="SQLite file a bot records its expected state in [env GRINDER_EXPECTED_DB]; "
@@ -78,7 +91,7 @@ from grinder.service.options import ServiceFlags, resolve
     type=click.Path(),
     default=None,
     metavar="PATH",
-    help="Unix socket of the control endpoint (default $XDG_RUNTIME_DIR/grinder/control.sock).",
+    help=f"Unix socket of the control endpoint (default {DEFAULT_SOCKET_TEXT}).",
 )
 @url_option(
     "--redis-url",

@@ -24,10 +24,12 @@ snapshots are shortened so the demo is quick; the code paths are the production
 ones. Exit 0 when every case behaved as expected, 1 otherwise.
 
 ``--ceremony`` runs the same three components but injects no drift: the service
-has runbook 13's stage-2 settings (action=cancel_all, dry-run, planning allowed,
-not armed, ALLOW_MAINNET_TRADE unset) and a control socket, so ``grinder ceremony
-check --stage 1`` and ``--stage 2`` can be run against it. It keeps running until
-SIGINT/SIGTERM or ``--hold`` seconds, then stops cleanly (exit 0).
+starts with runbook 13's stage-1 settings (passive: action=none, dry-run, planning
+not allowed, not armed, ALLOW_MAINNET_TRADE unset) and a control socket, and the
+demo prints the walk: ``grinder ceremony check --stage 1``, the two ``grinder
+control set`` commands of stage 2 (action=cancel_all, allow_active_remediation=true),
+``grinder ceremony check --stage 2``. It keeps running until SIGINT/SIGTERM or
+``--hold`` seconds, then stops cleanly (exit 0).
 
 The package: ``options`` (settings, timings, results), ``feed`` (the reports the service hands
 over, and what is printed from them), ``sim`` (the simulator's control API), ``base`` (the

@@ -19,6 +19,8 @@ from grinder.demo.feed import DemoService, Feed
 from grinder.demo.options import (
     LIVE_GATES,
     QTY,
+    SERVICE_LOG,
+    STAGE2_SETTINGS,
     SYMBOL,
     SYMBOLS,
     WIDTH,
@@ -36,6 +38,7 @@ from grinder.reconcile.audit import AuditWriter
 from grinder.service.artifacts import RunDir, Tee
 from grinder.service.main import prepare_budget, print_configuration
 from grinder.service.options import ServiceOptions
+from grinder.service.runtime_status import ServiceRuntime
 from grinder.service.venue import credentials_for
 
 
@@ -106,14 +109,23 @@ class DemoHarness:
         self.line(f"simulator  {sim.base_url}  seed {o.seed}  mark {prices}")
         sopts = self.service_opts = service_options(o, sim.base_url)
         print_configuration(self.tee, sopts, self.run_dir)
+        env = LIVE_GATES if o.live else {}  # gate 5 for this service only, never exported
         service = self.service = DemoService(
             sopts,
             credentials=credentials_for("sim"),
             budget=prepare_budget(sopts, self.tee, wall_clock_ms()),
             audit=AuditWriter(self.run_dir.audit),
             control_socket=self.control_socket,
-            env=LIVE_GATES if o.live else {},  # gate 5 for this service only, never exported
+            env=env,
             on_report=self.feed.push,
+            runtime=ServiceRuntime.of(
+                replace(sopts, log_file=self.run_dir.path / SERVICE_LOG),
+                env,
+                started_ts_ms=wall_clock_ms(),
+                control_socket=self.control_socket,
+                run_dir=self.run_dir.path,
+                audit_path=self.run_dir.audit,
+            ),
         )
         await service.start()
         assert service.stream is not None
@@ -212,15 +224,24 @@ class DemoHarness:
         await self.start()
         assert self.service is not None
         socket, url = shlex.quote(str(self.control_socket)), self.service.metrics_url
-        log = shlex.quote(str(self.run_dir.path / "service.log"))
+        log = shlex.quote(str(self.run_dir.path / SERVICE_LOG))
         flags = f"--socket {socket} --metrics-url {url}"
+        assert self.sim is not None
         self.line()
         self.line(f"control    {self.control_socket}")
         self.line(
+            f"simulator  {self.sim.base_url}  inject drift at {self.sim.base_url}/_sim/ "
+            "(docs/SIMULATOR.md)",
+            indent=11,
+        )
+        self.line(
             "ceremony   no drift is injected; check runbook 13's stages against this service:"
         )
-        for stage in (1, 2):
-            self.line(f"  grinder ceremony check --stage {stage} {flags} --log-file {log}")
+        self.line(f"  grinder ceremony check --stage 1 {flags} --log-file {log}")
+        self.line("           stage 2 (dry-run, cancel only), opened through the control socket:")
+        for field, value in STAGE2_SETTINGS:
+            self.line(f"  grinder control set {field} {value} --socket {socket}")
+        self.line(f"  grinder ceremony check --stage 2 {flags} --log-file {log}")
         self.line("           misconfigure a gate, and stage 2 fails with the evidence:")
         self.line(f"  grinder control set dry_run false --socket {socket}")
         hold = self.opts.hold_s

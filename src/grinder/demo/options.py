@@ -29,6 +29,10 @@ LIVE_GATES = {
     "ARMED": "1",
     "ALLOW_MAINNET_TRADE": "1",
 }
+STAGE2_SETTINGS = (("action", "cancel_all"), ("allow_active_remediation", "true"))
+"""What ``--ceremony`` has the operator change for runbook 13's stage 2 (dry_run stays true)."""
+SERVICE_LOG = "service.log"
+"""The demo's event log, in its run directory."""
 ARTIFACTS = ("stdout.log", "audit.jsonl", "metrics.prom", "metrics_summary.json")
 
 
@@ -83,15 +87,16 @@ class CaseResult:
 
 def service_options(opts: DemoOptions, venue_url: str) -> ServiceOptions:
     """The service's settings: dry-run with action=flatten, (``--live``) every gate open, or
-    (``--ceremony``) runbook 13's stage 2: cancel_all, dry-run, planning allowed, not armed."""
+    (``--ceremony``) runbook 13's stage 1: passive (action=none, dry-run, planning not allowed,
+    not armed), the operator then opening stage 2 through the control socket."""
     t, live, ceremony = opts.timing, opts.live, opts.ceremony
     reconcile = ReconcileConfig(
         symbols=list(SYMBOLS),
         order_grace_ms=t.order_grace_ms,
         position_grace_ms=t.position_grace_ms,
-        action=RemediationAction.CANCEL_ALL if ceremony else RemediationAction.FLATTEN,
+        action=RemediationAction.NONE if ceremony else RemediationAction.FLATTEN,
         dry_run=not live,
-        allow_active_remediation=live or ceremony,
+        allow_active_remediation=live,
         cooldown_seconds=0.0,
         symbol_whitelist=list(SYMBOLS),
     )

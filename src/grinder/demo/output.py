@@ -12,7 +12,7 @@ def print_banner(tee: Tee, opts: DemoOptions, run_dir: RunDir) -> None:
     t = opts.timing
     mode = "LIVE against the SIMULATOR" if opts.live else "DRY-RUN"
     if opts.ceremony:
-        mode = "CEREMONY, runbook 13 stage 2"
+        mode = "CEREMONY, runbook 13 stages 1 and 2"
     for text in (
         RULE,
         f"  GRINDER DEMO: reconcile -> remediate, end to end ({mode})",
@@ -31,10 +31,10 @@ def print_banner(tee: Tee, opts: DemoOptions, run_dir: RunDir) -> None:
             tee.line(text)
     if opts.ceremony:
         for text in (
-            "  No drift is injected. The service has runbook 13's stage-2 settings: action=",
-            "  cancel_all, dry_run=true, allow_active_remediation=true, not armed,",
-            "  ALLOW_MAINNET_TRADE unset (your environment's gate variables are not read),",
-            "  and a control socket, for `grinder ceremony check` and `grinder control`.",
+            "  No drift is injected. The service starts with runbook 13's stage-1 settings",
+            "  (passive: action=none, dry_run=true, allow_active_remediation=false, not armed,",
+            "  ALLOW_MAINNET_TRADE unset; your environment's gate variables are not read) and",
+            "  a control socket: check stage 1, open stage 2 with `grinder control`, check it.",
             RULE,
         ):
             tee.line(text)

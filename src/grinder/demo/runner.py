@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from grinder.demo.cases import Demo
-from grinder.demo.options import ARTIFACTS, DemoOptions
+from grinder.demo.options import ARTIFACTS, SERVICE_LOG, DemoOptions
 from grinder.demo.output import print_banner, print_results
 from grinder.reconcile.logs import LOGGER_NAME, configure_logging
 from grinder.service.artifacts import RunDir, Tee, clean_old_days
@@ -23,7 +23,7 @@ from grinder.service.main import write_artifacts
 
 def _configure_logs(run_dir: RunDir, verbose: bool) -> Path:
     """Every event line goes to ``service.log`` in the run directory; to stderr only with -v."""
-    path = run_dir.path / "service.log"
+    path = run_dir.path / SERVICE_LOG
     logger = configure_logging(log_file=path, level=logging.INFO)
     for handler in logger.handlers:
         if not isinstance(handler, logging.FileHandler):

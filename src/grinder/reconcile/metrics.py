@@ -15,15 +15,25 @@ succeed), the expected state's heartbeat age is ``+Inf`` until a bot has written
 (the service then reports the age at every scrape), and the budget gauges are set
 from the budget tracker as soon as the runner (or the service) is built (0
 remaining would read as used up).
+
+``exposition`` is the text every output of a registry uses (``/metrics``, ``metrics.prom``,
+the summary): without the ``_created`` series prometheus_client adds beside every counter
+and histogram (a third of the lines, of no use to the runbooks; the library's own switch,
+``disable_created_metrics``, is process-wide, so they are left out here, for the registries
+this project serves), and with a millisecond timestamp (``…_ts_ms``) written as the integer
+it is, not as ``1.796662474179e+12``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from grinder.clock import Clock, wall_clock_ms
 from grinder.reconcile.budget import BudgetTracker
@@ -38,6 +48,34 @@ from grinder.reconcile.labels import (
 from grinder.reconcile.types import MismatchType
 
 HOUR_MS = 3_600_000
+_TS_MS_LINE = re.compile(rb"^([a-zA-Z_:][a-zA-Z0-9_:]*_ts_ms(?:\{[^}]*\})?) (\S+)$", re.MULTILINE)
+
+
+class _WithoutCreated(Collector):
+    """A registry's metric families without their ``_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            created = family.name + "_created"
+            kept.samples = [s for s in family.samples if s.name != created]
+            yield kept
+
+
+def _integer_ms(match: re.Match[bytes]) -> bytes:
+    value = float(match.group(2))
+    if not (math.isfinite(value) and value == int(value)):
+        return match.group(0)
+    return match.group(1) + b" " + str(int(value)).encode()
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """``registry`` in Prometheus text format, as this project serves and saves it (see the
+    module docstring)."""
+    return _TS_MS_LINE.sub(_integer_ms, generate_latest(_WithoutCreated(registry)))
 
 
 class RecentCount:
@@ -291,5 +329,5 @@ class ReconcileMetrics:
         self.budget_notional_remaining_day.set(float(notional_left))
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+        """The registry in Prometheus text format (``exposition``)."""
+        return exposition(self.registry)

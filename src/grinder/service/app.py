@@ -61,6 +61,7 @@ from grinder.service.httpd import build_metrics_app, listen_error, start_site
 from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
+from grinder.service.runtime_status import ServiceRuntime
 from grinder.service.settings import ServiceSettings
 from grinder.service.shutdown import (
     HA_RELEASE_S,
@@ -99,9 +100,14 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         env: Mapping[str, str] | None = None,
         clock: Clock = wall_clock_ms,
         ha: HaRuntime | None = None,
+        runtime: ServiceRuntime | None = None,
     ) -> None:
         src = os.environ if env is None else env
         self.opts = opts
+        self.runtime = runtime or ServiceRuntime.of(
+            opts, src, started_ts_ms=clock(), control_socket=control_socket
+        )
+        """What ``/status`` shows under ``runtime``: paths, environment, overrides."""
         self.credentials = credentials
         self.clock = clock
         self.config: ReconcileConfig = opts.reconcile
@@ -361,6 +367,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "metrics_url": self.metrics_url,
             "ha": self.ha_status(),
             "deadman": None if self.deadman is None else self.deadman.status(),
+            "runtime": self.runtime.section(self.venue.rest.base_url if self.venue else None),
         }
 
     # --- the bot's expected state (gate E) ------------------------------------------------

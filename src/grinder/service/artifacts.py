@@ -20,11 +20,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.fileio import write_bytes_atomic, write_json_atomic
 from grinder.reconcile.config import ConfigError
+from grinder.reconcile.metrics import exposition
 from grinder.redaction import mask_secrets
 
 log = logging.getLogger("grinder.service.artifacts")
@@ -124,20 +125,26 @@ class Tee:
             self._file = None
 
 
+def final_metrics_path(metrics_out: Path | None, run_dir: RunDir | None) -> Path | None:
+    """Where the final metrics go: ``--metrics-out``, else the run directory's."""
+    return metrics_out or (run_dir.metrics_prom if run_dir else None)
+
+
 def write_metrics_prom(path: Path, registry: CollectorRegistry) -> None:
-    write_bytes_atomic(path, generate_latest(registry))
+    write_bytes_atomic(path, exposition(registry))
 
 
 def metrics_summary(registry: CollectorRegistry) -> dict[str, Any]:
     """Every ``grinder_*`` sample as ``name{labels}`` → value (counters, gauges).
 
     A value JSON cannot hold (the snapshot age is +Inf before the first snapshot)
-    is the string Prometheus writes for it: ``"+Inf"``, ``"-Inf"``, ``"NaN"``."""
-    text = generate_latest(registry).decode()
+    is the string Prometheus writes for it: ``"+Inf"``, ``"-Inf"``, ``"NaN"``; a whole
+    number is an integer (a ``…_ts_ms`` timestamp reads 1796662474179, not 1.796662474179e+12)."""
+    text = exposition(registry).decode()
     out: dict[str, Any] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if not sample.name.startswith("grinder_") or sample.name.endswith("_created"):
+            if not sample.name.startswith("grinder_"):
                 continue
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             key = f"{sample.name}{{{labels}}}" if labels else sample.name
@@ -145,9 +152,9 @@ def metrics_summary(registry: CollectorRegistry) -> dict[str, Any]:
     return out
 
 
-def _json_value(value: float) -> float | str:
+def _json_value(value: float) -> int | float | str:
     if math.isfinite(value):
-        return value
+        return int(value) if value == int(value) else value
     return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
 
 

@@ -2,8 +2,8 @@
 
 Transport: HTTP over a Unix domain socket in a directory only the service's
 user can enter (mode 0700; the socket itself 0600), so other users of the
-machine cannot reach it. Default path: ``$XDG_RUNTIME_DIR/grinder/control.sock``
-or ``/tmp/grinder-<uid>/control.sock``.
+machine cannot reach it. Default path: ``$XDG_RUNTIME_DIR/grinder/control.sock``,
+or ``/tmp/grinder-$UID/control.sock`` when ``XDG_RUNTIME_DIR`` is unset.
 
 Endpoints (JSON):
 
@@ -50,7 +50,16 @@ ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]{0,31}$")
 
 
+DEFAULT_SOCKET_TEXT = (
+    "$XDG_RUNTIME_DIR/grinder/control.sock, or /tmp/grinder-$UID/control.sock when "
+    "XDG_RUNTIME_DIR is unset"
+)
+"""``default_socket_path`` in words: the help of ``--control-socket`` and ``--socket``, and
+the docs (a test keeps them in step)."""
+
+
 def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
+    """The control socket's path when none is given (``DEFAULT_SOCKET_TEXT``)."""
     src = os.environ if env is None else env
     runtime = src.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "grinder" if runtime else Path(f"/tmp/grinder-{os.getuid()}")

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from grinder.reconcile.config import ConfigError
+from grinder.reconcile.metrics import exposition
 from grinder.redaction import redact
 
 
@@ -23,7 +24,7 @@ def build_metrics_app(
     ready: Callable[[], tuple[bool, dict[str, Any]]],
 ) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
-        body = generate_latest(registry)
+        body = exposition(registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def probe(check: Callable[[], tuple[bool, dict[str, Any]]]) -> Any:

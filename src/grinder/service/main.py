@@ -46,12 +46,14 @@ from grinder.service.artifacts import (
     RunDir,
     Tee,
     clean_old_days,
+    final_metrics_path,
     write_metrics_prom,
     write_metrics_summary,
 )
 from grinder.service.control import default_socket_path
 from grinder.service.options import ServiceOptions
 from grinder.service.preflight import check_inputs, check_outputs
+from grinder.service.runtime_status import ServiceRuntime, venue_line
 from grinder.service.venue import check_venue
 
 log = logging.getLogger("grinder.service")
@@ -225,6 +227,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             control_socket=control,
             env=src,
             ha=ha,
+            runtime=ServiceRuntime.for_run(opts, src, control, run_dir, audit_path),
         )
         code, fatal = asyncio.run(_serve(service, tee))
         failed = write_artifacts(service, opts, run_dir, code, tee)
@@ -278,6 +281,7 @@ async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
             return 0, None
         tee.line(f"metrics: {service.metrics_url}")
         tee.line(f"control: {service.control_socket}")
+        tee.line(venue_line(service.venue))
         tee.line("ready: first snapshot in; reconciling")
         await service.run_until_stopped()
         return 0, None
@@ -339,7 +343,7 @@ def write_artifacts(
         )
     elif store is not None:
         attempt("the shared budget state", None, lambda: store.save(service.budget.state))
-    metrics_out = opts.metrics_out or (run_dir.metrics_prom if run_dir else None)
+    metrics_out = final_metrics_path(opts.metrics_out, run_dir)
     if metrics_out is not None:
         what = "--metrics-out" if opts.metrics_out is not None else METRICS_PROM
         attempt(what, metrics_out, lambda: write_metrics_prom(metrics_out, service.registry))
