@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from pydantic import ValidationError
 
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
 from grinder.service.control import Controls, build_control_app, parse_value, prepare_socket_dir
@@ -102,3 +104,13 @@ async def test_a_set_refused_by_a_rule_is_an_error_reply_and_changes_nothing() -
     assert config.max_calls_per_day == 100
     assert config.action is RemediationAction.CANCEL_ALL
     assert [c[1] for c in changes] == ["action"]
+
+
+def test_an_optional_setting_is_set_and_unset_by_name() -> None:
+    cfg = ReconcileConfig()
+    cfg.flatten_max_slippage_bps = parse_value(cfg, "flatten_max_slippage_bps", "20")
+    assert cfg.flatten_max_slippage_bps == Decimal("20")
+    cfg.flatten_max_slippage_bps = parse_value(cfg, "flatten_max_slippage_bps", "none")
+    assert cfg.flatten_max_slippage_bps is None
+    with pytest.raises(ValidationError):
+        cfg.flatten_max_slippage_bps = parse_value(cfg, "flatten_max_slippage_bps", "5000")

@@ -26,7 +26,9 @@ from grinder.reconcile.types import (
     Side,
 )
 
-WRITE_METHODS = frozenset({"cancel_order", "place_reduce_only_market", "countdown_cancel_all"})
+WRITE_METHODS = frozenset(
+    {"cancel_order", "place_reduce_only_market", "place_reduce_only_ioc", "countdown_cancel_all"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,9 @@ class FakePort:
     fail_always: dict[str, ExchangeError] = field(default_factory=dict)
     now_ms: int = 0
     wire_windows_ms: list[int] = field(default_factory=list)
+    tick_sizes: dict[str, Decimal] = field(default_factory=dict)
+    fills: list[Decimal] = field(default_factory=list)
+    """How much each next reduce-only order fills (in turn); all of it once used up."""
 
     # --- set-up helpers ------------------------------------------------------------------
 
@@ -141,22 +146,60 @@ class FakePort:
             position_side=position_side,
             client_order_id=client_order_id,
         )
+        return self._reduce(symbol, side, qty, position_side, client_order_id, "MARKET")
+
+    async def place_reduce_only_ioc(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+        authorize: Authorize | None = None,
+    ) -> ObservedOrder:
+        self._authorize(authorize)
+        self._record(
+            "place_reduce_only_ioc",
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            price=price,
+            position_side=position_side,
+            client_order_id=client_order_id,
+        )
+        return self._reduce(symbol, side, qty, position_side, client_order_id, "LIMIT", price)
+
+    def _reduce(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        position_side: PositionSide,
+        client_order_id: str,
+        order_type: str,
+        price: Decimal | None = None,
+    ) -> ObservedOrder:
+        """A reduce-only order against the position: it fills what ``fills`` says for it
+        (in turn; all of it once they are used up), the rest expires."""
         pos = self.positions.get((symbol, position_side))
         if pos is None or pos.qty == ZERO:
             raise ExchangeError("ReduceOnly Order is rejected.", code=-2022)
         signed = qty if side is Side.BUY else -qty
         if abs(pos.qty + signed) > abs(pos.qty):
             raise ExchangeError("ReduceOnly Order is rejected.", code=-2022)
-        filled = min(qty, abs(pos.qty))
+        filled = min(qty, abs(pos.qty), self.fills.pop(0) if self.fills else qty)
         pos.qty += filled if side is Side.BUY else -filled
         order = ObservedOrder(
             client_order_id=client_order_id,
             symbol=symbol,
             side=side,
-            status=OrderStatus.FILLED,
+            status=OrderStatus.FILLED if filled == qty else OrderStatus.EXPIRED,
             qty=qty,
             executed_qty=filled,
-            order_type="MARKET",
+            price=price,
+            order_type=order_type,
             position_side=position_side,
             reduce_only=True,
             update_ts_ms=self.now_ms,
@@ -174,6 +217,10 @@ class FakePort:
     async def get_mark_price(self, symbol: str) -> Decimal | None:
         self._record("get_mark_price", symbol=symbol)
         return self.mark_prices.get(symbol)
+
+    async def get_tick_size(self, symbol: str) -> Decimal | None:
+        self._record("get_tick_size", symbol=symbol)
+        return self.tick_sizes.get(symbol)
 
     async def get_step_size(self, symbol: str) -> Decimal | None:
         self._record("get_step_size", symbol=symbol)

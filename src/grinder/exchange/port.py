@@ -5,8 +5,9 @@ in memory for tests and the smoke harness. All calls are async. Errors are
 ``ExchangeError`` subclasses; "not found" on a query is ``None``, and a cancel
 of an order that is already gone returns ``CancelOutcome.ALREADY_GONE``.
 
-**Writes are authorized at the wire.** The two writes (``cancel_order``,
-``place_reduce_only_market``) take an ``authorize`` callable. A port calls it once,
+**Writes are authorized at the wire.** The writes (``cancel_order``,
+``place_reduce_only_market``, ``place_reduce_only_ioc``) take an ``authorize`` callable.
+A port calls it once,
 synchronously, immediately before the request leaves (after any wait of its own), and
 never sends the request again by itself. It returns how many milliseconds the request
 may take to reach the exchange: the Binance adapter sends it as ``recvWindow``, so a
@@ -122,8 +123,27 @@ class ExchangePort(Protocol):
         """A reduce-only MARKET order (``positionSide`` sent in hedge mode; one request)."""
         ...
 
+    async def place_reduce_only_ioc(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+        authorize: Authorize | None = None,
+    ) -> ObservedOrder:
+        """A reduce-only IOC LIMIT order at ``price`` (a bounded flatten; one request): what
+        the book offers within the price fills, the rest expires."""
+        ...
+
     async def get_mark_price(self, symbol: str) -> Decimal | None:
         """The venue's mark price, or ``None`` when it has none."""
+        ...
+
+    async def get_tick_size(self, symbol: str) -> Decimal | None:
+        """The symbol's price tick from its PRICE_FILTER, if known."""
         ...
 
     async def get_step_size(self, symbol: str) -> Decimal | None:

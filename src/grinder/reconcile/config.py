@@ -43,6 +43,10 @@ MAX_EXPECTED_HEARTBEAT_AGE_S = 600.0
 stopped long ago vouch for the expected state (``1e300`` would switch the gate off)."""
 
 
+MAX_FLATTEN_SLIPPAGE_BPS = Decimal(1000)
+"""A bound wider than 10% of the mark is no bound."""
+
+
 class ConfigError(ValueError):
     """Bad configuration or environment; the message names what and where (exit 2)."""
 
@@ -136,6 +140,11 @@ class ReconcileConfig(CheckedModel):
     max_flatten_notional_usdt: NonNegDecimal = Decimal("500")
     max_orders_per_action: NonNegInt = 10
     max_symbols_per_action: NonNegInt = 3
+    # A flatten is a reduce-only MARKET order; with a bound, a reduce-only IOC LIMIT at
+    # the mark price this many basis points worse, at most (D63).
+    flatten_max_slippage_bps: (
+        Annotated[Decimal, Field(gt=0, le=MAX_FLATTEN_SLIPPAGE_BPS, allow_inf_nan=False)] | None
+    ) = None
     # Gate E: the bot's expected state counts only while a bot keeps writing it (D45).
     expected_heartbeat_max_age_s: Annotated[
         float, Field(gt=0, le=MAX_EXPECTED_HEARTBEAT_AGE_S, allow_inf_nan=False, strict=True)

@@ -65,11 +65,10 @@ from grinder.reconcile.budget import (
     budget_verdict,
 )
 from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
-from grinder.reconcile.flatten import flatten_order, position_qty
+from grinder.reconcile.flatten_action import FlattenAction
 from grinder.reconcile.gates import GateInputs, every_block, first_block
 from grinder.reconcile.identity import (
     REMEDIATION_SEQ_MAX,
-    ClientOrderIdError,
     remediation_client_order_id,
 )
 from grinder.reconcile.labels import (
@@ -81,7 +80,7 @@ from grinder.reconcile.labels import (
     SkipReason,
 )
 from grinder.reconcile.routing import ActionKind, Routed, cancel_still_wanted
-from grinder.reconcile.types import ZERO, ExpectedOrder, Mismatch, ObservedOrder, PositionSide
+from grinder.reconcile.types import ZERO, ExpectedOrder, Mismatch
 from grinder.reconcile.write_window import write_window_ms
 
 DRY_RUN = Mode.DRY_RUN
@@ -392,7 +391,7 @@ class RemediationExecutor:
             if routed.kind is ActionKind.CANCEL:
                 result = await self._cancel(routed, ctx)
             else:
-                result = await self._flatten(routed, ctx)
+                result = await FlattenAction(self, routed, ctx).run()
         except asyncio.CancelledError:
             cut, ctx.in_flight = ctx.in_flight, None
             if cut is not None:  # something was sent for it: it may have been executed
@@ -407,7 +406,7 @@ class RemediationExecutor:
             self.reporter.result(ctx, result)
         return result
 
-    def _result(
+    def result(
         self,
         routed: Routed,
         ctx: RunContext,
@@ -439,7 +438,7 @@ class RemediationExecutor:
             error_type=error_type,
         )
 
-    def _commit(
+    def commit(
         self,
         routed: Routed,
         ctx: RunContext,
@@ -460,7 +459,7 @@ class RemediationExecutor:
         if self.config.dry_run:
             self.dry_budget().reserve(ctx.dry_budget, notional, now)
             self._last_planned_ms = now
-            return self._result(
+            return self.result(
                 routed,
                 ctx,
                 ResultStatus.PLANNED,
@@ -475,7 +474,7 @@ class RemediationExecutor:
             ctx.actions -= 1
             if new_symbol:
                 ctx.symbols.discard(routed.mismatch.symbol)
-            return self._result(
+            return self.result(
                 routed,
                 ctx,
                 ResultStatus.BLOCKED,
@@ -485,7 +484,7 @@ class RemediationExecutor:
                 error=exc.detail,
             )
         except BudgetStateError as exc:
-            return self._result(
+            return self.result(
                 routed,
                 ctx,
                 ResultStatus.FAILED,
@@ -509,7 +508,7 @@ class RemediationExecutor:
 
     # --- authorization at the wire -------------------------------------------------------
 
-    def _authorizer(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> Authorize:
+    def authorizer(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> Authorize:
         """What the port calls right before each attempt of this action leaves."""
 
         def authorize() -> int:
@@ -562,7 +561,7 @@ class RemediationExecutor:
         notes = [withheld.detail] if withheld.detail else []
         if AttemptOutcome.UNKNOWN in attempts:
             notes.append("an earlier attempt's outcome is unknown")
-        return self._result(
+        return self.result(
             routed,
             ctx,
             ResultStatus.SKIPPED if skipped else ResultStatus.BLOCKED,
@@ -613,7 +612,7 @@ class RemediationExecutor:
 
     # --- the two writes ------------------------------------------------------------------
 
-    async def _attempts(
+    async def send_attempts(
         self,
         routed: Routed,
         ctx: RunContext,
@@ -621,14 +620,17 @@ class RemediationExecutor:
         send: Callable[[], Awaitable[T]],
         before_retry: Callable[[int, list[AttemptOutcome]], Awaitable[ActionResult | None]]
         | None = None,
+        *,
+        prior: Iterable[AttemptOutcome] = (),
     ) -> tuple[T, list[AttemptOutcome]] | ActionResult:
         """Send one action's write, at most ``max_write_attempts`` times, each authorized at
         the wire by the port: the answer and the attempts once one is accepted, else the
         action's final result. ``before_retry`` runs before every further attempt (a
         flatten reads its position again) and may end the action instead; ``write`` is
-        what the results report of the write as it stands."""
-        attempts: list[AttemptOutcome] = []
-        for attempt in range(1, self.max_write_attempts + 1):
+        what the results report of the write as it stands; ``prior``: the requests this
+        action already made (a flatten sending its rest), which count toward the bound."""
+        attempts: list[AttemptOutcome] = list(prior)
+        for attempt in range(len(attempts) + 1, self.max_write_attempts + 1):
             await self._pause_before(attempt)
             if attempt > 1 and before_retry is not None:
                 ended = await before_retry(attempt, attempts)
@@ -681,16 +683,16 @@ class RemediationExecutor:
         m = routed.mismatch
         blocks = self.blocks(ActionKind.CANCEL, m.symbol, m.client_order_id, ZERO, ctx)
         if blocks:
-            return self._result(
+            return self.result(
                 routed, ctx, ResultStatus.BLOCKED, reason=blocks[0], blocked_by=blocks
             )
-        done = self._commit(routed, ctx, ZERO)
+        done = self.commit(routed, ctx, ZERO)
         if done is not None:
             return done
         cid = m.client_order_id
         assert cid is not None  # ownership gate passed
-        authorize = self._authorizer(ActionKind.CANCEL, m, ctx)
-        sent = await self._attempts(
+        authorize = self.authorizer(ActionKind.CANCEL, m, ctx)
+        sent = await self.send_attempts(
             routed,
             ctx,
             WriteInFlight(),
@@ -700,127 +702,11 @@ class RemediationExecutor:
             return sent
         outcome, attempts = sent
         detail = None if outcome is CancelOutcome.CANCELED else outcome.value
-        return self._result(
+        return self.result(
             routed, ctx, ResultStatus.EXECUTED, notional=ZERO, error=detail, attempts=attempts
         )
 
-    async def _read_position(
-        self, m: Mismatch, side_key: PositionSide
-    ) -> tuple[Decimal, Decimal | None]:
-        """The position's signed quantity now, and the symbol's market step size."""
-        positions = await self.port.fetch_positions([m.symbol])
-        step = await self.port.get_step_size(m.symbol)
-        return position_qty(positions, m.symbol, side_key), step
-
-    async def _flatten(self, routed: Routed, ctx: RunContext) -> ActionResult:
-        m = routed.mismatch
-        side_key = m.position_side or PositionSide.BOTH
-        blocks = self.blocks(
-            ActionKind.FLATTEN, m.symbol, None, None, ctx, through_ownership_only=True
-        )
-        if blocks:
-            return self._result(
-                routed, ctx, ResultStatus.BLOCKED, reason=blocks[0], blocked_by=blocks
-            )
-        # Read the position again: never trade more than what is there now.
-        try:
-            positions = await self.port.fetch_positions([m.symbol])
-            price = await self.port.get_mark_price(m.symbol)
-            step = await self.port.get_step_size(m.symbol)
-        except ExchangeError as exc:
-            return self._result(
-                routed,
-                ctx,
-                ResultStatus.FAILED,
-                reason=FailReason.PORT_ERROR,
-                error=str(exc),
-                error_type=type(exc).__name__,
-            )
-        order = flatten_order(position_qty(positions, m.symbol, side_key), step, price)
-        if order is None:
-            return self._result(
-                routed, ctx, ResultStatus.SKIPPED, reason=SkipReason.ALREADY_RESOLVED, qty=ZERO
-            )
-        qty, notional = order.qty, order.notional
-        blocks = self.blocks(ActionKind.FLATTEN, m.symbol, None, notional, ctx)
-        if blocks:
-            return self._result(
-                routed,
-                ctx,
-                ResultStatus.BLOCKED,
-                reason=blocks[0],
-                blocked_by=blocks,
-                notional=notional,
-                qty=qty,
-            )
-        assert notional is not None  # gate 9 passed
-        try:
-            cid = self._flatten_client_order_id(m.symbol)
-        except ClientOrderIdError as exc:
-            return self._result(
-                routed,
-                ctx,
-                ResultStatus.FAILED,
-                reason=FailReason.CLIENT_ORDER_ID_ERROR,
-                error=str(exc),
-                qty=qty,
-            )
-        done = self._commit(routed, ctx, notional, qty=qty, cid=cid)
-        if done is not None:
-            return done
-        write = WriteInFlight(notional=notional, qty=qty, remediation_order_id=cid)
-
-        async def read_again(attempt: int, attempts: list[AttemptOutcome]) -> ActionResult | None:
-            # The earlier attempt may have been executed: what is left now, never more
-            # than this action reserved, on the same side.
-            try:
-                current, step = await self._read_position(m, side_key)
-                write.remediation_order_id = self._flatten_client_order_id(m.symbol)
-            except (ExchangeError, ClientOrderIdError) as exc:
-                return write.result(
-                    self,
-                    routed,
-                    ctx,
-                    ResultStatus.FAILED,
-                    attempts,
-                    reason=FailReason.PORT_ERROR,
-                    error=f"{exc} (reading the position before attempt {attempt})",
-                    error_type=type(exc).__name__,
-                )
-            write.qty = order.retry_qty(current, step)
-            if write.qty == ZERO:
-                return self._result(
-                    routed,
-                    ctx,
-                    ResultStatus.SKIPPED,
-                    reason=SkipReason.ALREADY_RESOLVED,
-                    error="the position is flat after an attempt whose outcome is unknown",
-                    qty=ZERO,
-                    remediation_order_id=write.remediation_order_id,
-                    attempts=attempts,
-                )
-            return None
-
-        authorize = self._authorizer(ActionKind.FLATTEN, m, ctx)
-
-        def place() -> Awaitable[ObservedOrder]:
-            assert write.qty is not None  # set from the order, then by every read
-            assert write.remediation_order_id is not None
-            return self.port.place_reduce_only_market(
-                m.symbol,
-                order.side,
-                write.qty,
-                position_side=side_key,
-                client_order_id=write.remediation_order_id,
-                authorize=authorize,
-            )
-
-        sent = await self._attempts(routed, ctx, write, place, read_again)
-        if isinstance(sent, ActionResult):
-            return sent
-        return write.result(self, routed, ctx, ResultStatus.EXECUTED, sent[1])
-
-    def _flatten_client_order_id(self, symbol: str) -> str:
+    def flatten_client_order_id(self, symbol: str) -> str:
         cfg = self.config
         self._seq = self._seq % REMEDIATION_SEQ_MAX + 1  # ids keep a longest form
         return remediation_client_order_id(
@@ -853,7 +739,7 @@ class WriteInFlight:
         error: str | None = None,
         error_type: str | None = None,
     ) -> ActionResult:
-        return executor._result(
+        return executor.result(
             routed,
             ctx,
             status,

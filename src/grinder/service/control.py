@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import stat
+import typing
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,8 @@ def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
     check_field(field)
     if not isinstance(value, str):
         return value
+    if value.strip().lower() in ("none", "null") and _optional(field):
+        return None  # a setting that may be unset (flatten_max_slippage_bps)
     current = getattr(config, field)
     if isinstance(current, bool):
         lowered = value.strip().lower()
@@ -176,6 +179,11 @@ def parse_value(config: ReconcileConfig, field: str, value: Any) -> Any:
         except (ValueError, RecursionError):  # also an int past Python's digit limit
             raise ConfigError(f"{field}: expected a number, got {_short(value)}") from None
     return value
+
+
+def _optional(field: str) -> bool:
+    """Whether ``field`` of ``ReconcileConfig`` may be None."""
+    return type(None) in typing.get_args(ReconcileConfig.model_fields[field].annotation)
 
 
 class Controls:

@@ -16,9 +16,11 @@
 * A response the parsers reject is a ``MalformedResponse`` (an ``ExchangeError``,
   so a run fails the one step, not itself); for the new order of a flatten it
   is a ``MalformedWriteResponse``: sent and accepted, result unknown.
-* A flatten is a MARKET order for the exact size rounded down to the symbol's
-  market step size: ``reduceOnly=true`` in one-way mode, ``positionSide`` in
-  hedge mode (where Binance refuses ``reduceOnly``).
+* A flatten is a MARKET order (or, bounded, an IOC LIMIT) for the exact size rounded
+  down to the symbol's market step size: ``reduceOnly=true`` in one-way mode,
+  ``positionSide`` in hedge mode (where Binance refuses ``reduceOnly``), and
+  ``selfTradePreventionMode=EXPIRE_TAKER``: meeting a resting order of the same
+  account, the remediation order's rest expires, the bot's order stays.
 * ``countdown_cancel_all`` sets the exchange's dead-man countdown of one symbol
   (``POST /fapi/v1/countdownCancelAll``, weight 10): a write like the others.
 * Writes are sent once each, authorized at the wire (``authorize``, see
@@ -56,6 +58,9 @@ from grinder.exchange.port import Authorize, CancelOutcome
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 ALL_SYMBOLS_WEIGHT = 40
+SELF_TRADE_PREVENTION = "EXPIRE_TAKER"
+"""A remediation order that would trade with a resting order of the same account expires
+itself (Binance's default, ``EXPIRE_MAKER``, would expire the bot's order)."""
 COUNTDOWN_WEIGHT = 10
 """``POST /fapi/v1/countdownCancelAll`` (the dead-man switch's renewal)."""
 SNAPSHOT_CONCURRENCY = 8
@@ -106,6 +111,10 @@ class BinanceFuturesPort:
             self._filters = _read("GET /fapi/v1/exchangeInfo", lambda: parse_exchange_info(body))
             self._filters_ts = now
         return self._filters
+
+    async def get_tick_size(self, symbol: str) -> Decimal | None:
+        filters = (await self.exchange_info()).get(symbol)
+        return None if filters is None else filters.tick_size
 
     async def get_step_size(self, symbol: str) -> Decimal | None:
         filters = (await self.exchange_info()).get(symbol)
@@ -273,18 +282,28 @@ class BinanceFuturesPort:
         client_order_id: str,
         authorize: Authorize | None = None,
     ) -> ObservedOrder:
-        params: list[tuple[str, str | int]] = [
-            ("symbol", symbol),
-            ("side", side.value),
-            ("type", "MARKET"),
-            ("quantity", _decimal_text(qty)),
-            ("newClientOrderId", client_order_id),
-            ("newOrderRespType", "RESULT"),
-        ]
-        if position_side is PositionSide.BOTH:
-            params.append(("reduceOnly", "true"))
-        else:
-            params.append(("positionSide", position_side.value))
+        params = _reduce_only(symbol, side, qty, position_side, client_order_id)
+        params[2:2] = [("type", "MARKET")]
+        return await self._place(params, client_order_id, authorize)
+
+    async def place_reduce_only_ioc(
+        self,
+        symbol: str,
+        side: Side,
+        qty: Decimal,
+        price: Decimal,
+        *,
+        position_side: PositionSide,
+        client_order_id: str,
+        authorize: Authorize | None = None,
+    ) -> ObservedOrder:
+        params = _reduce_only(symbol, side, qty, position_side, client_order_id)
+        params[2:2] = [("type", "LIMIT"), ("timeInForce", "IOC"), ("price", _decimal_text(price))]
+        return await self._place(params, client_order_id, authorize)
+
+    async def _place(
+        self, params: list[tuple[str, str | int]], client_order_id: str, authorize: Authorize | None
+    ) -> ObservedOrder:
         # A new order costs no IP request weight (it counts against the order-rate limits).
         body: Any = await self.rest.request(
             "POST", "/fapi/v1/order", params, signed=True, weight=0, trade=True, authorize=authorize
@@ -295,6 +314,27 @@ class BinanceFuturesPort:
             lambda: parse_order(body, seen_ts_ms=seen, kind="new order"),
             write=True,
         )
+
+
+def _reduce_only(
+    symbol: str, side: Side, qty: Decimal, position_side: PositionSide, client_order_id: str
+) -> list[tuple[str, str | int]]:
+    """A remediation order's parameters but its type: reduce-only (``positionSide`` in hedge
+    mode), the answer with its fills, and self-trade prevention that expires the
+    remediation order itself, never a resting order of the bot's (D63)."""
+    params: list[tuple[str, str | int]] = [
+        ("symbol", symbol),
+        ("side", side.value),
+        ("quantity", _decimal_text(qty)),
+        ("newClientOrderId", client_order_id),
+        ("newOrderRespType", "RESULT"),
+        ("selfTradePreventionMode", SELF_TRADE_PREVENTION),
+    ]
+    if position_side is PositionSide.BOTH:
+        params.append(("reduceOnly", "true"))
+    else:
+        params.append(("positionSide", position_side.value))
+    return params
 
 
 async def _bounded_gather(

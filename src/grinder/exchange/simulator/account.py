@@ -20,6 +20,13 @@ from grinder.exchange.simulator import events as ev
 from grinder.exchange.simulator.book import MarketBook
 from grinder.exchange.simulator.clock import Clock
 from grinder.exchange.simulator.config import SimConfig
+from grinder.exchange.simulator.depth import (
+    REASON_FOK,
+    REASON_IOC,
+    REASON_MARKET,
+    available,
+    take,
+)
 from grinder.exchange.simulator.fmt import ZERO
 from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
 from grinder.exchange.simulator.ledger import Ledger, Trade
@@ -149,8 +156,14 @@ class Account:
         liquidity = self.book.liquidity(symbol)
         if req.type == "LIMIT" and req.time_in_force == "GTX" and marketable:
             raise E.err(E.GTX_REJECT)
+        depth = self.book.depth(symbol)
         if req.time_in_force == "FOK" and (
-            not marketable or (liquidity is not None and liquidity < req.qty)
+            not marketable
+            or (liquidity is not None and liquidity < req.qty)
+            or (
+                depth is not None
+                and available(depth, mark, spec.tick_size, req.side, req.price) < req.qty
+            )
         ):
             raise E.err(E.FOK_REJECT)
         now = self.now()
@@ -181,11 +194,15 @@ class Account:
         self.open_by_client[(symbol, client_id)] = order
         ack = order.write_view()
         self.emit_order(order, "NEW")
-        if marketable:
+        if marketable and depth is not None and taker_price is None:
+            take(self, order, depth, None if req.type == "MARKET" else req.price)
+        elif marketable:
             want = req.qty if req.type == "MARKET" or liquidity is None else min(req.qty, liquidity)
             self.fill(order, want, taker_price or mark, maker=False)
-            if order.is_open and (req.type == "MARKET" or req.time_in_force in ("IOC", "FOK")):
-                self.expire(order)
+        if marketable and order.is_open and req.type == "MARKET":
+            self.expire(order, reason=REASON_MARKET)
+        elif marketable and order.is_open and req.time_in_force in ("IOC", "FOK"):
+            self.expire(order, reason=REASON_IOC if req.time_in_force == "IOC" else REASON_FOK)
         if order.is_open:
             order.query_json()  # serialize once now, so snapshots are a string join
         return ack, order
@@ -260,8 +277,9 @@ class Account:
         self._expire_stale_reduce_only(order.symbol)
         return qty
 
-    def expire(self, order: Order) -> None:
-        order.end("EXPIRED", self.now())
+    def expire(self, order: Order, *, status: str = "EXPIRED", reason: int = 0) -> None:
+        order.expiry_reason = reason
+        order.end(status, self.now())
         self.emit_order(order, "EXPIRED")
         self._ended(order)
 

@@ -6,7 +6,8 @@ inside the PRICE_FILTER band). The walk can be frozen, stepped by hand, or
 overridden. There is no third-party order book: the mark is the market. A
 taker trades at the mark; a resting LIMIT order trades at its own price once
 the mark crosses it. ``liquidity`` caps how much of one order can trade per
-matching pass (``None`` = all of it), which is how partial fills happen.
+matching pass (``None`` = all of it), which is how partial fills happen. A ``Depth``
+set for a symbol replaces that for takers with a thin book of levels (``depth.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from grinder.exchange.simulator.depth import Depth
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 
@@ -25,6 +27,7 @@ class _Market:
     mark: Decimal
     frozen: bool = False
     liquidity: Decimal | None = None
+    depth: Depth | None = None
 
 
 class MarketBook:
@@ -87,6 +90,16 @@ class MarketBook:
         targets = self._markets.values() if symbol is None else [self._markets[symbol]]
         for market in targets:
             market.liquidity = qty
+
+    def depth(self, symbol: str) -> Depth | None:
+        """The thin book a taker walks (``depth.py``); None: the mark, as deep as
+        ``liquidity``."""
+        return self._markets[symbol].depth
+
+    def set_depth(self, symbol: str | None, depth: Depth | None) -> None:
+        targets = self._markets.values() if symbol is None else [self._markets[symbol]]
+        for market in targets:
+            market.depth = depth
 
     def step(self, *, force: bool = False) -> list[str]:
         """One walk step for every unfrozen symbol; the symbols whose mark changed.

@@ -39,6 +39,8 @@ Market
   POST   /_sim/mark                  {"symbol","price"}  set the mark (matching runs at once)
   POST   /_sim/walk                  {"frozen"?,"symbol"?,"steps"?,"volatility"?}
   POST   /_sim/liquidity             {"symbol"?,"quantity": "0.5" | null}  max qty per pass
+  POST   /_sim/depth                 {"symbol"?,"levels": 5 | null,"quantity","spacingTicks"?}
+                                     a thin book for takers (self-trade prevention applies)
   POST   /_sim/position-mode         {"dualSidePosition": bool, "force"?: true}
                                      (false: refused with -4059 / -4067 / -4068)
 
@@ -96,6 +98,7 @@ ROUTES: tuple[tuple[str, str, ControlHandler], ...] = (
     ("POST", "/_sim/mark", M.set_mark),
     ("POST", "/_sim/walk", M.walk),
     ("POST", "/_sim/liquidity", M.liquidity),
+    ("POST", "/_sim/depth", M.depth),
     ("POST", "/_sim/position-mode", M.position_mode),
     ("POST", "/_sim/faults/latency", M.latency),
     ("POST", "/_sim/faults/errors", M.error_burst),

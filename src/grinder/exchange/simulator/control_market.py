@@ -16,6 +16,7 @@ from grinder.exchange.simulator.control_util import (
     int_arg,
     symbol_arg,
 )
+from grinder.exchange.simulator.depth import MAX_LEVELS, Depth
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.faults import DEFAULT_5XX, ErrorBurst
 
@@ -54,6 +55,28 @@ def liquidity(sim: Simulator, body: Body, request: web.Request) -> Any:
     symbol = symbol_arg(sim, body, required=False)
     sim.book.set_liquidity(symbol, decimal_arg(body, "quantity"))
     return {"ok": True}
+
+
+def depth(sim: Simulator, body: Body, request: web.Request) -> Any:
+    """A thin book for takers (``depth.py``), or none with ``"levels": null``."""
+    symbol = symbol_arg(sim, body, required=False)
+    if body.get("levels") is None:
+        sim.book.set_depth(symbol, None)
+        return {"depth": None}
+    qty = decimal_arg(body, "quantity", required=True)
+    assert qty is not None
+    try:
+        book = Depth(
+            levels=int_arg(body, "levels", 1, low=1, high=MAX_LEVELS),
+            level_qty=qty,
+            spacing_ticks=int_arg(body, "spacingTicks", 1, low=1, high=1_000_000),
+        )
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+    sim.book.set_depth(symbol, book)
+    return {
+        "depth": {"levels": book.levels, "quantity": str(qty), "spacingTicks": book.spacing_ticks}
+    }
 
 
 def position_mode(sim: Simulator, body: Body, request: web.Request) -> Any:

@@ -91,7 +91,7 @@ def order_trade_update(
     body["V"] = order.stp_mode
     body["pm"] = order.price_match
     body["gtd"] = order.good_till_date
-    body["er"] = "0"
+    body["er"] = str(order.expiry_reason)
     return {"e": "ORDER_TRADE_UPDATE", "E": now_ms, "T": now_ms, "o": body}
 
 

@@ -52,6 +52,8 @@ class Order:
     activate_price: Decimal | None = None
     price_rate: Decimal | None = None
     amendments: int = 0
+    expiry_reason: int = 0
+    """Why the exchange expired it (``er`` of ORDER_TRADE_UPDATE; 0: none)."""
     _query_json: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
