@@ -16,8 +16,9 @@ import asyncio
 from decimal import Decimal
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials
+from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter

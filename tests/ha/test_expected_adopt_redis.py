@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from grinder.clock import wall_clock_ms
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials
+from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.ha.connection import RedisConnection

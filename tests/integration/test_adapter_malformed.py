@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.errors import MalformedResponse, MalformedWriteResponse
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials
+from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.port import ExchangeError
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine

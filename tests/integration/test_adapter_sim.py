@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.errors import (
     AuthError,
     IpBanned,
@@ -26,12 +27,7 @@ from grinder.exchange.binance.errors import (
 )
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, OrderUpdate, OtherEvent, UserEvent
-from grinder.exchange.binance.rest import (
-    BinanceRestClient,
-    ClientClosing,
-    Credentials,
-    RestSettings,
-)
+from grinder.exchange.binance.rest import BinanceRestClient, ClientClosing, RestSettings
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.port import CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.exchange.simulator import SimConfig, SimulatorServer

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials
+from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.budget import BudgetTracker

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import SNAPSHOT_CONCURRENCY, BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials, RestSettings
+from grinder.exchange.binance.rest import BinanceRestClient, RestSettings
 from grinder.exchange.port import TransientExchangeError
 from grinder.exchange.simulator import CATALOG, SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
@@ -145,7 +146,7 @@ async def test_one_failed_call_fails_the_snapshot_with_the_exchange_error(
         with pytest.raises(TransientExchangeError):
             await port.fetch_open_orders(SYMBOLS)
         await asyncio.sleep(0.1)  # the cancelled calls have unwound
-        assert rest._inflight_weight == 0
+        assert rest.limits.inflight_weight == 0
     finally:
         await rest.close()
 

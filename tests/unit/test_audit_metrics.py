@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.clock import ManualClock, wall_clock_ms
 from grinder.exchange.binance.errors import IpBanned, RateLimited, RequestRejected
-from grinder.exchange.binance.rest import not_sent
+from grinder.exchange.binance.ip_limits import not_sent
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.audit import AuditWriter, encode_record
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day

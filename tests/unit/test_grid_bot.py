@@ -19,8 +19,9 @@ from grinder.bot.grid import (
     next_level,
     round_to_tick,
 )
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient, Credentials, Params
+from grinder.exchange.binance.rest import BinanceRestClient, Params
 from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer

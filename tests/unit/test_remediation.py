@@ -1792,7 +1792,7 @@ async def test_a_flatten_retry_stops_when_the_position_changed_side() -> None:
 
 async def test_a_write_the_client_refused_to_send_counts_as_withheld() -> None:
     from grinder.exchange.binance.errors import RateLimited
-    from grinder.exchange.binance.rest import not_sent
+    from grinder.exchange.binance.ip_limits import not_sent
 
     rig = Rig()
     rig.port.add_order(order())

@@ -13,7 +13,7 @@ from grinder.exchange.simulator.amend import MAX_AMENDMENTS, amend, parse_amendm
 from grinder.exchange.simulator.candles import bucket_close, bucket_open
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
@@ -240,7 +240,7 @@ def test_an_amendment_keeps_the_id_and_reports_amendment() -> None:
 def test_a_refused_amendment_leaves_the_order_as_it_was(qty: str, price: str, code: int) -> None:
     sim = make_sim()
     order = place(sim, quantity="0.010", price="60000.0")
-    with pytest.raises(BinanceError) as refused:
+    with pytest.raises(ErrorReply) as refused:
         amend_to(sim, order, qty, price)
     assert refused.value.code == code
     assert (order.qty, order.price, order.status) == (D("0.010"), D("60000.0"), "NEW")
@@ -277,13 +277,13 @@ def test_an_amendment_across_the_mark_trades_as_a_taker_at_the_mark() -> None:
 def test_amendments_are_limited_and_price_match_replaces_the_price() -> None:
     sim = make_sim()
     order = place(sim, quantity="0.010", price="60000.0")
-    with pytest.raises(BinanceError) as both:
+    with pytest.raises(ErrorReply) as both:
         amend_to(sim, order, "0.010", "60000.0", priceMatch="QUEUE")
     assert both.value.code == -1128
     amend_to(sim, order, "0.010", None, priceMatch="QUEUE")
     assert order.price == D("64999.90")
     order.amendments = MAX_AMENDMENTS
-    with pytest.raises(BinanceError) as many:
+    with pytest.raises(ErrorReply) as many:
         amend_to(sim, order, "0.011", "60000.0")
     assert many.value.code == -5026
 
@@ -318,10 +318,10 @@ def test_leverage_is_bounded_by_the_brackets_and_the_open_position() -> None:
     sim = make_sim()
     settings = sim.account.settings
     assert settings.set_leverage("BTCUSDT", 125, D(0)) == BRACKETS[0].cap
-    with pytest.raises(BinanceError) as too_high:
+    with pytest.raises(ErrorReply) as too_high:
         settings.set_leverage("BTCUSDT", 126, D(0))
     assert too_high.value.code == -4028
-    with pytest.raises(BinanceError) as too_big:
+    with pytest.raises(ErrorReply) as too_big:
         settings.set_leverage("BTCUSDT", 125, D(BRACKETS[0].cap + 1))
     assert too_big.value.code == -2027
     assert settings.leverage_of("BTCUSDT") == 125
@@ -343,11 +343,11 @@ def test_weeks_open_on_monday_and_months_on_the_first() -> None:
 def test_margin_type_refuses_a_position_and_multi_assets_an_isolated_symbol() -> None:
     sim = make_sim()
     settings = sim.account.settings
-    with pytest.raises(BinanceError) as position:
+    with pytest.raises(ErrorReply) as position:
         settings.set_margin_type("BTCUSDT", "ISOLATED", orders=False, position=True)
     assert position.value.code == -4048
     settings.set_margin_type("BTCUSDT", "ISOLATED", orders=False, position=False)
-    with pytest.raises(BinanceError) as isolated:
+    with pytest.raises(ErrorReply) as isolated:
         settings.set_multi_assets(True)
     assert isolated.value.code == -4167
     assert sim.account.settings.symbol_config("BTCUSDT")["marginType"] == "ISOLATED"

@@ -10,7 +10,7 @@ import pytest
 from grinder.exchange.simulator.algo import AlgoOrder, parse_algo_order
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.validation import parse_new_order
@@ -118,10 +118,10 @@ def test_take_profit_limit_leaves_a_resting_child_and_finishes_when_it_fills() -
 
 def test_would_immediately_trigger_is_refused() -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim, triggerPrice="3100.00")
     assert info.value.code == -2021
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim, side="SELL", type="TAKE_PROFIT_MARKET", triggerPrice="3100.00")
     assert info.value.code == -2021
 
@@ -145,7 +145,7 @@ def test_would_immediately_trigger_is_refused() -> None:
 )
 def test_algo_rejections(values: dict[str, Any], code: int) -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim, **values)
     assert info.value.code == code
 
@@ -195,7 +195,7 @@ def test_cancel_only_works_on_untriggered_orders() -> None:
     sim.algos.cancel(order)
     assert order.status == "CANCELED"
     assert list(sim.algos.open_orders()) == []
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         sim.algos.cancel(order)
     assert info.value.code == -2011
     assert stream(sim)[-1] == ("ALGO", "CANCELED")
@@ -204,7 +204,7 @@ def test_cancel_only_works_on_untriggered_orders() -> None:
 def test_client_algo_ids_are_unique_among_open_algo_orders() -> None:
     sim = make_sim()
     algo(sim, clientAlgoId="same")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim, clientAlgoId="same")
     assert info.value.code == -4116
 
@@ -213,14 +213,14 @@ def test_max_algo_orders_per_symbol() -> None:
     sim = make_sim()
     for i in range(10):
         algo(sim, triggerPrice=f"{3300 + i}.00")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim, triggerPrice="3400.00")
     assert info.value.code == -4045
 
 
 def test_hedge_mode_algo_orders_need_a_position_side() -> None:
     sim = make_sim(dual_side_position=True)
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         algo(sim)
     assert info.value.code == -4061
     assert algo(sim, positionSide="LONG").position_side == "LONG"

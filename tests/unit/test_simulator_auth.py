@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from grinder.exchange.simulator import auth
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.params import Params
 
 SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
@@ -19,7 +19,7 @@ def hmac_hex(payload: str, secret: str = SECRET) -> str:
 
 
 def code(fn: object, *args: object) -> int:
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         fn(*args)  # type: ignore[operator]
     return info.value.code
 
@@ -73,10 +73,10 @@ def test_a_missing_signature_is_1102() -> None:
 
 def test_api_key_missing_is_2014_and_wrong_is_2015_both_http_401() -> None:
     keys = {"key": "secret", "second": "other"}
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         auth.check_api_key(None, keys.get)
     assert (info.value.code, info.value.status) == (-2014, 401)
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         auth.check_api_key("nope", keys.get)
     assert (info.value.code, info.value.status) == (-2015, 401)
     assert info.value.msg == "Invalid API-key, IP, or permissions for action."
@@ -101,7 +101,7 @@ def test_recv_window_rule(timestamp: int, recv_window: str | None, ok: bool) -> 
     if ok:
         auth.check_timestamp(params, 100_000, 5000, 60000)
     else:
-        with pytest.raises(BinanceError) as info:
+        with pytest.raises(ErrorReply) as info:
             auth.check_timestamp(params, 100_000, 5000, 60000)
         assert (info.value.code, info.value.msg) == (
             -1021,

@@ -11,7 +11,7 @@ import pytest
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.depth import Depth
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
@@ -87,7 +87,7 @@ def test_a_gtc_limit_rests_with_what_the_levels_did_not_fill() -> None:
 
 def test_fok_is_refused_when_the_levels_within_its_price_are_too_thin() -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError):
+    with pytest.raises(ErrorReply):
         place(sim, side="BUY", quantity="0.050", price=str(MARK + 2), timeInForce="FOK")
     order = place(sim, side="BUY", quantity="0.030", price=str(MARK + 2), timeInForce="FOK")
     assert order.status == "FILLED"

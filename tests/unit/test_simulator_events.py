@@ -11,7 +11,7 @@ import pytest
 
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.userstream import parse_events
@@ -205,7 +205,7 @@ def test_listen_key_lifetime_keepalive_and_reuse() -> None:
     assert sim.hub.valid(key)
     clock.advance(1_000)
     assert not sim.hub.valid(key)
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         sim.hub.keepalive(None)
     assert info.value.code == -1125
     assert sim.hub.create_key() != key

@@ -10,7 +10,7 @@ import pytest
 
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.exchange import Simulator
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.params import Params
@@ -131,17 +131,17 @@ def test_ioc_remainder_expires_and_fok_that_cannot_fill_is_rejected() -> None:
     ioc = place(sim, quantity="0.010", price="66000.0", timeInForce="IOC")
     assert (ioc.status, ioc.executed_qty) == ("EXPIRED", D("0.003"))
     assert order_updates(sim)[-1] == ("EXPIRED", "EXPIRED")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, quantity="0.010", price="66000.0", timeInForce="FOK")
     assert info.value.code == -5021
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, quantity="0.010", price="64000.0", timeInForce="FOK")
     assert info.value.code == -5021
 
 
 def test_post_only_that_would_take_is_rejected() -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, quantity="0.010", price="66000.0", timeInForce="GTX")
     assert info.value.code == -5022
     assert place(sim, quantity="0.010", price="64000.0", timeInForce="GTX").status == "NEW"
@@ -171,11 +171,11 @@ def test_fees_come_out_of_the_wallet() -> None:
 
 def test_reduce_only_is_rejected_without_a_position_to_reduce() -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, type="MARKET", side="SELL", quantity="0.010", reduceOnly="true")
     assert (info.value.code, info.value.msg) == (-2022, "ReduceOnly Order is rejected.")
     place(sim, type="MARKET", side="BUY", quantity="0.010")
-    with pytest.raises(BinanceError):
+    with pytest.raises(ErrorReply):
         place(sim, type="MARKET", side="BUY", quantity="0.010", reduceOnly="true")
 
 
@@ -199,7 +199,7 @@ def test_resting_reduce_only_orders_expire_when_the_position_closes() -> None:
 def test_duplicate_client_ids_are_refused_among_open_orders_only() -> None:
     sim = make_sim()
     place(sim, quantity="0.010", price="64000.0", newClientOrderId="dup")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, quantity="0.010", price="64000.0", newClientOrderId="dup")
     assert info.value.code == -4116
     order = sim.account.find("BTCUSDT", None, "dup")
@@ -231,7 +231,7 @@ def test_hedge_mode_keeps_long_and_short_apart() -> None:
     assert position_amt(sim, side="SHORT") == D("-0.010")
     place(sim, type="MARKET", side="SELL", positionSide="LONG", quantity="0.005")
     assert position_amt(sim, side="LONG") == D("0.015")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, type="MARKET", side="BUY", positionSide="SHORT", quantity="0.020")
     assert info.value.code == -2022
     rows = events(sim, "ACCOUNT_UPDATE")[-1]["a"]["P"]
@@ -242,23 +242,23 @@ def test_hedge_close_orders_cannot_together_exceed_the_position() -> None:
     sim = make_sim(dual_side_position=True)
     place(sim, type="MARKET", side="BUY", positionSide="LONG", quantity="0.020")
     place(sim, side="SELL", positionSide="LONG", quantity="0.015", price="70000.0")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         place(sim, side="SELL", positionSide="LONG", quantity="0.010", price="70000.0")
     assert info.value.code == -2022
 
 
 def test_position_mode_changes_are_refused_as_binance_refuses_them() -> None:
     sim = make_sim()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         sim.account.change_mode(False)
     assert info.value.code == -4059
     order = place(sim, quantity="0.010", price="64000.0")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         sim.account.change_mode(True)
     assert info.value.code == -4067
     sim.account.cancel(order)
     place(sim, type="MARKET", quantity="0.010")
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         sim.account.change_mode(True)
     assert info.value.code == -4068
     sim.account.change_mode(True, force=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import resolve_symbols
 from grinder.exchange.simulator.validation import OrderRequest, parse_new_order
@@ -32,7 +32,7 @@ def parse(dual: bool = False, **values: Any) -> OrderRequest:
 
 
 def code_of(dual: bool = False, **values: Any) -> int:
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         parse(dual, **values)
     return info.value.code
 
@@ -114,7 +114,7 @@ def test_step_size_that_is_not_a_power_of_ten_gives_4023() -> None:
             ("price", "3200.00"),
         ]
     )
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         parse_new_order(params, {"ETHUSDT": odd}, dual=False, mark_of=MARKS.__getitem__, now_ms=NOW)
     assert info.value.code == -4023
 
@@ -133,7 +133,7 @@ def test_min_quantity_gives_4004() -> None:
             ("price", "150.0000"),
         ]
     )
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         parse_new_order(
             params, {"SOLUSDT": spec}, dual=False, mark_of=MARKS.__getitem__, now_ms=NOW
         )
@@ -148,7 +148,7 @@ def test_market_orders_refuse_a_price_and_use_the_market_lot_size() -> None:
 
 
 def test_min_notional_message_is_binances() -> None:
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         parse(quantity="0.001", price="9000.0")
     assert info.value.msg == (
         "Order's notional must be no smaller than 10.0 (unless you choose reduce only)"
@@ -169,7 +169,7 @@ def test_hedge_mode_requires_a_position_side_and_forbids_reduce_only() -> None:
 
 
 def test_mandatory_parameter_message_names_the_parameter() -> None:
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         parse(quantity=None)
     assert info.value.msg == (
         "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed."

@@ -6,7 +6,7 @@ import pytest
 
 from grinder.exchange.simulator.clock import ManualClock
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.errors import BinanceError
+from grinder.exchange.simulator.errors import ErrorReply
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.weights import OrderCounter, RateLimiter, weight_of
 
@@ -61,7 +61,7 @@ def test_past_the_limit_429_with_retry_after_then_418_ban() -> None:
     clock.advance(15_000)
     statuses = []
     for _ in range(3):
-        with pytest.raises(BinanceError) as info:
+        with pytest.raises(ErrorReply) as info:
             rl.charge("a", 1)
         statuses.append((info.value.status, info.value.code, info.value.headers["Retry-After"]))
     assert statuses[0] == (429, -1003, "45")
@@ -70,7 +70,7 @@ def test_past_the_limit_429_with_retry_after_then_418_ban() -> None:
     assert statuses[2][2] == "120"
     assert "IP banned until" in info.value.msg
     clock.advance(60_000)  # a new minute does not lift a ban
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         rl.charge("a", 1)
     assert info.value.status == 418
     clock.advance(61_000)
@@ -81,7 +81,7 @@ def test_repeat_bans_double() -> None:
     rl, clock = limiter(weight_limit=1, rejections_before_ban=0, ban_seconds=10)
     for expected in ("10", "20"):
         rl.charge("a", 1)
-        with pytest.raises(BinanceError) as info:
+        with pytest.raises(ErrorReply) as info:
             rl.charge("a", 1)
         assert (info.value.status, info.value.headers["Retry-After"]) == (418, expected)
         clock.advance(int(expected) * 1000 + 60_000)
@@ -91,12 +91,12 @@ def test_forced_429_and_forced_ban() -> None:
     rl, clock = limiter()
     rl.forced_429 = 2
     for _ in range(2):
-        with pytest.raises(BinanceError) as info:
+        with pytest.raises(ErrorReply) as info:
             rl.charge("a", 1)
         assert info.value.status == 429
     assert rl.charge("a", 1) == 3
     rl.ban(5)
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         rl.charge("b", 1)
     assert (info.value.status, info.value.headers["Retry-After"]) == (418, "5")
     clock.advance(5_000)
@@ -109,7 +109,7 @@ def test_order_counter_limits_new_orders() -> None:
     for _ in range(3):
         counter.check()
         counter.record()
-    with pytest.raises(BinanceError) as info:
+    with pytest.raises(ErrorReply) as info:
         counter.check()
     assert (info.value.code, info.value.status) == (-1015, 429)
     clock.advance(10_001)
@@ -117,5 +117,5 @@ def test_order_counter_limits_new_orders() -> None:
     counter.record()
     counter.record()
     assert counter.counts() == (2, 5)
-    with pytest.raises(BinanceError):
+    with pytest.raises(ErrorReply):
         counter.check()

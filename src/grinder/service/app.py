@@ -38,8 +38,8 @@ from prometheus_client import CollectorRegistry
 from grinder.clock import Clock, wall_clock_ms
 from grinder.deadman.decision import Health
 from grinder.deadman.metrics import DeadmanMetrics
+from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
-from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.binance.stream import StreamSettings, StreamState, UserDataStream
 from grinder.exchange.metrics import ExchangeMetrics
 from grinder.exchange.port import ExchangeError

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from grinder.clock import Clock
+from grinder.exchange.binance.credentials import VENUES, Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import VENUES, BinanceRestClient, Credentials
+from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator.config import (
     ENV_API_KEY,
     ENV_API_SECRET,

@@ -24,102 +24,31 @@ request fails at once with ``ClientClosing`` instead, unsent.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
-import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
 from yarl import URL
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.exchange.binance.credentials import Credentials, sign
 from grinder.exchange.binance.errors import (
     IpBanned,
     MalformedResponse,
-    RateLimited,
     error_from_response,
 )
+from grinder.exchange.binance.ip_limits import IpLimits, not_sent
 from grinder.exchange.binance.retry_policy import Pause, Raise, Resync, Retry, Step, next_step
 from grinder.exchange.port import Authorize, ExchangeError, TransientExchangeError
-from grinder.reconcile.config import ConfigError
-from grinder.redaction import register_secret
 
 log = logging.getLogger("grinder.exchange.rest")
-E = TypeVar("E", bound=ExchangeError)
 
-WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 DEFAULT_WEIGHT_LIMIT = 2400
-
-
-@dataclass(frozen=True)
-class Venue:
-    name: str
-    rest_url: str
-    ws_url: str
-
-
-VENUES: dict[str, Venue] = {
-    "mainnet": Venue("mainnet", "https://fapi.binance.com", "wss://fstream.binance.com"),
-    "testnet": Venue(
-        "testnet", "https://testnet.binancefuture.com", "wss://fstream.binancefuture.com"
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An API key and secret. ``repr`` shows neither."""
-
-    api_key: str = field(repr=False)
-    api_secret: str = field(repr=False)
-
-    def __repr__(self) -> str:
-        return f"Credentials(api_key=…{self.api_key[-4:]})" if self.api_key else "Credentials()"
-
-    @classmethod
-    def from_env(
-        cls, env: Mapping[str, str] | None = None, *, prefix: str = "BINANCE", purpose: str = ""
-    ) -> Credentials:
-        """``{prefix}_API_KEY``/``{prefix}_API_SECRET`` or their ``…_FILE`` variants."""
-        src = os.environ if env is None else env
-        return cls(
-            api_key=_secret(src, f"{prefix}_API_KEY", purpose),
-            api_secret=_secret(src, f"{prefix}_API_SECRET", purpose),
-        )
-
-
-def _secret(env: Mapping[str, str], name: str, purpose: str) -> str:
-    direct = env.get(name)
-    path = env.get(f"{name}_FILE")
-    why = f" ({purpose})" if purpose else ""
-    if direct and path:
-        raise ConfigError(f"{name} and {name}_FILE are both set; set one{why}")
-    if direct:
-        register_secret(direct)  # masked in every output from now on
-        return direct.strip()
-    if path:
-        try:
-            value = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{name}_FILE: cannot read {path} ({exc.strerror})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{name}_FILE: {path} is not UTF-8 text") from None
-        if not value:
-            raise ConfigError(f"{name}_FILE: {path} is empty")
-        register_secret(value)
-        return value
-    raise ConfigError(f"{name} (or {name}_FILE) is not set{why}")
-
-
-def sign(secret: str, payload: str) -> str:
-    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
 
 
 class ClientClosing(ExchangeError):
@@ -173,22 +102,18 @@ class BinanceRestClient:
         self._waits: set[asyncio.Future[None]] = set()
         """One future per wait under way: ``begin_close`` ends them all."""
         self._rng = rng or random.Random()
-        self.on_weight = on_weight
         self.on_spend = on_spend
         self.weight_spent = 0
         """Request weight of every request sent (by the endpoint's documented weight)."""
         self.time_offset_ms = 0
-        self.used_weight = 0
-        self._weight_minute: int | None = None
-        self._header_minute: int | None = None
-        """The minute of the last weight header read (``weight_known``)."""
-        self._inflight_weight = 0
-        """Weight of requests sent whose response (and weight header) is not in yet."""
         self.requests_sent = 0
-        self._paused_until_ms = 0
-        """Local time before which no request goes out: the last 429's ``Retry-After``."""
-        self._banned_until_ms = 0
-        """Local time before which every request fails without being sent (HTTP 418)."""
+        self.limits = IpLimits(
+            weight_limit=self.settings.weight_limit,
+            slow_down_ratio=self.settings.slow_down_ratio,
+            clock=self._clock,
+            server_now_ms=self.server_now_ms,
+            on_weight=on_weight,
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -264,122 +189,34 @@ class BinanceRestClient:
         self.time_offset_ms = server - (sent + received) // 2
         return self.time_offset_ms
 
-    # --- weight --------------------------------------------------------------------------
+    # --- what the IP may send (``IpLimits``) --------------------------------------------
 
-    def _note_weight(self, headers: Mapping[str, str]) -> None:
-        raw = headers.get(WEIGHT_HEADER)
-        if raw is None:
-            return
-        try:
-            used = int(raw)
-        except ValueError:
-            log.warning("bad %s header %r", WEIGHT_HEADER, raw)
-            return
-        self.used_weight = used
-        self._weight_minute = self._header_minute = self.server_now_ms() // 60_000
-        if self.on_weight is not None:
-            self.on_weight(used)
+    @property
+    def used_weight(self) -> int:
+        """The IP's request weight of this minute, from the last header read."""
+        return self.limits.used_weight
 
     def weight_known(self) -> bool:
-        """Whether a weight header of the current minute has been read (the IP's use,
-        other clients on it included, is known)."""
-        return self._header_minute == self.server_now_ms() // 60_000
+        return self.limits.weight_known()
 
-    def _over_soft_limit(self, weight: int) -> bool:
-        """Whether ``weight`` more would pass the soft limit of this minute's window.
+    def ban_remaining_s(self) -> float:
+        return self.limits.ban_remaining_s()
 
-        Requests still in flight count: their weight is not in the last header yet,
-        so concurrent requests cannot together pass the limit unnoticed.
-        """
-        minute = self.server_now_ms() // 60_000
-        if self._weight_minute is not None and minute != self._weight_minute:
-            self.used_weight = 0
-            self._weight_minute = minute
-        soft = self.settings.weight_limit * self.settings.slow_down_ratio
-        return self.used_weight + self._inflight_weight + weight > soft
+    def wait_needed_s(self, weight: int = 1) -> float:
+        return self.limits.wait_needed_s(weight)
 
     async def _pace(self, weight: int) -> None:
         """Wait for the next minute window if this request would pass the soft limit."""
-        if weight == 0 or not self._over_soft_limit(weight):
-            return  # (a new order costs no IP weight: it never waits here)
-        wait_ms = 60_000 - self.server_now_ms() % 60_000 + 50
-        log.warning(
-            "request weight %d + %d near limit %d: waiting %d ms for the next window",
-            self.used_weight + self._inflight_weight,
-            weight,
-            self.settings.weight_limit,
-            wait_ms,
-        )
-        await self._sleep(wait_ms / 1000, "for the next weight window")
-        self.used_weight = 0
-
-    # --- 429 pause and 418 ban -----------------------------------------------------------
-
-    def ban_remaining_s(self) -> float:
-        """Seconds left of an IP ban (HTTP 418) this client was told of; 0 when none."""
-        return max(0, self._banned_until_ms - self._clock()) / 1000
-
-    def _note_ban(self, exc: IpBanned) -> None:
-        now = self._clock()
-        if exc.banned_until_ms is not None:
-            until = exc.banned_until_ms - self.time_offset_ms  # server time → local time
-        else:
-            until = now + int(exc.backoff_hint_s * 1000)
-        if until > self._banned_until_ms:
-            self._banned_until_ms = until
-            log.error(
-                "IP banned by the exchange (HTTP 418) for %.0f s: no request is sent until then",
-                max(0, until - now) / 1000,
-            )
-
-    def _refuse_while_banned(self, method: str, path: str) -> None:
-        remaining = self.ban_remaining_s()
-        if remaining > 0:
-            raise not_sent(
-                IpBanned(
-                    f"{method} {path}: not sent, the IP is banned for {remaining:.0f} s more "
-                    "(HTTP 418 received earlier)",
-                    http_status=418,
-                    retry_after_s=remaining,
-                    banned_until_ms=self._banned_until_ms + self.time_offset_ms,
-                )
-            )
-
-    def _refuse_while_paused(self, method: str, path: str, weight: int) -> None:
-        """A trade is not held back: while a 429's pause lasts, or when it would pass the
-        weight's soft limit, it fails at once instead of going out late."""
-        remaining_ms = self._paused_until_ms - self._clock()
-        if remaining_ms > 0:
-            raise not_sent(
-                RateLimited(
-                    f"{method} {path}: not sent, requests are paused {remaining_ms / 1000:.1f} s "
-                    "more after a 429",
-                    http_status=429,
-                    retry_after_s=remaining_ms / 1000,
-                )
-            )
-        if weight and self._over_soft_limit(weight):
-            raise not_sent(
-                RateLimited(
-                    f"{method} {path}: not sent, request weight is near the limit for this minute",
-                    http_status=429,
-                )
-            )
+        wait_ms = self.limits.pace_wait_ms(weight)
+        if wait_ms:
+            await self._sleep(wait_ms / 1000, "for the next weight window")
+            self.limits.used_weight = 0
 
     async def _wait_out_pause(self) -> None:
         """Every request waits out the last 429's ``Retry-After``, not only the one refused."""
-        wait_ms = self._paused_until_ms - self._clock()
+        wait_ms = self.limits.pause_left_ms()
         if wait_ms > 0:
             await self._sleep(wait_ms / 1000, "after a 429 (Retry-After)")
-
-    def wait_needed_s(self, weight: int = 1) -> float:
-        """How long a request of ``weight`` would wait now before going out: the rest of a
-        429's pause, or of this minute when it would pass the weight's soft limit (0: none).
-        An IP ban is not waited out (``ban_remaining_s``)."""
-        wait_ms = max(0, self._paused_until_ms - self._clock())
-        if weight and self._over_soft_limit(weight):
-            wait_ms = max(wait_ms, 60_000 - self.server_now_ms() % 60_000)
-        return wait_ms / 1000
 
     # --- requests ------------------------------------------------------------------------
 
@@ -444,12 +281,13 @@ class BinanceRestClient:
     async def _clear_to_send(self, method: str, path: str, weight: int, *, trade: bool) -> None:
         """Refuse the request during a ban; a trade also while paused or near the weight
         limit, anything else waits out the pause and the weight window instead."""
-        self._refuse_while_banned(method, path)
+        limits = self.limits
+        limits.refuse_while_banned(method, path, self.time_offset_ms)
         if trade:
-            self._refuse_while_paused(method, path, weight)
+            limits.refuse_while_paused(method, path, weight)
         else:
             await self._wait_out_pause()  # the 429 that refused this or another request
-            self._refuse_while_banned(method, path)
+            limits.refuse_while_banned(method, path, self.time_offset_ms)
             await self._pace(weight)
 
     async def _take(
@@ -463,7 +301,7 @@ class BinanceRestClient:
                 if then_raise:
                     raise exc  # the clock is right again; sending again is the caller's decision
             case Pause(wait_s=wait, then_raise=then_raise):
-                self._paused_until_ms = max(self._paused_until_ms, self._clock() + int(wait * 1000))
+                self.limits.pause_until(self._clock() + int(wait * 1000))
                 if then_raise:
                     raise exc
                 log.warning("429 on %s %s: waiting %.1f s (Retry-After)", method, path, wait)
@@ -475,7 +313,7 @@ class BinanceRestClient:
                 await self._sleep(delay)
             case Raise(error=error):
                 if isinstance(error, IpBanned):
-                    self._note_ban(error)
+                    self.limits.note_ban(error, self.time_offset_ms)
                 if error is exc:
                     raise exc
                 raise error from None
@@ -496,6 +334,37 @@ class BinanceRestClient:
         ``authorize`` runs here, with no wait between it and the request leaving; the
         window it grants bounds ``recvWindow`` (``WriteWithheld`` passes through).
         """
+        url, headers = self._prepare(method, path, items, signed, api_key, authorize)
+        self.weight_spent += weight  # counted here: a withheld write spends nothing
+        if self.on_spend is not None:
+            self.on_spend(weight)
+        self.requests_sent += 1
+        self.limits.inflight_weight += weight
+        try:
+            async with self.session.request(method, url, headers=headers) as resp:
+                self.limits.note_weight(resp.headers)
+                text = await resp.text()
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except TimeoutError:
+            raise TransientExchangeError(f"{method} {path}: timed out") from None
+        except aiohttp.ClientError as exc:
+            raise TransientExchangeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        finally:
+            self.limits.inflight_weight -= weight
+        return _decode(method, path, status, text, retry_after)
+
+    def _prepare(
+        self,
+        method: str,
+        path: str,
+        items: list[tuple[str, str | int]],
+        signed: bool,
+        api_key: bool,
+        authorize: Authorize | None,
+    ) -> tuple[URL, dict[str, str]]:
+        """The request's URL (signed: ``recvWindow``, ``timestamp``, ``signature``) and
+        headers; ``authorize`` is called last before the time is stamped."""
         headers: dict[str, str] = {}
         query_items = list(items)
         if signed or api_key:
@@ -509,46 +378,30 @@ class BinanceRestClient:
                     ExchangeError(f"{method} {path}: an authorized write must be signed")
                 )
             window = max(1, min(window, authorize()))
-        if signed:
-            assert self.credentials is not None
-            query_items.append(("recvWindow", window))
-            query_items.append(("timestamp", self.server_now_ms()))
         query = urlencode(query_items)
         if signed:
             assert self.credentials is not None
-            signature = sign(self.credentials.api_secret, query)
-            query = f"{query}&signature={signature}"
-        url = URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True)
-        self.weight_spent += weight  # counted here: a withheld write spends nothing
-        if self.on_spend is not None:
-            self.on_spend(weight)
-        self.requests_sent += 1
-        self._inflight_weight += weight
+            query_items += [("recvWindow", window), ("timestamp", self.server_now_ms())]
+            query = urlencode(query_items)
+            query = f"{query}&signature={sign(self.credentials.api_secret, query)}"
+        return URL(f"{self.base_url}{path}" + (f"?{query}" if query else ""), encoded=True), headers
+
+
+def _decode(method: str, path: str, status: int, text: str, retry_after: float | None) -> Any:
+    """A response's JSON, or the exchange error it reports."""
+    body: Any = None
+    if text:
         try:
-            async with self.session.request(method, url, headers=headers) as resp:
-                self._note_weight(resp.headers)
-                text = await resp.text()
-                status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
-        except TimeoutError:
-            raise TransientExchangeError(f"{method} {path}: timed out") from None
-        except aiohttp.ClientError as exc:
-            raise TransientExchangeError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        finally:
-            self._inflight_weight -= weight
-        body: Any = None
-        if text:
-            try:
-                body = json.loads(text)
-            except json.JSONDecodeError:
-                if status < 400:
-                    raise ExchangeError(
-                        f"{method} {path}: response is not JSON ({text[:80]!r})",
-                        http_status=status,
-                    ) from None
-        if status >= 400 or (isinstance(body, dict) and _is_error_body(body)):
-            raise error_from_response(status, body, retry_after)
-        return body
+            body = json.loads(text)
+        except json.JSONDecodeError:
+            if status < 400:
+                raise ExchangeError(
+                    f"{method} {path}: response is not JSON ({text[:80]!r})",
+                    http_status=status,
+                ) from None
+    if status >= 400 or (isinstance(body, dict) and _is_error_body(body)):
+        raise error_from_response(status, body, retry_after)
+    return body
 
 
 def never_resend(session: aiohttp.ClientSession) -> None:
@@ -562,12 +415,6 @@ def never_resend(session: aiohttp.ClientSession) -> None:
     since 3.10); ``tests/integration/test_write_fence_sim.py`` fails if it stops working.
     """
     session._retry_connection = False
-
-
-def not_sent(exc: E) -> E:
-    """``exc`` marked as raised before its request left: the exchange never saw it."""
-    exc.sent = False
-    return exc
 
 
 def _wake(woken: asyncio.Future[None]) -> None:

@@ -27,9 +27,9 @@ from grinder.exchange.simulator.depth import (
     available,
     take,
 )
-from grinder.exchange.simulator.fmt import ZERO
 from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
 from grinder.exchange.simulator.ledger import Ledger, Trade
+from grinder.exchange.simulator.number_text import ZERO
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.positions import Position
 from grinder.exchange.simulator.settings import AccountSettings

@@ -15,8 +15,8 @@ from grinder.exchange.simulator import auth, views
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import events as ev
 from grinder.exchange.simulator.endpoint import Endpoint
-from grinder.exchange.simulator.fmt import ZERO
 from grinder.exchange.simulator.ledger import in_window
+from grinder.exchange.simulator.number_text import ZERO
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.settings import MARGIN_TYPES, brackets_view
 from grinder.exchange.simulator.validation import lookup_symbol

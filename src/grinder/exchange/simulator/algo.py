@@ -16,7 +16,7 @@ from typing import Any
 
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator import validation as V
-from grinder.exchange.simulator.fmt import ZERO, fixed
+from grinder.exchange.simulator.number_text import ZERO, fixed
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import SymbolSpec
 
@@ -196,7 +196,7 @@ def parse_algo_order(
     mark_of: Callable[[str], Decimal],
     now_ms: int,
 ) -> AlgoRequest:
-    """``POST /fapi/v1/algoOrder`` parameters, checked; raises ``BinanceError``."""
+    """``POST /fapi/v1/algoOrder`` parameters, checked; raises ``ErrorReply``."""
     algo_type = params.required_text("algoType")
     symbol = params.required_text("symbol")
     side = params.required_text("side")

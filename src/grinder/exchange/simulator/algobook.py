@@ -18,8 +18,8 @@ from grinder.exchange.simulator import events as ev
 from grinder.exchange.simulator.account import Account, EventSink
 from grinder.exchange.simulator.algo import AlgoOrder, AlgoRequest
 from grinder.exchange.simulator.config import SimConfig
-from grinder.exchange.simulator.fmt import ZERO
 from grinder.exchange.simulator.indexes import drop, iter_open, random_client_id
+from grinder.exchange.simulator.number_text import ZERO
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import OrderRequest
@@ -172,7 +172,7 @@ class AlgoBook:
             _, child = self.account.place(
                 request, emit_events=not algo.silent, algo_id=algo.algo_id
             )
-        except E.BinanceError as exc:
+        except E.ErrorReply as exc:
             algo.status = "REJECTED"
             algo.reject_reason = "Reduce Only reject" if exc.code == -2022 else exc.msg
             algo.update_time_ms = self.account.now()

@@ -4,7 +4,7 @@ Every ``/fapi`` request goes through the same steps, in the venue's order:
 injected REST latency; request weight (429 / 418, ``X-MBX-USED-WEIGHT-1M``);
 an injected 5xx, if one is armed; API key, signature and recvWindow by the
 endpoint's security type; the ORDERS limits for new orders; the handler. A
-``BinanceError`` becomes Binance's ``{"code", "msg"}`` body; any other
+``ErrorReply`` becomes Binance's ``{"code", "msg"}`` body; any other
 exception is logged with its traceback and answered 500 / -1000, and counted
 in ``Simulator.internal_errors`` so tests can prove it never happens.
 """
@@ -47,7 +47,7 @@ def json_response(
     )
 
 
-def binance_error(exc: E.BinanceError) -> web.Response:
+def binance_error(exc: E.ErrorReply) -> web.Response:
     return json_response(exc.body(), exc.status, exc.headers)
 
 
@@ -57,7 +57,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except E.BinanceError as exc:
+    except E.ErrorReply as exc:
         return binance_error(exc)
     except web.HTTPException as exc:
         if request.path.startswith("/fapi") and exc.status in (404, 405):
@@ -157,7 +157,7 @@ def _answer(
         used = sim.limiter.charge(
             request.remote or "unknown", weight_of(ep.method, ep.path, params)
         )
-    except E.BinanceError as exc:
+    except E.ErrorReply as exc:
         return binance_error(exc)
     headers = {WEIGHT_HEADER: str(used)}
     burst = sim.faults.take_error(ep.method, ep.path)
@@ -172,7 +172,7 @@ def _answer(
             ten, minute = sim.order_counter.record(ep.orders_10s, ep.orders_1m)
             headers["X-MBX-ORDER-COUNT-10S"] = str(ten)
             headers["X-MBX-ORDER-COUNT-1M"] = str(minute)
-    except E.BinanceError as exc:
+    except E.ErrorReply as exc:
         if burst is not None:
             return _burst_response(burst, headers)
         for name, value in headers.items():

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from grinder.exchange.simulator.fmt import ZERO, fixed
 from grinder.exchange.simulator.ledger import Trade
+from grinder.exchange.simulator.number_text import ZERO, fixed
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 MINUTE_MS = 60_000

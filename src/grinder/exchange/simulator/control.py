@@ -73,7 +73,7 @@ from aiohttp import web
 from grinder.exchange.simulator import control_drift as D
 from grinder.exchange.simulator import control_market as M
 from grinder.exchange.simulator import errors as E
-from grinder.exchange.simulator.control_util import Body, ControlError
+from grinder.exchange.simulator.control_args import Body, ControlError
 from grinder.exchange.simulator.exchange import Simulator
 
 ControlHandler = Callable[[Simulator, Body, web.Request], Any]
@@ -138,7 +138,7 @@ def _wrap(
             result = handler(sim, body, request)
         except ControlError as exc:
             return web.json_response({"error": str(exc), "code": None}, status=400)
-        except E.BinanceError as exc:
+        except E.ErrorReply as exc:
             return web.json_response({"error": exc.msg, "code": exc.code}, status=400)
         except (ValueError, TypeError, ArithmeticError) as exc:
             return web.json_response({"error": str(exc), "code": None}, status=400)

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from grinder.exchange.simulator.clock import ManualClock
-from grinder.exchange.simulator.control_util import (
+from grinder.exchange.simulator.control_args import (
     MAX_STEPS,
     Body,
     ControlError,

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from grinder.exchange.simulator import errors as E
-from grinder.exchange.simulator.control_util import (
+from grinder.exchange.simulator.control_args import (
     MAX_STEPS,
     Body,
     ControlError,

@@ -1,6 +1,6 @@
 """Binance error codes and messages, as the simulator returns them.
 
-A ``BinanceError`` becomes an HTTP response with Binance's body
+An ``ErrorReply`` becomes an HTTP response with Binance's body
 ``{"code": -NNNN, "msg": "..."}``. Messages follow the wire text where it is
 known to differ from the docs (e.g. -2011 "Unknown order sent."); parameter
 names in -1102/-1106 messages are lower-cased as the venue does.
@@ -9,7 +9,7 @@ names in -1102/-1106 messages are lower-cased as the venue does.
 from __future__ import annotations
 
 
-class BinanceError(Exception):
+class ErrorReply(Exception):
     """A request the venue refuses, with Binance's code, message and HTTP status."""
 
     def __init__(
@@ -103,54 +103,54 @@ MAX_MODIFY = (-5026, "Exceeded maximum modify order limit.")
 NO_NEED_MODIFY = (-5027, "No need to modify the order.")
 
 
-def err(pair: tuple[int, str], status: int = 400) -> BinanceError:
-    """A ``BinanceError`` from one of the ``(code, msg)`` constants above."""
-    return BinanceError(pair[0], pair[1], status)
+def err(pair: tuple[int, str], status: int = 400) -> ErrorReply:
+    """A ``ErrorReply`` from one of the ``(code, msg)`` constants above."""
+    return ErrorReply(pair[0], pair[1], status)
 
 
-def mandatory(name: str) -> BinanceError:
-    return BinanceError(
+def mandatory(name: str) -> ErrorReply:
+    return ErrorReply(
         -1102, f"Mandatory parameter '{name.lower()}' was not sent, was empty/null, or malformed."
     )
 
 
-def either_mandatory(first: str, second: str) -> BinanceError:
-    return BinanceError(
+def either_mandatory(first: str, second: str) -> ErrorReply:
+    return ErrorReply(
         -1102, f"Param '{first}' or '{second}' must be sent, but both were empty/null!"
     )
 
 
-def not_required(name: str) -> BinanceError:
-    return BinanceError(-1106, f"Parameter '{name.lower()}' sent when not required.")
+def not_required(name: str) -> ErrorReply:
+    return ErrorReply(-1106, f"Parameter '{name.lower()}' sent when not required.")
 
 
-def illegal_chars(name: str, legal: str) -> BinanceError:
-    return BinanceError(
+def illegal_chars(name: str, legal: str) -> ErrorReply:
+    return ErrorReply(
         -1100, f"Illegal characters found in parameter '{name}'; legal range is '{legal}'."
     )
 
 
-def invalid_value(name: str) -> BinanceError:
-    return BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
+def invalid_value(name: str) -> ErrorReply:
+    return ErrorReply(-1130, f"Data sent for parameter '{name}' is not valid.")
 
 
-def min_notional(notional_text: str) -> BinanceError:
-    return BinanceError(
+def min_notional(notional_text: str) -> ErrorReply:
+    return ErrorReply(
         -4164,
         f"Order's notional must be no smaller than {notional_text} (unless you choose reduce only)",
     )
 
 
-def limit_price_high(limit_text: str) -> BinanceError:
-    return BinanceError(-4016, f"Limit price can't be higher than {limit_text}.")
+def limit_price_high(limit_text: str) -> ErrorReply:
+    return ErrorReply(-4016, f"Limit price can't be higher than {limit_text}.")
 
 
-def limit_price_low(limit_text: str) -> BinanceError:
-    return BinanceError(-4024, f"Limit price can't be lower than {limit_text}.")
+def limit_price_low(limit_text: str) -> ErrorReply:
+    return ErrorReply(-4024, f"Limit price can't be lower than {limit_text}.")
 
 
-def too_many_requests(limit: int) -> BinanceError:
-    return BinanceError(
+def too_many_requests(limit: int) -> ErrorReply:
+    return ErrorReply(
         -1003,
         f"Too many requests; current limit of IP is {limit} requests per minute. "
         "Please use the websocket for live updates to avoid polling the API.",
@@ -158,8 +158,8 @@ def too_many_requests(limit: int) -> BinanceError:
     )
 
 
-def ip_banned(until_ms: int) -> BinanceError:
-    return BinanceError(
+def ip_banned(until_ms: int) -> ErrorReply:
+    return ErrorReply(
         -1003,
         f"Way too many requests; IP banned until {until_ms}. "
         "Please use the websocket for live updates to avoid bans.",
@@ -167,11 +167,11 @@ def ip_banned(until_ms: int) -> BinanceError:
     )
 
 
-def too_many_orders(limit: int, interval: str) -> BinanceError:
-    return BinanceError(
+def too_many_orders(limit: int, interval: str) -> ErrorReply:
+    return ErrorReply(
         -1015, f"Too many new orders; current limit is {limit} orders per {interval}.", status=429
     )
 
 
-def more_than_hours(hours: int) -> BinanceError:
-    return BinanceError(-1127, f"More than {hours} hours between startTime and endTime.")
+def more_than_hours(hours: int) -> ErrorReply:
+    return ErrorReply(-1127, f"More than {hours} hours between startTime and endTime.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from grinder.exchange.simulator.fmt import ZERO, fixed, fixed_or_zero, plain
+from grinder.exchange.simulator.number_text import ZERO, fixed, fixed_or_zero, plain
 from grinder.exchange.simulator.orders import TRAILING, Order
 from grinder.exchange.simulator.positions import Position
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from grinder.exchange.simulator import events as ev
 from grinder.exchange.simulator.account import Account
-from grinder.exchange.simulator.fmt import fixed
+from grinder.exchange.simulator.number_text import fixed
 
 _AMOUNT_QUANT = Decimal("1e-8")
 

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 from grinder.exchange.simulator.events import Fill
-from grinder.exchange.simulator.fmt import ZERO, fixed
+from grinder.exchange.simulator.number_text import ZERO, fixed
 from grinder.exchange.simulator.orders import Order
 from grinder.exchange.simulator.symbols import SymbolSpec
 

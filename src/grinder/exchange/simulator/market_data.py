@@ -17,7 +17,7 @@ from grinder.exchange.simulator import auth, views
 from grinder.exchange.simulator import errors as E
 from grinder.exchange.simulator.candles import INTERVALS
 from grinder.exchange.simulator.endpoint import Endpoint
-from grinder.exchange.simulator.fmt import fixed
+from grinder.exchange.simulator.number_text import fixed
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import SymbolSpec
 from grinder.exchange.simulator.validation import lookup_symbol

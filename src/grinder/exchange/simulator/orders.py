@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from grinder.exchange.simulator.fmt import ZERO, fixed
+from grinder.exchange.simulator.number_text import ZERO, fixed
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})

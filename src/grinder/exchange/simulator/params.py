@@ -2,7 +2,7 @@
 
 Names are matched case-insensitively (``reduceOnly`` and ``reduceonly`` are the
 same parameter, as on the venue); an empty value counts as not sent. Every
-malformed value raises the ``BinanceError`` the venue would return.
+malformed value raises the ``ErrorReply`` the venue would return.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Params:
         self,
         name: str,
         allowed: Sequence[str],
-        error: E.BinanceError | None = None,
+        error: E.ErrorReply | None = None,
         *,
         required: bool = False,
         default: str | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from grinder.exchange.simulator.fmt import ZERO, fixed, plain
+from grinder.exchange.simulator.number_text import ZERO, fixed, plain
 from grinder.exchange.simulator.symbols import SymbolSpec
 
 _ENTRY_QUANT = Decimal("1e-8")

@@ -2,7 +2,7 @@
 the table of every endpoint (with ``market_data``, ``account_api`` and ``trading``'s).
 
 Handlers are synchronous: they read parameters, change the simulator's state
-and return the JSON body (or raise ``BinanceError``). Authentication, weights,
+and return the JSON body (or raise ``ErrorReply``). Authentication, weights,
 faults and HTTP details are the app's (``app.py``).
 """
 

@@ -102,7 +102,7 @@ class AccountSettings:
     def set_leverage(self, symbol: str, leverage: int, position_notional: Decimal) -> int:
         """Change one symbol's leverage; returns the max notional it allows."""
         if not 1 <= leverage <= MAX_LEVERAGE:
-            raise E.BinanceError(-4028, f"Leverage {leverage} is not valid")
+            raise E.ErrorReply(-4028, f"Leverage {leverage} is not valid")
         allowed = max_notional(leverage)
         if abs(position_notional) > allowed:
             raise E.err(E.MAX_LEVERAGE_RATIO)

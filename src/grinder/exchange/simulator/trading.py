@@ -61,7 +61,7 @@ def _each(items: list[Any], name: str, handle: Any) -> list[Any]:
     for item in items:
         try:
             out.append(handle(_element(item, name)))
-        except E.BinanceError as exc:
+        except E.ErrorReply as exc:
             out.append(exc.body())
     return out
 
@@ -128,7 +128,7 @@ def batch_cancel(sim: Simulator, params: Params) -> Any:
                 raise E.invalid_value(name)
             ref = (item, None) if by_id else (None, item)
             out.append(_cancel_one(sim, symbol, *ref))
-        except E.BinanceError as exc:
+        except E.ErrorReply as exc:
             out.append(exc.body())
     return out
 

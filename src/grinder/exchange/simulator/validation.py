@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from grinder.exchange.simulator import errors as E
-from grinder.exchange.simulator.fmt import decimals_of, fixed, plain
+from grinder.exchange.simulator.number_text import decimals_of, fixed, plain
 from grinder.exchange.simulator.params import Params
 from grinder.exchange.simulator.symbols import SymbolSpec
 
@@ -168,7 +168,7 @@ def parse_new_order(
     mark_of: Callable[[str], Decimal],
     now_ms: int,
 ) -> OrderRequest:
-    """``POST /fapi/v1/order`` parameters, checked; raises ``BinanceError``."""
+    """``POST /fapi/v1/order`` parameters, checked; raises ``ErrorReply``."""
     symbol = params.required_text("symbol")
     side_text = params.required_text("side")
     type_text = params.required_text("type")

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from grinder.exchange.simulator.account import Account
-from grinder.exchange.simulator.fmt import ZERO, fixed
+from grinder.exchange.simulator.number_text import ZERO, fixed
 from grinder.exchange.simulator.positions import Position
 from grinder.exchange.simulator.settings import ISOLATED, max_notional
 

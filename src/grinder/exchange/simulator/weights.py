@@ -172,7 +172,7 @@ class RateLimiter:
     def _retry_429(self, now: int) -> str:
         return str(max(1, math.ceil((MINUTE_MS - now % MINUTE_MS) / 1000)))
 
-    def _banned(self, until_ms: int, now: int, used: int) -> E.BinanceError:
+    def _banned(self, until_ms: int, now: int, used: int) -> E.ErrorReply:
         self.count_418 += 1
         exc = E.ip_banned(until_ms)
         exc.headers["Retry-After"] = str(max(1, math.ceil((until_ms - now) / 1000)))
