@@ -73,6 +73,10 @@ HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.EXPECTED_STATE_UNREADABLE: (
         "the next run goes on once the bot's expected-state store can be read (file or Redis)"
     ),
+    BlockReason.OPERATOR_STATE_UNKNOWN: (
+        "grinder control status (operator): fix the operator state file, bring Redis back, "
+        "or re-assert a lost one (the rollbacks that should stand, or grinder control lift)"
+    ),
 }
 
 
@@ -133,6 +137,8 @@ class GateInputs:
     """The budget gate's verdict and its figures (``budget.budget_verdict``)."""
     budget_note: str = ""
     """Said after the budget's figures (dry-run: which budget it is)."""
+    operator_problem: str | None = None
+    """Why the operator state (the standing rollbacks) is not known; None when it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +158,12 @@ def _leader(i: GateInputs) -> tuple[BlockReason | None, str]:
     if i.is_leader:
         return None, "this instance may remediate"
     return BlockReason.NOT_LEADER, "this instance is not the HA leader"
+
+
+def _operator(i: GateInputs) -> tuple[BlockReason | None, str]:
+    if i.operator_problem is None:
+        return None, "the operator state (standing rollbacks) is known"
+    return BlockReason.OPERATOR_STATE_UNKNOWN, i.operator_problem
 
 
 def _wanted(i: GateInputs) -> RemediationAction:
@@ -312,6 +324,7 @@ def _budget(i: GateInputs) -> tuple[BlockReason | None, str]:
 
 GATES: tuple[Gate, ...] = (
     Gate("0", "HA leader", _leader),
+    Gate("O", "operator state known", _operator),
     Gate("1", "action permitted", _action),
     Gate("2", "dry_run", _dry_run),
     Gate("3", "allow_active_remediation", _allow_active, _arming),

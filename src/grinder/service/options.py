@@ -4,7 +4,8 @@ The config file is TOML with up to three tables: ``[reconcile]`` (every field of
 ``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below) and ``[ha]``
 (``grinder.ha.config.HaConfig``: lease timings, Redis timeout, key namespace).
 The runbook's environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
-``ARMED``) override the file; ``ALLOW_MAINNET_TRADE`` is read at every write.
+``ARMED``) override the file (``grinder.service.configured``); ``ALLOW_MAINNET_TRADE`` is
+read from the environment at start only.
 
 HA is on when a Redis URL is given (``--redis-url`` / ``GRINDER_REDIS_URL``);
 ``--instance-id`` / ``GRINDER_INSTANCE_ID`` (default ``<hostname>-<pid>``) names
@@ -38,6 +39,7 @@ from grinder.reconcile.config import (
     validation_message,
 )
 from grinder.redaction import masked_repr, register_url
+from grinder.service.configured import Origin, configured
 from grinder.service.defaults import (
     DEFAULT_ARTIFACT_TTL_DAYS,
     DEFAULT_METRICS_HOST,
@@ -164,6 +166,12 @@ def load_config_file(path: Path | None) -> FileConfig:
     return FileConfig(reconcile, service, ha_config)
 
 
+def file_armed(file_cfg: FileConfig) -> bool | None:
+    """``[service] armed`` when the file sets it, else None."""
+    service = file_cfg.service
+    return service.armed if "armed" in service.model_fields_set else None
+
+
 def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
     try:
         return model.model_validate(data)
@@ -231,6 +239,8 @@ class ServiceOptions:
     """HA on Redis; None runs alone, exactly as without HA."""
     file_ha: HaConfig = field(default_factory=HaConfig)
     """The config file's ``[ha]`` table as read at start (a reload compares against it)."""
+    origins: Mapping[str, Origin] = field(default_factory=dict)
+    """Where each configured setting comes from (``grinder.service.configured``)."""
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -263,14 +273,8 @@ def resolve(
         raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
     config_path = _path(flags.config)
     file_cfg = load_config_file(config_path)
-    reconcile = file_cfg.reconcile
     # Environment gates override the file when they are set.
-    raw = runtime.raw
-    if raw.get("RECONCILE_DRY_RUN") is not None:
-        reconcile.dry_run = runtime.dry_run
-    if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
-        reconcile.allow_active_remediation = runtime.allow_active
-    armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
+    settings = configured(file_cfg.reconcile, file_armed(file_cfg), runtime, config_path)
     expected_db = _path(flags.expected_db) or env_path(src, "GRINDER_EXPECTED_DB", None)
     expected_db_where = "--expected-db" if flags.expected_db else "GRINDER_EXPECTED_DB"
     if flags.create_expected_db and not expected_db:
@@ -304,9 +308,10 @@ def resolve(
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,
         env=runtime,
-        reconcile=reconcile,
+        reconcile=settings.reconcile,
         service=file_cfg.service,
-        armed=armed,
+        armed=settings.armed,
+        origins=settings.origins,
         ha=ha,
         file_ha=file_cfg.ha,
     )
