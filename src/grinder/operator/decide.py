@@ -142,8 +142,12 @@ def _lift(state: OperatorState, command: Lift) -> tuple[WordChange, ...]:
         if not state.words and state.lost is None:
             raise OperatorRefused("nothing to lift: no rollback or other operator word stands")
         return tuple(WordChange(w.field, w, None, ChangeKind.LIFT) for w in state.words)
-    rollback = next((r for r in ROLLBACKS if r.name == name.replace("_", "-")), None)
-    field = rollback.field if rollback is not None else name.replace("-", "_")
+    # A rollback by its name (``dry-run``), else a setting by its name (``dry_run``: whatever
+    # word stands on it), else a rollback's name written with underscores (``deny_mainnet``).
+    rollback = next((r for r in ROLLBACKS if r.name == name), None)
+    if rollback is None and name not in FIELDS:
+        rollback = next((r for r in ROLLBACKS if r.name == name.replace("_", "-")), None)
+    field = rollback.field if rollback is not None else name
     if field not in FIELDS:
         raise OperatorRefused(
             f"lift: unknown name {command.name!r}; expected a rollback ({lift_names()}), "

@@ -42,7 +42,12 @@ from grinder.operator.decide import (
     lost_problem,
 )
 from grinder.operator.merge import Held, Sourced, effective, held
-from grinder.operator.state import OperatorState, OperatorStateError, rollback_of
+from grinder.operator.state import (
+    OperatorState,
+    OperatorStateError,
+    describe_words,
+    rollback_of,
+)
 from grinder.operator.stores import FileOperatorStore, OperatorStore, Read, Unchanged
 from grinder.reconcile.logs import log_event
 
@@ -129,6 +134,14 @@ class OperatorControl:
             self._memory = self.mirror.read()
         self._read(
             lambda _version: self.store.read(), fatal=isinstance(self.store, FileOperatorStore)
+        )
+        self._put("operator")
+        log_event(
+            log,
+            "OPERATOR_STATE",
+            store=self.store.where,
+            standing=describe_words(self.state.words),
+            problem=self.problem or "-",
         )
 
     def reconfigure(self, configured: Mapping[str, Sourced], cause: str) -> list[dict[str, Any]]:
