@@ -140,7 +140,7 @@ class Rig:
             self.operator_store,
             instance="rig",
             clock=self.clock,
-            apply=lambda _in_force, _cause: ([], None),
+            apply=lambda _in_force, _cause, _stamp: ([], None),
             check=lambda _in_force: None,
         )
         self.operator.start(settings_of(self.config, armed, False, {}))

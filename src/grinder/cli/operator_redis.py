@@ -121,6 +121,6 @@ def redis_status(url: str, namespace: str | None) -> dict[str, Any]:
 
 
 def _nothing_to_apply(
-    _in_force: Mapping[str, Sourced], _cause: str
+    _in_force: Mapping[str, Sourced], _cause: str, _stamp: Stamp | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     return [], None

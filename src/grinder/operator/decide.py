@@ -101,7 +101,13 @@ def decide(state: OperatorState, command: Command, *, new_id: str) -> Decision:
         words = [w for w in state.words if w.field not in lifted]
         reasserts = True
     lost = None if reasserts else state.lost
-    new = state.with_words(words, id=state.id or new_id, revision=state.revision + 1, lost=lost)
+    new = state.with_words(
+        words,
+        id=state.id or new_id,
+        revision=state.revision + 1,
+        lost=lost,
+        last=command.stamp,
+    )
     return Decision(new, changes, reasserted=state.lost is not None and lost is None)
 
 

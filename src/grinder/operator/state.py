@@ -170,6 +170,8 @@ class OperatorState:
     ancestors: tuple[str, ...] = ()
     """The ids of the documents this one replaced after a loss, newest first (at most
     ``MAX_ANCESTORS``): an instance that knew one of them knows this one descends from it."""
+    last: Stamp | None = None
+    """Who made the last change, when and why (a lift leaves no word to say it)."""
 
     def word(self, field_name: str) -> Word | None:
         return next((w for w in self.words if w.field == field_name), None)
@@ -193,6 +195,7 @@ class OperatorState:
             "revision": self.revision,
             "ancestors": list(self.ancestors),
             "words": {w.field: {"value": w.value, **w.stamp.to_json()} for w in self.words},
+            "last": None if self.last is None else self.last.to_json(),
             "lost": None
             if self.lost is None
             else {
@@ -239,6 +242,7 @@ class OperatorState:
             revision=revision,
             lost=_lost(data.get("lost"), source),
             ancestors=tuple(ancestors),
+            last=_stamp(data.get("last"), f"{source} last"),
         )
         return state.with_words(parsed)
 
@@ -251,6 +255,16 @@ def _word(name: Any, raw: Any, where: str) -> Word:
     value = raw["value"]
     if not _json_plain(value) or (name in SERVICE_FIELDS and not isinstance(value, bool)):
         raise OperatorStateError(f"{where}: value {_shown(value)} is not one this setting takes")
+    stamp = _stamp(raw, where)
+    assert stamp is not None
+    return Word(name, value, stamp)
+
+
+def _stamp(raw: Any, where: str) -> Stamp | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise OperatorStateError(f"{where}: expected {{by, at_ms, reason}}")
     try:
         by = check_by(raw.get("by"), f"{where}.by")
         reason = check_reason(raw.get("reason"), f"{where}.reason")
@@ -259,7 +273,7 @@ def _word(name: Any, raw: Any, where: str) -> Word:
     at = raw.get("at_ms")
     if type(at) is not int or not 0 <= at <= MAX_TS_MS:
         raise OperatorStateError(f"{where}.at_ms: expected a time in ms, got {_shown(at)}")
-    return Word(name, value, Stamp(by, at, reason))
+    return Stamp(by, at, reason)
 
 
 def _lost(raw: Any, source: str) -> Lost | None:

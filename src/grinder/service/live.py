@@ -46,16 +46,19 @@ class LiveSettings:
         self.gate_env = gate_env
         self._on_change = on_change
         self._on_armed = on_armed
+        self._stamp: Stamp | None = None
 
     @property
     def allow_mainnet(self) -> bool:
         return self.gate_env.get(ALLOW_MAINNET) == "1"
 
     def apply(
-        self, in_force: Mapping[str, Sourced], source: str
+        self, in_force: Mapping[str, Sourced], source: str, stamp: Stamp | None = None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Put ``in_force`` on the live objects; the changes made, and why the words
-        cannot apply here (None when they can)."""
+        cannot apply here (None when they can). ``stamp``: who made a change whose value
+        carries no stamp of its own (a lift returns a setting to its configured value)."""
+        self._stamp = stamp
         fields = ReconcileConfig.model_fields
         old = {n: getattr(self.config, n) for n in fields}
         changed = {
@@ -91,5 +94,5 @@ class LiveSettings:
         return changes, problem
 
     def _changed(self, source: str, field: str, old: Any, new: Any, why: Sourced) -> dict[str, Any]:
-        self._on_change(source, field, old, new, why.stamp)
+        self._on_change(source, field, old, new, why.stamp or self._stamp)
         return {"field": field, "old": plain(old), "new": plain(new)}

@@ -45,6 +45,7 @@ from grinder.operator.merge import Held, Sourced, effective, held
 from grinder.operator.state import (
     OperatorState,
     OperatorStateError,
+    Stamp,
     describe_words,
     rollback_of,
 )
@@ -59,10 +60,13 @@ MARK_WINDOW_MS = 2_500
 DRAIN_POLL_S = 0.01
 CAS_ATTEMPTS = 8
 
-Apply = Callable[[Mapping[str, Sourced], str], tuple[list[dict[str, Any]], str | None]]
-"""Puts the settings in force on the live objects; returns the changes made (field, old,
-new) and, when a word cannot apply on this instance, why (then the rollbacks alone are
-applied and every write is blocked)."""
+Apply = Callable[
+    [Mapping[str, Sourced], str, Stamp | None], tuple[list[dict[str, Any]], str | None]
+]
+"""Puts the settings in force on the live objects (``(in_force, cause, stamp)``: ``stamp``
+says who made a change whose value carries none -- a lift); returns the changes made
+(field, old, new) and, when a word cannot apply on this instance, why (then the rollbacks
+alone are applied and every write is blocked)."""
 
 
 class OperatorUnavailable(RuntimeError):
@@ -299,7 +303,7 @@ class OperatorControl:
 
     def _put(self, cause: str) -> list[dict[str, Any]]:
         self.in_force = effective(self.configured, self._with_pending())
-        changes, problem = self._apply(self.in_force, cause)
+        changes, problem = self._apply(self.in_force, cause, self.state.last)
         self._apply_problem = problem
         return changes
 
