@@ -234,3 +234,41 @@ async def test_a_rollback_on_one_instance_holds_on_every_instance_until_lifted(
     make_cluster: Callable[..., Awaitable[Any]], rollback: Rollback
 ) -> None:
     await _a_rollback_round(make_cluster, rollback)
+
+
+def test_control_straight_into_redis_never_prints_its_password(
+    redis_servers: Callable[..., Any], cli: Any
+) -> None:
+    secret = "s3cret-pass-42"
+    server = redis_servers(password=secret)
+    url = server.url
+
+    def control(*args: str, code: int, **env: str) -> Any:
+        proc = cli.run("grinder.cli", "control", *args, env=cli.env(**env))
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        assert secret not in proc.stdout + proc.stderr
+        if code != 0:
+            lines = proc.stderr.strip().splitlines()
+            assert len(lines) == 1, proc.stderr
+            return lines[0]
+        return json.loads(proc.stdout)
+
+    given = control("disarm", "--redis-url", url, "--reason", "drill", code=0)
+    assert given["recorded"] == f"redis://:***@127.0.0.1:{server.port}/0 key grinder:operator"
+    assert (given["field"], given["old"], given["new"]) == ("armed", None, False)
+    shown = control("status", "--redis-url", url, code=0)
+    assert shown["rollbacks"][0].startswith("disarm by ")
+    assert "(reason: drill)" in shown["rollbacks"][0]
+    assert "lift: unknown name 'bogus'" in control("lift", "bogus", "--redis-url", url, code=2)
+    assert "lift it first: grinder control lift disarm" in control(
+        "arm", "--redis-url", url, code=2
+    )
+    # GRINDER_REDIS_URL is the default of --redis-url for the commands that give a word.
+    lifted = control("lift", "all", code=0, GRINDER_REDIS_URL=url)
+    assert lifted["lifted"] == ["armed"]
+    bad = control("disarm", "--redis-url", f"redis://:{secret}@127.0.0.1:0/0", code=2)
+    assert "expected a port from 1 to 65535" in bad
+    server.kill()
+    down = control("disarm", "--redis-url", url, code=1)
+    assert down.startswith("grinder: error: not recorded:")
+    assert "redis://:***@127.0.0.1" in down

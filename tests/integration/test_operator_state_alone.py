@@ -305,3 +305,30 @@ async def test_a_corrupt_operator_state_file_refuses_the_start(alone: Alone) -> 
     assert str(state) in lines[0]
     assert "revision must be a positive integer" in lines[0]
     assert state.read_text().startswith('{"schema_version": 1, "id": "x"')  # left as it was
+
+
+async def test_bad_control_input_is_one_line_and_changes_nothing(alone: Alone) -> None:
+    await alone.start()
+    await alone.control("disarm", "--reason", "incident 42")
+    state = alone.state_dir / "operator_state.json"
+    before = state.read_text()
+    cases = [
+        (("lift", "bogus"), "lift: unknown name 'bogus'; expected a rollback (action-none"),
+        (("lift", "deny-mainnet"), "nothing to lift: the rollback deny-mainnet does not stand"),
+        (("lift", "max_orders_per_action"), "nothing to lift: no operator word on"),
+        (("arm",), "the rollback disarm stands on armed (by "),
+        (("set", "dry_run", "yes"), "dry_run: expected true/false (or 1/0), got 'yes'"),
+        (("set", "armd", "1"), "unknown field 'armd'"),
+        (("disarm", "--reason", "two\nlines"), "--reason: expected one line of at most 200"),
+        (("disarm", "--redis-url", "redis://:pw@h:1/0"), "--socket and --redis-url: give one"),
+    ]
+    for args, message in cases:
+        proc = await alone.control(*args, code=2)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, (args, proc.stderr)
+        assert message in lines[0], (args, lines[0])
+        assert proc.stdout == ""
+    assert state.read_text() == before  # nothing recorded
+    status = await alone.control("status")
+    assert status["operator"]["rollbacks"] == ["disarm"]
+    assert status["settings"]["armed"]["reason"] == "incident 42"

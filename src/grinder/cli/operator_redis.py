@@ -73,6 +73,10 @@ def redis_command(
             command = _command(route, body)
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
+        try:
+            store.read()  # reachable and readable, before anything is decided
+        except OperatorStateError as exc:
+            raise CommandFailed(f"not recorded: {exc}", EXIT_FAILED) from None
         control = OperatorControl(
             store,
             instance=f"cli:{body['by']}",
@@ -89,7 +93,7 @@ def redis_command(
         except OperatorUnavailable as exc:
             raise CommandFailed(str(exc), EXIT_FAILED) from None
         recorded = str(reply.get("recorded", ""))
-        if recorded.startswith("this instance only"):
+        if recorded.startswith("this instance only"):  # Redis went away meanwhile
             raise CommandFailed(f"not recorded: {recorded.removeprefix('this instance only ')}")
         if isinstance(command, SetWord):
             old = before.word(command.field)

@@ -227,7 +227,7 @@ class OperatorState:
         words = data.get("words")
         if not isinstance(words, dict):
             raise OperatorStateError(f"{source}: words must be an object")
-        parsed = [_word(name, raw, f"{source} words.{name}") for name, raw in words.items()]
+        parsed = [_word(name, raw, f"{source}: words.{name}") for name, raw in words.items()]
         ancestors = data.get("ancestors", [])
         if (
             not isinstance(ancestors, list)
@@ -242,7 +242,7 @@ class OperatorState:
             revision=revision,
             lost=_lost(data.get("lost"), source),
             ancestors=tuple(ancestors),
-            last=_stamp(data.get("last"), f"{source} last"),
+            last=_stamp(data.get("last"), f"{source}: last"),
         )
         return state.with_words(parsed)
 
