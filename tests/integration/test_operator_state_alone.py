@@ -244,7 +244,7 @@ async def test_a_rollback_holds_through_reload_sighup_and_restart_until_lifted(
         assert rollback.field in [h["field"] for h in reloaded["held"]], reloaded
         gate5 = reloaded["allow_mainnet_trade"]
         assert gate5["source"] == ("rollback" if rollback.field == "allow_mainnet_trade" else "env")
-        assert "CONFIG_RELOAD_HELD" in alone.logs()
+        assert "CONFIG_HELD" in alone.logs()
         assert alone.proc is not None
         alone.proc.send_signal(signal.SIGHUP)
         await wait_until_async(
@@ -255,6 +255,8 @@ async def test_a_rollback_holds_through_reload_sighup_and_restart_until_lifted(
         # A restart: the file next to the budget state holds it.
         assert alone.stop() == 0
         await alone.start()
+        # The restart says what the rollback holds away from the file and the environment.
+        assert f"CONFIG_HELD source=start field={rollback.field} " in alone.logs()
         status = await alone.control("status")
         assert status["operator"]["rollbacks"] == [rollback.name]
         setting = status["settings"][rollback.field]
@@ -271,6 +273,15 @@ async def test_a_rollback_holds_through_reload_sighup_and_restart_until_lifted(
             30,
         )
         audit = [json.loads(x) for x in (alone.tmp / "audit.jsonl").read_text().splitlines()]
+        words = [
+            (a["kind"], a["field"], a["reason"])
+            for a in audit
+            if a["event_type"] == "OPERATOR_WORD"
+        ]
+        assert words == [
+            ("rollback", rollback.field, "incident 42"),
+            ("lift", rollback.field, "resolved"),
+        ]
         lifts = [
             a
             for a in audit

@@ -147,6 +147,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             apply=self.live.apply,
             check=self._check_settings,
             mirror=operator_mirror,
+            on_word=self._on_word,
         )
         self.observed = ObservedStore()
         self.expected: ExpectedSource | None = None
@@ -356,6 +357,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         return self.hagate.status()
 
     def status(self) -> dict[str, Any]:
+        self.operator.refresh()  # every instance shows the deployment's words as they are now
         executor = self._executor()
         now = self.clock()
         state = self.stream.state if self.stream is not None else StreamState.DISCONNECTED

@@ -37,6 +37,7 @@ from grinder.operator.decide import (
     Decision,
     Lift,
     SetWord,
+    WordChange,
     decide,
     judge,
     lost_problem,
@@ -85,6 +86,7 @@ class OperatorControl:
         apply: Apply,
         check: Callable[[Mapping[str, Sourced]], None],
         mirror: FileOperatorStore | None = None,
+        on_word: Callable[[WordChange, Stamp], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -94,6 +96,7 @@ class OperatorControl:
         self._apply = apply
         self._check = check
         self.mirror = mirror
+        self._on_word = on_word or log_word
         self._monotonic = monotonic
         self._sleep = sleep
         self.holder = f"{instance}:{secrets.token_hex(4)}"
@@ -140,6 +143,7 @@ class OperatorControl:
             lambda _version: self.store.read(), fatal=isinstance(self.store, FileOperatorStore)
         )
         self._put("operator")
+        self.report_held("start")
         log_event(
             log,
             "OPERATOR_STATE",
@@ -157,6 +161,26 @@ class OperatorControl:
 
     def held(self) -> tuple[Held, ...]:
         return held(self.configured, self.in_force)
+
+    def report_held(self, source: str) -> tuple[Held, ...]:
+        """The settings a word holds away from their configured value, each logged
+        (``CONFIG_HELD``): a start or reload that would have changed them says so."""
+        items = self.held()
+        for item in items:
+            stamp = item.in_force.stamp
+            log_event(
+                log,
+                "CONFIG_HELD",
+                logging.WARNING,
+                source=source,
+                field=item.field,
+                configured=item.configured.value,
+                in_force=item.in_force.value,
+                held_by=item.in_force.source.value,
+                by=stamp.by if stamp else "-",
+                reason=(stamp.reason or "-") if stamp else "-",
+            )
+        return items
 
     # --- commands -----------------------------------------------------------------------
 
@@ -187,6 +211,8 @@ class OperatorControl:
             return None, self._put("control")
         self._adopt(decision.state)
         self._store_problem = None
+        for change in decision.changes:
+            self._on_word(change, command.stamp)
         return decision, self._put("control")
 
     def _record(self, command: Command) -> Decision:
@@ -350,3 +376,18 @@ class OperatorControl:
         if decision is not None and decision.reasserted:
             reply["reasserted"] = True
         return reply
+
+
+def log_word(change: WordChange, stamp: Stamp) -> None:
+    """``OPERATOR_WORD``: every word recorded, whatever it changes in force."""
+    after = change.after
+    log_event(
+        log,
+        "OPERATOR_WORD",
+        logging.WARNING,
+        kind=change.kind.value,
+        field=change.field,
+        value=after.value if after is not None else "-",
+        by=stamp.by,
+        reason=stamp.reason or "-",
+    )

@@ -4,7 +4,7 @@ What is in force is the configured value of each setting (config file, then the
 environment at start: ``grinder.service.configured``) replaced by the operator's word on
 it, if any (``grinder.service.operator``, D57): a reload of the file (``/reload`` or
 SIGHUP) changes the configured values, and what a word holds stays as it is -- the reload
-says so (``CONFIG_RELOAD_HELD``, ``held`` in its reply, ``status``). The settings in
+says so (``CONFIG_HELD``, ``held`` in its reply, ``status``). The settings in
 force are exported as metrics (``_observe_settings``: at start, after every run and after
 every change). A change of what is in force is logged and audited as ``CONTROL_CHANGE``
 (with who gave the word and why) and counted by source.
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from grinder.clock import Clock
 from grinder.ha.config import HaConfig
+from grinder.operator.decide import WordChange
 from grinder.operator.merge import Sourced
 from grinder.operator.state import ALLOW_MAINNET_FIELD, Stamp
 from grinder.reconcile.audit import AuditWriter
@@ -30,7 +31,7 @@ from grinder.service.configured import configured, settings_of
 from grinder.service.control import Controls
 from grinder.service.live import ALLOW_MAINNET
 from grinder.service.metrics import ServiceMetrics
-from grinder.service.operator import OperatorControl
+from grinder.service.operator import OperatorControl, log_word
 from grinder.service.options import ServiceConfig, ServiceOptions, file_armed, load_config_file
 
 log = logging.getLogger("grinder.service")
@@ -114,6 +115,26 @@ class ServiceSettings:
         if self.executor_ready():
             self._observe_settings()
 
+    def _on_word(self, change: WordChange, stamp: Stamp) -> None:
+        """A word recorded through this instance: logged (``OPERATOR_WORD``) and audited,
+        whatever it changes in force."""
+        log_word(change, stamp)
+        if self.audit is not None:
+            after = change.after
+            self.audit.write(
+                "OPERATOR_WORD",
+                {
+                    "ts_ms": self.clock(),
+                    "run_id": None,
+                    "mode": "dry_run" if self.config.dry_run else "live",
+                    "action": self.config.action.value,
+                    "kind": change.kind.value,
+                    "field": change.field,
+                    "value": None if after is None else after.value,
+                    **stamp.to_json(),
+                },
+            )
+
     def executor_ready(self) -> bool:
         return getattr(self, "executor", None) is not None
 
@@ -146,19 +167,7 @@ class ServiceSettings:
         conf = configured(fresh.reconcile, file_armed(fresh), self.opts.env, self.opts.config_path)
         settings = settings_of(conf.reconcile, conf.armed, self._mainnet_at_start, conf.origins)
         changes = self.operator.reconfigure(settings, source)
-        held = self.operator.held()
-        for item in held:
-            log_event(
-                log,
-                "CONFIG_RELOAD_HELD",
-                logging.WARNING,
-                source=source,
-                field=item.field,
-                configured=item.configured.value,
-                in_force=item.in_force.value,
-                held_by=item.in_force.source.value,
-                by=item.in_force.stamp.by if item.in_force.stamp else "-",
-            )
+        held = self.operator.report_held(source)
         not_applied = [
             f"service.{name}"
             for name in ServiceConfig.model_fields
