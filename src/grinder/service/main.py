@@ -25,9 +25,6 @@ from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
 from grinder.clock import wall_clock_ms
 from grinder.exchange.port import ExchangeError
 from grinder.ha.runtime import HaRuntime
-from grinder.operator.state import OperatorStateError
-from grinder.operator.stores import FILE_NAME as OPERATOR_STATE_FILE
-from grinder.operator.stores import FileOperatorStore, OperatorStore
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
     BudgetStateError,
@@ -53,6 +50,7 @@ from grinder.service.artifacts import (
     write_metrics_summary,
 )
 from grinder.service.control import default_socket_path
+from grinder.service.operator_stores import open_operator_store, print_operator_state
 from grinder.service.options import ServiceOptions
 from grinder.service.preflight import check_inputs, check_outputs
 from grinder.service.venue import check_venue
@@ -180,30 +178,6 @@ def prepare_budget(
     return tracker
 
 
-def operator_state_path(opts: ServiceOptions, control_socket: Path) -> Path:
-    """Where the operator state lives alone (and an HA instance keeps its local copy): next
-    to ``BUDGET_STATE_PATH`` when it is set, else in the control socket's private folder."""
-    budget = opts.env.budget_state_path
-    folder = budget.parent if budget is not None else control_socket.parent
-    return folder / OPERATOR_STATE_FILE
-
-
-def open_operator_store(
-    opts: ServiceOptions, control_socket: Path, ha: HaRuntime | None
-) -> tuple[OperatorStore, FileOperatorStore | None]:
-    """The operator state's store (Redis with HA, else the file) and, with HA, the local
-    copy; a file that cannot be read or is corrupt is a ``ConfigError`` (exit 2)."""
-    local = FileOperatorStore(operator_state_path(opts, control_socket))
-    try:
-        local.read()
-    except OperatorStateError as exc:
-        where = "the local copy of the operator state" if ha is not None else "operator state"
-        raise ConfigError(f"{where}: {exc}") from None
-    if ha is not None:
-        return ha.operator_store, local
-    return local, None
-
-
 def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> int:
     """Run until stopped; returns the exit code (0: stopped normally).
 
@@ -232,7 +206,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
         else None
     )
     loaded = load_budget(opts, wall_clock_ms(), ha)
-    operator_store, operator_mirror = open_operator_store(opts, control, ha)
+    operator = open_operator_store(opts, control, ha)
     check_outputs(opts)
     now = datetime.now(UTC)
     run_dir = None
@@ -242,7 +216,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
     tee = Tee(run_dir.stdout_log if run_dir else None)
     try:
         print_configuration(tee, opts, run_dir)
-        tee.line(f"  {'operator_state:':<19}{operator_store.where}")
+        print_operator_state(tee, operator)
         budget = prepare_budget(opts, tee, wall_clock_ms(), ha, loaded)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
@@ -254,8 +228,8 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             control_socket=control,
             env=src,
             ha=ha,
-            operator_store=operator_store,
-            operator_mirror=operator_mirror,
+            operator_store=operator.store,
+            operator_mirror=operator.mirror,
         )
         code, fatal = asyncio.run(_serve(service, tee))
         failed = _write_artifacts(service, opts, run_dir, code, tee)
