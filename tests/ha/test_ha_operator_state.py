@@ -139,7 +139,78 @@ class Round:
         return status
 
 
-async def _a_rollback_round(
+async def _reload_everywhere(rnd: Round, rollback: Rollback) -> None:
+    """Every instance reloads a file that says live (the last one by SIGHUP)."""
+    cluster = rnd.cluster
+    cluster.config_path.write_text(LIVE_FILE.format(lease=LEASE_TTL_S))
+    for name in NAMES[:-1]:
+        reloaded = await rnd.control("reload", "--socket", rnd.socket(name))
+        assert rollback.field in [h["field"] for h in reloaded["held"]], reloaded
+    last = cluster.instances[NAMES[-1]]
+    last.signal(signal.SIGHUP)
+    await wait_until_async(
+        lambda: "CONFIG_RELOADED source=sighup" in last.logs(), "the SIGHUP reload"
+    )
+
+
+async def _lose_redis(rnd: Round, rollback: Rollback, leader: str) -> None:
+    """Redis restarted without persistence: the live instances write back what they knew,
+    marked lost, and block every write until it is re-asserted."""
+    await asyncio.to_thread(rnd.cluster.redis.restart)
+    await rnd.grows("operator_state_unknown", 2, "after Redis lost the operator state")
+    lost = (await rnd.status(leader))["operator"]
+    assert lost["lost"] is not None
+    assert lost["rollbacks"] == [rollback.name]  # restored from what the instances knew
+
+
+async def _a_rollback_round(rnd: Round, rollback: Rollback, follower: str) -> dict[str, Any]:
+    cluster = rnd.cluster
+    reply = await rnd.control(
+        *rollback.argv, "--socket", rnd.socket(follower), "--reason", "incident 7"
+    )
+    t0 = wall_clock_ms()
+    assert (reply["kind"], reply["reason"]) == ("rollback", "incident 7")
+    assert reply["recorded"].endswith("key grinder:operator")
+    during = f"while {rollback.name} stands"
+    await rnd.grows(rollback.shows, 2, during)
+    for name in NAMES:  # every instance shows it, with who and why
+        setting = (await rnd.status(name))["settings"][rollback.field]
+        assert (setting["source"], setting["reason"]) == ("rollback", "incident 7")
+    await _reload_everywhere(rnd, rollback)
+    await rnd.grows(rollback.shows, 2, f"{during}, after every reload")
+    # A restart of one instance: it reads the rollback before anything else.
+    cluster.instances[follower].stop()
+    await cluster.start(follower)
+    assert (await rnd.status(follower))["operator"]["rollbacks"] == [rollback.name]
+    await rnd.grows(rollback.shows, 2, f"{during}, after a restart")
+    # kill -9 of the leader: the new leader holds it too.
+    leader = await cluster.wait_leader()
+    cluster.instances[leader].kill()
+    new_leader = await cluster.wait_leader(timeout_s=LEASE_TTL_S + 5, exclude=leader)
+    await rnd.grows(rollback.shows, 2, f"{during}, after the leader was killed")
+    await _lose_redis(rnd, rollback, new_leader)
+    sent = rnd.writes_since(t0)
+    assert sent == [], f"{len(sent)} write(s) reached the exchange after the rollback"
+    figures = {"drained_ms": reply["drained_ms"], "orphans_while_standing": rnd.orphans}
+    # Lift, given straight to Redis: it re-asserts the state; the next orphan is cancelled.
+    lifted = await rnd.control(
+        "lift", rollback.name, "--redis-url", cluster.redis.url, "--reason", "resolved"
+    )
+    assert lifted["lifted"] == [rollback.field]
+    assert lifted.get("reasserted") is True
+    t_lift = wall_clock_ms()
+    await wait_until_async(
+        lambda: any(r.executed for r in rnd.writes_since(t_lift)),
+        "an orphan cancelled after the lift",
+        40,
+    )
+    first = min(r.received_ms for r in rnd.writes_since(t_lift) if r.executed)
+    figures["first_write_after_lift_ms"] = first - t_lift
+    return figures
+
+
+@pytest.mark.parametrize("rollback", ROLLBACKS)
+async def test_a_rollback_on_one_instance_holds_on_every_instance_until_lifted(
     make_cluster: Callable[..., Awaitable[Any]], rollback: Rollback
 ) -> None:
     keys = {f"key-{n}": f"secret-{n}" for n in NAMES}
@@ -150,90 +221,19 @@ async def _a_rollback_round(
     }
     await cluster.start(*NAMES)
     leader = await cluster.wait_leader()
-    follower = next(n for n in NAMES if n != leader)
     rnd = Round(cluster)
     drift = asyncio.create_task(rnd.drift())
-    figures: dict[str, Any] = {}
     try:
         await wait_until_async(
             lambda: any(r.executed for r in cluster.sim.exchange.write_log.records),
             "the first orphan cancelled (the deployment is live)",
             30,
         )
-        reply = await rnd.control(
-            *rollback.argv, "--socket", rnd.socket(follower), "--reason", "incident 7"
-        )
-        t0 = wall_clock_ms()
-        assert (reply["kind"], reply["reason"]) == ("rollback", "incident 7")
-        assert reply["recorded"].endswith("key grinder:operator")
-        figures["drained_ms"] = reply["drained_ms"]
-        during = f"while {rollback.name} stands"
-        await rnd.grows(rollback.shows, 2, during)
-        for name in NAMES:  # every instance shows it, with who and why
-            setting = (await rnd.status(name))["settings"][rollback.field]
-            assert (setting["source"], setting["reason"]) == ("rollback", "incident 7")
-
-        # 1. Every instance reloads a file that says live (one of them by SIGHUP).
-        cluster.config_path.write_text(LIVE_FILE.format(lease=LEASE_TTL_S))
-        for name in NAMES[:-1]:
-            reloaded = await rnd.control("reload", "--socket", rnd.socket(name))
-            assert rollback.field in [h["field"] for h in reloaded["held"]], reloaded
-        cluster.instances[NAMES[-1]].signal(signal.SIGHUP)
-        await wait_until_async(
-            lambda: "CONFIG_RELOADED source=sighup" in cluster.instances[NAMES[-1]].logs(),
-            "the SIGHUP reload",
-        )
-        await rnd.grows(rollback.shows, 2, f"{during}, after every reload")
-
-        # 2. A restart of one instance: it reads the rollback before anything else.
-        restarted = cluster.instances[follower]
-        restarted.stop()
-        await cluster.start(follower)
-        assert (await rnd.status(follower))["operator"]["rollbacks"] == [rollback.name]
-        await rnd.grows(rollback.shows, 2, f"{during}, after a restart")
-
-        # 3. kill -9 of the leader: the new leader holds it too.
-        leader = await cluster.wait_leader()
-        cluster.instances[leader].kill()
-        new_leader = await cluster.wait_leader(timeout_s=LEASE_TTL_S + 5, exclude=leader)
-        await rnd.grows(rollback.shows, 2, f"{during}, after the leader was killed")
-
-        # 4. Redis restarted without persistence: the state is gone; the live instances write
-        #    back what they knew, marked lost, and block every write until it is re-asserted.
-        await asyncio.to_thread(cluster.redis.restart)
-        await rnd.grows("operator_state_unknown", 2, "after Redis lost the operator state")
-        lost = (await rnd.status(new_leader))["operator"]
-        assert lost["lost"] is not None
-        assert lost["rollbacks"] == [rollback.name]  # restored from what the instances knew
-        sent = rnd.writes_since(t0)
-        assert sent == [], f"{len(sent)} write(s) reached the exchange after the rollback"
-        figures["orphans_while_standing"] = rnd.orphans
-
-        # Lift, given straight to Redis: it re-asserts the state; the next orphan is cancelled.
-        lifted = await rnd.control(
-            "lift", rollback.name, "--redis-url", cluster.redis.url, "--reason", "resolved"
-        )
-        assert lifted["lifted"] == [rollback.field]
-        assert lifted.get("reasserted") is True
-        t_lift = wall_clock_ms()
-        await wait_until_async(
-            lambda: any(r.executed for r in rnd.writes_since(t_lift)),
-            "an orphan cancelled after the lift",
-            40,
-        )
-        figures["first_write_after_lift_ms"] = (
-            min(r.received_ms for r in rnd.writes_since(t_lift) if r.executed) - t_lift
-        )
+        follower = next(n for n in NAMES if n != leader)  # given on a follower's socket
+        figures = await _a_rollback_round(rnd, rollback, follower)
     finally:
         drift.cancel()
     print(f"\nHA operator state, {rollback.name}: {figures}")
-
-
-@pytest.mark.parametrize("rollback", ROLLBACKS)
-async def test_a_rollback_on_one_instance_holds_on_every_instance_until_lifted(
-    make_cluster: Callable[..., Awaitable[Any]], rollback: Rollback
-) -> None:
-    await _a_rollback_round(make_cluster, rollback)
 
 
 def test_control_straight_into_redis_never_prints_its_password(

@@ -213,6 +213,57 @@ async def grows(read: Callable[[], Any], by: float, what: str) -> None:
     await wait_until_async(grown, what, 30)
 
 
+async def _reload_twice(alone: Alone, rollback: Rollback) -> None:
+    """A reload whose file says live, then a SIGHUP: the rollback holds, the reply says so."""
+    alone.config.write_text(LIVE_FILE)
+    reloaded = await alone.control("reload")
+    assert rollback.field in [h["field"] for h in reloaded["held"]], reloaded
+    gate5 = reloaded["allow_mainnet_trade"]
+    assert gate5["source"] == ("rollback" if rollback.field == "allow_mainnet_trade" else "env")
+    assert "CONFIG_HELD" in alone.logs()
+    assert alone.proc is not None
+    alone.proc.send_signal(signal.SIGHUP)
+    await wait_until_async(
+        lambda: alone.logs().count("CONFIG_RELOADED source=sighup") >= 1, "the SIGHUP reload"
+    )
+
+
+async def _restart(alone: Alone, rollback: Rollback) -> None:
+    """A restart: the file next to the budget state holds it, and the start says so."""
+    assert alone.stop() == 0
+    await alone.start()
+    assert f"CONFIG_HELD source=start field={rollback.field} " in alone.logs()
+    status = await alone.control("status")
+    assert status["operator"]["rollbacks"] == [rollback.name]
+    setting = status["settings"][rollback.field]
+    assert (setting["source"], setting["reason"]) == ("rollback", "incident 42")
+
+
+async def _lift(alone: Alone, rollback: Rollback) -> None:
+    """``lift``: the next orphan is cancelled; the rollback and the lift are both audited."""
+    lifted = await alone.control("lift", rollback.name, "--reason", "resolved")
+    assert lifted["lifted"] == [rollback.field]
+    t_lift = wall_clock_ms()
+    await wait_until_async(
+        lambda: any(r.executed for r in alone.writes_since(t_lift)),
+        "an orphan cancelled after the lift",
+        30,
+    )
+    audit = [json.loads(x) for x in (alone.tmp / "audit.jsonl").read_text().splitlines()]
+    words = [
+        (a["kind"], a["field"], a["reason"]) for a in audit if a["event_type"] == "OPERATOR_WORD"
+    ]
+    assert words == [
+        ("rollback", rollback.field, "incident 42"),
+        ("lift", rollback.field, "resolved"),
+    ]
+    lifts = [
+        a for a in audit if a["event_type"] == "CONTROL_CHANGE" and a.get("reason") == "resolved"
+    ]
+    assert lifts
+    assert all("@" in a["by"] for a in lifts)
+
+
 @pytest.mark.parametrize("rollback", ROLLBACKS, ids=[r.name for r in ROLLBACKS])
 async def test_a_rollback_holds_through_reload_sighup_and_restart_until_lifted(
     alone: Alone, rollback: Rollback
@@ -237,58 +288,12 @@ async def test_a_rollback_holds_through_reload_sighup_and_restart_until_lifted(
         assert saved["words"][rollback.field]["reason"] == "incident 42"
         shown = f"{rollback.shows} while {rollback.name} stands"
         await grows(lambda: alone.shows(rollback.shows), 2, shown)
-
-        # A reload whose file says live: the rollback holds, and the reply says so.
-        alone.config.write_text(LIVE_FILE)
-        reloaded = await alone.control("reload")
-        assert rollback.field in [h["field"] for h in reloaded["held"]], reloaded
-        gate5 = reloaded["allow_mainnet_trade"]
-        assert gate5["source"] == ("rollback" if rollback.field == "allow_mainnet_trade" else "env")
-        assert "CONFIG_HELD" in alone.logs()
-        assert alone.proc is not None
-        alone.proc.send_signal(signal.SIGHUP)
-        await wait_until_async(
-            lambda: alone.logs().count("CONFIG_RELOADED source=sighup") >= 1, "the SIGHUP reload"
-        )
+        await _reload_twice(alone, rollback)
         await grows(lambda: alone.shows(rollback.shows), 2, f"{shown}, after the reloads")
-
-        # A restart: the file next to the budget state holds it.
-        assert alone.stop() == 0
-        await alone.start()
-        # The restart says what the rollback holds away from the file and the environment.
-        assert f"CONFIG_HELD source=start field={rollback.field} " in alone.logs()
-        status = await alone.control("status")
-        assert status["operator"]["rollbacks"] == [rollback.name]
-        setting = status["settings"][rollback.field]
-        assert (setting["source"], setting["reason"]) == ("rollback", "incident 42")
+        await _restart(alone, rollback)
         await grows(lambda: alone.shows(rollback.shows), 2, f"{shown}, after the restart")
         assert alone.writes_since(t0) == [], "a write reached the exchange after the rollback"
-
-        lifted = await alone.control("lift", rollback.name, "--reason", "resolved")
-        assert lifted["lifted"] == [rollback.field]
-        t_lift = wall_clock_ms()
-        await wait_until_async(
-            lambda: any(r.executed for r in alone.writes_since(t_lift)),
-            "an orphan cancelled after the lift",
-            30,
-        )
-        audit = [json.loads(x) for x in (alone.tmp / "audit.jsonl").read_text().splitlines()]
-        words = [
-            (a["kind"], a["field"], a["reason"])
-            for a in audit
-            if a["event_type"] == "OPERATOR_WORD"
-        ]
-        assert words == [
-            ("rollback", rollback.field, "incident 42"),
-            ("lift", rollback.field, "resolved"),
-        ]
-        lifts = [
-            a
-            for a in audit
-            if a["event_type"] == "CONTROL_CHANGE" and a.get("reason") == "resolved"
-        ]
-        assert lifts
-        assert all("@" in a["by"] for a in lifts)
+        await _lift(alone, rollback)
     finally:
         drift.cancel()
     print(
