@@ -237,14 +237,15 @@ async def test_a_rollback_on_one_instance_holds_on_every_instance_until_lifted(
 
 
 def test_control_straight_into_redis_never_prints_its_password(
-    redis_servers: Callable[..., Any], cli: Any
+    redis_servers: Callable[..., Any], cli: Any, tmp_path: Any
 ) -> None:
     secret = "s3cret-pass-42"
     server = redis_servers(password=secret)
     url = server.url
+    no_instance = tmp_path / "run"  # no control socket on this "host"
 
     def control(*args: str, code: int, **env: str) -> Any:
-        proc = cli.run("grinder.cli", "control", *args, env=cli.env(**env))
+        proc = cli.run("grinder.cli", "control", *args, env=cli.env(runtime_dir=no_instance, **env))
         assert proc.returncode == code, proc.stdout + proc.stderr
         assert secret not in proc.stdout + proc.stderr
         if code != 0:
@@ -263,7 +264,7 @@ def test_control_straight_into_redis_never_prints_its_password(
     assert "lift it first: grinder control lift disarm" in control(
         "arm", "--redis-url", url, code=2
     )
-    # GRINDER_REDIS_URL is the default of --redis-url for the commands that give a word.
+    # Without --socket and with no instance on this host, GRINDER_REDIS_URL is where it goes.
     lifted = control("lift", "all", code=0, GRINDER_REDIS_URL=url)
     assert lifted["lifted"] == ["armed"]
     bad = control("disarm", "--redis-url", f"redis://:{secret}@127.0.0.1:0/0", code=2)

@@ -348,3 +348,15 @@ async def test_bad_control_input_is_one_line_and_changes_nothing(alone: Alone) -
     status = await alone.control("status")
     assert status["operator"]["rollbacks"] == ["disarm"]
     assert status["settings"]["armed"]["reason"] == "incident 42"
+
+
+async def test_a_lone_service_takes_the_word_even_from_a_shell_with_a_redis_url(
+    alone: Alone,
+) -> None:
+    """Without --socket, the host's own instance takes the word: a GRINDER_REDIS_URL left in the
+    shell must not send a lone service's rollback to a Redis it never reads."""
+    await alone.start()
+    env = alone.cli.env(runtime_dir=alone.runtime, GRINDER_REDIS_URL="redis://127.0.0.1:1/0")
+    proc = await asyncio.to_thread(alone.cli.run, "grinder.cli", "control", "disarm", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["recorded"] == str(alone.state_dir / "operator_state.json")

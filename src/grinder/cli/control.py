@@ -55,8 +55,8 @@ redis_option = click.option(
     "redis_url",
     default=None,
     metavar="URL",
-    help="Give the word straight to the deployment's Redis (default GRINDER_REDIS_URL); "
-    "--socket goes through an instance instead.",
+    help="Give the word straight to the deployment's Redis. Without it and --socket: this "
+    "host's instance (default socket), else GRINDER_REDIS_URL.",
 )
 namespace_option = click.option(
     "--redis-namespace",
@@ -155,12 +155,14 @@ def _word(
 
 
 def redis_url_of(socket_path: str | None, redis_url: str | None) -> str | None:
-    """``--redis-url``, else ``GRINDER_REDIS_URL`` unless ``--socket`` was given."""
+    """Where a word goes: ``--redis-url`` or ``--socket`` as given; else this host's
+    instance (its default control socket) when there is one -- it knows where its operator
+    state lives -- and only without one, ``GRINDER_REDIS_URL``."""
     if socket_path and redis_url:
         raise UsageError("--socket and --redis-url: give one (an instance, or the Redis)")
     if redis_url is not None:
         return redis_url
-    if socket_path:
+    if socket_path or socket_path_of(None).exists():
         return None
     return os.environ.get("GRINDER_REDIS_URL") or None
 
