@@ -144,13 +144,14 @@ class OperatorControl:
         )
         self._put("operator")
         self.report_held("start")
-        log_event(
-            log,
-            "OPERATOR_STATE",
-            store=self.store.where,
-            standing=describe_words(self.state.words),
-            problem=self.problem or "-",
-        )
+        if self.state.words or self.problem:
+            log_event(
+                log,
+                "OPERATOR_STATE",
+                logging.WARNING,
+                standing=describe_words(self.state.words),
+                problem=self.problem or "-",
+            )
 
     def reconfigure(self, configured: Mapping[str, Sourced], cause: str) -> list[dict[str, Any]]:
         """New configured settings (a reload); returns the changes made to what is in force."""
