@@ -23,6 +23,7 @@ from grinder.operator.state import (
 from grinder.operator.stores import UNCHANGED, FileOperatorStore, MemoryOperatorStore
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RuntimeEnv
 from grinder.service.configured import configured, settings_of
+from grinder.service.operator import OperatorControl
 from tests.support.controls import STAMP, make_controls
 
 T = 1_767_225_600_000
@@ -337,3 +338,33 @@ def test_a_word_given_twice_at_once_is_recorded_once_each_in_order() -> None:
     assert final.revision == 2
     assert sorted(w.field for w in final.words) == ["action", "armed"]
     assert isinstance(final.word("armed"), Word)
+
+
+def test_a_local_copy_remembers_a_document_and_nothing_before_one_exists(tmp_path: Path) -> None:
+    """With HA, the local copy is read at start: a deployment with no document yet leaves
+    none (a restart then starts as cleanly), and one with a document keeps it."""
+    shared = MemoryOperatorStore()  # the deployment's store (Redis in production)
+    mirror = tmp_path / "operator_state.json"
+
+    def instance() -> OperatorControl:
+        control = OperatorControl(
+            shared,
+            instance="a",
+            clock=lambda: T,
+            apply=lambda _in_force, _cause, _stamp: ([], None),
+            check=lambda _in_force: None,
+            mirror=FileOperatorStore(mirror),
+        )
+        control.start(configured_settings())
+        return control
+
+    instance()
+    assert not mirror.exists()
+    instance().record(SetWord("armed", False, ALICE))
+    again = instance()  # restarted: starts from the copy and the store alike
+    assert again.problem is None
+    assert FileOperatorStore(mirror).read() == shared.read()
+    shared.clear()  # the store lost it; a restarted instance still knows
+    restarted = instance()
+    assert restarted.problem is not None
+    assert restarted.problem.startswith("operator state lost (")

@@ -305,7 +305,7 @@ class OperatorControl:
     def _adopt(self, state: OperatorState) -> None:
         self.state = state
         self._memory = state
-        if self.mirror is not None:
+        if self.mirror is not None and state.id:  # a document to remember (not "none yet")
             try:
                 self.mirror.save(state)
             except OperatorStateError as exc:
