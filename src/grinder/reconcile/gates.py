@@ -31,14 +31,20 @@ from grinder.reconcile.routing import ActionKind
 # How an operator opens each gate on a running service (runbook 12 has the same table).
 HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.NOT_LEADER: "only the HA leader remediates: check leadership (docs/HA.md)",
-    BlockReason.ACTION_IS_NONE: "grinder control set action cancel_all (or flatten)",
+    BlockReason.ACTION_IS_NONE: (
+        "grinder control set action cancel_all (or flatten); "
+        "if the rollback action-none stands: grinder control lift action-none"
+    ),
     BlockReason.ACTION_NOT_PERMITTED: "a flatten needs: grinder control set action flatten",
     BlockReason.ALLOW_ACTIVE_REMEDIATION_FALSE: (
         "grinder control set allow_active_remediation true"
     ),
-    BlockReason.NOT_ARMED: "grinder control arm",
+    BlockReason.NOT_ARMED: (
+        "grinder control arm; if the rollback disarm stands: grinder control lift disarm"
+    ),
     BlockReason.ENV_VAR_MISSING: (
-        "grinder control allow-mainnet (or ALLOW_MAINNET_TRADE=1 in the service's environment)"
+        "grinder control allow-mainnet (or ALLOW_MAINNET_TRADE=1 in the service's environment "
+        "at its start); if the rollback deny-mainnet stands: grinder control lift deny-mainnet"
     ),
     BlockReason.COOLDOWN_NOT_ELAPSED: "wait until cooldown_seconds have passed since the last one",
     BlockReason.SYMBOL_NOT_IN_WHITELIST: "grinder control set symbol_whitelist SYMBOL[,SYMBOL...]",
@@ -69,7 +75,10 @@ HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.MAX_NOTIONAL_PER_DAY: (
         "00:00 UTC resets it; grinder control set max_notional_per_day N"
     ),
-    BlockReason.DRY_RUN: "none: dry-run was switched on; grinder control set dry_run false",
+    BlockReason.DRY_RUN: (
+        "none: dry-run was switched on; grinder control set dry_run false "
+        "(if the rollback dry-run stands: grinder control lift dry-run)"
+    ),
     BlockReason.EXPECTED_STATE_UNREADABLE: (
         "the next run goes on once the bot's expected-state store can be read (file or Redis)"
     ),
