@@ -11,15 +11,17 @@ The URL's password is never printed (``grinder.redaction``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from grinder.cli.errors import EXIT_FAILED, CommandFailed, UsageError
 from grinder.clock import wall_clock_ms
 from grinder.ha.connection import DEFAULT_NAMESPACE, RedisConnection, check_namespace, check_url
 from grinder.ha.operator import RedisOperatorStore
-from grinder.operator.decide import Command, Lift, SetWord
+from grinder.operator.decide import Command, Lift, SetWord, WordChange
 from grinder.operator.merge import Sourced
 from grinder.operator.state import (
     ALLOW_MAINNET_FIELD,
@@ -83,11 +85,13 @@ def redis_command(
             clock=wall_clock_ms,
             apply=_nothing_to_apply,
             check=check_settings,
+            on_word=_said_by_the_reply,
         )
         try:
-            control.start(settings_of(ReconcileConfig(), False, False, {}))
-            before = control.state
-            reply = asyncio.run(control.command(command))
+            with _quiet():  # the reply says it all; each instance logs what it applies
+                control.start(settings_of(ReconcileConfig(), False, False, {}))
+                before = control.state
+                reply = asyncio.run(control.command(command))
         except ConfigError as exc:
             raise UsageError(str(exc)) from None
         except OperatorUnavailable as exc:
@@ -128,3 +132,20 @@ def _nothing_to_apply(
     _in_force: Mapping[str, Sourced], _cause: str, _stamp: Stamp | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     return [], None
+
+
+def _said_by_the_reply(_change: WordChange, _stamp: Stamp) -> None:
+    """Without an instance, the word is the reply; every instance logs and audits the change
+    it makes (``CONTROL_CHANGE … by=… reason=…``) when it reads it."""
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The service's log lines stay out of a command's one-line output."""
+    logger = logging.getLogger("grinder.service")
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
