@@ -170,7 +170,8 @@ async def test_a_leader_paused_past_its_lease_wakes_up_unable_to_write(
     paused.signal(signal.SIGSTOP)
     new_leader = await cluster.wait_leader(timeout_s=LEASE_TTL_S + 3, exclude=leader)
     assert new_leader == other
-    # The new leader is disarmed, so the drift stays for the paused one to see.
+    # The deployment is disarmed (given on the new leader's socket, it holds on every instance,
+    # the paused one too), so the drift stays for the paused one to see.
     from grinder.cli.control import _call as control_call
 
     sock = cluster.sockets / other / "grinder" / "control.sock"
@@ -190,7 +191,7 @@ async def test_a_leader_paused_past_its_lease_wakes_up_unable_to_write(
     logs = paused.logs()
     assert f"HA_LEADER_LOST instance={leader}" in logs
     assert (await cluster.ha_states())[leader]["leader"] is False
-    await control_call(sock, "POST", "/arm", {"armed": True})
+    await control_call(sock, "POST", "/lift", {"name": "disarm"})
     await wait_until_async(lambda: cluster.sim.exchange.requests[DELETE] == 1)
     await asyncio.sleep(0.5)
     assert cluster.sim.exchange.write_requests == 1

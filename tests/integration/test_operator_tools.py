@@ -200,7 +200,7 @@ def test_a_misconfigured_gate_fails_with_the_evidence(service: Service) -> None:
     try:
         stage2 = service.grinder("ceremony", "check", "--stage", "2")
     finally:
-        service.control("/set", {"field": "dry_run", "value": True})
+        service.control("/lift", {"name": "dry_run"})  # back to the file's value
     assert stage2.returncode == 1, stage2.stdout + stage2.stderr
     assert item(stage2.stdout, "dry_run = true (CRITICAL)") == (
         "FAIL dry_run=false (control /status) — must stay true in stage 2: nothing may be sent"
@@ -271,17 +271,10 @@ def test_stage_3_and_4_pass_once_the_operator_opens_the_gates(service: Service) 
             "ceremony", "check", "--stage", "4", BUDGET_STATE_PATH=str(service.budget)
         )
     finally:
-        cfg = before["config"]
-        service.control("/mainnet", {"allow": False})
-        service.control("/arm", {"armed": False})
-        for field in (
-            "symbol_whitelist",
-            "cooldown_seconds",
-            "max_symbols_per_action",
-            "max_orders_per_action",
-            "dry_run",
-        ):
-            service.control("/set", {"field": field, "value": cfg[field]})
+        lifted = service.control("/lift", {"name": "all"})  # every word: back to the file
+    words = {"dry_run", "max_orders_per_action", "max_symbols_per_action", "cooldown_seconds"}
+    assert set(lifted["lifted"]) == words | {"symbol_whitelist", "armed", "allow_mainnet_trade"}
+    assert service.status()["config"] == before["config"]
     assert stage3.returncode == 0, stage3.stdout
     assert item(stage3.stdout, "ALLOW_MAINNET_TRADE=1 set") == (
         "PASS service allow_mainnet_trade=true (control /status); service environment at "
@@ -334,7 +327,7 @@ def test_gates_and_ceremony_show_gate_e_closed_while_the_bot_is_silent(service: 
         cancel = service.grinder("gates", "--symbol", "BTCUSDT", "--order", order)
         stage2 = service.grinder("ceremony", "check", "--stage", "2")
     finally:
-        service.control("/set", {"field": "expected_heartbeat_max_age_s", "value": 60.0})
+        service.control("/lift", {"name": "expected_heartbeat_max_age_s"})
         service.bot.paused.clear()
     assert status["live"] is False
     assert status["source"] == "sqlite"

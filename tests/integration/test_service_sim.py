@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from grinder.cli.control import _call as control_call
+from grinder.cli.errors import UsageError
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
@@ -183,20 +184,32 @@ async def test_rollback_through_control_socket_blocks_the_next_write(
     make_service: ServiceFactory,
 ) -> None:
     rig = await make_service(live=True, action=RemediationAction.CANCEL_ALL)
-    changed = await rig.control("POST", "/set", {"field": "action", "value": "none"})
-    assert changed == {"field": "action", "old": "cancel_all", "new": "none"}
+    who = {"by": "alice@host1", "reason": "incident 42"}
+    changed = await rig.control("POST", "/set", {"field": "action", "value": "none", **who})
+    assert {k: changed[k] for k in ("field", "old", "new", "kind", "by", "reason")} == {
+        "field": "action",
+        "old": "cancel_all",
+        "new": "none",
+        "kind": "rollback",
+        **who,
+    }
     assert rig.counter("grinder_reconcile_action", action="none") == 1
     await rig.place_order(ours(3))
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_blocked_total", reason="action_is_none") >= 1
     )
-    await rig.control("POST", "/set", {"field": "action", "value": "cancel_all"})
+    # An escalation does not undo a standing rollback: it is refused, and says how to lift it.
+    with pytest.raises(UsageError, match="lift it first: grinder control lift action-none"):
+        await rig.control("POST", "/set", {"field": "action", "value": "cancel_all"})
+    lifted = await rig.control("POST", "/lift", {"name": "action-none", **who})
+    assert lifted["lifted"] == ["action"]
+    assert lifted["in_force"]["action"]["value"] == "cancel_all"
     await rig.control("POST", "/arm", {"armed": False})
     blocked = rig.counter("grinder_reconcile_action_blocked_total", reason="not_armed")
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_blocked_total", reason="not_armed") > blocked
     )
-    await rig.control("POST", "/arm", {"armed": True})
+    await rig.control("POST", "/lift", {"name": "disarm"})
     await rig.control("POST", "/mainnet", {"allow": False})
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_blocked_total", reason="env_var_missing") >= 1
@@ -205,6 +218,8 @@ async def test_rollback_through_control_socket_blocks_the_next_write(
     assert state["counters"]["writeRequests"] == 0
     status = await rig.control("GET", "/status")
     assert status["allow_mainnet_trade"] is False
+    assert status["operator"]["rollbacks"] == ["deny-mainnet"]
+    assert status["settings"]["allow_mainnet_trade"]["source"] == "rollback"
     audit = [json.loads(x) for x in (rig.tmp / "audit.jsonl").read_text().splitlines()]
     changes = [r for r in audit if r["event_type"] == "CONTROL_CHANGE"]
     assert [c["field"] for c in changes] == [
@@ -214,6 +229,8 @@ async def test_rollback_through_control_socket_blocks_the_next_write(
         "armed",
         "ALLOW_MAINNET_TRADE",
     ]
+    assert changes[0]["by"] == "alice@host1"
+    assert changes[0]["reason"] == "incident 42"
 
 
 async def test_dry_run_switched_on_at_run_time_turns_writes_into_plans_and_back(
@@ -221,14 +238,16 @@ async def test_dry_run_switched_on_at_run_time_turns_writes_into_plans_and_back(
 ) -> None:
     rig = await make_service(live=True, action=RemediationAction.CANCEL_ALL)
     changed = await rig.control("POST", "/set", {"field": "dry_run", "value": "true"})
-    assert changed == {"field": "dry_run", "old": False, "new": True}
+    assert (changed["field"], changed["old"], changed["new"]) == ("dry_run", False, True)
     await rig.place_order(ours(5))
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
     )
     assert (await rig.state())["counters"]["writeRequests"] == 0
     assert rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") == 0
-    await rig.control("POST", "/set", {"field": "dry_run", "value": "false"})
+    with pytest.raises(UsageError, match="the rollback dry-run stands on dry_run"):
+        await rig.control("POST", "/set", {"field": "dry_run", "value": "false"})
+    await rig.control("POST", "/lift", {"name": "dry-run"})
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_executed_total", action="cancel_all") >= 1
     )

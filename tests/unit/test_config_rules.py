@@ -8,6 +8,7 @@ that breaks a rule leaves every setting as it was.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import types
 from decimal import Decimal
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from grinder.ha.config import HaConfig
+from grinder.operator.stores import MemoryOperatorStore
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import (
     EXCHANGE_ID_FAMILIES,
@@ -32,7 +34,7 @@ from grinder.reconcile.identity import (
     parse_client_order_id,
     remediation_client_order_id,
 )
-from grinder.service.control import Controls
+from grinder.service.configured import settings_of
 from grinder.service.loop import ServiceLoop
 from grinder.service.options import (
     IP_WEIGHT_PER_MINUTE,
@@ -42,6 +44,7 @@ from grinder.service.options import (
     load_config_file,
     snapshot_weight_worst_case,
 )
+from tests.support.controls import STAMP, make_controls
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "exchange-corpus" / "binance-usdm"
 
@@ -287,18 +290,6 @@ def test_a_refused_apply_changes_no_field() -> None:
     assert config == ReconcileConfig()
 
 
-def _controls(config: ReconcileConfig, changes: list[tuple[str, str, Any, Any]]) -> Controls:
-    return Controls(
-        config,
-        get_armed=lambda: False,
-        set_armed=lambda _armed: None,
-        gate_env={},
-        status=dict,
-        reload=dict,
-        on_change=lambda *change: changes.append(change),
-    )
-
-
 @pytest.mark.parametrize(
     ("field", "value", "needle"),
     [
@@ -320,22 +311,24 @@ def test_control_set_refuses_what_the_start_refuses_and_changes_nothing(
 ) -> None:
     config = ReconcileConfig()
     changes: list[tuple[str, str, Any, Any]] = []
-    controls = _controls(config, changes)
+    store = MemoryOperatorStore()
+    controls = make_controls(config, changes, store=store)
     with pytest.raises(ConfigError) as info:
-        controls.set_field(field, value)
+        asyncio.run(controls.set_field(field, value, STAMP))
     assert needle in str(info.value)
     assert "\n" not in str(info.value)
     assert len(str(info.value)) < 400
     assert config == ReconcileConfig()
     assert changes == []
+    assert store.read() is None  # nothing recorded for the deployment either
 
 
-def test_control_set_fields_applies_related_changes_together_and_reports_each() -> None:
+def test_a_reload_applies_related_changes_together_and_reports_each() -> None:
     config = ReconcileConfig()
     changes: list[tuple[str, str, Any, Any]] = []
-    results = _controls(config, changes).set_fields(
-        {"client_order_id_prefix": "g_", "strategy_id": "meanrev7"}, source="sighup"
-    )
+    operator = make_controls(config, changes).operator
+    fresh = ReconcileConfig(client_order_id_prefix="g_", strategy_id="meanrev7")
+    results = operator.reconfigure(settings_of(fresh, False, False, {}), "sighup")
     assert [r["field"] for r in results] == ["client_order_id_prefix", "strategy_id"]
     assert changes == [
         ("sighup", "client_order_id_prefix", "grinder_", "g_"),

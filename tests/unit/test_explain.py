@@ -70,6 +70,7 @@ def test_every_gate_passes_live_and_the_outcome_is_execute() -> None:
     assert exp.outcome is Outcome.EXECUTE
     assert [c.gate for c in exp.checks] == [
         "0",
+        "O",
         "1",
         "2",
         "3",
@@ -83,8 +84,8 @@ def test_every_gate_passes_live_and_the_outcome_is_execute() -> None:
         "limits",
         "budget",
     ]
-    assert exp.checks[10].verdict is Verdict.NOT_APPLICABLE  # no notional for a cancel
-    gate_e = exp.checks[9]
+    assert exp.checks[11].verdict is Verdict.NOT_APPLICABLE  # no notional for a cancel
+    gate_e = exp.checks[10]
     assert (gate_e.name, gate_e.verdict) == ("expected state live", Verdict.PASS)
     assert gate_e.detail == "bot heartbeat 0.0 s ago <= expected_heartbeat_max_age_s 60 s"
 

@@ -19,6 +19,8 @@ from grinder.clock import ManualClock
 from grinder.exchange.binance.errors import UnknownOutcome
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, TransientExchangeError
+from grinder.operator.decide import Lift, SetWord
+from grinder.operator.stores import MemoryOperatorStore
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import REMEDIATION_SEQ_MAX, parse_client_order_id
@@ -42,6 +44,9 @@ from grinder.reconcile.types import (
     PositionSide,
     Side,
 )
+from grinder.service.configured import settings_of
+from grinder.service.operator import OperatorControl
+from tests.support.controls import STAMP
 
 RA = RemediationAction
 BR = BlockReason
@@ -128,6 +133,17 @@ class Rig:
         self.expected_age = 0.0  # seconds since the bot's heartbeat (gate E)
         self.cid = OURS  # the client order id a ladder step cancels
         self.budget = BudgetTracker(config=self.config, store=budget_store, clock=self.clock)
+        # Gate O's source: the operator state, in memory. Its words are not wired to this
+        # rig's settings (the ladders set those directly); only whether it is known counts.
+        self.operator_store = MemoryOperatorStore()
+        self.operator = OperatorControl(
+            self.operator_store,
+            instance="rig",
+            clock=self.clock,
+            apply=lambda _in_force, _cause, _stamp: ([], None),
+            check=lambda _in_force: None,
+        )
+        self.operator.start(settings_of(self.config, armed, False, {}))
         self.executor = RemediationExecutor(
             config=self.config,
             port=self.port,
@@ -139,8 +155,19 @@ class Rig:
             clock=self.clock,
             sleep=self.pause,
             expected_heartbeat_age=lambda: self.expected_age,
+            operator=self.operator,
         )
         self.pauses: list[float] = []
+
+    def lose_operator_state(self) -> None:
+        """A rollback stood, and its document is gone (a Redis restarted without persistence):
+        the next read finds it lost."""
+        self.operator.record(SetWord("armed", False, STAMP))
+        self.operator_store.clear()
+
+    def reassert_operator_state(self) -> None:
+        """An operator re-asserts the lost document: nothing should stand."""
+        self.operator.record(Lift("all", STAMP))
 
     async def pause(self, seconds: float) -> None:
         """The executor's pause between two attempts: recorded, not waited; what the
@@ -295,9 +322,14 @@ def _bot_alive(rig: Rig) -> None:
     rig.expected_age = 5.0
 
 
+def _reassert(rig: Rig) -> None:
+    rig.reassert_operator_state()
+
+
 # Contract order; each step's fix makes that gate pass and exposes the next one.
 _HEAD = [
     Step(BR.NOT_LEADER, _leader),
+    Step(BR.OPERATOR_STATE_UNKNOWN, _reassert),
     Step(BR.ACTION_IS_NONE, _set_cfg(action=RA.CANCEL_ALL)),
 ]
 _ARMING = [
@@ -359,6 +391,7 @@ def _all_failing_rig(kind: ActionKind, dry_run: bool) -> Rig:
     )
     rig = Rig(cfg, whitelist=[], armed=False, env_value=None)
     rig.leader = False
+    rig.lose_operator_state()
     rig.expected_age = math.inf  # no bot ever wrote the expected state
     if not dry_run:
         rig.executor.last_remediation_ms = NOW - 1_000
@@ -1314,6 +1347,7 @@ _OWNERS = {
 class GateInputs:
     kind: ActionKind
     is_leader: bool
+    operator: str  # "known" | "lost"
     action: RemediationAction
     dry_run: bool
     allow_active: bool
@@ -1351,6 +1385,7 @@ def gate_inputs(draw: st.DrawFn) -> GateInputs:
     nonzero = [Decimal("0.01") * (sign or 1)] + ([Decimal("-0.01")] if sign is None else [])
     dims: dict[str, tuple[list[Any], list[Any]]] = {
         "is_leader": _dim([True], [False]),
+        "operator": _dim(["known"], ["lost"]),
         "action": (
             _dim([RA.CANCEL_ALL, RA.FLATTEN], [RA.NONE])
             if kind is ActionKind.CANCEL
@@ -1430,6 +1465,8 @@ def expected_blocks(i: GateInputs, day_calls: int) -> tuple[BlockReason, ...] | 
     out: list[BlockReason] = []
     if not i.is_leader:
         out.append(BR.NOT_LEADER)
+    if i.operator == "lost":
+        out.append(BR.OPERATOR_STATE_UNKNOWN)
     if i.action is RA.NONE:
         out.append(BR.ACTION_IS_NONE)
     elif i.kind is ActionKind.FLATTEN and i.action is not RA.FLATTEN:
@@ -1518,6 +1555,8 @@ async def _run_gate_scenario(i: GateInputs) -> None:
         rig.env[ALLOW] = i.env_value
     rig.leader = i.is_leader
     rig.expected_age = i.expected_age
+    if i.operator == "lost":
+        rig.lose_operator_state()
     if i.kind is ActionKind.CANCEL:
         cid = _OWNERS[i.owner]
         rig.port.add_order(order(cid))

@@ -5,13 +5,15 @@ from __future__ import annotations
 import socket
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import ValidationError
 
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
-from grinder.service.control import Controls, build_control_app, parse_value, prepare_socket_dir
+from grinder.service.control import build_control_app, parse_value, prepare_socket_dir
+from tests.support.controls import make_controls
 
 
 def test_a_live_socket_of_another_service_is_never_taken_over(tmp_path: Path) -> None:
@@ -74,16 +76,8 @@ async def test_a_set_refused_by_a_rule_is_an_error_reply_and_changes_nothing() -
     """Over HTTP, as ``grinder control set`` sends it: a value that breaks a rule of the whole
     configuration, or a body whose number has 5,000 digits, is a 400 with one line."""
     config = ReconcileConfig()
-    changes: list[tuple[object, ...]] = []
-    controls = Controls(
-        config,
-        get_armed=lambda: False,
-        set_armed=lambda _armed: None,
-        gate_env={},
-        status=dict,
-        reload=dict,
-        on_change=lambda *change: changes.append(change),
-    )
+    changes: list[tuple[str, str, Any, Any]] = []
+    controls = make_controls(config, changes)
     async with TestClient(TestServer(build_control_app(controls))) as client:
         refused = await client.post(
             "/set", json={"field": "client_order_id_prefix", "value": "autoclose-"}

@@ -242,6 +242,7 @@ def build_executor(
         env={"ALLOW_MAINNET_TRADE": "1"} if status.get("allow_mainnet_trade") else {},
         clock=lambda: now_ms,
         expected_heartbeat_age=lambda: expected_age,
+        operator=ReportedOperatorState(_operator_problem(status)),
     )
     live_anchor, dry_anchor = _cooldown_anchors(status, scrape, config, notes)
     ctx = RunContext(
@@ -251,6 +252,29 @@ def build_executor(
         dry_anchor_ms=dry_anchor,
     )
     return executor, ctx, notes
+
+
+@dataclass(frozen=True)
+class ReportedOperatorState:
+    """Gate O as the service reported it (``/status`` → ``operator.problem``): read, not
+    re-read; the explainer sends nothing, so it marks no write."""
+
+    problem: str | None
+
+    def refresh(self) -> None:
+        """Nothing to read again: the service's own reading is the one shown."""
+
+    def begin_write(self) -> None:
+        """The explainer never writes."""
+
+    def end_write(self) -> None:
+        """The explainer never writes."""
+
+
+def _operator_problem(status: dict[str, Any]) -> str | None:
+    operator = status.get("operator")
+    problem = operator.get("problem") if isinstance(operator, dict) else None
+    return problem if isinstance(problem, str) else None
 
 
 EXPECTED_AGE_METRIC = "grinder_reconcile_expected_heartbeat_age_seconds"

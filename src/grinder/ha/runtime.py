@@ -13,6 +13,7 @@ from grinder.ha.config import HaSettings
 from grinder.ha.connection import RedisConnection
 from grinder.ha.elector import LeaderElector, parse_lease_value
 from grinder.ha.metrics import HaMetrics
+from grinder.ha.operator import RedisOperatorStore
 from grinder.reconcile.budget import FileBudgetStore
 from grinder.state.redis_store import RedisExpectedStore
 
@@ -50,6 +51,8 @@ class HaRuntime:
             on_fenced=self.elector.step_down,
         )
         self.elector.add_epoch_listener(self.budget_store.restore)
+        self.operator_store = RedisOperatorStore(self.conn)
+        """The deployment's operator state (``grinder.service.operator`` reads it)."""
 
     @property
     def instance_id(self) -> str:

@@ -33,14 +33,20 @@ from grinder.reconcile.routing import ActionKind
 # How an operator opens each gate on a running service (runbook 12 has the same table).
 HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.NOT_LEADER: "only the HA leader remediates: check leadership (docs/HA.md)",
-    BlockReason.ACTION_IS_NONE: "grinder control set action cancel_all (or flatten)",
+    BlockReason.ACTION_IS_NONE: (
+        "grinder control set action cancel_all (or flatten); "
+        "if the rollback action-none stands: grinder control lift action-none"
+    ),
     BlockReason.ACTION_NOT_PERMITTED: "a flatten needs: grinder control set action flatten",
     BlockReason.ALLOW_ACTIVE_REMEDIATION_FALSE: (
         "grinder control set allow_active_remediation true"
     ),
-    BlockReason.NOT_ARMED: "grinder control arm",
+    BlockReason.NOT_ARMED: (
+        "grinder control arm; if the rollback disarm stands: grinder control lift disarm"
+    ),
     BlockReason.ENV_VAR_MISSING: (
-        "grinder control allow-mainnet (or ALLOW_MAINNET_TRADE=1 in the service's environment)"
+        "grinder control allow-mainnet (or ALLOW_MAINNET_TRADE=1 in the service's environment "
+        "at its start); if the rollback deny-mainnet stands: grinder control lift deny-mainnet"
     ),
     BlockReason.COOLDOWN_NOT_ELAPSED: "wait until cooldown_seconds have passed since the last one",
     BlockReason.SYMBOL_NOT_IN_WHITELIST: "grinder control set symbol_whitelist SYMBOL[,SYMBOL...]",
@@ -71,9 +77,16 @@ HOW_TO_OPEN: dict[BlockReason, str] = {
     BlockReason.MAX_NOTIONAL_PER_DAY: (
         "00:00 UTC resets it; grinder control set max_notional_per_day N"
     ),
-    BlockReason.DRY_RUN: "none: dry-run was switched on; grinder control set dry_run false",
+    BlockReason.DRY_RUN: (
+        "none: dry-run was switched on; grinder control set dry_run false "
+        "(if the rollback dry-run stands: grinder control lift dry-run)"
+    ),
     BlockReason.EXPECTED_STATE_UNREADABLE: (
         "the next run goes on once the bot's expected-state store can be read (file or Redis)"
+    ),
+    BlockReason.OPERATOR_STATE_UNKNOWN: (
+        "grinder control status (operator): fix the operator state file, bring Redis back, "
+        "or re-assert a lost one (the rollbacks that should stand, or grinder control lift)"
     ),
 }
 
@@ -135,6 +148,8 @@ class GateInputs:
     """The budget gate's verdict and its figures (``budget.budget_verdict``)."""
     budget_note: str = ""
     """Said after the budget's figures (dry-run: which budget it is)."""
+    operator_problem: str | None = None
+    """Why the operator state (the standing rollbacks) is not known; None when it is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +169,12 @@ def _leader(i: GateInputs) -> tuple[BlockReason | None, str]:
     if i.is_leader:
         return None, "this instance may remediate"
     return BlockReason.NOT_LEADER, "this instance is not the HA leader"
+
+
+def _operator(i: GateInputs) -> tuple[BlockReason | None, str]:
+    if i.operator_problem is None:
+        return None, "the operator state (standing rollbacks) is known"
+    return BlockReason.OPERATOR_STATE_UNKNOWN, i.operator_problem
 
 
 def _wanted(i: GateInputs) -> RemediationAction:
@@ -314,6 +335,7 @@ def _budget(i: GateInputs) -> tuple[BlockReason | None, str]:
 
 GATES: tuple[Gate, ...] = (
     Gate("0", "HA leader", _leader),
+    Gate("O", "operator state known", _operator),
     Gate("1", "action permitted", _action),
     Gate("2", "dry_run", _dry_run),
     Gate("3", "allow_active_remediation", _allow_active, _arming),

@@ -51,6 +51,8 @@ class BlockReason(StrEnum):
     """Found at the wire: dry-run was switched on after the gates passed."""
     EXPECTED_STATE_UNREADABLE = "expected_state_unreadable"
     """Found at the wire: the bot's expected state could not be read to confirm a cancel."""
+    OPERATOR_STATE_UNKNOWN = "operator_state_unknown"
+    """Gate O: the operator's standing words (rollbacks) cannot be read, or were lost."""
 
 
 WIRE_ONLY_BLOCK_REASONS = frozenset({BlockReason.DRY_RUN, BlockReason.EXPECTED_STATE_UNREADABLE})

@@ -166,6 +166,21 @@ def _latest(*values: int | None) -> int | None:
     return max((v for v in values if v is not None), default=None)
 
 
+class OperatorGuard(Protocol):
+    """The operator's standing words (``grinder.service.operator.OperatorControl``): read at
+    every run's start and, atomically with marking the write as on its way, right before
+    every request; what they say is applied to the live settings the gates read."""
+
+    @property
+    def problem(self) -> str | None: ...
+
+    def refresh(self) -> None: ...
+
+    def begin_write(self) -> None: ...
+
+    def end_write(self) -> None: ...
+
+
 class RemediationReporter(Protocol):
     """Told of each attempt before it is made, and of each result."""
 
@@ -196,6 +211,7 @@ class RemediationExecutor:
         read_expected_order: Callable[[str], ExpectedOrder | None] | None = None,
         max_write_attempts: int = MAX_WRITE_ATTEMPTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        operator: OperatorGuard | None = None,
     ) -> None:
         """``expected_heartbeat_age`` (gate E): seconds since a bot last wrote the expected
         state detection reads (``math.inf``: never); None means there is no such source,
@@ -203,7 +219,8 @@ class RemediationExecutor:
         source's (``grinder.service.state.ExpectedSource.heartbeat_age_s``).
         ``lease_window_ms`` (HA): milliseconds left of the leadership that lets this
         instance act (0 when none). ``read_expected_order``: the bot's record of one
-        order read now, not from a mirror (a cancel is confirmed with it at the wire)."""
+        order read now, not from a mirror (a cancel is confirmed with it at the wire).
+        ``operator``: the operator's standing words (gate O), read before every request."""
         if max_write_attempts < 1:
             raise ValueError(f"max_write_attempts must be >= 1, got {max_write_attempts}")
         self.config = config
@@ -222,6 +239,7 @@ class RemediationExecutor:
         self.read_expected_order = read_expected_order
         self.max_write_attempts = max_write_attempts
         self._sleep = sleep
+        self.operator = operator
         self.last_remediation_ms: int | None = None
         self._shared_seen_ms: int | None = None
         self._last_planned_ms: int | None = None
@@ -262,6 +280,8 @@ class RemediationExecutor:
     # --- runs ----------------------------------------------------------------------------
 
     def begin_run(self, run_id: str | None = None) -> RunContext:
+        if self.operator is not None:
+            self.operator.refresh()
         now = self.clock()
         if run_id is None:
             self._run_seq += 1
@@ -343,6 +363,7 @@ class RemediationExecutor:
             max_symbols_per_action=cfg.max_symbols_per_action,
             budget=budget_verdict(tracker.config, tracker.today(now), run_budget, notional or ZERO),
             budget_note="" if live else " (dry-run: the in-memory shadow budget)",
+            operator_problem=self.operator.problem if self.operator is not None else None,
         )
 
     def gate(
@@ -518,8 +539,20 @@ class RemediationExecutor:
 
     def authorize_write(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> int:
         """The window (ms) a write of this action may take to reach the exchange, now;
-        ``WriteWithheld`` when it must not be sent. The lease is read last, so nothing
-        slower than a clock read lies between it and the request leaving."""
+        ``WriteWithheld`` when it must not be sent. The operator's words are read first,
+        in the step that marks the write as on its way (a command recorded after it waits
+        for the write; one recorded before it is in force below); the lease is read last,
+        so nothing slower than a clock read lies between it and the request leaving."""
+        if self.operator is None:
+            return self._authorized(kind, m, ctx)
+        self.operator.begin_write()
+        try:
+            return self._authorized(kind, m, ctx)
+        except WriteWithheld:
+            self.operator.end_write()
+            raise
+
+    def _authorized(self, kind: ActionKind, m: Mismatch, ctx: RunContext) -> int:
         cfg = self.config
         if cfg.dry_run:
             raise WriteWithheld(BlockReason.DRY_RUN, "dry-run was switched on")
@@ -573,10 +606,10 @@ class RemediationExecutor:
             attempts=attempts,
         )
 
-    @staticmethod
-    async def _in_flight(ctx: RunContext, cut: ActionResult, write: Awaitable[T]) -> T:
+    async def _in_flight(self, ctx: RunContext, cut: ActionResult, write: Awaitable[T]) -> T:
         """``await write`` with ``cut`` as the run's write in flight meanwhile: the result
-        ``execute`` reports if the run is cancelled before the answer (a service stop)."""
+        ``execute`` reports if the run is cancelled before the answer (a service stop).
+        Once it is answered (or failed), its mark as a write on its way is removed."""
         ctx.in_flight = cut
         try:
             answer = await write
@@ -585,6 +618,9 @@ class RemediationExecutor:
         except BaseException:
             ctx.in_flight = None
             raise
+        finally:
+            if self.operator is not None:
+                self.operator.end_write()
         ctx.in_flight = None
         return answer
 

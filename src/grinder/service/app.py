@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,6 +46,8 @@ from grinder.exchange.metrics import ExchangeMetrics
 from grinder.exchange.port import ExchangeError
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
+from grinder.operator.state import OperatorStateError
+from grinder.operator.stores import FileOperatorStore, MemoryOperatorStore, OperatorStore
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
@@ -54,15 +57,18 @@ from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
-from grinder.service.control import ALLOW_MAINNET, Controls, build_control_app, start_control_site
+from grinder.service.control import Controls, build_control_app, start_control_site
 from grinder.service.deadman import DeadmanSwitch
 from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, listen_error, start_site
+from grinder.service.live import ALLOW_MAINNET, LiveSettings
 from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
+from grinder.service.operator import OperatorControl
 from grinder.service.options import ServiceOptions
 from grinder.service.runtime_status import ServiceRuntime
 from grinder.service.settings import ServiceSettings
+from grinder.service.settings_status import settings_status
 from grinder.service.shutdown import (
     HA_RELEASE_S,
     HTTP_STOP_S,
@@ -101,7 +107,12 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         clock: Clock = wall_clock_ms,
         ha: HaRuntime | None = None,
         runtime: ServiceRuntime | None = None,
+        operator_store: OperatorStore | None = None,
+        operator_mirror: FileOperatorStore | None = None,
     ) -> None:
+        """``operator_store``: where the deployment's operator state lives (HA: Redis,
+        alone: a file; None keeps it in memory, for an embedded service); ``operator_mirror``
+        (HA): a local copy of it, read at start to tell a lost state from a new one."""
         src = os.environ if env is None else env
         self.opts = opts
         self.runtime = runtime or ServiceRuntime.of(
@@ -128,8 +139,25 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self._control_inode: int | None = None
         """The inode of the control socket once this service has bound it."""
         self.gate_env: dict[str, str] = {}
-        if src.get(ALLOW_MAINNET) == "1":
+        self._mainnet_at_start = src.get(ALLOW_MAINNET) == "1"
+        if self._mainnet_at_start:
             self.gate_env[ALLOW_MAINNET] = "1"
+        self.live = LiveSettings(
+            self.config,
+            armed=opts.armed,
+            gate_env=self.gate_env,
+            on_change=self._on_change,
+            on_armed=self._set_executor_armed,
+        )
+        self.operator = OperatorControl(
+            operator_store if operator_store is not None else MemoryOperatorStore(),
+            instance=ha.instance_id if ha is not None else f"{socket.gethostname()}-{os.getpid()}",
+            clock=clock,
+            apply=self.live.apply,
+            check=self._check_settings,
+            mirror=operator_mirror,
+            on_word=self._on_word,
+        )
         self.observed = ObservedStore()
         self.expected: ExpectedSource | None = None
         self.venue: VenueConnection | None = None
@@ -200,17 +228,20 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             lease_window_ms=self.hagate.lease_window_ms if self.hagate is not None else None,
             read_expected_order=self.expected.read_order,
             expected_heartbeat_age=self.expected_heartbeat_age,
+            operator=self.operator,
         )
+        try:  # the operator's standing words, in force before anything is judged
+            self.operator.start(self.configured_settings())
+        except OperatorStateError as exc:
+            raise ConfigError(f"operator state: {exc}") from None
         self.runner = ReconcileRunner(self.engine, self.executor, reporter=reporter)
         self.observe_expected()
         self.controls = Controls(
             self.config,
-            get_armed=lambda: self._executor().armed,
-            set_armed=self._set_armed,
-            gate_env=self.gate_env,
+            self.operator,
             status=self.status,
             reload=lambda: self.reload_config("control"),
-            on_change=self._on_change,
+            clock=self.clock,
             ha_step_down=self.ha_step_down if ha is not None else None,
             position=self.position,
         )
@@ -339,6 +370,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         return self.hagate.status()
 
     def status(self) -> dict[str, Any]:
+        self.operator.refresh()  # every instance shows the deployment's words as they are now
         executor = self._executor()
         now = self.clock()
         state = self.stream.state if self.stream is not None else StreamState.DISCONNECTED
@@ -368,6 +400,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             "ha": self.ha_status(),
             "deadman": None if self.deadman is None else self.deadman.status(),
             "runtime": self.runtime.section(self.venue.rest.base_url if self.venue else None),
+            **settings_status(self.operator),
         }
 
     # --- the bot's expected state (gate E) ------------------------------------------------

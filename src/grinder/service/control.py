@@ -15,15 +15,24 @@ Endpoints (JSON):
   the venue now as a flatten reads it (``grinder gates --position``).
 * ``POST /set`` ``{"field": "<ReconcileConfig field>", "value": …}`` — e.g.
   ``action`` → ``none``, ``dry_run`` → ``true``.
-* ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor.
-* ``POST /mainnet`` ``{"allow": false}`` — the process's ``ALLOW_MAINNET_TRADE``.
+* ``POST /arm`` ``{"armed": false}`` — disarm (or arm) the executor (gate 4).
+* ``POST /mainnet`` ``{"allow": false}`` — gate 5 (``ALLOW_MAINNET_TRADE``).
+* ``POST /lift`` ``{"name": "disarm"}`` — lift a standing rollback (``action-none``,
+  ``dry-run``, ``disarm``, ``deny-mainnet``), the word on one setting (its name), or
+  ``all``.
 * ``POST /reload`` — re-read the config file (as SIGHUP does).
+
+``/set``, ``/arm``, ``/mainnet`` and ``/lift`` take ``"by"`` (``user@host``: the CLI sends
+its caller's; the socket peer's user otherwise) and an optional ``"reason"``; each is an
+operator's *word*, recorded for the whole deployment (``grinder.service.operator``, D57):
+a rollback stands through reload, restart and failover until it is lifted.
 * ``POST /ha/step-down`` ``{"hold_s": 30}`` — HA manual failover: this instance
   gives its lease up (a follower takes over at once) and does not campaign
   again for ``hold_s`` seconds (default 30).
 
-Every change is validated, applied to the live objects (effective before the
-next exchange write), logged as ``CONTROL_CHANGE``, audited, and counted. Every
+Every change is validated, recorded, applied to the live objects, logged as
+``CONTROL_CHANGE`` (with who and why), audited and counted, and answered only once no
+write authorized before it is still on its way to the exchange. Every
 text of a reply passes ``grinder.redaction.redact`` (field names are kept: the
 fencing ``token`` of ``ha`` is not a secret).
 """
@@ -32,22 +41,26 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import socket
 import stat
+import struct
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
-from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
+from grinder.clock import Clock, wall_clock_ms
+from grinder.operator.decide import Lift, SetWord
+from grinder.operator.state import ALLOW_MAINNET_FIELD, ARMED, Stamp, check_by, check_reason, plain
+from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.redaction import redact
 from grinder.service.httpd import start_unix_site
+from grinder.service.operator import OperatorControl, OperatorUnavailable
 
-ALLOW_MAINNET = "ALLOW_MAINNET_TRADE"
 _SYMBOL_RE = re.compile(r"^[A-Z0-9][A-Z0-9_]{0,31}$")
 
 
@@ -187,28 +200,26 @@ def _optional(field: str) -> bool:
 
 
 class Controls:
-    """The live settings a control command may change."""
+    """What the control socket may do: read, and give the operator's words (through
+    ``OperatorControl``: recorded for the deployment, applied, and answered once no write
+    authorized before is still on its way)."""
 
     def __init__(
         self,
         config: ReconcileConfig,
+        operator: OperatorControl,
         *,
-        get_armed: Callable[[], bool],
-        set_armed: Callable[[bool], None],
-        gate_env: dict[str, str],
         status: Callable[[], dict[str, Any]],
         reload: Callable[[], dict[str, Any]],
-        on_change: Callable[[str, str, Any, Any], None],
+        clock: Clock = wall_clock_ms,
         ha_step_down: Callable[[float], dict[str, Any]] | None = None,
         position: Callable[[str], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.config = config
-        self._get_armed = get_armed
-        self._set_armed = set_armed
-        self.gate_env = gate_env
+        self.operator = operator
         self._status = status
         self._reload = reload
-        self._on_change = on_change
+        self._clock = clock
         self._ha_step_down = ha_step_down
         self._position = position
 
@@ -222,49 +233,22 @@ class Controls:
             raise ConfigError(f"/position needs ?symbol=SYMBOL (e.g. BTCUSDT), got {symbol!r}")
         return await self._position(symbol)
 
-    def set_field(self, field: str, value: Any, *, source: str = "control") -> dict[str, Any]:
-        """Change one setting (``value`` as typed: coerced by the field's type)."""
+    def stamp(self, by: str, reason: str | None) -> Stamp:
+        return Stamp(check_by(by), self._clock(), check_reason(reason, "reason"))
+
+    async def set_field(self, field: str, value: Any, stamp: Stamp) -> dict[str, Any]:
+        """Give the word ``value`` (as typed: coerced by the field's type) on ``field``."""
         parsed = parse_value(self.config, field, value)
-        return self.set_fields({field: parsed}, source=source, shown=value)[0]
+        return await self.operator.command(SetWord(field, plain(parsed), stamp))
 
-    def set_fields(
-        self, values: Mapping[str, Any], *, source: str, shown: Any = None
-    ) -> list[dict[str, Any]]:
-        """Change settings together, all or none: the configuration they make is checked
-        whole (every rule of ``ReconcileConfig``) before anything changes; a refusal is a
-        ``ConfigError`` and leaves every setting as it was. ``shown`` is the value the
-        operator typed, for the message."""
-        for field in values:
-            check_field(field)
-        old = {field: getattr(self.config, field) for field in values}
-        try:
-            self.config.apply(values)
-        except ValidationError as exc:
-            raise ConfigError(validation_message(exc, shown)) from None
-        results = []
-        for field, before in old.items():
-            new = getattr(self.config, field)
-            if new != before:
-                self._on_change(source, field, before, new)
-            results.append({"field": field, "old": _plain(before), "new": _plain(new)})
-        return results
+    async def arm(self, armed: bool, stamp: Stamp) -> dict[str, Any]:
+        return await self.operator.command(SetWord(ARMED, armed, stamp))
 
-    def arm(self, armed: bool, *, source: str = "control") -> dict[str, Any]:
-        old = self._get_armed()
-        self._set_armed(armed)
-        if old != armed:
-            self._on_change(source, "armed", old, armed)
-        return {"field": "armed", "old": old, "new": armed}
+    async def allow_mainnet(self, allow: bool, stamp: Stamp) -> dict[str, Any]:
+        return await self.operator.command(SetWord(ALLOW_MAINNET_FIELD, allow, stamp))
 
-    def allow_mainnet(self, allow: bool, *, source: str = "control") -> dict[str, Any]:
-        old = self.gate_env.get(ALLOW_MAINNET) == "1"
-        if allow:
-            self.gate_env[ALLOW_MAINNET] = "1"
-        else:
-            self.gate_env.pop(ALLOW_MAINNET, None)
-        if old != allow:
-            self._on_change(source, ALLOW_MAINNET, old, allow)
-        return {"field": ALLOW_MAINNET, "old": old, "new": allow}
+    async def lift(self, name: str, stamp: Stamp) -> dict[str, Any]:
+        return await self.operator.command(Lift(name, stamp))
 
     def reload(self) -> dict[str, Any]:
         return self._reload()
@@ -278,14 +262,6 @@ class Controls:
 def _short(value: str) -> str:
     """``value`` quoted, cut to a readable length for a one-line message."""
     return repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} characters)"
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "value"):
-        return value.value
-    if isinstance(value, list | tuple | str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def build_control_app(controls: Controls) -> web.Application:
@@ -307,45 +283,73 @@ def build_control_app(controls: Controls) -> web.Application:
         if not isinstance(body, dict):
             return _error("request body must be a JSON object")
         try:
-            result = _dispatch(controls, request.path, body)
+            result = await _dispatch(controls, request.path, body, _caller(request))
         except ConfigError as exc:
             return _error(str(exc))
+        except OperatorUnavailable as exc:
+            return _error(str(exc), status=503)
         return web.json_response(result, dumps=_dumps)
 
     app = web.Application()
     app.router.add_get("/status", status)
     app.router.add_get("/position", position)
-    for path in ("/set", "/arm", "/mainnet", "/reload", "/ha/step-down"):
+    for path in ("/set", "/arm", "/mainnet", "/lift", "/reload", "/ha/step-down"):
         app.router.add_post(path, post)
     return app
 
 
-def _dispatch(controls: Controls, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    if path == "/set":
-        field = body.get("field")
-        if not isinstance(field, str) or "value" not in body:
-            raise ConfigError('/set needs {"field": "<name>", "value": <value>}')
-        return controls.set_field(field, body["value"])
-    if path == "/arm":
-        armed = body.get("armed")
-        if not isinstance(armed, bool):
-            raise ConfigError('/arm needs {"armed": true|false}')
-        return controls.arm(armed)
-    if path == "/mainnet":
-        allow = body.get("allow")
-        if not isinstance(allow, bool):
-            raise ConfigError('/mainnet needs {"allow": true|false}')
-        return controls.allow_mainnet(allow)
+async def _dispatch(
+    controls: Controls, path: str, body: dict[str, Any], caller: str
+) -> dict[str, Any]:
+    if path == "/reload":
+        return controls.reload()
     if path == "/ha/step-down":
         hold = body.get("hold_s", 30)
         if isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 <= hold <= 86_400:
             raise ConfigError('/ha/step-down needs {"hold_s": <seconds, 0-86400>} (default 30)')
         return controls.ha_step_down(float(hold))
-    return controls.reload()
+    stamp = controls.stamp(body.get("by", caller), body.get("reason"))
+    if path == "/set":
+        field = body.get("field")
+        if not isinstance(field, str) or "value" not in body:
+            raise ConfigError('/set needs {"field": "<name>", "value": <value>}')
+        return await controls.set_field(field, body["value"], stamp)
+    if path == "/arm":
+        armed = body.get("armed")
+        if not isinstance(armed, bool):
+            raise ConfigError('/arm needs {"armed": true|false}')
+        return await controls.arm(armed, stamp)
+    if path == "/mainnet":
+        allow = body.get("allow")
+        if not isinstance(allow, bool):
+            raise ConfigError('/mainnet needs {"allow": true|false}')
+        return await controls.allow_mainnet(allow, stamp)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError('/lift needs {"name": "<rollback, setting or all>"}')
+    return await controls.lift(name, stamp)
 
 
-def _error(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400, dumps=_dumps)
+def _caller(request: web.Request) -> str:
+    """``user@host`` of the process at the other end of the socket (its credentials as the
+    kernel gives them): who gave a command that did not say."""
+    host = socket.gethostname()
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None:
+        return f"unknown@{host}"
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        uid = struct.unpack("3i", creds)[1]
+    except (AttributeError, OSError):
+        return f"unknown@{host}"
+    try:
+        return f"{pwd.getpwuid(uid).pw_name}@{host}"
+    except KeyError:
+        return f"uid{uid}@{host}"
+
+
+def _error(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status, dumps=_dumps)
 
 
 def _dumps(obj: Any) -> str:

@@ -74,6 +74,9 @@ class ServiceHa:
         self._beat = time.monotonic()
         self.elector.healthy = lambda: time.monotonic() - self._beat < lease_s
         self.elector.add_listener(lambda e: self._in_loop(self._on_leadership, e))
+        # Redis lost its data (or this is the deployment's first start): the operator state
+        # is read again at once, so a lost one is written back within the recovery wait.
+        self.elector.add_epoch_listener(self._reread_operator_state)
         runtime.conn.on_state(lambda up, err: self._in_loop(self._on_redis_state, up, err))
         if not runtime.conn.up and runtime.conn.last_error is not None:
             self._on_redis_state(False, runtime.conn.last_error)  # already down at start
@@ -190,10 +193,15 @@ class ServiceHa:
                     svc.deadman.wake()  # the countdown is handed over at once
             return
 
+    def _reread_operator_state(self, _epoch: str) -> bool:
+        self._in_loop(self.service.operator.refresh)
+        return True
+
     def _on_redis_state(self, up: bool, error: str | None) -> None:
         redis = self.runtime.conn.display_url
         if up:
             log_event(log, "HA_REDIS_UP", redis=redis)
+            self.service.operator.refresh()  # and write a rollback held here meanwhile
         else:
             log_event(
                 log,

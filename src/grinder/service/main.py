@@ -51,6 +51,7 @@ from grinder.service.artifacts import (
     write_metrics_summary,
 )
 from grinder.service.control import default_socket_path
+from grinder.service.operator_stores import open_operator_store, print_operator_state
 from grinder.service.options import ServiceOptions
 from grinder.service.preflight import check_inputs, check_outputs
 from grinder.service.runtime_status import ServiceRuntime, venue_line
@@ -207,6 +208,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
         else None
     )
     loaded = load_budget(opts, wall_clock_ms(), ha)
+    operator = open_operator_store(opts, control, ha)
     check_outputs(opts)
     now = datetime.now(UTC)
     run_dir = None
@@ -216,6 +218,7 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
     tee = Tee(run_dir.stdout_log if run_dir else None)
     try:
         print_configuration(tee, opts, run_dir)
+        print_operator_state(tee, operator)
         budget = prepare_budget(opts, tee, wall_clock_ms(), ha, loaded)
         audit_path = opts.audit_path(run_dir.audit if run_dir else None)
         audit = AuditWriter(audit_path) if audit_path is not None else None
@@ -228,6 +231,8 @@ def run_service(opts: ServiceOptions, env: Mapping[str, str] | None = None) -> i
             env=src,
             ha=ha,
             runtime=ServiceRuntime.for_run(opts, src, control, run_dir, audit_path),
+            operator_store=operator.store,
+            operator_mirror=operator.mirror,
         )
         code, fatal = asyncio.run(_serve(service, tee))
         failed = write_artifacts(service, opts, run_dir, code, tee)

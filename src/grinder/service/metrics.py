@@ -42,7 +42,8 @@ class ServiceMetrics:
         )
         self.control_changes = Counter(
             "grinder_reconcile_control_changes",
-            "Runtime changes of settings (control command, SIGHUP)",
+            "Runtime changes of settings in force (control: a command on this instance; "
+            "operator: a word read from the deployment's operator state; sighup)",
             ["source"],
             registry=r,
         )
@@ -76,7 +77,7 @@ class ServiceMetrics:
             self.detection_latency.labels(type=kind.value)
         for outcome in ("ok", "error"):
             self.snapshots.labels(outcome=outcome)
-        for source in ("control", "sighup"):
+        for source in ("control", "sighup", "operator"):
             self.control_changes.labels(source=source)
         for a in RemediationAction:
             self.action.labels(action=a.value)

@@ -5,7 +5,8 @@ The config file is TOML with up to four tables: ``[reconcile]`` (every field of
 (``grinder.ha.config.HaConfig``: lease timings, Redis timeout, key namespace) and
 ``[deadman]`` (``grinder.deadman.config.DeadmanConfig``: the exchange's countdown).
 The runbook's environment gates (``RECONCILE_DRY_RUN``, ``RECONCILE_ALLOW_ACTIVE``,
-``ARMED``) override the file; ``ALLOW_MAINNET_TRADE`` is read at every write.
+``ARMED``) override the file (``grinder.service.configured``); ``ALLOW_MAINNET_TRADE`` is
+read from the environment at start only.
 
 HA is on when a Redis URL is given (``--redis-url`` / ``GRINDER_REDIS_URL``);
 ``--instance-id`` / ``GRINDER_INSTANCE_ID`` (default ``<hostname>-<pid>``) names
@@ -41,6 +42,7 @@ from grinder.reconcile.config import (
     validation_message,
 )
 from grinder.redaction import masked_repr, register_url
+from grinder.service.configured import Origin, configured
 from grinder.service.defaults import (
     DEFAULT_ARTIFACT_TTL_DAYS,
     DEFAULT_METRICS_HOST,
@@ -171,6 +173,12 @@ def load_config_file(path: Path | None) -> FileConfig:
     return FileConfig(reconcile, service, ha_config, deadman)
 
 
+def file_armed(file_cfg: FileConfig) -> bool | None:
+    """``[service] armed`` when the file sets it, else None."""
+    service = file_cfg.service
+    return service.armed if "armed" in service.model_fields_set else None
+
+
 def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
     try:
         return model.model_validate(data)
@@ -240,6 +248,8 @@ class ServiceOptions:
     """The config file's ``[ha]`` table as read at start (a reload compares against it)."""
     deadman: DeadmanConfig = field(default_factory=DeadmanConfig)
     """The dead-man switch (``[deadman]``); a reload changes only ``enabled``."""
+    origins: Mapping[str, Origin] = field(default_factory=dict)
+    """Where each configured setting comes from (``grinder.service.configured``)."""
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -272,14 +282,8 @@ def resolve(
         raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
     config_path = _path(flags.config)
     file_cfg = load_config_file(config_path)
-    reconcile = file_cfg.reconcile
     # Environment gates override the file when they are set.
-    raw = runtime.raw
-    if raw.get("RECONCILE_DRY_RUN") is not None:
-        reconcile.dry_run = runtime.dry_run
-    if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
-        reconcile.allow_active_remediation = runtime.allow_active
-    armed = runtime.armed if raw.get("ARMED") is not None else file_cfg.service.armed
+    settings = configured(file_cfg.reconcile, file_armed(file_cfg), runtime, config_path)
     expected_db = _path(flags.expected_db) or env_path(src, "GRINDER_EXPECTED_DB", None)
     expected_db_where = "--expected-db" if flags.expected_db else "GRINDER_EXPECTED_DB"
     if flags.create_expected_db and not expected_db:
@@ -314,9 +318,10 @@ def resolve(
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,
         env=runtime,
-        reconcile=reconcile,
+        reconcile=settings.reconcile,
         service=file_cfg.service,
-        armed=armed,
+        armed=settings.armed,
+        origins=settings.origins,
         ha=ha,
         file_ha=file_cfg.ha,
         deadman=file_cfg.deadman,

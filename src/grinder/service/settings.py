@@ -1,30 +1,51 @@
-"""The settings the service runs with: exported, changed at run time, re-read from the file.
+"""The settings the service runs with: configured, held by the operator's words, applied.
 
-The settings in force are exported as metrics (``_observe_settings``: at start,
-after every run and after every change). A change -- a control command
-(``/set``, ``/arm``, ``/mainnet``), a reload of the config file (``/reload`` or
-SIGHUP), an HA step-down -- is logged and audited as ``CONTROL_CHANGE`` and
-counted by source. On a reload, the environment gates still win over the file.
+What is in force is the configured value of each setting (config file, then the
+environment at start: ``grinder.service.configured``) replaced by the operator's word on
+it, if any (``grinder.service.operator``, D57): a reload of the file (``/reload`` or
+SIGHUP) changes the configured values, and what a word holds stays as it is -- the reload
+says so (``CONFIG_HELD``, ``held`` in its reply, ``status``). The settings in
+force are exported as metrics (``_observe_settings``: at start, after every run and after
+every change). A change of what is in force is logged and audited as ``CONTROL_CHANGE``
+(with who gave the word and why) and counted by source.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from grinder.clock import Clock
 from grinder.deadman.config import DeadmanConfig
 from grinder.ha.config import HaConfig
+from grinder.operator.decide import WordChange
+from grinder.operator.merge import Sourced
+from grinder.operator.state import ALLOW_MAINNET_FIELD, Stamp
 from grinder.reconcile.audit import AuditWriter
-from grinder.reconcile.config import ConfigError, ReconcileConfig
+from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.remediation import RemediationExecutor
-from grinder.service.control import ALLOW_MAINNET, Controls
+from grinder.service.configured import configured, settings_of
+from grinder.service.control import Controls
 from grinder.service.deadman import DeadmanSwitch
+from grinder.service.live import ALLOW_MAINNET
 from grinder.service.metrics import ServiceMetrics
-from grinder.service.options import ServiceConfig, ServiceOptions, load_config_file
+from grinder.service.operator import OperatorControl, log_word
+from grinder.service.options import ServiceConfig, ServiceOptions, file_armed, load_config_file
 
 log = logging.getLogger("grinder.service")
+
+
+def check_settings(in_force: Mapping[str, Sourced]) -> None:
+    """``ConfigError`` unless these settings make a configuration every rule accepts."""
+    values = {n: s.value for n, s in in_force.items() if n in ReconcileConfig.model_fields}
+    try:
+        ReconcileConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(validation_message(exc)) from None
 
 
 class ServiceSettings:
@@ -38,12 +59,21 @@ class ServiceSettings:
     controls: Controls | None
     smetrics: ServiceMetrics
     deadman: DeadmanSwitch | None
+    operator: OperatorControl
 
     # Defined by ``ReconcileService``; declared for the type checker only, since a definition
     # here would shadow it.
     if TYPE_CHECKING:
 
         def _executor(self) -> RemediationExecutor: ...
+
+    _mainnet_at_start: bool
+    """Gate 5's configured value: ``ALLOW_MAINNET_TRADE=1`` in the environment at start."""
+
+    def configured_settings(self) -> dict[str, Sourced]:
+        """The settings as the options at start configure them (file, environment)."""
+        opts = self.opts
+        return settings_of(opts.reconcile, opts.armed, self._mainnet_at_start, opts.origins)
 
     def _observe_settings(self) -> None:
         executor = self._executor()
@@ -54,10 +84,20 @@ class ServiceSettings:
             whitelist=len(executor.symbol_whitelist),
         )
 
-    def _on_change(self, source: str, field: str, old: Any, new: Any) -> None:
+    def _on_change(
+        self, source: str, field: str, old: Any, new: Any, stamp: Stamp | None = None
+    ) -> None:
         self.smetrics.control_changes.labels(source=source).inc()
+        who = {} if stamp is None else {"by": stamp.by, "reason": stamp.reason or "-"}
         log_event(
-            log, "CONTROL_CHANGE", logging.WARNING, source=source, field=field, old=old, new=new
+            log,
+            "CONTROL_CHANGE",
+            logging.WARNING,
+            source=source,
+            field=field,
+            old=old,
+            new=new,
+            **who,
         )
         if self.audit is not None:
             self.audit.write(
@@ -65,18 +105,52 @@ class ServiceSettings:
                 {
                     "ts_ms": self.clock(),
                     "run_id": None,
-                    "mode": self._executor().mode,
+                    "mode": "dry_run" if self.config.dry_run else "live",
                     "action": self.config.action.value,
                     "source": source,
                     "field": field,
                     "old": str(getattr(old, "value", old)),
                     "new": str(getattr(new, "value", new)),
+                    **({} if stamp is None else {"by": stamp.by, "reason": stamp.reason}),
+                    **({} if stamp is None else {"at_ms": stamp.at_ms}),
                 },
             )
-        self._observe_settings()
+        if self.executor_ready():
+            self._observe_settings()
 
-    def _set_armed(self, armed: bool) -> None:
-        self._executor().armed = armed
+    def _on_word(self, change: WordChange, stamp: Stamp) -> None:
+        """A word recorded through this instance: logged (``OPERATOR_WORD``) and audited,
+        whatever it changes in force."""
+        log_word(change, stamp)
+        if self.audit is not None:
+            after = change.after
+            self.audit.write(
+                "OPERATOR_WORD",
+                {
+                    "ts_ms": self.clock(),
+                    "run_id": None,
+                    "mode": "dry_run" if self.config.dry_run else "live",
+                    "action": self.config.action.value,
+                    "kind": change.kind.value,
+                    "field": change.field,
+                    "value": None if after is None else after.value,
+                    **stamp.to_json(),
+                },
+            )
+
+    def executor_ready(self) -> bool:
+        return getattr(self, "executor", None) is not None
+
+    def _set_executor_armed(self, armed: bool) -> None:
+        if self.executor_ready():
+            self._executor().armed = armed
+
+    # --- what is in force ----------------------------------------------------------------
+
+    def _check_settings(self, in_force: Mapping[str, Sourced]) -> None:
+        check_settings(in_force)
+
+    # --- reload --------------------------------------------------------------------------
 
     def _reload_deadman(
         self, fresh: DeadmanConfig, source: str, not_applied: list[str]
@@ -99,33 +173,24 @@ class ServiceSettings:
         return [{"field": "deadman.enabled", "old": old, "new": fresh.enabled}]
 
     def reload_config(self, source: str) -> dict[str, Any]:
-        """Re-read the config file and apply what changed (environment gates still win).
+        """Re-read the config file and apply what changed, under the operator's words.
 
-        A file that cannot be read or breaks any rule (the same checks as at start) is a
-        ``ConfigError`` and changes nothing. ``[reconcile]`` and ``[service] armed`` take
-        effect now, together. The rest of
-        ``[service]`` and ``[ha]`` is read at start: a change there is logged
-        (``CONFIG_RELOAD_NOT_APPLIED``) and listed as ``not_applied``, never
-        silently dropped.
+        A file that cannot be read or breaks any rule (the same checks as at start, with the
+        operator's words on top) is a ``ConfigError`` and changes nothing. ``[reconcile]``
+        and ``[service] armed`` take effect now, together, except where an operator's word
+        holds the setting (listed as ``held``). The environment is the one the service
+        started with: gate 5's configured value does not change (``allow_mainnet_trade``
+        in the reply says what is in force and why). The rest of ``[service]`` and ``[ha]``
+        is read at start: a change there is logged (``CONFIG_RELOAD_NOT_APPLIED``) and
+        listed as ``not_applied``, never silently dropped.
         """
         if self.opts.config_path is None or self.controls is None:
             raise ConfigError("no --config file to reload")
         fresh = load_config_file(self.opts.config_path)
-        raw = self.opts.env.raw
-        if raw.get("RECONCILE_DRY_RUN") is not None:
-            fresh.reconcile.dry_run = self.opts.env.dry_run
-        if raw.get("RECONCILE_ALLOW_ACTIVE") is not None:
-            fresh.reconcile.allow_active_remediation = self.opts.env.allow_active
-        changed = {
-            name: getattr(fresh.reconcile, name)
-            for name in ReconcileConfig.model_fields
-            if getattr(fresh.reconcile, name) != getattr(self.config, name)
-        }
-        # All together or none: the file was checked whole, and so is what it makes here.
-        changes = self.controls.set_fields(changed, source=source) if changed else []
-        armed = self.opts.env.armed if raw.get("ARMED") is not None else fresh.service.armed
-        if armed != self._executor().armed:
-            changes.append(self.controls.arm(armed, source=source))
+        conf = configured(fresh.reconcile, file_armed(fresh), self.opts.env, self.opts.config_path)
+        settings = settings_of(conf.reconcile, conf.armed, self._mainnet_at_start, conf.origins)
+        changes = self.operator.reconfigure(settings, source)
+        held = self.operator.report_held(source)
         not_applied = [
             f"service.{name}"
             for name in ServiceConfig.model_fields
@@ -145,9 +210,19 @@ class ServiceSettings:
                 fields=",".join(not_applied),
                 why="read_at_start_restart_to_apply",
             )
-        log_event(log, "CONFIG_RELOADED", source=source, changes=len(changes))
+        gate5 = self.operator.in_force[ALLOW_MAINNET_FIELD]
+        log_event(
+            log,
+            "CONFIG_RELOADED",
+            source=source,
+            changes=len(changes),
+            held=len(held),
+            allow_mainnet_trade=gate5.describe(),
+        )
         return {
             "reloaded": str(self.opts.config_path),
             "changes": changes,
             "not_applied": not_applied,
+            "held": [item.to_json() for item in held],
+            "allow_mainnet_trade": gate5.to_json(),
         }
