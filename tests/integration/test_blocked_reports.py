@@ -326,13 +326,13 @@ def test_a_418_ban_logs_each_failed_cancel_once_per_incident_and_change(
     assert len(dep.lines("REMEDIATION_FAILED", about=x)) == 1
     assert len(dep.lines("REMEDIATION_FAILED", about=y)) == 1
 
-    # The reason changes (the operator's rollback, then back): one line per change each.
+    # The reason changes (the operator's rollback, then its lift): one line per change each.
     dep.control_set("action", "none")
     wait_until(
         lambda: len(dep.lines("REMEDIATION_BLOCKED", about=y)) == 1, "the rollback's block line"
     )
     dep.wait_runs(4, "blocked by the rollback")
-    dep.control_set("action", "cancel_all")
+    call(str(dep.socket), "POST", "/lift", {"name": "action-none"})
     wait_until(lambda: len(dep.lines("REMEDIATION_FAILED", about=y)) == 2, "failing again")
     dep.wait_runs(4, "failing again")
     for cid in (x, y):

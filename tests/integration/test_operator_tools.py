@@ -172,9 +172,9 @@ def test_stage_1_and_2_pass_against_a_dry_run_service(service: Service) -> None:
         stage1 = service.grinder(
             "ceremony", "check", "--stage", "1", "--log-file", str(service.log_file)
         )
-    finally:
-        service.control("/set", {"field": "allow_active_remediation", "value": True})
-        service.control("/set", {"field": "action", "value": "cancel_all"})
+    finally:  # the rollback and the word lifted: back to the file's stage-2 settings
+        service.control("/lift", {"name": "action-none"})
+        service.control("/lift", {"name": "allow_active_remediation"})
     assert stage1.returncode == 0, stage1.stdout + stage1.stderr
     assert "RESULT: PASS" in stage1.stdout
     runs = item(stage1.stdout, "Reconcile runs increasing")

@@ -167,6 +167,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.engine: ReconcileEngine | None = None
         self.controls: Controls | None = None
         self.deadman: DeadmanSwitch | None = None
+        self.deadman_metrics = DeadmanMetrics(self.registry)
+        """Exported whether the switch runs or not (``grinder_deadman_enabled`` 0: off)."""
         self.stop_event = asyncio.Event()
         self.shutdown = ShutdownDeadline()
         self.ready = False
@@ -521,7 +523,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             health=self.deadman_health,
             leadership=(lambda: 0) if hagate is None else (lambda: hagate.acting_token),
             open_orders=self.observed.open_orders,
-            metrics=DeadmanMetrics(self.registry),
+            metrics=self.deadman_metrics,
             clock=self.clock,
             audit_event=self.audit_event,
         )
