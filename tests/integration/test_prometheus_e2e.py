@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from grinder.ceremony.checks import REQUIRED_ALERTS
 from grinder.exchange.simulator.client import SimControl
 
 pytestmark = pytest.mark.subprocess
@@ -243,7 +244,10 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     items = {i["title"]: i for i in json.loads(check.stdout)["items"]}
     rules = items["Alert rules loaded in Prometheus"]
     assert rules["status"] == "PASS", rules
-    assert rules["evidence"].startswith(f"{prom}: 19/19 GRINDER alerts loaded; firing now: ")
+    shipped = len(REQUIRED_ALERTS)
+    assert rules["evidence"].startswith(
+        f"{prom}: {shipped}/{shipped} GRINDER alerts loaded; firing now: "
+    )
     assert "GrinderReconcileMismatchSpike" in rules["evidence"]
     assert "GrinderReconcileMismatchUnremediated" not in rules["evidence"]  # pending, not firing
     assert items["Prometheus scrapes this service"]["status"] == "PASS"
