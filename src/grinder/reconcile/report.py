@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
+from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import LOGGER_NAME, log_event
 from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
@@ -105,6 +106,20 @@ class RunReport:
         }
 
 
+class IncidentSink(Protocol):
+    """The incident ledger's hook (``grinder.incidents.sink.IncidentLedger``)."""
+
+    def triaged(self, findings: Iterable[TriageFinding]) -> None: ...
+
+    def incidents(
+        self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]
+    ) -> Mapping[tuple[str, str, str], Mapping[str, Any]]: ...
+
+    def result(self, result: ActionResult) -> None: ...
+
+    def run_end(self, run_id: str, standing: Iterable[Mismatch]) -> None: ...
+
+
 def _mismatch_fields(m: Mismatch) -> dict[str, Any]:
     d = m.as_dict()
     d.update(m.details)
@@ -120,16 +135,24 @@ class Reporter:
         metrics: ReconcileMetrics | None = None,
         audit: AuditWriter | None = None,
         logger: logging.Logger | None = None,
+        ledger: IncidentSink | None = None,
     ) -> None:
         self.metrics = metrics
         self.audit = audit
+        self.ledger = ledger
         self.log = logger or logging.getLogger(f"{LOGGER_NAME}.reconcile")
         if audit is not None and metrics is not None and audit.on_error is None:
             audit.on_error = lambda _exc: metrics.audit_write_errors.inc()
 
     # --- incidents -----------------------------------------------------------------------
 
+    def triaged(self, findings: Iterable[TriageFinding]) -> None:
+        if self.ledger is not None:
+            self.ledger.triaged(findings)
+
     def incidents(self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]) -> None:
+        new, cleared = list(new), list(cleared)
+        ids = self.ledger.incidents(run_id, new, cleared) if self.ledger is not None else {}
         for m in new:
             if self.metrics is not None:
                 self.metrics.mismatch.labels(type=m.type.value).inc()
@@ -139,9 +162,16 @@ class Reporter:
                 logging.WARNING,
                 run_id=run_id,
                 **_mismatch_fields(m),
+                **ids.get(m.key, {}),
             )
         for m in cleared:
-            log_event(self.log, Event.RECONCILE_MISMATCH_CLEARED, run_id=run_id, **m.as_dict())
+            log_event(
+                self.log,
+                Event.RECONCILE_MISMATCH_CLEARED,
+                run_id=run_id,
+                **m.as_dict(),
+                **ids.get(m.key, {}),
+            )
 
     def skipped(
         self, run_id: str, mode: Mode, skipped: Iterable[tuple[Mismatch, SkipReason]]
@@ -214,6 +244,8 @@ class Reporter:
                 fields[name] = value
         if result.attempts:
             fields["attempts"] = ",".join(a.value for a in result.attempts)
+        if self.ledger is not None:
+            self.ledger.result(result)
         level = logging.INFO
         if status in (ResultStatus.EXECUTED, ResultStatus.FAILED):
             level = logging.WARNING
@@ -233,6 +265,8 @@ class Reporter:
     # --- the run -------------------------------------------------------------------------
 
     def run(self, report: RunReport, *, snapshot_age_s: float | None = None) -> None:
+        if self.ledger is not None:
+            self.ledger.run_end(report.run_id, report.mismatches)
         if self.metrics is not None:
             mx = self.metrics
             mx.runs.inc()

@@ -1,0 +1,378 @@
+"""An incident's record, frozen, and its one JSON form (what every store keeps).
+
+An incident is one mismatch from the run it appeared in to the run it cleared in
+(``Mismatch.key``: type, symbol, client order id or position side). Its record
+holds when it was first and last seen and when it cleared, its cause with the
+evidence that decided it, every remediation step taken for it, and an
+operator's acknowledgement. The acknowledgement is kept apart from the rest by
+every store (an operator may acknowledge while the service writes the record).
+
+``record_from_json`` checks every field: a stored record it cannot read is a
+``LedgerCorrupt`` naming the store, the incident and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from grinder.reconcile.labels import IncidentCause, ResultStatus
+from grinder.reconcile.types import MismatchType
+
+IncidentKey = tuple[str, str, str]
+"""``Mismatch.key``: (type, symbol, client order id or position side)."""
+
+SCHEMA = 1
+"""The version of the JSON form (``"v"``)."""
+
+
+class LedgerError(Exception):
+    """The ledger cannot do what was asked: one line naming what and where."""
+
+
+class LedgerCorrupt(LedgerError):
+    """A stored record, or the store itself, cannot be read as a ledger."""
+
+
+class UnknownIncident(LedgerError):
+    """No incident has that id."""
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One fact behind a cause: what it is (``kind``), when (the exchange's or the
+    service's time), a one-line ``summary`` and its ``facts`` as text pairs."""
+
+    kind: str
+    summary: str
+    ts_ms: int | None = None
+    facts: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One remediation outcome for the incident (``REMEDIATE_RESULT``). A step that
+    repeats the last one (same status, action, mode, reason and failing gates: a gate
+    that stays closed run after run) is counted in it (``repeats``, ``last_ts_ms``)."""
+
+    ts_ms: int
+    run_id: str
+    status: ResultStatus
+    action: str
+    mode: str
+    reason: str | None = None
+    gates: tuple[str, ...] = ()
+    """The failing gates of a blocked step."""
+    qty: str | None = None
+    notional: str | None = None
+    remediation_order_id: str | None = None
+    error: str | None = None
+    attempts: tuple[str, ...] = ()
+    """Each attempt's outcome at the wire (the exchange's answer: accepted, rejected, …)."""
+    repeats: int = 1
+    last_ts_ms: int | None = None
+
+    def same_as(self, other: Step) -> bool:
+        return (self.status, self.action, self.mode, self.reason, self.gates) == (
+            other.status,
+            other.action,
+            other.mode,
+            other.reason,
+            other.gates,
+        ) and self.status in (ResultStatus.BLOCKED, ResultStatus.SKIPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Who acknowledged the incident, when, and why."""
+
+    by: str
+    ts_ms: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentSummary:
+    """What ``grinder incidents list`` shows of one incident."""
+
+    id: str
+    type: MismatchType
+    symbol: str
+    subject: str
+    cause: IncidentCause
+    first_seen_ms: int
+    last_seen_ms: int
+    cleared_ms: int | None
+    ack_by: str | None = None
+    ack_ts_ms: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.cleared_ms is None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """Everything known of one incident (see the module doc)."""
+
+    id: str
+    type: MismatchType
+    symbol: str
+    subject: str
+    first_seen_ms: int
+    last_seen_ms: int
+    opened_run_id: str
+    client_order_id: str | None = None
+    position_side: str | None = None
+    cleared_ms: int | None = None
+    cause: IncidentCause = IncidentCause.UNKNOWN
+    evidence: tuple[Evidence, ...] = ()
+    steps: tuple[Step, ...] = ()
+    steps_dropped: int = 0
+    """Steps forgotten to keep the record bounded (the oldest after the first)."""
+    facts: tuple[tuple[str, str], ...] = field(default=())
+    """The mismatch as first seen (``Mismatch.as_dict``), as text pairs."""
+    ack: Ack | None = None
+
+    @property
+    def key(self) -> IncidentKey:
+        return (self.type.value, self.symbol, self.subject)
+
+    @property
+    def is_open(self) -> bool:
+        return self.cleared_ms is None
+
+    def summary(self) -> IncidentSummary:
+        ack = self.ack
+        return IncidentSummary(
+            id=self.id,
+            type=self.type,
+            symbol=self.symbol,
+            subject=self.subject,
+            cause=self.cause,
+            first_seen_ms=self.first_seen_ms,
+            last_seen_ms=self.last_seen_ms,
+            cleared_ms=self.cleared_ms,
+            ack_by=None if ack is None else ack.by,
+            ack_ts_ms=None if ack is None else ack.ts_ms,
+        )
+
+
+# --- the JSON form -----------------------------------------------------------------------------
+
+
+def record_to_json(rec: IncidentRecord) -> dict[str, Any]:
+    """The record without its acknowledgement (stores keep that apart)."""
+    return {
+        "v": SCHEMA,
+        "id": rec.id,
+        "type": rec.type.value,
+        "symbol": rec.symbol,
+        "subject": rec.subject,
+        "client_order_id": rec.client_order_id,
+        "position_side": rec.position_side,
+        "first_seen_ms": rec.first_seen_ms,
+        "last_seen_ms": rec.last_seen_ms,
+        "cleared_ms": rec.cleared_ms,
+        "opened_run_id": rec.opened_run_id,
+        "cause": rec.cause.value,
+        "evidence": [
+            {"kind": e.kind, "summary": e.summary, "ts_ms": e.ts_ms, "facts": dict(e.facts)}
+            for e in rec.evidence
+        ],
+        "steps": [_step_to_json(s) for s in rec.steps],
+        "steps_dropped": rec.steps_dropped,
+        "facts": dict(rec.facts),
+    }
+
+
+def ack_to_json(ack: Ack) -> dict[str, Any]:
+    return {"by": ack.by, "ts_ms": ack.ts_ms, "note": ack.note}
+
+
+def summary_to_json(s: IncidentSummary) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "type": s.type.value,
+        "symbol": s.symbol,
+        "subject": s.subject,
+        "cause": s.cause.value,
+        "first_seen_ms": s.first_seen_ms,
+        "last_seen_ms": s.last_seen_ms,
+        "cleared_ms": s.cleared_ms,
+        "ack_by": s.ack_by,
+        "ack_ts_ms": s.ack_ts_ms,
+    }
+
+
+def full_json(rec: IncidentRecord) -> dict[str, Any]:
+    """The record with its acknowledgement: what ``show --json`` and the control socket give."""
+    out = record_to_json(rec)
+    out["ack"] = None if rec.ack is None else ack_to_json(rec.ack)
+    return out
+
+
+def _step_to_json(s: Step) -> dict[str, Any]:
+    return {
+        "ts_ms": s.ts_ms,
+        "run_id": s.run_id,
+        "status": s.status.value,
+        "action": s.action,
+        "mode": s.mode,
+        "reason": s.reason,
+        "gates": list(s.gates),
+        "qty": s.qty,
+        "notional": s.notional,
+        "remediation_order_id": s.remediation_order_id,
+        "error": s.error,
+        "attempts": list(s.attempts),
+        "repeats": s.repeats,
+        "last_ts_ms": s.last_ts_ms,
+    }
+
+
+class _Reader:
+    """Typed reads of one decoded object, each failure a ``LedgerCorrupt`` naming the field."""
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise LedgerCorrupt(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        self.obj: Mapping[str, Any] = obj
+        self.where = where
+
+    def _bad(self, key: str, expected: str) -> LedgerCorrupt:
+        value = self.obj.get(key, "<missing>")
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        return LedgerCorrupt(f"{self.where}: field {key!r} is {shown}, expected {expected}")
+
+    def text(self, key: str) -> str:
+        value = self.obj.get(key)
+        if isinstance(value, str) and value:
+            return value
+        raise self._bad(key, "a non-empty string")
+
+    def opt_text(self, key: str) -> str | None:
+        value = self.obj.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise self._bad(key, "a string or null")
+
+    def int_(self, key: str) -> int:
+        value = self.obj.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise self._bad(key, "a whole number >= 0")
+
+    def opt_int(self, key: str) -> int | None:
+        return None if self.obj.get(key) is None else self.int_(key)
+
+    def items(self, key: str) -> list[Any]:
+        value = self.obj.get(key)
+        if isinstance(value, list):
+            return value
+        raise self._bad(key, "a list")
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        values = self.items(key)
+        if all(isinstance(v, str) for v in values):
+            return tuple(values)
+        raise self._bad(key, "a list of strings")
+
+    def pairs(self, key: str) -> tuple[tuple[str, str], ...]:
+        value = self.obj.get(key)
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return tuple((str(k), v) for k, v in value.items())
+        raise self._bad(key, "an object of strings")
+
+    def choice(self, key: str, enum: Any) -> Any:
+        value = self.obj.get(key)
+        try:
+            return enum(value)
+        except ValueError:
+            known = ", ".join(e.value for e in enum)
+            raise self._bad(key, f"one of {known}") from None
+
+
+def record_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentRecord:
+    """The record ``obj`` holds (with ``ack`` from beside it); ``LedgerCorrupt`` otherwise."""
+    r = _Reader(obj, where)
+    version = r.obj.get("v")
+    if version != SCHEMA:
+        raise LedgerCorrupt(
+            f"{where}: record version {version!r} is not {SCHEMA} (written by another grinder?)"
+        )
+    rid = r.text("id")
+    here = f"{where} incident {rid}"
+    r = _Reader(obj, here)
+    evidence = []
+    for n, item in enumerate(r.items("evidence")):
+        e = _Reader(item, f"{here} evidence[{n}]")
+        evidence.append(
+            Evidence(e.text("kind"), e.text("summary"), e.opt_int("ts_ms"), e.pairs("facts"))
+        )
+    steps = [_step_from_json(item, f"{here} steps[{n}]") for n, item in enumerate(r.items("steps"))]
+    return IncidentRecord(
+        id=rid,
+        type=r.choice("type", MismatchType),
+        symbol=r.text("symbol"),
+        subject=r.text("subject"),
+        client_order_id=r.opt_text("client_order_id"),
+        position_side=r.opt_text("position_side"),
+        first_seen_ms=r.int_("first_seen_ms"),
+        last_seen_ms=r.int_("last_seen_ms"),
+        cleared_ms=r.opt_int("cleared_ms"),
+        opened_run_id=r.text("opened_run_id"),
+        cause=r.choice("cause", IncidentCause),
+        evidence=tuple(evidence),
+        steps=tuple(steps),
+        steps_dropped=r.int_("steps_dropped"),
+        facts=r.pairs("facts"),
+        ack=ack,
+    )
+
+
+def _step_from_json(obj: Any, where: str) -> Step:
+    s = _Reader(obj, where)
+    repeats = s.int_("repeats")
+    if repeats < 1:
+        raise LedgerCorrupt(f"{where}: field 'repeats' is {repeats}, expected 1 or more")
+    return Step(
+        ts_ms=s.int_("ts_ms"),
+        run_id=s.text("run_id"),
+        status=s.choice("status", ResultStatus),
+        action=s.text("action"),
+        mode=s.text("mode"),
+        reason=s.opt_text("reason"),
+        gates=s.texts("gates"),
+        qty=s.opt_text("qty"),
+        notional=s.opt_text("notional"),
+        remediation_order_id=s.opt_text("remediation_order_id"),
+        error=s.opt_text("error"),
+        attempts=s.texts("attempts"),
+        repeats=repeats,
+        last_ts_ms=s.opt_int("last_ts_ms"),
+    )
+
+
+def ack_from_json(obj: Any, where: str) -> Ack:
+    a = _Reader(obj, f"{where} acknowledgement")
+    return Ack(by=a.text("by"), ts_ms=a.int_("ts_ms"), note=a.text("note"))
+
+
+def summary_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentSummary:
+    r = _Reader(obj, where)
+    rid = r.text("id")
+    r = _Reader(obj, f"{where} incident {rid}")
+    return IncidentSummary(
+        id=rid,
+        type=r.choice("type", MismatchType),
+        symbol=r.text("symbol"),
+        subject=r.text("subject"),
+        cause=r.choice("cause", IncidentCause),
+        first_seen_ms=r.int_("first_seen_ms"),
+        last_seen_ms=r.int_("last_seen_ms"),
+        cleared_ms=r.opt_int("cleared_ms"),
+        ack_by=None if ack is None else ack.by,
+        ack_ts_ms=None if ack is None else ack.ts_ms,
+    )
