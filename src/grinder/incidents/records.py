@@ -361,6 +361,8 @@ def ack_from_json(obj: Any, where: str) -> Ack:
 
 
 def summary_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentSummary:
+    """A summary (``summary_to_json``); ``ack``, when given, is the acknowledgement kept
+    beside it (a store's), else the one the object names (a reply's)."""
     r = _Reader(obj, where)
     rid = r.text("id")
     r = _Reader(obj, f"{where} incident {rid}")
@@ -373,6 +375,6 @@ def summary_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentS
         first_seen_ms=r.int_("first_seen_ms"),
         last_seen_ms=r.int_("last_seen_ms"),
         cleared_ms=r.opt_int("cleared_ms"),
-        ack_by=None if ack is None else ack.by,
-        ack_ts_ms=None if ack is None else ack.ts_ms,
+        ack_by=r.opt_text("ack_by") if ack is None else ack.by,
+        ack_ts_ms=r.opt_int("ack_ts_ms") if ack is None else ack.ts_ms,
     )

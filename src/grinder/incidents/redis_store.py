@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from grinder.ha.connection import RedisConnection
@@ -102,7 +103,7 @@ class RedisIncidentStore:
         args = [
             rec.id,
             _dumps(record_to_json(rec)),
-            _dumps(summary_to_json(rec.summary())),
+            _dumps(summary_to_json(replace(rec, ack=None).summary())),
             key_text(rec.key),
             "1" if rec.is_open else "0",
             "1" if adopt else "0",

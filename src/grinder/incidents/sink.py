@@ -303,6 +303,9 @@ class IncidentLedger:
     ) -> list[IncidentSummary]:
         return self.store.summaries(open_only=open_only, since_ms=since_ms, limit=limit)
 
+    def close(self) -> None:
+        self._store("close", self.store.close)
+
     def open_records(self) -> list[IncidentRecord]:
         return list(self._open.values())
 

@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from grinder.incidents.records import LedgerError
+from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.config import ConfigError
 from grinder.service.control import check_socket_path
 from grinder.service.options import ServiceOptions
@@ -38,6 +40,24 @@ def check_inputs(opts: ServiceOptions, control_socket: Path, env: Mapping[str, s
     check_socket_path(control_socket, control_socket_where(opts, env))
     if opts.expected_db is not None:
         check_expected_db(opts.expected_db, opts.expected_db_where, create=opts.create_expected_db)
+    if opts.ledger_db is not None:
+        check_ledger_db(opts.ledger_db, opts.ledger_db_where)
+
+
+def check_ledger_db(path: Path, where: str) -> None:
+    """An existing (non-empty) file must be an incident ledger that reads back whole; a
+    missing one is created at start, in a folder that must exist."""
+    if not _exists(path, where):
+        _folder_of(path, where, create=False)
+        return
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return
+        SqliteIncidentStore(path, readonly=True).close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot use {path} ({exc.strerror})") from None
+    except LedgerError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_expected_db(path: Path, where: str, *, create: bool = False) -> None:
