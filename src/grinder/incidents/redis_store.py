@@ -73,7 +73,7 @@ DROP_CHUNK = 500
 
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return json.dumps(obj, separators=(",", ":"))
 
 
 class RedisIncidentStore:

@@ -126,7 +126,7 @@ class SqliteIncidentStore:
                 rec.first_seen_ms,
                 rec.last_seen_ms,
                 rec.cleared_ms,
-                json.dumps(record_to_json(rec), separators=(",", ":"), sort_keys=True),
+                json.dumps(record_to_json(rec), separators=(",", ":")),
             ),
         )
 
@@ -270,11 +270,12 @@ def _open(path: Path, *, readonly: bool, where: str) -> sqlite3.Connection:
         raise LedgerError(f"{where}: cannot be opened ({' '.join(str(exc).split())})") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        create = fresh and not readonly
+        if create:
+            _enable_wal(conn, where)  # nothing to protect in a new file: WAL before the tables
+        _check_schema(conn, where, create=create)
         if not readonly:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if not mode or str(mode[0]).lower() != "wal":
-                raise LedgerError(f"{where}: cannot use WAL journal mode (a network file system?)")
-        _check_schema(conn, where, create=fresh and not readonly)
+            _enable_wal(conn, where)  # only once the file is known to be a ledger
         rows = conn.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
             raise LedgerCorrupt(f"{where}: is damaged (quick_check: {rows[0][0] if rows else '?'})")
@@ -285,6 +286,12 @@ def _open(path: Path, *, readonly: bool, where: str) -> sqlite3.Connection:
         conn.close()
         raise _error(where, exc) from exc
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, where: str) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if not mode or str(mode[0]).lower() != "wal":
+        raise LedgerError(f"{where}: cannot use WAL journal mode (a network file system?)")
 
 
 def _check_schema(conn: sqlite3.Connection, where: str, *, create: bool) -> None:
