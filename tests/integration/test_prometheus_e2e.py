@@ -243,7 +243,7 @@ def test_injected_drift_fires_the_mismatch_alerts_in_a_real_prometheus(
     items = {i["title"]: i for i in json.loads(check.stdout)["items"]}
     rules = items["Alert rules loaded in Prometheus"]
     assert rules["status"] == "PASS", rules
-    assert rules["evidence"].startswith(f"{prom}: 19/19 GRINDER alerts loaded; firing now: ")
+    assert rules["evidence"].startswith(f"{prom}: 20/20 GRINDER alerts loaded; firing now: ")
     assert "GrinderReconcileMismatchSpike" in rules["evidence"]
     assert "GrinderReconcileMismatchUnremediated" not in rules["evidence"]  # pending, not firing
     assert items["Prometheus scrapes this service"]["status"] == "PASS"

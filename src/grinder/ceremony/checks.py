@@ -57,6 +57,7 @@ REQUIRED_ALERTS: tuple[str, ...] = (
     "GrinderUserDataStreamDown",
     "GrinderRequestWeightHigh",
     "GrinderExpectedStateStale",
+    "GrinderIncidentUnacknowledged",
     "GrinderHANoLeader",
     "GrinderHAMultipleLeaders",
     "GrinderHARedisDown",

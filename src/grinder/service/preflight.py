@@ -7,7 +7,8 @@ so bad input found there changes nothing.
 ``check_outputs`` runs after the event log is open (``--log-file`` creates its folder,
 as the runbooks' ``/var/log/grinder/app.log`` needs): the folders of ``--metrics-out`` and
 ``--audit-out`` must exist, since a missing one is most likely a typo, while the service
-creates the folders of ``BUDGET_STATE_PATH`` and ``GRINDER_AUDIT_PATH`` as it always did.
+creates the folders of ``BUDGET_STATE_PATH`` and ``GRINDER_AUDIT_PATH`` as it always did,
+and of ``--ledger-db`` (a new ledger starts empty, which loses nothing).
 Each of them must be writable, so no artifact write at exit fails for a bad path.
 """
 
@@ -46,9 +47,8 @@ def check_inputs(opts: ServiceOptions, control_socket: Path, env: Mapping[str, s
 
 def check_ledger_db(path: Path, where: str) -> None:
     """An existing (non-empty) file must be an incident ledger that reads back whole; a
-    missing one is created at start, in a folder that must exist."""
+    missing one is created at start (``check_outputs`` creates its folder)."""
     if not _exists(path, where):
-        _folder_of(path, where, create=False)
         return
     try:
         if path.is_file() and path.stat().st_size == 0:
@@ -95,6 +95,8 @@ def check_outputs(opts: ServiceOptions) -> None:
         check_output_file(opts.env.audit_path, "GRINDER_AUDIT_PATH", create_folder=True)
     if opts.env.budget_state_path is not None:
         check_output_file(opts.env.budget_state_path, "BUDGET_STATE_PATH", create_folder=True)
+    if opts.ledger_db is not None:
+        check_output_file(opts.ledger_db, opts.ledger_db_where, create_folder=True)
 
 
 def check_output_file(path: Path, where: str, *, create_folder: bool) -> None:
