@@ -483,7 +483,7 @@ def test_stage4_checks_the_alert_rules_loaded_in_prometheus(tmp_path: Path) -> N
     item = by_title(result, "Alert rules loaded in Prometheus")
     assert item.status is Status.FAIL
     assert item.evidence == (
-        "http://prom:9091: 18/19 GRINDER alerts loaded; missing: GrinderHAMultipleLeaders; "
+        "http://prom:9091: 19/20 GRINDER alerts loaded; missing: GrinderHAMultipleLeaders; "
         "firing now: none"
     )
     assert by_title(result, "Prometheus scrapes this service").status is Status.PASS

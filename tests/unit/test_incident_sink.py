@@ -151,6 +151,9 @@ def test_a_cause_found_later_replaces_unknown(tmp_path: Path) -> None:
         [TriageFinding(ours(2), TriageOutcome.FOUND_ENDED, OrderStatus.CANCELED, T0 - 1)]
     )
     rig.clock.advance(1_000)
+    rig.run([], [], [ENDED])  # an unknown cause is looked at again every 5 s, not every run
+    assert rig.ledger.open_records()[0].cause.value == "unknown"
+    rig.clock.advance(4_000)
     rig.run([], [], [ENDED])
     rec = rig.ledger.get(fields[ENDED.key]["incident_id"])
     assert rec is not None
@@ -179,6 +182,7 @@ def test_remediation_steps_are_kept_and_a_standing_block_is_one_step(tmp_path: P
         rig.clock.advance(1_000)
     reporter.result(None, outcome(ResultStatus.EXECUTED, None))  # type: ignore[arg-type]
     (rec,) = rig.ledger.open_records()
+    rig.ledger.run_end("run-1", [POSITION])  # the run's changes are written at its end
     stored = rig.ledger.get(rec.id)
     assert stored is not None
     assert [(s.status.value, s.repeats) for s in stored.steps] == [("BLOCKED", 3), ("EXECUTED", 1)]
@@ -307,3 +311,32 @@ def test_acknowledgements_are_audited_by_the_service_and_from_the_store(tmp_path
         (position_id, "bob", "store"),
     ]
     assert rig.metric("grinder_incidents_oldest_unacknowledged_age_seconds") == 0
+
+
+def test_a_standing_incident_is_written_once_a_minute_and_everything_at_close(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    fields = rig.run([ORPHAN], [], [ORPHAN])
+    incident_id = fields[ORPHAN.key]["incident_id"]
+    path = tmp_path / "incidents.db"
+
+    def stored_last_seen() -> int:
+        reader = SqliteIncidentStore(path, readonly=True)
+        rec = reader.get(incident_id)
+        reader.close()
+        assert rec is not None
+        return rec.last_seen_ms
+
+    for _ in range(5):  # runs 10 s apart: nothing to write yet
+        rig.clock.advance(10_000)
+        rig.run([], [], [ORPHAN])
+    assert stored_last_seen() == T0
+    rig.clock.advance(10_000)
+    rig.run([], [], [ORPHAN])  # a minute since the last write
+    assert stored_last_seen() == T0 + 60_000
+    rig.clock.advance(10_000)
+    rig.run([], [], [ORPHAN])
+    assert stored_last_seen() == T0 + 60_000
+    rig.close()  # the service stops: what is newer in memory is written
+    assert stored_last_seen() == T0 + 70_000

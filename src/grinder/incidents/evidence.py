@@ -65,10 +65,14 @@ class EvidenceBook:
         self._triage: _Lru[str, TriageFact] = _Lru(max_orders)
         self._by_order_id: _Lru[int, str] = _Lru(max_orders)
         self._fills_per_key = fills_per_key
+        self.version = 0
+        """Counts what was handed in: an unknown cause needs no second look while it is the
+        same."""
 
     # --- what the service hands in ------------------------------------------------------------
 
     def record(self, event: UserEvent) -> None:
+        self.version += 1
         if isinstance(event, OrderUpdate):
             self._order_update(event)
         elif isinstance(event, AlgoUpdate):
@@ -156,6 +160,7 @@ class EvidenceBook:
 
     def record_triage(self, findings: Iterable[TriageFinding], now_ms: int) -> None:
         for f in findings:
+            self.version += 1
             if f.outcome is TriageOutcome.DEFERRED:
                 continue
             current = self._triage.get(f.client_order_id)

@@ -9,9 +9,9 @@ arguments, the records go out as new frozen values. The shell
 * ``reclassified`` -- a cause still ``unknown`` gets one when evidence arrives later
   (a cause once decided is kept: the evidence that decided it does not expire);
 * ``cleared`` -- the mismatch no longer stands;
-* ``with_step`` -- a remediation outcome; a blocked or skipped step that repeats the
-  last one is counted in it, and a record keeps at most ``MAX_STEPS`` steps (the first,
-  and the latest);
+* ``with_step`` / ``with_steps`` -- remediation outcomes; a blocked or skipped step that
+  repeats the last one is counted in it, and a record keeps at most ``MAX_STEPS`` steps
+  (the first, and the latest);
 * ``acknowledged`` -- an operator's acknowledgement, which needs a note;
 * ``to_drop`` -- which cleared incidents retention removes (never an open one).
 """
@@ -108,18 +108,36 @@ def step_of(result: ActionResult) -> Step:
 
 
 def with_step(rec: IncidentRecord, step: Step) -> IncidentRecord:
-    steps = rec.steps
-    if steps and steps[-1].same_as(step):
-        last = steps[-1]
-        merged = replace(last, repeats=last.repeats + 1, last_ts_ms=step.ts_ms)
-        return replace(rec, steps=(*steps[:-1], merged))
-    steps = (*steps, step)
+    return with_steps(rec, (step,))
+
+
+def with_steps(rec: IncidentRecord, steps: Iterable[Step]) -> IncidentRecord:
+    """``rec`` with ``steps`` added in order (each as ``with_step`` says), as one new record."""
+    kept = list(rec.steps)
     dropped = rec.steps_dropped
-    if len(steps) > MAX_STEPS:
-        extra = len(steps) - MAX_STEPS
-        steps = (steps[0], *steps[1 + extra :])
-        dropped += extra
-    return replace(rec, steps=steps, steps_dropped=dropped)
+    repeats = 0  # of kept[-1], not yet counted in it
+    last_ts: int | None = None
+    for step in steps:
+        if kept and kept[-1].same_as(step):
+            repeats += 1
+            last_ts = step.ts_ms
+            continue
+        if repeats:
+            kept[-1] = _repeated(kept[-1], repeats, last_ts)
+            repeats = 0
+        kept.append(step)
+        if len(kept) > MAX_STEPS:
+            del kept[1]
+            dropped += 1
+    if repeats:
+        kept[-1] = _repeated(kept[-1], repeats, last_ts)
+    if kept == list(rec.steps):
+        return rec
+    return replace(rec, steps=tuple(kept), steps_dropped=dropped)
+
+
+def _repeated(step: Step, more: int, last_ts: int | None) -> Step:
+    return replace(step, repeats=step.repeats + more, last_ts_ms=last_ts)
 
 
 def check_ack(by: str, note: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from grinder.reconcile.labels import IncidentCause, ResultStatus
 from grinder.reconcile.types import MismatchType
@@ -92,9 +92,9 @@ class Ack:
     note: str
 
 
-@dataclass(frozen=True, slots=True)
-class IncidentSummary:
-    """What ``grinder incidents list`` shows of one incident."""
+class IncidentSummary(NamedTuple):
+    """What ``grinder incidents list`` shows of one incident (a tuple: a list of 10,000 is
+    built in a few milliseconds, where a frozen dataclass takes several times as long)."""
 
     id: str
     type: MismatchType
@@ -360,9 +360,42 @@ def ack_from_json(obj: Any, where: str) -> Ack:
     return Ack(by=a.text("by"), ts_ms=a.int_("ts_ms"), note=a.text("note"))
 
 
+_TYPES = {t.value: t for t in MismatchType}
+_CAUSES = {c.value: c for c in IncidentCause}
+
+
 def summary_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentSummary:
     """A summary (``summary_to_json``); ``ack``, when given, is the acknowledgement kept
-    beside it (a store's), else the one the object names (a reply's)."""
+    beside it (a store's), else the one the object names (a reply's). Read on the fast path
+    (listing reads thousands); anything unexpected is read again field by field, for the
+    message that names it."""
+    try:
+        first, last, cleared = obj["first_seen_ms"], obj["last_seen_ms"], obj["cleared_ms"]
+        summary = IncidentSummary(
+            obj["id"],
+            _TYPES[obj["type"]],
+            obj["symbol"],
+            obj["subject"],
+            _CAUSES[obj["cause"]],
+            first,
+            last,
+            cleared,
+            obj.get("ack_by") if ack is None else ack.by,
+            obj.get("ack_ts_ms") if ack is None else ack.ts_ms,
+        )
+        texts = (summary.id, summary.symbol, summary.subject)
+        if (
+            all(type(t) is str and t for t in texts)
+            and all(type(v) is int and v >= 0 for v in (first, last))
+            and (cleared is None or (type(cleared) is int and cleared >= 0))
+        ):
+            return summary
+    except (KeyError, TypeError):
+        pass
+    return _checked_summary(obj, where, ack)
+
+
+def _checked_summary(obj: Any, where: str, ack: Ack | None) -> IncidentSummary:
     r = _Reader(obj, where)
     rid = r.text("id")
     r = _Reader(obj, f"{where} incident {rid}")

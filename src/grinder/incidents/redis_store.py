@@ -99,8 +99,9 @@ class RedisIncidentStore:
 
     # --- writes --------------------------------------------------------------------------------
 
-    def _write(self, rec: IncidentRecord, *, adopt: bool) -> str:
-        args = [
+    @staticmethod
+    def _args(rec: IncidentRecord, *, adopt: bool) -> list[str]:
+        return [
             rec.id,
             _dumps(record_to_json(rec)),
             _dumps(summary_to_json(replace(rec, ack=None).summary())),
@@ -108,7 +109,10 @@ class RedisIncidentStore:
             "1" if rec.is_open else "0",
             "1" if adopt else "0",
         ]
+
+    def _write(self, rec: IncidentRecord, *, adopt: bool) -> str:
         keys = [self.records_key, self.summaries_key, self.open_key]
+        args = self._args(rec, adopt=adopt)
         return str(self.conn.eval("incidents put", self._put, keys, args))
 
     def open_or_adopt(self, rec: IncidentRecord) -> IncidentRecord:
@@ -122,6 +126,18 @@ class RedisIncidentStore:
 
     def put(self, rec: IncidentRecord) -> None:
         self._write(rec, adopt=False)
+
+    def put_many(self, records: Iterable[IncidentRecord]) -> None:
+        """One round trip: the scripts in a pipeline (each atomic, as ``put``)."""
+        keys = [self.records_key, self.summaries_key, self.open_key]
+
+        def send(client: Any) -> Any:
+            pipe = client.pipeline(transaction=False)
+            for rec in records:
+                self._put(keys=keys, args=self._args(rec, adopt=False), client=pipe)
+            return pipe.execute()
+
+        self.conn.run("incidents put", send)
 
     def acknowledge(self, incident_id: str, ack: Ack) -> IncidentRecord:
         keys = [self.records_key, self.acks_key]

@@ -6,8 +6,8 @@ Times are UTC; ages and durations are against ``now_ms`` handed in. The JSON for
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from grinder.incidents.records import IncidentRecord, IncidentSummary, Step
 
@@ -15,7 +15,7 @@ from grinder.incidents.records import IncidentRecord, IncidentSummary, Step
 def utc(ts_ms: int | None) -> str:
     if ts_ms is None:
         return "-"
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts_ms // 1000))
 
 
 def duration(ms: int) -> str:
@@ -57,8 +57,9 @@ def table(items: Sequence[IncidentSummary], now_ms: int) -> list[str]:
         )
         for s in items
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEAD))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    columns = list(zip(*rows, strict=True))
+    line = "  ".join(f"{{{i}:<{max(map(len, c))}}}" for i, c in enumerate(columns))
+    return [line.format(*r).rstrip() for r in rows]
 
 
 def footer(items: Sequence[IncidentSummary], where: str) -> str:

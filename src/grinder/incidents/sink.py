@@ -37,6 +37,7 @@ from grinder.incidents import ledger as core
 from grinder.incidents.causes import CauseVerdict, classify
 from grinder.incidents.evidence import EvidenceBook
 from grinder.incidents.metrics import IncidentMetrics
+from grinder.incidents.pending import PendingWrites
 from grinder.incidents.records import IncidentKey, IncidentRecord, IncidentSummary
 from grinder.incidents.store import IncidentStore, unknown
 from grinder.reconcile.audit import AuditWriter
@@ -49,8 +50,6 @@ from grinder.reconcile.types import Mismatch, PositionKey, PositionSide
 
 log = logging.getLogger("grinder.incidents")
 
-LAST_SEEN_EVERY_MS = 60_000
-"""A standing incident's ``last_seen_ms`` is written at most this often (and at its end)."""
 REFRESH_EVERY_MS = 5_000
 """How often the writer reads acknowledgements back, and a reader the open incidents."""
 PRUNE_EVERY_MS = 600_000
@@ -91,12 +90,13 @@ class IncidentLedger:
         self.may_write = may_write
         self.retention = retention or core.Retention()
         self._open: dict[IncidentKey, IncidentRecord] = {}
-        self._persisted_seen: dict[str, int] = {}
-        self._dirty: dict[str, IncidentRecord] = {}
-        """Records whose last write failed, by id: written again after the next run."""
+        """The open incidents, as last folded (``PendingWrites`` holds what came since)."""
+        self._pending = PendingWrites()
         self._writer: bool | None = None
         self._detected = False
         self._refreshed_ms = 0
+        self._looked_at = -1
+        """The evidence's ``version`` unknown causes were last looked at against."""
         self._pruned_ms: int | None = None
         if metrics is not None:
             metrics.watch_oldest(self.oldest_unacknowledged_s)
@@ -120,13 +120,18 @@ class IncidentLedger:
             )
             return _FAILED
 
-    def _save(self, rec: IncidentRecord) -> None:
-        """Write ``rec``; one that cannot be written is kept and written again after a run."""
-        if self._store("put", lambda: self.store.put(rec)) is _FAILED:
-            self._dirty[rec.id] = rec
+    def _flush(self, now: int, *, everything: bool = False) -> None:
+        """Write, in one batch, what is due (``PendingWrites``); what fails stays due."""
+        due = self._pending.due(self._open, now, everything=everything)
+        for rec in due:
+            if rec.is_open and rec.key in self._open:
+                self._open[rec.key] = rec
+        if not due:
             return
-        self._dirty.pop(rec.id, None)
-        self._persisted_seen[rec.id] = rec.last_seen_ms
+        if self._store("put", lambda: self.store.put_many(due)) is _FAILED:
+            self._pending.failed(due)
+        else:
+            self._pending.written(due, now)
 
     def load(self) -> None:
         """Read the open incidents from the store (at start, and on taking the lease)."""
@@ -134,7 +139,8 @@ class IncidentLedger:
         if records is _FAILED:
             return
         self._open = {r.key: r for r in records}
-        self._persisted_seen = {r.id: r.last_seen_ms for r in records}
+        self._pending = PendingWrites()
+        self._pending.loaded(records, self.clock())
         self._set_open_metrics()
 
     def _sync_role(self) -> bool:
@@ -177,14 +183,14 @@ class IncidentLedger:
         rec = core.opened(m, now, run_id, self._classify(m, now))
         stored = self._store("open", lambda: self.store.open_or_adopt(rec))
         if stored is _FAILED:
-            self._dirty[rec.id] = rec
+            self._pending.change(rec, urgent=True)
         elif stored.id != rec.id:
             adopted: IncidentRecord = stored  # open already (another instance, an earlier process)
             self._open[m.key] = adopted
-            self._persisted_seen[adopted.id] = adopted.last_seen_ms
+            self._pending.written_now(adopted.id, now)
             return adopted
         else:
-            self._persisted_seen[rec.id] = rec.last_seen_ms
+            self._pending.written_now(rec.id, now)
         self._open[m.key] = rec
         if self.metrics is not None:
             self.metrics.opened.labels(cause=rec.cause.value).inc()
@@ -200,10 +206,9 @@ class IncidentLedger:
         return rec
 
     def _clear(self, rec: IncidentRecord, now: int, run_id: str) -> None:
-        done = core.cleared(rec, now)
+        done = core.cleared(self._pending.fold(rec), now)
         del self._open[rec.key]
-        self._save(done)
-        self._persisted_seen.pop(done.id, None)
+        self._pending.change(done, urgent=True)
         self._audit(
             Event.INCIDENT_CLEARED,
             done,
@@ -221,15 +226,16 @@ class IncidentLedger:
         rec = self._open.get(result.mismatch.key)
         if rec is None or not self._writer:
             return
-        rec = core.with_step(rec, core.step_of(result))
-        self._open[rec.key] = rec
-        self._save(rec)
+        self._pending.step(rec, core.step_of(result))
 
     def run_end(self, run_id: str, standing: Iterable[Mismatch]) -> None:
         """After a run: clear what no longer stands (left from before a restart or a
         failover), keep ``last_seen_ms``, give an unknown cause a second look."""
         now = self.clock()
         writer = self._sync_role()
+        refresh = now - self._refreshed_ms >= REFRESH_EVERY_MS
+        look_again = refresh and self.evidence.version != self._looked_at
+        self._looked_at = self.evidence.version if refresh else self._looked_at
         if writer and self._detected:
             current = {m.key: m for m in standing}
             for key, rec in list(self._open.items()):
@@ -237,11 +243,11 @@ class IncidentLedger:
                 if m is None:
                     self._clear(rec, now, run_id)
                     continue
-                self._advance(rec, m, now)
-        if writer and self._dirty:
-            self._retry()
+                self._advance(rec, m, now, look_again=look_again)
+        if writer:
+            self._flush(now)
         self._detected = False
-        if now - self._refreshed_ms >= REFRESH_EVERY_MS:
+        if refresh:
             self._refreshed_ms = now
             self._refresh(writer, now)
         if writer and (self._pruned_ms is None or now - self._pruned_ms >= PRUNE_EVERY_MS):
@@ -249,20 +255,15 @@ class IncidentLedger:
             self._store("prune", lambda: self.store.prune(now, self.retention))
         self._set_open_metrics()
 
-    def _advance(self, rec: IncidentRecord, m: Mismatch, now: int) -> None:
-        new = core.seen(rec, now)
-        if new.cause is IncidentCause.UNKNOWN:
-            new = core.reclassified(new, self._classify(m, now))
-        self._open[new.key] = new
-        due = now - self._persisted_seen.get(new.id, 0) >= LAST_SEEN_EVERY_MS
-        if new.cause is not rec.cause or due or new.id in self._dirty:
-            self._save(new)
-
-    def _retry(self) -> None:
-        """Write again what could not be written (a cleared incident, a step)."""
-        for rec in list(self._dirty.values()):
-            current = self._open.get(rec.key)
-            self._save(current if current is not None and current.id == rec.id else rec)
+    def _advance(self, rec: IncidentRecord, m: Mismatch, now: int, *, look_again: bool) -> None:
+        """A standing incident seen again; an unknown cause looked at again when new evidence
+        came in (at most every ``REFRESH_EVERY_MS``)."""
+        self._pending.seen(rec.id, now)
+        if look_again and rec.cause is IncidentCause.UNKNOWN:
+            new = core.reclassified(rec, self._classify(m, now))
+            if new is not rec:
+                self._open[new.key] = new
+                self._pending.change(new, urgent=True)
 
     def _refresh(self, writer: bool, now: int) -> None:
         if not writer:
@@ -304,6 +305,9 @@ class IncidentLedger:
         return self.store.summaries(open_only=open_only, since_ms=since_ms, limit=limit)
 
     def close(self) -> None:
+        """Write what is not written yet, then close the store."""
+        if self._writer:
+            self._flush(self.clock(), everything=True)
         self._store("close", self.store.close)
 
     def open_records(self) -> list[IncidentRecord]:

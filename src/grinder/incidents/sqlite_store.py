@@ -59,6 +59,8 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX incidents_open_key ON incidents (key) WHERE open = 1",
     "CREATE INDEX incidents_first_seen ON incidents (first_seen_ms)",
 )
+_TYPES = {t.value: t for t in MismatchType}
+_CAUSES = {c.value: c for c in IncidentCause}
 _SUMMARY_COLUMNS = "id, type, symbol, subject, cause, first_seen_ms, last_seen_ms, cleared_ms"
 _ACK_COLUMNS = "ack_by, ack_ts_ms, ack_note"
 
@@ -107,6 +109,11 @@ class SqliteIncidentStore:
     def put(self, rec: IncidentRecord) -> None:
         with self._write() as conn:
             self._upsert(conn, rec)
+
+    def put_many(self, records: Iterable[IncidentRecord]) -> None:
+        with self._write() as conn:
+            for rec in records:
+                self._upsert(conn, rec)
 
     def _upsert(self, conn: sqlite3.Connection, rec: IncidentRecord) -> None:
         conn.execute(
@@ -201,18 +208,9 @@ class SqliteIncidentStore:
         rid, type_, symbol, subject, cause, first, last, cleared, by, ts = row
         try:
             return IncidentSummary(
-                id=str(rid),
-                type=MismatchType(type_),
-                symbol=str(symbol),
-                subject=str(subject),
-                cause=IncidentCause(cause),
-                first_seen_ms=int(first),
-                last_seen_ms=int(last),
-                cleared_ms=None if cleared is None else int(cleared),
-                ack_by=None if by is None else str(by),
-                ack_ts_ms=None if ts is None else int(ts),
+                rid, _TYPES[type_], symbol, subject, _CAUSES[cause], first, last, cleared, by, ts
             )
-        except (TypeError, ValueError):
+        except KeyError:
             raise LedgerCorrupt(f"{self.where}: incident {rid}: a column is damaged") from None
 
     def acks(self, ids: Iterable[str]) -> dict[str, Ack]:
@@ -276,6 +274,9 @@ def _open(path: Path, *, readonly: bool, where: str) -> sqlite3.Connection:
         _check_schema(conn, where, create=create)
         if not readonly:
             _enable_wal(conn, where)  # only once the file is known to be a ledger
+            # WAL with NORMAL: a commit survives the process; an OS crash may lose the last
+            # few, as it may the audit trail's last lines (the ledger gates no write).
+            conn.execute("PRAGMA synchronous = NORMAL")
         rows = conn.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
             raise LedgerCorrupt(f"{where}: is damaged (quick_check: {rows[0][0] if rows else '?'})")

@@ -6,7 +6,8 @@
 * at most one open incident per key: ``open_or_adopt`` stores a new open incident
   unless one is already open for its key, and then returns that one (two writers
   racing -- an HA failover -- end with one incident);
-* ``put`` writes a record, never its acknowledgement: ``acknowledge`` keeps that
+* ``put`` writes a record (``put_many`` several, in one transaction), never its
+  acknowledgement: ``acknowledge`` keeps that
   apart, so an operator's acknowledgement is never lost to the service writing the
   record at the same moment;
 * ``summaries`` lists the newest first; ``since_ms`` keeps those open at any time since
@@ -44,6 +45,8 @@ class IncidentStore(Protocol):
     def open_or_adopt(self, rec: IncidentRecord) -> IncidentRecord: ...
 
     def put(self, rec: IncidentRecord) -> None: ...
+
+    def put_many(self, records: Iterable[IncidentRecord]) -> None: ...
 
     def get(self, incident_id: str) -> IncidentRecord | None: ...
 
@@ -106,6 +109,10 @@ class MemoryIncidentStore:
         self.put(rec)
         return self._with_ack(rec)
 
+    def put_many(self, records: Iterable[IncidentRecord]) -> None:
+        for rec in records:
+            self.put(rec)
+
     def put(self, rec: IncidentRecord) -> None:
         self._records[rec.id] = replace(rec, ack=None)
         key = key_text(rec.key)
@@ -124,10 +131,16 @@ class MemoryIncidentStore:
     def summaries(
         self, *, open_only: bool = False, since_ms: int | None = None, limit: int | None = None
     ) -> list[IncidentSummary]:
-        found = (self._with_ack(r).summary() for r in self._records.values())
-        return newest_first(
-            (s for s in found if keep(s, open_only=open_only, since_ms=since_ms)), limit
-        )
+        acks = self._acks
+        found = []
+        for r in self._records.values():
+            s = r.summary()
+            ack = acks.get(r.id)
+            if ack is not None:
+                s = s._replace(ack_by=ack.by, ack_ts_ms=ack.ts_ms)
+            if keep(s, open_only=open_only, since_ms=since_ms):
+                found.append(s)
+        return newest_first(found, limit)
 
     def acknowledge(self, incident_id: str, ack: Ack) -> IncidentRecord:
         if incident_id not in self._records:
