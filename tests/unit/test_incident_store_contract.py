@@ -10,6 +10,7 @@ service writes, ``grinder incidents`` reads, and a new HA leader continues.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -238,6 +239,19 @@ def test_prune_drops_old_cleared_incidents_and_keeps_open_ones(backend: Backend)
     assert [s.id for s in backend.store.summaries()] == [stays_open.id]
 
 
+def test_a_damaged_summary_is_refused_naming_the_store(request: pytest.FixtureRequest) -> None:
+    server = request.getfixturevalue("redis_server")
+    conn = RedisConnection(server.url, namespace="damaged")
+    store = RedisIncidentStore(conn)
+    rec = opened(position_mismatch())
+    store.open_or_adopt(rec)
+    for bad in ('["INC-X", "NOPE", "BTCUSDT", "BOTH", "manual", 1, 1, null]', '{"id": 1}', "[1"):
+        server.client().hset("damaged:incidents:summaries", rec.id, bad)
+        with pytest.raises(LedgerCorrupt, match=re.escape(store.where)):
+            store.summaries()
+    conn.close()
+
+
 def test_a_damaged_record_is_refused_naming_the_store_and_the_incident(backend: Backend) -> None:
     rec = opened(position_mismatch())
     backend.store.open_or_adopt(rec)
@@ -323,7 +337,7 @@ def test_redis_keeps_the_ledger_in_the_deployments_namespace(
     ]
     other = RedisIncidentStore(RedisConnection(server.url, namespace="deploy-b"))
     assert other.summaries() == []
-    summary = json.loads(server.client().hvals("deploy-a:incidents:summaries")[0])
-    assert summary["cause"] == "manual"
+    (summary,) = [json.loads(v) for v in server.client().hvals("deploy-a:incidents:summaries")]
+    assert summary[4] == "manual"  # the compact form: a JSON array in SUMMARY_KEYS order
     conn.close()
     other.conn.close()

@@ -364,35 +364,66 @@ _TYPES = {t.value: t for t in MismatchType}
 _CAUSES = {c.value: c for c in IncidentCause}
 
 
+SUMMARY_KEYS = (
+    "id",
+    "type",
+    "symbol",
+    "subject",
+    "cause",
+    "first_seen_ms",
+    "last_seen_ms",
+    "cleared_ms",
+)
+"""The fields of a summary apart from its acknowledgement, in ``IncidentSummary`` order."""
+
+
 def summary_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentSummary:
     """A summary (``summary_to_json``); ``ack``, when given, is the acknowledgement kept
-    beside it (a store's), else the one the object names (a reply's). Read on the fast path
-    (listing reads thousands); anything unexpected is read again field by field, for the
-    message that names it."""
+    beside it (a store's), else the one the object names (a reply's)."""
+    if not isinstance(obj, dict) or not all(k in obj for k in SUMMARY_KEYS):
+        return _checked_summary(obj, where, ack)
+    summary = summary_from_values([obj[k] for k in SUMMARY_KEYS], where, ack)
+    if ack is not None:
+        return summary
+    by, ts = obj.get("ack_by"), obj.get("ack_ts_ms")
+    if (by is None or (type(by) is str and by)) and (ts is None or type(ts) is int):
+        return summary._replace(ack_by=by, ack_ts_ms=ts)
+    return _checked_summary(obj, where, None)
+
+
+def summary_from_values(values: Any, where: str, ack: Ack | None = None) -> IncidentSummary:
+    """A summary from its ``SUMMARY_KEYS`` values in order (a store's compact form). Read on
+    the fast path (listing reads thousands); anything unexpected is read again field by
+    field, for the message that names it."""
     try:
-        first, last, cleared = obj["first_seen_ms"], obj["last_seen_ms"], obj["cleared_ms"]
+        rid, type_, symbol, subject, cause, first, last, cleared = values
         summary = IncidentSummary(
-            obj["id"],
-            _TYPES[obj["type"]],
-            obj["symbol"],
-            obj["subject"],
-            _CAUSES[obj["cause"]],
+            rid,
+            _TYPES[type_],
+            symbol,
+            subject,
+            _CAUSES[cause],
             first,
             last,
             cleared,
-            obj.get("ack_by") if ack is None else ack.by,
-            obj.get("ack_ts_ms") if ack is None else ack.ts_ms,
+            None if ack is None else ack.by,
+            None if ack is None else ack.ts_ms,
         )
-        texts = (summary.id, summary.symbol, summary.subject)
-        if (
-            all(type(t) is str and t for t in texts)
-            and all(type(v) is int and v >= 0 for v in (first, last))
-            and (cleared is None or (type(cleared) is int and cleared >= 0))
-        ):
-            return summary
-    except (KeyError, TypeError):
-        pass
-    return _checked_summary(obj, where, ack)
+    except (KeyError, TypeError, ValueError):
+        summary = None
+    if (
+        summary is not None
+        and all(type(t) is str and t for t in (summary.id, summary.symbol, summary.subject))
+        and type(first) is int
+        and type(last) is int
+        and first >= 0
+        and last >= 0
+        and (cleared is None or (type(cleared) is int and cleared >= 0))
+    ):
+        return summary
+    if isinstance(values, list | tuple) and len(values) == len(SUMMARY_KEYS):
+        return _checked_summary(dict(zip(SUMMARY_KEYS, values, strict=True)), where, ack)
+    raise LedgerCorrupt(f"{where}: a summary is not {len(SUMMARY_KEYS)} values: {values!r:.60}")
 
 
 def _checked_summary(obj: Any, where: str, ack: Ack | None) -> IncidentSummary:

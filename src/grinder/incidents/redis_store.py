@@ -3,7 +3,9 @@
 Keys under ``<ns>:incidents:``:
 
 * ``records`` -- hash, id → the record's JSON (``records.record_to_json``);
-* ``summaries`` -- hash, id → what ``list`` shows (small: listing never decodes records);
+* ``summaries`` -- hash, id → what ``list`` shows, as a JSON array (small and quick to
+  read: listing never decodes records, and 10,000 arrays decode in a fraction of the time
+  10,000 objects take);
 * ``acks`` -- hash, id → the acknowledgement (never written by ``put``);
 * ``open`` -- hash, incident key → the id of its open incident (one per key).
 
@@ -23,6 +25,7 @@ from typing import Any
 from grinder.ha.connection import RedisConnection
 from grinder.incidents.ledger import Retention, RetentionEntry, to_drop
 from grinder.incidents.records import (
+    SUMMARY_KEYS,
     Ack,
     IncidentRecord,
     IncidentSummary,
@@ -31,8 +34,7 @@ from grinder.incidents.records import (
     ack_to_json,
     record_from_json,
     record_to_json,
-    summary_from_json,
-    summary_to_json,
+    summary_from_values,
 )
 from grinder.incidents.store import keep, key_text, newest_first, unknown
 
@@ -69,6 +71,12 @@ end
 return #ARGV
 """
 
+# KEYS: summaries. Every summary in one JSON array of arrays: one reply, one decode.
+_LIST_LUA = """
+local values = redis.call('HVALS', KEYS[1])
+return '[' .. table.concat(values, ',') .. ']'
+"""
+
 DROP_CHUNK = 500
 
 
@@ -90,6 +98,7 @@ class RedisIncidentStore:
         self._put = conn.script(_PUT_LUA)
         self._ack = conn.script(_ACK_LUA)
         self._drop = conn.script(_DROP_LUA)
+        self._list = conn.script(_LIST_LUA)
 
     def _decode(self, text: Any, what: str) -> Any:
         try:
@@ -104,7 +113,7 @@ class RedisIncidentStore:
         return [
             rec.id,
             _dumps(record_to_json(rec)),
-            _dumps(summary_to_json(replace(rec, ack=None).summary())),
+            _dumps(list(replace(rec, ack=None).summary())[: len(SUMMARY_KEYS)]),
             key_text(rec.key),
             "1" if rec.is_open else "0",
             "1" if adopt else "0",
@@ -197,28 +206,50 @@ class RedisIncidentStore:
         return [self._record(t, a) for t, a in zip(texts, acks, strict=True) if t is not None]
 
     def _all_summaries(self) -> list[IncidentSummary]:
-        raw, acks = self.conn.run(
-            "incidents list",
+        text = self.conn.eval("incidents list", self._list, [self.summaries_key], [])
+        acks = self.conn.run("incidents list acks", lambda c: c.hgetall(self.acks_key))
+        rows = self._decode(text, "the summaries")
+        if not isinstance(rows, list):
+            raise LedgerCorrupt(f"{self.where}: the summaries are not a list")
+        decoded = {
+            rid: ack_from_json(self._decode(t, "an acknowledgement"), self.where)
+            for rid, t in acks.items()
+        }
+        out = []
+        for row in rows:
+            rid = row[0] if isinstance(row, list) and row else None
+            ack = decoded.get(rid) if isinstance(rid, str) else None
+            out.append(summary_from_values(row, self.where, ack))
+        return out
+
+    def _open_summaries(self) -> list[IncidentSummary]:
+        ids = [str(i) for i in self.conn.run("incidents open", lambda c: c.hvals(self.open_key))]
+        if not ids:
+            return []
+        texts, acks = self.conn.run(
+            "incidents open summaries",
             lambda c: (
                 c.pipeline(transaction=False)
-                .hgetall(self.summaries_key)
-                .hgetall(self.acks_key)
+                .hmget(self.summaries_key, ids)
+                .hmget(self.acks_key, ids)
                 .execute()
             ),
         )
         out = []
-        for rid, text in raw.items():
-            ack_text = acks.get(rid)
+        for rid, text, ack_text in zip(ids, texts, acks, strict=True):
+            if text is None:
+                continue
             ack = None
             if ack_text is not None:
                 ack = ack_from_json(self._decode(ack_text, "an acknowledgement"), self.where)
-            out.append(summary_from_json(self._decode(text, "a summary"), self.where, ack))
+            row = self._decode(text, f"the summary of {rid}")
+            out.append(summary_from_values(row, self.where, ack))
         return out
 
     def summaries(
         self, *, open_only: bool = False, since_ms: int | None = None, limit: int | None = None
     ) -> list[IncidentSummary]:
-        found = self._all_summaries()
+        found = self._open_summaries() if open_only else self._all_summaries()
         return newest_first(
             (s for s in found if keep(s, open_only=open_only, since_ms=since_ms)), limit
         )
