@@ -271,3 +271,39 @@ async def test_the_commands_against_the_running_service(
     assert shown["cause"] == "manual"
     after = await asyncio.to_thread(run, "list")
     assert "oncall" in after.stdout
+
+
+# --- the service refuses a ledger it cannot use, before it starts ---------------------------------
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_the_service_refuses_a_corrupt_ledger_file_and_leaves_it_as_it_is(
+    cli: Any, tmp_path: Path, via: str
+) -> None:
+    garbage = tmp_path / "incidents.db"
+    garbage.write_bytes(b"not a ledger\n" * 400)
+    before = digest(garbage)
+    args = ["reconcile", "--venue", "sim", "--metrics-port", "0", "--duration", "1"]
+    extra = {"GRINDER_LEDGER_DB": str(garbage)} if via == "env" else {}
+    if via == "flag":
+        args += ["--ledger-db", str(garbage)]
+    proc = cli.run("grinder.cli", *args, env=cli.env(runtime_dir=tmp_path / "run", **extra))
+    where = "--ledger-db" if via == "flag" else "GRINDER_LEDGER_DB"
+    one_error_line(proc, f"{where}: incident ledger {garbage}: is not a SQLite database")
+    assert digest(garbage) == before
+
+
+def test_the_service_refuses_a_ledger_file_with_ha(cli: Any, tmp_path: Path) -> None:
+    proc = cli.run(
+        "grinder.cli",
+        "reconcile",
+        "--venue",
+        "sim",
+        "--ledger-db",
+        str(tmp_path / "incidents.db"),
+        "--redis-url",
+        "redis://127.0.0.1:1/0",
+        env=cli.env(runtime_dir=tmp_path / "run"),
+    )
+    one_error_line(proc, "--ledger-db: with HA (a Redis URL) the incident ledger is kept in Redis")
+    assert not (tmp_path / "incidents.db").exists()
