@@ -18,8 +18,14 @@ import pytest
 
 from grinder.exchange.binance.parsing import parse_user_event
 from grinder.exchange.binance.stream_windows import ReconnectWindow, ReconnectWindows
-from grinder.incidents.causes import FAMILY_CAUSES, CaseFacts, classify
+from grinder.incidents.causes import (
+    FAMILY_CAUSES,
+    classify,
+)
 from grinder.incidents.evidence import EvidenceBook
+from grinder.incidents.facts import (
+    CaseFacts,
+)
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.identity import EXCHANGE_ID_FAMILIES, remediation_client_order_id
 from grinder.reconcile.labels import IncidentCause as C

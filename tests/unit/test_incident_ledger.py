@@ -10,16 +10,18 @@ import pytest
 
 from grinder.incidents import ledger as core
 from grinder.incidents.causes import CauseVerdict
-from grinder.incidents.records import (
-    Evidence,
-    IncidentRecord,
-    LedgerCorrupt,
-    LedgerError,
+from grinder.incidents.record_json import (
     ack_from_json,
     ack_to_json,
     full_json,
     record_from_json,
     record_to_json,
+)
+from grinder.incidents.records import (
+    Evidence,
+    IncidentRecord,
+    LedgerCorrupt,
+    LedgerError,
 )
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, IncidentCause, Mode, ResultStatus
 from grinder.reconcile.remediation import ActionResult

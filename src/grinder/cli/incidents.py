@@ -34,15 +34,17 @@ from grinder.clock import wall_clock_ms
 from grinder.ha.connection import DEFAULT_NAMESPACE, RedisConnection, check_namespace
 from grinder.incidents import render
 from grinder.incidents.ledger import check_ack
-from grinder.incidents.records import (
-    Ack,
-    IncidentRecord,
-    LedgerError,
+from grinder.incidents.record_json import (
     ack_from_json,
     full_json,
     record_from_json,
     summary_from_json,
     summary_to_json,
+)
+from grinder.incidents.records import (
+    Ack,
+    IncidentRecord,
+    LedgerError,
 )
 from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sqlite_store import SqliteIncidentStore

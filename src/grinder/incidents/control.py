@@ -16,7 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from grinder.incidents.records import LedgerError, UnknownIncident, full_json, summary_to_json
+from grinder.incidents.record_json import (
+    full_json,
+    summary_to_json,
+)
+from grinder.incidents.records import (
+    LedgerError,
+    UnknownIncident,
+)
 from grinder.incidents.sink import IncidentLedger
 from grinder.redaction import redact
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from grinder.exchange.binance.parsing import AlgoUpdate, OrderUpdate, OtherEvent, UserEvent
 from grinder.exchange.binance.stream_windows import ReconnectWindow
-from grinder.incidents.causes import (
+from grinder.incidents.facts import (
     CaseFacts,
     FillFact,
     OrderEventFact,

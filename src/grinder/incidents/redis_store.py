@@ -24,17 +24,19 @@ from typing import Any
 
 from grinder.ha.connection import RedisConnection
 from grinder.incidents.ledger import Retention, RetentionEntry, to_drop
-from grinder.incidents.records import (
+from grinder.incidents.record_json import (
     SUMMARY_KEYS,
-    Ack,
-    IncidentRecord,
-    IncidentSummary,
-    LedgerCorrupt,
     ack_from_json,
     ack_to_json,
     record_from_json,
     record_to_json,
     summary_from_values,
+)
+from grinder.incidents.records import (
+    Ack,
+    IncidentRecord,
+    IncidentSummary,
+    LedgerCorrupt,
 )
 from grinder.incidents.store import keep, key_text, newest_first, unknown
 

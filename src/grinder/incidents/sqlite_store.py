@@ -20,14 +20,16 @@ from typing import Any
 from urllib.parse import quote
 
 from grinder.incidents.ledger import Retention, RetentionEntry, to_drop
+from grinder.incidents.record_json import (
+    record_from_json,
+    record_to_json,
+)
 from grinder.incidents.records import (
     Ack,
     IncidentRecord,
     IncidentSummary,
     LedgerCorrupt,
     LedgerError,
-    record_from_json,
-    record_to_json,
 )
 from grinder.incidents.store import key_text, unknown
 from grinder.reconcile.labels import IncidentCause
