@@ -51,12 +51,17 @@ class IncidentMetrics:
                 self.open.labels(type=t.value, cause=c.value).set(0)
         for c in IncidentCause:
             self.opened.labels(cause=c.value)
+        self._shown: Tally[tuple[str, str]] = Tally()
 
     def set_open(self, records: Iterable[IncidentRecord]) -> None:
+        """The open gauge from ``records``; only the pairs that changed are set (a run costs
+        nothing when nothing opened or cleared)."""
         counts = Tally((r.type.value, r.cause.value) for r in records)
-        for t in MismatchType:
-            for c in IncidentCause:
-                self.open.labels(type=t.value, cause=c.value).set(counts.get((t.value, c.value), 0))
+        if counts == self._shown:
+            return
+        for pair in set(counts) | set(self._shown):
+            self.open.labels(type=pair[0], cause=pair[1]).set(counts.get(pair, 0))
+        self._shown = counts
 
     def watch_oldest(self, oldest_s: Callable[[], float]) -> None:
         self.oldest_unacknowledged_age.set_function(oldest_s)

@@ -305,8 +305,10 @@ class IncidentLedger:
         return self.store.summaries(open_only=open_only, since_ms=since_ms, limit=limit)
 
     def close(self) -> None:
-        """Write what is not written yet, then close the store."""
-        if self._writer:
+        """Write what is not written yet -- only while this instance may still write (under
+        HA the lease is handed over first: the next leader continues from the store) --
+        then close the store."""
+        if self._writer and self.may_write():
             self._flush(self.clock(), everything=True)
         self._store("close", self.store.close)
 
