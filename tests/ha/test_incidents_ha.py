@@ -89,9 +89,11 @@ async def test_a_failover_continues_the_incidents_of_the_shared_ledger(
             ),
             "the new leader cleared the first incident",
         )
-        done = store.get(incident.id)
-        assert done is not None
-        assert done.cleared_ms is not None
+        # The audit line is written as the incident clears, the record at the run's end.
+        done = await wait_until_async(
+            lambda: (r := store.get(incident.id)) is not None and r.cleared_ms is not None and r,
+            "the cleared incident stored",
+        )
         assert any(s.gates == ("expected_state_stale",) for s in done.steps)
         assert [s.id for s in store.summaries(open_only=True)] == [second.id]
     finally:

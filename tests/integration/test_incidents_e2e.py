@@ -293,8 +293,12 @@ async def test_each_cause_the_simulator_produces_is_in_the_ledger_through_a_rest
             lambda: any(r["incident_id"] == gone for r in again.audit_events("INCIDENT_CLEARED")),
             "the cancelled order's incident cleared",
         )
-        record = await again.control("GET", f"/incidents/{gone}")
-        assert record["cleared_ms"] is not None
+
+        async def stored_cleared() -> Any:  # the record is written at the run's end
+            record = await again.control("GET", f"/incidents/{gone}")
+            return record if record["cleared_ms"] is not None else None
+
+        record = await wait_until_async(stored_cleared, "the cleared incident stored")
         assert record["steps"][0]["gates"] == ["action_is_none"]  # passive: blocked, never sent
         (ack,) = again.audit_events("INCIDENT_ACKNOWLEDGED")
         assert (ack["incident_id"], ack["by"]) == (manual, "oncall")
