@@ -46,7 +46,7 @@ from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
-from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
 from grinder.reconcile.identity import remediation_client_order_id
 from grinder.reconcile.types import ExpectedOrder, MismatchType, Side
 from grinder.service.app import ReconcileService
@@ -308,3 +308,80 @@ async def test_each_cause_the_simulator_produces_is_in_the_ledger_through_a_rest
         await ctl.close()
     writes = await SimControl(sim.base_url).call("GET", f"/writes?apiKey={sim.api_key}")
     assert writes["writes"] == []  # passive: the ledger never made the service trade
+
+
+async def test_a_live_flatten_is_a_step_with_the_exchanges_answer(tmp_path: Path) -> None:
+    """Live (every gate open): the manual position's incident gets an EXECUTED step with the
+    remediation order and each attempt's answer, then clears; one write reached the venue."""
+    cfg = ReconcileConfig(
+        order_grace_ms=500,
+        position_grace_ms=300,
+        action=RemediationAction.FLATTEN,
+        dry_run=False,
+        allow_active_remediation=True,
+        symbol_whitelist=["ETHUSDT"],
+        cooldown_seconds=0,
+    )
+    opts = ServiceOptions(
+        venue="sim",
+        metrics_port=0,
+        env=RuntimeEnv.from_env({}),
+        reconcile=cfg,
+        service=ServiceConfig(full_pass_interval_s=0.5, sim_symbols=["ETHUSDT"]),
+        ledger_db=tmp_path / "incidents.db",
+        armed=True,
+    )
+    service = ReconcileService(
+        opts,
+        credentials=credentials_for("sim"),
+        budget=BudgetTracker(config=cfg, store=FileBudgetStore(tmp_path / "budget.json")),
+        audit=AuditWriter(tmp_path / "audit.jsonl"),
+        control_socket=tmp_path / "ctl" / "control.sock",
+        env={"ALLOW_MAINNET_TRADE": "1"},
+    )
+    await service.start()
+    task = asyncio.create_task(service.run_until_stopped())
+    try:
+        assert service.expected is not None
+        assert service.expected.memory is not None
+        service.expected.memory.heartbeat()  # a bot keeps the expected state (gate E)
+        assert service.stream is not None
+        assert await service.stream.wait_live(5)
+        assert service.venue is not None
+        assert service.venue.sim is not None
+        sim = service.venue.sim
+        ctl = SimControl(sim.base_url)
+        await ctl.call(
+            "POST",
+            "/positions",
+            {"symbol": "ETHUSDT", "quantity": "0.05", "clientOrderId": "web_q"},
+        )
+        await ctl.close()
+        ledger = service.ledger
+        assert ledger is not None
+        cleared = await wait_until_async(
+            lambda: [s for s in ledger.summaries() if not s.is_open], "the incident cleared"
+        )
+        (summary,) = cleared
+        assert summary.cause.value == "manual"
+        rec = await wait_until_async(
+            lambda: (r := ledger.get(summary.id)) is not None and r.steps and r,
+            "the step stored",
+        )
+        (step,) = [s for s in rec.steps if s.status.value == "EXECUTED"]
+        assert (step.action, step.mode, Decimal(step.qty or "0")) == (
+            "flatten",
+            "live",
+            Decimal("0.05"),
+        )
+        assert step.attempts == ("accepted",)
+        assert step.remediation_order_id is not None
+        assert step.remediation_order_id.startswith("grinder_d_ETHUSDT_R_")
+        async with SimControl(sim.base_url) as check:
+            writes = (await check.call("GET", f"/writes?apiKey={sim.api_key}"))["writes"]
+        assert [w["clientOrderId"] for w in writes] == [step.remediation_order_id]
+    finally:
+        service.stop_event.set()
+        service._wake.set()
+        await asyncio.wait_for(task, 10)
+        await service.close()
