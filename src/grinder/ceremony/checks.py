@@ -62,6 +62,7 @@ REQUIRED_ALERTS: tuple[str, ...] = (
     "GrinderExpectedStateStale",
     "GrinderDeadmanRenewalsWithheld",
     "GrinderDeadmanNotArmed",
+    "GrinderIncidentUnacknowledged",
     "GrinderHANoLeader",
     "GrinderHAMultipleLeaders",
     "GrinderHARedisDown",

@@ -14,6 +14,7 @@ from grinder.cli.demo import demo
 from grinder.cli.errors import HELP_OPTIONS, run_command
 from grinder.cli.expected import expected
 from grinder.cli.gates import gates
+from grinder.cli.incidents import incidents
 from grinder.cli.reconcile import reconcile
 from grinder.cli.sim import sim
 from grinder.cli.smoke import smoke
@@ -33,6 +34,7 @@ cli.add_command(expected)
 cli.add_command(demo)
 cli.add_command(ceremony)
 cli.add_command(gates)
+cli.add_command(incidents)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

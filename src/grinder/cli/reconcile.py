@@ -93,6 +93,11 @@ from grinder.service.options import ServiceFlags, resolve
     metavar="PATH",
     help=f"Unix socket of the control endpoint (default {DEFAULT_SOCKET_TEXT}).",
 )
+@file_option(
+    "--ledger-db",
+    help="SQLite file of the incident ledger, kept across restarts (created when missing) "
+    "[env GRINDER_LEDGER_DB; default: in memory; with --redis-url: in Redis].",
+)
 @url_option(
     "--redis-url",
     help="High availability: Redis shared by 2-3 instances (redis://host:port/db); only the "
@@ -127,6 +132,7 @@ def reconcile(
     expected_db: str | None,
     create_expected_db: bool,
     control_socket: str | None,
+    ledger_db: str | None,
     redis_url: str | None,
     instance_id: str | None,
     redis_namespace: str | None,
@@ -146,6 +152,7 @@ def reconcile(
         expected_db=expected_db,
         create_expected_db=create_expected_db,
         control_socket=control_socket,
+        ledger_db=ledger_db,
         redis_url=redis_url,
         instance_id=instance_id,
         redis_namespace=redis_namespace,

@@ -56,6 +56,17 @@ class DetectionResult:
     foreign_open_orders: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class TriageFinding:
+    """What one lookup by client order id found: the order's status and the exchange's
+    time of it when the exchange knew the order (evidence of an incident's cause)."""
+
+    client_order_id: str
+    outcome: TriageOutcome
+    status: OrderStatus | None = None
+    update_ts_ms: int | None = None
+
+
 @dataclass(slots=True)
 class ReconcileResult:
     """What one reconcile cycle found."""
@@ -65,6 +76,7 @@ class ReconcileResult:
     cleared_incidents: list[Mismatch]
     triage: Counter[TriageOutcome] = field(default_factory=Counter)
     foreign_open_orders: int = 0
+    triaged: list[TriageFinding] = field(default_factory=list)
 
 
 class IncidentTracker:
@@ -252,6 +264,7 @@ class ReconcileEngine:
             del self._misses[cid]
         budget = self.config.triage_query_budget
         threshold = self.config.triage_miss_threshold
+        findings: list[TriageFinding] = []
         for e in sorted(det.missing_candidates, key=_candidate_order):
             cid = e.client_order_id
             if port is None or self.config.triage_query_budget == 0:
@@ -266,11 +279,20 @@ class ReconcileEngine:
             budget -= 1
             outcome, found = await self._triage_one(e, port, now_ms)
             triage[outcome] += 1
+            current = self.observed.get_order(cid)
+            findings.append(
+                TriageFinding(
+                    cid,
+                    outcome,
+                    current.status if current is not None else None,
+                    current.update_ts_ms if current is not None else None,
+                )
+            )
             if found is not None:
                 mismatches.append(found)
         mismatches.sort(key=_mismatch_order)
         new, cleared = self.incidents.update(mismatches)
-        return ReconcileResult(mismatches, new, cleared, triage, det.foreign_open_orders)
+        return ReconcileResult(mismatches, new, cleared, triage, det.foreign_open_orders, findings)
 
     async def _triage_one(
         self, e: ExpectedOrder, port: OrderQuery, now_ms: int

@@ -198,6 +198,14 @@ def is_ours(
     )
 
 
+def id_family(client_order_id: str) -> str | None:
+    """The exchange id family (its stem in ``EXCHANGE_ID_FAMILIES``) an id belongs to, if any."""
+    for stem, _what in EXCHANGE_ID_FAMILIES:
+        if client_order_id.startswith(stem):
+            return stem
+    return None
+
+
 def exchange_family(prefix: str) -> tuple[str, str] | None:
     """The exchange id family ``prefix`` overlaps, if any: one starts with the other, so
     an id of that family could start with the prefix, or ours would look like the family's."""

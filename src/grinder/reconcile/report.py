@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
+from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import LOGGER_NAME, log_event
 from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
@@ -154,6 +155,20 @@ def _result_fields(result: ActionResult, repeated: int) -> dict[str, Any]:
     return fields
 
 
+class IncidentSink(Protocol):
+    """The incident ledger's hook (``grinder.incidents.sink.IncidentLedger``)."""
+
+    def triaged(self, findings: Iterable[TriageFinding]) -> None: ...
+
+    def incidents(
+        self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]
+    ) -> Mapping[tuple[str, str, str], Mapping[str, Any]]: ...
+
+    def result(self, result: ActionResult) -> None: ...
+
+    def run_end(self, run_id: str, standing: Iterable[Mismatch]) -> None: ...
+
+
 def _mismatch_fields(m: Mismatch) -> dict[str, Any]:
     d = m.as_dict()
     d.update(m.details)
@@ -169,9 +184,11 @@ class Reporter:
         metrics: ReconcileMetrics | None = None,
         audit: AuditWriter | None = None,
         logger: logging.Logger | None = None,
+        ledger: IncidentSink | None = None,
     ) -> None:
         self.metrics = metrics
         self.audit = audit
+        self.ledger = ledger
         self.log = logger or logging.getLogger(f"{LOGGER_NAME}.reconcile")
         self.repeats = RepeatFilter()
         self._held: dict[IncidentKey, dict[str, Any]] = {}
@@ -184,9 +201,14 @@ class Reporter:
 
     # --- incidents -----------------------------------------------------------------------
 
+    def triaged(self, findings: Iterable[TriageFinding]) -> None:
+        if self.ledger is not None:
+            self.ledger.triaged(findings)
+
     def incidents(self, run_id: str, new: Iterable[Mismatch], cleared: Iterable[Mismatch]) -> None:
-        cleared = list(cleared)
+        new, cleared = list(new), list(cleared)
         self.repeats.forget(m.key for m in cleared)
+        ids = self.ledger.incidents(run_id, new, cleared) if self.ledger is not None else {}
         for m in new:
             if self.metrics is not None:
                 self.metrics.mismatch.labels(type=m.type.value).inc()
@@ -196,9 +218,16 @@ class Reporter:
                 logging.WARNING,
                 run_id=run_id,
                 **_mismatch_fields(m),
+                **ids.get(m.key, {}),
             )
         for m in cleared:
-            log_event(self.log, Event.RECONCILE_MISMATCH_CLEARED, run_id=run_id, **m.as_dict())
+            log_event(
+                self.log,
+                Event.RECONCILE_MISMATCH_CLEARED,
+                run_id=run_id,
+                **m.as_dict(),
+                **ids.get(m.key, {}),
+            )
 
     def skipped(
         self, run_id: str, mode: Mode, skipped: Iterable[tuple[Mismatch, SkipReason]]
@@ -244,6 +273,8 @@ class Reporter:
     def result(self, ctx: RunContext, result: ActionResult) -> None:
         self._count(result)
         m = result.mismatch
+        if self.ledger is not None:
+            self.ledger.result(result)  # every result: the ledger keeps the steps itself
         held = self._held.pop(m.key, None)
         repeated = self.repeats.report(m.key, result_outcome(result))
         if repeated is None:
@@ -292,6 +323,8 @@ class Reporter:
     # --- the run -------------------------------------------------------------------------
 
     def run(self, report: RunReport, *, snapshot_age_s: float | None = None) -> None:
+        if self.ledger is not None:
+            self.ledger.run_end(report.run_id, report.mismatches)
         if self.metrics is not None:
             mx = self.metrics
             mx.runs.inc()

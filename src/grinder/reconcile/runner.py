@@ -50,6 +50,7 @@ class ReconcileRunner:
             report.cleared_incidents = found.cleared_incidents
             report.triage = found.triage
             report.foreign_open_orders = found.foreign_open_orders
+            self.reporter.triaged(found.triaged)
             self.reporter.incidents(ctx.run_id, found.new_incidents, found.cleared_incidents)
             # Dry-run plans a standing mismatch once: live mode would have acted on it
             # and it would have cleared, so re-planning it every run overstates the plan.

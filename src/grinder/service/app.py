@@ -61,6 +61,7 @@ from grinder.service.control import Controls, build_control_app, start_control_s
 from grinder.service.deadman import DeadmanSwitch
 from grinder.service.ha import ServiceHa
 from grinder.service.httpd import build_metrics_app, listen_error, start_site
+from grinder.service.incidents import IncidentLedger, add_incident_routes, open_ledger
 from grinder.service.live import ALLOW_MAINNET, LiveSettings
 from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
@@ -169,6 +170,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.deadman: DeadmanSwitch | None = None
         self.deadman_metrics = DeadmanMetrics(self.registry)
         """Exported whether the switch runs or not (``grinder_deadman_enabled`` 0: off)."""
+        self.ledger: IncidentLedger | None = None
         self.stop_event = asyncio.Event()
         self.shutdown = ShutdownDeadline()
         self.ready = False
@@ -216,7 +218,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             self.observed,
             step_sizes={s: f.step_size for s, f in filters.items()},
         )
-        reporter = Reporter(metrics=self.metrics, audit=self.audit, logger=log)
+        self.ledger = open_ledger(self)
+        reporter = Reporter(metrics=self.metrics, audit=self.audit, logger=log, ledger=self.ledger)
         self.executor = RemediationExecutor(
             config=self.config,
             port=port,
@@ -279,9 +282,9 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self._sites.append(runner)
         self.metrics_url = f"http://{self.opts.metrics_host}:{bound}/metrics"
         if self.control_socket is not None and self.controls is not None:
-            control = await start_control_site(
-                build_control_app(self.controls), self.control_socket
-            )
+            control_app = build_control_app(self.controls)
+            add_incident_routes(control_app, self.ledger)
+            control = await start_control_site(control_app, self.control_socket)
             self._sites.append(control)
             self._control_inode = self.control_socket.lstat().st_ino
 
@@ -330,6 +333,8 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             await bounded(self.venue.close(), deadline.part(VENUE_CLOSE_S), "venue")
         if self.expected is not None:
             self.expected.close()
+        if self.ledger is not None:
+            self.ledger.close()
         log.info("SERVICE_STOPPED stop_s=%.2f", deadline.elapsed())
 
     def install_signals(self) -> None:

@@ -28,6 +28,7 @@ from grinder.exchange.binance.apply import apply_user_event
 from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
 from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
 from grinder.exchange.metrics import ExchangeMetrics
+from grinder.incidents.sink import IncidentLedger
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.metrics import ReconcileMetrics
@@ -55,6 +56,7 @@ class ServiceLoop:
     expected: ExpectedSource | None
     venue: VenueConnection | None
     runner: ReconcileRunner | None
+    ledger: IncidentLedger | None
     metrics: ReconcileMetrics
     smetrics: ServiceMetrics
     xmetrics: ExchangeMetrics
@@ -228,6 +230,8 @@ class ServiceLoop:
 
     def _on_event(self, event: UserEvent) -> None:
         self.xmetrics.observe_event(event.event_type)
+        if self.ledger is not None:
+            self.ledger.evidence.record(event)  # what may explain an incident later
         changed = apply_user_event(self.observed, event)
         if not changed:
             return

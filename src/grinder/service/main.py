@@ -82,6 +82,7 @@ def print_configuration(tee: Tee, opts: ServiceOptions, run_dir: RunDir | None) 
         ("max_notional", f"{cfg.max_flatten_notional_usdt} USDT"),
         ("duration", f"{opts.duration_s:g}s" if opts.duration_s else "until signalled"),
         ("expected_state", _expected_label(opts)),
+        ("incidents", _ledger_label(opts)),
         ("ha", _ha_label(opts)),
         ("config_file", str(opts.config_path) if opts.config_path else "-"),
         ("run_dir", str(run_dir.path) if run_dir else "-"),
@@ -94,6 +95,12 @@ def _expected_label(opts: ServiceOptions) -> str:
     if opts.expected_db:
         return str(opts.expected_db)
     return "redis (shared)" if opts.ha is not None else "memory"
+
+
+def _ledger_label(opts: ServiceOptions) -> str:
+    if opts.ledger_db:
+        return str(opts.ledger_db)
+    return "redis (shared)" if opts.ha is not None else "memory (--ledger-db FILE keeps them)"
 
 
 def _ha_label(opts: ServiceOptions) -> str:

@@ -104,6 +104,10 @@ class ServiceConfig(CheckedModel):
     """After a missing order's lookup says "not found", look again this soon (one
     query each time) instead of waiting for the next full pass."""
     stream_keepalive_s: PosFloat = 1800.0
+    incident_retention_days: PosFloat = 30.0
+    """Cleared incidents are kept this long in the ledger (open ones always)."""
+    incident_max_count: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 10_000
+    """At most this many incidents in the ledger: the oldest cleared ones go first."""
     sim_seed: int = 1
     sim_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
 
@@ -210,6 +214,7 @@ class ServiceFlags:
     redis_url: str | None = None
     instance_id: str | None = None
     redis_namespace: str | None = None
+    ledger_db: str | None = None
 
     def __repr__(self) -> str:
         return masked_repr(self)
@@ -236,6 +241,10 @@ class ServiceOptions:
     """``--create-expected-db``: a missing ``expected_db`` is created (empty, no bot heartbeat)
     instead of refused."""
     control_socket: Path | None = None
+    ledger_db: Path | None = None
+    """The incident ledger's SQLite file (a service alone); None: in memory, or in Redis
+    under HA."""
+    ledger_db_where: str = "--ledger-db"
     artifacts_dir: Path | None = None
     artifact_ttl_days: float = DEFAULT_ARTIFACT_TTL_DAYS
     env: RuntimeEnv = field(default_factory=lambda: RuntimeEnv.from_env({}))
@@ -300,6 +309,13 @@ def resolve(
         )
     ha = _ha_settings(flags, src, file_cfg.ha)
     _check_deadman(file_cfg.deadman, config_path, venue, ha, runtime.allow_mainnet_trade)
+    ledger_db = _path(flags.ledger_db) or env_path(src, "GRINDER_LEDGER_DB", None)
+    ledger_db_where = "--ledger-db" if flags.ledger_db else "GRINDER_LEDGER_DB"
+    if ledger_db is not None and ha is not None:
+        raise ConfigError(
+            f"{ledger_db_where}: with HA (a Redis URL) the incident ledger is kept in Redis, "
+            "shared by the instances; leave out the ledger file"
+        )
     return ServiceOptions(
         venue=venue,
         venue_url=flags.venue_url,
@@ -315,6 +331,8 @@ def resolve(
         expected_db_where=expected_db_where,
         create_expected_db=flags.create_expected_db,
         control_socket=_path(flags.control_socket),
+        ledger_db=ledger_db,
+        ledger_db_where=ledger_db_where,
         artifacts_dir=artifacts,
         artifact_ttl_days=ttl_days,
         env=runtime,

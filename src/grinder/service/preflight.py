@@ -7,7 +7,8 @@ so bad input found there changes nothing.
 ``check_outputs`` runs after the event log is open (``--log-file`` creates its folder,
 as the runbooks' ``/var/log/grinder/app.log`` needs): the folders of ``--metrics-out`` and
 ``--audit-out`` must exist, since a missing one is most likely a typo, while the service
-creates the folders of ``BUDGET_STATE_PATH`` and ``GRINDER_AUDIT_PATH`` as it always did.
+creates the folders of ``BUDGET_STATE_PATH`` and ``GRINDER_AUDIT_PATH`` as it always did,
+and of ``--ledger-db`` (a new ledger starts empty, which loses nothing).
 Each of them must be writable, so no artifact write at exit fails for a bad path.
 """
 
@@ -18,6 +19,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from grinder.incidents.records import LedgerError
+from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.config import ConfigError
 from grinder.service.control import check_socket_path
 from grinder.service.options import ServiceOptions
@@ -38,6 +41,23 @@ def check_inputs(opts: ServiceOptions, control_socket: Path, env: Mapping[str, s
     check_socket_path(control_socket, control_socket_where(opts, env))
     if opts.expected_db is not None:
         check_expected_db(opts.expected_db, opts.expected_db_where, create=opts.create_expected_db)
+    if opts.ledger_db is not None:
+        check_ledger_db(opts.ledger_db, opts.ledger_db_where)
+
+
+def check_ledger_db(path: Path, where: str) -> None:
+    """An existing (non-empty) file must be an incident ledger that reads back whole; a
+    missing one is created at start (``check_outputs`` creates its folder)."""
+    if not _exists(path, where):
+        return
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            return
+        SqliteIncidentStore(path, readonly=True).close()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot use {path} ({exc.strerror})") from None
+    except LedgerError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def check_expected_db(path: Path, where: str, *, create: bool = False) -> None:
@@ -75,6 +95,8 @@ def check_outputs(opts: ServiceOptions) -> None:
         check_output_file(opts.env.audit_path, "GRINDER_AUDIT_PATH", create_folder=True)
     if opts.env.budget_state_path is not None:
         check_output_file(opts.env.budget_state_path, "BUDGET_STATE_PATH", create_folder=True)
+    if opts.ledger_db is not None:
+        check_output_file(opts.ledger_db, opts.ledger_db_where, create_folder=True)
 
 
 def check_output_file(path: Path, where: str, *, create_folder: bool) -> None:

@@ -44,6 +44,7 @@ from grinder.exchange.binance.parsing import (
     parse_user_event,
 )
 from grinder.exchange.binance.rest import BinanceRestClient
+from grinder.exchange.binance.stream_windows import ReconnectWindows
 from grinder.exchange.port import ExchangeError
 
 log = logging.getLogger("grinder.exchange.stream")
@@ -116,6 +117,8 @@ class UserDataStream:
         self._rng = rng or random.Random()
         self.stats = StreamStats()
         self.state = StreamState.DISCONNECTED
+        self.windows = ReconnectWindows()
+        """When the stream was not live after it first was (its reconnect windows)."""
         self.listen_key: str | None = None
         self._stopping = asyncio.Event()
         self._stop_by: float | None = None
@@ -130,6 +133,10 @@ class UserDataStream:
     def _set_state(self, state: StreamState) -> None:
         if state is not self.state:
             log.info("STREAM_STATE state=%s", state.name)
+            if state is StreamState.LIVE:
+                self.windows.went_live(self._clock())
+            elif self.state is StreamState.LIVE:
+                self.windows.left_live(self._clock())
         self.state = state
         if state is StreamState.LIVE:
             self._live_event.set()

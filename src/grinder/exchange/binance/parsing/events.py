@@ -36,7 +36,10 @@ class OrderUpdate:
     CALCULATED for liquidation/ADL, AMENDMENT, …). ``order.update_ts_ms`` is the
     order's trade time ``o.T``; ``order.created_ts_ms`` is set for ``x`` NEW
     only. ``parent_algo_id`` is ``o.si`` when non-zero (a child order placed
-    by a triggered algo order, ``st`` "ALGO_CONDITION").
+    by a triggered algo order, ``st`` "ALGO_CONDITION"). ``time_in_force`` (``o.f``),
+    ``stp_mode`` (``o.V``) and ``expiry_reason`` (``o.er``, a number or its text: "6" is
+    a GTE_GTC order whose position closed) are kept as sent, None when absent: the
+    evidence of an incident's cause (``grinder.incidents``).
     """
 
     event_type: ClassVar[str] = "ORDER_TRADE_UPDATE"
@@ -47,6 +50,9 @@ class OrderUpdate:
     trade_id: int = 0
     last_filled_qty: Decimal = ZERO
     parent_algo_id: int | None = None
+    time_in_force: str | None = None
+    stp_mode: str | None = None
+    expiry_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +187,20 @@ def _parse_order_trade_update(event: dict[str, Any], seen_ts_ms: int) -> OrderUp
         trade_id=_opt_int(o, "t", kind, "o.") or 0,
         last_filled_qty=_decimal_or_zero(o, "l", kind, "o."),
         parent_algo_id=None if parent is None or parent == 0 else _req_int(o, "si", kind, "o."),
+        time_in_force=_opt_str(o, "f", kind, "o.") or None,
+        stp_mode=_opt_str(o, "V", kind, "o.") or None,
+        expiry_reason=_code(o, "er", kind),
     )
+
+
+def _code(o: dict[str, Any], key: str, kind: str) -> str | None:
+    """A numeric code sent as a number or as its text (``er``), as text; None when absent."""
+    value = o.get(key)
+    if value is None or (type(value) is str and value):
+        return value
+    if type(value) is int:
+        return str(value)
+    raise _field_error(o, key, kind, "o.", "a code (a number or its text)")
 
 
 def _parse_account_update(event: dict[str, Any], seen_ts_ms: int) -> AccountUpdate:
