@@ -156,7 +156,13 @@ def incidents() -> None:
 @incidents.command("list")
 @click.option("--open", "open_only", is_flag=True, help="Only the incidents still open.")
 @click.option("--since", default=None, metavar="WHEN", help="Open at any time since WHEN.")
-@click.option("--limit", type=click.IntRange(1, 1_000_000), default=None, metavar="N")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    metavar="N",
+    help="At most N incidents, the newest first.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
 @_sources
 def list_incidents(
