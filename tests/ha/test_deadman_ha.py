@@ -14,8 +14,8 @@ One deployment, in order:
 3. the leader is killed (kill -9): the next leader renews before the countdown ends --
    the switch does not trip, the bot's order rests;
 4. the bot stops recording: the leader withholds the renewals
-   (``expected_state_stale``), the countdown ends, and the exchange cancels the bot's
-   order.
+   (``expected_state_stale``), the countdown ends, the exchange cancels the bot's
+   order, and the incident ledger records the cause (``bot_stopped``).
 
 Figures (renewal gaps at each handover, the trip's delay after the countdown) are printed.
 """
@@ -93,6 +93,7 @@ async def test_the_switch_follows_the_leader_and_trips_when_the_bot_stops(
 ) -> None:
     from grinder.clock import wall_clock_ms
     from grinder.ha.connection import RedisConnection
+    from grinder.reconcile.labels import IncidentCause
     from grinder.reconcile.types import ExpectedOrder, Side
     from grinder.state.redis_store import RedisExpectedStore
 
@@ -191,11 +192,25 @@ async def test_the_switch_follows_the_leader_and_trips_when_the_bot_stops(
             "grinder_deadman_renewals_withheld_total", reason="expected_state_stale"
         )
         assert withheld >= 1
+        # The incident ledger (in Redis under HA) says why the bot's order is gone.
+        record = await wait_until_async(
+            lambda: _bot_order_incident(conn), "the ledger's incident of the bot's order", 20
+        )
+        assert record.cause is IncidentCause.BOT_STOPPED, record
+        figures["ledger_cause"] = record.cause.value
         figures["renewals"] = len([r for r in every if r.executed])
     finally:
         conn.close()
     with capsys.disabled():
         print("\nDead-man switch figures: " + " ".join(f"{k}={v}" for k, v in figures.items()))
+
+
+def _bot_order_incident(conn: Any) -> Any:
+    from grinder.incidents.redis_store import RedisIncidentStore
+
+    store = RedisIncidentStore(conn)
+    found = [r for r in store.open_incidents() if r.client_order_id == BOT_ORDER]
+    return found[0] if found else None
 
 
 def _gap(witness: RenewalWitness, old: str, new: str, since_ms: int) -> int:

@@ -341,6 +341,20 @@ def test_an_order_of_ours_while_the_bots_heartbeat_was_stale() -> None:
     assert fresh.cause is C.UNKNOWN
 
 
+def test_an_order_the_exchange_ended_while_the_bot_was_stopped(corpus: Corpus) -> None:
+    # The dead-man switch's countdown ends: the exchange cancels the resting order of a bot
+    # that stopped recording; the bot still holds it open.
+    msg = copy.deepcopy(corpus("docs_ORDER_TRADE_UPDATE.json"))
+    msg["o"].update(c=ours(15), x="CANCELED", X="CANCELED")
+    m = divergence(ours(15), "BTCUSDT", "CANCELED")
+    stopped = classify(facts(book_of(msg), m, SEEN, heartbeat_age_s=120.0))
+    assert stopped.cause is C.BOT_STOPPED
+    assert [e.kind for e in stopped.evidence] == ["heartbeat", "order_status"]
+    assert "still holds it open" in stopped.evidence[1].summary
+    live = classify(facts(book_of(msg), m, SEEN, heartbeat_age_s=5.0))
+    assert live.cause is C.UNKNOWN  # a live bot's order ended without a reason: not decided
+
+
 def test_unknown_keeps_what_was_looked_at(corpus: Corpus) -> None:
     msg = copy.deepcopy(corpus("docs_ORDER_TRADE_UPDATE.json"))
     msg["o"].update(c=ours(14), x="CANCELED", X="CANCELED")

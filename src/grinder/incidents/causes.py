@@ -18,7 +18,9 @@ orders (``client_order_id`` set)
   3. the status the exchange gave without an event: ``EXPIRED_IN_MATCH``;
   4. triage found the order ended: in a reconnect window (stream gap), else a
      stream event the service never received;
-  5. an order of ours the bot never recorded while its heartbeat was stale (bot stopped).
+  5. an order of ours the bot never recorded while its heartbeat was stale (bot stopped);
+  6. an order the bot holds open that the exchange ended (CANCELED, EXPIRED) while the
+     bot's heartbeat was stale (bot stopped: the dead-man switch's countdown, D62).
 
 positions
   1. the fills on the position (symbol, side) that no order of the bot's made, from a
@@ -137,7 +139,30 @@ def _order_cause(facts: CaseFacts, cid: str) -> CauseVerdict | None:
         return _triage_cause(triage, facts.windows)
     if m.type is MismatchType.ORDER_EXISTS_UNEXPECTED:
         return _bot_stopped(facts)
+    if m.type is MismatchType.ORDER_STATUS_DIVERGENCE and m.observed_status in ENDED_UNFILLED:
+        return _ended_while_stopped(facts, cid, m.observed_status)
     return None
+
+
+ENDED_UNFILLED = frozenset({OrderStatus.CANCELED.value, OrderStatus.EXPIRED.value})
+"""What the exchange ends a resting order with when nobody asked it to (no expiry reason
+of its own): the dead-man switch's countdown, among others."""
+
+
+def _ended_while_stopped(facts: CaseFacts, cid: str, status: str) -> CauseVerdict | None:
+    """An order the bot holds open that the exchange ended while the bot's heartbeat was
+    stale: the bot stopped (with the dead-man switch on, its countdown cancels the orders
+    of a bot that stopped recording, D62)."""
+    stopped = _bot_stopped(facts)
+    if stopped is None:
+        return None
+    ended = Evidence(
+        "order_status",
+        f"the exchange reports {cid} {status} while the bot still holds it open",
+        facts.now_ms,
+        (("status", status),),
+    )
+    return CauseVerdict(C.BOT_STOPPED, (*stopped.evidence, ended))
 
 
 def _id_cause(cid: str, facts: CaseFacts) -> IncidentCause | None:
