@@ -45,11 +45,12 @@ from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sink import IncidentLedger
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import IncidentStore, MemoryIncidentStore
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult, RemediationExecutor
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.report import Reporter
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.runner import ReconcileRunner

@@ -26,11 +26,11 @@ from grinder.incidents import ledger as core
 from grinder.incidents.causes import CauseVerdict
 from grinder.incidents.records import Evidence, IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
 from grinder.service.app import ReconcileService

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grinder.exchange.fake import FakePort
+from grinder.reconcile.actions import RunContext
 from grinder.reconcile.budget import BudgetState, BudgetTracker, RunBudget, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.explain import HOW_TO_OPEN, Outcome, Verdict, explain
 from grinder.reconcile.labels import BlockReason
-from grinder.reconcile.remediation import RemediationExecutor, RunContext
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 
 NOW = 1_704_110_400_000  # 2024-01-01 12:00 UTC

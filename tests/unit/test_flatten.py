@@ -10,11 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grinder.exchange.fake import FakePort
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.flatten import bounded_price, flatten_order
 from grinder.reconcile.labels import AttemptOutcome, ResultStatus
-from grinder.reconcile.remediation import ActionResult, RemediationExecutor
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     Mismatch,

@@ -23,8 +23,8 @@ from grinder.incidents.records import (
     LedgerCorrupt,
     LedgerError,
 )
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, IncidentCause, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
 from tests.support.ids import ours

@@ -34,8 +34,8 @@ from grinder.incidents.records import (
 from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import MemoryIncidentStore
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
 from tests.support.ids import ours

@@ -21,6 +21,7 @@ from grinder.exchange.fake import FakePort
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, TransientExchangeError
 from grinder.operator.decide import Lift, SetWord
 from grinder.operator.stores import MemoryOperatorStore
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import REMEDIATION_SEQ_MAX, parse_client_order_id
@@ -32,7 +33,7 @@ from grinder.reconcile.labels import (
     ResultStatus,
     SkipReason,
 )
-from grinder.reconcile.remediation import DRY_RUN, LIVE, ActionResult, RemediationExecutor
+from grinder.reconcile.remediation import DRY_RUN, LIVE, RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     ExpectedOrder,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, FailReason, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.repeats import Outcome, RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType

@@ -50,10 +50,11 @@ from grinder.cli.errors import EXIT_FAILED, EXIT_OK, UsageError
 from grinder.cli.options import metrics_url_of, metrics_url_option, url_option
 from grinder.clock import wall_clock_ms
 from grinder.exchange.fake import FakePort
+from grinder.reconcile.actions import RunContext
 from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict, explain
-from grinder.reconcile.remediation import RemediationExecutor, RunContext
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import PositionSide
 from grinder.redaction import mask_url

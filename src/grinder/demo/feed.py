@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import format_event
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.repeats import RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.routing import ActionKind

@@ -32,8 +32,8 @@ from grinder.incidents.records import (
     LedgerError,
     Step,
 )
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import IncidentCause, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 from grinder.reconcile.types import Mismatch
 
 MAX_STEPS = 50

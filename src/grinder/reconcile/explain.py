@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from grinder.reconcile.actions import RunContext
 from grinder.reconcile.gates import (
     HOW_TO_OPEN,
     GateCheck,
@@ -22,7 +23,7 @@ from grinder.reconcile.gates import (
     expected_state_detail,
 )
 from grinder.reconcile.labels import BlockReason, Mode
-from grinder.reconcile.remediation import RemediationExecutor, RunContext
+from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 
 __all__ = [

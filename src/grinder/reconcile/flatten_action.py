@@ -31,11 +31,8 @@ from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import ZERO, ObservedOrder, OrderStatus, PositionSide
 
 if TYPE_CHECKING:
-    from grinder.reconcile.remediation import (
-        ActionResult,
-        RemediationExecutor,
-        RunContext,
-    )
+    from grinder.reconcile.actions import ActionResult, RunContext
+    from grinder.reconcile.remediation import RemediationExecutor
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,9 @@ import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.port import (
@@ -57,11 +57,17 @@ from grinder.exchange.port import (
     ExchangePort,
     WriteWithheld,
 )
+from grinder.reconcile.actions import (
+    ActionResult,
+    CooldownSource,
+    OperatorGuard,
+    RemediationReporter,
+    RunContext,
+)
 from grinder.reconcile.budget import (
     BudgetRefused,
     BudgetStateError,
     BudgetTracker,
-    RunBudget,
     budget_verdict,
 )
 from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
@@ -94,99 +100,8 @@ RETRY_DELAYS_S = (0.2, 0.5)
 """Pause before the 2nd and each later attempt of one action (the last value repeats)."""
 
 
-@dataclass(slots=True)
-class RunContext:
-    """Per-run state of the executor: limits, run budget and cooldown anchors."""
-
-    run_id: str
-    started_ms: int
-    live_anchor_ms: int | None
-    dry_anchor_ms: int | None
-    budget: RunBudget = field(default_factory=RunBudget)
-    dry_budget: RunBudget = field(default_factory=RunBudget)
-    actions: int = 0
-    symbols: set[str] = field(default_factory=set)
-    executed: int = 0
-    in_flight: ActionResult | None = None
-    """The result to report if the action now executing is cut short (a service stop)
-    after it sent something: a write awaiting its answer (failed, outcome unknown), or
-    the pause or position read before its next attempt (failed as the last one did)."""
-    action_mode: Mode | None = None
-    """The mode the action now executing started in: its result's ``mode``, whatever a
-    rollback changes meanwhile."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    """The outcome of one remediation candidate."""
-
-    run_id: str
-    kind: ActionKind
-    mismatch: Mismatch
-    status: ResultStatus
-    mode: Mode
-    reason: str | None = None
-    notional: Decimal | None = None
-    qty: Decimal | None = None
-    remediation_order_id: str | None = None
-    error: str | None = None
-    ts_ms: int = 0
-    attempts: tuple[AttemptOutcome, ...] = ()
-    """Each attempt to send the write, in order (empty when none was made)."""
-    blocked_by: tuple[BlockReason, ...] = ()
-    """Every gate of the chain that blocked it, in order (the first is ``reason``); empty
-    when the chain did not (a block at the wire or the budget's reservation: ``reason``)."""
-    error_type: str | None = None
-    """The type of the error it failed with (``IpBanned``, ...): what tells one failure
-    from another, where the error's text carries times and figures."""
-
-    @property
-    def symbol(self) -> str:
-        return self.mismatch.symbol
-
-    @property
-    def client_order_id(self) -> str | None:
-        return self.mismatch.client_order_id
-
-    @property
-    def blocking(self) -> tuple[str, ...]:
-        """The gates that block it: ``blocked_by``, else ``reason``; empty unless blocked."""
-        if self.status is not ResultStatus.BLOCKED:
-            return ()
-        return tuple(self.blocked_by) or ((self.reason,) if self.reason is not None else ())
-
-
-class CooldownSource(Protocol):
-    """The time of the last remediation write of any instance (HA), None when unknown."""
-
-    def last_write_ms(self) -> int | None: ...
-
-
 def _latest(*values: int | None) -> int | None:
     return max((v for v in values if v is not None), default=None)
-
-
-class OperatorGuard(Protocol):
-    """The operator's standing words (``grinder.service.operator.OperatorControl``): read at
-    every run's start and, atomically with marking the write as on its way, right before
-    every request; what they say is applied to the live settings the gates read."""
-
-    @property
-    def problem(self) -> str | None: ...
-
-    def refresh(self) -> None: ...
-
-    def begin_write(self) -> None: ...
-
-    def end_write(self) -> None: ...
-
-
-class RemediationReporter(Protocol):
-    """Told of each attempt before it is made, and of each result."""
-
-    def attempt(self, ctx: RunContext, routed: Routed, mode: Mode) -> None: ...
-
-    def result(self, ctx: RunContext, result: ActionResult) -> None: ...
 
 
 class RemediationExecutor:

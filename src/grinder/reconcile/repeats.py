@@ -24,8 +24,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import AttemptOutcome, Mode, ResultStatus
-from grinder.reconcile.remediation import ActionResult
 
 IncidentKey = tuple[str, str, str]
 """``Mismatch.key``: the same key in consecutive runs is one incident."""

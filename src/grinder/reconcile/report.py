@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from grinder.reconcile.actions import ActionResult, RunContext
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.logs import LOGGER_NAME, log_event
 from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
-from grinder.reconcile.remediation import ActionResult, RunContext
 from grinder.reconcile.repeats import IncidentKey, RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType
