@@ -86,7 +86,9 @@ def test_a_failover_must_fit_inside_the_countdown() -> None:
         ).check_with_ha(10.0)
         is None
     )
-    assert replace_enabled(cfg, False).check_with_ha(10.0) is None
+    # Off but listed, a reload could switch it on: checked all the same.
+    assert replace_enabled(cfg, False).check_with_ha(10.0) is not None
+    assert DeadmanConfig(countdown_s=17.0, renew_interval_s=5.0).check_with_ha(10.0) is None
 
 
 def replace_enabled(cfg: DeadmanConfig, enabled: bool) -> DeadmanConfig:
@@ -306,3 +308,31 @@ def test_the_runbook_example_is_a_table_the_service_accepts(tmp_path: Path) -> N
     assert cfg.enabled
     assert cfg.symbols == ["BTCUSDT"]
     assert (cfg.countdown_s, cfg.renew_interval_s) == (120.0, 30.0)
+
+
+def test_a_listed_switch_is_checked_at_start_even_when_off(tmp_path: Path) -> None:
+    """A reload may switch it on; the rules that need the rest of the settings are checked
+    at start whenever symbols are listed."""
+    path = tmp_path / "grinder.toml"
+    path.write_text(
+        '[deadman]\nenabled = false\nsymbols = ["BTCUSDT"]\ncountdown_s = 17.0\n'
+        "renew_interval_s = 5.0\n"
+    )
+    ha = ServiceFlags(config=str(path), redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigError, match="could trip during a failover"):
+        resolve(ha, {})
+    with pytest.raises(ConfigError, match="needs ALLOW_MAINNET_TRADE=1"):
+        resolve(ServiceFlags(config=str(path), venue="mainnet"), {})
+    assert not resolve(ServiceFlags(config=str(path)), {}).deadman.enabled
+
+
+def test_a_failing_stop_is_sent_again_at_the_renewals_pace_not_every_tick() -> None:
+    h = Harness()
+    h.tick()
+    h.switch.set_enabled(False)
+    h.port.fail_always["countdown_cancel_all"] = TransientExchangeError("503", http_status=503)
+    for _ in range(60):  # a minute of one-second ticks
+        h.tick(1_000)
+    stops = [r for r in h.renewals() if r["countdown_ms"] == 0]
+    # Half the 5 s renewal interval apart at least: on 1 s ticks, every third one.
+    assert len(stops) == 20

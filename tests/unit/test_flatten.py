@@ -142,3 +142,38 @@ def test_a_market_flatten_filled_whole_is_one_request_as_before() -> None:
     result = run_flatten(port)
     assert [c.method for c in port.calls if c.is_write] == ["place_reduce_only_market"]
     assert (result.status, result.qty, result.error) == (ResultStatus.EXECUTED, D("0.1"), None)
+
+
+def test_a_later_round_never_sends_more_than_the_unfilled_rest_or_the_reservation() -> None:
+    order = flatten_order(D("1.000"), D("0.001"), D("100"))
+    assert order is not None
+    assert order.notional == D("100.000")
+    # The position grew meanwhile (a resting bid of the bot filled): still only the rest.
+    assert order.rest_qty(D("2.000"), D("0.001"), D("0.500"), D("100")) == D("0.500")
+    # The price rose by half: the unspent 50 USDT buys a third of a unit.
+    assert order.rest_qty(D("2.000"), D("0.001"), D("0.000"), D("150")) == D("0.666")
+    assert order.rest_qty(D("2.000"), D("0.001"), D("0.500"), D("150")) == D("0.333")
+    # All filled, gone, or on the other side: nothing.
+    assert order.rest_qty(D("2.000"), D("0.001"), D("1.000"), D("100")) == 0
+    assert order.rest_qty(D("0"), D("0.001"), D("0.200"), D("100")) == 0
+    assert order.rest_qty(D("-1"), D("0.001"), D("0.200"), D("100")) == 0
+
+
+def test_rounds_stop_at_the_first_orders_quantity_when_the_position_grows() -> None:
+    port = port_with("1.000", ["0.500", "0.500", "1.000"])
+
+    grown = [False]
+    original = port._reduce
+
+    def reduce_then_grow(*args: object, **kw: object) -> object:
+        order = original(*args, **kw)  # type: ignore[arg-type]
+        if not grown[0]:  # after the first request: the bot's bid fills, the long grows
+            grown[0] = True
+            port.positions[("BTCUSDT", PositionSide.BOTH)].qty += D("1.500")
+        return order
+
+    port._reduce = reduce_then_grow  # type: ignore[method-assign]
+    result = run_flatten(port)
+    sent_qty = [a["qty"] for a in sent(port)]
+    assert sum(sent_qty) <= D("1.000") + D("0.500")  # requests: 1.000, then the 0.500 rest
+    assert result.qty == D("1.000")  # never more than the first order filled in all

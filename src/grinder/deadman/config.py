@@ -14,6 +14,9 @@ Off by default. The rules (checked at start; a reload changes only ``enabled``):
 * under HA, ``check_with_ha``: a failover hands over within the countdown -- the
   countdown exceeds the lease TTL (a dead leader is replaced after it) plus one renewal
   interval plus ``HANDOVER_MARGIN_S``.
+
+The rules that need the rest of the settings apply whenever the switch can run
+(``can_run``: enabled, or symbols listed -- a reload can switch a listed switch on).
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ class DeadmanConfig(CheckedModel):
         return len(self.symbols) * COUNTDOWN_WEIGHT * RETRY_FACTOR * 60 / self.renew_interval_s
 
     @property
+    def can_run(self) -> bool:
+        """Whether the service runs the switch: enabled, or symbols listed (a reload may then
+        switch it on), so every rule that needs the rest of the settings applies."""
+        return self.enabled or bool(self.symbols)
+
+    @property
     def countdown_ms(self) -> int:
         return round(self.countdown_s * 1000)
 
@@ -108,7 +117,7 @@ class DeadmanConfig(CheckedModel):
 
     def check_with_service(self, max_snapshot_interval_s: float) -> str | None:
         """Why this table does not fit the service's snapshot pacing, or None."""
-        if self.enabled and self.max_snapshot_age_s < max_snapshot_interval_s:
+        if self.can_run and self.max_snapshot_age_s < max_snapshot_interval_s:
             return (
                 f"max_snapshot_age_s ({self.max_snapshot_age_s:g} s) is shorter than "
                 f"[service] max_snapshot_interval_s ({max_snapshot_interval_s:g} s): every gap "
@@ -119,7 +128,7 @@ class DeadmanConfig(CheckedModel):
     def check_with_ha(self, lease_ttl_s: float) -> str | None:
         """Why a failover could trip the switch with these timings, or None."""
         needed = lease_ttl_s + self.renew_interval_s + HANDOVER_MARGIN_S
-        if self.enabled and self.countdown_s <= needed:
+        if self.can_run and self.countdown_s <= needed:
             return (
                 f"countdown_s ({self.countdown_s:g} s) must exceed the lease TTL "
                 f"({lease_ttl_s:g} s) + renew_interval_s ({self.renew_interval_s:g} s) + "

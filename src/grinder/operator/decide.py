@@ -217,22 +217,29 @@ def judge(
             ancestors=_ancestry(memory.id, memory.ancestors),
         )
         return Reading(restored, write=restored, expected=None)
-    if not knew or memory is None or memory.id == read.id or memory.id in read.ancestors:
+    if not knew or memory is None or memory.id in read.ancestors:
         return Reading(read)
     missing = [w for w in memory.words if read.word(w.field) is None]
+    if memory.id == read.id and (read.revision >= memory.revision or not missing):
+        return Reading(read)
     if not missing and read.lost is not None:
         return Reading(read)
-    lost = read.lost or Lost(
-        instance,
-        now_ms,
-        f"{where} was made anew (id {read.id}) while this instance knew revision "
-        f"{memory.revision} of id {memory.id} ({describe_words(memory.words)})",
-    )
+    if memory.id == read.id:  # the same document at an older revision: writes were lost
+        why = (
+            f"{where} went back to revision {read.revision} while this instance knew revision "
+            f"{memory.revision} ({describe_words(memory.words)})"
+        )
+    else:
+        why = (
+            f"{where} was made anew (id {read.id}) while this instance knew revision "
+            f"{memory.revision} of id {memory.id} ({describe_words(memory.words)})"
+        )
+    lost = read.lost or Lost(instance, now_ms, why)
     marked = read.with_words(
         (*read.words, *missing),
-        revision=read.revision + 1,
+        revision=max(read.revision, memory.revision) + 1,
         lost=lost,
-        ancestors=_ancestry(memory.id, read.ancestors),
+        ancestors=read.ancestors if memory.id == read.id else _ancestry(memory.id, read.ancestors),
     )
     return Reading(marked, write=marked, expected=read)
 

@@ -32,6 +32,25 @@ class FlattenOrder:
             return ZERO
         return min(flatten_quantity(position_qty, step), self.qty)
 
+    def rest_qty(
+        self,
+        position_qty: Decimal,
+        step: Decimal | None,
+        filled: Decimal,
+        price: Decimal | None,
+    ) -> Decimal:
+        """What a later request of the same action may send once ``filled`` of this order
+        has filled: what is left of the position, never more than this order's unfilled
+        rest, nor more than the unspent part of its reservation (``notional``) is worth at
+        ``price`` (the worse of the mark and the limit now; None: unknown, no cap)."""
+        qty = min(self.retry_qty(position_qty, step), self.qty - filled)
+        if qty <= ZERO:
+            return ZERO
+        if self.notional is not None and price is not None and price > 0:
+            unspent = self.notional * (self.qty - filled) / self.qty
+            qty = min(qty, flatten_quantity(unspent / price, step))
+        return qty
+
 
 def flatten_order(
     position_qty: Decimal,

@@ -10,7 +10,9 @@
    attempt the position is read again (and, bounded, the mark: a new limit).
 4. What did not fill -- an IOC's rest beyond the bound, a MARKET order's rest on a thin
    book -- is flattened again from the position read now, within the same reservation
-   and request count, never more than the first order, never on the other side. A rest
+   and request count: never more than the first order's unfilled rest, never more than
+   the unspent part of its reservation is worth at the price now (the worse of the mark
+   and the new limit), never on the other side. A rest
    expired by self-trade prevention (``EXPIRED_IN_MATCH``: the remediation order met a
    resting order of the same account and expired itself, D63) is not sent again: the
    same resting order would stop it again. What is left is for the next run.
@@ -200,9 +202,11 @@ class FlattenAction:
                 error_type=type(exc).__name__,
             )
             return failed if self.filled == ZERO else self._partly(failed)
-        write.qty = self.order.retry_qty(read.position, read.step)
-        if self.bps is not None and read.mark is not None and read.mark > 0:
-            self.limit = bounded_price(self.order.side, read.mark, self.bps, read.tick)
+        mark = read.mark if read.mark is not None and read.mark > 0 else None
+        if self.bps is not None and mark is not None:
+            self.limit = bounded_price(self.order.side, mark, self.bps, read.tick)
+        price = None if mark is None else max(mark, self.limit or mark)
+        write.qty = self.order.rest_qty(read.position, read.step, self.filled, price)
         if write.qty != ZERO:
             return None
         if self.filled != ZERO:

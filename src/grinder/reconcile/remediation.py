@@ -524,7 +524,9 @@ class RemediationExecutor:
     async def _in_flight(self, ctx: RunContext, cut: ActionResult, write: Awaitable[T]) -> T:
         """``await write`` with ``cut`` as the run's write in flight meanwhile: the result
         ``execute`` reports if the run is cancelled before the answer (a service stop).
-        Once it is answered (or failed), its mark as a write on its way is removed."""
+        Once it is answered (or failed), its mark as a write on its way is removed; cut
+        short, the request may still be on its way, and its mark stays until it expires
+        (the operator's command waits for it as for any other, D57)."""
         ctx.in_flight = cut
         try:
             answer = await write
@@ -532,12 +534,15 @@ class RemediationExecutor:
             raise
         except BaseException:
             ctx.in_flight = None
+            self._end_write()
             raise
-        finally:
-            if self.operator is not None:
-                self.operator.end_write()
+        self._end_write()
         ctx.in_flight = None
         return answer
+
+    def _end_write(self) -> None:
+        if self.operator is not None:
+            self.operator.end_write()
 
     @staticmethod
     def _stopped_before_next(failed: ActionResult) -> ActionResult:

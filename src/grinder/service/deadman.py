@@ -200,12 +200,17 @@ class DeadmanSwitch:
 
     async def _stop_countdowns(self) -> None:
         """Switched off: stop each countdown this leadership set (``countdownTime=0``)."""
+        now = self.clock()
+        retry_ms = self.config.renew_interval_ms // 2
         for symbol, renewals in self._renewals.items():
             if renewals.accepted_ms is None:
                 continue
+            if renewals.failed_ms is not None and now < renewals.failed_ms + retry_ms:
+                continue  # a failed stop is sent again at the renewals' pace, not every tick
             try:
                 await self.port.countdown_cancel_all(symbol, 0, authorize=self._authorize)
             except (WriteWithheld, ExchangeError) as exc:
+                self._renewals[symbol] = replace(renewals, failed_ms=now)
                 error = " ".join(f"{type(exc).__name__}: {exc}".split())
                 log_event(log, "DEADMAN_STOP_FAILED", logging.WARNING, symbol=symbol, error=error)
                 continue

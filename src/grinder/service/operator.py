@@ -227,15 +227,19 @@ class OperatorControl:
 
     async def drain(self) -> int | None:
         """Wait (at most a mark's window) until no write marked before now is on its way;
-        the milliseconds waited, None when the store could not say."""
+        the milliseconds waited. When the store cannot say (Redis stopped answering), the
+        whole window is waited out: a write marked before the word has then been answered,
+        or arrives past its ``recvWindow`` and is refused by the exchange."""
         started = self._monotonic()
         deadline = started + MARK_WINDOW_MS / 1000 + 0.5
+        known = True
         while True:
-            try:
-                if self.store.writes_in_flight() == 0:
-                    return int((self._monotonic() - started) * 1000)
-            except OperatorStateError:
-                return None
+            if known:
+                try:
+                    if self.store.writes_in_flight() == 0:
+                        return int((self._monotonic() - started) * 1000)
+                except OperatorStateError:
+                    known = False
             if self._monotonic() > deadline:
                 return int((self._monotonic() - started) * 1000)
             await self._sleep(DRAIN_POLL_S)

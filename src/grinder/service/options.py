@@ -353,15 +353,16 @@ def _check_deadman(
     ha: HaSettings | None,
     allow_mainnet: bool,
 ) -> None:
-    """The rules of ``[deadman]`` that need the rest of the settings."""
-    if not deadman.enabled:
+    """The rules of ``[deadman]`` that need the rest of the settings, whenever the switch
+    can run (a reload may switch a listed one on: it is checked here, at start)."""
+    if not deadman.can_run:
         return
     problem = None if ha is None else deadman.check_with_ha(ha.config.lease_ttl_s)
     if problem is not None:
         raise ConfigError(f"{path} [deadman]: {problem}")
     if venue == "mainnet" and not allow_mainnet:
         raise ConfigError(
-            f"{path} [deadman]: enabled on mainnet needs ALLOW_MAINNET_TRADE=1 in the service's "
+            f"{path} [deadman]: on mainnet needs ALLOW_MAINNET_TRADE=1 in the service's "
             "environment (a tripped switch cancels every open order of its symbols)"
         )
 
