@@ -68,6 +68,7 @@ from grinder.service.metrics import ServiceMetrics
 from grinder.service.operator import OperatorControl
 from grinder.service.options import ServiceOptions
 from grinder.service.runtime_status import ServiceRuntime
+from grinder.service.scheduler import Checks
 from grinder.service.settings import ServiceSettings
 from grinder.service.settings_status import settings_status
 from grinder.service.shutdown import (
@@ -178,7 +179,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.runs = 0
         self.metrics_url: str | None = None
         self._wake = asyncio.Event()
-        self._due: list[int] = []
+        self._checks = Checks()
         self._sites: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_lock = asyncio.Lock()
