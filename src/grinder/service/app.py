@@ -29,7 +29,7 @@ import os
 import signal
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +59,15 @@ from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.service.control import Controls, build_control_app, start_control_site
 from grinder.service.deadman import DeadmanSwitch
-from grinder.service.ha import ServiceHa
+from grinder.service.ha import HaHooks, ServiceHa
 from grinder.service.httpd import build_metrics_app, listen_error, start_site
 from grinder.service.incidents import IncidentLedger, add_incident_routes, open_ledger
-from grinder.service.live import ALLOW_MAINNET, LiveSettings
+from grinder.service.live import ALLOW_MAINNET
 from grinder.service.loop import ServiceLoop
 from grinder.service.metrics import ServiceMetrics
-from grinder.service.operator import OperatorControl
 from grinder.service.options import ServiceOptions
 from grinder.service.runtime_status import ServiceRuntime
+from grinder.service.scheduler import Checks
 from grinder.service.settings import ServiceSettings
 from grinder.service.settings_status import settings_status
 from grinder.service.shutdown import (
@@ -88,12 +88,12 @@ from grinder.state.observed import ObservedStore
 log = logging.getLogger("grinder.service")
 
 
-class ReconcileService(ServiceLoop, ServiceSettings):
+class ReconcileService(ServiceLoop):
     """One running reconciler against one venue.
 
     Its loop (snapshots, scheduled runs) is ``ServiceLoop`` in ``grinder.service.loop``;
-    its settings (exported, changed at run time, reloaded) are ``ServiceSettings`` in
-    ``grinder.service.settings``.
+    its settings (exported, changed at run time, reloaded) are ``settings``, a
+    ``ServiceSettings`` (``grinder.service.settings``).
     """
 
     def __init__(
@@ -129,7 +129,6 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.smetrics = ServiceMetrics(self.registry)
         self.hametrics = HaMetrics(self.registry)
         self.ha = ha
-        self.hagate = ServiceHa(ha, self) if ha is not None else None
         if audit is not None:
             audit.on_error = lambda _exc: self.metrics.audit_write_errors.inc()
         self.audit = audit
@@ -139,26 +138,22 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.control_socket = control_socket
         self._control_inode: int | None = None
         """The inode of the control socket once this service has bound it."""
-        self.gate_env: dict[str, str] = {}
-        self._mainnet_at_start = src.get(ALLOW_MAINNET) == "1"
-        if self._mainnet_at_start:
-            self.gate_env[ALLOW_MAINNET] = "1"
-        self.live = LiveSettings(
-            self.config,
-            armed=opts.armed,
-            gate_env=self.gate_env,
-            on_change=self._on_change,
+        self.settings = ServiceSettings(
+            opts,
+            clock=clock,
+            audit=audit,
+            smetrics=self.smetrics,
+            mainnet_at_start=src.get(ALLOW_MAINNET) == "1",
+            operator_store=operator_store if operator_store is not None else MemoryOperatorStore(),
+            instance=ha.instance_id if ha is not None else f"{socket.gethostname()}-{os.getpid()}",
+            operator_mirror=operator_mirror,
+            deadman=lambda: self.deadman,
             on_armed=self._set_executor_armed,
         )
-        self.operator = OperatorControl(
-            operator_store if operator_store is not None else MemoryOperatorStore(),
-            instance=ha.instance_id if ha is not None else f"{socket.gethostname()}-{os.getpid()}",
-            clock=clock,
-            apply=self.live.apply,
-            check=self._check_settings,
-            mirror=operator_mirror,
-            on_word=self._on_word,
-        )
+        """The settings in force: configured, under the operator's words, reloaded."""
+        self.gate_env = self.settings.gate_env
+        self.live = self.settings.live
+        self.operator = self.settings.operator
         self.observed = ObservedStore()
         self.expected: ExpectedSource | None = None
         self.venue: VenueConnection | None = None
@@ -178,13 +173,18 @@ class ReconcileService(ServiceLoop, ServiceSettings):
         self.runs = 0
         self.metrics_url: str | None = None
         self._wake = asyncio.Event()
-        self._due: list[int] = []
+        self._checks = Checks()
         self._sites: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._snapshot_lock = asyncio.Lock()
         self._last_snapshot_weight = 2 * ALL_SYMBOLS_WEIGHT + 5
         self._run_lock = asyncio.Lock()
         self._expected_live: bool | None = None
+        self.hagate = (
+            None
+            if ha is None
+            else ServiceHa(ha, self.hametrics, self.metrics.ha_is_leader, self._ha_hooks())
+        )
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -236,7 +236,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             operator=self.operator,
         )
         try:  # the operator's standing words, in force before anything is judged
-            self.operator.start(self.configured_settings())
+            self.operator.start(self.settings.configured_settings())
         except OperatorStateError as exc:
             raise ConfigError(f"operator state: {exc}") from None
         self.runner = ReconcileRunner(self.engine, self.executor, reporter=reporter)
@@ -245,12 +245,12 @@ class ReconcileService(ServiceLoop, ServiceSettings):
             self.config,
             self.operator,
             status=self.status,
-            reload=lambda: self.reload_config("control"),
+            reload=lambda: self.settings.reload_config("control"),
             clock=self.clock,
             ha_step_down=self.ha_step_down if ha is not None else None,
             position=self.position,
         )
-        self._observe_settings()
+        self.settings.observe_settings()
         await self._start_http()
         await self.snapshot()
         self.ready = True
@@ -349,7 +349,7 @@ class ReconcileService(ServiceLoop, ServiceSettings):
 
     def _on_sighup(self) -> None:
         try:
-            self.reload_config("sighup")
+            self.settings.reload_config("sighup")
         except ConfigError as exc:
             log.error("CONFIG_RELOAD_FAILED error=%s (settings unchanged)", exc)
 
@@ -570,6 +570,34 @@ class ReconcileService(ServiceLoop, ServiceSettings):
                 "action": self.config.action.value,
                 **fields,
             },
+        )
+
+    def _observe_settings(self) -> None:
+        self.settings.observe_settings()
+
+    def _set_executor_armed(self, armed: bool) -> None:
+        if self.executor is not None:
+            self.executor.armed = armed
+
+    def _ha_hooks(self) -> HaHooks:
+        """What the HA side may ask of this service (``grinder.service.ha``)."""
+
+        def on_acting() -> None:
+            self.schedule(self.clock())
+            if self.deadman is not None:
+                self.deadman.wake()
+
+        def spawn(work: Coroutine[Any, Any, None], name: str) -> None:
+            self._tasks.append(asyncio.create_task(work, name=name))
+
+        return HaHooks(
+            snapshot=self.snapshot,
+            on_acting=on_acting,
+            audit_event=self.audit_event,
+            on_change=self.settings.on_change,
+            refresh_operator=self.operator.refresh,
+            stopping=self.stop_event.is_set,
+            spawn=spawn,
         )
 
     # --- helpers -------------------------------------------------------------------------

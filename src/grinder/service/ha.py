@@ -17,31 +17,55 @@ import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Gauge
 
 from grinder.ha.elector import LeadershipEvent
+from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.reconcile.logs import log_event
-
-if TYPE_CHECKING:
-    from grinder.service.app import ReconcileService
 
 log = logging.getLogger("grinder.service")
 
 HEARTBEAT_S = 0.1
 
 
-class ServiceHa:
-    """Binds one ``HaRuntime`` to a running ``ReconcileService``."""
+@dataclass(frozen=True)
+class HaHooks:
+    """What the HA side asks of the service, and nothing more."""
 
-    def __init__(self, runtime: HaRuntime, service: ReconcileService) -> None:
+    snapshot: Callable[[], Awaitable[None]]
+    """A REST snapshot now (raises when it fails; it logs that itself)."""
+    on_acting: Callable[[], None]
+    """A leadership now acts: a run at once, the dead-man countdown handed over."""
+    audit_event: Callable[[str, dict[str, Any]], None]
+    on_change: Callable[[str, str, Any, Any], None]
+    """``(source, field, old, new)``: logged and audited as ``CONTROL_CHANGE``."""
+    refresh_operator: Callable[[], None]
+    """Read the operator state again (and write back one held here)."""
+    stopping: Callable[[], bool]
+    spawn: Callable[[Coroutine[Any, Any, None], str], None]
+    """Run a task the service cancels at its stop."""
+
+
+class ServiceHa:
+    """Binds one ``HaRuntime`` to the service through ``HaHooks``."""
+
+    def __init__(
+        self, runtime: HaRuntime, hametrics: HaMetrics, leader_gauge: Gauge, hooks: HaHooks
+    ) -> None:
         self.runtime = runtime
-        self.service = service
+        self.hooks = hooks
+        self.hametrics = hametrics
+        self.leader_gauge = leader_gauge
         self.elector = runtime.elector
         self._acting_token: int | None = None
         self._beat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
-        runtime.bind_metrics(service.hametrics)
+        runtime.bind_metrics(hametrics)
 
     def may_remediate(self) -> bool:
         token = self.elector.token
@@ -65,11 +89,10 @@ class ServiceHa:
 
     def start(self) -> asyncio.Task[None]:
         """Campaign from now on; returns the loop heartbeat task (the service cancels it)."""
-        svc = self.service
         runtime = self.runtime
         self._loop = asyncio.get_running_loop()
         # Read at every scrape: the lease can end between two runs.
-        svc.metrics.ha_is_leader.set_function(lambda: 1.0 if self.may_remediate() else 0.0)
+        self.leader_gauge.set_function(lambda: 1.0 if self.may_remediate() else 0.0)
         lease_s = runtime.settings.config.lease_ttl_s
         self._beat = time.monotonic()
         self.elector.healthy = lambda: time.monotonic() - self._beat < lease_s
@@ -132,7 +155,7 @@ class ServiceHa:
             was_leader=was_leader,
             hold_s=hold_s,
         )
-        self.service._on_change("control", "ha_leader", was_leader, False)
+        self.hooks.on_change("control", "ha_leader", was_leader, False)
         return {"instance_id": instance, "was_leader": was_leader, "hold_s": hold_s}
 
     # --- internals -----------------------------------------------------------------------
@@ -151,8 +174,7 @@ class ServiceHa:
             loop.call_soon_threadsafe(fn, *args)
 
     def _on_leadership(self, event: LeadershipEvent) -> None:
-        svc = self.service
-        svc.hametrics.leadership_changes.labels(change=event.kind).inc()
+        self.hametrics.leadership_changes.labels(change=event.kind).inc()
         # "fence" = the fencing token ("token" would be masked as a secret in logs and audit)
         fields: dict[str, Any] = {"instance": event.instance_id, "fence": event.token}
         if event.kind == "acquired":
@@ -164,22 +186,22 @@ class ServiceHa:
                 **fields,
                 lease_ttl_s=self.runtime.settings.config.lease_ttl_s,
             )
-            svc._tasks.append(
-                asyncio.create_task(self._take_over(event.token), name="ha-take-over")
-            )
+            self.hooks.spawn(self._take_over(event.token), "ha-take-over")
         else:
             if self._acting_token == event.token:
                 self._acting_token = None
             log_event(log, "HA_LEADER_LOST", logging.WARNING, **fields, reason=event.reason)
-        svc.audit_event(f"HA_LEADER_{event.kind.upper()}", {**fields, "reason": event.reason})
+        self.hooks.audit_event(
+            f"HA_LEADER_{event.kind.upper()}", {**fields, "reason": event.reason}
+        )
 
     async def _take_over(self, token: int) -> None:
         """A new leadership acts only on a snapshot taken after it began."""
-        svc = self.service
+        hooks = self.hooks
         elector = self.elector
-        while not svc.stop_event.is_set() and elector.token == token:
+        while not hooks.stopping() and elector.token == token:
             try:
-                await svc.snapshot()
+                await hooks.snapshot()
             except Exception:  # logged by snapshot(); try again while still leader
                 await asyncio.sleep(0.5)
                 continue
@@ -187,21 +209,19 @@ class ServiceHa:
                 self._acting_token = token
                 fields = {"instance": elector.instance_id, "fence": token}
                 log_event(log, "HA_LEADER_ACTING", logging.WARNING, **fields)
-                svc.audit_event("HA_LEADER_ACTING", fields)
-                svc.schedule(svc.clock())
-                if svc.deadman is not None:
-                    svc.deadman.wake()  # the countdown is handed over at once
+                hooks.audit_event("HA_LEADER_ACTING", fields)
+                hooks.on_acting()  # a run now; the dead-man countdown is handed over at once
             return
 
     def _reread_operator_state(self, _epoch: str) -> bool:
-        self._in_loop(self.service.operator.refresh)
+        self._in_loop(self.hooks.refresh_operator)
         return True
 
     def _on_redis_state(self, up: bool, error: str | None) -> None:
         redis = self.runtime.conn.display_url
         if up:
             log_event(log, "HA_REDIS_UP", redis=redis)
-            self.service.operator.refresh()  # and write a rollback held here meanwhile
+            self.hooks.refresh_operator()  # and write a rollback held here meanwhile
         else:
             log_event(
                 log,
@@ -211,4 +231,4 @@ class ServiceHa:
                 error=error,
                 effect="no remediation until Redis answers; detection continues",
             )
-        self.service.audit_event("HA_REDIS_UP" if up else "HA_REDIS_DOWN", {"error": error})
+        self.hooks.audit_event("HA_REDIS_UP" if up else "HA_REDIS_DOWN", {"error": error})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +36,15 @@ from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
+from grinder.service.scheduler import (
+    Checks,
+    DueTimes,
+    after_run,
+    after_snapshot,
+    next_step,
+    run_due,
+    snapshot_interval_s,
+)
 from grinder.service.shutdown import RUN_DRAIN_S, UNWIND_S, ShutdownDeadline
 from grinder.service.state import ExpectedSource
 from grinder.service.venue import VenueConnection
@@ -65,7 +73,7 @@ class ServiceLoop:
     runs: int
     last_report: RunReport | None
     _wake: asyncio.Event
-    _due: list[int]
+    _checks: Checks
     _snapshot_lock: asyncio.Lock
     _last_snapshot_weight: int
     _run_lock: asyncio.Lock
@@ -82,50 +90,44 @@ class ServiceLoop:
 
     def snapshot_interval_s(self) -> float:
         """Interval to the next snapshot, from what the last one cost in request weight."""
-        svc = self.opts.service
-        wanted = self._last_snapshot_weight / svc.snapshot_weight_per_minute * 60
-        return max(svc.min_snapshot_interval_s, min(svc.max_snapshot_interval_s, wanted))
+        return snapshot_interval_s(self.opts.service, self._last_snapshot_weight)
 
     async def run_until_stopped(self) -> None:
-        svc = self.opts.service
-        start = self.clock()
-        deadline = (
-            None if self.opts.duration_s is None else start + int(self.opts.duration_s * 1000)
+        """Carries out ``grinder.service.scheduler``'s decisions until the stop."""
+        pacing = self.opts.service
+        times = DueTimes.first(
+            self.clock(), pacing, self._last_snapshot_weight, self.opts.duration_s
         )
-        next_snapshot = start + int(self.snapshot_interval_s() * 1000)
-        next_full_snapshot = start + int(svc.full_snapshot_interval_s * 1000)
-        next_full = start
         while not self.stop_event.is_set():
             now = self.clock()
-            if deadline is not None and now >= deadline:
+            step = next_step(times, now, self._checks.earliest())
+            if step.stop:
                 break
-            due = min(next_snapshot, next_full, self._due[0] if self._due else next_full)
-            if deadline is not None:
-                due = min(due, deadline)
-            if due > now:
+            if step.wait_until is not None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), (due - now) / 1000)
+                    await asyncio.wait_for(self._wake.wait(), (step.wait_until - now) / 1000)
                 continue
-            if now >= next_snapshot:
-                full = now >= next_full_snapshot
-                if full:
-                    next_full_snapshot = now + int(svc.full_snapshot_interval_s * 1000)
+            if step.snapshot:
                 with contextlib.suppress(Exception):
-                    await self.unless_stopped(self.snapshot(full=full), "snapshot")
-                next_snapshot = self.clock() + int(self.snapshot_interval_s() * 1000)
-            if now >= next_full or (self._due and self._due[0] <= now):
-                while self._due and self._due[0] <= now:
-                    heapq.heappop(self._due)
-                try:
-                    report = await self.unless_stopped(self.run_once(), "run", RUN_DRAIN_S)
-                except Exception as exc:  # one failed run must not end the service
-                    self.smetrics.run_errors.inc()
-                    log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
-                else:
-                    if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
-                        self.schedule(self.clock() + svc.triage_retry_ms)
-                next_full = self.clock() + int(svc.full_pass_interval_s * 1000)
+                    await self.unless_stopped(self.snapshot(full=step.full), "snapshot")
+                done = self.clock()
+                times = after_snapshot(times, step, now, done, pacing, self._last_snapshot_weight)
+            if run_due(times, now, self._checks.earliest()):
+                self._checks.take_due(now)
+                await self._run_scheduled()
+                times = after_run(times, self.clock(), pacing)
+
+    async def _run_scheduled(self) -> None:
+        """One run; a failed one is counted and logged, never the end of the service."""
+        try:
+            report = await self.unless_stopped(self.run_once(), "run", RUN_DRAIN_S)
+        except Exception as exc:
+            self.smetrics.run_errors.inc()
+            log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
+        else:
+            if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
+                self.schedule(self.clock() + self.opts.service.triage_retry_ms)
 
     async def unless_stopped(
         self, work: Coroutine[Any, Any, T], what: str, drain_s: float = 0.0
@@ -222,10 +224,8 @@ class ServiceLoop:
             return report
 
     def schedule(self, at_ms: int) -> None:
-        heapq.heappush(self._due, at_ms)
-        if len(self._due) > 10_000:  # bounded: keep the earliest ones
-            self._due = heapq.nsmallest(1000, self._due)
-            heapq.heapify(self._due)
+        """Ask for a check at ``at_ms`` and wake the loop to reconsider."""
+        self._checks.add(at_ms)
         self._wake.set()
 
     def _on_event(self, event: UserEvent) -> None:

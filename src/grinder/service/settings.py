@@ -13,8 +13,8 @@ every change). A change of what is in force is logged and audited as ``CONTROL_C
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,14 +24,13 @@ from grinder.ha.config import HaConfig
 from grinder.operator.decide import WordChange
 from grinder.operator.merge import Sourced
 from grinder.operator.state import ALLOW_MAINNET_FIELD, Stamp
+from grinder.operator.stores import FileOperatorStore, OperatorStore
 from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
 from grinder.reconcile.logs import log_event
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.service.configured import configured, settings_of
-from grinder.service.control import Controls
 from grinder.service.deadman import DeadmanSwitch
-from grinder.service.live import ALLOW_MAINNET
+from grinder.service.live import ALLOW_MAINNET, LiveSettings
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.operator import OperatorControl, log_word
 from grinder.service.options import ServiceConfig, ServiceOptions, file_armed, load_config_file
@@ -49,42 +48,69 @@ def check_settings(in_force: Mapping[str, Sourced]) -> None:
 
 
 class ServiceSettings:
-    """The settings part of ``ReconcileService`` (which sets every attribute below)."""
+    """The settings in force (``live``) under the operator's words (``operator``): exported,
+    changed at run time, reloaded. ``deadman``: the dead-man switch, once it runs."""
 
-    opts: ServiceOptions
-    config: ReconcileConfig
-    clock: Clock
-    audit: AuditWriter | None
-    gate_env: dict[str, str]
-    controls: Controls | None
-    smetrics: ServiceMetrics
-    deadman: DeadmanSwitch | None
-    operator: OperatorControl
-
-    # Defined by ``ReconcileService``; declared for the type checker only, since a definition
-    # here would shadow it.
-    if TYPE_CHECKING:
-
-        def _executor(self) -> RemediationExecutor: ...
-
-    _mainnet_at_start: bool
-    """Gate 5's configured value: ``ALLOW_MAINNET_TRADE=1`` in the environment at start."""
+    def __init__(
+        self,
+        opts: ServiceOptions,
+        *,
+        clock: Clock,
+        audit: AuditWriter | None,
+        smetrics: ServiceMetrics,
+        mainnet_at_start: bool,
+        operator_store: OperatorStore,
+        instance: str,
+        operator_mirror: FileOperatorStore | None,
+        deadman: Callable[[], DeadmanSwitch | None],
+        on_armed: Callable[[bool], None],
+    ) -> None:
+        self.opts = opts
+        self.config: ReconcileConfig = opts.reconcile
+        self.clock = clock
+        self.audit = audit
+        self.smetrics = smetrics
+        self._mainnet_at_start = mainnet_at_start
+        """Gate 5's configured value: ``ALLOW_MAINNET_TRADE=1`` in the environment at start."""
+        self.gate_env: dict[str, str] = {ALLOW_MAINNET: "1"} if mainnet_at_start else {}
+        """The gate environment the executor reads (gate 5), as the operator's words set it."""
+        self._deadman = deadman
+        self._exported = False
+        """Whether the settings are exported yet (from the service's start on)."""
+        self.live = LiveSettings(
+            self.config,
+            armed=opts.armed,
+            gate_env=self.gate_env,
+            on_change=self.on_change,
+            on_armed=on_armed,
+        )
+        self.operator = OperatorControl(
+            operator_store,
+            instance=instance,
+            clock=clock,
+            apply=self.live.apply,
+            check=check_settings,
+            mirror=operator_mirror,
+            on_word=self._on_word,
+        )
 
     def configured_settings(self) -> dict[str, Sourced]:
         """The settings as the options at start configure them (file, environment)."""
         opts = self.opts
         return settings_of(opts.reconcile, opts.armed, self._mainnet_at_start, opts.origins)
 
-    def _observe_settings(self) -> None:
-        executor = self._executor()
+    def observe_settings(self) -> None:
+        """Export the settings in force (from the start on: at start, after every run and
+        after every change)."""
+        self._exported = True
         self.smetrics.observe_settings(
             self.config,
-            armed=executor.armed,
-            allow_mainnet=self.gate_env.get(ALLOW_MAINNET) == "1",
-            whitelist=len(executor.symbol_whitelist),
+            armed=self.live.armed,
+            allow_mainnet=self.live.allow_mainnet,
+            whitelist=len(self.config.symbol_whitelist),
         )
 
-    def _on_change(
+    def on_change(
         self, source: str, field: str, old: Any, new: Any, stamp: Stamp | None = None
     ) -> None:
         self.smetrics.control_changes.labels(source=source).inc()
@@ -115,8 +141,8 @@ class ServiceSettings:
                     **({} if stamp is None else {"at_ms": stamp.at_ms}),
                 },
             )
-        if self.executor_ready():
-            self._observe_settings()
+        if self._exported:
+            self.observe_settings()
 
     def _on_word(self, change: WordChange, stamp: Stamp) -> None:
         """A word recorded through this instance: logged (``OPERATOR_WORD``) and audited,
@@ -138,18 +164,6 @@ class ServiceSettings:
                 },
             )
 
-    def executor_ready(self) -> bool:
-        return getattr(self, "executor", None) is not None
-
-    def _set_executor_armed(self, armed: bool) -> None:
-        if self.executor_ready():
-            self._executor().armed = armed
-
-    # --- what is in force ----------------------------------------------------------------
-
-    def _check_settings(self, in_force: Mapping[str, Sourced]) -> None:
-        check_settings(in_force)
-
     # --- reload --------------------------------------------------------------------------
 
     def _reload_deadman(
@@ -158,7 +172,7 @@ class ServiceSettings:
         """``[deadman] enabled`` takes effect now (when the switch runs: its symbols were
         listed at start); every other field is read at start."""
         start = self.opts.deadman
-        switch = self.deadman
+        switch = self._deadman()
         not_applied += [
             f"deadman.{name}"
             for name in DeadmanConfig.model_fields
@@ -169,7 +183,7 @@ class ServiceSettings:
             return []
         old = switch.enabled
         switch.set_enabled(fresh.enabled)
-        self._on_change(source, "deadman.enabled", old, fresh.enabled)
+        self.on_change(source, "deadman.enabled", old, fresh.enabled)
         return [{"field": "deadman.enabled", "old": old, "new": fresh.enabled}]
 
     def reload_config(self, source: str) -> dict[str, Any]:
@@ -184,7 +198,7 @@ class ServiceSettings:
         is read at start: a change there is logged (``CONFIG_RELOAD_NOT_APPLIED``) and
         listed as ``not_applied``, never silently dropped.
         """
-        if self.opts.config_path is None or self.controls is None:
+        if self.opts.config_path is None or not self._exported:
             raise ConfigError("no --config file to reload")
         fresh = load_config_file(self.opts.config_path)
         conf = configured(fresh.reconcile, file_armed(fresh), self.opts.env, self.opts.config_path)
