@@ -60,8 +60,9 @@ def main() -> None:
         html = render_console(console_page(STATUS, views, [], now))
         times.append(time.perf_counter() - start)
         size = len(html)
+    median_ms = statistics.median(times) * 1000
     print(
-        f"console render: {args.incidents} open incidents, median {statistics.median(times) * 1000:.1f} ms "
+        f"console render: {args.incidents} open incidents, median {median_ms:.1f} ms "
         f"over {rounds} rounds, page {size / 1024:.0f} KiB"
     )
 
