@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from grinder.clock import wall_clock_ms
@@ -72,12 +73,19 @@ async def test_console_shows_an_incident_and_a_standing_rollback_in_a_browser(
                 return asyncio.to_thread(fn, *args)
 
             def text_of(element_id: str) -> str:
-                found = browser.find_elements(By.ID, element_id)
-                return str(found[0].text) if found else ""
+                """The element's text; "" while the page is reloading (it reloads itself)."""
+                try:
+                    found = browser.find_elements(By.ID, element_id)
+                    return str(found[0].text) if found else ""
+                except StaleElementReferenceException:
+                    return ""
+
+            def read(element_id: str) -> str:
+                return str(wait_until(lambda: text_of(element_id), f"#{element_id} on the page"))
 
             await in_browser(browser.get, console_url(run))
             assert "GRINDER console" in await in_browser(lambda: browser.title)
-            assert "none open" in await in_browser(text_of, "incidents")
+            assert "none open" in await in_browser(read, "incidents")
             await ctl.call(
                 "POST",
                 "/positions",
@@ -96,7 +104,7 @@ async def test_console_shows_an_incident_and_a_standing_rollback_in_a_browser(
             await in_browser(
                 wait_until, lambda: "manual" in text_of(rec.id), "the incident on the page", 20
             )
-            card = await in_browser(text_of, rec.id)
+            card = await in_browser(read, rec.id)
             assert "POSITION_NONZERO_UNEXPECTED" in card
             assert "ETHUSDT" in card
             assert f"grinder incidents ack {rec.id}" in card
@@ -114,7 +122,7 @@ async def test_console_shows_an_incident_and_a_standing_rollback_in_a_browser(
                 "the standing rollback on the page",
                 20,
             )
-            rollbacks = await in_browser(text_of, "rollbacks")
+            rollbacks = await in_browser(read, "rollbacks")
             assert "grinder control lift disarm" in rollbacks
             assert "console test" in rollbacks
             shot = tmp_path / "console-rollback.png"
@@ -129,7 +137,7 @@ async def test_console_shows_an_incident_and_a_standing_rollback_in_a_browser(
 
             hostile = "<img src=x onerror=window.hacked=1>"
             await in_browser(browser.get, console_url(run, f"/console/incidents/{hostile}"))
-            assert hostile in await in_browser(text_of, "error")  # shown as text, never run
+            assert hostile in await in_browser(read, "error")  # shown as text, never run
             assert await in_browser(browser.execute_script, "return window.hacked === undefined")
     finally:
         await run.stop()
