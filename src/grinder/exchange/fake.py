@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
+from grinder.reconcile.trades import AccountTrade
 from grinder.reconcile.types import (
     ZERO,
     ObservedOrder,
@@ -49,6 +50,8 @@ class FakePort:
     ended_orders: dict[str, ObservedOrder] = field(default_factory=dict)
     positions: dict[PositionKey, ObservedPosition] = field(default_factory=dict)
     mark_prices: dict[str, Decimal] = field(default_factory=dict)
+    trades: list[AccountTrade] = field(default_factory=list)
+    """The account's fills, served by ``fetch_user_trades``."""
     step_sizes: dict[str, Decimal] = field(default_factory=dict)
     calls: list[PortCall] = field(default_factory=list)
     fail_once: dict[str, ExchangeError] = field(default_factory=dict)
@@ -101,6 +104,13 @@ class FakePort:
             for p in self.positions.values()
             if p.qty != ZERO and (symbols is None or p.symbol in symbols)
         ]
+
+    async def fetch_user_trades(
+        self, symbol: str, *, start_ms: int, end_ms: int, limit: int = 1000
+    ) -> list[AccountTrade]:
+        self._record("fetch_user_trades", symbol=symbol, start_ms=start_ms, end_ms=end_ms)
+        rows = [t for t in self.trades if t.symbol == symbol and start_ms <= t.time_ms <= end_ms]
+        return sorted(rows, key=lambda t: (t.time_ms, t.trade_id))[:limit]
 
     async def query_order(
         self, symbol: str, client_order_id: str, *, is_algo: bool = False

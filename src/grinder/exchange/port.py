@@ -23,6 +23,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
+from grinder.reconcile.trades import AccountTrade
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 
@@ -136,6 +137,13 @@ class ExchangePort(Protocol):
     ) -> ObservedOrder:
         """A reduce-only IOC LIMIT order at ``price`` (a bounded flatten; one request): what
         the book offers within the price fills, the rest expires."""
+        ...
+
+    async def fetch_user_trades(
+        self, symbol: str, *, start_ms: int, end_ms: int, limit: int = 1000
+    ) -> list[AccountTrade]:
+        """The account's trades of ``symbol`` in ``[start_ms, end_ms]`` (at most 7 days),
+        the oldest first, at most ``limit`` (≤ 1000)."""
         ...
 
     async def get_mark_price(self, symbol: str) -> Decimal | None:

@@ -37,6 +37,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.console.routes import add_console_routes
 from grinder.deadman.decision import Health
 from grinder.deadman.metrics import DeadmanMetrics
 from grinder.exchange.binance.credentials import Credentials
@@ -275,6 +276,7 @@ class ReconcileService(ServiceLoop):
 
     async def _start_http(self) -> None:
         app = build_metrics_app(self.registry, healthy=self._healthy, ready=self._ready)
+        add_console_routes(app, self)
         try:
             runner, bound = await start_site(app, self.opts.metrics_host, self.opts.metrics_port)
         except OSError as exc:

@@ -53,8 +53,15 @@ from grinder.exchange.binance.parsing import (
     parse_orders,
     parse_positions,
 )
+from grinder.exchange.binance.parsing.trades import parse_user_trades
 from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.port import Authorize, CancelOutcome
+from grinder.reconcile.trades import (
+    TRADES_LIMIT,
+    TRADES_MAX_WINDOW_MS,
+    TRADES_WEIGHT,
+    AccountTrade,
+)
 from grinder.reconcile.types import ObservedOrder, ObservedPosition, PositionSide, Side
 
 ALL_SYMBOLS_WEIGHT = 40
@@ -271,6 +278,24 @@ class BinanceFuturesPort:
             lambda: parse_countdown(body, symbol=symbol),
             write=True,
         )
+
+    async def fetch_user_trades(
+        self, symbol: str, *, start_ms: int, end_ms: int, limit: int = TRADES_LIMIT
+    ) -> list[AccountTrade]:
+        """``GET /fapi/v1/userTrades`` over one window of at most 7 days (weight 5)."""
+        if not 0 <= end_ms - start_ms <= TRADES_MAX_WINDOW_MS or not 1 <= limit <= TRADES_LIMIT:
+            raise ValueError(f"userTrades: window {start_ms}..{end_ms} or limit {limit} invalid")
+        params = {
+            "symbol": symbol,
+            "startTime": str(start_ms),
+            "endTime": str(end_ms),
+            "limit": str(limit),
+        }
+        body = await self.rest.request(
+            "GET", "/fapi/v1/userTrades", params, signed=True, weight=TRADES_WEIGHT
+        )
+        rows = _read(f"GET /fapi/v1/userTrades {symbol}", lambda: parse_user_trades(body))
+        return sorted(rows, key=lambda t: (t.time_ms, t.trade_id))
 
     async def place_reduce_only_market(
         self,

@@ -1,0 +1,255 @@
+"""What the console shows, built from what the service knows (pure: no I/O, no clock).
+
+The gate chain of each incident's candidate is an ``Explanation`` of
+``grinder.reconcile.explain`` (the one gate table, ``reconcile/gates.py``); how to open
+its first blocking gate is ``HOW_TO_OPEN`` of the same table. Every text from the
+exchange or an operator goes through ``grinder.redaction`` here; the template escapes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from grinder.incidents.records import IncidentRecord, IncidentSummary
+from grinder.incidents.render import duration, state, utc
+from grinder.operator.state import ROLLBACKS
+from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Verdict
+from grinder.redaction import redact, redact_text
+
+REFRESH_S = 5
+"""The page reloads itself this often (``<meta http-equiv="refresh">``)."""
+
+CLEARED_SHOWN = 20
+"""The most recent cleared incidents the page lists."""
+
+_LIFT = {r.name: f"grinder control lift {r.name}" for r in ROLLBACKS}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One labelled value (a setting, a budget figure, an evidence fact)."""
+
+    name: str
+    value: str
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GateRow:
+    gate: str
+    name: str
+    verdict: str
+    detail: str
+    ok: bool
+    """False only for a failing gate (red); passing, skipped, not applicable are not red."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """The remediation an incident calls for and the gate chain it meets now."""
+
+    action: str
+    outcome: str
+    gates: tuple[GateRow, ...]
+    first_block: str | None = None
+    how_to_open: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceView:
+    kind: str
+    summary: str
+    when: str
+    facts: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentView:
+    id: str
+    type: str
+    symbol: str
+    subject: str
+    cause: str
+    opened: str
+    state: str
+    ack: str
+    evidence: tuple[EvidenceView, ...]
+    steps: int
+    candidate: Candidate | None
+    """None: the mismatch calls for no remediation (alert only), or none is known."""
+    no_candidate: str
+    ack_command: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearedView:
+    id: str
+    type: str
+    symbol: str
+    subject: str
+    cause: str
+    cleared: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    venue: str
+    mode: str
+    leader: str
+    armed: str
+    rollbacks: tuple[Row, ...]
+    """Each standing rollback with the command that lifts it."""
+    operator_problem: str
+    settings: tuple[Row, ...]
+    budget: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolePage:
+    generated: str
+    refresh_s: int
+    deployment: Deployment
+    open_incidents: tuple[IncidentView, ...]
+    cleared: tuple[ClearedView, ...]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return redact_text(str(value))
+
+
+def _leader(ha: Mapping[str, Any]) -> str:
+    if not ha.get("enabled"):
+        return "alone (no HA): this instance"
+    who = "this instance is the leader" if ha.get("leader") else "this instance is a follower"
+    extra = [
+        f"{k} {_text(ha[k])}"
+        for k in ("instance_id", "last_seen_holder", "token")
+        if ha.get(k) is not None
+    ]
+    return f"{who} ({', '.join(extra)})" if extra else who
+
+
+def _setting(name: str, entry: Any) -> Row:
+    if not isinstance(entry, Mapping):
+        return Row(name, _text(entry))
+    source = " ".join(_text(entry[k]) for k in ("source", "where") if entry.get(k))
+    if entry.get("by"):
+        source += f" by {_text(entry['by'])}: {_text(entry.get('reason'))}"
+    note = ""
+    configured = entry.get("configured")
+    if isinstance(configured, Mapping):
+        note = f"configured {_text(configured.get('value'))} ({_text(configured.get('source'))})"
+    return Row(name, _text(entry.get("value")), f"{source}; {note}" if note else source)
+
+
+def deployment_view(status: Mapping[str, Any]) -> Deployment:
+    """The deployment as ``/status`` describes it (the same dict the control socket serves)."""
+    status = redact(status, by_name=True)
+    operator = status.get("operator") or {}
+    words = {w.get("field"): w for w in operator.get("words") or () if isinstance(w, Mapping)}
+    rollbacks = []
+    for r in ROLLBACKS:
+        if r.name in (operator.get("rollbacks") or ()):
+            w = words.get(r.field) or {}
+            who = f"{_text(w.get('by'))} at {utc(w.get('at_ms'))}: {_text(w.get('reason'))}"
+            rollbacks.append(Row(r.name, _LIFT[r.name], who))
+    budget = status.get("budget") or {}
+    return Deployment(
+        venue=_text(status.get("venue")),
+        mode=_text(status.get("mode")),
+        leader=_leader(status.get("ha") or {}),
+        armed=_text(status.get("armed")),
+        rollbacks=tuple(rollbacks),
+        operator_problem=_text(operator.get("problem")) if operator.get("problem") else "",
+        settings=tuple(_setting(k, v) for k, v in sorted((status.get("settings") or {}).items())),
+        budget=tuple(Row(k, _text(v)) for k, v in sorted(budget.items())),
+    )
+
+
+def candidate_view(exp: Explanation) -> Candidate:
+    rows = tuple(
+        GateRow(
+            c.gate, c.name, c.verdict.value, redact_text(c.detail), c.verdict is not Verdict.FAIL
+        )
+        for c in exp.checks
+    )
+    first = exp.first_blocking_check
+    how = None
+    if first is not None and first.reason is not None:
+        how = HOW_TO_OPEN.get(first.reason)
+    return Candidate(
+        action=exp.kind.value,
+        outcome=exp.outcome.value,
+        gates=rows,
+        first_block=None if first is None else f"gate {first.gate} {first.name}",
+        how_to_open=how,
+    )
+
+
+def _evidence(rec: IncidentRecord) -> tuple[EvidenceView, ...]:
+    return tuple(
+        EvidenceView(
+            kind=_text(e.kind),
+            summary=_text(e.summary),
+            when=utc(e.ts_ms),
+            facts=tuple(Row(_text(k), _text(v)) for k, v in e.facts),
+        )
+        for e in rec.evidence
+    )
+
+
+def incident_view(
+    rec: IncidentRecord, candidate: Explanation | str | None, now_ms: int
+) -> IncidentView:
+    """One incident; ``candidate``: its gate chain now, or why it has none (text)."""
+    ack = "-" if rec.ack is None else f"{_text(rec.ack.by)}: {_text(rec.ack.note)}"
+    return IncidentView(
+        id=_text(rec.id),
+        type=rec.type.value,
+        symbol=_text(rec.symbol),
+        subject=_text(rec.subject),
+        cause=rec.cause.value,
+        opened=utc(rec.first_seen_ms),
+        state=state(rec.first_seen_ms, rec.cleared_ms, now_ms),
+        ack=ack,
+        evidence=_evidence(rec),
+        steps=len(rec.steps) + rec.steps_dropped,
+        candidate=candidate_view(candidate) if isinstance(candidate, Explanation) else None,
+        no_candidate=candidate if isinstance(candidate, str) else "",
+        ack_command=f'grinder incidents ack {_text(rec.id)} --note "<why>"',
+    )
+
+
+def cleared_view(s: IncidentSummary) -> ClearedView:
+    cleared = s.cleared_ms if s.cleared_ms is not None else s.last_seen_ms
+    return ClearedView(
+        id=_text(s.id),
+        type=s.type.value,
+        symbol=_text(s.symbol),
+        subject=_text(s.subject),
+        cause=s.cause.value,
+        cleared=utc(cleared),
+        state=f"cleared after {duration(cleared - s.first_seen_ms)}",
+    )
+
+
+def console_page(
+    status: Mapping[str, Any],
+    incidents: Sequence[IncidentView],
+    cleared: Sequence[IncidentSummary],
+    now_ms: int,
+) -> ConsolePage:
+    return ConsolePage(
+        generated=utc(now_ms),
+        refresh_s=REFRESH_S,
+        deployment=deployment_view(status),
+        open_incidents=tuple(incidents),
+        cleared=tuple(cleared_view(s) for s in cleared[:CLEARED_SHOWN]),
+    )

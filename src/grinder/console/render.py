@@ -1,0 +1,33 @@
+"""The console's HTML: Jinja2 templates shipped in ``templates/``, autoescape always on."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from grinder.console.page import ConsolePage, IncidentView
+
+
+@cache
+def environment() -> Environment:
+    # autoescape=True for every template, whatever its name: every value is untrusted text.
+    return Environment(
+        loader=PackageLoader("grinder.console", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_console(page: ConsolePage) -> str:
+    return environment().get_template("console.html").render(page=page)
+
+
+def render_incident(incident: IncidentView, generated: str) -> str:
+    return environment().get_template("incident.html").render(inc=incident, generated=generated)
+
+
+def render_not_found(message: str) -> str:
+    return environment().get_template("not_found.html").render(message=message)

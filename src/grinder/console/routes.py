@@ -1,0 +1,101 @@
+"""The console on the metrics port (shell): ``GET /console``, ``GET /console/incidents/{id}``.
+
+Read-only: nothing here writes, sends or acknowledges. The page reads what ``/status``
+reads, the ledger's records (the leader's own, a follower's from the store: the same
+records ``grinder incidents list`` shows), the last run's standing mismatches and, for
+each, the gate chain ``grinder.reconcile.explain`` evaluates over the executor's inputs
+now (a run starting now: its anchors, an empty run budget).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from grinder.console.page import (
+    CLEARED_SHOWN,
+    IncidentView,
+    console_page,
+    incident_view,
+)
+from grinder.console.render import render_console, render_incident, render_not_found
+from grinder.incidents.records import IncidentRecord
+from grinder.reconcile.explain import Explanation, explain
+from grinder.reconcile.remediation import RunContext
+from grinder.reconcile.routing import ActionKind, route_one
+from grinder.reconcile.types import Mismatch, PositionSide
+from grinder.redaction import redact_text
+
+if TYPE_CHECKING:
+    from grinder.service.app import ReconcileService
+
+log = logging.getLogger(__name__)
+
+HTML = "text/html"
+
+
+def _records(service: ReconcileService) -> list[IncidentRecord]:
+    ledger = service.ledger
+    if ledger is None:
+        return []
+    if ledger.may_write():
+        return ledger.open_records()  # the leader's own: newer than the store by a batch
+    return ledger.store.open_incidents()
+
+
+def _candidate(service: ReconcileService, m: Mismatch | None, ctx: RunContext) -> Explanation | str:
+    if m is None:
+        return "not among the last run's mismatches: no gate chain to show"
+    routed = route_one(m)
+    if not isinstance(routed, ActionKind):
+        return f"no remediation: {routed.value}"
+    notional = None
+    if routed is ActionKind.FLATTEN:
+        pos = service.observed.get_position((m.symbol, m.position_side or PositionSide.BOTH))
+        if pos is not None and pos.mark_price is not None:
+            notional = abs(pos.qty) * pos.mark_price
+    coid = m.client_order_id if routed is ActionKind.CANCEL else None
+    return explain(service._executor(), routed, m.symbol, coid, notional, ctx)
+
+
+def _views(service: ReconcileService, records: list[IncidentRecord]) -> list[IncidentView]:
+    now = service.clock()
+    report = service.last_report
+    standing = {m.key: m for m in report.mismatches} if report is not None else {}
+    live, dry = service._executor().cooldown_anchors()
+    ctx = RunContext(run_id="console", started_ms=now, live_anchor_ms=live, dry_anchor_ms=dry)
+    records = sorted(records, key=lambda r: r.first_seen_ms, reverse=True)
+    return [incident_view(r, _candidate(service, standing.get(r.key), ctx), now) for r in records]
+
+
+def add_console_routes(app: web.Application, service: ReconcileService) -> None:
+    """Register the console's pages on the metrics app."""
+
+    async def console(_: web.Request) -> web.Response:
+        now = service.clock()
+        ledger = service.ledger
+        cleared = []
+        if ledger is not None:
+            recent = ledger.store.summaries(limit=CLEARED_SHOWN * 10)
+            cleared = [s for s in recent if not s.is_open]
+        page = console_page(service.status(), _views(service, _records(service)), cleared, now)
+        return web.Response(text=render_console(page), content_type=HTML)
+
+    async def incident(request: web.Request) -> web.Response:
+        incident_id = request.match_info["incident_id"]
+        ledger = service.ledger
+        rec = None if ledger is None else ledger.store.get(incident_id)
+        if rec is not None and rec.is_open and ledger is not None and ledger.may_write():
+            rec = next((r for r in ledger.open_records() if r.id == rec.id), rec)
+        if rec is None:
+            where = "the ledger" if ledger is None else ledger.store.where
+            message = f"no incident {redact_text(incident_id)!r} in {where}"
+            return web.Response(text=render_not_found(message), content_type=HTML, status=404)
+        view = _views(service, [rec])[0]
+        page = render_incident(view, console_page({}, [], [], service.clock()).generated)
+        return web.Response(text=page, content_type=HTML)
+
+    app.router.add_get("/console", console)
+    app.router.add_get("/console/incidents/{incident_id}", incident)

@@ -1,0 +1,67 @@
+"""The console's page model and HTML: hostile text from the exchange is escaped, a
+standing rollback shows with its lift command, secrets never appear."""
+
+from __future__ import annotations
+
+from grinder.console.page import console_page, incident_view
+from grinder.console.render import render_console, render_incident, render_not_found
+from grinder.incidents.records import Evidence, IncidentRecord
+from grinder.reconcile.labels import IncidentCause
+from grinder.reconcile.types import MismatchType
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def record(subject: str = HOSTILE) -> IncidentRecord:
+    return IncidentRecord(
+        id="INC-AAAAAAAAAA",
+        type=MismatchType.ORDER_EXISTS_UNEXPECTED,
+        symbol="BTCUSDT",
+        subject=subject,
+        first_seen_ms=1_700_000_000_000,
+        last_seen_ms=1_700_000_001_000,
+        opened_run_id="r1",
+        client_order_id=subject,
+        cause=IncidentCause.MANUAL,
+        evidence=(Evidence("fill", f"order {HOSTILE} filled", 1, (("clientOrderId", HOSTILE),)),),
+    )
+
+
+STATUS = {
+    "venue": "sim",
+    "mode": "dry_run",
+    "armed": False,
+    "ha": {"enabled": False, "leader": True},
+    "budget": {"calls_remaining_day": 5},
+    "settings": {
+        "armed": {"value": False, "source": "operator", "by": "alice", "reason": "x"},
+        "redis_url": {"value": "redis://user:hunter2@db.test:6379/0", "source": "env"},
+    },
+    "operator": {
+        "rollbacks": ["disarm"],
+        "words": [{"field": "armed", "value": False, "by": "alice", "at_ms": 1, "reason": "why"}],
+    },
+}
+
+
+def test_an_order_id_with_a_script_from_the_exchange_is_escaped() -> None:
+    view = incident_view(record(), "no remediation: alert_only", 1_700_000_002_000)
+    html = render_console(console_page(STATUS, [view], [], 1_700_000_002_000))
+    assert HOSTILE not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    one = render_incident(view, "now")
+    assert HOSTILE not in one
+    assert "&lt;script&gt;" in one
+    assert HOSTILE not in render_not_found(f"no incident {HOSTILE!r}")
+
+
+def test_a_standing_rollback_shows_who_why_and_the_lift_command() -> None:
+    html = render_console(console_page(STATUS, [], [], 0))
+    assert "disarm stands" in html
+    assert "grinder control lift disarm" in html
+    assert "alice" in html
+    assert "why" in html
+    assert 'http-equiv="refresh"' in html
+    assert "<script" not in html  # no JavaScript at all
+    assert "redis_url" in html
+    assert "hunter2" not in html
