@@ -22,8 +22,8 @@ from grinder.console.page import (
 )
 from grinder.console.render import render_console, render_incident, render_not_found
 from grinder.incidents.records import IncidentRecord
-from grinder.reconcile.explain import Explanation, explain
 from grinder.reconcile.actions import RunContext
+from grinder.reconcile.explain import Explanation, explain
 from grinder.reconcile.routing import ActionKind, route_one
 from grinder.reconcile.types import Mismatch, PositionSide
 from grinder.redaction import redact_text
