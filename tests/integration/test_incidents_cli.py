@@ -14,7 +14,6 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,29 +31,15 @@ from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind
-from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for
-from tests.support.ids import ours
+from tests.support.mismatches import ORPHAN, UNEXPECTED_POSITION
 from tests.support.wait import wait_until_async
 
 pytestmark = pytest.mark.subprocess
 
-ORPHAN = Mismatch(
-    type=MismatchType.ORDER_EXISTS_UNEXPECTED,
-    symbol="BTCUSDT",
-    client_order_id=ours(1),
-    observed_status="NEW",
-    observed_qty=Decimal("0.002"),
-)
-POSITION = Mismatch(
-    type=MismatchType.POSITION_NONZERO_UNEXPECTED,
-    symbol="ETHUSDT",
-    position_side=PositionSide.BOTH,
-    expected_qty=Decimal(0),
-    observed_qty=Decimal("0.05"),
-)
+POSITION = UNEXPECTED_POSITION
 
 
 def ledger_file(tmp: Path) -> tuple[Path, IncidentRecord, IncidentRecord]:

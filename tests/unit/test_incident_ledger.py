@@ -26,24 +26,11 @@ from grinder.incidents.records import (
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, IncidentCause, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind
-from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
-from tests.support.ids import ours
+from tests.support.mismatches import ORPHAN, UNEXPECTED_POSITION
 
 T0 = 1_800_000_000_000
-ORDER = Mismatch(
-    type=MismatchType.ORDER_EXISTS_UNEXPECTED,
-    symbol="BTCUSDT",
-    client_order_id=ours(1),
-    observed_status="NEW",
-    observed_qty=Decimal("0.002"),
-)
-POSITION = Mismatch(
-    type=MismatchType.POSITION_NONZERO_UNEXPECTED,
-    symbol="ETHUSDT",
-    position_side=PositionSide.BOTH,
-    expected_qty=Decimal(0),
-    observed_qty=Decimal("0.05"),
-)
+ORDER = ORPHAN
+POSITION = UNEXPECTED_POSITION
 MANUAL = CauseVerdict(
     IncidentCause.MANUAL,
     (

@@ -30,15 +30,9 @@ from grinder.reconcile.report import Reporter
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType, OrderStatus, PositionSide
 from tests.support.ids import ours
+from tests.support.mismatches import ORPHAN
 
 T0 = 1_800_000_000_000
-ORPHAN = Mismatch(
-    type=MismatchType.ORDER_EXISTS_UNEXPECTED,
-    symbol="BTCUSDT",
-    client_order_id=ours(1),
-    observed_status="NEW",
-    observed_qty=Decimal("0.002"),
-)
 ENDED = Mismatch(
     type=MismatchType.ORDER_STATUS_DIVERGENCE,
     symbol="BTCUSDT",
