@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from grinder.exchange.fake import FakePort
+from grinder.exchange.port import ExchangeError
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
@@ -177,3 +178,36 @@ def test_rounds_stop_at_the_first_orders_quantity_when_the_position_grows() -> N
     sent_qty = [a["qty"] for a in sent(port)]
     assert sum(sent_qty) <= D("1.000") + D("0.500")  # requests: 1.000, then the 0.500 rest
     assert result.qty == D("1.000")  # never more than the first order filled in all
+
+
+def test_a_position_closed_after_a_partial_fill_ends_the_action_executed_once() -> None:
+    port = port_with("0.100", ["0.030"])
+    original = port._reduce
+
+    def reduce_then_close(*args: object, **kw: object) -> object:
+        order = original(*args, **kw)  # type: ignore[arg-type]
+        port.positions[("BTCUSDT", PositionSide.BOTH)].qty = D("0")  # closed by someone else
+        return order
+
+    port._reduce = reduce_then_close  # type: ignore[method-assign]
+    result = run_flatten(port)
+    assert result.status is ResultStatus.EXECUTED
+    assert result.qty == D("0.030")
+    assert len(sent(port)) == 1
+    assert "then" not in (result.error or "")  # not reported as a later failure
+
+
+def test_a_failed_read_after_a_partial_fill_says_it_once() -> None:
+    port = port_with("0.100", ["0.030"])
+    original = port._reduce
+
+    def reduce_then_break(*args: object, **kw: object) -> object:
+        order = original(*args, **kw)  # type: ignore[arg-type]
+        port.fail_always["fetch_positions"] = ExchangeError("positions unreadable")
+        return order
+
+    port._reduce = reduce_then_break  # type: ignore[method-assign]
+    result = run_flatten(port)
+    assert result.status is ResultStatus.EXECUTED
+    assert result.qty == D("0.030")
+    assert (result.error or "").count("filled 0.030 of 0.100") == 1

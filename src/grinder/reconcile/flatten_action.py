@@ -140,17 +140,15 @@ class FlattenAction:
                 self.routed, self.ctx, self.write, self._place, self._read_again, prior=attempts
             )
             if not isinstance(sent, tuple):  # failed, withheld, or flat before a request
-                return sent if self.filled == ZERO else self._partly(sent)
+                if self.filled == ZERO or sent.status is ResultStatus.EXECUTED:
+                    return sent  # (an executed one already says what filled)
+                return self._partly(sent)
             answer, done = sent
             attempts = tuple(done)
             expired = answer.status in (OrderStatus.EXPIRED, OrderStatus.EXPIRED_IN_MATCH)
             before = self.filled
             self.filled += answer.executed_qty
-            rest = (
-                expired
-                and answer.status is OrderStatus.EXPIRED
-                and answer.executed_qty < (answer.qty)
-            )
+            rest = answer.status is OrderStatus.EXPIRED and answer.executed_qty < answer.qty
             if rest and len(attempts) < ex.max_write_attempts:
                 continue
             assert self.write.qty is not None
