@@ -37,8 +37,10 @@ def clone(tmp: Path) -> Path:
     stamps = [REPO / ".venv" / ".installed-dev", REPO / ".venv" / ".installed-runtime"]
     stamp = next((s for s in stamps if s.exists()), None)
     assert stamp is not None, "this checkout's .venv is not installed: run bin/setup --dev"
-    installed = stamp.stat().st_mtime
-    os.utime(copy / "pyproject.toml", (installed, installed))
+    # A second before the stamp, in nanoseconds: bin/setup compares them with ``-nt``, which
+    # sees the float ``st_mtime``'s rounding as "newer" now and then (a reinstall).
+    before = stamp.stat().st_mtime_ns - 1_000_000_000
+    os.utime(copy / "pyproject.toml", ns=(before, before))
     return copy
 
 
