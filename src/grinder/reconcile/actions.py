@@ -1,17 +1,22 @@
 """One remediation action as the executor and its reporters share it: the run it belongs
 to (``RunContext``), its outcome (``ActionResult``), and what the executor asks of the
-world around it (the shared cooldown, the operator's standing words, a reporter)."""
+world around it (the shared cooldown, the operator's standing words, a reporter), and
+its write as it stands between attempts (``WriteInFlight``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from grinder.reconcile.budget import RunBudget
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch
+
+if TYPE_CHECKING:
+    from grinder.reconcile.remediation import RemediationExecutor
 
 
 @dataclass(slots=True)
@@ -103,3 +108,38 @@ class RemediationReporter(Protocol):
     def attempt(self, ctx: RunContext, routed: Routed, mode: Mode) -> None: ...
 
     def result(self, ctx: RunContext, result: ActionResult) -> None: ...
+
+
+@dataclass(slots=True)
+class WriteInFlight:
+    """An action's write as it stands between attempts -- what its results report (a
+    flatten's quantity and client order id change when it reads its position again)."""
+
+    notional: Decimal | None = None
+    qty: Decimal | None = None
+    remediation_order_id: str | None = None
+
+    def result(
+        self,
+        executor: RemediationExecutor,
+        routed: Routed,
+        ctx: RunContext,
+        status: ResultStatus,
+        attempts: Iterable[AttemptOutcome],
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> ActionResult:
+        return executor.result(
+            routed,
+            ctx,
+            status,
+            reason=reason,
+            error=error,
+            error_type=error_type,
+            notional=self.notional,
+            qty=self.qty,
+            remediation_order_id=self.remediation_order_id,
+            attempts=attempts,
+        )

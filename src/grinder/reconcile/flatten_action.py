@@ -26,6 +26,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from grinder.exchange.port import ExchangeError
+from grinder.reconcile.actions import ActionResult, RunContext, WriteInFlight
 from grinder.reconcile.flatten import FlattenOrder, bounded_price, flatten_order, position_qty
 from grinder.reconcile.identity import ClientOrderIdError
 from grinder.reconcile.labels import AttemptOutcome, FailReason, ResultStatus, SkipReason
@@ -33,7 +34,6 @@ from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import ZERO, ObservedOrder, OrderStatus, PositionSide
 
 if TYPE_CHECKING:
-    from grinder.reconcile.actions import ActionResult, RunContext
     from grinder.reconcile.remediation import RemediationExecutor
 
 
@@ -127,8 +127,6 @@ class FlattenAction:
 
     async def _send(self, order: FlattenOrder, cid: str) -> ActionResult:
         """The first order, then its rest while it expires unfilled and requests are left."""
-        from grinder.reconcile.remediation import WriteInFlight
-
         ex = self.ex
         self.order = order
         self.write = WriteInFlight(notional=order.notional, qty=order.qty, remediation_order_id=cid)

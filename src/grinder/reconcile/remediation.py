@@ -45,7 +45,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
@@ -63,6 +63,7 @@ from grinder.reconcile.actions import (
     OperatorGuard,
     RemediationReporter,
     RunContext,
+    WriteInFlight,
 )
 from grinder.reconcile.budget import (
     BudgetRefused,
@@ -497,10 +498,7 @@ class RemediationExecutor:
         ctx: RunContext,
         withheld: WriteWithheld,
         attempts: list[AttemptOutcome],
-        *,
-        notional: Decimal | None = None,
-        qty: Decimal | None = None,
-        remediation_order_id: str | None = None,
+        write: WriteInFlight,
     ) -> ActionResult:
         """The result of an action whose next attempt was not sent: skipped when the
         decision no longer holds, else blocked by the gate that failed."""
@@ -509,16 +507,14 @@ class RemediationExecutor:
         notes = [withheld.detail] if withheld.detail else []
         if AttemptOutcome.UNKNOWN in attempts:
             notes.append("an earlier attempt's outcome is unknown")
-        return self.result(
+        return write.result(
+            self,
             routed,
             ctx,
             ResultStatus.SKIPPED if skipped else ResultStatus.BLOCKED,
+            attempts,
             reason=withheld.reason,
             error="; ".join(notes) or None,
-            notional=notional,
-            qty=qty,
-            remediation_order_id=remediation_order_id,
-            attempts=attempts,
         )
 
     async def _in_flight(self, ctx: RunContext, cut: ActionResult, write: Awaitable[T]) -> T:
@@ -604,15 +600,7 @@ class RemediationExecutor:
             try:
                 answer = await self._in_flight(ctx, cut, send())
             except WriteWithheld as withheld:
-                return self._withheld(
-                    routed,
-                    ctx,
-                    withheld,
-                    attempts,
-                    notional=write.notional,
-                    qty=write.qty,
-                    remediation_order_id=write.remediation_order_id,
-                )
+                return self._withheld(routed, ctx, withheld, attempts, write)
             except ExchangeError as exc:
                 attempts.append(self._attempt_outcome(exc))
                 self._failed(exc)
@@ -671,39 +659,4 @@ class RemediationExecutor:
             ts_seconds=self.clock() // 1000,
             seq=self._seq,
             prefix=cfg.client_order_id_prefix,
-        )
-
-
-@dataclass(slots=True)
-class WriteInFlight:
-    """An action's write as it stands between attempts -- what its results report (a
-    flatten's quantity and client order id change when it reads its position again)."""
-
-    notional: Decimal | None = None
-    qty: Decimal | None = None
-    remediation_order_id: str | None = None
-
-    def result(
-        self,
-        executor: RemediationExecutor,
-        routed: Routed,
-        ctx: RunContext,
-        status: ResultStatus,
-        attempts: Iterable[AttemptOutcome],
-        *,
-        reason: str | None = None,
-        error: str | None = None,
-        error_type: str | None = None,
-    ) -> ActionResult:
-        return executor.result(
-            routed,
-            ctx,
-            status,
-            reason=reason,
-            error=error,
-            error_type=error_type,
-            notional=self.notional,
-            qty=self.qty,
-            remediation_order_id=self.remediation_order_id,
-            attempts=attempts,
         )
