@@ -40,7 +40,7 @@ from grinder.deadman.metrics import DeadmanMetrics
 from grinder.exchange.port import CountdownPort, ExchangeError, WriteWithheld
 from grinder.reconcile.logs import log_event
 from grinder.reconcile.types import ObservedOrder
-from grinder.reconcile.write_window import WRITE_WINDOW_MS, write_window_ms
+from grinder.reconcile.write_window import write_window_ms
 
 log = logging.getLogger("grinder.service")
 
@@ -135,7 +135,8 @@ class DeadmanSwitch:
         if reason is not None:
             raise WriteWithheld(reason)
         window = write_window_ms(health.lease_left_ms)
-        return WRITE_WINDOW_MS if window is None else window
+        assert window is not None  # withhold_reason refused a lease too short for one
+        return window
 
     async def _renew(self, symbol: str, countdown_ms: int) -> bool:
         sent = self.clock()
