@@ -336,3 +336,46 @@ def test_a_failing_stop_is_sent_again_at_the_renewals_pace_not_every_tick() -> N
     stops = [r for r in h.renewals() if r["countdown_ms"] == 0]
     # Half the 5 s renewal interval apart at least: on 1 s ticks, every third one.
     assert len(stops) == 20
+
+
+def test_a_reload_switches_the_switch_off_and_on_and_nothing_else(tmp_path: Path) -> None:
+    """The reload path itself (a real config file through the settings part): ``enabled``
+    applies at once -- off stops the countdown it set -- and every other field is listed
+    as not applied."""
+    from prometheus_client import CollectorRegistry as Registry
+
+    from grinder.operator.stores import MemoryOperatorStore
+    from grinder.service.metrics import ServiceMetrics
+    from grinder.service.settings import ServiceSettings
+
+    path = tmp_path / "grinder.toml"
+    table = '[deadman]\nenabled = {on}\nsymbols = ["BTCUSDT"]\ncountdown_s = {c}\n'
+    table += "renew_interval_s = 5.0\n"
+    path.write_text(table.format(on="true", c="15.0"))
+    opts = resolve(ServiceFlags(config=str(path)), {})
+    h = Harness()
+    settings = ServiceSettings(
+        opts,
+        clock=h.clock,
+        audit=None,
+        smetrics=ServiceMetrics(Registry()),
+        mainnet_at_start=False,
+        operator_store=MemoryOperatorStore(),
+        instance="test",
+        operator_mirror=None,
+        deadman=lambda: h.switch,
+        on_armed=lambda _armed: None,
+    )
+    settings.operator.start(settings.configured_settings())
+    settings.observe_settings()
+    h.tick()  # renewing
+    path.write_text(table.format(on="false", c="30.0"))
+    reply = settings.reload_config("sighup")
+    assert {"field": "deadman.enabled", "old": True, "new": False} in reply["changes"]
+    assert reply["not_applied"] == ["deadman.countdown_s"]
+    h.tick()
+    assert h.renewals()[-1] == {"symbol": "BTCUSDT", "countdown_ms": 0}  # stopped
+    path.write_text(table.format(on="true", c="15.0"))
+    settings.reload_config("sighup")
+    h.tick(1_000)
+    assert h.renewals()[-1] == {"symbol": "BTCUSDT", "countdown_ms": 15_000}  # renewing again
