@@ -1,6 +1,6 @@
 """The ledger in the running service: the reporter's hook, the store, the audit trail.
 
-``IncidentLedger`` is what ``reconcile.report.Reporter`` tells of each run: the triage
+``IncidentLedger`` is what ``reporting.report.Reporter`` tells of each run: the triage
 findings, the incidents that appeared and cleared (it answers each with the incident's
 id and cause, which the ``RECONCILE_MISMATCH`` lines carry), every remediation result
 (a step of its incident) and the run's end (what still stands). It decides nothing
