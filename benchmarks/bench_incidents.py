@@ -50,10 +50,7 @@ from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
-from grinder.reconcile.remediation import RemediationExecutor
-from grinder.reconcile.report import Reporter
 from grinder.reconcile.routing import ActionKind
-from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import (
     ExpectedOrder,
     Mismatch,
@@ -62,6 +59,9 @@ from grinder.reconcile.types import (
     OrderStatus,
     Side,
 )
+from grinder.remediation.executor import RemediationExecutor
+from grinder.remediation.runner import ReconcileRunner
+from grinder.reporting.report import Reporter
 from grinder.state.expected import MemoryExpectedStore
 from grinder.state.observed import ObservedStore
 

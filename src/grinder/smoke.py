@@ -27,9 +27,9 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
     BudgetStateError,
     BudgetTracker,
@@ -38,14 +38,15 @@ from grinder.reconcile.budget import (
     reset_line,
     stale_warning,
 )
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
-from grinder.reconcile.metrics import ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor
-from grinder.reconcile.report import Reporter, RunReport
-from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import ObservedOrder, OrderStatus, PositionSide, Side
+from grinder.remediation.executor import RemediationExecutor
+from grinder.remediation.runner import ReconcileRunner
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.metrics import ReconcileMetrics
+from grinder.reporting.report import Reporter, RunReport
 from grinder.state.expected import MemoryExpectedStore
 from grinder.state.observed import ObservedStore
 

@@ -21,9 +21,9 @@ from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.identity import generate_client_order_id
+from grinder.reporting.audit import AuditWriter
 from grinder.smoke import (
     ORDER_QTY,
     POSITION_QTY,

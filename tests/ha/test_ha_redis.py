@@ -31,7 +31,6 @@ from grinder.reconcile.budget import (
 )
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason, ResultStatus
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -43,6 +42,7 @@ from grinder.reconcile.types import (
     Side,
 )
 from grinder.redaction import mask_url
+from grinder.remediation.executor import RemediationExecutor
 from grinder.state.expected import ExpectedStoreError, ExpectedStoreFull, UnknownOrder
 from grinder.state.redis_store import RedisExpectedStore
 from tests.support.wait import wait_until

@@ -28,9 +28,9 @@ from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import ResultStatus
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
+from grinder.remediation.executor import RemediationExecutor
 
 KEY, SECRET = "flat-key", "flat-secret"
 SYMBOL = "BTCUSDT"

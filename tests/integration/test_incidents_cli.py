@@ -20,17 +20,18 @@ from typing import Any
 import pytest
 
 from grinder.clock import wall_clock_ms
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.simulator.client import SimControl
 from grinder.incidents import ledger as core
 from grinder.incidents.causes import CauseVerdict
 from grinder.incidents.records import Evidence, IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
-from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind
+from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for

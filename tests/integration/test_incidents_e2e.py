@@ -41,14 +41,15 @@ import pytest
 
 from grinder.cli.control import _call as control_call
 from grinder.clock import wall_clock_ms
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.binance.stream import StreamState
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import remediation_client_order_id
 from grinder.reconcile.types import ExpectedOrder, MismatchType, Side
+from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for

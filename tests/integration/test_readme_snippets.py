@@ -21,8 +21,8 @@ import pytest
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.reconcile.config import RemediationAction
 from grinder.reconcile.labels import BlockReason
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
+from grinder.remediation.executor import RemediationExecutor
 
 pytestmark = pytest.mark.subprocess
 

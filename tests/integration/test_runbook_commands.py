@@ -129,9 +129,9 @@ from grinder.exchange.fake import FakePort
 from grinder.ha.connection import RedisConnection
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import OrderStatus, PositionSide
+from grinder.remediation.executor import RemediationExecutor
 from grinder.service.options import load_config_file
 from grinder.state.redis_store import RedisExpectedStore
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore

@@ -21,11 +21,12 @@ import pytest
 
 from grinder.cli.control import _call as control_call
 from grinder.cli.errors import UsageError
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Side
+from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import credentials_for

@@ -24,7 +24,6 @@ from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, ResultStatus, SkipReason
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -35,6 +34,7 @@ from grinder.reconcile.types import (
     Side,
 )
 from grinder.reconcile.write_window import WRITE_WINDOW_MS
+from grinder.remediation.executor import RemediationExecutor
 from tests.support.ids import ours
 
 KEY, SECRET = "fence-key", "fence-secret"

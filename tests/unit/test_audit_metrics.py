@@ -18,18 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.clock import ManualClock, wall_clock_ms
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.binance.errors import IpBanned, RateLimited, RequestRejected
 from grinder.exchange.binance.ip_limits import not_sent
 from grinder.exchange.fake import FakePort
-from grinder.reconcile.audit import AuditWriter, encode_record
 from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason
-from grinder.reconcile.metrics import RecentCount, ReconcileMetrics, exposition
-from grinder.reconcile.remediation import RemediationExecutor
-from grinder.reconcile.report import Reporter
-from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import (
     MismatchType,
     ObservedOrder,
@@ -38,6 +34,11 @@ from grinder.reconcile.types import (
     Side,
 )
 from grinder.redaction import REDACTED, redact
+from grinder.remediation.executor import RemediationExecutor
+from grinder.remediation.runner import ReconcileRunner
+from grinder.reporting.audit import AuditWriter, encode_record
+from grinder.reporting.metrics import RecentCount, ReconcileMetrics, exposition
+from grinder.reporting.report import Reporter
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import write_metrics_summary
 from grinder.service.metrics import ServiceMetrics

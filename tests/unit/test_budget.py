@@ -41,9 +41,9 @@ from grinder.reconcile.budget import (
 )
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason, ResultStatus
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType
+from grinder.remediation.executor import RemediationExecutor
 
 BR = BlockReason
 # 2024-01-01 12:00:00 UTC

@@ -32,7 +32,7 @@ MODULES: dict[str, tuple[int, str]] = {
     "cli/gates.py": (514, GATES_CLI),
     "ha/elector.py": (483, "the lease's state machine, its Redis scripts and its thread"),
     "reconcile/budget.py": (547, BUDGET),
-    "reconcile/remediation.py": (709, EXECUTOR),
+    "remediation/executor.py": (709, EXECUTOR),
     "service/app.py": (609, SERVICE_PARTS),
 }
 
@@ -48,7 +48,7 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "exchange/simulator/algo.py::parse_algo_order": (97, PARAMETER_ORDER),
     "exchange/simulator/validation.py::parse_new_order": (81, PARAMETER_ORDER),
     "ha/budget.py::RedisBudgetStore.reserve": (79, BUDGET),
-    "reconcile/metrics.py::ReconcileMetrics.__init__": (143, DATA_TABLE),
+    "reporting/metrics.py::ReconcileMetrics.__init__": (143, DATA_TABLE),
     "service/app.py::ReconcileService.__init__": (89, SERVICE_PARTS),
     "service/app.py::ReconcileService.start": (84, SERVICE_PARTS),
     "service/main.py::run_service": (77, SERVICE_PARTS),

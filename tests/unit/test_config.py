@@ -9,15 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from grinder.reconcile.config import (
+from grinder.config_sources import (
     DEFAULT_AUDIT_PATH,
     DEFAULT_BUDGET_STALE_HOURS,
-    ConfigError,
-    ReconcileConfig,
-    RemediationAction,
     RuntimeEnv,
     mainnet_trade_allowed,
+    reconcile_from_toml,
 )
+from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import ActionLabel
 
 # --- runbook 13, exactly as written ----------------------------------------------------------
@@ -301,7 +300,7 @@ max_flatten_notional_usdt = "100"
 order_grace_ms = 7000
 """,
     )
-    c = ReconcileConfig.from_toml(path)
+    c = reconcile_from_toml(path)
     assert c.action is RemediationAction.CANCEL_ALL
     assert c.dry_run is False
     assert c.allow_active_remediation is True
@@ -318,13 +317,13 @@ order_grace_ms = 7000
 
 def test_from_toml_without_reconcile_table_reads_top_level(tmp_path: Path) -> None:
     path = write(tmp_path, 'action = "flatten"\nmax_flatten_notional_usdt = 250\n')
-    c = ReconcileConfig.from_toml(path)
+    c = reconcile_from_toml(path)
     assert c.action is RemediationAction.FLATTEN
     assert c.max_flatten_notional_usdt == Decimal("250")
 
 
 def test_from_toml_empty_file_gives_defaults(tmp_path: Path) -> None:
-    c = ReconcileConfig.from_toml(write(tmp_path, ""))
+    c = reconcile_from_toml(write(tmp_path, ""))
     assert c == ReconcileConfig()
 
 
@@ -341,7 +340,7 @@ def test_from_toml_bad_file_is_config_error_naming_file_and_cause(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        ReconcileConfig.from_toml(path)
+        reconcile_from_toml(path)
     msg = str(info.value)
     assert str(path) in msg
     assert needle in msg
@@ -350,13 +349,13 @@ def test_from_toml_bad_file_is_config_error_naming_file_and_cause(
 def test_from_toml_missing_file_is_config_error_naming_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as info:
-        ReconcileConfig.from_toml(path)
+        reconcile_from_toml(path)
     assert str(path) in str(info.value)
 
 
 def test_from_toml_directory_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(tmp_path)):
-        ReconcileConfig.from_toml(tmp_path)
+        reconcile_from_toml(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -384,7 +383,7 @@ def test_from_toml_wrong_type_or_value_is_config_error_naming_file_field_and_val
 ) -> None:
     path = write(tmp_path, f"[reconcile]\n{line}\n")
     with pytest.raises(ConfigError) as info:
-        ReconcileConfig.from_toml(path)
+        reconcile_from_toml(path)
     msg = str(info.value)
     assert msg.startswith(f"{path}: {field}")
     assert shown in msg
@@ -400,7 +399,7 @@ def test_config_error_is_a_value_error() -> None:
 
 
 def test_toml_loaded_config_is_still_validated_on_assignment(tmp_path: Path) -> None:
-    c = ReconcileConfig.from_toml(write(tmp_path, "[reconcile]\ndry_run = false\n"))
+    c = reconcile_from_toml(write(tmp_path, "[reconcile]\ndry_run = false\n"))
     with pytest.raises(ValidationError):
         c.dry_run = "no"  # type: ignore[assignment]
     c.dry_run = True

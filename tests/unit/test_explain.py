@@ -15,8 +15,8 @@ from grinder.reconcile.budget import BudgetState, BudgetTracker, RunBudget, utc_
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.explain import HOW_TO_OPEN, Outcome, Verdict, explain
 from grinder.reconcile.labels import BlockReason
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
+from grinder.remediation.executor import RemediationExecutor
 
 NOW = 1_704_110_400_000  # 2024-01-01 12:00 UTC
 OURS = "grinder_d_BTCUSDT_1_1704067200_1"

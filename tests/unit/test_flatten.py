@@ -16,7 +16,6 @@ from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.flatten import bounded_price, flatten_order
 from grinder.reconcile.labels import AttemptOutcome, ResultStatus
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     Mismatch,
@@ -25,6 +24,7 @@ from grinder.reconcile.types import (
     PositionSide,
     Side,
 )
+from grinder.remediation.executor import RemediationExecutor
 
 D = Decimal
 TICK = D("0.10")

@@ -22,13 +22,13 @@ from grinder.incidents.sink import IncidentLedger, LedgerInputs
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import MemoryIncidentStore
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Mode, ResultStatus, TriageOutcome
-from grinder.reconcile.report import Reporter
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType, OrderStatus, PositionSide
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.report import Reporter
 from tests.support.ids import ours
 from tests.support.mismatches import ORPHAN
 

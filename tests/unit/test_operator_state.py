@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from grinder.config_sources import RuntimeEnv
 from grinder.operator.decide import ChangeKind, Lift, SetWord, decide, judge
 from grinder.operator.merge import Source, Sourced, effective, held
 from grinder.operator.state import (
@@ -21,7 +22,7 @@ from grinder.operator.state import (
     check_reason,
 )
 from grinder.operator.stores import UNCHANGED, FileOperatorStore, MemoryOperatorStore
-from grinder.reconcile.config import ConfigError, ReconcileConfig, RuntimeEnv
+from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.service.configured import configured, settings_of
 from grinder.service.operator import OperatorControl
 from tests.support.controls import STAMP, make_controls

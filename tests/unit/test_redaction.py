@@ -12,10 +12,10 @@ import pytest
 
 from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, run_command
 from grinder.cli.main import cli
+from grinder.config_sources import check_http_url
 from grinder.ha.config import HaConfig, HaSettings
 from grinder.ha.connection import check_url
-from grinder.reconcile.config import ConfigError, check_http_url
-from grinder.reconcile.logs import configure_logging
+from grinder.reconcile.config import ConfigError
 from grinder.redaction import (
     MASK,
     REDACTED,
@@ -29,6 +29,7 @@ from grinder.redaction import (
     register_secret,
     register_url,
 )
+from grinder.reporting.logs import configure_logging
 from grinder.service.artifacts import Tee
 from grinder.service.control import _dumps
 from grinder.service.options import ServiceOptions

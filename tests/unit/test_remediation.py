@@ -33,7 +33,6 @@ from grinder.reconcile.labels import (
     ResultStatus,
     SkipReason,
 )
-from grinder.reconcile.remediation import DRY_RUN, LIVE, RemediationExecutor
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import (
     ExpectedOrder,
@@ -45,6 +44,7 @@ from grinder.reconcile.types import (
     PositionSide,
     Side,
 )
+from grinder.remediation.executor import DRY_RUN, LIVE, RemediationExecutor
 from grinder.service.configured import settings_of
 from grinder.service.operator import OperatorControl
 from tests.support.controls import STAMP

@@ -14,8 +14,8 @@ import pytest
 
 from grinder.cli.errors import run_command
 from grinder.cli.main import cli
+from grinder.config_sources import RuntimeEnv
 from grinder.ha.config import HaConfig, HaSettings
-from grinder.reconcile.config import RuntimeEnv
 from grinder.redaction import REDACTED
 from grinder.service.control import DEFAULT_SOCKET_TEXT, default_socket_path
 from grinder.service.options import ServiceOptions

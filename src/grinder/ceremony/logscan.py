@@ -1,6 +1,6 @@
 """Reading the service's event log (``--log-file``) for runbook 13's reviews.
 
-Lines are ``<time> <LEVEL> <logger> EVENT key=value …`` (``grinder.reconcile.logs``).
+Lines are ``<time> <LEVEL> <logger> EVENT key=value …`` (``grinder.reporting.logs``).
 A mismatch incident is logged once when detected (``RECONCILE_MISMATCH``) and
 once when it clears (``RECONCILE_MISMATCH_CLEARED``); an incident with no clear
 line is unresolved. Incidents live in the process that detected them: a new

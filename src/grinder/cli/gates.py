@@ -54,10 +54,10 @@ from grinder.reconcile.actions import RunContext
 from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict, explain
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import PositionSide
 from grinder.redaction import mask_url
+from grinder.remediation.executor import RemediationExecutor
 
 
 def _decimal(option: str, raw: str | None) -> Decimal | None:

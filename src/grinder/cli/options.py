@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import click
 
 from grinder.ceremony.sources import DEFAULT_METRICS_URL
-from grinder.reconcile.config import ConfigError, check_http_url
+from grinder.config_sources import check_http_url
+from grinder.reconcile.config import ConfigError
 from grinder.redaction import register_url
 
 F = TypeVar("F", bound=Callable[..., object])

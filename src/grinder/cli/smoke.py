@@ -10,8 +10,8 @@ import sys
 import click
 
 from grinder.cli.errors import EXIT_FAILED, UsageError
-from grinder.reconcile.config import RuntimeEnv
-from grinder.reconcile.logs import configure_logging
+from grinder.config_sources import RuntimeEnv
+from grinder.reporting.logs import configure_logging
 from grinder.smoke import (
     CONFIRM_PHRASE,
     SmokeSettings,

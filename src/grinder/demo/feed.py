@@ -13,11 +13,11 @@ from typing import Any
 
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import Event, ResultStatus, SkipReason, TriageOutcome
-from grinder.reconcile.logs import format_event
 from grinder.reconcile.repeats import RepeatFilter, result_outcome, skip_outcome
-from grinder.reconcile.report import RunReport
 from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType
+from grinder.reporting.logs import format_event
+from grinder.reporting.report import RunReport
 from grinder.service.app import ReconcileService
 
 RESULT_EVENT = {

@@ -34,7 +34,7 @@ from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer
-from grinder.reconcile.audit import AuditWriter
+from grinder.reporting.audit import AuditWriter
 from grinder.service.artifacts import RunDir, Tee
 from grinder.service.main import prepare_budget, print_configuration
 from grinder.service.options import ServiceOptions

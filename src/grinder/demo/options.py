@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from grinder.reconcile.config import ReconcileConfig, RemediationAction, RuntimeEnv
+from grinder.config_sources import RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.service.options import (
     IP_WEIGHT_PER_MINUTE,
     SNAPSHOT_WEIGHT_SHARE,

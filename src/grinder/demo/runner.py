@@ -15,7 +15,7 @@ from typing import TextIO
 from grinder.demo.cases import Demo
 from grinder.demo.options import ARTIFACTS, SERVICE_LOG, DemoOptions
 from grinder.demo.output import print_banner, print_results
-from grinder.reconcile.logs import LOGGER_NAME, configure_logging
+from grinder.reporting.logs import LOGGER_NAME, configure_logging
 from grinder.service.artifacts import RunDir, Tee, clean_old_days
 from grinder.service.defaults import DEFAULT_ARTIFACT_TTL_DAYS
 from grinder.service.main import write_artifacts

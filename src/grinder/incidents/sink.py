@@ -1,6 +1,6 @@
 """The ledger in the running service: the reporter's hook, the store, the audit trail.
 
-``IncidentLedger`` is what ``reconcile.report.Reporter`` tells of each run: the triage
+``IncidentLedger`` is what ``reporting.report.Reporter`` tells of each run: the triage
 findings, the incidents that appeared and cleared (it answers each with the incident's
 id and cause, which the ``RECONCILE_MISMATCH`` lines carry), every remediation result
 (a step of its incident) and the run's end (what still stands). It decides nothing
@@ -41,12 +41,12 @@ from grinder.incidents.pending import PendingWrites
 from grinder.incidents.records import IncidentKey, IncidentRecord, IncidentSummary
 from grinder.incidents.store import IncidentStore, unknown
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, IncidentCause, Mode
-from grinder.reconcile.logs import log_event
 from grinder.reconcile.types import Mismatch, PositionKey, PositionSide
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.logs import log_event
 
 log = logging.getLogger("grinder.incidents")
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from grinder.reconcile.budget import RunBudget
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch
-
-if TYPE_CHECKING:
-    from grinder.reconcile.remediation import RemediationExecutor
 
 
 @dataclass(slots=True)
@@ -110,6 +107,25 @@ class RemediationReporter(Protocol):
     def result(self, ctx: RunContext, result: ActionResult) -> None: ...
 
 
+class ResultBuilder(Protocol):
+    """What makes an action's result: the executor (``RemediationExecutor.result``)."""
+
+    def result(
+        self,
+        routed: Routed,
+        ctx: RunContext,
+        status: ResultStatus,
+        *,
+        reason: str | None = None,
+        notional: Decimal | None = None,
+        qty: Decimal | None = None,
+        remediation_order_id: str | None = None,
+        error: str | None = None,
+        attempts: Iterable[AttemptOutcome] = (),
+        error_type: str | None = None,
+    ) -> ActionResult: ...
+
+
 @dataclass(slots=True)
 class WriteInFlight:
     """An action's write as it stands between attempts -- what its results report (a
@@ -121,7 +137,7 @@ class WriteInFlight:
 
     def result(
         self,
-        executor: RemediationExecutor,
+        executor: ResultBuilder,
         routed: Routed,
         ctx: RunContext,
         status: ResultStatus,

@@ -1,4 +1,4 @@
-"""Reconciliation and remediation configuration, and strict environment parsing.
+"""Reconciliation and remediation configuration: the settings and their rules (pure).
 
 ``ReconcileConfig`` is a live object: assignments are validated, and the
 executor reads it at every gate evaluation, so ``config.action =
@@ -9,21 +9,16 @@ Every change is checked on the whole configuration it would make (``CheckedModel
 the field rules and the rules that tie fields together (the identity rules of
 ``grinder.reconcile.identity.check_identity``), at start, on reload and on every
 control change alike; a change that fails leaves the live object as it was.
+
+Reading them -- a TOML file, the environment -- is the shell's: ``grinder.config_sources``.
 """
 
 from __future__ import annotations
 
-import math
-import os
-import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -36,7 +31,6 @@ from pydantic import (
 )
 
 from grinder.reconcile.identity import DEFAULT_PREFIX, DEFAULT_STRATEGY_ID, check_identity
-from grinder.redaction import mask_url
 
 MAX_EXPECTED_HEARTBEAT_AGE_S = 600.0
 """Gate E's limit may not be raised past 10 minutes: a larger one would let a bot that
@@ -196,156 +190,7 @@ class ReconcileConfig(CheckedModel):
         except ValidationError as exc:
             raise ConfigError(f"{source}: {validation_message(exc)}") from None
 
-    @classmethod
-    def from_toml(cls, path: Path) -> ReconcileConfig:
-        """Read the ``[reconcile]`` table of a TOML file (or the whole file if it has none)."""
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-        table = raw.get("reconcile", raw)
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [reconcile] must be a table")
-        return cls.from_mapping(table, source=str(path))
-
     def summary(self) -> dict[str, Any]:
         """A flat, printable view (Decimals as strings)."""
         out = self.model_dump()
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in out.items()}
-
-
-# --- Environment -------------------------------------------------------------------------
-
-
-def zero_one(raw: str, where: str) -> bool:
-    """Exactly ``1`` (True) or ``0`` (False); anything else, empty too, is a ``ConfigError``
-    naming ``where`` (the variable or the flag) and the value."""
-    if raw == "1":
-        return True
-    if raw == "0":
-        return False
-    raise ConfigError(f"{where}: expected '0' or '1', got {raw!r}")
-
-
-def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """``0`` or ``1``; unset means ``default``; anything else is a ``ConfigError``."""
-    raw = env.get(name)
-    if raw is None:
-        return default
-    return zero_one(raw, name)
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    if not _DECIMAL_TEXT.fullmatch(raw):
-        raise ConfigError(f"{name}: expected a number, got {raw!r}")
-    value = float(raw)
-    if math.isinf(value) or value < minimum:
-        raise ConfigError(f"{name}: expected a number >= {minimum:g}, got {raw!r}")
-    return value
-
-
-_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-
-
-def env_text(env: Mapping[str, str], name: str) -> str | None:
-    """The variable's value; unset is None; set but empty (or blank) is a ``ConfigError``."""
-    raw = env.get(name)
-    if raw is None:
-        return None
-    if not raw.strip():
-        raise ConfigError(
-            f"{name}: expected a value, got an empty value (unset it for the default)"
-        )
-    return raw
-
-
-def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    if not raw.strip():
-        raise ConfigError(f"{name}: expected a path, got an empty value")
-    return Path(raw)
-
-
-def check_http_url(url: str, where: str) -> str:
-    """``url`` when it is http(s)://host[:port][/path], else a ``ConfigError`` naming ``where``.
-
-    The message shows the URL through ``mask_url``: never its password.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc} in {mask_url(url)!r}") from None
-    if "@" in parts.path + parts.query + parts.fragment:
-        raise ConfigError(
-            f"{where}: '@' after the host in {mask_url(url)!r}: percent-encode '/', '?', '#' "
-            "and '@' in a user name or password"
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{where}: expected http(s)://host[:port], got {mask_url(url)!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError(f"{where}: expected a port from 1 to 65535 in {mask_url(url)!r}")
-    return url
-
-
-DEFAULT_AUDIT_PATH = Path("audit/reconcile.jsonl")
-DEFAULT_BUDGET_STALE_HOURS = 24.0
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeEnv:
-    """The environment variables the runbooks use, parsed strictly."""
-
-    dry_run: bool
-    allow_active: bool
-    armed: bool
-    allow_mainnet_trade: bool
-    audit_enabled: bool
-    audit_path: Path
-    budget_state_path: Path | None
-    budget_state_stale_hours: float
-    raw: Mapping[str, str | None]
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeEnv:
-        src = os.environ if env is None else env
-        names = (
-            "RECONCILE_DRY_RUN",
-            "RECONCILE_ALLOW_ACTIVE",
-            "ARMED",
-            "ALLOW_MAINNET_TRADE",
-            "GRINDER_AUDIT_ENABLED",
-            "GRINDER_AUDIT_PATH",
-            "BUDGET_STATE_PATH",
-            "BUDGET_STATE_STALE_HOURS",
-        )
-        return cls(
-            dry_run=env_bool(src, "RECONCILE_DRY_RUN", True),
-            allow_active=env_bool(src, "RECONCILE_ALLOW_ACTIVE", False),
-            armed=env_bool(src, "ARMED", False),
-            allow_mainnet_trade=env_bool(src, "ALLOW_MAINNET_TRADE", False),
-            audit_enabled=env_bool(src, "GRINDER_AUDIT_ENABLED", False),
-            audit_path=env_path(src, "GRINDER_AUDIT_PATH", DEFAULT_AUDIT_PATH)
-            or DEFAULT_AUDIT_PATH,
-            budget_state_path=env_path(src, "BUDGET_STATE_PATH", None),
-            budget_state_stale_hours=env_float(
-                src, "BUDGET_STATE_STALE_HOURS", DEFAULT_BUDGET_STALE_HOURS
-            ),
-            raw={name: src.get(name) for name in names},
-        )
-
-
-def mainnet_trade_allowed(env: Mapping[str, str] | None = None) -> bool:
-    """Gate 5, read at the moment of the write: ``ALLOW_MAINNET_TRADE`` is exactly ``1``."""
-    src = os.environ if env is None else env
-    return src.get("ALLOW_MAINNET_TRADE") == "1"

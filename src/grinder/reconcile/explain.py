@@ -13,28 +13,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 from grinder.reconcile.actions import RunContext
 from grinder.reconcile.gates import (
     HOW_TO_OPEN,
     GateCheck,
+    GateInputs,
     Verdict,
     evaluate,
     expected_state_detail,
 )
 from grinder.reconcile.labels import BlockReason, Mode
-from grinder.reconcile.remediation import RemediationExecutor
 from grinder.reconcile.routing import ActionKind
 
 __all__ = [
     "HOW_TO_OPEN",
     "Explanation",
     "GateCheck",
+    "GateInputSource",
     "Outcome",
     "Verdict",
     "expected_state_detail",
     "explain",
 ]
+
+
+class GateInputSource(Protocol):
+    """Where ``explain`` reads the gates' inputs and the mode: the executor
+    (``RemediationExecutor``), which reads them now -- the same as its own ``gate`` reads."""
+
+    @property
+    def mode(self) -> Mode: ...
+
+    def gate_inputs(
+        self,
+        kind: ActionKind,
+        symbol: str,
+        client_order_id: str | None,
+        notional: Decimal | None,
+        ctx: RunContext,
+    ) -> GateInputs: ...
 
 
 class Outcome(StrEnum):
@@ -72,7 +91,7 @@ class Explanation:
 
 
 def explain(
-    executor: RemediationExecutor,
+    executor: GateInputSource,
     kind: ActionKind,
     symbol: str,
     client_order_id: str | None,

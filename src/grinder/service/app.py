@@ -49,15 +49,15 @@ from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.operator.state import OperatorStateError
 from grinder.operator.stores import FileOperatorStore, MemoryOperatorStore, OperatorStore
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
-from grinder.reconcile.logs import log_event
-from grinder.reconcile.metrics import ReconcileMetrics
-from grinder.reconcile.remediation import RemediationExecutor
-from grinder.reconcile.report import Reporter, RunReport
-from grinder.reconcile.runner import ReconcileRunner
+from grinder.remediation.executor import RemediationExecutor
+from grinder.remediation.runner import ReconcileRunner
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.logs import log_event
+from grinder.reporting.metrics import ReconcileMetrics
+from grinder.reporting.report import Reporter, RunReport
 from grinder.service.control import Controls, build_control_app, start_control_site
 from grinder.service.deadman import DeadmanSwitch
 from grinder.service.ha import HaHooks, ServiceHa

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from grinder.fileio import write_bytes_atomic, write_json_atomic
 from grinder.reconcile.config import ConfigError
-from grinder.reconcile.metrics import exposition
 from grinder.redaction import mask_secrets
+from grinder.reporting.metrics import exposition
 
 log = logging.getLogger("grinder.service.artifacts")
 

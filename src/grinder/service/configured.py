@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grinder.config_sources import RuntimeEnv
 from grinder.operator.merge import Source, Sourced, configured_value
 from grinder.operator.state import ALLOW_MAINNET_FIELD, ARMED
-from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig
 
 Origin = tuple[Source, str]
 ENV_AT_START = "(environment at start)"

@@ -38,9 +38,9 @@ from grinder.deadman.decision import (
 )
 from grinder.deadman.metrics import DeadmanMetrics
 from grinder.exchange.port import CountdownPort, ExchangeError, WriteWithheld
-from grinder.reconcile.logs import log_event
 from grinder.reconcile.types import ObservedOrder
 from grinder.reconcile.write_window import write_window_ms
+from grinder.reporting.logs import log_event
 
 log = logging.getLogger("grinder.service")
 

@@ -26,7 +26,7 @@ from prometheus_client import Gauge
 from grinder.ha.elector import LeadershipEvent
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
-from grinder.reconcile.logs import log_event
+from grinder.reporting.logs import log_event
 
 log = logging.getLogger("grinder.service")
 

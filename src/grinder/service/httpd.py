@@ -13,8 +13,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from grinder.reconcile.config import ConfigError
-from grinder.reconcile.metrics import exposition
 from grinder.redaction import redact
+from grinder.reporting.metrics import exposition
 
 
 def build_metrics_app(

@@ -30,10 +30,10 @@ from grinder.exchange.metrics import ExchangeMetrics
 from grinder.incidents.sink import IncidentLedger
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
-from grinder.reconcile.metrics import ReconcileMetrics
-from grinder.reconcile.report import RunReport
-from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
+from grinder.remediation.runner import ReconcileRunner
+from grinder.reporting.metrics import ReconcileMetrics
+from grinder.reporting.report import RunReport
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
 from grinder.service.scheduler import (

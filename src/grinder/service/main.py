@@ -25,7 +25,6 @@ from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
 from grinder.clock import wall_clock_ms
 from grinder.exchange.port import ExchangeError
 from grinder.ha.runtime import HaRuntime
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import (
     BudgetStateError,
     BudgetTracker,
@@ -36,8 +35,9 @@ from grinder.reconcile.budget import (
 )
 from grinder.reconcile.config import ConfigError
 from grinder.reconcile.labels import Mode
-from grinder.reconcile.logs import FILE_ONLY, configure_logging
 from grinder.redaction import mask_url
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.logs import FILE_ONLY, configure_logging
 from grinder.service.app import ReconcileService
 from grinder.service.artifacts import (
     BUDGET_STATE,

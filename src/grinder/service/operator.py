@@ -51,7 +51,7 @@ from grinder.operator.state import (
     rollback_of,
 )
 from grinder.operator.stores import FileOperatorStore, OperatorStore, Read, Unchanged
-from grinder.reconcile.logs import log_event
+from grinder.reporting.logs import log_event
 
 log = logging.getLogger("grinder.service")
 

@@ -26,21 +26,13 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
+from grinder.config_sources import RuntimeEnv, env_float, env_path, env_text
 from grinder.deadman.config import DeadmanConfig
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
 from grinder.ha.connection import check_namespace, check_url
-from grinder.reconcile.config import (
-    CheckedModel,
-    ConfigError,
-    ReconcileConfig,
-    RuntimeEnv,
-    env_float,
-    env_path,
-    env_text,
-    validation_message,
-)
+from grinder.reconcile.config import CheckedModel, ConfigError, ReconcileConfig, validation_message
 from grinder.redaction import masked_repr, register_url
 from grinder.service.configured import Origin, configured
 from grinder.service.defaults import (

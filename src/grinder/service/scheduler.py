@@ -14,15 +14,33 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, replace
-
-from grinder.service.options import ServiceConfig
+from typing import Protocol
 
 MAX_CHECKS = 10_000
 """Checks asked for and not yet due, at most; past it the earliest ``KEPT_CHECKS`` stay."""
 KEPT_CHECKS = 1000
 
 
-def snapshot_interval_s(pacing: ServiceConfig, last_weight: int) -> float:
+class Pacing(Protocol):
+    """The pacing settings the schedule reads (``grinder.service.options.ServiceConfig``)."""
+
+    @property
+    def full_pass_interval_s(self) -> float: ...
+
+    @property
+    def min_snapshot_interval_s(self) -> float: ...
+
+    @property
+    def max_snapshot_interval_s(self) -> float: ...
+
+    @property
+    def snapshot_weight_per_minute(self) -> float: ...
+
+    @property
+    def full_snapshot_interval_s(self) -> float: ...
+
+
+def snapshot_interval_s(pacing: Pacing, last_weight: int) -> float:
     """Interval to the next snapshot, from what the last regular one cost in request weight:
     ``max(min, min(max, weight / weight_per_minute * 60))``."""
     wanted = last_weight / pacing.snapshot_weight_per_minute * 60
@@ -45,7 +63,7 @@ class DueTimes:
 
     @classmethod
     def first(
-        cls, start: int, pacing: ServiceConfig, last_weight: int, duration_s: float | None
+        cls, start: int, pacing: Pacing, last_weight: int, duration_s: float | None
     ) -> DueTimes:
         """At the loop's start: a full pass at once, the rest after their intervals."""
         return cls(
@@ -83,7 +101,7 @@ def next_step(times: DueTimes, now: int, earliest_check: int | None) -> Step:
 
 
 def after_snapshot(
-    times: DueTimes, step: Step, now: int, done_at: int, pacing: ServiceConfig, last_weight: int
+    times: DueTimes, step: Step, now: int, done_at: int, pacing: Pacing, last_weight: int
 ) -> DueTimes:
     """The times after a step's snapshot (tried at ``now``, over at ``done_at``, whether it
     succeeded or not): the next one an interval after it ended, the next all-symbols one an
@@ -102,7 +120,7 @@ def run_due(times: DueTimes, now: int, earliest_check: int | None) -> bool:
     return now >= times.next_full_pass or (earliest_check is not None and earliest_check <= now)
 
 
-def after_run(times: DueTimes, done_at: int, pacing: ServiceConfig) -> DueTimes:
+def after_run(times: DueTimes, done_at: int, pacing: Pacing) -> DueTimes:
     """The next full pass an interval after this run ended (whether it succeeded or not)."""
     return replace(times, next_full_pass=done_at + _ms(pacing.full_pass_interval_s))
 

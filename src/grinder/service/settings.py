@@ -25,9 +25,9 @@ from grinder.operator.decide import WordChange
 from grinder.operator.merge import Sourced
 from grinder.operator.state import ALLOW_MAINNET_FIELD, Stamp
 from grinder.operator.stores import FileOperatorStore, OperatorStore
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.config import ConfigError, ReconcileConfig, validation_message
-from grinder.reconcile.logs import log_event
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.logs import log_event
 from grinder.service.configured import configured, settings_of
 from grinder.service.deadman import DeadmanSwitch
 from grinder.service.live import ALLOW_MAINNET, LiveSettings

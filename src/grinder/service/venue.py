@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from grinder.clock import Clock
+from grinder.config_sources import check_http_url
 from grinder.exchange.binance.credentials import VENUES, Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient
@@ -24,7 +25,6 @@ from grinder.exchange.simulator.config import (
     default_api_secret,
 )
 from grinder.exchange.simulator.server import SimulatorServer
-from grinder.reconcile.config import check_http_url
 from grinder.redaction import register_secret
 from grinder.service.options import ServiceOptions
 

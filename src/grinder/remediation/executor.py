@@ -50,6 +50,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from grinder.clock import Clock, wall_clock_ms
+from grinder.config_sources import mainnet_trade_allowed
 from grinder.exchange.port import (
     Authorize,
     CancelOutcome,
@@ -71,8 +72,7 @@ from grinder.reconcile.budget import (
     BudgetTracker,
     budget_verdict,
 )
-from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
-from grinder.reconcile.flatten_action import FlattenAction
+from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.gates import GateInputs, every_block, first_block
 from grinder.reconcile.identity import (
     REMEDIATION_SEQ_MAX,
@@ -89,6 +89,7 @@ from grinder.reconcile.labels import (
 from grinder.reconcile.routing import ActionKind, Routed, cancel_still_wanted
 from grinder.reconcile.types import ZERO, ExpectedOrder, Mismatch
 from grinder.reconcile.write_window import write_window_ms
+from grinder.remediation.flatten_action import FlattenAction
 
 DRY_RUN = Mode.DRY_RUN
 LIVE = Mode.LIVE

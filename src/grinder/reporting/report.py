@@ -16,15 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from grinder.reconcile.actions import ActionResult, RunContext
-from grinder.reconcile.audit import AuditWriter
 from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
-from grinder.reconcile.logs import LOGGER_NAME, log_event
-from grinder.reconcile.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
 from grinder.reconcile.repeats import IncidentKey, RepeatFilter, result_outcome, skip_outcome
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType
+from grinder.reporting.audit import AuditWriter
+from grinder.reporting.logs import LOGGER_NAME, log_event
+from grinder.reporting.metrics import NO_SNAPSHOT_AGE_S, ReconcileMetrics
 
 _RESULT_EVENT = {
     ResultStatus.PLANNED: Event.REMEDIATION_PLANNED,

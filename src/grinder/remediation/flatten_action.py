@@ -34,7 +34,7 @@ from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import ZERO, ObservedOrder, OrderStatus, PositionSide
 
 if TYPE_CHECKING:
-    from grinder.reconcile.remediation import RemediationExecutor
+    from grinder.remediation.executor import RemediationExecutor
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,10 +6,10 @@ from grinder.clock import Clock
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.engine import OrderQuery, ReconcileEngine
 from grinder.reconcile.labels import ResultStatus, SkipReason
-from grinder.reconcile.remediation import RemediationExecutor
-from grinder.reconcile.report import Reporter, RunReport
 from grinder.reconcile.routing import ActionKind, plan
 from grinder.reconcile.types import ObservedOrder, OrderStatus
+from grinder.remediation.executor import RemediationExecutor
+from grinder.reporting.report import Reporter, RunReport
 
 
 class ReconcileRunner:
