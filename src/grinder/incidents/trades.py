@@ -54,7 +54,7 @@ class TradesFetcher:
         self.clock = clock
         self.limits = limits
         self.may_fetch = may_fetch
-        self.metrics = metrics
+        self.metrics = metrics if metrics is not None else ledger.metrics
         self.policy = policy or plan.TradesPolicy()
         self.progress: dict[str, plan.TradesProgress] = {}
         self._sent: deque[int] = deque(maxlen=max(1, self.policy.weight_per_minute))

@@ -115,13 +115,12 @@ def request_for(
     diff = difference_of(m)
     if diff is None or not rec.is_open:
         return None
-    same = progress.difference == diff
-    if same and progress.explained:
+    changed = progress.difference is not None and progress.difference != diff
+    if not changed and progress.explained:
         return None
     last = progress.last_attempt_ms
-    if same and last is not None and now_ms - last < wait_ms(progress, policy):
-        return None
-    if not same and last is not None and now_ms - last < policy.every_ms:
+    wait = policy.every_ms if changed else wait_ms(progress, policy)
+    if last is not None and now_ms - last < wait:
         return None
     start = max(rec.first_seen_ms - policy.margin_ms, now_ms - TRADES_MAX_WINDOW_MS, 0)
     return TradesRequest(
