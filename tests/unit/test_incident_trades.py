@@ -367,3 +367,19 @@ async def test_an_older_fill_outside_the_window_shows_the_shortfall() -> None:
     assert not t.explained
     assert [r.trade_id for r in t.trades] == [2]
     assert (t.signed_sum, t.unexplained) == ("0.02", "0.03")
+
+
+async def test_a_new_leader_does_not_fetch_again_what_the_record_explains() -> None:
+    clock, writer = Clock(), [True]
+    m = position("0.05")
+    ledger = ledger_with(m, clock, writer)
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    first = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    assert await first.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert plan.progress_from(rec) == plan.TradesProgress(T0, 0, Decimal("0.05"), True)
+    clock.now += POLICY.backoff_max_ms
+    second = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)  # the next process
+    assert await second.after_run() == 0
+    assert len(venue.calls) == 1
+    assert plan.progress_from(opened(m)) == plan.TradesProgress()

@@ -89,9 +89,10 @@ class TradesFetcher:
         ids = {rec.id for rec, _ in standing}
         for gone in [i for i in self.progress if i not in ids]:
             del self.progress[gone]
-        candidates = [
-            (rec, m, self.progress.get(rec.id, plan.TradesProgress())) for rec, m in standing
-        ]
+        for rec, _ in standing:
+            if rec.id not in self.progress:
+                self.progress[rec.id] = plan.progress_from(rec)
+        candidates = [(rec, m, self.progress[rec.id]) for rec, m in standing]
         keys = {rec.id: rec.key for rec, _ in standing}
         sent = 0
         for req in plan.plan(candidates, now, self.policy, self._sent):
@@ -105,9 +106,7 @@ class TradesFetcher:
         return sent
 
     async def _fetch(self, req: plan.TradesRequest, key: tuple[str, str, str]) -> None:
-        progress = plan.attempted(
-            self.progress.get(req.incident_id, plan.TradesProgress()), req.end_ms
-        )
+        progress = plan.attempted(self.progress[req.incident_id], req.end_ms)
         self.progress[req.incident_id] = progress
         self._sent.append(req.end_ms)
         self.requests += 1

@@ -87,6 +87,20 @@ class TradesRequest:
     end_ms: int
 
 
+def progress_from(rec: IncidentRecord) -> TradesProgress:
+    """What the record says was fetched before (by this process before a restart, or by the
+    last leader): trades that explain its difference are not fetched again."""
+    t = rec.trades
+    if t is None:
+        return TradesProgress()
+    return TradesProgress(
+        last_attempt_ms=t.fetched_ms,
+        failures=0 if t.explained else 1,
+        difference=Decimal(t.difference),
+        explained=t.explained,
+    )
+
+
 def difference_of(m: Mismatch) -> Decimal | None:
     """The position difference a mismatch stands for (observed - expected), or None when
     it is not a position's (or is no difference)."""
