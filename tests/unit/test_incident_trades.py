@@ -4,7 +4,9 @@ window (``incidents.trades_plan``, pure), the record's trades in its JSON form a
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -268,11 +270,14 @@ class Venue:
         self.trades = trades
         self.calls: list[tuple[str, int, int]] = []
         self.fail: Exception | None = None
+        self.hang: asyncio.Event | None = None
 
     async def fetch_user_trades(
         self, symbol: str, *, start_ms: int, end_ms: int, limit: int = 1000
     ) -> list[AccountTrade]:
         self.calls.append((symbol, start_ms, end_ms))
+        if self.hang is not None:
+            await self.hang.wait()
         if self.fail is not None:
             raise self.fail
         return [t for t in self.trades if start_ms <= t.time_ms <= end_ms]
@@ -383,3 +388,17 @@ async def test_a_new_leader_does_not_fetch_again_what_the_record_explains() -> N
     assert await second.after_run() == 0
     assert len(venue.calls) == 1
     assert plan.progress_from(opened(m)) == plan.TradesProgress()
+
+
+async def test_a_fetch_with_no_answer_is_abandoned_at_the_passs_deadline() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    venue.hang = asyncio.Event()  # never set: the venue does not answer
+    quick = replace(POLICY, pass_timeout_ms=50)
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=quick)
+    assert await asyncio.wait_for(fetcher.after_run(), 30) == 1  # returned: not held up
+    (rec,) = ledger.open_records()
+    assert rec.trades is None
+    assert fetches(ledger, "failed") == 1
+    assert fetcher.progress[rec.id].failures == 1

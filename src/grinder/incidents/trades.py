@@ -6,13 +6,15 @@ After each run the service calls ``TradesFetcher.after_run``: it asks
 the lease) and while the IP's weight allows it (``trades_plan.ip_allows``; it never waits
 for the weight window or a 429's pause: it is withheld and tried at a later pass), and
 puts the verdict of ``reconcile.trades.account_for`` on the record
-(``IncidentLedger.attach_trades``). A failed fetch leaves the record as it was; it is
-counted, logged (``INCIDENT_TRADES_FAILED``) and tried again after a backoff. Nothing here
-stops a run or the service.
+(``IncidentLedger.attach_trades``). A failed fetch -- an error, or no answer within the
+pass's time (``TradesPolicy.pass_timeout_ms``) -- leaves the record as it was; it is counted,
+logged (``INCIDENT_TRADES_FAILED``) and tried again after a backoff. Nothing here stops a run
+or the service, or holds its loop longer than that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -95,17 +97,21 @@ class TradesFetcher:
         candidates = [(rec, m, self.progress[rec.id]) for rec, m in standing]
         keys = {rec.id: rec.key for rec, _ in standing}
         sent = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.pass_timeout_ms / 1000
         for req in plan.plan(candidates, now, self.policy, self._sent):
-            if not self.may_fetch():
+            if not self.may_fetch() or loop.time() >= deadline:
                 break
             if not self._ip_allows():
                 self._count("withheld")
                 break
             sent += 1
-            await self._fetch(req, keys[req.incident_id])
+            await self._fetch(req, keys[req.incident_id], deadline - loop.time())
         return sent
 
-    async def _fetch(self, req: plan.TradesRequest, key: tuple[str, str, str]) -> None:
+    async def _fetch(
+        self, req: plan.TradesRequest, key: tuple[str, str, str], timeout_s: float
+    ) -> None:
         progress = plan.attempted(self.progress[req.incident_id], req.end_ms)
         self.progress[req.incident_id] = progress
         self._sent.append(req.end_ms)
@@ -113,10 +119,11 @@ class TradesFetcher:
         if self.metrics is not None:
             self.metrics.trade_fetch_weight.inc(TRADES_WEIGHT)
         try:
-            trades = await self.source.fetch_user_trades(
-                req.symbol, start_ms=req.start_ms, end_ms=req.end_ms
+            trades = await asyncio.wait_for(
+                self.source.fetch_user_trades(req.symbol, start_ms=req.start_ms, end_ms=req.end_ms),
+                timeout_s,
             )
-        except Exception as exc:  # the ledger never stops reconciliation
+        except Exception as exc:  # the ledger never stops reconciliation (a timeout included)
             self.progress[req.incident_id] = plan.failed(progress)
             self._count("failed")
             log_event(

@@ -19,7 +19,9 @@ before, which incidents to fetch for now:
   in any 60 s. The IP's share is judged by ``ip_allows``: a fetch goes out only while the
   IP's minute (every client on it, requests in flight included) stays under
   ``ip_share`` of the soft limit after it, and never waits for the window or a 429's
-  pause: the weight above that share is left to snapshots and remediation writes.
+  pause: the weight above that share is left to snapshots and remediation writes;
+* **time** -- a pass holds the service's loop for at most ``pass_timeout_ms``: a request
+  still out then is abandoned, as a failure.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class TradesPolicy:
     per_pass: int = 2
     weight_per_minute: int = 60
     ip_share: float = 0.5
+    pass_timeout_ms: int = 2_000
+    """The longest a pass may hold up the service's loop; a request still out then is
+    abandoned (a failure, tried again after the backoff)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_ms <= TRADES_MAX_WINDOW_MS:
@@ -62,6 +67,8 @@ class TradesPolicy:
             raise ValueError(f"trades: per_pass >= 1 and weight_per_minute >= {TRADES_WEIGHT}")
         if not 0 < self.ip_share <= 1:
             raise ValueError("trades: ip_share must be in (0, 1]")
+        if self.pass_timeout_ms < 1:
+            raise ValueError("trades: pass_timeout_ms must be >= 1")
 
 
 @dataclass(frozen=True, slots=True)
