@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -133,6 +134,12 @@ def sim_trades(sim: SimulatorServer, symbol: str) -> list[dict[str, Any]]:
     ]
 
 
+def read_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        text: str = resp.read().decode()
+    return text
+
+
 def requests(sim: SimulatorServer) -> int:
     return int(sim.exchange.requests.get(TRADES, 0))
 
@@ -203,6 +210,11 @@ async def test_a_manual_fill_is_explained_by_exactly_its_trades(
         sent = requests(sim)
         assert sent == 2  # one per incident
         assert run.metric("explained") == 2
+        assert run.service.metrics_url is not None
+        exposed = await asyncio.to_thread(read_text, run.service.metrics_url)
+        assert 'grinder_incidents_trade_fetches_total{outcome="explained"} 2.0' in exposed
+        assert 'grinder_incidents_trade_fetches_total{outcome="failed"} 0.0' in exposed
+        assert "grinder_incidents_trade_fetch_weight_total 10.0" in exposed
         # Once explained, no more requests: watch a few more runs, past the pacing interval.
         runs = run.service.runs
         since = wall_clock_ms()
