@@ -77,6 +77,9 @@ def open_ledger(service: ReconcileService) -> IncidentLedger:
         ),
     )
     ledger.load()
+    if service.venue is not None:
+        fetcher = open_trades(ledger, service.venue, svc, service.clock)
+        ledger.trades_pass = fetcher.after_run
     return ledger
 
 

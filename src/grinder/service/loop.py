@@ -28,14 +28,12 @@ from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFut
 from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
 from grinder.exchange.metrics import ExchangeMetrics
 from grinder.incidents.sink import IncidentLedger
-from grinder.incidents.trades import TradesFetcher
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.metrics import ReconcileMetrics
 from grinder.reconcile.report import RunReport
 from grinder.reconcile.runner import ReconcileRunner
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
-from grinder.service.incidents import open_trades
 from grinder.service.metrics import ServiceMetrics
 from grinder.service.options import ServiceOptions
 from grinder.service.scheduler import (
@@ -67,8 +65,6 @@ class ServiceLoop:
     venue: VenueConnection | None
     runner: ReconcileRunner | None
     ledger: IncidentLedger | None
-    trades: TradesFetcher | None = None
-    """The trades behind position incidents (D67): made at the first run's end."""
     metrics: ReconcileMetrics
     smetrics: ServiceMetrics
     xmetrics: ExchangeMetrics
@@ -132,13 +128,8 @@ class ServiceLoop:
         else:
             if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
                 self.schedule(self.clock() + self.opts.service.triage_retry_ms)
-            await self.unless_stopped(self._incident_trades(), "incident trades")
-
-    async def _incident_trades(self) -> None:
-        if self.trades is None and self.ledger is not None and self.venue is not None:
-            self.trades = open_trades(self.ledger, self.venue, self.opts.service, self.clock)
-        if self.trades is not None:
-            await self.trades.after_run()
+            if self.ledger is not None and self.ledger.trades_pass is not None:  # D67
+                await self.unless_stopped(self.ledger.trades_pass(), "incident trades")
 
     async def unless_stopped(
         self, work: Coroutine[Any, Any, T], what: str, drain_s: float = 0.0
