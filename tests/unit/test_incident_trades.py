@@ -402,3 +402,28 @@ async def test_a_fetch_with_no_answer_is_abandoned_at_the_passs_deadline() -> No
     assert rec.trades is None
     assert fetches(ledger, "failed") == 1
     assert fetcher.progress[rec.id].failures == 1
+
+
+async def test_the_weight_counts_requests_that_left_and_not_those_refused_before() -> None:
+    from grinder.exchange.binance.errors import IpBanned
+    from grinder.exchange.binance.ip_limits import not_sent
+
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    assert ledger.metrics is not None
+    weight = ledger.metrics.trade_fetch_weight
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    venue.fail = not_sent(IpBanned("GET /fapi/v1/userTrades: not sent, banned", http_status=418))
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    await fetcher.after_run()
+    assert weight._value.get() == 0
+    venue.fail = RuntimeError("HTTP 503")
+    clock.now += POLICY.backoff_max_ms
+    await fetcher.after_run()
+    assert weight._value.get() == TRADES_WEIGHT
+    venue.fail = None
+    clock.now += POLICY.backoff_max_ms
+    await fetcher.after_run()
+    assert weight._value.get() == 2 * TRADES_WEIGHT
+    assert fetches(ledger, "failed") == 2
+    assert fetches(ledger, "explained") == 1

@@ -78,6 +78,10 @@ class TradesFetcher:
             self.policy.ip_share,
         )
 
+    def _spent(self) -> None:
+        if self.metrics is not None:
+            self.metrics.trade_fetch_weight.inc(TRADES_WEIGHT)
+
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.trade_fetches.labels(outcome=outcome).inc()
@@ -116,14 +120,14 @@ class TradesFetcher:
         self.progress[req.incident_id] = progress
         self._sent.append(req.end_ms)
         self.requests += 1
-        if self.metrics is not None:
-            self.metrics.trade_fetch_weight.inc(TRADES_WEIGHT)
         try:
             trades = await asyncio.wait_for(
                 self.source.fetch_user_trades(req.symbol, start_ms=req.start_ms, end_ms=req.end_ms),
                 timeout_s,
             )
         except Exception as exc:  # the ledger never stops reconciliation (a timeout included)
+            if getattr(exc, "sent", True) is not False:  # refused before it left: no weight
+                self._spent()
             self.progress[req.incident_id] = plan.failed(progress)
             self._count("failed")
             log_event(
@@ -135,6 +139,7 @@ class TradesFetcher:
                 error=" ".join(f"{type(exc).__name__}: {exc}".split()),
             )
             return
+        self._spent()
         verdict = account_for(trades, req.difference, req.position_side)
         evidence = plan.evidence_of(verdict, req, self.clock())
         self.progress[req.incident_id] = plan.fetched(progress, verdict)
