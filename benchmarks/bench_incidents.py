@@ -11,6 +11,11 @@ b. A run's cost: ``ReconcileRunner.run_once`` over 1,000 expected orders (steady
    with a given number of mismatches standing, without a ledger and with one on a SQLite
    file (the service's hook: triage findings, incidents, steps, the run's end). Median of
    the repeats; the difference is what the ledger adds to each run.
+c. The trades step (D67): the pure plan over 1,000 standing position incidents; the verdict
+   (``account_for``) over 1,000 trades; one fetch for one incident against the simulator
+   over loopback HTTP (``BinanceFuturesPort``, the real REST client and signature), its
+   verdict attached and written to a SQLite ledger (``TradesFetcher.after_run``), with
+   1, 100 and 1,000 trades in the window; and the request weight it spends.
 
 Run: ``.venv/bin/python -m benchmarks.bench_incidents [--quick] [--redis-url URL]``. Figures
 are printed, never asserted.
@@ -34,29 +39,36 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from grinder.clock import ManualClock
+from grinder.clock import ManualClock, wall_clock_ms
+from grinder.exchange.binance.futures_port import BinanceFuturesPort
+from grinder.exchange.binance.rest import BinanceRestClient, Credentials
 from grinder.exchange.fake import FakePort
+from grinder.exchange.simulator import SimulatorServer
+from grinder.exchange.simulator.client import SimControl
 from grinder.ha.connection import RedisConnection
 from grinder.incidents import ledger as core
-from grinder.incidents import render
+from grinder.incidents import render, trades_plan
 from grinder.incidents.causes import CauseVerdict
 from grinder.incidents.records import Ack, Evidence
 from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sink import IncidentLedger
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import IncidentStore, MemoryIncidentStore
+from grinder.incidents.trades import TradesFetcher
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind
+from grinder.reconcile.trades import AccountTrade, account_for
 from grinder.reconcile.types import (
     ExpectedOrder,
     Mismatch,
     MismatchType,
     ObservedOrder,
     OrderStatus,
+    PositionSide,
     Side,
 )
 from grinder.remediation.executor import RemediationExecutor
@@ -273,6 +285,95 @@ def part_b(tmp: Path, repeats: int) -> None:
         print(f"{standing:>8} {figures[0]:>13.3f} {figures[1]:>10.3f} {added:>9.3f}")
 
 
+def position(n: int, qty: str = "0.05") -> Mismatch:
+    return Mismatch(
+        type=MismatchType.POSITION_NONZERO_UNEXPECTED,
+        symbol=f"S{n}USDT",
+        position_side=PositionSide.BOTH,
+        expected_qty=Decimal(0),
+        observed_qty=Decimal(qty),
+    )
+
+
+async def part_c(tmp: Path, repeats: int) -> None:
+    print()
+    print(f"c. the trades step (D67): median of {repeats}")
+    verdict = CauseVerdict(IncidentCause.UNKNOWN)
+    cands = [
+        (core.opened(position(n), NOW - n, "r", verdict), position(n), trades_plan.TradesProgress())
+        for n in range(1_000)
+    ]
+    policy = trades_plan.TradesPolicy()
+    ms = median_ms(lambda: trades_plan.plan(cands, NOW, policy, ()), repeats)
+    print(f"   plan over 1,000 standing position incidents: {ms:.3f} ms")
+    rows = [
+        AccountTrade(
+            "ETHUSDT", i, i, Side.BUY, Decimal(2000), Decimal("0.001"), Decimal(0), "USDT", i
+        )
+        for i in range(1_000)
+    ]
+    ms = median_ms(lambda: account_for(rows, Decimal("0.5")), repeats)
+    print(f"   account_for over 1,000 trades: {ms:.3f} ms")
+    sim = SimulatorServer(port=0, symbols=["ETHUSDT"])
+    await sim.start()
+    rest = BinanceRestClient(sim.base_url, Credentials(sim.config.api_key, sim.config.api_secret))
+    try:
+        await rest.sync_time()
+        port = BinanceFuturesPort(rest)
+        async with SimControl(sim.base_url) as ctl:
+            await ctl.call("POST", "/walk", {"frozen": True})
+            await ctl.call("POST", "/mark", {"symbol": "ETHUSDT", "price": "2000"})
+            done = 0
+            for n in (1, 100, 1_000):
+                while done < n:
+                    body = {
+                        "symbol": "ETHUSDT",
+                        "quantity": "0.01",
+                        "clientOrderId": f"web_{done}",
+                    }
+                    await ctl.call("POST", "/positions", body)
+                    done += 1
+                await fetch_figure(tmp, port, rest, n, repeats)
+    finally:
+        await rest.close()
+        await sim.stop()
+
+
+async def fetch_figure(
+    tmp: Path, port: BinanceFuturesPort, rest: BinanceRestClient, n: int, repeats: int
+) -> None:
+    clock = ManualClock(wall_clock_ms())
+    m = Mismatch(
+        type=MismatchType.POSITION_NONZERO_UNEXPECTED,
+        symbol="ETHUSDT",
+        position_side=PositionSide.BOTH,
+        expected_qty=Decimal(0),
+        observed_qty=Decimal("0.01") * n,
+    )
+    samples = []
+    weight = 0
+    for i in range(repeats):
+        store = SqliteIncidentStore(tmp / f"trades-{n}-{i}.db")
+        ledger = IncidentLedger(store, ReconcileConfig(), clock=clock)
+        ledger.incidents("r", [m], [])
+        ledger.run_end("r", [m])
+        fetcher = TradesFetcher(ledger, port, clock=clock, limits=rest.limits)
+        spent = rest.weight_spent
+        t0 = time.perf_counter_ns()
+        sent = await fetcher.after_run()
+        samples.append(time.perf_counter_ns() - t0)
+        weight = rest.weight_spent - spent
+        (rec,) = ledger.open_records()
+        if sent != 1 or rec.trades is None or not rec.trades.explained:
+            raise SystemExit(f"the trades step did not attach the trades: {rec.trades}")
+        ledger.close()
+    ms = statistics.median(samples) / 1e6
+    print(
+        f"   one fetch, {n:>5,} trades in the window, verdict attached and written: {ms:.2f} ms, "
+        f"weight {weight}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -285,6 +386,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, redis_url(args.redis_url) as redis:
         part_a(Path(tmp), repeats, redis)
         part_b(Path(tmp), repeats)
+        asyncio.run(part_c(Path(tmp), repeats))
 
 
 if __name__ == "__main__":

@@ -65,3 +65,32 @@ def test_a_standing_rollback_shows_who_why_and_the_lift_command() -> None:
     assert "<script" not in html  # no JavaScript at all
     assert "redis_url" in html
     assert "hunter2" not in html
+
+
+def test_an_incident_shows_its_trades_and_whether_they_explain_it() -> None:
+    from dataclasses import replace
+
+    from grinder.incidents.records import TradeRow, TradesEvidence
+
+    trades = TradesEvidence(
+        fetched_ms=1_700_000_002_000,
+        start_ms=1_699_999_400_000,
+        end_ms=1_700_000_001_500,
+        difference="0.05",
+        explained=False,
+        signed_sum="0.02",
+        unexplained="0.03",
+        trades=(TradeRow(41, 9001, "BUY", "0.02", "2000.5", "0.016", "USDT", 1_700_000_000_250),),
+    )
+    rec = replace(record("BOTH"), type=MismatchType.POSITION_NONZERO_UNEXPECTED, trades=trades)
+    one = render_incident(incident_view(rec, "no remediation", 1_700_000_003_000), "now")
+    assert "not explained: 1 trade(s) read sum to 0.02, short by 0.03 of the difference 0.05" in one
+    row = (
+        "<td>2023-11-14 22:13:20.250</td><td>BUY</td><td>0.02</td><td>2000.5</td>"
+        "<td>0.016 USDT</td><td>9001</td><td>41</td>"
+    )
+    assert row in one
+    explained = replace(trades, explained=True, signed_sum="0.05", unexplained="0")
+    ok = render_incident(incident_view(replace(rec, trades=explained), "-", 1), "now")
+    assert "explained fully: 1 trade(s) make up the difference 0.05" in ok
+    assert "trades (" not in render_incident(incident_view(record(), "-", 1), "now")

@@ -52,6 +52,7 @@ PURE_ELSEWHERE: dict[str, str] = {
     "grinder.incidents.facts": "the classifier's frozen facts",
     "grinder.incidents.causes": "an incident's cause from evidence",
     "grinder.incidents.ledger": "the ledger's decisions: open, seen, step, clear, retention",
+    "grinder.incidents.trades_plan": "which incidents need the account's trades, and when",
     "grinder.deadman.decision": "whether a dead-man renewal is due or withheld",
     "grinder.service.scheduler": "when the service snapshots and checks, given now",
     "grinder.operator.state": "the operator state document and its JSON form",

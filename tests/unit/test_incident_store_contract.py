@@ -29,6 +29,8 @@ from grinder.incidents.records import (
     IncidentRecord,
     LedgerCorrupt,
     LedgerError,
+    TradeRow,
+    TradesEvidence,
     UnknownIncident,
 )
 from grinder.incidents.redis_store import RedisIncidentStore
@@ -341,3 +343,23 @@ def test_redis_keeps_the_ledger_in_the_deployments_namespace(
     assert summary[4] == "manual"  # the compact form: a JSON array in SUMMARY_KEYS order
     conn.close()
     other.conn.close()
+
+
+def test_a_records_trades_read_back_whole(backend: Backend) -> None:
+    rec = opened(position_mismatch())
+    backend.store.open_or_adopt(rec)
+    trades = TradesEvidence(
+        fetched_ms=T0 + 5,
+        start_ms=T0 - 600_000,
+        end_ms=T0 + 4,
+        difference="0.05",
+        explained=True,
+        signed_sum="0.05",
+        unexplained="0",
+        trades=(TradeRow(11, 22, "BUY", "0.05", "2000.1", "0.04", "USDT", T0 - 50),),
+    )
+    later = core.with_trades(rec, trades)
+    backend.store.put(later)
+    for view in backend.views():
+        assert view.get(rec.id) == later
+        assert view.open_incidents() == [later]

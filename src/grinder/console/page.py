@@ -12,8 +12,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grinder.incidents.records import IncidentRecord, IncidentSummary
-from grinder.incidents.render import duration, state, utc
+from grinder.incidents.records import IncidentRecord, IncidentSummary, TradesEvidence
+from grinder.incidents.render import (
+    duration,
+    state,
+    trade_fee,
+    trades_verdict,
+    trades_window,
+    utc,
+    utc_ms,
+)
 from grinder.operator.state import ROLLBACKS
 from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Verdict
 from grinder.redaction import redact, redact_text
@@ -66,6 +74,27 @@ class EvidenceView:
 
 
 @dataclass(frozen=True, slots=True)
+class TradeView:
+    time: str
+    side: str
+    qty: str
+    price: str
+    fee: str
+    order_id: str
+    trade_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradesView:
+    """The account's trades behind a position incident and whether they explain it."""
+
+    verdict: str
+    explained: bool
+    window: str
+    trades: tuple[TradeView, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class IncidentView:
     id: str
     type: str
@@ -81,6 +110,7 @@ class IncidentView:
     """None: the mismatch calls for no remediation (alert only), or none is known."""
     no_candidate: str
     ack_command: str
+    trades: TradesView | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +235,28 @@ def _evidence(rec: IncidentRecord) -> tuple[EvidenceView, ...]:
     )
 
 
+def trades_view(t: TradesEvidence | None) -> TradesView | None:
+    if t is None:
+        return None
+    return TradesView(
+        verdict=_text(trades_verdict(t)),
+        explained=t.explained,
+        window=trades_window(t),
+        trades=tuple(
+            TradeView(
+                time=utc_ms(r.time_ms),
+                side=_text(r.side),
+                qty=_text(r.qty),
+                price=_text(r.price),
+                fee=_text(trade_fee(r)),
+                order_id=str(r.order_id),
+                trade_id=str(r.trade_id),
+            )
+            for r in t.trades
+        ),
+    )
+
+
 def incident_view(
     rec: IncidentRecord, candidate: Explanation | str | None, now_ms: int
 ) -> IncidentView:
@@ -224,6 +276,7 @@ def incident_view(
         candidate=candidate_view(candidate) if isinstance(candidate, Explanation) else None,
         no_candidate=candidate if isinstance(candidate, str) else "",
         ack_command=f'grinder incidents ack {_text(rec.id)} --note "<why>"',
+        trades=trades_view(rec.trades),
     )
 
 

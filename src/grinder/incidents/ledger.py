@@ -12,6 +12,7 @@ arguments, the records go out as new frozen values. The shell
 * ``with_step`` / ``with_steps`` -- remediation outcomes; a blocked or skipped step that
   repeats the last one is counted in it, and a record keeps at most ``MAX_STEPS`` steps
   (the first, and the latest);
+* ``with_trades`` -- the account's trades behind a position incident (the latest fetch);
 * ``acknowledged`` -- an operator's acknowledgement, which needs a note;
 * ``to_drop`` -- which cleared incidents retention removes (never an open one).
 """
@@ -31,6 +32,7 @@ from grinder.incidents.records import (
     IncidentRecord,
     LedgerError,
     Step,
+    TradesEvidence,
 )
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.labels import IncidentCause, ResultStatus
@@ -138,6 +140,12 @@ def with_steps(rec: IncidentRecord, steps: Iterable[Step]) -> IncidentRecord:
 
 def _repeated(step: Step, more: int, last_ts: int | None) -> Step:
     return replace(step, repeats=step.repeats + more, last_ts_ms=last_ts)
+
+
+def with_trades(rec: IncidentRecord, trades: TradesEvidence) -> IncidentRecord:
+    """An open incident with the trades of the latest fetch (they replace earlier ones); a
+    cleared one as it is (its difference is gone)."""
+    return replace(rec, trades=trades) if rec.is_open else rec
 
 
 def check_ack(by: str, note: str) -> tuple[str, str]:

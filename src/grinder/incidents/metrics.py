@@ -6,7 +6,12 @@
   incident nobody has acknowledged has stood (0: none), evaluated at each scrape;
 * ``grinder_incidents_opened_total{cause}`` -- incidents opened by this instance;
 * ``grinder_incidents_store_errors_total`` -- ledger writes or reads that failed
-  (reconciliation goes on without them).
+  (reconciliation goes on without them);
+* ``grinder_incidents_trade_fetches_total{outcome}`` -- ``userTrades`` fetches for position
+  incidents: ``explained``, ``not_explained`` (attached, short of the difference),
+  ``failed`` (nothing attached; tried again later), ``withheld`` (not sent: the IP's weight
+  share, a 429's pause or a ban);
+* ``grinder_incidents_trade_fetch_weight_total`` -- the request weight those fetches sent.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from grinder.incidents.records import IncidentRecord
 from grinder.reconcile.labels import IncidentCause
 from grinder.reconcile.types import MismatchType
+
+TRADE_FETCH_OUTCOMES = ("explained", "not_explained", "failed", "withheld")
 
 
 class IncidentMetrics:
@@ -46,6 +53,19 @@ class IncidentMetrics:
             "Incident ledger reads or writes that failed (reconciliation went on)",
             registry=r,
         )
+        self.trade_fetches = Counter(
+            "grinder_incidents_trade_fetches",
+            "Account-trade fetches for position incidents, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.trade_fetch_weight = Counter(
+            "grinder_incidents_trade_fetch_weight",
+            "Request weight sent by account-trade fetches for incidents",
+            registry=r,
+        )
+        for outcome in TRADE_FETCH_OUTCOMES:
+            self.trade_fetches.labels(outcome=outcome)
         for t in MismatchType:
             for c in IncidentCause:
                 self.open.labels(type=t.value, cause=c.value).set(0)

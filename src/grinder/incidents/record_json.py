@@ -18,6 +18,8 @@ from grinder.incidents.records import (
     IncidentSummary,
     LedgerCorrupt,
     Step,
+    TradeRow,
+    TradesEvidence,
 )
 from grinder.reconcile.labels import IncidentCause, ResultStatus
 from grinder.reconcile.types import MismatchType
@@ -45,6 +47,33 @@ def record_to_json(rec: IncidentRecord) -> dict[str, Any]:
         "steps": [_step_to_json(s) for s in rec.steps],
         "steps_dropped": rec.steps_dropped,
         "facts": dict(rec.facts),
+        "trades": None if rec.trades is None else trades_to_json(rec.trades),
+    }
+
+
+def trades_to_json(t: TradesEvidence) -> dict[str, Any]:
+    return {
+        "fetched_ms": t.fetched_ms,
+        "start_ms": t.start_ms,
+        "end_ms": t.end_ms,
+        "difference": t.difference,
+        "explained": t.explained,
+        "signed_sum": t.signed_sum,
+        "unexplained": t.unexplained,
+        "trades": [
+            {
+                "trade_id": r.trade_id,
+                "order_id": r.order_id,
+                "side": r.side,
+                "qty": r.qty,
+                "price": r.price,
+                "commission": r.commission,
+                "commission_asset": r.commission_asset,
+                "time_ms": r.time_ms,
+                "position_side": r.position_side,
+            }
+            for r in t.trades
+        ],
     }
 
 
@@ -146,6 +175,12 @@ class _Reader:
             return tuple((str(k), v) for k, v in value.items())
         raise self._bad(key, "an object of strings")
 
+    def flag(self, key: str) -> bool:
+        value = self.obj.get(key)
+        if isinstance(value, bool):
+            return value
+        raise self._bad(key, "true or false")
+
     def choice(self, key: str, enum: Any) -> Any:
         value = self.obj.get(key)
         try:
@@ -190,6 +225,39 @@ def record_from_json(obj: Any, where: str, ack: Ack | None = None) -> IncidentRe
         steps_dropped=r.int_("steps_dropped"),
         facts=r.pairs("facts"),
         ack=ack,
+        trades=None if obj.get("trades") is None else _trades_from_json(obj["trades"], here),
+    )
+
+
+def _trades_from_json(obj: Any, where: str) -> TradesEvidence:
+    """A record's trades (absent from records written before they existed: None)."""
+    here = f"{where} trades"
+    t = _Reader(obj, here)
+    rows = []
+    for n, item in enumerate(t.items("trades")):
+        r = _Reader(item, f"{here}[{n}]")
+        rows.append(
+            TradeRow(
+                trade_id=r.int_("trade_id"),
+                order_id=r.int_("order_id"),
+                side=r.text("side"),
+                qty=r.text("qty"),
+                price=r.text("price"),
+                commission=r.text("commission"),
+                commission_asset=r.opt_text("commission_asset") or "",
+                time_ms=r.int_("time_ms"),
+                position_side=r.text("position_side"),
+            )
+        )
+    return TradesEvidence(
+        fetched_ms=t.int_("fetched_ms"),
+        start_ms=t.int_("start_ms"),
+        end_ms=t.int_("end_ms"),
+        difference=t.text("difference"),
+        explained=t.flag("explained"),
+        signed_sum=t.text("signed_sum"),
+        unexplained=t.text("unexplained"),
+        trades=tuple(rows),
     )
 
 

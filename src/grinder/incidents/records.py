@@ -22,7 +22,9 @@ IncidentKey = tuple[str, str, str]
 """``Mismatch.key``: (type, symbol, client order id or position side)."""
 
 SCHEMA = 1
-"""The version of the JSON form (``"v"``)."""
+"""The version of the JSON form (``"v"``). Fields added later are optional within it: a
+record written before ``trades`` existed is read as one without trades, and a reader
+that predates a field ignores it."""
 
 
 class LedgerError(Exception):
@@ -82,6 +84,38 @@ class Step:
 
 
 @dataclass(frozen=True, slots=True)
+class TradeRow:
+    """One of the account's fills behind a position incident (a ``userTrades`` row), its
+    numbers as the exchange wrote them."""
+
+    trade_id: int
+    order_id: int
+    side: str
+    qty: str
+    price: str
+    commission: str
+    commission_asset: str
+    time_ms: int
+    position_side: str = "BOTH"
+
+
+@dataclass(frozen=True, slots=True)
+class TradesEvidence:
+    """The account's trades fetched for a position incident, and whether they make up its
+    difference (observed - expected) fully. ``trades`` are the run that explains it when
+    ``explained``, else every trade the window held; ``unexplained`` is what they leave."""
+
+    fetched_ms: int
+    start_ms: int
+    end_ms: int
+    difference: str
+    explained: bool
+    signed_sum: str
+    unexplained: str
+    trades: tuple[TradeRow, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Ack:
     """Who acknowledged the incident, when, and why."""
 
@@ -132,6 +166,8 @@ class IncidentRecord:
     facts: tuple[tuple[str, str], ...] = field(default=())
     """The mismatch as first seen (``Mismatch.as_dict``), as text pairs."""
     ack: Ack | None = None
+    trades: TradesEvidence | None = None
+    """The account's trades behind a position incident, once fetched (D67)."""
 
     @property
     def key(self) -> IncidentKey:

@@ -9,7 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from grinder.incidents.records import IncidentRecord, IncidentSummary, Step
+from grinder.incidents.records import (
+    IncidentRecord,
+    IncidentSummary,
+    Step,
+    TradeRow,
+    TradesEvidence,
+)
 
 
 def utc(ts_ms: int | None) -> str:
@@ -90,6 +96,45 @@ def _step(s: Step) -> str:
     return " ".join(parts)
 
 
+def utc_ms(ts_ms: int) -> str:
+    return f"{utc(ts_ms)}.{ts_ms % 1000:03d}"
+
+
+def trades_verdict(t: TradesEvidence) -> str:
+    """Whether the trades make up the incident's difference: the one sentence every view
+    shows (``show``, the console)."""
+    n = len(t.trades)
+    if t.explained:
+        return f"explained fully: {n} trade(s) make up the difference {t.difference}"
+    return (
+        f"not explained: {n} trade(s) read sum to {t.signed_sum}, "
+        f"short by {t.unexplained} of the difference {t.difference}"
+    )
+
+
+def trades_window(t: TradesEvidence) -> str:
+    return f"{utc(t.start_ms)} .. {utc(t.end_ms)} UTC, fetched {utc(t.fetched_ms)}"
+
+
+def trade_fee(r: TradeRow) -> str:
+    return f"{r.commission} {r.commission_asset}".strip()
+
+
+def trade_line(r: TradeRow) -> str:
+    return (
+        f"{utc_ms(r.time_ms)} {r.side} {r.qty} @ {r.price} fee {trade_fee(r)} "
+        f"order {r.order_id} trade {r.trade_id}"
+    )
+
+
+def _trades(t: TradesEvidence | None) -> list[str]:
+    if t is None:
+        return ["  trades:    not fetched"]
+    lines = [f"  trades:    {trades_verdict(t)}", f"    window {trades_window(t)}"]
+    lines.extend(f"    - {trade_line(r)}" for r in t.trades)
+    return lines
+
+
 def detail(rec: IncidentRecord, now_ms: int) -> list[str]:
     """The ``show`` lines of one incident."""
     lines = [f"{rec.id}  {rec.type.value}  {rec.symbol}  {rec.subject}"]
@@ -108,6 +153,8 @@ def detail(rec: IncidentRecord, now_ms: int) -> list[str]:
         lines.append("  evidence:  none")
     if rec.facts:
         lines.append("  mismatch:  " + " ".join(f"{k}={v}" for k, v in rec.facts))
+    if rec.trades is not None or rec.position_side is not None:
+        lines.extend(_trades(rec.trades))
     if rec.steps:
         lines.append("  steps:")
         if rec.steps_dropped:

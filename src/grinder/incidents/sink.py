@@ -27,7 +27,7 @@ longer stands at the first run is cleared then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,7 +38,12 @@ from grinder.incidents.causes import CauseVerdict, classify
 from grinder.incidents.evidence import EvidenceBook
 from grinder.incidents.metrics import IncidentMetrics
 from grinder.incidents.pending import PendingWrites
-from grinder.incidents.records import IncidentKey, IncidentRecord, IncidentSummary
+from grinder.incidents.records import (
+    IncidentKey,
+    IncidentRecord,
+    IncidentSummary,
+    TradesEvidence,
+)
 from grinder.incidents.store import IncidentStore, unknown
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.config import ReconcileConfig
@@ -98,6 +103,11 @@ class IncidentLedger:
         self._looked_at = -1
         """The evidence's ``version`` unknown causes were last looked at against."""
         self._pruned_ms: int | None = None
+        self._standing: dict[IncidentKey, Mismatch] = {}
+        """The mismatches the last run left standing, as that run saw them."""
+        self.trades_pass: Callable[[], Coroutine[Any, Any, int]] | None = None
+        """The trades step the service awaits after each run (``incidents.trades``; set by
+        ``service/incidents.py`` once the venue is connected): the requests it sent."""
         if metrics is not None:
             metrics.watch_oldest(self.oldest_unacknowledged_s)
 
@@ -238,6 +248,7 @@ class IncidentLedger:
         self._looked_at = self.evidence.version if refresh else self._looked_at
         if writer and self._detected:
             current = {m.key: m for m in standing}
+            self._standing = current
             for key, rec in list(self._open.items()):
                 m = current.get(key)
                 if m is None:
@@ -278,6 +289,27 @@ class IncidentLedger:
             if ack is not None and ack != rec.ack:
                 self._open[key] = replace(rec, ack=ack)
                 self._audit_ack(self._open[key], now, via="store")
+
+    # --- the account's trades (``incidents.trades_plan``; fetched by ``incidents.trades``) ------
+
+    def standing_records(self) -> list[tuple[IncidentRecord, Mismatch]]:
+        """The open incidents with the mismatch the last run saw; none unless this instance
+        writes the ledger."""
+        if not self._writer:
+            return []
+        return [(r, m) for k, r in self._open.items() if (m := self._standing.get(k)) is not None]
+
+    def attach_trades(self, key: IncidentKey, incident_id: str, trades: TradesEvidence) -> bool:
+        """Put ``trades`` on the open incident ``incident_id`` and write it now; False when it
+        is no longer open here (cleared, or this instance lost the lease)."""
+        rec = self._open.get(key)
+        if rec is None or rec.id != incident_id or not self._writer or not self.may_write():
+            return False
+        new = core.with_trades(self._pending.fold(rec), trades)
+        self._open[key] = new
+        self._pending.change(new, urgent=True)
+        self._flush(self.clock())
+        return True
 
     # --- operators -----------------------------------------------------------------------------
 

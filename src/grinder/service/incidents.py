@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from grinder.clock import Clock
 from grinder.incidents.control import add_incident_routes
 from grinder.incidents.ledger import DAY_MS, Retention
 from grinder.incidents.metrics import IncidentMetrics
@@ -16,9 +17,20 @@ from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sink import IncidentLedger, LedgerInputs
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import IncidentStore, MemoryIncidentStore
+from grinder.incidents.trades import TradesFetcher
+from grinder.incidents.trades_plan import TradesPolicy
 from grinder.reconcile.types import PositionKey
+from grinder.service.options import ServiceConfig
+from grinder.service.venue import VenueConnection
 
-__all__ = ["IncidentLedger", "add_incident_routes", "open_incident_store", "open_ledger"]
+__all__ = [
+    "IncidentLedger",
+    "TradesFetcher",
+    "add_incident_routes",
+    "open_incident_store",
+    "open_ledger",
+    "open_trades",
+]
 
 if TYPE_CHECKING:
     from grinder.service.app import ReconcileService
@@ -65,4 +77,28 @@ def open_ledger(service: ReconcileService) -> IncidentLedger:
         ),
     )
     ledger.load()
+    if service.venue is not None:
+        fetcher = open_trades(ledger, service.venue, svc, service.clock)
+        ledger.trades_pass = fetcher.after_run
     return ledger
+
+
+def open_trades(
+    ledger: IncidentLedger, venue: VenueConnection, pacing: ServiceConfig, clock: Clock
+) -> TradesFetcher:
+    """The trades fetch of a started service's position incidents: it fetches only while the
+    ledger may be written (under HA: the leader)."""
+    every_ms = int(pacing.incident_trades_every_s * 1000)
+    return TradesFetcher(
+        ledger,
+        venue.port,
+        clock=clock,
+        limits=venue.rest.limits,
+        may_fetch=ledger.may_write,
+        metrics=ledger.metrics,
+        policy=TradesPolicy(
+            margin_ms=int(pacing.incident_trades_margin_s * 1000),
+            every_ms=every_ms,
+            backoff_max_ms=30 * every_ms,
+        ),
+    )

@@ -128,6 +128,8 @@ class ServiceLoop:
         else:
             if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
                 self.schedule(self.clock() + self.opts.service.triage_retry_ms)
+            if self.ledger is not None and self.ledger.trades_pass is not None:  # D67
+                await self.unless_stopped(self.ledger.trades_pass(), "incident trades")
 
     async def unless_stopped(
         self, work: Coroutine[Any, Any, T], what: str, drain_s: float = 0.0

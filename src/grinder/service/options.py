@@ -100,6 +100,15 @@ class ServiceConfig(CheckedModel):
     """Cleared incidents are kept this long in the ledger (open ones always)."""
     incident_max_count: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 10_000
     """At most this many incidents in the ledger: the oldest cleared ones go first."""
+    incident_trades_margin_s: Annotated[
+        float, Field(ge=0, le=86_400, allow_inf_nan=False, strict=True)
+    ] = 600.0
+    """A position incident's trades are read from its first sighting minus this (D67)."""
+    incident_trades_every_s: Annotated[
+        float, Field(ge=1, le=3_600, allow_inf_nan=False, strict=True)
+    ] = 10.0
+    """At most one trades request per position incident this often (doubling after a
+    failure, up to 30 times this)."""
     sim_seed: int = 1
     sim_symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
 

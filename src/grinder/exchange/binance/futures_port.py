@@ -291,8 +291,13 @@ class BinanceFuturesPort:
             "endTime": str(end_ms),
             "limit": str(limit),
         }
-        body = await self.rest.request(
-            "GET", "/fapi/v1/userTrades", params, signed=True, weight=TRADES_WEIGHT
+        body = await self.rest.request(  # not repeated: the caller tries again later (D67)
+            "GET",
+            "/fapi/v1/userTrades",
+            params,
+            signed=True,
+            weight=TRADES_WEIGHT,
+            idempotent=False,
         )
         rows = _read(f"GET /fapi/v1/userTrades {symbol}", lambda: parse_user_trades(body))
         return sorted(rows, key=lambda t: (t.time_ms, t.trade_id))

@@ -110,6 +110,9 @@ def _endpoint_handler(ep: Endpoint) -> Callable[[web.Request], Awaitable[web.Str
     async def handle(request: web.Request) -> web.StreamResponse:
         sim = request.app[SIM_KEY]
         sim.requests[f"{ep.method} {ep.path}"] += 1
+        sim.requests_by_key[
+            (request.headers.get("X-MBX-APIKEY") or "-", f"{ep.method} {ep.path}")
+        ] += 1
         if ep.write:
             sim.write_requests += 1
         latency = sim.faults.latency_ms(ep.method, ep.path)

@@ -5,7 +5,8 @@ are HTTP 400 ``{"error": "...", "code": <Binance code or null>}``.
 
 State
   GET    /_sim/state                 orders, algo orders, positions, marks, weights,
-                                     stream, faults, counters (``writeRequests`` = port calls)
+                                     stream, faults, counters (``writeRequests`` = port calls;
+                                     ``byApiKey``: requests per API key and endpoint)
   GET    /_sim/events?limit=N        the last N published (and suppressed) stream events
   GET    /_sim/writes?apiKey=K       every write received (when, which API key, client order
                                      id, HTTP status, Binance code); apiKey narrows it

@@ -59,6 +59,8 @@ class Simulator:
         self.limiter = RateLimiter(self.clock, self.config)
         self.order_counter = OrderCounter(self.clock, self.config)
         self.requests: Counter[str] = Counter()
+        self.requests_by_key: Counter[tuple[str, str]] = Counter()
+        """Requests by (API key or ``-`` when none was sent, "METHOD /path")."""
         self.write_requests = 0
         self.write_log = WriteLog()
         self.heartbeats = 0
@@ -153,6 +155,7 @@ class Simulator:
         self.order_counter.reset()
         self.faults.reset()
         self.requests.clear()
+        self.requests_by_key.clear()
         self.write_requests = 0
         self.write_log.clear()
 
@@ -192,9 +195,16 @@ class Simulator:
                 "writeRequests": self.write_requests,
                 "requests": sum(self.requests.values()),
                 "byEndpoint": dict(sorted(self.requests.items())),
+                "byApiKey": self._requests_by_key(),
                 "openOrders": account.open_count(),
                 "knownOrders": len(account.orders),
                 "heartbeats": self.heartbeats,
                 "internalErrors": self.internal_errors,
             },
         }
+
+    def _requests_by_key(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for (key, endpoint), n in sorted(self.requests_by_key.items()):
+            out.setdefault(key, {})[endpoint] = n
+        return out
