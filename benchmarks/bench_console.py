@@ -12,15 +12,17 @@ processes with HA on (``scripts.run_live_reconcile``, service defaults, short gr
 For each count N, N orphan orders of ours stand on the venue (no bot heartbeats: every
 remediation is blocked at gate E), so the leader's ledger holds N open incidents and every
 page evaluates N gate chains. ``GET /console`` K times in a row on the leader, then on the
-follower: the median and the worst time per request, the page's size and the Redis commands
-per request (``INFO commandstats``, less the instances' own background rate measured just
-before over an idle window).
+follower: the median and the worst time per request, the page's size, the instance's CPU time
+per request (``/proc/PID/stat``: less sensitive than the wall time to other load on the
+machine) and the Redis commands per request (``INFO commandstats``); both less the
+instance's own background rate, measured just before over an idle window.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -95,6 +97,12 @@ lease_ttl_s = 3
 IDLE_S = 3.0
 
 
+def cpu_ms(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` has used so far, in ms (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def redis_calls(client: Any) -> int:
     """Every command the server ran so far, less the ``INFO`` calls that read it."""
     stats = client.info("commandstats")
@@ -116,13 +124,17 @@ async def place_orphans(sim: Any, n: int) -> None:
             )
 
 
-async def requests_to(inst: Any, client: Any, k: int) -> tuple[list[float], float, int]:
-    """K requests of ``/console``: their times (ms), Redis commands per request, page size."""
-    c0, t0 = redis_calls(client), time.monotonic()
+async def requests_to(inst: Any, client: Any, k: int) -> tuple[list[float], float, float, int]:
+    """K requests of ``/console``: their times (ms), the instance's CPU ms and the Redis
+    commands per request (each less its rate over an idle window just before), page size."""
+    pid = inst.proc.pid
+    c0, p0, t0 = redis_calls(client), cpu_ms(pid), time.monotonic()
     await asyncio.sleep(IDLE_S)
-    background = (redis_calls(client) - c0) / (time.monotonic() - t0)
+    idle_s = time.monotonic() - t0
+    background = (redis_calls(client) - c0) / idle_s
+    cpu_background = (cpu_ms(pid) - p0) / idle_s
     times, size = [], 0
-    c1, t1 = redis_calls(client), time.monotonic()
+    c1, p1, t1 = redis_calls(client), cpu_ms(pid), time.monotonic()
     for _ in range(k):
         start = time.perf_counter()
         page = await inst.get("/console", timeout_s=60)
@@ -130,8 +142,10 @@ async def requests_to(inst: Any, client: Any, k: int) -> tuple[list[float], floa
         if page is None or "GRINDER console" not in page:
             raise RuntimeError(f"{inst.name}: no console page")
         size = len(page)
-    used = redis_calls(client) - c1 - background * (time.monotonic() - t1)
-    return times, used / k, size
+    took_s = time.monotonic() - t1
+    used = redis_calls(client) - c1 - background * took_s
+    cpu = cpu_ms(pid) - p1 - cpu_background * took_s
+    return times, cpu / k, used / k, size
 
 
 async def ha_round(work: Path, redis: Any, n: int, k: int) -> None:
@@ -171,10 +185,10 @@ async def ha_round(work: Path, redis: Any, n: int, k: int) -> None:
                 lambda name=name: every_chain_shown(name), f"{n} chains on {name}", 120
             )
         for role, name in (("leader", leader), ("follower", follower)):
-            times, cmds, size = await requests_to(cluster.instances[name], client, k)
+            times, cpu, cmds, size = await requests_to(cluster.instances[name], client, k)
             print(
                 f"{n:>6} {role:>9} {statistics.median(times):>10.1f} {max(times):>9.1f} "
-                f"{cmds:>14.1f} {size / 1024:>8.0f}"
+                f"{cpu:>12.1f} {cmds:>14.1f} {size / 1024:>8.0f}"
             )
     finally:
         store.conn.close()
@@ -195,8 +209,8 @@ async def under_ha(args: argparse.Namespace) -> None:
     )
     redis.start()
     print(f"console under HA: GET /console x{args.requests} per instance, 2 instances, Redis")
-    heads = ("open", "instance", "median ms", "worst ms", "redis cmds/req", "KiB")
-    print("{:>6} {:>9} {:>10} {:>9} {:>14} {:>8}".format(*heads))
+    heads = ("open", "instance", "median ms", "worst ms", "CPU ms/req", "redis cmds/req", "KiB")
+    print("{:>6} {:>9} {:>10} {:>9} {:>12} {:>14} {:>8}".format(*heads))
     try:
         for n in counts:
             await ha_round(work, redis, n, args.requests)
