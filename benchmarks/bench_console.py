@@ -31,7 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from grinder.console.page import console_page, incident_view
+from grinder.console.page import Masker, console_page, incident_view
 from grinder.console.render import render_console
 from grinder.incidents.records import Evidence, IncidentRecord
 from grinder.reconcile.labels import IncidentCause
@@ -72,7 +72,8 @@ def render_only(args: argparse.Namespace) -> None:
     for _ in range(rounds):
         start = time.perf_counter()
         now = 1_700_000_100_000
-        views = [incident_view(r, "no remediation: alert_only", now) for r in recs]
+        mask = Masker()  # one per page, as the console's routes do
+        views = [incident_view(r, "no remediation: alert_only", now, mask) for r in recs]
         html = render_console(console_page(STATUS, views, [], now))
         times.append(time.perf_counter() - start)
         size = len(html)
@@ -178,11 +179,11 @@ async def ha_round(work: Path, redis: Any, n: int, k: int) -> None:
             return page is not None and page.count("gate chain</summary>") == n
 
         await wait_until_async(
-            lambda: len(store.summaries(open_only=True)) == n, f"{n} open incidents", 120
+            lambda: len(store.summaries(open_only=True)) == n, f"{n} open incidents", 600
         )
         for name in (leader, follower):
             await wait_until_async(
-                lambda name=name: every_chain_shown(name), f"{n} chains on {name}", 120
+                lambda name=name: every_chain_shown(name), f"{n} chains on {name}", 600
             )
         for role, name in (("leader", leader), ("follower", follower)):
             times, cpu, cmds, size = await requests_to(cluster.instances[name], client, k)
@@ -199,14 +200,15 @@ async def ha_round(work: Path, redis: Any, n: int, k: int) -> None:
 
 
 async def under_ha(args: argparse.Namespace) -> None:
-    from tests.support.cli import Cli, require_tool
+    from tests.support.cli import Cli, find_tool
     from tests.support.redis_server import RedisServer
 
     counts = [int(c) for c in args.counts.split(",")]
+    binary = find_tool("redis-server")
+    if binary is None:
+        raise SystemExit("bench_console --ha: no redis-server (Debian's redis-server package)")
     work = Path(tempfile.mkdtemp(prefix="bench-console-"))
-    redis = RedisServer(
-        require_tool("redis-server", "redis-server"), work / "redis", Cli.free_port()
-    )
+    redis = RedisServer(binary, work / "redis", Cli.free_port())
     redis.start()
     print(f"console under HA: GET /console x{args.requests} per instance, 2 instances, Redis")
     heads = ("open", "instance", "median ms", "worst ms", "CPU ms/req", "redis cmds/req", "KiB")
