@@ -54,6 +54,12 @@ pytestmark = pytest.mark.subprocess
             ),
             id="service",
         ),
+        pytest.param(
+            "bench_console",
+            "--quick",
+            ("console render: 1000 open incidents", "median"),
+            id="console",
+        ),
     ],
 )
 def test_benchmark_runs_and_prints_its_table(
@@ -63,3 +69,15 @@ def test_benchmark_runs_and_prints_its_table(
     assert proc.returncode == 0, proc.stderr[-3000:]
     for text in expected:
         assert text in proc.stdout, f"{text!r} missing from:\n{proc.stdout[-3000:]}"
+
+
+@pytest.mark.redis
+def test_the_console_benchmark_under_ha_runs_and_prints_its_table(cli: Any) -> None:
+    """``bench_console --ha``: a private redis-server, two service processes; one small round."""
+    args = ("--ha", "--counts", "3", "--requests", "2")
+    proc = cli.run("benchmarks.bench_console", *args, cwd=cli.repo, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in ("console under HA", "CPU ms/req", "redis cmds/req"):
+        assert text in proc.stdout, f"{text!r} missing from:\n{proc.stdout[-3000:]}"
+    rows = [line.split()[:2] for line in proc.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert rows == [["3", "leader"], ["3", "follower"]], proc.stdout

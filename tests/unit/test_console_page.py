@@ -3,11 +3,15 @@ standing rollback shows with its lift command, secrets never appear."""
 
 from __future__ import annotations
 
-from grinder.console.page import console_page, incident_view
+import secrets
+from dataclasses import replace
+
+from grinder.console.page import Masker, console_page, incident_view
 from grinder.console.render import render_console, render_incident, render_not_found
 from grinder.incidents.records import Evidence, IncidentRecord
 from grinder.reconcile.labels import IncidentCause
 from grinder.reconcile.types import MismatchType
+from grinder.redaction import redact_text, register_secret
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -94,3 +98,34 @@ def test_an_incident_shows_its_trades_and_whether_they_explain_it() -> None:
     ok = render_incident(incident_view(replace(rec, trades=explained), "-", 1), "now")
     assert "explained fully: 1 trade(s) make up the difference 0.05" in ok
     assert "trades (" not in render_incident(incident_view(record(), "-", 1), "now")
+
+
+def test_the_pages_masker_masks_as_redaction_does_each_time_it_is_asked() -> None:
+    mask = Masker()
+    texts = [
+        "redis://user:hunter2@db.test:6379/0",
+        "GET /fapi/v1/order?signature=abc123def&symbol=BTCUSDT",
+        "token=s3cr3t-value heartbeat 2.0 s",
+        "gate 8: grinder_d_BTCUSDT_1_1800000000_1 is ours",
+        "",
+    ]
+    for text in texts * 2:  # the second time from the page's memory
+        assert mask(text) == redact_text(text)
+    assert "hunter2" not in mask(texts[0])
+    assert "abc123def" not in mask(texts[1])
+    assert mask.value(None) == "-"
+    assert mask.value(True) == "true"
+
+
+def test_a_secret_registered_after_a_page_is_masked_on_the_next_page() -> None:
+    secret = f"later-{secrets.token_hex(8)}"
+    rec = replace(record(subject="BOTH"), evidence=(Evidence("note", f"seen {secret}", 1, ()),))
+    first = render_console(console_page(STATUS, [incident_view(rec, None, 1)], [], 1))
+    assert secret in first  # not a secret yet
+    register_secret(secret)
+    second = render_console(console_page(STATUS, [incident_view(rec, None, 1)], [], 1))
+    assert secret not in second
+    # One masker per page: the views of one page share it, the next page has its own.
+    mask = Masker()
+    views = [incident_view(replace(rec, id=f"INC-{i:010d}"), None, 1, mask) for i in range(3)]
+    assert all(secret not in v.evidence[0].summary for v in views)

@@ -3,7 +3,8 @@
 The gate chain of each incident's candidate is an ``Explanation`` of
 ``grinder.reconcile.explain`` (the one gate table, ``reconcile/gates.py``); how to open
 its first blocking gate is ``HOW_TO_OPEN`` of the same table. Every text from the
-exchange or an operator goes through ``grinder.redaction`` here; the template escapes it.
+exchange or an operator goes through ``grinder.redaction`` here (``Masker``: once per distinct
+text and page); the template escapes it.
 """
 
 from __future__ import annotations
@@ -146,12 +147,36 @@ class ConsolePage:
     cleared: tuple[ClearedView, ...]
 
 
+class Masker:
+    """``grinder.redaction.redact_text`` for one page: each distinct text masked once.
+
+    The same texts repeat across a page's incidents (gate details, symbols, evidence): a
+    page of 100 gate chains holds ~1,500 texts, most of them alike. One ``Masker`` per page,
+    never kept longer: a secret registered later is masked on the next page.
+    """
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        done = self._done.get(text)
+        if done is None:
+            done = self._done[text] = redact_text(text)
+        return done
+
+    def value(self, value: Any) -> str:
+        """A value as the page shows it: ``-`` for none, ``true``/``false``, masked text."""
+        if value is None:
+            return "-"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return self(str(value))
+
+
 def _text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return redact_text(str(value))
+    return Masker().value(value)
 
 
 def _leader(ha: Mapping[str, Any]) -> str:
@@ -203,11 +228,10 @@ def deployment_view(status: Mapping[str, Any]) -> Deployment:
     )
 
 
-def candidate_view(exp: Explanation) -> Candidate:
+def candidate_view(exp: Explanation, mask: Masker | None = None) -> Candidate:
+    mask = mask or Masker()
     rows = tuple(
-        GateRow(
-            c.gate, c.name, c.verdict.value, redact_text(c.detail), c.verdict is not Verdict.FAIL
-        )
+        GateRow(c.gate, c.name, c.verdict.value, mask(c.detail), c.verdict is not Verdict.FAIL)
         for c in exp.checks
     )
     first = exp.first_blocking_check
@@ -223,21 +247,23 @@ def candidate_view(exp: Explanation) -> Candidate:
     )
 
 
-def _evidence(rec: IncidentRecord) -> tuple[EvidenceView, ...]:
+def _evidence(rec: IncidentRecord, mask: Masker) -> tuple[EvidenceView, ...]:
+    text = mask.value
     return tuple(
         EvidenceView(
-            kind=_text(e.kind),
-            summary=_text(e.summary),
+            kind=text(e.kind),
+            summary=text(e.summary),
             when=utc(e.ts_ms),
-            facts=tuple(Row(_text(k), _text(v)) for k, v in e.facts),
+            facts=tuple(Row(text(k), text(v)) for k, v in e.facts),
         )
         for e in rec.evidence
     )
 
 
-def trades_view(t: TradesEvidence | None) -> TradesView | None:
+def trades_view(t: TradesEvidence | None, mask: Masker | None = None) -> TradesView | None:
     if t is None:
         return None
+    _text = (mask or Masker()).value
     return TradesView(
         verdict=_text(trades_verdict(t)),
         explained=t.explained,
@@ -258,25 +284,31 @@ def trades_view(t: TradesEvidence | None) -> TradesView | None:
 
 
 def incident_view(
-    rec: IncidentRecord, candidate: Explanation | str | None, now_ms: int
+    rec: IncidentRecord,
+    candidate: Explanation | str | None,
+    now_ms: int,
+    mask: Masker | None = None,
 ) -> IncidentView:
-    """One incident; ``candidate``: its gate chain now, or why it has none (text)."""
-    ack = "-" if rec.ack is None else f"{_text(rec.ack.by)}: {_text(rec.ack.note)}"
+    """One incident; ``candidate``: its gate chain now, or why it has none (text); ``mask``:
+    the page's ``Masker``."""
+    mask = mask or Masker()
+    text = mask.value
+    ack = "-" if rec.ack is None else f"{text(rec.ack.by)}: {text(rec.ack.note)}"
     return IncidentView(
-        id=_text(rec.id),
+        id=text(rec.id),
         type=rec.type.value,
-        symbol=_text(rec.symbol),
-        subject=_text(rec.subject),
+        symbol=text(rec.symbol),
+        subject=text(rec.subject),
         cause=rec.cause.value,
         opened=utc(rec.first_seen_ms),
         state=state(rec.first_seen_ms, rec.cleared_ms, now_ms),
         ack=ack,
-        evidence=_evidence(rec),
+        evidence=_evidence(rec, mask),
         steps=len(rec.steps) + rec.steps_dropped,
-        candidate=candidate_view(candidate) if isinstance(candidate, Explanation) else None,
+        candidate=candidate_view(candidate, mask) if isinstance(candidate, Explanation) else None,
         no_candidate=candidate if isinstance(candidate, str) else "",
-        ack_command=f'grinder incidents ack {_text(rec.id)} --note "<why>"',
-        trades=trades_view(rec.trades),
+        ack_command=f'grinder incidents ack {text(rec.id)} --note "<why>"',
+        trades=trades_view(rec.trades, mask),
     )
 
 

@@ -12,7 +12,10 @@ from grinder.console.page import ConsolePage, IncidentView
 @cache
 def environment() -> Environment:
     # autoescape=True for every template, whatever its name: every value is untrusted text.
+    # auto_reload=False: the templates ship with the package; no stat() of each file at
+    # every include (a page of N incidents includes the card N times).
     return Environment(
+        auto_reload=False,
         loader=PackageLoader("grinder.console", "templates"),
         autoescape=True,
         undefined=StrictUndefined,

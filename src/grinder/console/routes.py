@@ -17,6 +17,7 @@ from aiohttp import web
 from grinder.console.page import (
     CLEARED_SHOWN,
     IncidentView,
+    Masker,
     console_page,
     incident_view,
 )
@@ -67,7 +68,10 @@ def _views(service: ReconcileService, records: list[IncidentRecord]) -> list[Inc
     live, dry = service._executor().cooldown_anchors()
     ctx = RunContext(run_id="console", started_ms=now, live_anchor_ms=live, dry_anchor_ms=dry)
     records = sorted(records, key=lambda r: r.first_seen_ms, reverse=True)
-    return [incident_view(r, _candidate(service, standing.get(r.key), ctx), now) for r in records]
+    mask = Masker()
+    return [
+        incident_view(r, _candidate(service, standing.get(r.key), ctx), now, mask) for r in records
+    ]
 
 
 def add_console_routes(app: web.Application, service: ReconcileService) -> None:
