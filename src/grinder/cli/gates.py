@@ -37,6 +37,8 @@ from typing import Any
 
 import click
 
+from grinder.budget.ledger import BudgetState, utc_day
+from grinder.budget.tracker import BudgetTracker
 from grinder.ceremony.sources import (
     Scrape,
     SourceError,
@@ -51,7 +53,6 @@ from grinder.cli.options import metrics_url_of, metrics_url_option, url_option
 from grinder.clock import wall_clock_ms
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.actions import RunContext
-from grinder.reconcile.budget import BudgetState, BudgetTracker, utc_day
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.explain import HOW_TO_OPEN, Explanation, Outcome, Verdict, explain
 from grinder.reconcile.remediation import RemediationExecutor

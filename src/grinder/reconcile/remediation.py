@@ -49,6 +49,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
+from grinder.budget.ledger import BudgetRefused, BudgetStateError, budget_verdict
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
 from grinder.exchange.port import (
     Authorize,
@@ -64,12 +66,6 @@ from grinder.reconcile.actions import (
     RemediationReporter,
     RunContext,
     WriteInFlight,
-)
-from grinder.reconcile.budget import (
-    BudgetRefused,
-    BudgetStateError,
-    BudgetTracker,
-    budget_verdict,
 )
 from grinder.reconcile.config import ReconcileConfig, mainnet_trade_allowed
 from grinder.reconcile.flatten_action import FlattenAction
