@@ -10,7 +10,7 @@ its venue as a flatten reads it. ``--notional``, ``--qty``, ``--price`` and
 from __future__ import annotations
 
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,14 @@ def decimal_option(option: str, raw: str | None) -> Decimal | None:
     return value
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class FlattenAsked:
     """The flatten to explain: its notional (None: no mark price) and where it came from."""
 
     notional: Decimal | None
     text: str
     side: str | None = None
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
 
 class ServicePosition:
@@ -93,12 +93,14 @@ def _pick_side(
     return only, qty
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Quantity:
+    """The quantity to flatten, where it came from, its side, and what to note about it."""
+
     amount: Decimal
     source: str
     side: str | None
-    notes: list[str]
+    notes: tuple[str, ...]
 
 
 def _service_quantity(symbol: str, side: str | None, service: ServicePosition) -> _Quantity:
@@ -122,11 +124,11 @@ def _service_quantity(symbol: str, side: str | None, service: ServicePosition) -
         if rounded != abs(amount):
             source += f", {abs(amount)} rounded down to the step {unit}"
         amount = rounded if amount >= 0 else -rounded
-    notes = []
+    notes: tuple[str, ...] = ()
     if amount == 0:
-        notes.append(
+        notes = (
             f"the service sees no {symbol} position{f' {side}' if side else ''}: "
-            "a flatten would be skipped (already_resolved); the chain is shown for notional 0"
+            "a flatten would be skipped (already_resolved); the chain is shown for notional 0",
         )
     return _Quantity(amount, source, side, notes)
 
@@ -148,7 +150,7 @@ def flatten_asked(
         return FlattenAsked(given, f"notional {given} USDT (--notional)", side)
     amount = decimal_option("--qty", qty)
     held = (
-        _Quantity(amount, "--qty", side, [])
+        _Quantity(amount, "--qty", side, ())
         if amount is not None
         else _service_quantity(symbol, side, service)
     )
