@@ -71,12 +71,12 @@ import aiohttp
 
 import grinder.exchange.simulator.app as sim_app
 from benchmarks.common import min_qty, our_client_id, pct, plain, resting_order
+from grinder.budget.tracker import BudgetTracker
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import Credentials
 from grinder.exchange.simulator import CATALOG, SimulatorServer, SymbolSpec
 from grinder.exchange.simulator.weights import weight_of
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.types import ExpectedOrder, MismatchType, PositionSide, Side
 from grinder.reporting.report import RunReport

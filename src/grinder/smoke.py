@@ -26,18 +26,13 @@ from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
+from grinder.budget import lifecycle
+from grinder.budget.lifecycle import BudgetPlace
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangePort
-from grinder.reconcile.budget import (
-    BudgetStateError,
-    BudgetTracker,
-    FileBudgetStore,
-    future_warning,
-    reset_line,
-    stale_warning,
-)
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.identity import generate_client_order_id
@@ -152,15 +147,7 @@ class SmokeBudget:
     dry: BudgetTracker
 
     @classmethod
-    def create(
-        cls,
-        settings: SmokeSettings,
-        store: FileBudgetStore | None,
-        clock: Clock = wall_clock_ms,
-    ) -> SmokeBudget:
-        """Loads ``store`` (a corrupt file raises ``BudgetStateError``)."""
-        config = base_config(settings, RemediationAction.CANCEL_ALL)
-        real = BudgetTracker(config=config, store=store, clock=clock)
+    def of(cls, real: BudgetTracker) -> SmokeBudget:
         return cls(real=real, dry=real.shadow())
 
 
@@ -374,31 +361,17 @@ async def run_smoke(
     """Run the three scenarios, print the runbook's report, return the exit code."""
     env = settings.env
     path = env.budget_state_path
-    budget_store = FileBudgetStore(path) if path is not None else None
-    try:
-        if budget_store is not None:
-            budget_store.check()  # no FIFO, folder or device is read, reset or replaced
-        if not settings.reset_budget_state:
-            # Loads the file: a corrupt one stops here, before anything runs.
-            budget = SmokeBudget.create(settings, budget_store, clock)
-    except BudgetStateError as exc:
-        raise BudgetStateError(f"BUDGET_STATE_PATH: {exc}") from None
+    # As the service's: a corrupt file stops here, before anything runs; with
+    # --reset-budget-state the day starts clean, in dry-run too.
+    config = base_config(settings, RemediationAction.CANCEL_ALL)
+    place = BudgetPlace(path, env.budget_state_stale_hours)
+    reset = settings.reset_budget_state
+    loaded = lifecycle.load(config, place, reset=reset, now_ms=clock(), clock=clock)
     audit = AuditWriter(env.audit_path) if env.audit_enabled else None
-    if settings.reset_budget_state:
-        # As the service's flag: the day starts clean, in dry-run too.
-        if budget_store is not None:
-            budget_store.reset()
-        budget = SmokeBudget.create(settings, budget_store, clock)
-        if budget_store is not None:
-            budget_store.save(budget.real.state)
-        out.write(reset_line(path) + "\n\n")
-    else:
-        future = budget.real.from_the_future
-        if future is not None and path is not None:
-            out.write(future_warning(path, future, clock()) + "\n\n")
-        warning = stale_warning(path, clock(), env.budget_state_stale_hours) if path else None
-        if warning:
-            out.write(warning + "\n\n")
+    real, texts = lifecycle.prepare(loaded, config, place, now_ms=clock(), clock=clock)
+    budget = SmokeBudget.of(real)
+    for text in texts:
+        out.write(text + "\n\n")
     print_configuration(out, settings, audit, str(path) if path is not None else None)
     results: list[ScenarioResult] = []
     if settings.venue == "sim":

@@ -16,19 +16,14 @@ from typing import Any
 
 import pytest
 
+from grinder.budget.ledger import BudgetRefused, BudgetState, RunBudget, utc_day
+from grinder.budget.redis_store import RedisBudgetStore
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.exchange.fake import FakePort
-from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaConfig
 from grinder.ha.connection import RedisConnection, RedisUnavailable
 from grinder.ha.elector import ElectorTimings, LeaderElector, LeadershipEvent
-from grinder.reconcile.budget import (
-    BudgetRefused,
-    BudgetState,
-    BudgetTracker,
-    FileBudgetStore,
-    RunBudget,
-    utc_day,
-)
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason, ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed

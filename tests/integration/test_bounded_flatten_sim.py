@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import wall_clock_ms
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.simulator.client import SimControl
@@ -27,7 +29,6 @@ from grinder.incidents.causes import CauseVerdict
 from grinder.incidents.records import Evidence, IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import IncidentCause, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind

@@ -39,13 +39,14 @@ from typing import Any
 
 import pytest
 
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.cli.control import _call as control_call
 from grinder.clock import wall_clock_ms
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.binance.stream import StreamState
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import remediation_client_order_id
 from grinder.reconcile.types import ExpectedOrder, MismatchType, Side

@@ -19,11 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from grinder.budget.ledger import RunBudget
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.cli.control import _call as control_call
 from grinder.cli.errors import UsageError
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.budget import BudgetTracker, FileBudgetStore, RunBudget
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Side
 from grinder.reporting.audit import AuditWriter

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.errors import ServerError, TimestampError, UnknownOutcome
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
@@ -21,7 +22,6 @@ from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.port import CancelOutcome, WriteWithheld
 from grinder.exchange.simulator import SimConfig, SimulatorServer
 from grinder.exchange.simulator.client import SimControl
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, ResultStatus, SkipReason
 from grinder.reconcile.routing import ActionKind, Routed

@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from grinder.budget.ledger import BudgetState, utc_day
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import ManualClock, wall_clock_ms
 from grinder.config_sources import RuntimeEnv
 from grinder.exchange.binance.errors import IpBanned, RateLimited, RequestRejected
 from grinder.exchange.binance.ip_limits import not_sent
 from grinder.exchange.fake import FakePort
-from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.reconcile.labels import ActionLabel, BlockReason, ResultStatus, SkipReason

@@ -22,23 +22,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grinder.clock import ManualClock
-from grinder.exchange.fake import FakePort
-from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
-from grinder.reconcile.budget import (
+from grinder.budget.ledger import (
     MAX_CLOCK_SKEW_MS,
     BudgetState,
     BudgetStateError,
-    BudgetTracker,
-    FileBudgetStore,
     RunBudget,
     from_the_future,
     future_warning,
     kept_for_today,
-    stale_warning,
     utc_day,
-    write_json_atomic,
 )
+from grinder.budget.lifecycle import stale_warning
+from grinder.budget.stores import FileBudgetStore, write_json_atomic
+from grinder.budget.tracker import BudgetTracker
+from grinder.clock import ManualClock
+from grinder.exchange.fake import FakePort
+from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import BlockReason, ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed

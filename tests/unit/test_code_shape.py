@@ -23,16 +23,12 @@ PARAMETER_ORDER = (
 )
 SERVICE_PARTS = "the service not yet built from parts (D65 says what is left)"
 EXECUTOR = "the executor's gates, reservation, fence and attempt loop share its state (D66)"
-GATES_CLI = "grinder gates still builds an executor over a fake port to read the gate table"
-BUDGET = "the budget's ledger, file store and lifecycle not yet one package of parts"
 CEREMONY = "one ceremony stage's checks, in the order runbook 13 lists them"
 PENDING = "not split yet"
 
 MODULES: dict[str, tuple[int, str]] = {
-    "cli/gates.py": (514, GATES_CLI),
     "ha/elector.py": (483, "the lease's state machine, its Redis scripts and its thread"),
-    "reconcile/budget.py": (547, BUDGET),
-    "remediation/executor.py": (709, EXECUTOR),
+    "remediation/executor.py": (648, EXECUTOR),
     "service/app.py": (609, SERVICE_PARTS),
 }
 
@@ -41,13 +37,10 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "ceremony/passive.py::stage2": (82, CEREMONY),
     "ceremony/passive.py::_planned_rate": (72, PENDING),
     "cli/expected.py::adopt": (69, PENDING),
-    "cli/gates.py::_flatten": (72, GATES_CLI),
-    "cli/gates.py::gates": (95, GATES_CLI),
     "exchange/binance/stream.py::UserDataStream._connect_once": (85, PENDING),
     "exchange/simulator/account.py::Account.place": (77, PARAMETER_ORDER),
     "exchange/simulator/algo.py::parse_algo_order": (97, PARAMETER_ORDER),
     "exchange/simulator/validation.py::parse_new_order": (81, PARAMETER_ORDER),
-    "ha/budget.py::RedisBudgetStore.reserve": (79, BUDGET),
     "reporting/metrics.py::ReconcileMetrics.__init__": (143, DATA_TABLE),
     "service/app.py::ReconcileService.__init__": (89, SERVICE_PARTS),
     "service/app.py::ReconcileService.start": (84, SERVICE_PARTS),

@@ -9,9 +9,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.budget.ledger import BudgetState, RunBudget, utc_day
+from grinder.budget.tracker import BudgetTracker
 from grinder.exchange.fake import FakePort
 from grinder.reconcile.actions import RunContext
-from grinder.reconcile.budget import BudgetState, BudgetTracker, RunBudget, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.explain import HOW_TO_OPEN, Outcome, Verdict, explain
 from grinder.reconcile.labels import BlockReason

@@ -9,10 +9,10 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.exchange.fake import FakePort
 from grinder.exchange.port import ExchangeError
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.flatten import bounded_price, flatten_order
 from grinder.reconcile.labels import AttemptOutcome, ResultStatus

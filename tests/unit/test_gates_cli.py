@@ -1,5 +1,9 @@
 """grinder gates: gate 6 from the anchors the service's executor uses, and what a flatten needs
-from a service that cannot supply it (a control socket answering only ``/status``)."""
+from a service that cannot supply it (a control socket answering only ``/status``).
+
+The gate inputs are built from the service's readings by ``gate_inputs_from``, the
+executor's own function; ``first_block`` over them is what ``RemediationExecutor.gate``
+returns over such inputs."""
 
 from __future__ import annotations
 
@@ -16,18 +20,21 @@ from typing import Any, ClassVar
 
 import pytest
 
-import grinder.cli.gates as gates_module
+import grinder.cli.gates_flatten as gates_module
 from grinder.ceremony.sources import parse_scrape
 from grinder.cli.errors import run_command
-from grinder.cli.gates import build_executor
+from grinder.cli.gates_reading import read_service
 from grinder.cli.main import cli
 from grinder.reconcile.config import ReconcileConfig
-from grinder.reconcile.explain import Verdict, explain
+from grinder.reconcile.explain import Verdict, explanation_of
+from grinder.reconcile.gate_inputs import ProposedWrite
+from grinder.reconcile.gates import first_block
 from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.routing import ActionKind
 
 NOW = 1_704_110_400_000
 OURS = "grinder_d_BTCUSDT_1_1704067200_1"
+CANCEL_OURS = ProposedWrite(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0))
 
 
 def service_status(**extra: Any) -> dict[str, Any]:
@@ -82,45 +89,42 @@ def test_gate_6_runs_from_the_anchor_the_service_reports_not_from_the_local_gaug
             "dry_run_anchor_ts_ms": NOW - 10_000,
         }
     )
-    executor, ctx, notes = build_executor(status, SCRAPE, NOW)
-    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    reading = read_service(status, SCRAPE, NOW)
+    notes = reading.notes
+    exp = explanation_of(reading.gate_inputs(CANCEL_OURS))
     gate6 = next(c for c in exp.checks if c.gate == "6")
     assert gate6.verdict is Verdict.FAIL
     assert gate6.detail == "10.0 s since the last remediation (cooldown 60 s, 50.0 s left)"
     assert exp.first_block is BlockReason.COOLDOWN_NOT_ELAPSED
-    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
-        BlockReason.COOLDOWN_NOT_ELAPSED
-    )
+    assert first_block(reading.gate_inputs(CANCEL_OURS)) is (BlockReason.COOLDOWN_NOT_ELAPSED)
     assert not any("cooldown" in n for n in notes)
 
 
 def test_a_service_without_the_anchors_is_read_from_its_gauge_with_a_warning() -> None:
-    executor, ctx, notes = build_executor(service_status(), SCRAPE, NOW)
-    assert ctx.live_anchor_ms is None
-    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    reading = read_service(service_status(), SCRAPE, NOW)
+    notes = reading.notes
+    assert reading.run.live_anchor_ms is None
+    exp = explanation_of(reading.gate_inputs(CANCEL_OURS))
     assert exp.first_block is None
     assert any("another instance's write may hold it closed" in n for n in notes)
 
 
 def test_gate_e_comes_from_the_heartbeat_age_the_service_reports() -> None:
     never = {**LIVE_BOT, "heartbeat_age_s": None, "live": False, "hint": "no bot heartbeat"}
-    executor, ctx, notes = build_executor(service_status(expected=never), SCRAPE, NOW)
-    exp = explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx)
+    reading = read_service(service_status(expected=never), SCRAPE, NOW)
+    notes = list(reading.notes)
+    exp = explanation_of(reading.gate_inputs(CANCEL_OURS))
     assert exp.first_block is BlockReason.EXPECTED_STATE_STALE
-    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
-        BlockReason.EXPECTED_STATE_STALE
-    )
+    assert first_block(reading.gate_inputs(CANCEL_OURS)) is (BlockReason.EXPECTED_STATE_STALE)
     assert notes == [
         "the service does not report its cooldown anchors: gate 6 evaluated from this "
         "instance's grinder_reconcile_last_remediation_ts_ms (with HA, another instance's "
         "write may hold it closed)"
     ]
     stale = {**LIVE_BOT, "heartbeat_age_s": 75.0, "live": False}
-    executor, ctx, _ = build_executor(service_status(expected=stale), SCRAPE, NOW)
+    reading = read_service(service_status(expected=stale), SCRAPE, NOW)
     gate_e = next(
-        c
-        for c in explain(executor, ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx).checks
-        if c.gate == "E"
+        c for c in explanation_of(reading.gate_inputs(CANCEL_OURS)).checks if c.gate == "E"
     )
     assert (gate_e.verdict, gate_e.reason) == (Verdict.FAIL, BlockReason.EXPECTED_STATE_STALE)
     assert gate_e.detail.startswith("bot heartbeat 75.0 s ago > expected_heartbeat_max_age_s 60 s")
@@ -133,13 +137,13 @@ def test_a_service_that_does_not_report_the_heartbeat_is_read_from_its_gauge_or_
         "http://127.0.0.1:9090/metrics",
         "grinder_ha_is_leader 1\ngrinder_reconcile_expected_heartbeat_age_seconds 3\n",
     )
-    executor, ctx, notes = build_executor(status, gauge, NOW)
-    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is None
+    reading = read_service(status, gauge, NOW)
+    notes = reading.notes
+    assert first_block(reading.gate_inputs(CANCEL_OURS)) is None
     assert any("gate E from grinder_reconcile_expected_heartbeat_age_seconds" in n for n in notes)
-    executor, ctx, notes = build_executor(status, SCRAPE, NOW)
-    assert executor.gate(ActionKind.CANCEL, "BTCUSDT", OURS, Decimal(0), ctx) is (
-        BlockReason.EXPECTED_STATE_STALE
-    )
+    reading = read_service(status, SCRAPE, NOW)
+    notes = reading.notes
+    assert first_block(reading.gate_inputs(CANCEL_OURS)) is (BlockReason.EXPECTED_STATE_STALE)
     assert any("gate E evaluated as never written" in n for n in notes)
 
 

@@ -15,6 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grinder.budget.ledger import BudgetState, utc_day
+from grinder.budget.stores import FileBudgetStore
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import ManualClock
 from grinder.exchange.binance.errors import UnknownOutcome
 from grinder.exchange.fake import FakePort
@@ -22,7 +25,6 @@ from grinder.exchange.port import Authorize, CancelOutcome, ExchangeError, Trans
 from grinder.operator.decide import Lift, SetWord
 from grinder.operator.stores import MemoryOperatorStore
 from grinder.reconcile.actions import ActionResult
-from grinder.reconcile.budget import BudgetState, BudgetTracker, FileBudgetStore, utc_day
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.identity import REMEDIATION_SEQ_MAX, parse_client_order_id
 from grinder.reconcile.labels import (

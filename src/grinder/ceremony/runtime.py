@@ -15,10 +15,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from grinder.budget.ledger import BudgetStateError, utc_day
+from grinder.budget.stores import FileBudgetStore
 from grinder.ceremony import logscan
 from grinder.ceremony.checks import Inputs, Item, Status
 from grinder.ceremony.sources import Scrape, SourceError, fmt_number
-from grinder.reconcile.budget import BudgetStateError, FileBudgetStore, utc_day
 
 NO_RUNTIME = "the service does not report its runtime in /status (an older version)"
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import click
 
-from grinder.reconcile.budget import BudgetStateError
+from grinder.budget.ledger import BudgetStateError
 from grinder.reconcile.config import ConfigError
 from grinder.redaction import mask_secrets, masked_std_streams, register_environment
 

@@ -2,8 +2,9 @@
 
 * ``connection.RedisConnection`` -- short timeouts, no retries, fail closed.
 * ``elector.LeaderElector`` -- lease with TTL and renewal, fencing token.
-* ``budget.RedisBudgetStore`` -- the shared daily budget and cooldown anchor,
-  reserved atomically together with the fencing check.
+* ``grinder.budget.redis_store.RedisBudgetStore`` -- the shared daily budget and
+  cooldown anchor, reserved atomically together with the fencing check (the budget
+  lives in its own package, ``grinder.budget``).
 * ``grinder.state.redis_store.RedisExpectedStore`` -- the shared expected state.
 * ``runtime.HaRuntime`` -- one instance's parts wired together (import it from
   ``grinder.ha.runtime``).
@@ -11,7 +12,6 @@
 See docs/HA.md (the runbook) and docs/DECISIONS.md (D24-D29).
 """
 
-from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
 from grinder.ha.connection import RedisConnection, RedisUnavailable
 from grinder.ha.elector import ElectorTimings, LeaderElector, LeadershipEvent, Lease
@@ -25,7 +25,6 @@ __all__ = [
     "LeaderElector",
     "LeadershipEvent",
     "Lease",
-    "RedisBudgetStore",
     "RedisConnection",
     "RedisUnavailable",
     "default_instance_id",

@@ -30,7 +30,7 @@ sent. Redis starts the TTL when it *receives* that request, so the local
 deadline always falls at least ``safety_margin`` before the key can expire and
 another instance can acquire it: leaderships never overlap, even when a renewal
 has not failed yet but simply has not happened (a paused process, a slow
-network). The budget reservation (``grinder.ha.budget``) checks the lease value
+network). The budget reservation (``grinder.budget.redis_store``) checks the lease value
 and a remaining TTL of at least ``safety_margin`` atomically with the
 reservation, which fences a deposed leader that has not noticed yet.
 

@@ -7,14 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grinder.budget.redis_store import RedisBudgetStore
+from grinder.budget.stores import FileBudgetStore
 from grinder.clock import Clock, wall_clock_ms
-from grinder.ha.budget import RedisBudgetStore
 from grinder.ha.config import HaSettings
 from grinder.ha.connection import RedisConnection
 from grinder.ha.elector import LeaderElector, parse_lease_value
 from grinder.ha.metrics import HaMetrics
 from grinder.ha.operator import RedisOperatorStore
-from grinder.reconcile.budget import FileBudgetStore
 from grinder.state.redis_store import RedisExpectedStore
 
 

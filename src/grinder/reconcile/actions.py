@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from grinder.reconcile.budget import RunBudget
+from grinder.budget.ledger import RunBudget
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, Mode, ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch

@@ -2,10 +2,12 @@
 
 ``RemediationExecutor.gate`` stops at the first gate that blocks, which is what
 execution needs. Troubleshooting needs the whole chain: which gates pass, which
-fail, and which one blocks first. ``explain`` evaluates every gate of the one
-table (``grinder.reconcile.gates.GATES``) over the same inputs ``gate`` reads
-(``RemediationExecutor.gate_inputs``) and changes nothing, so the first failing
-gate it reports is the reason ``gate`` returns (a property-based test checks it).
+fail, and which one blocks first. ``explanation_of`` evaluates every gate of the one
+table (``grinder.reconcile.gates.GATES``) over one ``GateInputs`` and changes nothing;
+``explain`` does it over the inputs ``gate`` reads (``RemediationExecutor.gate_inputs``),
+so the first failing gate it reports is the reason ``gate`` returns (a property-based
+test checks it). ``grinder gates`` builds its inputs from what the service reports with
+the same function the executor uses (``grinder.reconcile.gate_inputs``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "Verdict",
     "expected_state_detail",
     "explain",
+    "explanation_of",
 ]
 
 
@@ -100,5 +103,10 @@ def explain(
 ) -> Explanation:
     """Every gate for this write, evaluated independently (nothing is changed): the same
     table and the same inputs ``RemediationExecutor.gate`` decides with."""
-    inputs = executor.gate_inputs(kind, symbol, client_order_id, notional, ctx)
-    return Explanation(kind, symbol, executor.mode, evaluate(inputs))
+    return explanation_of(executor.gate_inputs(kind, symbol, client_order_id, notional, ctx))
+
+
+def explanation_of(inputs: GateInputs) -> Explanation:
+    """Every gate evaluated over ``inputs`` (nothing is changed)."""
+    mode = Mode.LIVE if inputs.live else Mode.DRY_RUN
+    return Explanation(inputs.kind, inputs.symbol, mode, evaluate(inputs))

@@ -49,6 +49,8 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
+from grinder.budget.ledger import BudgetRefused, BudgetStateError
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
 from grinder.config_sources import mainnet_trade_allowed
 from grinder.exchange.port import (
@@ -66,18 +68,10 @@ from grinder.reconcile.actions import (
     RunContext,
     WriteInFlight,
 )
-from grinder.reconcile.budget import (
-    BudgetRefused,
-    BudgetStateError,
-    BudgetTracker,
-    budget_verdict,
-)
 from grinder.reconcile.config import ReconcileConfig
+from grinder.reconcile.gate_inputs import GateSettings, ProposedWrite, gate_inputs_from
 from grinder.reconcile.gates import GateInputs, every_block, first_block
-from grinder.reconcile.identity import (
-    REMEDIATION_SEQ_MAX,
-    remediation_client_order_id,
-)
+from grinder.reconcile.identity import REMEDIATION_SEQ_MAX, remediation_client_order_id
 from grinder.reconcile.labels import (
     AttemptOutcome,
     BlockReason,
@@ -235,6 +229,17 @@ class RemediationExecutor:
 
     # --- the gate chain ------------------------------------------------------------------
 
+    def gate_settings(self) -> GateSettings:
+        """The settings in force the gate chain reads, read now."""
+        return GateSettings(
+            config=self.config,
+            armed=self.armed,
+            symbol_whitelist=tuple(self.symbol_whitelist),
+            mainnet_trade_allowed=mainnet_trade_allowed(
+                self.env if self.env is not None else os.environ
+            ),
+        )
+
     def gate_inputs(
         self,
         kind: ActionKind,
@@ -244,42 +249,22 @@ class RemediationExecutor:
         ctx: RunContext,
     ) -> GateInputs:
         """Everything the gate chain reads for this write, read now: the settings in force,
-        arming, leadership, the clock, the bot's heartbeat, this run and the budget."""
-        cfg = self.config
+        arming, leadership, the clock, the bot's heartbeat, this run and the budget
+        (``grinder.reconcile.gate_inputs.gate_inputs_from`` puts them together)."""
         now = self.clock()
-        live = not cfg.dry_run
-        tracker = self.budget if live else self.dry_budget()
-        run_budget = ctx.budget if live else ctx.dry_budget
+        leader = self.is_leader()
+        settings = self.gate_settings()
         source = self.expected_heartbeat_age
-        return GateInputs(
-            kind=kind,
-            symbol=symbol,
-            client_order_id=client_order_id,
-            notional=notional,
+        heartbeat_age = source() if source is not None else None
+        tracker = self.dry_budget() if self.config.dry_run else self.budget
+        return gate_inputs_from(
+            ProposedWrite(kind, symbol, client_order_id, notional),
+            settings,
+            is_leader=leader,
             now_ms=now,
-            live=live,
-            is_leader=self.is_leader(),
-            action=cfg.action,
-            allow_active_remediation=cfg.allow_active_remediation,
-            armed=self.armed,
-            mainnet_trade_allowed=mainnet_trade_allowed(
-                self.env if self.env is not None else os.environ
-            ),
-            cooldown_seconds=cfg.cooldown_seconds,
-            cooldown_anchor_ms=ctx.live_anchor_ms if live else ctx.dry_anchor_ms,
-            whitelist=tuple(self.symbol_whitelist),
-            require_whitelist=cfg.require_whitelist,
-            client_order_id_prefix=cfg.client_order_id_prefix,
-            allowed_strategies=frozenset(cfg.allowed_strategies),
-            heartbeat_age_s=source() if source is not None else None,
-            max_heartbeat_age_s=cfg.expected_heartbeat_max_age_s,
-            max_flatten_notional_usdt=cfg.max_flatten_notional_usdt,
-            run_actions=ctx.actions,
-            run_symbols=frozenset(ctx.symbols),
-            max_orders_per_action=cfg.max_orders_per_action,
-            max_symbols_per_action=cfg.max_symbols_per_action,
-            budget=budget_verdict(tracker.config, tracker.today(now), run_budget, notional or ZERO),
-            budget_note="" if live else " (dry-run: the in-memory shadow budget)",
+            heartbeat_age_s=heartbeat_age,
+            run=ctx,
+            day=tracker.today(now),
             operator_problem=self.operator.problem if self.operator is not None else None,
         )
 

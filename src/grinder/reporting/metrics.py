@@ -35,8 +35,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.labels import (
     ActionLabel,
     AttemptOutcome,

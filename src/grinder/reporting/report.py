@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.reconcile.actions import ActionResult, RunContext
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.engine import TriageFinding
 from grinder.reconcile.labels import Event, Mode, ResultStatus, SkipReason, TriageOutcome
 from grinder.reconcile.repeats import IncidentKey, RepeatFilter, result_outcome, skip_outcome

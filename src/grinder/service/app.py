@@ -36,6 +36,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
 from grinder.console.routes import add_console_routes
 from grinder.deadman.decision import Health
@@ -49,7 +50,6 @@ from grinder.ha.metrics import HaMetrics
 from grinder.ha.runtime import HaRuntime
 from grinder.operator.state import OperatorStateError
 from grinder.operator.stores import FileOperatorStore, MemoryOperatorStore, OperatorStore
-from grinder.reconcile.budget import BudgetTracker
 from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.engine import ReconcileEngine
 from grinder.remediation.executor import RemediationExecutor

@@ -15,24 +15,19 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from grinder import fileio
+from grinder.budget import lifecycle
+from grinder.budget.ledger import BudgetStateError
+from grinder.budget.lifecycle import BudgetPlace, LoadedBudget
+from grinder.budget.tracker import BudgetTracker
 from grinder.cli.errors import EXIT_FAILED, EXIT_USAGE, CommandFailed
 from grinder.clock import wall_clock_ms
 from grinder.exchange.port import ExchangeError
 from grinder.ha.runtime import HaRuntime
-from grinder.reconcile.budget import (
-    BudgetStateError,
-    BudgetTracker,
-    FileBudgetStore,
-    future_warning,
-    reset_line,
-    stale_warning,
-)
 from grinder.reconcile.config import ConfigError
 from grinder.reconcile.labels import Mode
 from grinder.redaction import mask_url
@@ -114,37 +109,19 @@ def _ha_label(opts: ServiceOptions) -> str:
     )
 
 
-@dataclass(frozen=True)
-class LoadedBudget:
-    tracker: BudgetTracker | None
-    """As stored; None with ``--reset-budget-state``."""
-    stale_warning: str | None
-    future_warning: str | None = None
-    """One line when the file was dated in the future (its counts kept for today)."""
+def budget_place(opts: ServiceOptions, ha: HaRuntime | None = None) -> BudgetPlace:
+    """Where the service keeps its daily budget: Redis with HA (``BUDGET_STATE_PATH`` its
+    local copy), else ``BUDGET_STATE_PATH``, else memory."""
+    shared = ha.budget_store if ha is not None else None
+    return BudgetPlace(opts.env.budget_state_path, opts.env.budget_state_stale_hours, shared)
 
 
 def load_budget(opts: ServiceOptions, now_ms: int, ha: HaRuntime | None = None) -> LoadedBudget:
-    """Read the budget state, changing nothing: a corrupt or unreadable one, or a path that is
-    no regular file, is ``BudgetStateError`` (exit 2) before anything starts.
-    ``--reset-budget-state`` reads nothing (the reset itself is done by ``prepare_budget``),
-    but a path it could not reset is refused here too."""
-    path = opts.env.budget_state_path
-    try:
-        if path is not None:
-            FileBudgetStore(path).check()
-        if opts.reset_budget_state:
-            return LoadedBudget(None, None)
-        warning = stale_warning(path, now_ms, opts.env.budget_state_stale_hours) if path else None
-        if ha is None:
-            store = FileBudgetStore(path) if path is not None else None
-            tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
-    except BudgetStateError as exc:
-        raise BudgetStateError(f"BUDGET_STATE_PATH: {exc}") from None
-    if ha is not None:  # the shared budget in Redis (BUDGET_STATE_PATH is its local copy)
-        tracker = BudgetTracker(config=opts.reconcile, store=ha.budget_store, clock=wall_clock_ms)
-    future = tracker.from_the_future
-    shown = future_warning(path, future, now_ms) if future is not None and path else None
-    return LoadedBudget(tracker, warning, shown)
+    """Read the budget state, changing nothing (``grinder.budget.lifecycle.load``): bad
+    state is ``BudgetStateError`` (exit 2) before anything starts."""
+    return lifecycle.load(
+        opts.reconcile, budget_place(opts, ha), reset=opts.reset_budget_state, now_ms=now_ms
+    )
 
 
 def prepare_budget(
@@ -155,35 +132,15 @@ def prepare_budget(
     loaded: LoadedBudget | None = None,
 ) -> BudgetTracker:
     """The budget the service runs with: ``loaded`` (read by ``load_budget`` when not given),
-    with its staleness warning printed, or a fresh one written with ``--reset-budget-state``."""
+    with its warnings printed, or a fresh one written with ``--reset-budget-state``."""
     if loaded is None:
         loaded = load_budget(opts, now_ms, ha)
-    if loaded.tracker is not None:
-        if loaded.future_warning:
-            tee.line(loaded.future_warning)
-        if loaded.stale_warning:
-            for line in loaded.stale_warning.splitlines():
-                tee.line(line)
-        return loaded.tracker
-    path = opts.env.budget_state_path
-    if ha is not None:
-        shared = ha.budget_store
-        shared.reset(now_ms)  # BudgetStateError (exit 2) when Redis cannot be reached
-        if shared.mirror is not None:
-            shared.mirror.reset()
-        tracker = BudgetTracker(config=opts.reconcile, store=shared, clock=wall_clock_ms)
-        shared.save(tracker.state)
-        shown = path if path is not None else shared.day_key(tracker.state.day)
-        tee.line(reset_line(shown))
-        return tracker
-    if path is None:
-        tee.line(reset_line(None))
-        return BudgetTracker(config=opts.reconcile, clock=wall_clock_ms)
-    store = FileBudgetStore(path)
-    store.reset()
-    tracker = BudgetTracker(config=opts.reconcile, store=store, clock=wall_clock_ms)
-    store.save(tracker.state)
-    tee.line(reset_line(path))
+    tracker, texts = lifecycle.prepare(
+        loaded, opts.reconcile, budget_place(opts, ha), now_ms=now_ms
+    )
+    for text in texts:
+        for line in text.splitlines():
+            tee.line(line)
     return tracker
 
 
@@ -346,15 +303,9 @@ def write_artifacts(
             if path is not None:
                 written.append(path)
 
-    store = service.budget.store
-    if isinstance(store, FileBudgetStore):
-        # Every reservation was saved before its write; this keeps the file's day current,
-        # and never writes back less than another process recorded meanwhile.
-        attempt(
-            "BUDGET_STATE_PATH", store.path, lambda: store.save_unless_behind(service.budget.state)
-        )
-    elif store is not None:
-        attempt("the shared budget state", None, lambda: store.save(service.budget.state))
+    final = lifecycle.at_exit(service.budget)
+    if final is not None:  # the budget first (the file's day kept current)
+        attempt(final.what, final.path, final.write)
     metrics_out = final_metrics_path(opts.metrics_out, run_dir)
     if metrics_out is not None:
         what = "--metrics-out" if opts.metrics_out is not None else METRICS_PROM

@@ -1,7 +1,7 @@
 """The daily budget and the cooldown anchor in Redis, reserved atomically and fenced.
 
-``RedisBudgetStore`` is a ``SharedBudgetStore`` (``grinder.reconcile.budget``): one
-Lua script checks, in a single atomic step,
+``RedisBudgetStore`` is the ``BudgetStore`` (``grinder.budget.stores``) several instances
+share: one Lua script checks, in a single atomic step,
 
 1. that the lease key still holds *this* leadership's value (fencing: a deposed
    leader that has not noticed yet is refused) and has at least the safety
@@ -37,89 +37,28 @@ import logging
 import secrets
 from collections.abc import Callable
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any
 
-from grinder.clock import Clock, wall_clock_ms
-from grinder.ha.connection import ENSURE_EPOCH_LUA, RedisConnection, RedisUnavailable
-from grinder.reconcile.budget import (
+from grinder.budget.ledger import (
     BudgetRefused,
     BudgetState,
     BudgetStateError,
-    FileBudgetStore,
     from_the_future,
     future_warning,
     kept_for_today,
     utc_day,
 )
+from grinder.budget.redis_scripts import MERGE_LUA, RESERVE_LUA
+from grinder.budget.stores import ExitSave, FileBudgetStore
+from grinder.clock import Clock, wall_clock_ms
+from grinder.ha.connection import RedisConnection, RedisUnavailable
 from grinder.reconcile.labels import BlockReason
 
 log = logging.getLogger("grinder.ha")
 
 UNITS_PER_USDT = 10**8
 DAY_KEY_TTL_S = 3 * 86_400
-
-RESERVE_LUA = (
-    ENSURE_EPOCH_LUA
-    + """
--- KEYS: lease, budget day hash, last write ms, epoch
--- ARGV: 1 lease value, 2 min lease pttl ms, 3 units, 4 max calls, 5 max units,
---       6 floor calls, 7 floor units, 8 floor ts, 9 now ms, 10 day key ttl s,
---       11 recovery ms, 12 epoch suffix
-local holder = redis.call('GET', KEYS[1])
-if holder ~= ARGV[1] then return {'fenced', holder or ''} end
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl < tonumber(ARGV[2]) then return {'lease_expiring', tostring(pttl)} end
-local epoch = ensure_epoch(KEYS[4], ARGV[12])
-local age = epoch_age_ms(epoch)
-if age < tonumber(ARGV[11]) then return {'recovering', tostring(age)} end
-local h = redis.call('HMGET', KEYS[2], 'calls', 'units', 'updated_ts', 'reset_ts')
-local calls = tonumber(h[1] or '0')
-local units = tonumber(h[2] or '0')
-local updated = tonumber(h[3] or '0')
-local reset_ts = tonumber(h[4] or '0')
-if tonumber(ARGV[8]) > reset_ts then
-  if tonumber(ARGV[6]) > calls then calls = tonumber(ARGV[6]) end
-  if tonumber(ARGV[7]) > units then units = tonumber(ARGV[7]) end
-end
-local function state(kind, ts)
-  return {kind, string.format('%d', calls), string.format('%.0f', units), string.format('%d', ts)}
-end
-if calls + 1 > tonumber(ARGV[4]) then return state('max_calls_per_day', updated) end
-if units + tonumber(ARGV[3]) > tonumber(ARGV[5]) then
-  return state('max_notional_per_day', updated)
-end
-calls = calls + 1
-units = units + tonumber(ARGV[3])
-redis.call('HSET', KEYS[2], 'calls', string.format('%d', calls),
-  'units', string.format('%.0f', units), 'updated_ts', ARGV[9])
-redis.call('EXPIRE', KEYS[2], ARGV[10])
-local last = tonumber(redis.call('GET', KEYS[3]) or '0')
-if tonumber(ARGV[9]) > last then redis.call('SET', KEYS[3], ARGV[9]) end
-return state('ok', tonumber(ARGV[9]))
-"""
-)
-
-MERGE_LUA = """
--- KEYS: budget day hash, last write ms
--- ARGV: 1 calls, 2 units, 3 state ts, 4 last write ms, 5 day key ttl s
-if tonumber(ARGV[1]) > 0 or tonumber(ARGV[2]) > 0 then
-  local h = redis.call('HMGET', KEYS[1], 'calls', 'units', 'updated_ts', 'reset_ts')
-  local reset_ts = tonumber(h[4] or '0')
-  if tonumber(ARGV[3]) > reset_ts then
-    local calls = tonumber(h[1] or '0')
-    local units = tonumber(h[2] or '0')
-    local updated = tonumber(h[3] or '0')
-    if tonumber(ARGV[1]) > calls then calls = tonumber(ARGV[1]) end
-    if tonumber(ARGV[2]) > units then units = tonumber(ARGV[2]) end
-    if tonumber(ARGV[3]) > updated then updated = tonumber(ARGV[3]) end
-    redis.call('HSET', KEYS[1], 'calls', string.format('%d', calls),
-      'units', string.format('%.0f', units), 'updated_ts', string.format('%d', updated))
-    redis.call('EXPIRE', KEYS[1], ARGV[5])
-  end
-end
-local last = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[4]) > last then redis.call('SET', KEYS[2], ARGV[4]) end
-return 1
-"""
 
 
 def to_units(amount: Decimal, *, up: bool) -> int:
@@ -191,7 +130,7 @@ class RedisBudgetStore:
             )
         local = self.mirror.load() if self.mirror is not None else None
         if self.mirror is not None and local is not None and from_the_future(local, now):
-            log.warning("%s", future_warning(self.mirror.path, local, now))
+            log.warning("%s", future_warning(str(self.mirror.path), local, now))
             local = kept_for_today(local, now)
         state = shared
         if local is not None and local.day == day and local.updated_ts_ms > reset_ts:
@@ -205,9 +144,9 @@ class RedisBudgetStore:
         if self.mirror is not None:
             self.mirror.save(state)
 
-    # --- SharedBudgetStore ---------------------------------------------------------------
-
     def fetch(self, day: str) -> BudgetState | None:
+        """The day's usage as Redis holds it (what every instance spent);
+        ``BudgetStateError`` when Redis cannot be read."""
         try:
             state, _ = self._fetch(day)
         except RedisUnavailable as exc:
@@ -224,6 +163,8 @@ class RedisBudgetStore:
         max_calls_per_day: int,
         max_notional_per_day: Decimal,
     ) -> BudgetState:
+        """One call reserved in one atomic step: the lease still ours (fencing), Redis past
+        its recovery window, the day's limits; ``BudgetRefused`` on any refusal."""
         fence = self.fence()
         if fence is None:
             self._refused("not_leader")
@@ -256,6 +197,10 @@ class RedisBudgetStore:
             raise BudgetRefused(
                 BlockReason.NOT_LEADER, f"cannot reserve budget (fail closed): {exc}"
             ) from None
+        return self._reserved(day, reply, now_ms)
+
+    def _reserved(self, day: str, reply: list[Any], now_ms: int) -> BudgetState:
+        """The script's answer: the day's usage after the call, or ``BudgetRefused``."""
         kind = str(reply[0])
         if kind == "fenced":
             self._refused("fenced")
@@ -294,6 +239,14 @@ class RedisBudgetStore:
         if self.mirror is not None:
             self.mirror.save(state)
         return state
+
+    def reset_shown(self, day: str) -> Path | str | None:
+        """The local copy's path, else the day's key in Redis."""
+        return self.mirror.path if self.mirror is not None else self.day_key(day)
+
+    def exit_save(self, state: BudgetState) -> ExitSave | None:
+        """The local copy (Redis usage only ever grows through ``reserve``)."""
+        return ExitSave("the shared budget state", None, lambda: self.save(state))
 
     # --- the cooldown anchor -------------------------------------------------------------
 
@@ -335,7 +288,8 @@ class RedisBudgetStore:
         return True
 
     def reset(self, now_ms: int) -> None:
-        """Start the day clean, for every instance (``--reset-budget-state``)."""
+        """Start the day clean, for every instance (``--reset-budget-state``), then the
+        local copy (``BudgetStateError`` when Redis cannot be reached: nothing is reset)."""
         day = utc_day(now_ms)
         key = self.day_key(day)
 
@@ -353,6 +307,8 @@ class RedisBudgetStore:
         except RedisUnavailable as exc:
             raise BudgetStateError(f"cannot reset the shared budget: {exc}") from None
         self._known = BudgetState(day=day, updated_ts_ms=now_ms)
+        if self.mirror is not None:
+            self.mirror.reset()
 
     # --- internals -----------------------------------------------------------------------
 
