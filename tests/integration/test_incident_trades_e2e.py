@@ -26,11 +26,12 @@ import pytest
 from grinder.budget.stores import FileBudgetStore
 from grinder.budget.tracker import BudgetTracker
 from grinder.clock import wall_clock_ms
+from grinder.config_sources import RuntimeEnv
 from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.incidents.records import IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
-from grinder.reconcile.config import ReconcileConfig, RuntimeEnv
+from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.types import MismatchType
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
