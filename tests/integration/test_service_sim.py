@@ -28,6 +28,7 @@ from grinder.reconcile.config import ReconcileConfig, RemediationAction, Runtime
 from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Side
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.venue import credentials_for
 from grinder.state.recorder import ExpectedRecorder
 from tests.support.ids import ours
@@ -38,12 +39,12 @@ POSITION_GRACE_MS = 300
 
 
 class Rig:
-    def __init__(self, service: ReconcileService, tmp: Path) -> None:
+    def __init__(self, service: ReconcileService, running: RunningService, tmp: Path) -> None:
         self.service = service
+        self.running = running
         self.tmp = tmp
-        assert service.venue is not None
-        assert service.venue.sim is not None
-        self.sim = SimControl(service.venue.sim.base_url)
+        assert running.venue.sim is not None
+        self.sim = SimControl(running.venue.sim.base_url)
 
     async def place_order(self, cid: str) -> None:
         """A resting BUY 0.002 BTCUSDT @ 20000 with ``cid``, as if placed by hand."""
@@ -115,22 +116,19 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
             control_socket=tmp_path / "ctl" / "control.sock",
             env={"ALLOW_MAINNET_TRADE": "1"} if live else {},
         )
-        await service.start()
-        assert service.expected is not None
-        if bot and service.expected.memory is not None:
-            service.expected.memory.heartbeat()
-        assert service.stream is not None
-        assert await service.stream.wait_live(5)
-        task = asyncio.create_task(service.run_until_stopped())
-        rig = Rig(service, tmp_path)
+        running = await service.start()
+        if bot and running.expected.source.memory is not None:
+            running.expected.source.memory.heartbeat()
+        assert await running.stream.wait_live(5)
+        task = asyncio.create_task(running.loop.run_until_stopped())
+        rig = Rig(service, running, tmp_path)
         started.append((rig, task))
         return rig
 
     yield factory
     for rig, task in started:
         await rig.sim.close()
-        rig.service.stop_event.set()
-        rig.service._wake.set()
+        rig.service.request_stop()
         await asyncio.wait_for(task, 5)
         await rig.service.close()
 
@@ -152,8 +150,8 @@ async def test_orphan_order_of_ours_is_detected_and_planned_in_dry_run(
 async def test_manual_order_is_never_touched_even_when_live(make_service: ServiceFactory) -> None:
     rig = await make_service(live=True, action=RemediationAction.FLATTEN)
     await rig.place_order("web_manual_123")
-    runs = rig.service.runs
-    await rig.wait_for(lambda: rig.service.runs >= runs + 3)
+    runs = rig.service.tally.runs
+    await rig.wait_for(lambda: rig.service.tally.runs >= runs + 3)
     state = await rig.state()
     assert state["counters"]["writeRequests"] == 0
     assert rig.counter("grinder_reconcile_foreign_open_orders") == 1
@@ -261,9 +259,8 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
     cid = ours(4)
     await rig.place_order(cid)
     # The bot knows this order: record it as expected.
-    assert rig.service.expected is not None
-    assert rig.service.expected.memory is not None
-    rig.service.expected.memory.record_order(
+    assert rig.running.expected.source.memory is not None
+    rig.running.expected.source.memory.record_order(
         ExpectedOrder(
             client_order_id=cid,
             symbol="BTCUSDT",
@@ -273,7 +270,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
         )
     )
     await rig.sim.call("DELETE", "/orders", {"clientOrderId": cid})
-    await rig.service.snapshot()  # the periodic snapshot, now
+    await rig.running.loop.snapshot()  # the periodic snapshot, now
     await rig.wait_for(
         lambda: (
             rig.counter("grinder_reconcile_mismatch_total", type="ORDER_MISSING_ON_EXCHANGE") >= 1
@@ -284,8 +281,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
 
 async def test_readyz_and_metrics_endpoint_serve_over_http(make_service: ServiceFactory) -> None:
     rig = await make_service()
-    assert rig.service.metrics_url is not None
-    base = rig.service.metrics_url.removesuffix("/metrics")
+    base = rig.running.metrics_url.removesuffix("/metrics")
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/readyz") as resp:
             ready = await resp.json()
@@ -321,7 +317,7 @@ async def test_snapshot_age_is_real_once_started_and_budget_shows_the_file(
     assert sample("grinder_reconcile_budget_calls_remaining_day") == 99
     try:
         await service.start()  # takes the first snapshot; no run yet
-        assert service.runs == 0
+        assert service.tally.runs == 0
         age = sample("grinder_reconcile_last_snapshot_age_seconds")
         assert age is not None
         assert 0 <= age < 60
@@ -337,19 +333,18 @@ async def test_snapshot_fetches_open_orders_only_for_active_symbols(
     await rig.sim.place_order(
         "ETHUSDT", "BUY", "0.050", "1000", ours(5, "ETHUSDT"), emitEvents=False
     )
-    assert rig.service.venue is not None
-    rest = rig.service.venue.rest
+    rest = rig.running.venue.rest
     before = rest.weight_spent
-    await rig.service.snapshot()
+    await rig.running.loop.snapshot()
     # positionRisk (5) names ETHUSDT; openOrders + openAlgoOrders for it (1 + 1).
     assert rest.weight_spent - before == 7
     assert rig.service.observed.get_order(ours(5, "ETHUSDT")) is not None
     before = rest.weight_spent
-    await rig.service.snapshot(full=True)
+    await rig.running.loop.snapshot(full=True)
     assert rest.weight_spent - before == 85
     # The pace follows the regular snapshot's cost (7 weight at 18/min: the 30 s floor),
     # not the rare all-symbols one's.
-    assert rig.service.snapshot_interval_s() == 30.0
+    assert rig.running.loop.snapshot_interval_s() == 30.0
 
 
 async def test_manual_position_is_planned_for_flatten_in_dry_run(
@@ -372,8 +367,7 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
 ) -> None:
     rig = await make_service(triage_miss_threshold=2)
     cid = ours(7)
-    assert rig.service.expected is not None
-    memory = rig.service.expected.memory
+    memory = rig.running.expected.source.memory
     assert memory is not None
     memory.record_order(
         ExpectedOrder(
@@ -387,9 +381,9 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
     )
     await rig.sim.call("POST", "/stream/suppress", {"clientOrderId": cid})
     await rig.place_order(cid)
-    await rig.service.snapshot()
+    await rig.running.loop.snapshot()
     await rig.sim.call("POST", "/orders/fill", {"clientOrderId": cid})
-    await rig.service.snapshot()  # the order is gone from the open orders; no event said why
+    await rig.running.loop.snapshot()  # the order is gone from the open orders; no event said why
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_triage_total", outcome="found_filled") >= 1
     )
@@ -438,9 +432,9 @@ async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
     )
-    runs = rig.service.runs
-    await rig.wait_for(lambda: rig.service.runs >= runs + 2)
-    report = rig.service.last_report
+    runs = rig.service.tally.runs
+    await rig.wait_for(lambda: rig.service.tally.runs >= runs + 2)
+    report = rig.service.tally.last_report
     assert report is not None
     unexpected = [m.client_order_id for m in report.mismatches]
     assert unexpected == [orphan]

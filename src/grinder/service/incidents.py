@@ -7,8 +7,10 @@ deployment's namespace (kept across a failover: only the leader writes).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from prometheus_client import CollectorRegistry
 
+from grinder.clock import Clock
+from grinder.ha.runtime import HaRuntime
 from grinder.incidents.control import add_incident_routes
 from grinder.incidents.ledger import DAY_MS, Retention
 from grinder.incidents.metrics import IncidentMetrics
@@ -16,48 +18,40 @@ from grinder.incidents.redis_store import RedisIncidentStore
 from grinder.incidents.sink import IncidentLedger, LedgerInputs
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import IncidentStore, MemoryIncidentStore
-from grinder.reconcile.types import PositionKey
+from grinder.reconcile.audit import AuditWriter
+from grinder.service.options import ServiceOptions
 
 __all__ = ["IncidentLedger", "add_incident_routes", "open_incident_store", "open_ledger"]
 
-if TYPE_CHECKING:
-    from grinder.service.app import ReconcileService
 
-
-def open_incident_store(service: ReconcileService) -> IncidentStore:
-    opts = service.opts
-    if service.ha is not None:
-        return RedisIncidentStore(service.ha.conn)
+def open_incident_store(opts: ServiceOptions, ha: HaRuntime | None) -> IncidentStore:
+    if ha is not None:
+        return RedisIncidentStore(ha.conn)
     if opts.ledger_db is not None:
         return SqliteIncidentStore(opts.ledger_db)
     return MemoryIncidentStore()
 
 
-def open_ledger(service: ReconcileService) -> IncidentLedger:
-    """The ledger of a starting service (its expected state and engine are in place)."""
-    svc = service.opts.service
-    ha = service.ha
-
-    def recorded_by_bot(cid: str) -> bool:
-        expected = service.expected
-        return expected is not None and expected.store.get_order(cid) is not None
-
-    def position_changed_ms(key: PositionKey) -> int | None:
-        pos = service.observed.get_position(key)
-        return None if pos is None else pos.changed_ts_ms
-
+def open_ledger(
+    opts: ServiceOptions,
+    ha: HaRuntime | None,
+    *,
+    inputs: LedgerInputs,
+    clock: Clock,
+    audit: AuditWriter | None,
+    registry: CollectorRegistry,
+) -> IncidentLedger:
+    """The ledger of a starting service; ``inputs``: what the classifier reads from the
+    running service (the bot's heartbeat, the stream's reconnect windows, the expected
+    orders, the observed positions)."""
+    svc = opts.service
     ledger = IncidentLedger(
-        open_incident_store(service),
-        service.config,
-        clock=service.clock,
-        inputs=LedgerInputs(
-            heartbeat_age_s=service.expected_heartbeat_age,
-            windows=lambda: service.stream.windows.windows() if service.stream else (),
-            recorded_by_bot=recorded_by_bot,
-            position_changed_ms=position_changed_ms,
-        ),
-        audit=service.audit,
-        metrics=IncidentMetrics(service.registry),
+        open_incident_store(opts, ha),
+        opts.reconcile,
+        clock=clock,
+        inputs=inputs,
+        audit=audit,
+        metrics=IncidentMetrics(registry),
         may_write=(lambda: ha.elector.is_leader()) if ha is not None else (lambda: True),
         retention=Retention(
             max_age_ms=int(svc.incident_retention_days * DAY_MS),
