@@ -112,52 +112,17 @@ async def open_running(base: ReconcileService) -> RunningService:
         raise ConfigError(f"operator state: {exc}") from None
     runner = ReconcileRunner(engine, executor, reporter=reporter)
     loop = _loop(base, expected, venue, runner, ledger)
-    stream = UserDataStream(
-        venue.rest,
-        venue.ws_base_url,
-        on_event=loop.on_event,
-        on_resync=loop.snapshot,
-        settings=StreamSettings(keepalive_s=base.opts.service.stream_keepalive_s),
-        on_state=base.xmetrics.observe_state,
-        on_parse_error=lambda _e: base.xmetrics.stream_parse_errors.inc(),
-        clock=base.clock,
-        windows=windows,
-    )
+    stream = _stream(base, venue, loop, windows)
     expected.observe()
     audit_event = EventAudit(base.audit, base.clock, base.config, executor)
     health = DeadmanHealth(base.opts, base.clock, base.observed, expected, stream, hagate)
     deadman = _deadman(base, venue, health, hagate, audit_event)
     views = ServiceViews(
-        ViewParts(
-            opts=base.opts,
-            runtime=base.runtime,
-            clock=base.clock,
-            budget=base.budget,
-            metrics=base.metrics,
-            observed=base.observed,
-            expected=expected,
-            executor=executor,
-            stream=stream,
-            venue=venue,
-            hagate=hagate,
-            deadman=deadman,
-            operator=base.settings.operator,
-            live=base.settings.live,
-            tally=base.tally,
-            stop=base.stop,
-        )
+        _view_parts(base, expected, executor, stream, venue, hagate=hagate, deadman=deadman)
     )
     controls = _controls(base, views, hagate)
     base.settings.observe_settings()
-    console = ConsoleSource(
-        clock=base.clock,
-        status=views.status,
-        ledger=ledger,
-        observed=base.observed,
-        executor=executor,
-        last_report=lambda: base.tally.last_report,
-    )
-    metrics_url = await _serve_http(base, views, console, controls, ledger)
+    metrics_url = await _serve_http(base, views, controls, ledger, executor)
     await loop.snapshot()
     views.ready = True
     base.smetrics.ready.set(1)
@@ -288,6 +253,53 @@ def _loop(
     )
 
 
+def _stream(
+    base: ReconcileService, venue: VenueConnection, loop: ServiceLoop, windows: ReconnectWindows
+) -> UserDataStream:
+    """The user-data stream (started once the first snapshot is in)."""
+    return UserDataStream(
+        venue.rest,
+        venue.ws_base_url,
+        on_event=loop.on_event,
+        on_resync=loop.snapshot,
+        settings=StreamSettings(keepalive_s=base.opts.service.stream_keepalive_s),
+        on_state=base.xmetrics.observe_state,
+        on_parse_error=lambda _e: base.xmetrics.stream_parse_errors.inc(),
+        clock=base.clock,
+        windows=windows,
+    )
+
+
+def _view_parts(
+    base: ReconcileService,
+    expected: ExpectedWatch,
+    executor: RemediationExecutor,
+    stream: UserDataStream,
+    venue: VenueConnection,
+    *,
+    hagate: ServiceHa | None,
+    deadman: DeadmanSwitch | None,
+) -> ViewParts:
+    return ViewParts(
+        opts=base.opts,
+        runtime=base.runtime,
+        clock=base.clock,
+        budget=base.budget,
+        metrics=base.metrics,
+        observed=base.observed,
+        expected=expected,
+        executor=executor,
+        stream=stream,
+        venue=venue,
+        hagate=hagate,
+        deadman=deadman,
+        operator=base.settings.operator,
+        live=base.settings.live,
+        tally=base.tally,
+        stop=base.stop,
+    )
+
+
 def _deadman(
     base: ReconcileService,
     venue: VenueConnection,
@@ -327,13 +339,21 @@ def _controls(base: ReconcileService, views: ServiceViews, hagate: ServiceHa | N
 async def _serve_http(
     base: ReconcileService,
     views: ServiceViews,
-    console: ConsoleSource,
     controls: Controls,
     ledger: IncidentLedger,
+    executor: RemediationExecutor,
 ) -> str:
     """The metrics endpoint (probes, console) and the control socket; the metrics URL."""
     opts = base.opts
     app = build_metrics_app(base.registry, healthy=views.healthy, ready=views.readiness)
+    console = ConsoleSource(
+        clock=base.clock,
+        status=views.status,
+        ledger=ledger,
+        observed=base.observed,
+        executor=executor,
+        last_report=lambda: base.tally.last_report,
+    )
     add_console_routes(app, console)
     try:
         runner, bound = await start_site(app, opts.metrics_host, opts.metrics_port)
