@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -511,3 +512,70 @@ async def test_a_memory_store_no_bot_writes_blocks_remediation_from_the_start(
     assert status["expected"]["heartbeat_age_s"] is None
     assert status["expected"]["source"] == "memory"
     assert "--expected-db" in status["expected"]["hint"]
+
+
+# --- a stop while the service starts ---------------------------------------------------------
+
+
+async def test_a_stop_while_starting_closes_what_the_start_opened_and_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start waits out a 429 (60 s) on its first request; the stop ends that wait, the
+    start is cut short (no running service), and the close closes what was opened (the
+    expected-state file, the venue) without touching what never was (no control socket
+    left behind, no step failing on a part that does not exist)."""
+    from grinder.exchange.port import ExchangeError
+    from grinder.exchange.simulator import SimulatorServer
+    from grinder.service.shutdown import unless_stopped
+    from grinder.service.venue import VenueConnection
+
+    caplog.set_level(logging.INFO, logger="grinder")
+    closed: list[str] = []
+    real_close = VenueConnection.close
+
+    async def close(venue: VenueConnection) -> None:  # the real close, counted
+        closed.append(venue.name)
+        await real_close(venue)
+
+    monkeypatch.setattr(VenueConnection, "close", close)
+    sim = SimulatorServer(port=0, symbols=["BTCUSDT"])
+    await sim.start()
+    try:
+        async with SimControl(sim.base_url) as ctl:
+            await ctl.call("POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+        opts = options(tmp_path)
+        opts.venue_url = sim.base_url
+        opts.expected_db = tmp_path / "expected.db"
+        opts.create_expected_db = True
+        socket_path = tmp_path / "ctl" / "control.sock"
+        service = ReconcileService(
+            opts,
+            credentials=credentials_for("sim"),
+            budget=BudgetTracker(config=opts.reconcile),
+            audit=None,
+            control_socket=socket_path,
+            env={},
+        )
+        starting = asyncio.create_task(unless_stopped(service.start(), service.stop, "start"))
+        await wait_until_async(lambda: "(Retry-After)" in caplog.text, "the start waiting")
+        service.request_stop()
+        try:  # the REST client's wait ends at the stop: the start is cut short, or refused
+            running = await asyncio.wait_for(starting, 5)
+        except ExchangeError:
+            running = None
+        finally:
+            await service.close()
+        assert running is None
+        assert closed == [opts.venue]  # the venue the start connected, closed once
+        assert not socket_path.exists()
+        assert service.tally.runs == 0
+        assert service.registry.get_sample_value("grinder_reconcile_ready") == 0
+        assert service.registry.get_sample_value("grinder_reconcile_up") == 0
+        assert "SERVICE_STOPPED" in caplog.text
+        assert "SERVICE_STOP_STEP_FAILED" not in caplog.text
+        assert "SERVICE_STOP_STEP_TIMEOUT" not in caplog.text
+        async with SimControl(sim.base_url) as ctl:
+            state = await ctl.state()
+        assert state["counters"]["writeRequests"] == 0
+    finally:
+        await sim.stop()
