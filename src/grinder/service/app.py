@@ -85,10 +85,8 @@ class ReconcileService:
         operator_mirror: FileOperatorStore | None = None,
         watch: LoopWatch | None = None,
     ) -> None:
-        """``operator_store``: where the deployment's operator state lives (HA: Redis,
-        alone: a file; None keeps it in memory, for an embedded service); ``operator_mirror``
-        (HA): a local copy of it, read at start to tell a lost state from a new one;
-        ``watch``: what an embedding program is told as the loop goes."""
+        """``operator_store``: where the deployment's operator state lives (None: memory);
+        ``operator_mirror`` (HA): its local copy; ``watch``: told as the loop goes."""
         src = os.environ if env is None else env
         self.opts = opts
         self.runtime = runtime or ServiceRuntime.of(
@@ -103,8 +101,7 @@ class ReconcileService:
         self.xmetrics = ExchangeMetrics(self.registry)
         self.smetrics = ServiceMetrics(self.registry)
         self.hametrics = HaMetrics(self.registry)
-        self.deadman_metrics = DeadmanMetrics(self.registry)
-        """Exported whether the switch runs or not (``grinder_deadman_enabled`` 0: off)."""
+        self.deadman_metrics = DeadmanMetrics(self.registry)  # exported whether it runs or not
         self.ha = ha
         if audit is not None:
             audit.on_error = lambda _exc: self.metrics.audit_write_errors.inc()
