@@ -90,6 +90,8 @@ def register_ha_release(base: ReconcileService) -> None:
 async def open_running(base: ReconcileService) -> RunningService:
     """Connect, take the first snapshot, start the stream and the HTTP endpoints."""
     base.smetrics.up.set(1)
+    ha = base.ha  # gate 0 first: its Redis metrics count from the first read
+    hagate = None if ha is None else ServiceHa(ha, base.hametrics, base.metrics.ha_is_leader)
     expected = _open_expected(base)
     venue = await _connect(base)
     filters = await venue.port.exchange_info()
@@ -101,8 +103,6 @@ async def open_running(base: ReconcileService) -> RunningService:
     )
     windows = ReconnectWindows()
     ledger = _open_ledger(base, expected, windows)
-    ha = base.ha
-    hagate = None if ha is None else ServiceHa(ha, base.hametrics, base.metrics.ha_is_leader)
     reporter = Reporter(metrics=base.metrics, audit=base.audit, logger=log, ledger=ledger)
     executor = _executor(base, venue, expected, reporter, hagate)
     base.settings.follow_armed(lambda armed: setattr(executor, "armed", armed))
