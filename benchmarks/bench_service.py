@@ -81,7 +81,9 @@ from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.types import ExpectedOrder, MismatchType, PositionSide, Side
 from grinder.reporting.report import RunReport
 from grinder.service.app import ReconcileService
+from grinder.service.loop import LoopWatch
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 
 HEADER = "GRINDER service at default settings against the in-process simulator"
 WEIGHT_TARGET_PER_MIN = 24.0  # 1 % of 2,400
@@ -202,35 +204,30 @@ class WeightLedger:
 # --- the service under test -----------------------------------------------------------------
 
 
-class TimedService(ReconcileService):
-    """The real service; records when each incident is first reported and cleared."""
+class Timings:
+    """Told by the real service's loop (``LoopWatch``): when each incident is first reported
+    and cleared, and each snapshot's span."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
         self.reported: dict[Key, list[float]] = defaultdict(list)
         self.cleared: dict[Key, list[float]] = defaultdict(list)
         self.snapshot_times: list[float] = []
         self.snapshot_spans: list[tuple[float, float]] = []
-        self.changed = asyncio.Condition()
+        self._changed = asyncio.Event()
 
-    async def run_once(self) -> RunReport:
-        report = await super().run_once()
+    def report(self, report: RunReport) -> None:
         now = time.time()
         for m in report.new_incidents:
             self.reported[m.key].append(now)
         for m in report.cleared_incidents:
             self.cleared[m.key].append(now)
         if report.new_incidents or report.cleared_incidents:
-            async with self.changed:
-                self.changed.notify_all()
-        return report
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
 
-    async def snapshot(self, *args: Any, **kwargs: Any) -> None:
-        t0 = time.time()
-        await super().snapshot(*args, **kwargs)
-        t1 = time.time()
-        self.snapshot_times.append(t1)
-        self.snapshot_spans.append((t0, t1))
+    def snapshot(self, sent_ms: int, done_ms: int) -> None:
+        self.snapshot_times.append(done_ms / 1000)
+        self.snapshot_spans.append((sent_ms / 1000, done_ms / 1000))
 
     async def wait_for(
         self, table: dict[Key, list[float]], key: Key, after: float, timeout_s: float
@@ -242,9 +239,33 @@ class TimedService(ReconcileService):
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                async with self.changed:
-                    await self.changed.wait_for(lambda: found() is not None)
+                while found() is None:
+                    await self._changed.wait()
         return found()
+
+
+class TimedService:
+    """The real service, started, with its ``Timings``; the parts the benchmark reads."""
+
+    def __init__(self, service: ReconcileService, running: RunningService, timings: Timings):
+        self.service = service
+        self.running = running
+        self.timings = timings
+        self.opts = service.opts
+        self.config = service.config
+        self.expected = running.expected.source
+        self.engine = running.engine
+        self.venue = running.venue
+        self.stream = running.stream
+        self.reported = timings.reported
+        self.cleared = timings.cleared
+        self.snapshot_times = timings.snapshot_times
+        self.snapshot_spans = timings.snapshot_spans
+        self.wait_for = timings.wait_for
+        self.snapshot = running.loop.snapshot
+        self.snapshot_interval_s = running.loop.snapshot_interval_s
+        self.run_until_stopped = running.loop.run_until_stopped
+        self.close = service.close
 
 
 class Rig:
@@ -281,18 +302,24 @@ class Rig:
             reconcile=ReconcileConfig(),
             service=ServiceConfig(),
         )
-        self.service = TimedService(
+        timings = Timings()
+        service = ReconcileService(
             opts,
             credentials=Credentials(self.sim.config.api_key, self.sim.config.api_secret),
             budget=BudgetTracker(config=opts.reconcile),
             audit=None,
             control_socket=None,
             env={},
+            watch=LoopWatch(report=timings.report, snapshot=timings.snapshot),
         )
         self.t_start = time.time()
-        await self.service.start()
-        assert self.service.stream is not None
-        if not await self.service.stream.wait_live(15):
+        try:
+            running = await service.start()
+        except BaseException:
+            await service.close()
+            raise
+        self.service = TimedService(service, running, timings)
+        if not await running.stream.wait_live(15):
             raise SystemExit(f"{self.name}: the user-data stream did not go live")
 
     def run(self) -> None:

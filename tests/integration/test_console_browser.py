@@ -42,8 +42,7 @@ async def sim() -> AsyncIterator[SimulatorServer]:
 
 
 def console_url(run: Running, path: str = "/console") -> str:
-    assert run.service.metrics_url is not None
-    return run.service.metrics_url.removesuffix("/metrics") + path
+    return run.running.metrics_url.removesuffix("/metrics") + path
 
 
 async def grinder_control(*args: str) -> tuple[int, str]:
@@ -91,14 +90,13 @@ async def test_console_shows_an_incident_and_a_standing_rollback_in_a_browser(
                 "/positions",
                 {"symbol": "ETHUSDT", "quantity": "0.05", "clientOrderId": MANUAL},
             )
-            assert run.service.ledger is not None
             key = (MismatchType.POSITION_NONZERO_UNEXPECTED.value, "ETHUSDT", "BOTH")
             await wait_until_async(
-                lambda: key in {r.key for r in run.service.ledger.open_records()},  # type: ignore[union-attr]
+                lambda: key in {r.key for r in run.running.ledger.open_records()},
                 "the manual position's incident opened",
                 timeout_s=20,
             )
-            rec = next(r for r in run.service.ledger.open_records() if r.key == key)
+            rec = next(r for r in run.running.ledger.open_records() if r.key == key)
 
             # The page reloads itself (meta refresh): no reload from the test.
             await in_browser(

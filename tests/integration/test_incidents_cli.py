@@ -35,6 +35,7 @@ from grinder.reconcile.routing import ActionKind
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.venue import credentials_for
 from tests.support.mismatches import ORPHAN, UNEXPECTED_POSITION
 from tests.support.wait import wait_until_async
@@ -198,7 +199,7 @@ def test_a_damaged_record_is_named_and_nothing_else_changes(cli: Any, tmp_path: 
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[ReconcileService]:
+async def service(tmp_path: Path) -> AsyncIterator[RunningService]:
     cfg = ReconcileConfig(order_grace_ms=500, position_grace_ms=300)
     opts = ServiceOptions(
         venue="sim",
@@ -216,28 +217,24 @@ async def service(tmp_path: Path) -> AsyncIterator[ReconcileService]:
         control_socket=tmp_path / "run" / "grinder" / "control.sock",
         env={},
     )
-    await svc.start()
-    assert svc.stream is not None
-    assert await svc.stream.wait_live(5)  # the fill's event must reach the evidence
-    task = asyncio.create_task(svc.run_until_stopped())
-    yield svc
-    svc.stop_event.set()
-    svc._wake.set()
+    running = await svc.start()
+    assert await running.stream.wait_live(5)  # the fill's event must reach the evidence
+    task = asyncio.create_task(running.loop.run_until_stopped())
+    yield running
+    svc.request_stop()
     await asyncio.wait_for(task, 10)
     await svc.close()
 
 
 async def test_the_commands_against_the_running_service(
-    cli: Any, tmp_path: Path, service: ReconcileService
+    cli: Any, tmp_path: Path, service: RunningService
 ) -> None:
-    assert service.venue is not None
     assert service.venue.sim is not None
     ctl = SimControl(service.venue.sim.base_url)
     await ctl.call(
         "POST", "/positions", {"symbol": "ETHUSDT", "quantity": "0.05", "clientOrderId": "web_x1"}
     )
     await ctl.close()
-    assert service.ledger is not None
     ledger = service.ledger
     await wait_until_async(lambda: ledger.open_records(), "an incident open")
     (rec,) = ledger.open_records()

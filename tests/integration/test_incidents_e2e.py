@@ -53,6 +53,7 @@ from grinder.reconcile.types import ExpectedOrder, MismatchType, Side
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.venue import credentials_for
 from grinder.state.sqlite import SqliteExpectedStore
 from tests.support.ids import ours
@@ -68,6 +69,7 @@ ORPHAN = ours(104)
 @dataclass
 class Running:
     service: ReconcileService
+    running: RunningService
     task: asyncio.Task[None]
     audit: Path
 
@@ -76,8 +78,7 @@ class Running:
         return await control_call(self.service.control_socket, method, route, body)
 
     def open_by_key(self) -> dict[tuple[str, str, str], Any]:
-        assert self.service.ledger is not None
-        return {r.key: r for r in self.service.ledger.open_records()}
+        return {r.key: r for r in self.running.ledger.open_records()}
 
     def audit_events(self, event: str) -> list[dict[str, Any]]:
         if not self.audit.exists():
@@ -86,8 +87,7 @@ class Running:
         return [r for r in records if r["event_type"] == event]
 
     async def stop(self) -> None:
-        self.service.stop_event.set()
-        self.service._wake.set()
+        self.service.request_stop()
         await asyncio.wait_for(self.task, 10)
         await self.service.close()
 
@@ -123,10 +123,10 @@ async def start(tmp: Path, sim: SimulatorServer, name: str) -> Running:
         control_socket=tmp / f"ctl-{name}" / "control.sock",
         env={},
     )
-    await service.start()
-    assert service.stream is not None
-    assert await service.stream.wait_live(5)
-    return Running(service, asyncio.create_task(service.run_until_stopped()), audit)
+    running = await service.start()
+    assert await running.stream.wait_live(5)
+    task = asyncio.create_task(running.loop.run_until_stopped())
+    return Running(service, running, task, audit)
 
 
 def order_key(cid: str, mtype: MismatchType, symbol: str = "BTCUSDT") -> tuple[str, str, str]:
@@ -183,7 +183,7 @@ async def bot_places(bot: SqliteExpectedStore, ctl: SimControl, remediation_id: 
 
 async def stream_gap(run: Running, ctl: SimControl) -> None:
     """The stream drops and reconnects slowly; the venue cancels GAP meanwhile."""
-    stream = run.service.stream
+    stream = run.running.stream
     assert stream is not None
     await ctl.call(
         "POST",
@@ -201,7 +201,7 @@ async def drift(run: Running, ctl: SimControl, remediation_id: str) -> None:
     await stream_gap(run, ctl)
     await ctl.call("POST", "/stream/suppress", {"clientOrderId": MISSED})
     await ctl.call("POST", "/orders/cancel", {"clientOrderId": MISSED})
-    await run.service.snapshot()  # a snapshot sees it gone; triage finds its end
+    await run.running.loop.snapshot()  # a snapshot sees it gone; triage finds its end
     await ctl.call("POST", "/algo-orders/trigger", {"clientAlgoId": TRIGGER})
     await ctl.place_order("BTCUSDT", "BUY", "0.002", "20000", ORPHAN)
     await ctl.place_order("BTCUSDT", "BUY", "0.002", "20000", remediation_id)
@@ -226,7 +226,6 @@ async def test_each_cause_the_simulator_produces_is_in_the_ledger_through_a_rest
     run = await start(tmp_path, sim, "first")
     try:
         await bot_places(bot, ctl, remediation_id)
-        assert run.service.expected is not None
         await asyncio.sleep(1.2)  # the bot stops: its heartbeat (1 s limit) goes stale
         await drift(run, ctl, remediation_id)
         expected = {
@@ -341,17 +340,14 @@ async def test_a_live_flatten_is_a_step_with_the_exchanges_answer(tmp_path: Path
         control_socket=tmp_path / "ctl" / "control.sock",
         env={"ALLOW_MAINNET_TRADE": "1"},
     )
-    await service.start()
-    task = asyncio.create_task(service.run_until_stopped())
+    running = await service.start()
+    task = asyncio.create_task(running.loop.run_until_stopped())
     try:
-        assert service.expected is not None
-        assert service.expected.memory is not None
-        service.expected.memory.heartbeat()  # a bot keeps the expected state (gate E)
-        assert service.stream is not None
-        assert await service.stream.wait_live(5)
-        assert service.venue is not None
-        assert service.venue.sim is not None
-        sim = service.venue.sim
+        assert running.expected.source.memory is not None
+        running.expected.source.memory.heartbeat()  # a bot keeps the expected state (gate E)
+        assert await running.stream.wait_live(5)
+        assert running.venue.sim is not None
+        sim = running.venue.sim
         ctl = SimControl(sim.base_url)
         await ctl.call(
             "POST",
@@ -359,8 +355,7 @@ async def test_a_live_flatten_is_a_step_with_the_exchanges_answer(tmp_path: Path
             {"symbol": "ETHUSDT", "quantity": "0.05", "clientOrderId": "web_q"},
         )
         await ctl.close()
-        ledger = service.ledger
-        assert ledger is not None
+        ledger = running.ledger
         cleared = await wait_until_async(
             lambda: [s for s in ledger.summaries() if not s.is_open], "the incident cleared"
         )
@@ -383,7 +378,6 @@ async def test_a_live_flatten_is_a_step_with_the_exchanges_answer(tmp_path: Path
             writes = (await check.call("GET", f"/writes?apiKey={sim.api_key}"))["writes"]
         assert [w["clientOrderId"] for w in writes] == [step.remediation_order_id]
     finally:
-        service.stop_event.set()
-        service._wake.set()
+        service.request_stop()
         await asyncio.wait_for(task, 10)
         await service.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from grinder.reconcile.types import ExpectedOrder, MismatchType, OrderStatus, Si
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.venue import credentials_for
 from grinder.state.recorder import ExpectedRecorder
 from tests.support.ids import ours
@@ -41,12 +43,12 @@ POSITION_GRACE_MS = 300
 
 
 class Rig:
-    def __init__(self, service: ReconcileService, tmp: Path) -> None:
+    def __init__(self, service: ReconcileService, running: RunningService, tmp: Path) -> None:
         self.service = service
+        self.running = running
         self.tmp = tmp
-        assert service.venue is not None
-        assert service.venue.sim is not None
-        self.sim = SimControl(service.venue.sim.base_url)
+        assert running.venue.sim is not None
+        self.sim = SimControl(running.venue.sim.base_url)
 
     async def place_order(self, cid: str) -> None:
         """A resting BUY 0.002 BTCUSDT @ 20000 with ``cid``, as if placed by hand."""
@@ -118,22 +120,19 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
             control_socket=tmp_path / "ctl" / "control.sock",
             env={"ALLOW_MAINNET_TRADE": "1"} if live else {},
         )
-        await service.start()
-        assert service.expected is not None
-        if bot and service.expected.memory is not None:
-            service.expected.memory.heartbeat()
-        assert service.stream is not None
-        assert await service.stream.wait_live(5)
-        task = asyncio.create_task(service.run_until_stopped())
-        rig = Rig(service, tmp_path)
+        running = await service.start()
+        if bot and running.expected.source.memory is not None:
+            running.expected.source.memory.heartbeat()
+        assert await running.stream.wait_live(5)
+        task = asyncio.create_task(running.loop.run_until_stopped())
+        rig = Rig(service, running, tmp_path)
         started.append((rig, task))
         return rig
 
     yield factory
     for rig, task in started:
         await rig.sim.close()
-        rig.service.stop_event.set()
-        rig.service._wake.set()
+        rig.service.request_stop()
         await asyncio.wait_for(task, 5)
         await rig.service.close()
 
@@ -155,8 +154,8 @@ async def test_orphan_order_of_ours_is_detected_and_planned_in_dry_run(
 async def test_manual_order_is_never_touched_even_when_live(make_service: ServiceFactory) -> None:
     rig = await make_service(live=True, action=RemediationAction.FLATTEN)
     await rig.place_order("web_manual_123")
-    runs = rig.service.runs
-    await rig.wait_for(lambda: rig.service.runs >= runs + 3)
+    runs = rig.service.tally.runs
+    await rig.wait_for(lambda: rig.service.tally.runs >= runs + 3)
     state = await rig.state()
     assert state["counters"]["writeRequests"] == 0
     assert rig.counter("grinder_reconcile_foreign_open_orders") == 1
@@ -264,9 +263,8 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
     cid = ours(4)
     await rig.place_order(cid)
     # The bot knows this order: record it as expected.
-    assert rig.service.expected is not None
-    assert rig.service.expected.memory is not None
-    rig.service.expected.memory.record_order(
+    assert rig.running.expected.source.memory is not None
+    rig.running.expected.source.memory.record_order(
         ExpectedOrder(
             client_order_id=cid,
             symbol="BTCUSDT",
@@ -276,7 +274,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
         )
     )
     await rig.sim.call("DELETE", "/orders", {"clientOrderId": cid})
-    await rig.service.snapshot()  # the periodic snapshot, now
+    await rig.running.loop.snapshot()  # the periodic snapshot, now
     await rig.wait_for(
         lambda: (
             rig.counter("grinder_reconcile_mismatch_total", type="ORDER_MISSING_ON_EXCHANGE") >= 1
@@ -287,8 +285,7 @@ async def test_order_vanishing_without_event_is_triaged_then_reported_missing(
 
 async def test_readyz_and_metrics_endpoint_serve_over_http(make_service: ServiceFactory) -> None:
     rig = await make_service()
-    assert rig.service.metrics_url is not None
-    base = rig.service.metrics_url.removesuffix("/metrics")
+    base = rig.running.metrics_url.removesuffix("/metrics")
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{base}/readyz") as resp:
             ready = await resp.json()
@@ -324,7 +321,7 @@ async def test_snapshot_age_is_real_once_started_and_budget_shows_the_file(
     assert sample("grinder_reconcile_budget_calls_remaining_day") == 99
     try:
         await service.start()  # takes the first snapshot; no run yet
-        assert service.runs == 0
+        assert service.tally.runs == 0
         age = sample("grinder_reconcile_last_snapshot_age_seconds")
         assert age is not None
         assert 0 <= age < 60
@@ -340,19 +337,18 @@ async def test_snapshot_fetches_open_orders_only_for_active_symbols(
     await rig.sim.place_order(
         "ETHUSDT", "BUY", "0.050", "1000", ours(5, "ETHUSDT"), emitEvents=False
     )
-    assert rig.service.venue is not None
-    rest = rig.service.venue.rest
+    rest = rig.running.venue.rest
     before = rest.weight_spent
-    await rig.service.snapshot()
+    await rig.running.loop.snapshot()
     # positionRisk (5) names ETHUSDT; openOrders + openAlgoOrders for it (1 + 1).
     assert rest.weight_spent - before == 7
     assert rig.service.observed.get_order(ours(5, "ETHUSDT")) is not None
     before = rest.weight_spent
-    await rig.service.snapshot(full=True)
+    await rig.running.loop.snapshot(full=True)
     assert rest.weight_spent - before == 85
     # The pace follows the regular snapshot's cost (7 weight at 18/min: the 30 s floor),
     # not the rare all-symbols one's.
-    assert rig.service.snapshot_interval_s() == 30.0
+    assert rig.running.loop.snapshot_interval_s() == 30.0
 
 
 async def test_manual_position_is_planned_for_flatten_in_dry_run(
@@ -375,8 +371,7 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
 ) -> None:
     rig = await make_service(triage_miss_threshold=2)
     cid = ours(7)
-    assert rig.service.expected is not None
-    memory = rig.service.expected.memory
+    memory = rig.running.expected.source.memory
     assert memory is not None
     memory.record_order(
         ExpectedOrder(
@@ -390,9 +385,9 @@ async def test_fill_whose_event_is_lost_is_normal_progress_but_the_position_is_r
     )
     await rig.sim.call("POST", "/stream/suppress", {"clientOrderId": cid})
     await rig.place_order(cid)
-    await rig.service.snapshot()
+    await rig.running.loop.snapshot()
     await rig.sim.call("POST", "/orders/fill", {"clientOrderId": cid})
-    await rig.service.snapshot()  # the order is gone from the open orders; no event said why
+    await rig.running.loop.snapshot()  # the order is gone from the open orders; no event said why
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_triage_total", outcome="found_filled") >= 1
     )
@@ -441,9 +436,9 @@ async def test_orders_recorded_by_a_bot_in_another_process_are_not_unexpected(
     await rig.wait_for(
         lambda: rig.counter("grinder_reconcile_action_planned_total", action="cancel_all") >= 1
     )
-    runs = rig.service.runs
-    await rig.wait_for(lambda: rig.service.runs >= runs + 2)
-    report = rig.service.last_report
+    runs = rig.service.tally.runs
+    await rig.wait_for(lambda: rig.service.tally.runs >= runs + 2)
+    report = rig.service.tally.last_report
     assert report is not None
     unexpected = [m.client_order_id for m in report.mismatches]
     assert unexpected == [orphan]
@@ -520,3 +515,70 @@ async def test_a_memory_store_no_bot_writes_blocks_remediation_from_the_start(
     assert status["expected"]["heartbeat_age_s"] is None
     assert status["expected"]["source"] == "memory"
     assert "--expected-db" in status["expected"]["hint"]
+
+
+# --- a stop while the service starts ---------------------------------------------------------
+
+
+async def test_a_stop_while_starting_closes_what_the_start_opened_and_nothing_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start waits out a 429 (60 s) on its first request; the stop ends that wait, the
+    start is cut short (no running service), and the close closes what was opened (the
+    expected-state file, the venue) without touching what never was (no control socket
+    left behind, no step failing on a part that does not exist)."""
+    from grinder.exchange.port import ExchangeError
+    from grinder.exchange.simulator import SimulatorServer
+    from grinder.service.shutdown import unless_stopped
+    from grinder.service.venue import VenueConnection
+
+    caplog.set_level(logging.INFO, logger="grinder")
+    closed: list[str] = []
+    real_close = VenueConnection.close
+
+    async def close(venue: VenueConnection) -> None:  # the real close, counted
+        closed.append(venue.name)
+        await real_close(venue)
+
+    monkeypatch.setattr(VenueConnection, "close", close)
+    sim = SimulatorServer(port=0, symbols=["BTCUSDT"])
+    await sim.start()
+    try:
+        async with SimControl(sim.base_url) as ctl:
+            await ctl.call("POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+        opts = options(tmp_path)
+        opts.venue_url = sim.base_url
+        opts.expected_db = tmp_path / "expected.db"
+        opts.create_expected_db = True
+        socket_path = tmp_path / "ctl" / "control.sock"
+        service = ReconcileService(
+            opts,
+            credentials=credentials_for("sim"),
+            budget=BudgetTracker(config=opts.reconcile),
+            audit=None,
+            control_socket=socket_path,
+            env={},
+        )
+        starting = asyncio.create_task(unless_stopped(service.start(), service.stop, "start"))
+        await wait_until_async(lambda: "(Retry-After)" in caplog.text, "the start waiting")
+        service.request_stop()
+        try:  # the REST client's wait ends at the stop: the start is cut short, or refused
+            running = await asyncio.wait_for(starting, 5)
+        except ExchangeError:
+            running = None
+        finally:
+            await service.close()
+        assert running is None
+        assert closed == [opts.venue]  # the venue the start connected, closed once
+        assert not socket_path.exists()
+        assert service.tally.runs == 0
+        assert service.registry.get_sample_value("grinder_reconcile_ready") == 0
+        assert service.registry.get_sample_value("grinder_reconcile_up") == 0
+        assert "SERVICE_STOPPED" in caplog.text
+        assert "SERVICE_STOP_STEP_FAILED" not in caplog.text
+        assert "SERVICE_STOP_STEP_TIMEOUT" not in caplog.text
+        async with SimControl(sim.base_url) as ctl:
+            state = await ctl.state()
+        assert state["counters"]["writeRequests"] == 0
+    finally:
+        await sim.stop()

@@ -21,7 +21,7 @@ PARAMETER_ORDER = (
     "the simulator's parameter checks in the order Binance applies them (which error a "
     "request gets depends on that order)"
 )
-SERVICE_PARTS = "the service not yet built from parts (D65 says what is left)"
+SERVICE_MAIN = "the run from the command line: files, budget, exit codes (D70: what is left)"
 EXECUTOR = "the executor's gates, reservation, fence and attempt loop share its state (D66)"
 CEREMONY = "one ceremony stage's checks, in the order runbook 13 lists them"
 PENDING = "not split yet"
@@ -29,7 +29,6 @@ PENDING = "not split yet"
 MODULES: dict[str, tuple[int, str]] = {
     "ha/elector.py": (483, "the lease's state machine, its Redis scripts and its thread"),
     "remediation/executor.py": (648, EXECUTOR),
-    "service/app.py": (609, SERVICE_PARTS),
 }
 
 FUNCTIONS: dict[str, tuple[int, str]] = {
@@ -42,10 +41,8 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "exchange/simulator/algo.py::parse_algo_order": (97, PARAMETER_ORDER),
     "exchange/simulator/validation.py::parse_new_order": (81, PARAMETER_ORDER),
     "reporting/metrics.py::ReconcileMetrics.__init__": (143, DATA_TABLE),
-    "service/app.py::ReconcileService.__init__": (89, SERVICE_PARTS),
-    "service/app.py::ReconcileService.start": (84, SERVICE_PARTS),
-    "service/main.py::run_service": (77, SERVICE_PARTS),
-    "service/main.py::write_artifacts": (75, SERVICE_PARTS),
+    "service/main.py::run_service": (77, SERVICE_MAIN),
+    "service/main.py::write_artifacts": (75, SERVICE_MAIN),
     "service/metrics.py::ServiceMetrics.__init__": (70, DATA_TABLE),
     "service/options.py::resolve": (70, PENDING),
     "state/adopt.py::adopt_baseline": (70, PENDING),

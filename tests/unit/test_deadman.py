@@ -363,9 +363,8 @@ def test_a_reload_switches_the_switch_off_and_on_and_nothing_else(tmp_path: Path
         operator_store=MemoryOperatorStore(),
         instance="test",
         operator_mirror=None,
-        deadman=lambda: h.switch,
-        on_armed=lambda _armed: None,
     )
+    settings.follow_deadman(h.switch)
     settings.operator.start(settings.configured_settings())
     settings.observe_settings()
     h.tick()  # renewing

@@ -10,10 +10,13 @@ now (a run starting now: its anchors, an empty run budget).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from grinder.clock import Clock
 from grinder.console.page import (
     CLEARED_SHOWN,
     IncidentView,
@@ -23,30 +26,43 @@ from grinder.console.page import (
 )
 from grinder.console.render import render_console, render_incident, render_not_found
 from grinder.incidents.records import IncidentRecord
+from grinder.incidents.sink import IncidentLedger
 from grinder.reconcile.actions import RunContext
 from grinder.reconcile.explain import Explanation, explain
 from grinder.reconcile.routing import ActionKind, route_one
 from grinder.reconcile.types import Mismatch, PositionSide
 from grinder.redaction import redact_text
-
-if TYPE_CHECKING:
-    from grinder.service.app import ReconcileService
+from grinder.remediation.executor import RemediationExecutor
+from grinder.reporting.report import RunReport
+from grinder.state.observed import ObservedStore
 
 log = logging.getLogger(__name__)
 
 HTML = "text/html"
 
 
-def _records(service: ReconcileService) -> list[IncidentRecord]:
+@dataclass(frozen=True)
+class ConsoleSource:
+    """What the console reads of the running service, and nothing more."""
+
+    clock: Clock
+    status: Callable[[], dict[str, Any]]
+    """What ``/status`` answers now."""
+    ledger: IncidentLedger
+    observed: ObservedStore
+    executor: RemediationExecutor
+    """Read only: the gate chain's inputs now (``explain``), the cooldown anchors."""
+    last_report: Callable[[], RunReport | None]
+
+
+def _records(service: ConsoleSource) -> list[IncidentRecord]:
     ledger = service.ledger
-    if ledger is None:
-        return []
     if ledger.may_write():
         return ledger.open_records()  # the leader's own: newer than the store by a batch
     return ledger.store.open_incidents()
 
 
-def _candidate(service: ReconcileService, m: Mismatch | None, ctx: RunContext) -> Explanation | str:
+def _candidate(service: ConsoleSource, m: Mismatch | None, ctx: RunContext) -> Explanation | str:
     if m is None:
         return "not among the last run's mismatches: no gate chain to show"
     routed = route_one(m)
@@ -58,14 +74,14 @@ def _candidate(service: ReconcileService, m: Mismatch | None, ctx: RunContext) -
         if pos is not None and pos.mark_price is not None:
             notional = abs(pos.qty) * pos.mark_price
     coid = m.client_order_id if routed is ActionKind.CANCEL else None
-    return explain(service._executor(), routed, m.symbol, coid, notional, ctx)
+    return explain(service.executor, routed, m.symbol, coid, notional, ctx)
 
 
-def _views(service: ReconcileService, records: list[IncidentRecord]) -> list[IncidentView]:
+def _views(service: ConsoleSource, records: list[IncidentRecord]) -> list[IncidentView]:
     now = service.clock()
-    report = service.last_report
+    report = service.last_report()
     standing = {m.key: m for m in report.mismatches} if report is not None else {}
-    live, dry = service._executor().cooldown_anchors()
+    live, dry = service.executor.cooldown_anchors()
     ctx = RunContext(run_id="console", started_ms=now, live_anchor_ms=live, dry_anchor_ms=dry)
     records = sorted(records, key=lambda r: r.first_seen_ms, reverse=True)
     mask = Masker()
@@ -74,28 +90,24 @@ def _views(service: ReconcileService, records: list[IncidentRecord]) -> list[Inc
     ]
 
 
-def add_console_routes(app: web.Application, service: ReconcileService) -> None:
+def add_console_routes(app: web.Application, service: ConsoleSource) -> None:
     """Register the console's pages on the metrics app."""
 
     async def console(_: web.Request) -> web.Response:
         now = service.clock()
-        ledger = service.ledger
-        cleared = []
-        if ledger is not None:
-            recent = ledger.store.summaries(limit=CLEARED_SHOWN * 10)
-            cleared = [s for s in recent if not s.is_open]
+        recent = service.ledger.store.summaries(limit=CLEARED_SHOWN * 10)
+        cleared = [s for s in recent if not s.is_open]
         page = console_page(service.status(), _views(service, _records(service)), cleared, now)
         return web.Response(text=render_console(page), content_type=HTML)
 
     async def incident(request: web.Request) -> web.Response:
         incident_id = request.match_info["incident_id"]
         ledger = service.ledger
-        rec = None if ledger is None else ledger.store.get(incident_id)
-        if rec is not None and rec.is_open and ledger is not None and ledger.may_write():
+        rec = ledger.store.get(incident_id)
+        if rec is not None and rec.is_open and ledger.may_write():
             rec = next((r for r in ledger.open_records() if r.id == rec.id), rec)
         if rec is None:
-            where = "the ledger" if ledger is None else ledger.store.where
-            message = f"no incident {redact_text(incident_id)!r} in {where}"
+            message = f"no incident {redact_text(incident_id)!r} in {ledger.store.where}"
             return web.Response(text=render_not_found(message), content_type=HTML, status=404)
         view = _views(service, [rec])[0]
         page = render_incident(view, console_page({}, [], [], service.clock()).generated)

@@ -9,7 +9,7 @@ Three real components run side by side:
   the simulator's URL as to any venue.
 
 Expected state: the bot writes into the service's in-memory store
-(``service.expected.memory``). Both run in this process, so the store the service
+(``running.expected.source.memory``). Both run in this process, so the store the service
 reads *is* the bot's record: no file, no refresh lag, and "record, then send"
 holds exactly; written by a bot in the service's own process, it counts as live
 (gate E) from the bot's first write. (A bot in another process would use the
@@ -38,7 +38,7 @@ components, set-up and tear-down, ``--ceremony``'s hold), ``cases`` (the drift c
 """
 
 from grinder.demo.cases import Demo
-from grinder.demo.feed import DemoService, Feed, Window
+from grinder.demo.feed import Feed, Window
 from grinder.demo.options import FAST, NORMAL, CaseResult, DemoOptions, Timing, service_options
 from grinder.demo.output import print_banner, print_results
 from grinder.demo.runner import run_demo
@@ -49,7 +49,6 @@ __all__ = [
     "CaseResult",
     "Demo",
     "DemoOptions",
-    "DemoService",
     "Feed",
     "Timing",
     "Window",

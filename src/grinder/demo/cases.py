@@ -295,9 +295,8 @@ class Demo(DemoHarness):
 
     async def account(self) -> None:
         live, bot = self.opts.live, self._bot()
-        assert self.service is not None
-        assert self.service.expected is not None
-        store = self.service.expected.store
+        assert self.running is not None
+        store = self.running.expected.source.store
         self.heading("end", "the account afterwards", "read from the simulator")
         state = await self._ctl().state()
         ours = sorted(c for c in open_ids(state) if is_ours(c))

@@ -1,5 +1,6 @@
-"""What the service reported: the hook that hands each run's report to the demo, the window of
-reports since a case's injection, and the feed that prints each report's news as it arrives."""
+"""What the service reported: the window of reports since a case's injection, and the feed
+that prints each report's news as it arrives (the service hands it each report through
+``LoopWatch``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from grinder.reconcile.routing import ActionKind
 from grinder.reconcile.types import Mismatch, MismatchType
 from grinder.reporting.logs import format_event
 from grinder.reporting.report import RunReport
-from grinder.service.app import ReconcileService
 
 RESULT_EVENT = {
     ResultStatus.PLANNED: Event.REMEDIATION_PLANNED,
@@ -27,19 +27,6 @@ RESULT_EVENT = {
     ResultStatus.FAILED: Event.REMEDIATION_FAILED,
     ResultStatus.SKIPPED: Event.REMEDIATE_SKIP,
 }
-
-
-class DemoService(ReconcileService):
-    """The live service, unchanged, plus a hook that hands every run's report to the demo."""
-
-    def __init__(self, *args: Any, on_report: Callable[[RunReport], None], **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.on_report = on_report
-
-    async def run_once(self) -> RunReport:
-        report = await super().run_once()
-        self.on_report(report)
-        return report
 
 
 def _is(m: Mismatch, mtype: MismatchType, symbol: str | None, cid: str | None) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 from grinder.bot.grid import GridBot, GridSettings
 from grinder.clock import wall_clock_ms
-from grinder.demo.feed import DemoService, Feed
+from grinder.demo.feed import Feed
 from grinder.demo.options import (
     LIVE_GATES,
     QTY,
@@ -35,9 +35,12 @@ from grinder.exchange.simulator.client import SimControl
 from grinder.exchange.simulator.config import SimConfig
 from grinder.exchange.simulator.server import SimulatorServer
 from grinder.reporting.audit import AuditWriter
+from grinder.service.app import ReconcileService
 from grinder.service.artifacts import RunDir, Tee
+from grinder.service.loop import LoopWatch
 from grinder.service.main import prepare_budget, print_configuration
 from grinder.service.options import ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.runtime_status import ServiceRuntime
 from grinder.service.venue import credentials_for
 
@@ -54,7 +57,9 @@ class DemoHarness:
         self.feed = Feed(self._say)
         self.sim: SimulatorServer | None = None
         self.ctl: SimControl | None = None
-        self.service: DemoService | None = None
+        self.service: ReconcileService | None = None
+        self.running: RunningService | None = None
+        """The service once started."""
         self.service_opts: ServiceOptions | None = None
         self.loop_task: asyncio.Task[None] | None = None
         self.bot: GridBot | None = None
@@ -110,14 +115,14 @@ class DemoHarness:
         sopts = self.service_opts = service_options(o, sim.base_url)
         print_configuration(self.tee, sopts, self.run_dir)
         env = LIVE_GATES if o.live else {}  # gate 5 for this service only, never exported
-        service = self.service = DemoService(
+        service = self.service = ReconcileService(
             sopts,
             credentials=credentials_for("sim"),
             budget=prepare_budget(sopts, self.tee, wall_clock_ms()),
             audit=AuditWriter(self.run_dir.audit),
             control_socket=self.control_socket,
             env=env,
-            on_report=self.feed.push,
+            watch=LoopWatch(report=self.feed.push),
             runtime=ServiceRuntime.of(
                 replace(sopts, log_file=self.run_dir.path / SERVICE_LOG),
                 env,
@@ -127,22 +132,20 @@ class DemoHarness:
                 audit_path=self.run_dir.audit,
             ),
         )
-        await service.start()
-        assert service.stream is not None
-        live = await service.stream.wait_live(10)
-        self.loop_task = asyncio.create_task(service.run_until_stopped(), name="reconcile")
+        running = self.running = await service.start()
+        live = await running.stream.wait_live(10)
+        self.loop_task = asyncio.create_task(running.loop.run_until_stopped(), name="reconcile")
         self.line(
             f"service    ready: first snapshot in, stream {'live' if live else 'NOT LIVE'}, "
             f"GET /readyz -> {await self._readyz()}"
         )
-        self.line(f"           metrics {service.metrics_url}")
-        assert service.expected is not None
-        assert service.expected.memory is not None
+        self.line(f"           metrics {running.metrics_url}")
+        assert running.expected.source.memory is not None
         rest = self.bot_rest = BinanceRestClient(sim.base_url, credentials_for("sim"))
         await rest.sync_time()
         self.bot = GridBot(
             BinanceFuturesPort(rest),
-            service.expected.memory,
+            running.expected.source.memory,
             GridSettings(symbol=SYMBOL, levels=2, qty=QTY),
             ws_base_url=sim.ws_base_url,
             on_note=self.note,
@@ -157,9 +160,8 @@ class DemoHarness:
         await self.feed.watch(2 * self.t.full_pass_s)
 
     async def _readyz(self) -> str:
-        assert self.service is not None
-        assert self.service.metrics_url is not None
-        url = self.service.metrics_url.removesuffix("/metrics") + "/readyz"
+        assert self.running is not None
+        url = self.running.metrics_url.removesuffix("/metrics") + "/readyz"
         async with self._ctl().session.get(url) as resp:
             body = await resp.json()
             return f"{resp.status} (stream {body.get('stream')})"
@@ -167,8 +169,7 @@ class DemoHarness:
     async def stop(self) -> None:
         service = self.service
         if service is not None:
-            service.stop_event.set()
-            service.schedule(service.clock())  # wake the loop now
+            service.request_stop()  # the loop ends now
             if self.loop_task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.loop_task, 10)
@@ -222,8 +223,8 @@ class DemoHarness:
         keep the service running until ``stop`` is set or ``--hold`` seconds have passed."""
         self.control_socket = Path(tempfile.mkdtemp(prefix="grinder-demo-")) / "control.sock"
         await self.start()
-        assert self.service is not None
-        socket, url = shlex.quote(str(self.control_socket)), self.service.metrics_url
+        assert self.running is not None
+        socket, url = shlex.quote(str(self.control_socket)), self.running.metrics_url
         log = shlex.quote(str(self.run_dir.path / SERVICE_LOG))
         flags = f"--socket {socket} --metrics-url {url}"
         assert self.sim is not None

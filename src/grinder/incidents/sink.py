@@ -27,7 +27,7 @@ longer stands at the first run is cleared then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -105,7 +105,6 @@ class IncidentLedger:
         self._pruned_ms: int | None = None
         self._standing: dict[IncidentKey, Mismatch] = {}
         """The mismatches the last run left standing, as that run saw them."""
-        self.trades_pass: Callable[[], Coroutine[Any, Any, int]] | None = None
         """The trades step the service awaits after each run (``incidents.trades``; set by
         ``service/incidents.py`` once the venue is connected): the requests it sent."""
         if metrics is not None:

@@ -52,19 +52,19 @@ class HaHooks:
 
 
 class ServiceHa:
-    """Binds one ``HaRuntime`` to the service through ``HaHooks``."""
+    """Binds one ``HaRuntime`` to the running service: gate 0 (which leadership acts) once
+    built, the campaign from ``start(hooks)`` on (the hooks reach the service's other
+    parts, built after this one: the executor reads gate 0)."""
 
-    def __init__(
-        self, runtime: HaRuntime, hametrics: HaMetrics, leader_gauge: Gauge, hooks: HaHooks
-    ) -> None:
+    def __init__(self, runtime: HaRuntime, hametrics: HaMetrics, leader_gauge: Gauge) -> None:
         self.runtime = runtime
-        self.hooks = hooks
         self.hametrics = hametrics
         self.leader_gauge = leader_gauge
         self.elector = runtime.elector
         self._acting_token: int | None = None
         self._beat = time.monotonic()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop = asyncio.get_running_loop()
+        """The loop the elector's callbacks are moved to (the service's)."""
         runtime.bind_metrics(hametrics)
 
     def may_remediate(self) -> bool:
@@ -87,64 +87,36 @@ class ServiceHa:
     def status(self) -> dict[str, Any]:
         return {**self.runtime.status(), "acting": self.may_remediate()}
 
-    def start(self) -> asyncio.Task[None]:
+    def start(self, hooks: HaHooks) -> asyncio.Task[None]:
         """Campaign from now on; returns the loop heartbeat task (the service cancels it)."""
         runtime = self.runtime
-        self._loop = asyncio.get_running_loop()
         # Read at every scrape: the lease can end between two runs.
         self.leader_gauge.set_function(lambda: 1.0 if self.may_remediate() else 0.0)
         lease_s = runtime.settings.config.lease_ttl_s
         self._beat = time.monotonic()
         self.elector.healthy = lambda: time.monotonic() - self._beat < lease_s
-        self.elector.add_listener(lambda e: self._in_loop(self._on_leadership, e))
+        self.elector.add_listener(lambda e: self._in_loop(self._on_leadership, hooks, e))
+
         # Redis lost its data (or this is the deployment's first start): the operator state
         # is read again at once, so a lost one is written back within the recovery wait.
-        self.elector.add_epoch_listener(self._reread_operator_state)
-        runtime.conn.on_state(lambda up, err: self._in_loop(self._on_redis_state, up, err))
+        def reread_operator_state(_epoch: str) -> bool:
+            self._in_loop(hooks.refresh_operator)
+            return True
+
+        self.elector.add_epoch_listener(reread_operator_state)
+        runtime.conn.on_state(lambda up, err: self._in_loop(self._on_redis_state, hooks, up, err))
         if not runtime.conn.up and runtime.conn.last_error is not None:
-            self._on_redis_state(False, runtime.conn.last_error)  # already down at start
+            self._on_redis_state(hooks, False, runtime.conn.last_error)  # already down at start
         task = asyncio.create_task(self._heartbeat(), name="ha-heartbeat")
         self.elector.start()
         return task
 
     async def close(self, timeout_s: float) -> bool:
-        """Stop campaigning and release the lease; True when that was done in ``timeout_s``.
+        return await release(self.runtime, timeout_s)
 
-        The work runs in a daemon thread (not the loop's executor, which the interpreter
-        would wait for at exit): past ``timeout_s`` it is left to finish or die with the
-        process, and ``HA_CLOSE_TIMEOUT`` is logged."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def finished() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        def work() -> None:
-            try:
-                self.runtime.close(join_s=timeout_s)
-            except Exception:
-                log.exception("HA_CLOSE_ERROR")
-            finally:
-                with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
-                    loop.call_soon_threadsafe(finished)
-
-        threading.Thread(target=work, name="grinder-ha-close", daemon=True).start()
-        try:
-            await asyncio.wait_for(asyncio.shield(done), timeout_s)
-        except TimeoutError:
-            log_event(
-                log,
-                "HA_CLOSE_TIMEOUT",
-                logging.WARNING,
-                after_s=round(timeout_s, 2),
-                redis=self.runtime.conn.display_url,
-                effect="the lease ends with its TTL",
-            )
-            return False
-        return True
-
-    def step_down(self, hold_s: float) -> dict[str, Any]:
+    def step_down(
+        self, hold_s: float, on_change: Callable[[str, str, Any, Any], None]
+    ) -> dict[str, Any]:
         was_leader = self.elector.step_down("operator_step_down", release=True, hold_s=hold_s)
         instance = self.elector.instance_id
         log_event(
@@ -155,7 +127,7 @@ class ServiceHa:
             was_leader=was_leader,
             hold_s=hold_s,
         )
-        self.hooks.on_change("control", "ha_leader", was_leader, False)
+        on_change("control", "ha_leader", was_leader, False)
         return {"instance_id": instance, "was_leader": was_leader, "hold_s": hold_s}
 
     # --- internals -----------------------------------------------------------------------
@@ -168,12 +140,13 @@ class ServiceHa:
 
     def _in_loop(self, fn: Any, *args: Any) -> None:
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop.is_closed():
+            return
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing
             loop.call_soon_threadsafe(fn, *args)
 
-    def _on_leadership(self, event: LeadershipEvent) -> None:
+    def _on_leadership(self, hooks: HaHooks, event: LeadershipEvent) -> None:
         self.hametrics.leadership_changes.labels(change=event.kind).inc()
         # "fence" = the fencing token ("token" would be masked as a secret in logs and audit)
         fields: dict[str, Any] = {"instance": event.instance_id, "fence": event.token}
@@ -186,18 +159,15 @@ class ServiceHa:
                 **fields,
                 lease_ttl_s=self.runtime.settings.config.lease_ttl_s,
             )
-            self.hooks.spawn(self._take_over(event.token), "ha-take-over")
+            hooks.spawn(self._take_over(hooks, event.token), "ha-take-over")
         else:
             if self._acting_token == event.token:
                 self._acting_token = None
             log_event(log, "HA_LEADER_LOST", logging.WARNING, **fields, reason=event.reason)
-        self.hooks.audit_event(
-            f"HA_LEADER_{event.kind.upper()}", {**fields, "reason": event.reason}
-        )
+        hooks.audit_event(f"HA_LEADER_{event.kind.upper()}", {**fields, "reason": event.reason})
 
-    async def _take_over(self, token: int) -> None:
+    async def _take_over(self, hooks: HaHooks, token: int) -> None:
         """A new leadership acts only on a snapshot taken after it began."""
-        hooks = self.hooks
         elector = self.elector
         while not hooks.stopping() and elector.token == token:
             try:
@@ -213,15 +183,11 @@ class ServiceHa:
                 hooks.on_acting()  # a run now; the dead-man countdown is handed over at once
             return
 
-    def _reread_operator_state(self, _epoch: str) -> bool:
-        self._in_loop(self.hooks.refresh_operator)
-        return True
-
-    def _on_redis_state(self, up: bool, error: str | None) -> None:
+    def _on_redis_state(self, hooks: HaHooks, up: bool, error: str | None) -> None:
         redis = self.runtime.conn.display_url
         if up:
             log_event(log, "HA_REDIS_UP", redis=redis)
-            self.hooks.refresh_operator()  # and write a rollback held here meanwhile
+            hooks.refresh_operator()  # and write a rollback held here meanwhile
         else:
             log_event(
                 log,
@@ -231,4 +197,43 @@ class ServiceHa:
                 error=error,
                 effect="no remediation until Redis answers; detection continues",
             )
-        self.hooks.audit_event("HA_REDIS_UP" if up else "HA_REDIS_DOWN", {"error": error})
+        hooks.audit_event("HA_REDIS_UP" if up else "HA_REDIS_DOWN", {"error": error})
+
+
+async def release(runtime: HaRuntime, timeout_s: float) -> bool:
+    """Stop campaigning and release the lease; True when that was done in ``timeout_s``.
+
+    The work runs in a daemon thread (not the loop's executor, which the interpreter
+    would wait for at exit): past ``timeout_s`` it is left to finish or die with the
+    process, and ``HA_CLOSE_TIMEOUT`` is logged. Called whether the service started
+    or not: the runtime campaigns (and holds Redis) from before the start."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def work() -> None:
+        try:
+            runtime.close(join_s=timeout_s)
+        except Exception:
+            log.exception("HA_CLOSE_ERROR")
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop has closed meanwhile
+                loop.call_soon_threadsafe(finished)
+
+    threading.Thread(target=work, name="grinder-ha-close", daemon=True).start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout_s)
+    except TimeoutError:
+        log_event(
+            log,
+            "HA_CLOSE_TIMEOUT",
+            logging.WARNING,
+            after_s=round(timeout_s, 2),
+            redis=runtime.conn.display_url,
+            effect="the lease ends with its TTL",
+        )
+        return False
+    return True

@@ -7,9 +7,10 @@ deployment's namespace (kept across a failover: only the leader writes).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from prometheus_client import CollectorRegistry
 
 from grinder.clock import Clock
+from grinder.ha.runtime import HaRuntime
 from grinder.incidents.control import add_incident_routes
 from grinder.incidents.ledger import DAY_MS, Retention
 from grinder.incidents.metrics import IncidentMetrics
@@ -19,8 +20,8 @@ from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import IncidentStore, MemoryIncidentStore
 from grinder.incidents.trades import TradesFetcher
 from grinder.incidents.trades_plan import TradesPolicy
-from grinder.reconcile.types import PositionKey
-from grinder.service.options import ServiceConfig
+from grinder.reporting.audit import AuditWriter
+from grinder.service.options import ServiceConfig, ServiceOptions
 from grinder.service.venue import VenueConnection
 
 __all__ = [
@@ -32,44 +33,35 @@ __all__ = [
     "open_trades",
 ]
 
-if TYPE_CHECKING:
-    from grinder.service.app import ReconcileService
 
-
-def open_incident_store(service: ReconcileService) -> IncidentStore:
-    opts = service.opts
-    if service.ha is not None:
-        return RedisIncidentStore(service.ha.conn)
+def open_incident_store(opts: ServiceOptions, ha: HaRuntime | None) -> IncidentStore:
+    if ha is not None:
+        return RedisIncidentStore(ha.conn)
     if opts.ledger_db is not None:
         return SqliteIncidentStore(opts.ledger_db)
     return MemoryIncidentStore()
 
 
-def open_ledger(service: ReconcileService) -> IncidentLedger:
-    """The ledger of a starting service (its expected state and engine are in place)."""
-    svc = service.opts.service
-    ha = service.ha
-
-    def recorded_by_bot(cid: str) -> bool:
-        expected = service.expected
-        return expected is not None and expected.store.get_order(cid) is not None
-
-    def position_changed_ms(key: PositionKey) -> int | None:
-        pos = service.observed.get_position(key)
-        return None if pos is None else pos.changed_ts_ms
-
+def open_ledger(
+    opts: ServiceOptions,
+    ha: HaRuntime | None,
+    *,
+    inputs: LedgerInputs,
+    clock: Clock,
+    audit: AuditWriter | None,
+    registry: CollectorRegistry,
+) -> IncidentLedger:
+    """The ledger of a starting service; ``inputs``: what the classifier reads from the
+    running service (the bot's heartbeat, the stream's reconnect windows, the expected
+    orders, the observed positions)."""
+    svc = opts.service
     ledger = IncidentLedger(
-        open_incident_store(service),
-        service.config,
-        clock=service.clock,
-        inputs=LedgerInputs(
-            heartbeat_age_s=service.expected_heartbeat_age,
-            windows=lambda: service.stream.windows.windows() if service.stream else (),
-            recorded_by_bot=recorded_by_bot,
-            position_changed_ms=position_changed_ms,
-        ),
-        audit=service.audit,
-        metrics=IncidentMetrics(service.registry),
+        open_incident_store(opts, ha),
+        opts.reconcile,
+        clock=clock,
+        inputs=inputs,
+        audit=audit,
+        metrics=IncidentMetrics(registry),
         may_write=(lambda: ha.elector.is_leader()) if ha is not None else (lambda: True),
         retention=Retention(
             max_age_ms=int(svc.incident_retention_days * DAY_MS),
@@ -77,9 +69,6 @@ def open_ledger(service: ReconcileService) -> IncidentLedger:
         ),
     )
     ledger.load()
-    if service.venue is not None:
-        fetcher = open_trades(ledger, service.venue, svc, service.clock)
-        ledger.trades_pass = fetcher.after_run
     return ledger
 
 

@@ -9,7 +9,10 @@ find an order a retry. A run refreshes the expected state (and with it the bot's
 heartbeat, gate E's input), evicts what expired and observes each new incident's
 detection latency.
 
-The stop (``stop_event``) ends the loop at once: a snapshot in flight is
+A part of the running service: it is given what it uses (the venue, the runner, the
+expected state, the observed store, the stop) and owns nothing else.
+
+The stop (``StopSignal``) ends the loop at once: a snapshot in flight is
 cancelled, a run in flight gets ``RUN_DRAIN_S`` of the shutdown deadline to
 finish (and be reported) and is cancelled after that.
 """
@@ -19,16 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
 
 from grinder.clock import Clock
 from grinder.exchange.binance.apply import apply_user_event
-from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT, BinanceFuturesPort
+from grinder.exchange.binance.futures_port import ALL_SYMBOLS_WEIGHT
 from grinder.exchange.binance.parsing import AccountUpdate, AlgoUpdate, OrderUpdate, UserEvent
 from grinder.exchange.metrics import ExchangeMetrics
-from grinder.incidents.sink import IncidentLedger
-from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.labels import TriageOutcome
 from grinder.reconcile.types import Mismatch, MismatchType, ObservedPosition
 from grinder.remediation.runner import ReconcileRunner
@@ -45,46 +47,85 @@ from grinder.service.scheduler import (
     run_due,
     snapshot_interval_s,
 )
-from grinder.service.shutdown import RUN_DRAIN_S, UNWIND_S, ShutdownDeadline
-from grinder.service.state import ExpectedSource
+from grinder.service.shutdown import RUN_DRAIN_S, StopSignal, unless_stopped
+from grinder.service.state import ExpectedWatch
 from grinder.service.venue import VenueConnection
 from grinder.state.observed import ObservedStore
 
 log = logging.getLogger("grinder.service")
-T = TypeVar("T")
+
+
+@dataclass
+class RunTally:
+    """The runs so far: how many, and the last one's report (None: no run yet). Kept from
+    before the start, so the run's end reads it whether the service started or not."""
+
+    runs: int = 0
+    last_report: RunReport | None = None
+
+
+@dataclass(frozen=True)
+class LoopWatch:
+    """What a program embedding the service (the demo, the benchmark) is told as the loop
+    goes: each run's report, and each snapshot taken (when it was sent, when it was in)."""
+
+    report: Callable[[RunReport], None] = lambda _report: None
+    snapshot: Callable[[int, int], None] = lambda _sent_ms, _done_ms: None
+
+
+@dataclass(frozen=True)
+class LoopMetrics:
+    reconcile: ReconcileMetrics
+    service: ServiceMetrics
+    exchange: ExchangeMetrics
 
 
 class ServiceLoop:
-    """The scheduling part of ``ReconcileService`` (which sets every attribute below)."""
+    """The running service's schedule carried out: given what it snapshots, runs and
+    reports with, it owns the due times, the checks asked for and the snapshot pacing."""
 
-    opts: ServiceOptions
-    config: ReconcileConfig
-    clock: Clock
-    observed: ObservedStore
-    expected: ExpectedSource | None
-    venue: VenueConnection | None
-    runner: ReconcileRunner | None
-    ledger: IncidentLedger | None
-    metrics: ReconcileMetrics
-    smetrics: ServiceMetrics
-    xmetrics: ExchangeMetrics
-    stop_event: asyncio.Event
-    shutdown: ShutdownDeadline
-    runs: int
-    last_report: RunReport | None
-    _wake: asyncio.Event
-    _checks: Checks
-    _snapshot_lock: asyncio.Lock
-    _last_snapshot_weight: int
-    _run_lock: asyncio.Lock
-
-    # Defined by ``ServiceSettings``; declared for the type checker only, since a definition
-    # here would shadow it.
-    if TYPE_CHECKING:
-
-        def _observe_settings(self) -> None: ...
-
-        def observe_expected(self) -> None: ...
+    def __init__(
+        self,
+        opts: ServiceOptions,
+        *,
+        clock: Clock,
+        observed: ObservedStore,
+        expected: ExpectedWatch,
+        venue: VenueConnection,
+        runner: ReconcileRunner,
+        record_evidence: Callable[[UserEvent], None],
+        metrics: LoopMetrics,
+        stop: StopSignal,
+        tally: RunTally,
+        after_run: Callable[[], None],
+        watch: LoopWatch,
+        incident_trades: Callable[[], Coroutine[Any, Any, int]] | None = None,
+    ) -> None:
+        """``after_run``: what follows every run (the settings in force exported);
+        ``record_evidence``: keeps a stream event as what may explain an incident;
+        ``incident_trades``: the position incidents' trades fetched after a run (D67)."""
+        self.opts = opts
+        self.config = opts.reconcile
+        self.clock = clock
+        self.observed = observed
+        self.expected = expected
+        self.venue = venue
+        self.runner = runner
+        self._record_evidence = record_evidence
+        self.metrics = metrics.reconcile
+        self.smetrics = metrics.service
+        self.xmetrics = metrics.exchange
+        self.stop = stop
+        self.tally = tally
+        self._after_run = after_run
+        self._watch = watch
+        self._incident_trades = incident_trades
+        self._wake = asyncio.Event()
+        stop.on_stop(self._wake.set)
+        self._checks = Checks()
+        self._snapshot_lock = asyncio.Lock()
+        self._last_snapshot_weight = 2 * ALL_SYMBOLS_WEIGHT + 5
+        self._run_lock = asyncio.Lock()
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -98,7 +139,7 @@ class ServiceLoop:
         times = DueTimes.first(
             self.clock(), pacing, self._last_snapshot_weight, self.opts.duration_s
         )
-        while not self.stop_event.is_set():
+        while not self.stop.is_set():
             now = self.clock()
             step = next_step(times, now, self._checks.earliest())
             if step.stop:
@@ -110,7 +151,7 @@ class ServiceLoop:
                 continue
             if step.snapshot:
                 with contextlib.suppress(Exception):
-                    await self.unless_stopped(self.snapshot(full=step.full), "snapshot")
+                    await unless_stopped(self.snapshot(full=step.full), self.stop, "snapshot")
                 done = self.clock()
                 times = after_snapshot(times, step, now, done, pacing, self._last_snapshot_weight)
             if run_due(times, now, self._checks.earliest()):
@@ -121,48 +162,22 @@ class ServiceLoop:
     async def _run_scheduled(self) -> None:
         """One run; a failed one is counted and logged, never the end of the service."""
         try:
-            report = await self.unless_stopped(self.run_once(), "run", RUN_DRAIN_S)
+            report = await unless_stopped(self.run_once(), self.stop, "run", RUN_DRAIN_S)
         except Exception as exc:
             self.smetrics.run_errors.inc()
             log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
         else:
             if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
                 self.schedule(self.clock() + self.opts.service.triage_retry_ms)
-            if self.ledger is not None and self.ledger.trades_pass is not None:  # D67
-                await self.unless_stopped(self.ledger.trades_pass(), "incident trades")
-
-    async def unless_stopped(
-        self, work: Coroutine[Any, Any, T], what: str, drain_s: float = 0.0
-    ) -> T | None:
-        """``work``'s result, or None when the stop came first: ``work`` then gets
-        ``drain_s`` of the shutdown deadline to finish, and is cancelled after that."""
-        task = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.stop_event.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done() and drain_s > 0:
-                await asyncio.wait({task}, timeout=self.shutdown.part(drain_s))
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=UNWIND_S)
-            level = logging.WARNING if drain_s > 0 else logging.INFO
-            log.log(level, "SERVICE_STOP_CANCELLED work=%s", what)
-            return None
-        if task.cancelled():
-            return None
-        return task.result()
+            if self._incident_trades is not None:  # D67
+                await unless_stopped(self._incident_trades(), self.stop, "incident trades")
 
     def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
         """Symbols that may have open orders: any the exchange, we or the bot know of."""
         active = {p.symbol for p in positions}
         active.update(o.symbol for o in self.observed.open_orders())
-        assert self.expected is not None
-        active.update(e.symbol for e in self.expected.store.orders() if e.ended_ts_ms is None)
+        expected = self.expected.source.store.orders()
+        active.update(e.symbol for e in expected if e.ended_ts_ms is None)
         return sorted(active)
 
     async def snapshot(self, *, full: bool = False) -> None:
@@ -174,11 +189,11 @@ class ServiceLoop:
         all-symbols call (40 + 40) is cheaper. ``full`` forces the all-symbols
         form, which also catches conditional orders on otherwise idle symbols.
         """
-        port = self._port()
+        port, rest = self.venue.port, self.venue.rest
         async with self._snapshot_lock:
             configured = list(self.config.symbols) or None
             sent = self.clock()
-            used_before = self.venue.rest.weight_spent if self.venue else 0
+            used_before = rest.weight_spent
             try:
                 positions = await port.fetch_positions(configured)
                 scope: list[str] | None
@@ -201,39 +216,39 @@ class ServiceLoop:
             age = self.observed.snapshot_age_ms(self.clock())
             if age is not None:  # runs keep it current; this ends the first "+Inf" at once
                 self.metrics.last_snapshot_age.set(age / 1000)
-            if self.venue is not None and not full:
+            if not full:
                 # The regular snapshot's cost sets the pace; the rare full one does not.
-                self._last_snapshot_weight = max(1, self.venue.rest.weight_spent - used_before)
+                self._last_snapshot_weight = max(1, rest.weight_spent - used_before)
             self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
+        self._watch.snapshot(sent, self.clock())
         self.schedule(self.clock())
 
     async def run_once(self) -> RunReport:
         async with self._run_lock:
             now = self.clock()
-            assert self.expected is not None
-            assert self.runner is not None
-            self.expected.refresh()
-            self.observe_expected()  # gate E reads the heartbeat this refresh brought
-            self.expected.evict(now)
+            self.expected.source.refresh()
+            self.expected.observe()  # gate E reads the heartbeat this refresh brought
+            self.expected.source.evict(now)
             self.observed.evict_expired(now)
             report = await self.runner.run_once()
-            self.runs += 1
-            self.last_report = report
+            self.tally.runs += 1
+            self.tally.last_report = report
             # With HA, the last write of any instance (as the run read it): the cooldown anchor.
             self.metrics.observe_last_remediation(self.runner.executor.last_write_known_ms)
             self._observe_latency(report.new_incidents, self.clock())
-            self._observe_settings()
-            return report
+            self._after_run()
+        self._watch.report(report)
+        return report
 
     def schedule(self, at_ms: int) -> None:
         """Ask for a check at ``at_ms`` and wake the loop to reconsider."""
         self._checks.add(at_ms)
         self._wake.set()
 
-    def _on_event(self, event: UserEvent) -> None:
+    def on_event(self, event: UserEvent) -> None:
+        """A user-data stream event: kept as evidence, applied, a check scheduled."""
         self.xmetrics.observe_event(event.event_type)
-        if self.ledger is not None:
-            self.ledger.evidence.record(event)  # what may explain an incident later
+        self._record_evidence(event)  # what may explain an incident later
         changed = apply_user_event(self.observed, event)
         if not changed:
             return
@@ -267,9 +282,3 @@ class ServiceLoop:
                 return None
             return op.changed_ts_ms + self.config.position_grace_ms
         return None
-
-    # --- helpers -------------------------------------------------------------------------
-
-    def _port(self) -> BinanceFuturesPort:
-        assert self.venue is not None, "service not started"
-        return self.venue.port

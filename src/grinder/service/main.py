@@ -50,6 +50,7 @@ from grinder.service.operator_stores import open_operator_store, print_operator_
 from grinder.service.options import ServiceOptions
 from grinder.service.preflight import check_inputs, check_outputs
 from grinder.service.runtime_status import ServiceRuntime, venue_line
+from grinder.service.shutdown import unless_stopped
 from grinder.service.venue import check_venue
 
 log = logging.getLogger("grinder.service")
@@ -241,18 +242,19 @@ def _record_end(tee: Tee, code: int, error: str | None, *, fatal: bool) -> None:
 async def _serve(service: ReconcileService, tee: Tee) -> tuple[int, str | None]:
     try:
         service.install_signals()
+        running = None
         try:
-            await service.unless_stopped(service.start(), "start")
+            running = await unless_stopped(service.start(), service.stop, "start")
         except ExchangeError:
-            if not service.stop_event.is_set():
+            if not service.stop.is_set():
                 raise
-        if service.stop_event.is_set():  # stopped while starting: a normal stop all the same
+        if running is None or service.stop.is_set():  # stopped while starting: a normal stop
             return 0, None
-        tee.line(f"metrics: {service.metrics_url}")
+        tee.line(f"metrics: {running.metrics_url}")
         tee.line(f"control: {service.control_socket}")
-        tee.line(venue_line(service.venue))
+        tee.line(venue_line(running.venue))
         tee.line("ready: first snapshot in; reconciling")
-        await service.run_until_stopped()
+        await running.loop.run_until_stopped()
         return 0, None
     except (ConfigError, BudgetStateError) as exc:
         return EXIT_USAGE, str(exc)
@@ -281,7 +283,7 @@ def write_artifacts(
     """Write every file of the run's end, each on its own, the budget file first; returns
     the ones that failed (``what path (reason)``), each also logged as ``ARTIFACT_WRITE_FAILED``.
     """
-    report = service.last_report
+    report = service.tally.last_report
     written: list[Path] = []
     failed: list[str] = []
 
@@ -318,7 +320,7 @@ def write_artifacts(
         )
         summary = {
             "exit_code": exit_code_after(code, failed),
-            "runs": service.runs,
+            "runs": service.tally.runs,
             "venue": opts.venue,
             "mode": Mode.DRY_RUN if opts.reconcile.dry_run else Mode.LIVE,
             "last_run": report.summary() if report else None,
@@ -332,7 +334,7 @@ def write_artifacts(
     tee.line("  SUMMARY")
     tee.line(RULE)
     last = report.summary() if report else {}
-    tee.line(f"  runs:              {service.runs}")
+    tee.line(f"  runs:              {service.tally.runs}")
     tee.line(f"  mismatches (last): {last.get('mismatches_total', 0)}")
     tee.line(f"  budget calls used: {service.budget.state.calls_used_day}")
     for path in written:

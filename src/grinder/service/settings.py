@@ -49,7 +49,9 @@ def check_settings(in_force: Mapping[str, Sourced]) -> None:
 
 class ServiceSettings:
     """The settings in force (``live``) under the operator's words (``operator``): exported,
-    changed at run time, reloaded. ``deadman``: the dead-man switch, once it runs."""
+    changed at run time, reloaded. Built before the start; the running parts it applies to
+    follow it once they exist (``follow_armed``: the executor; ``follow_deadman``: the
+    dead-man switch, when one runs)."""
 
     def __init__(
         self,
@@ -62,8 +64,6 @@ class ServiceSettings:
         operator_store: OperatorStore,
         instance: str,
         operator_mirror: FileOperatorStore | None,
-        deadman: Callable[[], DeadmanSwitch | None],
-        on_armed: Callable[[bool], None],
     ) -> None:
         self.opts = opts
         self.config: ReconcileConfig = opts.reconcile
@@ -74,7 +74,9 @@ class ServiceSettings:
         """Gate 5's configured value: ``ALLOW_MAINNET_TRADE=1`` in the environment at start."""
         self.gate_env: dict[str, str] = {ALLOW_MAINNET: "1"} if mainnet_at_start else {}
         """The gate environment the executor reads (gate 5), as the operator's words set it."""
-        self._deadman = deadman
+        self._deadman: DeadmanSwitch | None = None
+        """The dead-man switch ``[deadman] enabled`` reloads onto (None: none runs)."""
+        self._armed_followers: list[Callable[[bool], None]] = []
         self._exported = False
         """Whether the settings are exported yet (from the service's start on)."""
         self.live = LiveSettings(
@@ -82,7 +84,7 @@ class ServiceSettings:
             armed=opts.armed,
             gate_env=self.gate_env,
             on_change=self.on_change,
-            on_armed=on_armed,
+            on_armed=self._armed_changed,
         )
         self.operator = OperatorControl(
             operator_store,
@@ -93,6 +95,18 @@ class ServiceSettings:
             mirror=operator_mirror,
             on_word=self._on_word,
         )
+
+    def follow_armed(self, follower: Callable[[bool], None]) -> None:
+        """``follower(armed)`` at every change of ``armed`` in force (gate 4)."""
+        self._armed_followers.append(follower)
+
+    def follow_deadman(self, switch: DeadmanSwitch) -> None:
+        """The dead-man switch a reload's ``[deadman] enabled`` applies to."""
+        self._deadman = switch
+
+    def _armed_changed(self, armed: bool) -> None:
+        for follower in self._armed_followers:
+            follower(armed)
 
     def configured_settings(self) -> dict[str, Sourced]:
         """The settings as the options at start configure them (file, environment)."""
@@ -172,7 +186,7 @@ class ServiceSettings:
         """``[deadman] enabled`` takes effect now (when the switch runs: its symbols were
         listed at start); every other field is read at start."""
         start = self.opts.deadman
-        switch = self._deadman()
+        switch = self._deadman
         not_applied += [
             f"deadman.{name}"
             for name in DeadmanConfig.model_fields

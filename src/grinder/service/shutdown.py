@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 log = logging.getLogger("grinder.service")
+T = TypeVar("T")
 
 EXIT_BOUND_S = 5.0
 """From SIGTERM/SIGINT to the process's exit, artifacts written (what the docs promise)."""
@@ -94,3 +96,60 @@ async def bounded(work: Awaitable[object], timeout_s: float, step: str) -> bool:
         error = " ".join(f"{type(task.exception()).__name__}: {task.exception()}".split())
         log.warning("SERVICE_STOP_STEP_FAILED step=%s error=%s", step, error)
     return True
+
+
+class StopSignal:
+    """The stop asked for (a signal, the end of ``--duration``, a test): what the loop and
+    the parts wait on, the deadline it starts, and what else must stop waiting at once
+    (``on_stop``: the loop's sleep, the REST client's waits)."""
+
+    def __init__(self, deadline: ShutdownDeadline | None = None) -> None:
+        self.deadline = deadline or ShutdownDeadline()
+        self._event = asyncio.Event()
+        self._hooks: list[Callable[[], None]] = []
+
+    def request(self) -> None:
+        """Stop (idempotent): the deadline starts now, every ``on_stop`` hook is called."""
+        self.deadline.begin()
+        self._event.set()
+        for hook in self._hooks:
+            hook()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def on_stop(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` at the stop (at once when the stop came already)."""
+        self._hooks.append(hook)
+        if self.is_set():
+            hook()
+
+
+async def unless_stopped(
+    work: Coroutine[Any, Any, T], stop: StopSignal, what: str, drain_s: float = 0.0
+) -> T | None:
+    """``work``'s result, or None when the stop came first: ``work`` then gets ``drain_s``
+    of the shutdown deadline to finish, and is cancelled after that."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and drain_s > 0:
+            await asyncio.wait({task}, timeout=stop.deadline.part(drain_s))
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=UNWIND_S)
+        level = logging.WARNING if drain_s > 0 else logging.INFO
+        log.log(level, "SERVICE_STOP_CANCELLED work=%s", what)
+        return None
+    if task.cancelled():
+        return None
+    return task.result()

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grinder.clock import Clock
 from grinder.ha.connection import RedisUnavailable
-from grinder.reconcile.config import ConfigError
+from grinder.reconcile.config import ConfigError, ReconcileConfig
 from grinder.reconcile.gates import expected_state_detail
 from grinder.reconcile.types import ExpectedOrder
+from grinder.reporting.logs import log_event
 from grinder.state.expected import NEVER, ExpectedStore, MemoryExpectedStore
 from grinder.state.redis_store import RedisExpectedStore
 from grinder.state.sqlite import ExpectedStoreError, SqliteExpectedStore
@@ -142,6 +144,58 @@ class ExpectedSource:
     def close(self) -> None:
         if self.sqlite is not None:
             self.sqlite.close()
+
+
+class ExpectedWatch:
+    """Gate E as the running service reads it: the bot's heartbeat age now, ``/status``'s
+    view of it, and a log line when the gate opens or closes (``observe``)."""
+
+    def __init__(self, source: ExpectedSource, config: ReconcileConfig, clock: Clock) -> None:
+        self.source = source
+        self.config = config
+        self.clock = clock
+        self._live: bool | None = None
+        """What the last ``observe`` logged (None: nothing yet; the first logs either way)."""
+
+    def heartbeat_age(self) -> float:
+        """Seconds since a bot last wrote the expected state (``math.inf``: never): what
+        gate E, the gauge and ``/status`` read."""
+        return self.source.heartbeat_age_s(self.clock())
+
+    def status(self) -> dict[str, Any]:
+        """Gate E's input as ``/status`` shows it (``grinder gates`` evaluates it)."""
+        return self.source.status(self.clock(), self.config.expected_heartbeat_max_age_s)
+
+    def observe(self) -> None:
+        """Log when gate E opens or closes (and, at start, the state it starts in)."""
+        source = self.source
+        max_age = self.config.expected_heartbeat_max_age_s
+        age = self.heartbeat_age()
+        live = age <= max_age
+        if live == self._live:
+            return
+        self._live = live
+        shown = "inf" if math.isinf(age) else f"{age:.1f}"
+        if live:
+            log_event(
+                log,
+                "EXPECTED_STATE_LIVE",
+                source=source.kind,
+                where=source.where,
+                heartbeat_age_s=shown,
+            )
+            return
+        log_event(
+            log,
+            "EXPECTED_STATE_STALE",
+            logging.WARNING,
+            source=source.kind,
+            where=source.where,
+            heartbeat_age_s=shown,
+            max_age_s=f"{max_age:g}",
+            blocks="expected_state_stale",
+            hint=source.hint(age, max_age),
+        )
 
 
 def open_expected(

@@ -105,7 +105,10 @@ class UserDataStream:
         on_parse_error: Callable[[WireFormatError], None] | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        windows: ReconnectWindows | None = None,
     ) -> None:
+        """``windows``: where the reconnect windows are kept (a part given to their readers
+        before the stream exists; a new one when not given)."""
         self.rest = rest
         self.ws_base_url = ws_base_url.rstrip("/")
         self.on_event = on_event
@@ -117,7 +120,7 @@ class UserDataStream:
         self._rng = rng or random.Random()
         self.stats = StreamStats()
         self.state = StreamState.DISCONNECTED
-        self.windows = ReconnectWindows()
+        self.windows = windows if windows is not None else ReconnectWindows()
         """When the stream was not live after it first was (its reconnect windows)."""
         self.listen_key: str | None = None
         self._stopping = asyncio.Event()
