@@ -48,8 +48,7 @@ async def test_the_incident_page_shows_the_trades_and_the_verdict(
             "/positions",
             {"symbol": "ETHUSDT", "quantity": "0.05", "clientOrderId": "web_t"},
         )
-        ledger = run.service.ledger
-        assert ledger is not None
+        ledger = run.running.ledger
 
         def with_trades() -> Any:
             for r in ledger.open_records():
@@ -59,8 +58,7 @@ async def test_the_incident_page_shows_the_trades_and_the_verdict(
 
         rec = await wait_until_async(with_trades, "the incident's trades attached", 20)
         (fill,) = [t.view() for t in sim.exchange.account.ledger.trades if t.symbol == "ETHUSDT"]
-        assert run.service.metrics_url is not None
-        page = run.service.metrics_url.removesuffix("/metrics") + f"/console/incidents/{rec.id}"
+        page = run.running.metrics_url.removesuffix("/metrics") + f"/console/incidents/{rec.id}"
         with headless_chromium() as browser:
 
             def text_of_card() -> str:

@@ -36,6 +36,7 @@ from grinder.reconcile.types import MismatchType
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
+from grinder.service.running import RunningService
 from grinder.service.venue import credentials_for
 from grinder.state.sqlite import SqliteExpectedStore
 from tests.support.wait import wait_until_async
@@ -55,27 +56,31 @@ async def sim() -> AsyncIterator[SimulatorServer]:
 
 
 class Running:
-    def __init__(self, service: ReconcileService, task: asyncio.Task[None], tmp: Path) -> None:
+    def __init__(
+        self,
+        service: ReconcileService,
+        running: RunningService,
+        task: asyncio.Task[None],
+        tmp: Path,
+    ) -> None:
         self.service = service
+        self.running = running
         self.task = task
         self.tmp = tmp
 
     def record(self, symbol: str, mtype: MismatchType) -> IncidentRecord | None:
-        assert self.service.ledger is not None
-        for rec in self.service.ledger.open_records():
+        for rec in self.running.ledger.open_records():
             if rec.key == (mtype.value, symbol, "BOTH"):
                 return rec
         return None
 
     def metric(self, outcome: str) -> float:
-        ledger = self.service.ledger
-        assert ledger is not None
+        ledger = self.running.ledger
         assert ledger.metrics is not None
         return float(ledger.metrics.trade_fetches.labels(outcome=outcome)._value.get())
 
     async def stop(self) -> None:
-        self.service.stop_event.set()
-        self.service._wake.set()
+        self.service.request_stop()
         await asyncio.wait_for(self.task, 10)
         await self.service.close()
 
@@ -105,10 +110,9 @@ async def start(tmp: Path, sim: SimulatorServer, *, margin_s: float = 600.0) -> 
         control_socket=tmp / "run" / "grinder" / "control.sock",
         env={},
     )
-    await service.start()
-    assert service.stream is not None
-    assert await service.stream.wait_live(5)
-    return Running(service, asyncio.create_task(service.run_until_stopped()), tmp)
+    running = await service.start()
+    assert await running.stream.wait_live(5)
+    return Running(service, running, asyncio.create_task(running.loop.run_until_stopped()), tmp)
 
 
 def _num(text: str) -> str:
@@ -212,16 +216,15 @@ async def test_a_manual_fill_is_explained_by_exactly_its_trades(
         sent = requests(sim)
         assert sent == 2  # one per incident
         assert run.metric("explained") == 2
-        assert run.service.metrics_url is not None
-        exposed = await asyncio.to_thread(read_text, run.service.metrics_url)
+        exposed = await asyncio.to_thread(read_text, run.running.metrics_url)
         assert 'grinder_incidents_trade_fetches_total{outcome="explained"} 2.0' in exposed
         assert 'grinder_incidents_trade_fetches_total{outcome="failed"} 0.0' in exposed
         assert "grinder_incidents_trade_fetch_weight_total 10.0" in exposed
         # Once explained, no more requests: watch a few more runs, past the pacing interval.
-        runs = run.service.runs
+        runs = run.service.tally.runs
         since = wall_clock_ms()
         await wait_until_async(
-            lambda: run.service.runs >= runs + 6 and wall_clock_ms() - since > 3_000,
+            lambda: run.service.tally.runs >= runs + 6 and wall_clock_ms() - since > 3_000,
             "six more runs, three pacing intervals",
             20,
         )
