@@ -358,7 +358,7 @@ def test_a_reload_switches_the_switch_off_and_on_and_nothing_else(tmp_path: Path
         opts,
         clock=h.clock,
         audit=None,
-        smetrics=ServiceMetrics(Registry()),
+        service_metrics=ServiceMetrics(Registry()),
         mainnet_at_start=False,
         operator_store=MemoryOperatorStore(),
         instance="test",

@@ -98,9 +98,9 @@ class ReconcileService:
         self.config: ReconcileConfig = opts.reconcile
         self.registry = CollectorRegistry()
         self.metrics = ReconcileMetrics(self.registry, clock=clock)
-        self.xmetrics = ExchangeMetrics(self.registry)
-        self.smetrics = ServiceMetrics(self.registry)
-        self.hametrics = HaMetrics(self.registry)
+        self.exchange_metrics = ExchangeMetrics(self.registry)
+        self.service_metrics = ServiceMetrics(self.registry)
+        self.ha_metrics = HaMetrics(self.registry)
         self.deadman_metrics = DeadmanMetrics(self.registry)  # exported whether it runs or not
         self.ha = ha
         if audit is not None:
@@ -114,7 +114,7 @@ class ReconcileService:
             opts,
             clock=clock,
             audit=audit,
-            smetrics=self.smetrics,
+            service_metrics=self.service_metrics,
             mainnet_at_start=src.get(ALLOW_MAINNET) == "1",
             operator_store=operator_store if operator_store is not None else MemoryOperatorStore(),
             instance=ha.instance_id if ha is not None else f"{socket.gethostname()}-{os.getpid()}",
@@ -142,7 +142,7 @@ class ReconcileService:
         """Every step within its part of the shutdown deadline (``grinder.service.shutdown``)."""
         self.request_stop()  # the deadline runs from the signal, else (--duration) from now
         deadline = self.stop.deadline
-        self.smetrics.up.set(0)
+        self.service_metrics.up.set(0)
         await self.teardown.close(deadline)
         log.info("SERVICE_STOPPED stop_s=%.2f", deadline.elapsed())
 

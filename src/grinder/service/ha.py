@@ -56,16 +56,16 @@ class ServiceHa:
     built, the campaign from ``start(hooks)`` on (the hooks reach the service's other
     parts, built after this one: the executor reads gate 0)."""
 
-    def __init__(self, runtime: HaRuntime, hametrics: HaMetrics, leader_gauge: Gauge) -> None:
+    def __init__(self, runtime: HaRuntime, ha_metrics: HaMetrics, leader_gauge: Gauge) -> None:
         self.runtime = runtime
-        self.hametrics = hametrics
+        self.ha_metrics = ha_metrics
         self.leader_gauge = leader_gauge
         self.elector = runtime.elector
         self._acting_token: int | None = None
         self._beat = time.monotonic()
         self._loop = asyncio.get_running_loop()
         """The loop the elector's callbacks are moved to (the service's)."""
-        runtime.bind_metrics(hametrics)
+        runtime.bind_metrics(ha_metrics)
 
     def may_remediate(self) -> bool:
         token = self.elector.token
@@ -147,7 +147,7 @@ class ServiceHa:
             loop.call_soon_threadsafe(fn, *args)
 
     def _on_leadership(self, hooks: HaHooks, event: LeadershipEvent) -> None:
-        self.hametrics.leadership_changes.labels(change=event.kind).inc()
+        self.ha_metrics.leadership_changes.labels(change=event.kind).inc()
         # "fence" = the fencing token ("token" would be masked as a secret in logs and audit)
         fields: dict[str, Any] = {"instance": event.instance_id, "fence": event.token}
         if event.kind == "acquired":

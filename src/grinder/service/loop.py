@@ -113,8 +113,8 @@ class ServiceLoop:
         self.runner = runner
         self._record_evidence = record_evidence
         self.metrics = metrics.reconcile
-        self.smetrics = metrics.service
-        self.xmetrics = metrics.exchange
+        self.service_metrics = metrics.service
+        self.exchange_metrics = metrics.exchange
         self.stop = stop
         self.tally = tally
         self._after_run = after_run
@@ -164,7 +164,7 @@ class ServiceLoop:
         try:
             report = await unless_stopped(self.run_once(), self.stop, "run", RUN_DRAIN_S)
         except Exception as exc:
-            self.smetrics.run_errors.inc()
+            self.service_metrics.run_errors.inc()
             log.error("RECONCILE_RUN_FAILED error=%s", " ".join(f"{exc!r}".split()))
         else:
             if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
@@ -207,19 +207,19 @@ class ServiceLoop:
                         scope = None
                 orders = await port.fetch_open_orders(scope)
             except Exception as exc:
-                self.smetrics.snapshots.labels(outcome="error").inc()
+                self.service_metrics.snapshots.labels(outcome="error").inc()
                 log.warning("SNAPSHOT_FAILED error=%s", " ".join(str(exc).split()))
                 raise
             self.observed.apply_positions_snapshot(positions, sent, configured)
             self.observed.apply_open_orders_snapshot(orders, sent, scope)
-            self.smetrics.snapshots.labels(outcome="ok").inc()
+            self.service_metrics.snapshots.labels(outcome="ok").inc()
             age = self.observed.snapshot_age_ms(self.clock())
             if age is not None:  # runs keep it current; this ends the first "+Inf" at once
                 self.metrics.last_snapshot_age.set(age / 1000)
             if not full:
                 # The regular snapshot's cost sets the pace; the rare full one does not.
                 self._last_snapshot_weight = max(1, rest.weight_spent - used_before)
-            self.smetrics.snapshot_interval.set(self.snapshot_interval_s())
+            self.service_metrics.snapshot_interval.set(self.snapshot_interval_s())
         self._watch.snapshot(sent, self.clock())
         self.schedule(self.clock())
 
@@ -247,7 +247,7 @@ class ServiceLoop:
 
     def on_event(self, event: UserEvent) -> None:
         """A user-data stream event: kept as evidence, applied, a check scheduled."""
-        self.xmetrics.observe_event(event.event_type)
+        self.exchange_metrics.observe_event(event.event_type)
         self._record_evidence(event)  # what may explain an incident later
         changed = apply_user_event(self.observed, event)
         if not changed:
@@ -265,7 +265,7 @@ class ServiceLoop:
         for m in incidents:
             certain = self._certain_since(m)
             if certain is not None:
-                self.smetrics.detection_latency.labels(type=m.type.value).observe(
+                self.service_metrics.detection_latency.labels(type=m.type.value).observe(
                     max(0.0, (now - certain) / 1000)
                 )
 

@@ -89,9 +89,9 @@ def register_ha_release(base: ReconcileService) -> None:
 
 async def open_running(base: ReconcileService) -> RunningService:
     """Connect, take the first snapshot, start the stream and the HTTP endpoints."""
-    base.smetrics.up.set(1)
+    base.service_metrics.up.set(1)
     ha = base.ha  # gate 0 first: its Redis metrics count from the first read
-    hagate = None if ha is None else ServiceHa(ha, base.hametrics, base.metrics.ha_is_leader)
+    hagate = None if ha is None else ServiceHa(ha, base.ha_metrics, base.metrics.ha_is_leader)
     expected = _open_expected(base)
     venue = await _connect(base)
     filters = await venue.port.exchange_info()
@@ -125,7 +125,7 @@ async def open_running(base: ReconcileService) -> RunningService:
     metrics_url = await _serve_http(base, views, controls, ledger, executor)
     await loop.snapshot()
     views.ready = True
-    base.smetrics.ready.set(1)
+    base.service_metrics.ready.set(1)
     running = RunningService(
         expected=expected,
         venue=venue,
@@ -155,7 +155,7 @@ def _open_expected(base: ReconcileService) -> ExpectedWatch:
         where=opts.expected_db_where,
     )
     base.teardown.on_close_now(Stage.EXPECTED, source.close)
-    source.on_refresh_error = lambda _exc: base.hametrics.expected_refresh_failures.inc()
+    source.on_refresh_error = lambda _exc: base.ha_metrics.expected_refresh_failures.inc()
     source.refresh()
     watch = ExpectedWatch(source, base.config, base.clock)
     base.metrics.expected_heartbeat_age.set_function(watch.heartbeat_age)
@@ -167,8 +167,8 @@ async def _connect(base: ReconcileService) -> VenueConnection:
         base.opts,
         base.credentials,
         clock=base.clock,
-        on_weight=base.xmetrics.observe_weight,
-        on_spend=base.xmetrics.observe_spend,
+        on_weight=base.exchange_metrics.observe_weight,
+        on_spend=base.exchange_metrics.observe_spend,
     )
     base.teardown.on_close(
         Stage.VENUE, lambda d: bounded(venue.close(), d.part(VENUE_CLOSE_S), "venue")
@@ -245,7 +245,7 @@ def _loop(
         venue=venue,
         runner=runner,
         record_evidence=ledger.evidence.record,
-        metrics=LoopMetrics(base.metrics, base.smetrics, base.xmetrics),
+        metrics=LoopMetrics(base.metrics, base.service_metrics, base.exchange_metrics),
         stop=base.stop,
         tally=base.tally,
         after_run=base.settings.observe_settings,
@@ -264,8 +264,8 @@ def _stream(
         on_event=loop.on_event,
         on_resync=loop.snapshot,
         settings=StreamSettings(keepalive_s=base.opts.service.stream_keepalive_s),
-        on_state=base.xmetrics.observe_state,
-        on_parse_error=lambda _e: base.xmetrics.stream_parse_errors.inc(),
+        on_state=base.exchange_metrics.observe_state,
+        on_parse_error=lambda _e: base.exchange_metrics.stream_parse_errors.inc(),
         clock=base.clock,
         windows=windows,
     )

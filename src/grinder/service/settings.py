@@ -59,7 +59,7 @@ class ServiceSettings:
         *,
         clock: Clock,
         audit: AuditWriter | None,
-        smetrics: ServiceMetrics,
+        service_metrics: ServiceMetrics,
         mainnet_at_start: bool,
         operator_store: OperatorStore,
         instance: str,
@@ -69,7 +69,7 @@ class ServiceSettings:
         self.config: ReconcileConfig = opts.reconcile
         self.clock = clock
         self.audit = audit
-        self.smetrics = smetrics
+        self.service_metrics = service_metrics
         self._mainnet_at_start = mainnet_at_start
         """Gate 5's configured value: ``ALLOW_MAINNET_TRADE=1`` in the environment at start."""
         self.gate_env: dict[str, str] = {ALLOW_MAINNET: "1"} if mainnet_at_start else {}
@@ -117,7 +117,7 @@ class ServiceSettings:
         """Export the settings in force (from the start on: at start, after every run and
         after every change)."""
         self._exported = True
-        self.smetrics.observe_settings(
+        self.service_metrics.observe_settings(
             self.config,
             armed=self.live.armed,
             allow_mainnet=self.live.allow_mainnet,
@@ -127,7 +127,7 @@ class ServiceSettings:
     def on_change(
         self, source: str, field: str, old: Any, new: Any, stamp: Stamp | None = None
     ) -> None:
-        self.smetrics.control_changes.labels(source=source).inc()
+        self.service_metrics.control_changes.labels(source=source).inc()
         who = {} if stamp is None else {"by": stamp.by, "reason": stamp.reason or "-"}
         log_event(
             log,
