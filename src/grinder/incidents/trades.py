@@ -22,6 +22,7 @@ from typing import Protocol
 
 from grinder.clock import Clock
 from grinder.exchange.binance.ip_limits import IpLimits
+from grinder.exchange.port import ExchangeError
 from grinder.incidents import trades_plan as plan
 from grinder.incidents.metrics import IncidentMetrics
 from grinder.incidents.sink import IncidentLedger
@@ -126,7 +127,7 @@ class TradesFetcher:
                 timeout_s,
             )
         except Exception as exc:  # the ledger never stops reconciliation (a timeout included)
-            if getattr(exc, "sent", True) is not False:  # refused before it left: no weight
+            if not isinstance(exc, ExchangeError) or exc.sent:  # refused before it left: no weight
                 self._spent()
             self.progress[req.incident_id] = plan.failed(progress)
             self._count("failed")
