@@ -20,10 +20,8 @@ from typing import Any
 import pytest
 
 from grinder.budget.tracker import BudgetTracker
-from grinder.exchange.binance.credentials import Credentials
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
-from grinder.exchange.binance.rest import BinanceRestClient
-from grinder.exchange.simulator import SimConfig, SimulatorServer
+from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.actions import ActionResult
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
@@ -31,6 +29,7 @@ from grinder.reconcile.labels import ResultStatus
 from grinder.reconcile.routing import ActionKind, Routed
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
 from grinder.remediation.executor import RemediationExecutor
+from tests.support.simulator_in_process import frozen_simulator, signed_rest, sim_control
 
 KEY, SECRET = "flat-key", "flat-secret"
 SYMBOL = "BTCUSDT"
@@ -39,27 +38,20 @@ MARK = Decimal("65000.00")  # the simulator's BTCUSDT start (tick 0.10)
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    config = SimConfig(seed=3, walk_frozen=True)
-    server = SimulatorServer(
-        port=0, api_key=KEY, api_secret=SECRET, symbols=[SYMBOL], config=config
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with frozen_simulator(KEY, SECRET, seed=3, symbols=(SYMBOL,)) as server:
+        yield server
 
 
 @pytest.fixture
 async def ctl(sim: SimulatorServer) -> AsyncIterator[SimControl]:
-    async with SimControl(sim.base_url) as control:
+    async with sim_control(sim) as control:
         yield control
 
 
 @pytest.fixture
 async def port(sim: SimulatorServer) -> AsyncIterator[BinanceFuturesPort]:
-    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET))
-    await client.sync_time()
-    yield BinanceFuturesPort(client)
-    await client.close()
+    async with signed_rest(sim, KEY, SECRET) as client:
+        yield BinanceFuturesPort(client)
 
 
 def executor(port: BinanceFuturesPort, bps: Decimal | None) -> RemediationExecutor:

@@ -20,7 +20,7 @@ from grinder.exchange.binance.errors import ServerError, TimestampError, Unknown
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import BinanceRestClient
 from grinder.exchange.port import CancelOutcome, WriteWithheld
-from grinder.exchange.simulator import SimConfig, SimulatorServer
+from grinder.exchange.simulator import SimulatorServer
 from grinder.exchange.simulator.client import SimControl
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.reconcile.labels import AttemptOutcome, BlockReason, ResultStatus, SkipReason
@@ -36,6 +36,7 @@ from grinder.reconcile.types import (
 from grinder.reconcile.write_window import WRITE_WINDOW_MS
 from grinder.remediation.executor import RemediationExecutor
 from tests.support.ids import ours
+from tests.support.simulator_in_process import frozen_simulator, signed_rest, sim_control
 
 KEY, SECRET = "fence-key", "fence-secret"
 OTHER_KEY, OTHER_SECRET = "fence-key-2", "fence-secret-2"
@@ -44,27 +45,20 @@ DELETE = "/fapi/v1/order"
 
 @pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
-    config = SimConfig(seed=5, walk_frozen=True, more_keys={OTHER_KEY: OTHER_SECRET})
-    server = SimulatorServer(
-        port=0, api_key=KEY, api_secret=SECRET, symbols=["BTCUSDT"], config=config
-    )
-    await server.start()
-    yield server
-    await server.stop()
+    async with frozen_simulator(KEY, SECRET, seed=5, more_keys={OTHER_KEY: OTHER_SECRET}) as s:
+        yield s
 
 
 @pytest.fixture
 async def ctl(sim: SimulatorServer) -> AsyncIterator[SimControl]:
-    async with SimControl(sim.base_url) as control:
+    async with sim_control(sim) as control:
         yield control
 
 
 @pytest.fixture
 async def rest(sim: SimulatorServer) -> AsyncIterator[BinanceRestClient]:
-    client = BinanceRestClient(sim.base_url, Credentials(KEY, SECRET))
-    await client.sync_time()
-    yield client
-    await client.close()
+    async with signed_rest(sim, KEY, SECRET) as client:
+        yield client
 
 
 async def writes(ctl: SimControl, api_key: str | None = None) -> list[dict[str, Any]]:
