@@ -40,7 +40,6 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "ceremony/active.py::stage3": (73, CEREMONY),
     "ceremony/passive.py::stage2": (82, CEREMONY),
     "ceremony/passive.py::_planned_rate": (72, PENDING),
-    "cli/expected.py::adopt": (69, PENDING),
     "cli/gates.py::_flatten": (72, GATES_CLI),
     "cli/gates.py::gates": (95, GATES_CLI),
     "exchange/binance/stream.py::UserDataStream._connect_once": (85, PENDING),
@@ -54,7 +53,6 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "service/main.py::run_service": (77, SERVICE_PARTS),
     "service/main.py::write_artifacts": (75, SERVICE_PARTS),
     "service/metrics.py::ServiceMetrics.__init__": (70, DATA_TABLE),
-    "service/options.py::resolve": (70, PENDING),
     "state/adopt.py::adopt_baseline": (70, PENDING),
 }
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from grinder.ceremony.sources import DEFAULT_METRICS_URL
-from grinder.reconcile.config import ConfigError, check_http_url
+from grinder.reconcile.config import ConfigError, check_http_url, seconds_problem
 from grinder.redaction import register_url
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -23,12 +23,9 @@ def file_option(*decls: str, help: str | None = None) -> Callable[[F], F]:
     )
 
 
-MAX_SECONDS = 1e9
-"""Upper bound of a SECONDS option (about 31 years), so no deadline overflows a clock."""
-
-
 class Seconds(click.ParamType[float, Any]):
-    """A finite number of seconds: > 0 (or >= 0 with ``allow_zero``), at most ``MAX_SECONDS``.
+    """A finite number of seconds: > 0 (or >= 0 with ``allow_zero``), at most ``MAX_SECONDS``
+    (``seconds_problem``).
 
     ``click.FloatRange`` lets ``inf`` and ``nan`` through (``float()`` accepts them).
     """
@@ -45,19 +42,9 @@ class Seconds(click.ParamType[float, Any]):
             number = math.nan if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
             number = math.nan
-        low = ">= 0" if self.allow_zero else "> 0"
-        if (
-            not math.isfinite(number)
-            or number > MAX_SECONDS
-            or number < 0
-            or (number == 0 and not self.allow_zero)
-        ):
-            self.fail(
-                f"expected a finite number of seconds {low} and <= {MAX_SECONDS:.0f}, "
-                f"got {value!r}.",
-                param,
-                ctx,
-            )
+        problem = seconds_problem(number, allow_zero=self.allow_zero)
+        if problem is not None:
+            self.fail(f"{problem}, got {value!r}.", param, ctx)
         return number
 
 

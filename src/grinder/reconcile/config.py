@@ -216,6 +216,25 @@ class ReconcileConfig(CheckedModel):
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in out.items()}
 
 
+MAX_SECONDS = 1e9
+"""Upper bound of every number of seconds given (about 31 years): no deadline overflows a
+clock."""
+
+
+def seconds_problem(number: float, *, allow_zero: bool = False) -> str | None:
+    """Why ``number`` is no number of seconds -- finite, > 0 (>= 0 with ``allow_zero``),
+    at most ``MAX_SECONDS`` -- or None when it is one."""
+    low = ">= 0" if allow_zero else "> 0"
+    if (
+        not math.isfinite(number)
+        or number > MAX_SECONDS
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
+        return f"expected a finite number of seconds {low} and <= {MAX_SECONDS:.0f}"
+    return None
+
+
 # --- Environment -------------------------------------------------------------------------
 
 
@@ -255,8 +274,11 @@ _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 def env_text(env: Mapping[str, str], name: str) -> str | None:
     """The variable's value; unset is None; set but empty (or blank) is a ``ConfigError``."""
     raw = env.get(name)
-    if raw is None:
-        return None
+    return None if raw is None else text_value(raw, name)
+
+
+def text_value(raw: str, name: str) -> str:
+    """A variable's text, refused when empty or blank (``name``: the variable)."""
     if not raw.strip():
         raise ConfigError(
             f"{name}: expected a value, got an empty value (unset it for the default)"
@@ -266,8 +288,11 @@ def env_text(env: Mapping[str, str], name: str) -> str | None:
 
 def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
     raw = env.get(name)
-    if raw is None:
-        return default
+    return default if raw is None else path_value(raw, name)
+
+
+def path_value(raw: str, name: str) -> Path:
+    """A variable's path, refused when empty or blank (``name``: the variable)."""
     if not raw.strip():
         raise ConfigError(f"{name}: expected a path, got an empty value")
     return Path(raw)
