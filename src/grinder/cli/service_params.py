@@ -40,7 +40,7 @@ from grinder.service.defaults import (
     VENUES,
     Venue,
 )
-from grinder.service.options import ArtifactsEnv, RunParams, ServiceParams
+from grinder.service.params import ArtifactsEnv, RunParams, ServiceParams
 
 F = TypeVar("F", bound=Callable[..., object])
 T = TypeVar("T")

@@ -1,4 +1,7 @@
-"""Service settings: flags > environment > config file > defaults.
+"""Service settings: the command line and the environment (flag > variable, resolved by
+click in ``grinder.cli.service_params`` into ``ServiceParams`` and ``RunParams``), then the
+config file, then the defaults -- merged here, in ``resolve``, into a frozen
+``ServiceOptions``.
 
 The config file is TOML with up to four tables: ``[reconcile]`` (every field of
 ``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below), ``[ha]``
@@ -35,9 +38,6 @@ from grinder.reconcile.config import (
     ConfigError,
     ReconcileConfig,
     RuntimeEnv,
-    env_float,
-    env_path,
-    seconds_problem,
     validation_message,
 )
 from grinder.redaction import masked_repr
@@ -49,6 +49,7 @@ from grinder.service.defaults import (
     DEFAULT_VENUE,
     Venue,
 )
+from grinder.service.params import RunParams, ServiceParams
 
 PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
@@ -184,71 +185,6 @@ def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {validation_message(exc)}") from None
-
-
-@dataclass(frozen=True)
-class ArtifactsEnv:
-    """Where a run's artifacts go (``GRINDER_ARTIFACTS_DIR``; None: nowhere) and how many
-    days they are kept (``GRINDER_ARTIFACT_TTL_DAYS``), read strictly."""
-
-    artifacts_dir: Path | None
-    ttl_days: float
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> ArtifactsEnv:
-        return cls(
-            artifacts_dir=env_path(env, "GRINDER_ARTIFACTS_DIR", None),
-            ttl_days=env_float(env, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS),
-        )
-
-
-@dataclass(frozen=True)
-class ServiceParams:
-    """What the command line and the environment say, each value checked, flag over
-    variable (resolved by click: ``grinder.cli.service_params``); ``resolve`` adds the
-    config file."""
-
-    venue: Venue
-    venue_url: str | None
-    config: Path | None
-    expected_db: Path | None
-    ledger_db: Path | None
-    redis_url: str | None
-    instance_id: str | None
-    redis_namespace: str | None
-    runtime: RuntimeEnv
-    """The variables without a flag: the gates, the audit and the budget."""
-    artifacts: ArtifactsEnv
-    given: Mapping[str, str]
-    """Each parameter that was given: the flag or the variable that gave it (absent: its
-    default)."""
-
-    def where(self, name: str, flag: str) -> str:
-        """The flag or the variable that gave ``name`` (``flag`` when neither did)."""
-        return self.given.get(name, flag)
-
-    def __repr__(self) -> str:
-        return masked_repr(self)
-
-
-@dataclass(frozen=True)
-class RunParams:
-    """The flags only the running service has (``grinder reconcile``)."""
-
-    duration: float | None
-    metrics_port: int
-    metrics_host: str
-    log_file: Path | None
-    reset_budget_state: bool
-    audit_out: Path | None
-    metrics_out: Path | None
-    create_expected_db: bool
-    control_socket: Path | None
-
-    def __post_init__(self) -> None:
-        problem = None if self.duration is None else seconds_problem(self.duration)
-        if problem is not None:
-            raise ConfigError(f"--duration: {problem}, got {self.duration}")
 
 
 @dataclass(frozen=True)
