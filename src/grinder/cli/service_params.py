@@ -2,8 +2,9 @@
 
 Each option names its variable (``envvar=``); click picks the source and records it
 (``Context.get_parameter_source``), and each value passes its ``ParamType``, whose message
-names the flag or the variable it came from (one line, exit 2). Two rules of the house
-click does not have are kept by ``ServiceOption``:
+names the flag or the variable it came from (``grinder.cli.options.Given``: one line,
+exit 2). Two rules of the house click does not have are kept by ``ServiceOption`` and
+those types:
 
 - a variable set but empty is *set*, and refused naming it, never read as its default
   (click reads an empty variable as unset);
@@ -29,9 +30,8 @@ import click
 from click.core import ParameterSource
 
 from grinder.cli.errors import HELP_OPTIONS
-from grinder.cli.options import Seconds
-from grinder.reconcile.config import ConfigError, RuntimeEnv, check_http_url, path_value, text_value
-from grinder.redaction import register_url
+from grinder.cli.options import FilePath, Given, Seconds, Text, Url
+from grinder.reconcile.config import ConfigError, RuntimeEnv
 from grinder.service.control import DEFAULT_SOCKET_TEXT
 from grinder.service.defaults import (
     DEFAULT_METRICS_HOST,
@@ -54,21 +54,6 @@ def environment(ctx: click.Context) -> Mapping[str, str]:
     return os.environ if env is None else env
 
 
-def given_as(ctx: click.Context | None, param: click.Parameter | None) -> str:
-    """The variable the value came from when click took it from the environment, else the
-    flag."""
-    if param is None:
-        return "value"
-    source = None if ctx is None or param.name is None else ctx.get_parameter_source(param.name)
-    if source is ParameterSource.ENVIRONMENT and isinstance(param.envvar, str):
-        return param.envvar
-    return param.opts[0] if param.opts else str(param.name)
-
-
-def _from_environment(ctx: click.Context | None, param: click.Parameter | None) -> bool:
-    return given_as(ctx, param) == (None if param is None else param.envvar)
-
-
 class ServiceOption(click.Option):
     """An option whose variable is read from the command's environment, an empty value
     included (its ``ParamType`` refuses it naming the variable)."""
@@ -79,52 +64,6 @@ class ServiceOption(click.Option):
         return environment(ctx).get(self.envvar)
 
 
-class Text(click.ParamType[str, Any]):
-    """Any text but an empty or blank one."""
-
-    name = "text"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        text = str(value)
-        if _from_environment(ctx, param):
-            return text_value(text, given_as(ctx, param))
-        if not text.strip():
-            raise ConfigError(f"{given_as(ctx, param)}: expected a value, got {text!r}")
-        return text
-
-
-class Url(Text):
-    """A URL; its password is registered at once (``grinder.redaction``): masked in every
-    output, whatever goes wrong next. With ``http`` it must be http(s)://host[:port][/path]."""
-
-    name = "url"
-
-    def __init__(self, *, http: bool) -> None:
-        self.http = http
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        register_url(str(value))
-        url = super().convert(value, param, ctx)
-        return check_http_url(url, given_as(ctx, param)) if self.http else url
-
-
-class FilePath(click.Path):
-    """A path to a file, not a directory (click's check of a flag's value); empty is refused."""
-
-    def __init__(self, *, dir_okay: bool = False) -> None:
-        super().__init__(dir_okay=dir_okay, path_type=Path)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, Path):
-            return value
-        text = str(value)
-        if _from_environment(ctx, param):
-            return path_value(text, given_as(ctx, param))
-        if not text.strip():
-            raise ConfigError(f"{given_as(ctx, param)}: expected a value, got {text!r}")
-        return super().convert(value, param, ctx)
-
-
 class VenueChoice(click.Choice[Venue]):
     """``sim``, ``testnet`` or ``mainnet``: click's message for the flag, one naming the
     variable for ``GRINDER_VENUE``."""
@@ -133,10 +72,9 @@ class VenueChoice(click.Choice[Venue]):
         super().__init__(VENUES)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if _from_environment(ctx, param) and value not in VENUES:
-            raise ConfigError(
-                f"{given_as(ctx, param)}: expected one of {', '.join(VENUES)}, got {value!r}"
-            )
+        given = Given.of(ctx, param)
+        if given.variable and value not in VENUES:
+            raise ConfigError(f"{given.name}: expected one of {', '.join(VENUES)}, got {value!r}")
         return super().convert(value, param, ctx)
 
 
