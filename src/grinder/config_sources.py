@@ -73,8 +73,11 @@ _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 def env_text(env: Mapping[str, str], name: str) -> str | None:
     """The variable's value; unset is None; set but empty (or blank) is a ``ConfigError``."""
     raw = env.get(name)
-    if raw is None:
-        return None
+    return None if raw is None else text_value(raw, name)
+
+
+def text_value(raw: str, name: str) -> str:
+    """A variable's text, refused when empty or blank (``name``: the variable)."""
     if not raw.strip():
         raise ConfigError(
             f"{name}: expected a value, got an empty value (unset it for the default)"
@@ -84,8 +87,11 @@ def env_text(env: Mapping[str, str], name: str) -> str | None:
 
 def env_path(env: Mapping[str, str], name: str, default: Path | None) -> Path | None:
     raw = env.get(name)
-    if raw is None:
-        return default
+    return default if raw is None else path_value(raw, name)
+
+
+def path_value(raw: str, name: str) -> Path:
+    """A variable's path, refused when empty or blank (``name``: the variable)."""
     if not raw.strip():
         raise ConfigError(f"{name}: expected a path, got an empty value")
     return Path(raw)

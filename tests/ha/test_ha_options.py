@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
+from grinder.cli.reconcile import service_options
 from grinder.reconcile.config import ConfigError
-from grinder.service.options import ServiceFlags, resolve
 
 pytestmark = [pytest.mark.redis, pytest.mark.subprocess]
 
 
 def test_without_a_redis_url_the_service_runs_alone() -> None:
-    assert resolve(ServiceFlags(), {}).ha is None
+    assert service_options([], {}).ha is None
 
 
 def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
         "GRINDER_INSTANCE_ID": "env-id",
         "GRINDER_REDIS_NAMESPACE": "fromenv",
     }
-    ha = resolve(ServiceFlags(config=str(cfg)), env).ha
+    ha = service_options(["--config", str(cfg)], env).ha
     assert ha is not None
     assert (ha.redis_url, ha.instance_id, ha.namespace) == (
         "redis://env:6379/0",
@@ -35,13 +35,13 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
         "fromenv",
     )
     assert ha.config.lease_ttl_s == 3
-    ha = resolve(
-        ServiceFlags(
-            config=str(cfg),
-            redis_url="redis://flag:6379/1",
-            instance_id="flag-id",
-            redis_namespace="fromflag",
-        ),
+    ha = service_options(
+        [
+            *("--config", str(cfg)),
+            *("--redis-url", "redis://flag:6379/1"),
+            *("--instance-id", "flag-id"),
+            *("--redis-namespace", "fromflag"),
+        ],
         env,
     ).ha
     assert ha is not None
@@ -50,7 +50,7 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
         "flag-id",
         "fromflag",
     )
-    ha = resolve(ServiceFlags(config=str(cfg), redis_url="redis://h:1/0"), {}).ha
+    ha = service_options(["--config", str(cfg), "--redis-url", "redis://h:1/0"], {}).ha
     assert ha is not None
     assert ha.namespace == "fromfile"
     assert ha.instance_id.endswith(f"-{os.getpid()}")  # <hostname>-<pid>
@@ -59,26 +59,26 @@ def test_flag_wins_over_environment_and_environment_over_the_file(tmp_path: Path
 @pytest.mark.parametrize(
     ("flags", "env", "toml", "needle"),
     [
-        ({"redis_url": "http://x:1"}, {}, "", "--redis-url"),
-        ({}, {"GRINDER_REDIS_URL": "redis://"}, "", "GRINDER_REDIS_URL"),
-        ({"redis_url": "redis://h:1", "instance_id": "a b"}, {}, "", "--instance-id"),
-        ({"redis_url": "redis://h:1", "redis_namespace": "a b"}, {}, "", "--redis-namespace"),
-        ({"instance_id": "a"}, {}, "", "--redis-url"),
-        ({}, {}, "[ha]\nlease_ttl_s = 1\nrenew_interval_s = 0.9\n", "[ha]"),
-        ({}, {}, "[ha]\nlease = 1\n", "[ha]"),
-        ({}, {}, "[ha]\nredis_timeout_s = 5\n", "[ha]"),
-        ({}, {}, "[nope]\n", "[ha]"),
+        (["--redis-url", "http://x:1"], {}, "", "--redis-url"),
+        ([], {"GRINDER_REDIS_URL": "redis://"}, "", "GRINDER_REDIS_URL"),
+        (["--redis-url", "redis://h:1", "--instance-id", "a b"], {}, "", "--instance-id"),
+        (["--redis-url", "redis://h:1", "--redis-namespace", "a b"], {}, "", "--redis-namespace"),
+        (["--instance-id", "a"], {}, "", "--redis-url"),
+        ([], {}, "[ha]\nlease_ttl_s = 1\nrenew_interval_s = 0.9\n", "[ha]"),
+        ([], {}, "[ha]\nlease = 1\n", "[ha]"),
+        ([], {}, "[ha]\nredis_timeout_s = 5\n", "[ha]"),
+        ([], {}, "[nope]\n", "[ha]"),
     ],
 )
 def test_bad_ha_settings_are_one_clear_error(
-    tmp_path: Path, flags: dict[str, str], env: dict[str, str], toml: str, needle: str
+    tmp_path: Path, flags: list[str], env: dict[str, str], toml: str, needle: str
 ) -> None:
     if toml:
         cfg = tmp_path / "g.toml"
         cfg.write_text(toml)
-        flags = {**flags, "config": str(cfg)}
+        flags = [*flags, "--config", str(cfg)]
     with pytest.raises(ConfigError) as err:
-        resolve(ServiceFlags(**flags), env)
+        service_options(flags, env)
     assert needle in str(err.value)
 
 

@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -105,10 +106,12 @@ async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
         with ``expected_db`` the file is created and the test's bot process writes it."""
         if live:
             cfg.update(dry_run=False, allow_active_remediation=True)
-        opts = options(tmp_path, **cfg)
-        opts.armed = live
-        opts.expected_db = expected_db
-        opts.create_expected_db = expected_db is not None
+        opts = replace(
+            options(tmp_path, **cfg),
+            armed=live,
+            expected_db=expected_db,
+            create_expected_db=expected_db is not None,
+        )
         budget = BudgetTracker(
             config=opts.reconcile, store=FileBudgetStore(tmp_path / "budget.json")
         )

@@ -34,7 +34,6 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "ceremony/active.py::stage3": (73, CEREMONY),
     "ceremony/passive.py::stage2": (82, CEREMONY),
     "ceremony/passive.py::_planned_rate": (72, PENDING),
-    "cli/expected.py::adopt": (69, PENDING),
     "exchange/binance/stream.py::UserDataStream._connect_once": (85, PENDING),
     "exchange/simulator/account.py::Account.place": (77, PARAMETER_ORDER),
     "exchange/simulator/algo.py::parse_algo_order": (97, PARAMETER_ORDER),
@@ -43,7 +42,6 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "service/main.py::run_service": (77, SERVICE_MAIN),
     "service/main.py::write_artifacts": (75, SERVICE_MAIN),
     "service/metrics.py::ServiceMetrics.__init__": (70, DATA_TABLE),
-    "service/options.py::resolve": (70, PENDING),
     "state/adopt.py::adopt_baseline": (70, PENDING),
 }
 

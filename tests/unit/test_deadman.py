@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from grinder.cli.reconcile import service_options
 from grinder.clock import ManualClock
 from grinder.deadman.config import DeadmanConfig
 from grinder.deadman.decision import (
@@ -33,7 +34,7 @@ from grinder.exchange.port import TransientExchangeError
 from grinder.reconcile.config import ConfigError
 from grinder.reconcile.write_window import MIN_WRITE_WINDOW_MS, WRITE_WINDOW_MS
 from grinder.service.deadman import DeadmanSwitch
-from grinder.service.options import ServiceFlags, load_config_file, resolve
+from grinder.service.options import load_config_file
 
 HEALTHY = Health(
     acting=True,
@@ -114,14 +115,14 @@ def test_resolve_checks_the_handover_and_mainnet(tmp_path: Path) -> None:
         '[deadman]\nenabled = true\nsymbols = ["BTCUSDT"]\ncountdown_s = 17.0\n'
         "renew_interval_s = 5.0\n"
     )
-    flags = ServiceFlags(config=str(path), redis_url="redis://127.0.0.1:1/0")
+    flags = ["--config", str(path), "--redis-url", "redis://127.0.0.1:1/0"]
     with pytest.raises(ConfigError, match="the switch could trip during a failover"):
-        resolve(flags, {})
-    assert resolve(ServiceFlags(config=str(path)), {}).deadman.enabled  # alone: no lease
-    mainnet = ServiceFlags(config=str(path), venue="mainnet")
+        service_options(flags, {})
+    assert service_options(["--config", str(path)], {}).deadman.enabled  # alone: no lease
+    mainnet = ["--config", str(path), "--venue", "mainnet"]
     with pytest.raises(ConfigError, match="needs ALLOW_MAINNET_TRADE=1"):
-        resolve(mainnet, {})
-    assert resolve(mainnet, {"ALLOW_MAINNET_TRADE": "1"}).deadman.symbols == ["BTCUSDT"]
+        service_options(mainnet, {})
+    assert service_options(mainnet, {"ALLOW_MAINNET_TRADE": "1"}).deadman.symbols == ["BTCUSDT"]
 
 
 # --- the pure decision ------------------------------------------------------------------------
@@ -318,12 +319,12 @@ def test_a_listed_switch_is_checked_at_start_even_when_off(tmp_path: Path) -> No
         '[deadman]\nenabled = false\nsymbols = ["BTCUSDT"]\ncountdown_s = 17.0\n'
         "renew_interval_s = 5.0\n"
     )
-    ha = ServiceFlags(config=str(path), redis_url="redis://127.0.0.1:1/0")
+    ha = ["--config", str(path), "--redis-url", "redis://127.0.0.1:1/0"]
     with pytest.raises(ConfigError, match="could trip during a failover"):
-        resolve(ha, {})
+        service_options(ha, {})
     with pytest.raises(ConfigError, match="needs ALLOW_MAINNET_TRADE=1"):
-        resolve(ServiceFlags(config=str(path), venue="mainnet"), {})
-    assert not resolve(ServiceFlags(config=str(path)), {}).deadman.enabled
+        service_options(["--config", str(path), "--venue", "mainnet"], {})
+    assert not service_options(["--config", str(path)], {}).deadman.enabled
 
 
 def test_a_failing_stop_is_sent_again_at_the_renewals_pace_not_every_tick() -> None:
@@ -352,7 +353,7 @@ def test_a_reload_switches_the_switch_off_and_on_and_nothing_else(tmp_path: Path
     table = '[deadman]\nenabled = {on}\nsymbols = ["BTCUSDT"]\ncountdown_s = {c}\n'
     table += "renew_interval_s = 5.0\n"
     path.write_text(table.format(on="true", c="15.0"))
-    opts = resolve(ServiceFlags(config=str(path)), {})
+    opts = service_options(["--config", str(path)], {})
     h = Harness()
     settings = ServiceSettings(
         opts,

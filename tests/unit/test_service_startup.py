@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -14,12 +15,14 @@ import pytest
 
 from grinder.cli.errors import EXIT_USAGE, run_command
 from grinder.cli.main import cli
-from grinder.cli.options import MAX_SECONDS, Seconds
-from grinder.reconcile.config import ConfigError
+from grinder.cli.options import Seconds
+from grinder.cli.reconcile import reconcile, service_options
+from grinder.cli.service_params import parse, run_params
+from grinder.reconcile.config import MAX_SECONDS, ConfigError
 from grinder.service.artifacts import clean_old_days
 from grinder.service.control import MAX_SOCKET_PATH, check_socket_path
 from grinder.service.httpd import listen_error
-from grinder.service.options import ServiceFlags, load_config_file, resolve
+from grinder.service.options import load_config_file
 from grinder.service.preflight import check_expected_db, check_output_file
 from grinder.service.state import open_expected
 from grinder.state.recorder import ExpectedRecorder
@@ -61,9 +64,10 @@ def test_every_seconds_option_refuses_inf_and_nan_with_one_line(
 
 
 def test_duration_out_of_range_is_refused_by_resolve_too() -> None:
+    run = run_params(parse(reconcile, [], {}))
     for value in (float("inf"), float("nan"), 0.0, 2 * MAX_SECONDS):
         with pytest.raises(ConfigError, match="--duration"):
-            resolve(ServiceFlags(duration=value), {})
+            replace(run, duration=value)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +105,7 @@ def test_artifact_ttl_longer_than_the_calendar_removes_nothing(tmp_path: Path) -
 @pytest.mark.parametrize("raw", ["", "  "])
 def test_an_empty_variable_is_refused_naming_it(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=f"^{name}: "):
-        resolve(ServiceFlags(), {name: raw})
+        service_options([], {name: raw})
 
 
 @pytest.mark.parametrize(
@@ -109,12 +113,12 @@ def test_an_empty_variable_is_refused_naming_it(name: str, raw: str) -> None:
 )
 def test_an_empty_flag_is_refused_naming_it(flag: str) -> None:
     with pytest.raises(ConfigError, match=f"^--{flag.replace('_', '-')}: expected a value"):
-        resolve(ServiceFlags(**{flag: ""}), {})
+        service_options([f"--{flag.replace('_', '-')}", ""], {})
 
 
 def test_expected_db_remembers_whether_the_flag_or_the_variable_named_it() -> None:
-    assert resolve(ServiceFlags(expected_db="a.db"), {}).expected_db_where == "--expected-db"
-    opts = resolve(ServiceFlags(), {"GRINDER_EXPECTED_DB": "b.db"})
+    assert service_options(["--expected-db", "a.db"], {}).expected_db_where == "--expected-db"
+    opts = service_options([], {"GRINDER_EXPECTED_DB": "b.db"})
     assert (opts.expected_db, opts.expected_db_where) == (Path("b.db"), "GRINDER_EXPECTED_DB")
 
 
@@ -183,10 +187,10 @@ def test_a_missing_expected_db_is_refused_naming_the_flag_or_variable_and_the_pa
 
 def test_create_expected_db_needs_an_expected_db() -> None:
     with pytest.raises(ConfigError, match=r"^--create-expected-db: needs --expected-db"):
-        resolve(ServiceFlags(create_expected_db=True), {})
-    opts = resolve(ServiceFlags(create_expected_db=True), {"GRINDER_EXPECTED_DB": "b.db"})
+        service_options(["--create-expected-db"], {})
+    opts = service_options(["--create-expected-db"], {"GRINDER_EXPECTED_DB": "b.db"})
     assert (opts.expected_db, opts.create_expected_db) == (Path("b.db"), True)
-    assert resolve(ServiceFlags(expected_db="a.db"), {}).create_expected_db is False
+    assert service_options(["--expected-db", "a.db"], {}).create_expected_db is False
 
 
 def test_a_socket_path_too_long_for_unix_sockets_is_an_error(tmp_path: Path) -> None:

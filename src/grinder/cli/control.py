@@ -25,6 +25,7 @@ import json
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,26 +125,29 @@ def _show(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
-def _word(
-    route: str,
-    body: dict[str, Any],
-    *,
-    socket_path: str | None,
-    redis_url: str | None,
-    namespace: str | None,
-    reason: str | None,
-) -> None:
+@dataclass(frozen=True)
+class WordTo:
+    """Where a word goes (``--socket``, ``--redis-url``, ``--redis-namespace``) and why it is
+    given (``--reason``)."""
+
+    socket_path: str | None
+    redis_url: str | None
+    namespace: str | None
+    reason: str | None
+
+
+def _word(route: str, body: dict[str, Any], to: WordTo) -> None:
     """Give a word: through the socket, or into Redis (see ``redis_url_of``)."""
     try:
-        check_reason(reason)
+        check_reason(to.reason)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    body = {**body, "by": caller(), "reason": reason}
-    url = redis_url_of(socket_path, redis_url)
+    body = {**body, "by": caller(), "reason": to.reason}
+    url = redis_url_of(to.socket_path, to.redis_url)
     if url is not None:
-        result = redis_command(url, namespace, route, body)
+        result = redis_command(url, to.namespace, route, body)
     else:
-        result = call(socket_path, "POST", route, body)
+        result = call(to.socket_path, "POST", route, body)
     _show(result)
     recorded = result.get("recorded", "") if isinstance(result, dict) else ""
     if recorded.startswith("this instance only"):
@@ -202,46 +206,69 @@ def _word_options(fn: F) -> F:
 @click.argument("field")
 @click.argument("value")
 @_word_options
-def set_field(field: str, value: str, **where: Any) -> None:
+def set_field(
+    field: str,
+    value: str,
+    socket_path: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    reason: str | None,
+) -> None:
     """Give FIELD the value VALUE (`action none` and `dry_run true` are rollbacks)."""
-    _word("/set", {"field": field, "value": value}, **where)
+    _word(
+        "/set", {"field": field, "value": value}, WordTo(socket_path, redis_url, namespace, reason)
+    )
 
 
 @control.command("arm")
 @_word_options
-def arm(**where: Any) -> None:
+def arm(
+    socket_path: str | None, redis_url: str | None, namespace: str | None, reason: str | None
+) -> None:
     """Arm the executor (gate 4); refused while the rollback disarm stands."""
-    _word("/arm", {"armed": True}, **where)
+    _word("/arm", {"armed": True}, WordTo(socket_path, redis_url, namespace, reason))
 
 
 @control.command("disarm")
 @_word_options
-def disarm(**where: Any) -> None:
+def disarm(
+    socket_path: str | None, redis_url: str | None, namespace: str | None, reason: str | None
+) -> None:
     """Disarm every instance: no exchange write until `lift disarm`."""
-    _word("/arm", {"armed": False}, **where)
+    _word("/arm", {"armed": False}, WordTo(socket_path, redis_url, namespace, reason))
 
 
 @control.command("allow-mainnet")
 @_word_options
-def allow_mainnet(**where: Any) -> None:
+def allow_mainnet(
+    socket_path: str | None, redis_url: str | None, namespace: str | None, reason: str | None
+) -> None:
     """Open gate 5 (ALLOW_MAINNET_TRADE=1) on every instance of the running deployment."""
-    _word("/mainnet", {"allow": True}, **where)
+    _word("/mainnet", {"allow": True}, WordTo(socket_path, redis_url, namespace, reason))
 
 
 @control.command("deny-mainnet")
 @_word_options
-def deny_mainnet(**where: Any) -> None:
+def deny_mainnet(
+    socket_path: str | None, redis_url: str | None, namespace: str | None, reason: str | None
+) -> None:
     """Close gate 5 on every instance (rollback deny-mainnet)."""
-    _word("/mainnet", {"allow": False}, **where)
+    _word("/mainnet", {"allow": False}, WordTo(socket_path, redis_url, namespace, reason))
 
 
 @control.command("lift")
 @click.argument("name")
 @_word_options
-def lift(name: str, **where: Any) -> None:
+def lift(
+    name: str,
+    socket_path: str | None,
+    redis_url: str | None,
+    namespace: str | None,
+    reason: str | None,
+) -> None:
     """Lift NAME: a rollback (action-none, dry-run, disarm, deny-mainnet), the operator's
     word on one setting (its name), or all. The setting returns to its configured value."""
-    _word("/lift", {"name": name}, **where)
+    _word("/lift", {"name": name}, WordTo(socket_path, redis_url, namespace, reason))
 
 
 @control.command("reload")

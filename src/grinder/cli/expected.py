@@ -22,11 +22,16 @@ from contextlib import contextmanager
 import click
 
 from grinder.cli.errors import UsageError
-from grinder.cli.options import file_option, url_option
+from grinder.cli.service_params import (
+    config_option,
+    expected_db_option,
+    redis_options,
+    service_params,
+    venue_options,
+)
 from grinder.clock import wall_clock_ms
 from grinder.ha.connection import RedisConnection
-from grinder.service.defaults import VENUES, Venue
-from grinder.service.options import ServiceFlags, ServiceOptions, resolve
+from grinder.service.options import ServiceOptions, resolve
 from grinder.service.preflight import check_expected_db
 from grinder.service.venue import check_venue, connect_venue
 from grinder.state.adopt import AdoptReport, adopt_baseline
@@ -41,48 +46,25 @@ def expected() -> None:
 
 
 @expected.command("adopt")
-@file_option("--expected-db", help="The expected-state file [env GRINDER_EXPECTED_DB].")
-@url_option(
-    "--redis-url",
-    help="Without --expected-db: the shared expected state in this Redis [env GRINDER_REDIS_URL].",
-    http=False,
+@expected_db_option("The expected-state file [env GRINDER_EXPECTED_DB].")
+@redis_options(
+    "Without --expected-db: the shared expected state in this Redis [env GRINDER_REDIS_URL].",
+    "Key prefix in Redis [env GRINDER_REDIS_NAMESPACE; default: the config's, grinder].",
 )
-@click.option(
-    "--redis-namespace",
-    default=None,
-    help="Key prefix in Redis [env GRINDER_REDIS_NAMESPACE; default: the config's, grinder].",
-)
-@click.option("--venue", type=click.Choice(VENUES), default=None, help="[env GRINDER_VENUE]")
-@url_option("--venue-url", help="REST base URL of the venue.")
-@file_option(
-    "--config",
-    help="TOML config: the client order id prefix and strategy allowlist that make an order ours.",
+@venue_options
+@config_option(
+    "TOML config: the client order id prefix and strategy allowlist that make an order ours."
 )
 @click.option("--yes", is_flag=True, help="Write without asking.")
-def adopt(
-    expected_db: str | None,
-    redis_url: str | None,
-    redis_namespace: str | None,
-    venue: Venue | None,
-    venue_url: str | None,
-    config: str | None,
-    yes: bool,
-) -> int:
+@click.pass_context
+def adopt(ctx: click.Context, /, yes: bool, **_resolved: object) -> int:
     """Record the exchange's open orders of ours and its positions as expected.
 
     Orders that are not ours are never recorded. Nothing is sent to the exchange. The
     file is created when it does not exist. Adoption is not a bot's write: remediation
     stays blocked (expected_state_stale) until the bot writes or heartbeats.
     """
-    flags = ServiceFlags(
-        venue=venue,
-        venue_url=venue_url,
-        config=config,
-        expected_db=expected_db,
-        redis_url=redis_url,
-        redis_namespace=redis_namespace,
-    )
-    opts = resolve(flags, os.environ)
+    opts = resolve(service_params(ctx))
     if opts.expected_db is None and opts.ha is None:
         raise UsageError(
             "--expected-db (or GRINDER_EXPECTED_DB) or --redis-url (or GRINDER_REDIS_URL) "

@@ -11,11 +11,9 @@ from pydantic import ConfigDict, Field, model_validator
 
 from grinder.ha.connection import DEFAULT_NAMESPACE, DEFAULT_TIMEOUT_S, check_namespace
 from grinder.ha.elector import ElectorTimings
-from grinder.reconcile.config import CheckedModel
+from grinder.reconcile.config import MAX_SECONDS, CheckedModel
 from grinder.redaction import masked_repr
 
-MAX_SECONDS = 1e9
-"""Upper bound of every number of seconds here, so no timing overflows a millisecond clock."""
 PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 NonNegFloat = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 

@@ -15,6 +15,7 @@ Reading them -- a TOML file, the environment -- is the shell's: ``grinder.config
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
@@ -194,3 +195,22 @@ class ReconcileConfig(CheckedModel):
         """A flat, printable view (Decimals as strings)."""
         out = self.model_dump()
         return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in out.items()}
+
+
+MAX_SECONDS = 1e9
+"""Upper bound of every number of seconds given (about 31 years): no deadline overflows a
+clock."""
+
+
+def seconds_problem(number: float, *, allow_zero: bool = False) -> str | None:
+    """Why ``number`` is no number of seconds -- finite, > 0 (>= 0 with ``allow_zero``),
+    at most ``MAX_SECONDS`` -- or None when it is one."""
+    low = ">= 0" if allow_zero else "> 0"
+    if (
+        not math.isfinite(number)
+        or number > MAX_SECONDS
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
+        return f"expected a finite number of seconds {low} and <= {MAX_SECONDS:.0f}"
+    return None

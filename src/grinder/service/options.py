@@ -1,4 +1,7 @@
-"""Service settings: flags > environment > config file > defaults.
+"""Service settings: the command line and the environment (flag > variable, resolved by
+click in ``grinder.cli.service_params`` into ``ServiceParams`` and ``RunParams``), then the
+config file, then the defaults -- merged here, in ``resolve``, into a frozen
+``ServiceOptions``.
 
 The config file is TOML with up to four tables: ``[reconcile]`` (every field of
 ``ReconcileConfig``), ``[service]`` (``ServiceConfig`` below), ``[ha]``
@@ -16,37 +19,39 @@ this instance, ``--redis-namespace`` / ``GRINDER_REDIS_NAMESPACE`` overrides
 
 from __future__ import annotations
 
-import math
-import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
-from grinder.config_sources import RuntimeEnv, env_float, env_path, env_text
+from grinder.config_sources import RuntimeEnv
 from grinder.deadman.config import DeadmanConfig
 from grinder.exchange.binance.futures_port import BinanceFuturesPort
 from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.ha.config import HaConfig, HaSettings, default_instance_id
 from grinder.ha.connection import check_namespace, check_url
-from grinder.reconcile.config import CheckedModel, ConfigError, ReconcileConfig, validation_message
-from grinder.redaction import masked_repr, register_url
+from grinder.reconcile.config import (
+    MAX_SECONDS,
+    CheckedModel,
+    ConfigError,
+    ReconcileConfig,
+    validation_message,
+)
+from grinder.redaction import masked_repr
 from grinder.service.configured import Origin, configured
 from grinder.service.defaults import (
     DEFAULT_ARTIFACT_TTL_DAYS,
     DEFAULT_METRICS_HOST,
     DEFAULT_METRICS_PORT,
     DEFAULT_VENUE,
-    VENUES,
     Venue,
 )
+from grinder.service.params import RunParams, ServiceParams
 
-MAX_FLOAT = 1e9
-"""Upper bound of the file's numbers of seconds (and rates): no interval overflows a clock."""
-PosFloat = Annotated[float, Field(gt=0, le=MAX_FLOAT, allow_inf_nan=False, strict=True)]
+PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
 
 IP_WEIGHT_PER_MINUTE = DEFAULT_WEIGHT_LIMIT
@@ -192,36 +197,6 @@ def _validate(model: type[_M], data: dict[str, Any], where: str) -> _M:
 
 
 @dataclass(frozen=True)
-class ServiceFlags:
-    """What the command line said, as parsed (None: the flag was not given).
-
-    Each field is named as its flag (``config`` is ``--config``); ``resolve`` adds the
-    environment, the config file and the defaults.
-    """
-
-    duration: float | None = None
-    venue: Venue | None = None
-    venue_url: str | None = None
-    config: str | None = None
-    metrics_port: int = DEFAULT_METRICS_PORT
-    metrics_host: str = DEFAULT_METRICS_HOST
-    log_file: str | None = None
-    reset_budget_state: bool = False
-    audit_out: str | None = None
-    metrics_out: str | None = None
-    expected_db: str | None = None
-    create_expected_db: bool = False
-    control_socket: str | None = None
-    redis_url: str | None = None
-    instance_id: str | None = None
-    redis_namespace: str | None = None
-    ledger_db: str | None = None
-
-    def __repr__(self) -> str:
-        return masked_repr(self)
-
-
-@dataclass
 class ServiceOptions:
     """Everything the service was asked to do, resolved and validated."""
 
@@ -275,68 +250,33 @@ class ServiceOptions:
         return None
 
 
-def resolve(
-    flags: ServiceFlags,
-    env: Mapping[str, str] | None = None,
-) -> ServiceOptions:
-    """Combine flags, environment and config file into ``ServiceOptions``."""
-    src = os.environ if env is None else env
-    register_url(flags.venue_url)  # its password is masked in every output from now on
-    _refuse_empty_flags(flags)
-    runtime = RuntimeEnv.from_env(src)
-    venue_env = src.get("GRINDER_VENUE")  # set but empty is not "unset": it is refused below
-    venue_raw = flags.venue or (DEFAULT_VENUE if venue_env is None else venue_env)
-    venue = next((v for v in VENUES if v == venue_raw), None)
-    if venue is None:
-        where = "--venue" if flags.venue else "GRINDER_VENUE"
-        raise ConfigError(f"{where}: expected one of {', '.join(VENUES)}, got {venue_raw!r}")
-    config_path = _path(flags.config)
-    file_cfg = load_config_file(config_path)
+def resolve(params: ServiceParams, run: RunParams | None = None) -> ServiceOptions:
+    """The command line and the environment (``params``; ``run``: the service's own flags,
+    None for a command that does not run it), over the config file, over the defaults."""
+    file_cfg = load_config_file(params.config)
     # Environment gates override the file when they are set.
-    settings = configured(file_cfg.reconcile, file_armed(file_cfg), runtime, config_path)
-    expected_db = _path(flags.expected_db) or env_path(src, "GRINDER_EXPECTED_DB", None)
-    expected_db_where = "--expected-db" if flags.expected_db else "GRINDER_EXPECTED_DB"
-    if flags.create_expected_db and not expected_db:
-        raise ConfigError(
-            "--create-expected-db: needs --expected-db FILE (or GRINDER_EXPECTED_DB) to create"
-        )
-    artifacts = env_path(src, "GRINDER_ARTIFACTS_DIR", None)
-    ttl_days = env_float(src, "GRINDER_ARTIFACT_TTL_DAYS", DEFAULT_ARTIFACT_TTL_DAYS)
-    duration = flags.duration
-    if duration is not None and not (math.isfinite(duration) and 0 < duration <= MAX_FLOAT):
-        raise ConfigError(
-            f"--duration: expected a finite number of seconds > 0 and <= {MAX_FLOAT:.0f}, "
-            f"got {duration}"
-        )
-    ha = _ha_settings(flags, src, file_cfg.ha)
-    _check_deadman(file_cfg.deadman, config_path, venue, ha, runtime.allow_mainnet_trade)
-    ledger_db = _path(flags.ledger_db) or env_path(src, "GRINDER_LEDGER_DB", None)
-    ledger_db_where = "--ledger-db" if flags.ledger_db else "GRINDER_LEDGER_DB"
-    if ledger_db is not None and ha is not None:
+    settings = configured(file_cfg.reconcile, file_armed(file_cfg), params.runtime, params.config)
+    ha = _ha_settings(params, file_cfg.ha)
+    _check_deadman(
+        file_cfg.deadman, params.config, params.venue, ha, params.runtime.allow_mainnet_trade
+    )
+    ledger_db_where = params.where("ledger_db", "--ledger-db")
+    if params.ledger_db is not None and ha is not None:
         raise ConfigError(
             f"{ledger_db_where}: with HA (a Redis URL) the incident ledger is kept in Redis, "
             "shared by the instances; leave out the ledger file"
         )
-    return ServiceOptions(
-        venue=venue,
-        venue_url=flags.venue_url,
-        duration_s=duration,
-        config_path=config_path,
-        metrics_host=flags.metrics_host,
-        metrics_port=flags.metrics_port,
-        log_file=_path(flags.log_file),
-        reset_budget_state=flags.reset_budget_state,
-        audit_out=_path(flags.audit_out),
-        metrics_out=_path(flags.metrics_out),
-        expected_db=expected_db,
-        expected_db_where=expected_db_where,
-        create_expected_db=flags.create_expected_db,
-        control_socket=_path(flags.control_socket),
-        ledger_db=ledger_db,
+    opts = ServiceOptions(
+        venue=params.venue,
+        venue_url=params.venue_url,
+        config_path=params.config,
+        expected_db=params.expected_db,
+        expected_db_where=params.where("expected_db", "--expected-db"),
+        ledger_db=params.ledger_db,
         ledger_db_where=ledger_db_where,
-        artifacts_dir=artifacts,
-        artifact_ttl_days=ttl_days,
-        env=runtime,
+        artifacts_dir=params.artifacts.artifacts_dir,
+        artifact_ttl_days=params.artifacts.ttl_days,
+        env=params.runtime,
         reconcile=settings.reconcile,
         service=file_cfg.service,
         armed=settings.armed,
@@ -344,6 +284,26 @@ def resolve(
         ha=ha,
         file_ha=file_cfg.ha,
         deadman=file_cfg.deadman,
+    )
+    return opts if run is None else _with_run(opts, run)
+
+
+def _with_run(opts: ServiceOptions, run: RunParams) -> ServiceOptions:
+    if run.create_expected_db and opts.expected_db is None:
+        raise ConfigError(
+            "--create-expected-db: needs --expected-db FILE (or GRINDER_EXPECTED_DB) to create"
+        )
+    return replace(
+        opts,
+        duration_s=run.duration,
+        metrics_host=run.metrics_host,
+        metrics_port=run.metrics_port,
+        log_file=run.log_file,
+        reset_budget_state=run.reset_budget_state,
+        audit_out=run.audit_out,
+        metrics_out=run.metrics_out,
+        create_expected_db=run.create_expected_db,
+        control_socket=run.control_socket,
     )
 
 
@@ -368,46 +328,24 @@ def _check_deadman(
         )
 
 
-def _ha_settings(
-    flags: ServiceFlags, src: Mapping[str, str], file_ha: HaConfig
-) -> HaSettings | None:
-    """HA settings when a Redis URL is given (flag > environment), else None."""
-    url = flags.redis_url
-    where = "--redis-url"
+def _ha_settings(params: ServiceParams, file_ha: HaConfig) -> HaSettings | None:
+    """HA settings when a Redis URL is given, else None."""
+    url = params.redis_url
     if not url:
-        url = env_text(src, "GRINDER_REDIS_URL")
-        where = "GRINDER_REDIS_URL"
-    register_url(url)  # its password is masked in every output from now on
-    instance = flags.instance_id or env_text(src, "GRINDER_INSTANCE_ID")
-    namespace = flags.redis_namespace or env_text(src, "GRINDER_REDIS_NAMESPACE")
-    if not url:
-        if flags.instance_id or flags.redis_namespace:
+        flags = [params.given.get(n, "") for n in ("instance_id", "redis_namespace")]
+        if any(f.startswith("--") for f in flags):
             raise ConfigError("--instance-id/--redis-namespace: need --redis-url (HA on Redis)")
         return None
+    namespace = params.redis_namespace
     try:
-        check_url(url, where=where)
+        check_url(url, where=params.where("redis_url", "--redis-url"))
         if namespace:
-            check_namespace(
-                namespace,
-                where="--redis-namespace" if flags.redis_namespace else "GRINDER_REDIS_NAMESPACE",
-            )
+            check_namespace(namespace, where=params.where("redis_namespace", "--redis-namespace"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    instance = instance or default_instance_id()
+    instance = params.instance_id or default_instance_id()
     if any(c.isspace() for c in instance) or not 0 < len(instance) <= 128:
-        iwhere = "--instance-id" if flags.instance_id else "GRINDER_INSTANCE_ID"
+        iwhere = params.where("instance_id", "--instance-id")
         raise ConfigError(f"{iwhere}: expected 1-128 characters without spaces, got {instance!r}")
     config = file_ha.model_copy(update={"namespace": namespace}) if namespace else file_ha
     return HaSettings(redis_url=url, instance_id=instance, config=config)
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
-
-
-def _refuse_empty_flags(flags: ServiceFlags) -> None:
-    """A flag given an empty value (``--log-file ""``) is an error, never its default."""
-    for f in fields(flags):
-        value = getattr(flags, f.name)
-        if isinstance(value, str) and not value.strip():
-            raise ConfigError(f"--{f.name.replace('_', '-')}: expected a value, got {value!r}")
