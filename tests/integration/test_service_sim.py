@@ -549,10 +549,12 @@ async def test_a_stop_while_starting_closes_what_the_start_opened_and_nothing_el
     try:
         async with SimControl(sim.base_url) as ctl:
             await ctl.call("POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
-        opts = options(tmp_path)
-        opts.venue_url = sim.base_url
-        opts.expected_db = tmp_path / "expected.db"
-        opts.create_expected_db = True
+        opts = replace(
+            options(tmp_path),
+            venue_url=sim.base_url,
+            expected_db=tmp_path / "expected.db",
+            create_expected_db=True,
+        )
         socket_path = tmp_path / "ctl" / "control.sock"
         service = ReconcileService(
             opts,
