@@ -24,6 +24,7 @@ import click
 from grinder.cli.errors import UsageError
 from grinder.cli.options import file_option, url_option
 from grinder.clock import wall_clock_ms
+from grinder.exchange.binance.credentials import Credentials
 from grinder.ha.connection import RedisConnection
 from grinder.service.defaults import VENUES, Venue
 from grinder.service.options import ServiceFlags, ServiceOptions, resolve
@@ -74,14 +75,25 @@ def adopt(
     file is created when it does not exist. Adoption is not a bot's write: remediation
     stays blocked (expected_state_stale) until the bot writes or heartbeats.
     """
-    flags = ServiceFlags(
-        venue=venue,
-        venue_url=venue_url,
-        config=config,
-        expected_db=expected_db,
-        redis_url=redis_url,
-        redis_namespace=redis_namespace,
+    opts = _adopt_options(
+        ServiceFlags(
+            venue=venue,
+            venue_url=venue_url,
+            config=config,
+            expected_db=expected_db,
+            redis_url=redis_url,
+            redis_namespace=redis_namespace,
+        )
     )
+    credentials = check_venue(opts, os.environ)
+    if not yes and not sys.stdin.isatty():
+        raise UsageError("refusing to write without --yes when not asked at a terminal")
+    return asyncio.run(_adopt_from_venue(opts, credentials, yes=yes))
+
+
+def _adopt_options(flags: ServiceFlags) -> ServiceOptions:
+    """The settings resolved as the service resolves them, with a store to write to (the
+    file is checked, and may be created) and, for the simulator, its URL."""
     opts = resolve(flags, os.environ)
     if opts.expected_db is None and opts.ha is None:
         raise UsageError(
@@ -92,42 +104,44 @@ def adopt(
         check_expected_db(opts.expected_db, opts.expected_db_where, create=True)
     if opts.venue == "sim" and opts.venue_url is None:
         raise UsageError("--venue sim needs --venue-url of a running simulator (grinder sim serve)")
-    credentials = check_venue(opts, os.environ)
-    if not yes and not sys.stdin.isatty():
-        raise UsageError("refusing to write without --yes when not asked at a terminal")
+    return opts
 
-    async def main() -> int:
-        conn = await connect_venue(opts, credentials, clock=wall_clock_ms)
-        try:
-            await conn.rest.sync_time()
-            with _open_store(opts) as (store, where):
-                preview_store = MemoryExpectedStore(max_orders=max(len(store) * 2, 1000))
-                for order in store.orders():
-                    preview_store.record_order(order)
-                for pos in store.positions():
-                    preview_store.set_position(
-                        pos.symbol, pos.qty, pos.updated_ts_ms, pos.position_side
-                    )
-                preview = await adopt_baseline(
-                    preview_store, conn.port, opts.reconcile, wall_clock_ms()
-                )
-                click.echo("Would change the expected state as follows:")
-                _print_report(preview)
-                if not yes and not click.confirm(f"Write this to {where}?"):
-                    click.echo("Nothing written.")
-                    return 1
-                report = await adopt_baseline(store, conn.port, opts.reconcile, wall_clock_ms())
-                click.echo("Written:")
-                _print_report(report)
-                click.echo(
-                    "The bot heartbeat is left as it was: remediation acts on this baseline "
-                    "only once the bot writes or heartbeats (expected_state_stale until then)."
-                )
-                return 0
-        finally:
-            await conn.close()
 
-    return asyncio.run(main())
+async def _adopt_from_venue(opts: ServiceOptions, credentials: Credentials, *, yes: bool) -> int:
+    """Show what adoption would change (worked out on a copy), ask unless ``yes``, then
+    adopt into the store; 1 when the operator declines (nothing written), else 0."""
+    conn = await connect_venue(opts, credentials, clock=wall_clock_ms)
+    try:
+        await conn.rest.sync_time()
+        with _open_store(opts) as (store, where):
+            preview = await adopt_baseline(
+                _copy_in_memory(store), conn.port, opts.reconcile, wall_clock_ms()
+            )
+            click.echo("Would change the expected state as follows:")
+            _print_report(preview)
+            if not yes and not click.confirm(f"Write this to {where}?"):
+                click.echo("Nothing written.")
+                return 1
+            report = await adopt_baseline(store, conn.port, opts.reconcile, wall_clock_ms())
+            click.echo("Written:")
+            _print_report(report)
+            click.echo(
+                "The bot heartbeat is left as it was: remediation acts on this baseline "
+                "only once the bot writes or heartbeats (expected_state_stale until then)."
+            )
+            return 0
+    finally:
+        await conn.close()
+
+
+def _copy_in_memory(store: SqliteExpectedStore | RedisExpectedStore) -> MemoryExpectedStore:
+    """The store's orders and positions in memory, for a preview that writes nothing."""
+    copy = MemoryExpectedStore(max_orders=max(len(store) * 2, 1000))
+    for order in store.orders():
+        copy.record_order(order)
+    for pos in store.positions():
+        copy.set_position(pos.symbol, pos.qty, pos.updated_ts_ms, pos.position_side)
+    return copy
 
 
 @contextmanager
