@@ -33,8 +33,6 @@ MODULES: dict[str, tuple[int, str]] = {
 FUNCTIONS: dict[str, tuple[int, str]] = {
     "ceremony/active.py::stage3": (73, CEREMONY),
     "ceremony/passive.py::stage2": (82, CEREMONY),
-    "ceremony/passive.py::_planned_rate": (72, PENDING),
-    "exchange/binance/stream.py::UserDataStream._connect_once": (85, PENDING),
     "exchange/simulator/account.py::Account.place": (77, PARAMETER_ORDER),
     "exchange/simulator/algo.py::parse_algo_order": (97, PARAMETER_ORDER),
     "exchange/simulator/validation.py::parse_new_order": (81, PARAMETER_ORDER),
@@ -42,7 +40,6 @@ FUNCTIONS: dict[str, tuple[int, str]] = {
     "service/main.py::run_service": (77, SERVICE_MAIN),
     "service/main.py::write_artifacts": (75, SERVICE_MAIN),
     "service/metrics.py::ServiceMetrics.__init__": (70, DATA_TABLE),
-    "state/adopt.py::adopt_baseline": (70, PENDING),
 }
 
 

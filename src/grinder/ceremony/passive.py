@@ -298,64 +298,85 @@ def _planned_last_hour(inputs: Inputs, scrape: Scrape) -> tuple[dict[str, float]
     return None
 
 
+PLANNED_RATE_TITLE = f"Planned actions not excessive (<= {PLANNED_PER_HOUR_LIMIT:g} per hour)"
+
+
 def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> Item:
     """Plans in the last hour against the limit: from Prometheus when given, else the
     service's own sliding count; a counter since start decides only what it can bound."""
-    title = f"Planned actions not excessive (<= {PLANNED_PER_HOUR_LIMIT:g} per hour)"
     if scrape is None:
-        return Item("2.3", title, Status.FAIL, error or "metrics not read")
+        return Item("2.3", PLANNED_RATE_TITLE, Status.FAIL, error or "metrics not read")
     planned = scrape.by_label("grinder_reconcile_action_planned_total", "action")
-    total = sum(planned.values())
     counts = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(planned.items())) or "absent"
-
-    def judged(count: float, evidence: str) -> Item:
-        ok = count <= PLANNED_PER_HOUR_LIMIT
-        status = Status.PASS if ok else Status.FAIL
-        return Item("2.3", title, status, evidence + ("" if ok else EXCESSIVE))
-
     if inputs.prometheus_url:
-        instance = instance_of(inputs.metrics_url)
-        promql = (
-            f'sum(increase(grinder_reconcile_action_planned_total{{instance="{instance}"}}[1h]))'
-        )
-        try:
-            result = inputs.query(inputs.prometheus_url, promql)
-        except SourceError as exc:
-            return Item("2.3", title, Status.FAIL, f"{exc}")
-        if result:
-            rate = result[0][1]
-            return judged(
-                rate,
-                f"{rate:.1f} planned in the last hour "
-                f"({promql} at {mask_url(inputs.prometheus_url)}); counters: {counts}",
-            )
+        item = _rate_from_prometheus(inputs, inputs.prometheus_url, counts)
+        if item is not None:
+            return item
     uptime = uptime_h(inputs, scrape)
     recent = _planned_last_hour(inputs, scrape)
     if recent is not None:
-        by_action, source = recent
-        last_hour = sum(by_action.values())
-        shown = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(by_action.items()))
-        since = (
-            f"; the service started {uptime * 60:.0f} min ago: counted since its start"
-            if uptime is not None and uptime < 1
-            else ""
-        )
-        return judged(
-            last_hour,
-            f"{fmt_number(last_hour)} planned in the last hour ({source}: {shown}{since}); "
-            f"grinder_reconcile_action_planned_total: {counts}",
-        )
-    # A service without its own last-hour count: the counter since start bounds the last hour
-    # from above, and is the last hour's count while the service is less than an hour old.
+        return _rate_from_last_hour_count(recent, uptime, counts)
+    return _rate_from_counter_since_start(sum(planned.values()), uptime, counts)
+
+
+def _judged_rate(count: float, evidence: str) -> Item:
+    """``count`` plans in the last hour against the limit, with ``evidence`` shown."""
+    ok = count <= PLANNED_PER_HOUR_LIMIT
+    status = Status.PASS if ok else Status.FAIL
+    return Item("2.3", PLANNED_RATE_TITLE, status, evidence + ("" if ok else EXCESSIVE))
+
+
+def _rate_from_prometheus(inputs: Inputs, prometheus_url: str, counts: str) -> Item | None:
+    """The increase over the last hour as Prometheus computes it; ``None`` when it has no
+    series for this service (the other sources decide then)."""
+    instance = instance_of(inputs.metrics_url)
+    promql = f'sum(increase(grinder_reconcile_action_planned_total{{instance="{instance}"}}[1h]))'
+    try:
+        result = inputs.query(prometheus_url, promql)
+    except SourceError as exc:
+        return Item("2.3", PLANNED_RATE_TITLE, Status.FAIL, f"{exc}")
+    if not result:
+        return None
+    rate = result[0][1]
+    return _judged_rate(
+        rate,
+        f"{rate:.1f} planned in the last hour "
+        f"({promql} at {mask_url(prometheus_url)}); counters: {counts}",
+    )
+
+
+def _rate_from_last_hour_count(
+    recent: tuple[dict[str, float], str], uptime: float | None, counts: str
+) -> Item:
+    """The service's own sliding count of the last hour (``_planned_last_hour``)."""
+    by_action, source = recent
+    last_hour = sum(by_action.values())
+    shown = ", ".join(f"{a}={fmt_number(v)}" for a, v in sorted(by_action.items()))
+    since = (
+        f"; the service started {uptime * 60:.0f} min ago: counted since its start"
+        if uptime is not None and uptime < 1
+        else ""
+    )
+    return _judged_rate(
+        last_hour,
+        f"{fmt_number(last_hour)} planned in the last hour ({source}: {shown}{since}); "
+        f"grinder_reconcile_action_planned_total: {counts}",
+    )
+
+
+def _rate_from_counter_since_start(total: float, uptime: float | None, counts: str) -> Item:
+    """A service without its own last-hour count: the counter since start bounds the last
+    hour from above, and is the last hour's count while the service is less than an hour
+    old; past that and over the limit, only an operator can tell (MANUAL)."""
     missing = f"the service does not export {PLANNED_LAST_HOUR} (an older version)"
     if total <= PLANNED_PER_HOUR_LIMIT:
-        return judged(
+        return _judged_rate(
             total,
             f"{fmt_number(total)} planned since the service started, so no more in the last "
             f"hour ({missing}); grinder_reconcile_action_planned_total: {counts}",
         )
     if uptime is not None and uptime <= 1:
-        return judged(
+        return _judged_rate(
             total,
             f"{fmt_number(total)} planned since the service started {uptime * 60:.0f} min ago, "
             f"all within the last hour ({missing}); grinder_reconcile_action_planned_total: "
@@ -363,7 +384,7 @@ def _planned_rate(inputs: Inputs, scrape: Scrape | None, error: str | None) -> I
         )
     return Item(
         "2.3",
-        title,
+        PLANNED_RATE_TITLE,
         Status.MANUAL,
         f"{fmt_number(total)} planned since the service started ({uptime_text(uptime)}), "
         f"more than {PLANNED_PER_HOUR_LIMIT:g}; how many in the last hour a counter read once "

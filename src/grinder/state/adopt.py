@@ -54,6 +54,7 @@ from grinder.reconcile.types import (
     ZERO,
     ExpectedOrder,
     ObservedOrder,
+    ObservedPosition,
     PositionKey,
     PositionSide,
 )
@@ -124,65 +125,105 @@ async def adopt_baseline(
     positions = await port.fetch_positions(None)
 
     report = AdoptReport()
-    prefix = config.client_order_id_prefix
-    allowed = config.allowed_strategies
+    ours = _our_open_orders(open_orders, config, report)
+    on_exchange = {o.client_order_id for o in open_orders}
+    observed_positions = {p.key: p for p in positions if p.qty != ZERO}
+
+    with _one_transaction(store):
+        _record_our_orders(store, ours, now_ms, report)
+        _end_orders_absent_from_exchange(
+            store, on_exchange, now_ms - config.order_grace_ms, now_ms, report
+        )
+        _take_exchange_positions(store, observed_positions, now_ms, report)
+
+    report.skipped_foreign_orders.sort()
+    return report
+
+
+def _our_open_orders(
+    open_orders: list[ObservedOrder], config: ReconcileConfig, report: AdoptReport
+) -> dict[str, ObservedOrder]:
+    """The exchange's open orders that are ours, by client order id; every other open one
+    is listed in ``report.skipped_foreign_orders`` with its ownership reason."""
     ours: dict[str, ObservedOrder] = {}
-    on_exchange: set[str] = set()
     for o in open_orders:
-        on_exchange.add(o.client_order_id)
         if not o.status.is_open:
             continue
-        verdict = ownership(o.client_order_id, prefix=prefix, strategy_allowlist=allowed)
+        verdict = ownership(
+            o.client_order_id,
+            prefix=config.client_order_id_prefix,
+            strategy_allowlist=config.allowed_strategies,
+        )
         if verdict is Ownership.OURS:
             ours[o.client_order_id] = o
         else:
             report.skipped_foreign_orders.append((o.client_order_id, verdict))
-    observed_positions = {p.key: p for p in positions if p.qty != ZERO}
+    return ours
 
-    with _one_transaction(store):
-        to_record = []
-        for cid in sorted(ours):
-            existing = store.get_order(cid)
-            if existing is not None and existing.expected_open:
-                report.already_expected_orders.append(cid)
-            else:
-                to_record.append(cid)
-        if not isinstance(store, SqliteExpectedStore):
-            _check_room(store, len(to_record))
-        for cid in to_record:
-            store.record_order(_expected_from_observed(ours[cid], now_ms))
-            report.adopted_orders.append(cid)
 
-        grace_start = now_ms - config.order_grace_ms
-        absent = sorted(
-            e.client_order_id
-            for e in store.orders()
-            if e.expected_open and e.client_order_id not in on_exchange
+def _record_our_orders(
+    store: ExpectedReadWrite, ours: dict[str, ObservedOrder], now_ms: int, report: AdoptReport
+) -> None:
+    """Record each of ours the store does not already expect open, as the exchange reports
+    it; room is checked before the first write on a store without transactions."""
+    to_record = []
+    for cid in sorted(ours):
+        existing = store.get_order(cid)
+        if existing is not None and existing.expected_open:
+            report.already_expected_orders.append(cid)
+        else:
+            to_record.append(cid)
+    if not isinstance(store, SqliteExpectedStore):
+        _check_room(store, len(to_record))
+    for cid in to_record:
+        store.record_order(_expected_from_observed(ours[cid], now_ms))
+        report.adopted_orders.append(cid)
+
+
+def _end_orders_absent_from_exchange(
+    store: ExpectedReadWrite,
+    on_exchange: set[str],
+    grace_start: int,
+    now_ms: int,
+    report: AdoptReport,
+) -> None:
+    """Mark ended each order the store expects open and the exchange does not list, except
+    one recorded after ``grace_start`` (it may be on its way): that one is kept open."""
+    absent = sorted(
+        e.client_order_id
+        for e in store.orders()
+        if e.expected_open and e.client_order_id not in on_exchange
+    )
+    for cid in absent:
+        e = store.get_order(cid)
+        if e is None:
+            continue
+        if e.created_ts_ms > grace_start:
+            report.kept_recent_orders.append(cid)
+            continue
+        store.mark_cancel_requested(cid, now_ms)
+        report.ended_orders.append(cid)
+
+
+def _take_exchange_positions(
+    store: ExpectedReadWrite,
+    observed_positions: dict[PositionKey, ObservedPosition],
+    now_ms: int,
+    report: AdoptReport,
+) -> None:
+    """Expect every non-zero position the exchange holds, and zero every expected one the
+    exchange holds none of."""
+    expected_positions = {p.key: p.qty for p in store.positions()}
+    for key in sorted(observed_positions):
+        p = observed_positions[key]
+        store.set_position(p.symbol, p.qty, now_ms, p.position_side)
+        report.adopted_positions.append(
+            AdoptedPosition(p.symbol, p.position_side, p.qty, expected_positions.get(key))
         )
-        for cid in absent:
-            e = store.get_order(cid)
-            if e is None:
-                continue
-            if e.created_ts_ms > grace_start:
-                report.kept_recent_orders.append(cid)
-                continue
-            store.mark_cancel_requested(cid, now_ms)
-            report.ended_orders.append(cid)
-
-        expected_positions = {p.key: p.qty for p in store.positions()}
-        for key in sorted(observed_positions):
-            p = observed_positions[key]
-            store.set_position(p.symbol, p.qty, now_ms, p.position_side)
-            report.adopted_positions.append(
-                AdoptedPosition(p.symbol, p.position_side, p.qty, expected_positions.get(key))
-            )
-        for key in sorted(expected_positions):
-            if key not in observed_positions and expected_positions[key] != ZERO:
-                store.set_position(key[0], ZERO, now_ms, key[1])
-                report.zeroed_positions.append(key)
-
-    report.skipped_foreign_orders.sort()
-    return report
+    for key in sorted(expected_positions):
+        if key not in observed_positions and expected_positions[key] != ZERO:
+            store.set_position(key[0], ZERO, now_ms, key[1])
+            report.zeroed_positions.append(key)
 
 
 @contextmanager

@@ -283,42 +283,8 @@ class UserDataStream:
         )
         self._ws = ws
         self.stats.connections += 1
-        buffered: list[UserEvent] = []
-        live = False
-        expired = False
-
-        def deliver(event: UserEvent) -> None:
-            self.stats.events[event.event_type] = self.stats.events.get(event.event_type, 0) + 1
-            if live:
-                self.on_event(event)
-            else:
-                buffered.append(event)
-
-        async def read() -> None:
-            nonlocal expired
-            async for msg in ws:
-                if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                    try:
-                        event = parse_user_event(msg.data, seen_ts_ms=self._clock())
-                    except WireFormatError as exc:
-                        self.stats.parse_errors += 1
-                        log.warning("STREAM_PARSE_ERROR error=%s", _one_line(exc))
-                        if self.on_parse_error is not None:
-                            self.on_parse_error(exc)
-                        continue
-                    if isinstance(event, ListenKeyExpired):
-                        log.warning("STREAM_LISTEN_KEY_EXPIRED: reconnecting with a new key")
-                        expired = True
-                        self.listen_key = None
-                        deliver(event)
-                        await ws.close()
-                        return
-                    deliver(event)
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    log.warning("STREAM_SOCKET_ERROR error=%s", _one_line(ws.exception()))
-                    return
-
-        reader = asyncio.create_task(read())
+        connection = _Connection(ws, self.on_event, self.stats)
+        reader = asyncio.create_task(self._read(connection))
         keepalive = asyncio.create_task(self._keepalive_loop(ws))
         recycle = asyncio.get_running_loop().call_later(
             self.settings.max_connection_s, lambda: asyncio.ensure_future(ws.close())
@@ -327,36 +293,112 @@ class UserDataStream:
         try:
             self._set_state(StreamState.RESYNCING)
             resync = asyncio.create_task(self.on_resync())
-            done, _ = await asyncio.wait({resync, reader}, return_when=asyncio.FIRST_COMPLETED)
-            if resync not in done:
-                resync.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await resync
+            if not await self._snapshot_before_reader_ends(resync, reader):
                 return False
-            resync.result()  # a failed snapshot: this connection is not trusted
             self.stats.resyncs += 1
-            for event in buffered:
-                self.on_event(event)
-            buffered.clear()
-            live = True
+            connection.go_live()
             self._set_state(StreamState.LIVE)
             await reader
             return True
         finally:
             recycle.cancel()
             tasks = [keepalive, reader] + ([resync] if resync is not None else [])
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-            for task in tasks:
-                if not task.cancelled():
-                    task.exception()  # retrieved: a failure was handled or logged above
-            if not ws.closed:
-                with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
-                    await asyncio.wait_for(ws.close(), self._time_left(WS_CLOSE_TIMEOUT_S))
-            self._ws = None
-            if expired:
-                log.info("STREAM_CLOSED reason=listen_key_expired")
+            await self._close_connection(connection, tasks)
+
+    async def _snapshot_before_reader_ends(
+        self, resync: asyncio.Task[None], reader: asyncio.Task[None]
+    ) -> bool:
+        """Whether the snapshot came in while the socket was still read; when the reader
+        ended first, the snapshot is cancelled (False). A failed snapshot raises: the
+        connection is not trusted."""
+        done, _ = await asyncio.wait({resync, reader}, return_when=asyncio.FIRST_COMPLETED)
+        if resync not in done:
+            resync.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await resync
+            return False
+        resync.result()
+        return True
+
+    async def _read(self, connection: _Connection) -> None:
+        """Hand each message's event to ``connection`` until the socket closes or fails, or
+        the listenKey expires (the socket is closed then: a reconnect with a new key)."""
+        ws = connection.ws
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                event = self._parse_or_count(msg.data)
+                if event is None:
+                    continue
+                if isinstance(event, ListenKeyExpired):
+                    log.warning("STREAM_LISTEN_KEY_EXPIRED: reconnecting with a new key")
+                    connection.listen_key_expired = True
+                    self.listen_key = None
+                    connection.deliver(event)
+                    await ws.close()
+                    return
+                connection.deliver(event)
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                log.warning("STREAM_SOCKET_ERROR error=%s", _one_line(ws.exception()))
+                return
+
+    def _parse_or_count(self, data: object) -> UserEvent | None:
+        """The message's event; ``None`` for a garbled one (counted, logged, reported)."""
+        try:
+            return parse_user_event(data, seen_ts_ms=self._clock())
+        except WireFormatError as exc:
+            self.stats.parse_errors += 1
+            log.warning("STREAM_PARSE_ERROR error=%s", _one_line(exc))
+            if self.on_parse_error is not None:
+                self.on_parse_error(exc)
+            return None
+
+    async def _close_connection(
+        self, connection: _Connection, tasks: list[asyncio.Task[None]]
+    ) -> None:
+        """End the connection's tasks and close its socket (within what ``stop`` leaves)."""
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled():
+                task.exception()  # retrieved: a failure was handled or logged above
+        ws = connection.ws
+        if not ws.closed:
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):
+                await asyncio.wait_for(ws.close(), self._time_left(WS_CLOSE_TIMEOUT_S))
+        self._ws = None
+        if connection.listen_key_expired:
+            log.info("STREAM_CLOSED reason=listen_key_expired")
+
+
+@dataclass(slots=True)
+class _Connection:
+    """One connection: its socket, and its events on their way to ``on_event`` -- counted
+    as they arrive, held until the connection's snapshot is in (``go_live`` hands them over
+    in order), then handed over as they come."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    on_event: Callable[[UserEvent], None]
+    stats: StreamStats
+    held: list[UserEvent] = field(default_factory=list)
+    live: bool = False
+    listen_key_expired: bool = False
+    """Set when ``listenKeyExpired`` ended the connection."""
+
+    def deliver(self, event: UserEvent) -> None:
+        events = self.stats.events
+        events[event.event_type] = events.get(event.event_type, 0) + 1
+        if self.live:
+            self.on_event(event)
+        else:
+            self.held.append(event)
+
+    def go_live(self) -> None:
+        """The snapshot is in: the held events, then every later one, go to ``on_event``."""
+        for event in self.held:
+            self.on_event(event)
+        self.held.clear()
+        self.live = True
 
 
 def _one_line(exc: BaseException | None) -> str:
