@@ -280,7 +280,11 @@ class Venue:
             await self.hang.wait()
         if self.fail is not None:
             raise self.fail
-        return [t for t in self.trades if start_ms <= t.time_ms <= end_ms]
+        window = sorted(
+            (t for t in self.trades if start_ms <= t.time_ms <= end_ms),
+            key=lambda t: (t.time_ms, t.trade_id),
+        )
+        return window[:limit]  # as the venue answers a startTime: the oldest first
 
 
 class Clock:
@@ -427,3 +431,86 @@ async def test_the_weight_counts_requests_that_left_and_not_those_refused_before
     assert weight._value.get() == 2 * TRADES_WEIGHT
     assert fetches(ledger, "failed") == 2
     assert fetches(ledger, "explained") == 1
+
+
+# --- adversarial: windows of more than one page; the lease lost during a fetch -------------------
+
+
+def busy_window(extra: int = 0) -> list[AccountTrade]:
+    """1,000 fills that net to zero (a bot trading both ways), then the fill that made the
+    difference (+0.05), then ``extra`` more of the bot's fills that net to zero."""
+    rows = [
+        trade(n, Side.BUY if n % 2 == 0 else Side.SELL, "0.01", T0 - 50_000 + n)
+        for n in range(1000)
+    ]
+    rows.append(trade(1000, Side.BUY, "0.05", T0 - 40_000, order=99))
+    rows += [
+        trade(1001 + n, Side.SELL if n % 2 == 0 else Side.BUY, "0.01", T0 - 30_000 + n)
+        for n in range(extra)
+    ]
+    return rows
+
+
+async def test_a_window_of_more_than_one_page_is_read_to_its_newest_fill() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue(busy_window(extra=2))
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is not None
+    assert rec.trades.explained
+    assert [r.trade_id for r in rec.trades.trades] == [1000, 1001, 1002]
+    assert len(venue.calls) == 2  # two pages, each one request of weight 5
+    assert venue.calls[1][1] == T0 - 50_000 + 999  # the second from the first's last trade
+    assert ledger.metrics is not None
+    assert ledger.metrics.trade_fetch_weight._value.get() == 2 * TRADES_WEIGHT
+
+
+async def test_a_window_whose_pages_cannot_all_be_read_now_attaches_nothing() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue(busy_window())
+    one_request = replace(POLICY, weight_per_minute=TRADES_WEIGHT)
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=one_request)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is None  # never a verdict over the oldest page alone
+    assert len(venue.calls) == 1
+    assert fetches(ledger, "failed") == 1
+    assert ledger.metrics is not None
+    assert ledger.metrics.trade_fetch_weight._value.get() == TRADES_WEIGHT
+
+
+async def test_a_full_page_of_one_millisecond_is_an_incomplete_read() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue([trade(n, Side.BUY, "0.01", T0 - 100) for n in range(1001)])
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is None
+    assert fetches(ledger, "failed") == 1
+
+
+async def test_a_fetch_answered_after_the_lease_was_lost_is_fetched_again_when_leading() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    venue.hang = asyncio.Event()
+    fetcher = TradesFetcher(ledger, venue, clock=clock, may_fetch=lambda: writer[0], policy=POLICY)
+    task = asyncio.create_task(fetcher.after_run())
+    while not venue.calls:
+        await asyncio.sleep(0)
+    writer[0] = False  # the lease ran out while the request was out
+    venue.hang.set()
+    await task
+    (rec,) = ledger.open_records()
+    assert rec.trades is None  # a deposed instance writes nothing
+    assert await fetcher.after_run() == 0  # a follower never fetches
+    writer[0] = True  # leading again: the record has no trades, so they are fetched
+    clock.now += POLICY.every_ms
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is not None
+    assert rec.trades.explained
