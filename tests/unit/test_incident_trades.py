@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,6 +22,7 @@ from grinder.incidents.record_json import full_json, record_from_json, record_to
 from grinder.incidents.records import IncidentRecord, LedgerCorrupt
 from grinder.incidents.render import detail
 from grinder.incidents.sink import IncidentLedger
+from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import MemoryIncidentStore
 from grinder.incidents.trades import TradesFetcher
 from grinder.reconcile.config import ReconcileConfig
@@ -514,3 +517,82 @@ async def test_a_fetch_answered_after_the_lease_was_lost_is_fetched_again_when_l
     (rec,) = ledger.open_records()
     assert rec.trades is not None
     assert rec.trades.explained
+
+
+# --- adversarial: a damaged number in a record's trades -----------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0,05", "abc", "NaN", "-Infinity", 5, None])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ((), "difference"),
+        ((), "signed_sum"),
+        ((), "unexplained"),
+        (("trades", 0), "qty"),
+        (("trades", 1), "price"),
+        (("trades", 0), "commission"),
+    ],
+)
+def test_a_damaged_number_in_the_trades_is_refused_naming_the_field(
+    path: tuple[object, ...], field: str, value: object
+) -> None:
+    obj = record_to_json(with_trades())
+    where = obj["trades"]
+    for step in path:
+        where = where[step]
+    where[field] = value
+    with pytest.raises(LedgerCorrupt, match=f"field '{field}' is .*, expected a decimal number"):
+        record_from_json(obj, "ledger X")
+
+
+async def test_a_record_with_a_damaged_difference_never_stops_the_trades_pass(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "incidents.db"
+    clock, writer = Clock(), [True]
+    m = position("0.05")
+    venue = Venue([trade(1, Side.BUY, "0.06", T0 - 100)])  # not explained: fetched again later
+
+    def ledger() -> IncidentLedger:
+        led = IncidentLedger(
+            SqliteIncidentStore(path),
+            ReconcileConfig(),
+            clock=clock,
+            metrics=IncidentMetrics(CollectorRegistry()),
+            may_write=lambda: writer[0],
+        )
+        led.load()
+        led.incidents("run-1", [m], [])
+        led.run_end("run-1", [m])
+        return led
+
+    first = ledger()
+    assert await TradesFetcher(first, venue, clock=clock, policy=POLICY).after_run() == 1
+    first.close()
+    with sqlite3.connect(path) as db:  # another version, or a hand, wrote the record so
+        (rid, text) = db.execute("SELECT id, record FROM incidents").fetchone()
+        obj = json.loads(text)
+        obj["trades"]["difference"] = "0,05"
+        db.execute("UPDATE incidents SET record = ? WHERE id = ?", (json.dumps(obj), rid))
+    clock.now += POLICY.backoff_max_ms
+    second = ledger()
+    await TradesFetcher(second, venue, clock=clock, policy=POLICY).after_run()  # never raises
+    assert second.metrics is not None
+    assert second.metrics.store_errors._value.get() >= 1  # the damaged record: logged, counted
+
+
+async def test_a_pass_that_meets_an_unreadable_record_logs_it_and_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    (rec,) = ledger.open_records()
+    evidence = with_trades(explained=False).trades
+    assert evidence is not None
+    damaged = replace(evidence, difference="0,05")  # held in memory as read from elsewhere
+    ledger._open[rec.key] = core.with_trades(rec, damaged)
+    fetcher = TradesFetcher(ledger, Venue([]), clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 0  # returned: the service's loop goes on
+    assert fetches(ledger, "failed") == 1
+    assert "INCIDENT_TRADES_FAILED" in caplog.text

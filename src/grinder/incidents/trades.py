@@ -9,10 +9,11 @@ puts the verdict of ``reconcile.trades.account_for`` on the record
 (``IncidentLedger.attach_trades``). A window of more than 1,000 fills is read page after
 page (``trades_plan.next_page_start``; each page one request, within the pass's time and
 weight): a verdict is never made over part of a window. Trades read while the lease was
-lost are not written, and not remembered as fetched. A failed fetch -- an error, or no answer within the
-pass's time (``TradesPolicy.pass_timeout_ms``) -- leaves the record as it was; it is counted,
-logged (``INCIDENT_TRADES_FAILED``) and tried again after a backoff. Nothing here stops a run
-or the service, or holds its loop longer than that.
+lost are not written, and not remembered as fetched. A failed fetch -- an error, or no
+answer within the pass's time (``TradesPolicy.pass_timeout_ms``) -- leaves the record as it
+was; it is counted, logged (``INCIDENT_TRADES_FAILED``) and tried again after a backoff.
+Nothing here -- a record this version cannot read included -- stops a run or the service,
+or holds its loop longer than that.
 """
 
 from __future__ import annotations
@@ -90,7 +91,22 @@ class TradesFetcher:
             self.metrics.trade_fetches.labels(outcome=outcome).inc()
 
     async def after_run(self) -> int:
-        """One pass (see the module doc); the number of requests sent."""
+        """One pass (see the module doc); the number of requests sent. It never raises: the
+        service's loop awaits it after each run."""
+        try:
+            return await self._pass()
+        except Exception as exc:  # e.g. a record this version cannot read: logged, not fatal
+            self._count("failed")
+            log_event(
+                log,
+                "INCIDENT_TRADES_FAILED",
+                logging.WARNING,
+                incident_id="-",
+                error=" ".join(f"{type(exc).__name__}: {exc}".split()),
+            )
+            return 0
+
+    async def _pass(self) -> int:
         if not self.may_fetch():
             self.progress.clear()  # read again from the records when this instance leads again
             return 0
