@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import urllib.request
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -33,6 +34,7 @@ from grinder.incidents.records import IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.types import MismatchType
+from grinder.redaction import register_secret
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
@@ -303,6 +305,31 @@ async def test_a_failed_fetch_leaves_the_record_and_is_tried_again(
         assert run.metric("failed") == 2
         assert requests(sim) == 3  # two 503s (not repeated by the client), then the answer
         assert not run.task.done()  # the service ran on
+    finally:
+        await run.stop()
+        await ctl.close()
+
+
+async def test_a_secret_registered_while_running_is_masked_on_the_next_console_page(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The console's masking is per page (``Masker``), never kept by the running service: a
+    value that becomes a secret after one page was served is gone from the next."""
+    ctl = SimControl(sim.base_url)
+    cid = f"web_{secrets.token_hex(8)}"
+    run = await start(tmp_path, sim)
+    try:
+        await manual(ctl, "ETHUSDT", "0.05", cid)
+        console = run.running.metrics_url.removesuffix("/metrics") + "/console"
+
+        def shows_it() -> bool:
+            return cid in read_text(console)
+
+        await wait_until_async(lambda: asyncio.to_thread(shows_it), f"the console shows {cid}", 20)
+        register_secret(cid)
+        page = await asyncio.to_thread(read_text, console)
+        assert cid not in page
+        assert "ETHUSDT" in page  # the page itself is still there
     finally:
         await run.stop()
         await ctl.close()
