@@ -1,8 +1,11 @@
-"""The trades behind a position incident when its window holds more than one page of fills:
-the simulator (a real HTTP server) answers ``userTrades`` with ``startTime`` as the venue
-does, the oldest 1,000 first; the fetch reads the window page after page, over the real
-REST client and port, and the record is explained by the newest fill, never by a run of
-the oldest page."""
+"""The trades behind a position incident, fetched from the simulator (a real HTTP server) over
+the real REST client and port:
+
+* a window of more than one page of fills: ``userTrades`` asked with ``startTime`` answers
+  the oldest 1,000 first, as the venue does; the fetch reads the window page after page and
+  the record is explained by the newest fill, never by a run of the oldest page;
+* hedge mode: a SHORT position's difference is negative (a sell opens it, a buy closes
+  it), and only the fills of that position side explain it, not the LONG side's."""
 
 from __future__ import annotations
 
@@ -84,3 +87,57 @@ async def test_a_window_of_more_than_a_page_is_explained_by_its_newest_fill(
     assert rec.trades.explained, rec.trades
     assert [r.trade_id for r in rec.trades.trades] == [manual["id"]]
     assert sim.exchange.requests.get(TRADES) == 2  # two pages, one request each
+
+
+def position_incident(qty: str, side: PositionSide) -> tuple[IncidentLedger, Mismatch]:
+    ledger = IncidentLedger(
+        MemoryIncidentStore(),
+        ReconcileConfig(),
+        clock=wall_clock_ms,
+        metrics=IncidentMetrics(CollectorRegistry()),
+    )
+    m = Mismatch(
+        type=MismatchType.POSITION_NONZERO_UNEXPECTED,
+        symbol="ETHUSDT",
+        position_side=side,
+        expected_qty=Decimal(0),
+        observed_qty=Decimal(qty),
+    )
+    ledger.incidents("run-1", [m], [])
+    ledger.run_end("run-1", [m])
+    return ledger, m
+
+
+async def test_in_hedge_mode_a_short_is_explained_by_its_own_sides_fills(
+    sim: SimulatorServer,
+) -> None:
+    async with SimControl(sim.base_url) as ctl:
+        await ctl.call("POST", "/position-mode", {"dualSidePosition": True})
+        for qty, side in (("-0.05", "SHORT"), ("0.03", "LONG"), ("0.02", "SHORT")):
+            body = {"symbol": "ETHUSDT", "quantity": qty, "positionSide": side}
+            await ctl.call("POST", "/positions", body)
+    views = [t.view() for t in sim.exchange.account.ledger.trades]
+    assert [(v["side"], v["positionSide"]) for v in views] == [
+        ("SELL", "SHORT"),
+        ("BUY", "LONG"),
+        ("BUY", "SHORT"),
+    ]
+    rest = BinanceRestClient(sim.base_url, credentials_for("sim"))
+    try:
+        port = BinanceFuturesPort(rest)
+        found = {}
+        for qty, side in (("-0.03", PositionSide.SHORT), ("0.03", PositionSide.LONG)):
+            ledger, _ = position_incident(qty, side)
+            fetcher = TradesFetcher(ledger, port, clock=wall_clock_ms, limits=rest.limits)
+            assert await fetcher.after_run() == 1
+            (rec,) = ledger.open_records()
+            assert rec.trades is not None
+            found[side] = rec.trades
+    finally:
+        await rest.close()
+    short, long_ = found[PositionSide.SHORT], found[PositionSide.LONG]
+    assert (short.difference, short.explained, short.signed_sum) == ("-0.03", True, "-0.03")
+    assert [r.trade_id for r in short.trades] == [views[0]["id"], views[2]["id"]]
+    assert {r.position_side for r in short.trades} == {"SHORT"}
+    assert (long_.difference, long_.explained) == ("0.03", True)
+    assert [r.trade_id for r in long_.trades] == [views[1]["id"]]
