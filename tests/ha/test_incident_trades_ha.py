@@ -78,3 +78,64 @@ async def test_only_the_leader_fetches_trades_and_a_failover_does_not_fetch_agai
         assert with_trades("ETHUSDT").trades == eth.trades
     finally:
         conn.close()
+
+
+async def test_a_leader_frozen_past_its_lease_neither_fetches_nor_writes_when_it_wakes(
+    make_cluster: Any, redis_server: Any
+) -> None:
+    keys = {f"key-{n}": f"secret-{n}" for n in NAMES}
+    cluster = await make_cluster(bot=False, more_keys=keys)
+    cluster.instance_env = {
+        n: {"GRINDER_SIM_API_KEY": f"key-{n}", "GRINDER_SIM_API_SECRET": f"secret-{n}"}
+        for n in NAMES
+    }
+    await cluster.start(*NAMES)
+    old = await cluster.wait_leader(timeout_s=15)
+    new = next(n for n in NAMES if n != old)
+    conn = RedisConnection(redis_server.url, namespace="grinder")
+    store = RedisIncidentStore(conn)
+
+    def explained(symbol: str, difference: str) -> Any:
+        for rec in store.open_incidents():
+            t = rec.trades
+            if (
+                rec.symbol == symbol
+                and t is not None
+                and (t.explained, t.difference)
+                == (
+                    True,
+                    difference,
+                )
+            ):
+                return rec
+        return None
+
+    async def fill(symbol: str, qty: str, cid: str) -> None:
+        body = {"symbol": symbol, "quantity": qty, "clientOrderId": cid}
+        await cluster.sim_call("POST", "/positions", body)
+
+    try:
+        await fill("ETHUSDT", "0.05", "web_1")
+        await wait_until_async(lambda: explained("ETHUSDT", "0.05"), "ETH's trades", 30)
+        assert trade_requests(cluster) == {old: 1, new: 0}
+
+        cluster.instances[old].signal(signal.SIGSTOP)  # frozen past its lease, not killed
+        assert await cluster.wait_leader(timeout_s=15, exclude=old) == new
+        await fill("BTCUSDT", "0.002", "web_2")
+        await wait_until_async(lambda: explained("BTCUSDT", "0.002"), "BTC's trades", 30)
+        cluster.instances[old].signal(signal.SIGCONT)  # wakes believing nothing happened
+
+        async def says_follower() -> bool:
+            page = await cluster.instances[old].get("/console", timeout_s=5)
+            return page is not None and "this instance is a follower" in page
+
+        await wait_until_async(says_follower, f"{old}'s console says it is a follower", 30)
+        await fill("ETHUSDT", "0.03", "web_3")  # the difference changes: fetched again
+        eth = await wait_until_async(lambda: explained("ETHUSDT", "0.08"), "ETH again", 30)
+        assert [t.qty for t in eth.trades.trades] == ["0.05", "0.03"]
+        assert trade_requests(cluster) == {old: 1, new: 2}  # the woken one asked nothing
+        assert "this instance is a follower" in (
+            await cluster.instances[old].get("/console", timeout_s=5) or ""
+        )
+    finally:
+        conn.close()

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
+import sqlite3
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -33,6 +36,7 @@ from grinder.incidents.records import IncidentRecord
 from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.reconcile.config import ReconcileConfig
 from grinder.reconcile.types import MismatchType
+from grinder.redaction import register_secret
 from grinder.reporting.audit import AuditWriter
 from grinder.service.app import ReconcileService
 from grinder.service.options import ServiceConfig, ServiceOptions
@@ -303,6 +307,82 @@ async def test_a_failed_fetch_leaves_the_record_and_is_tried_again(
         assert run.metric("failed") == 2
         assert requests(sim) == 3  # two 503s (not repeated by the client), then the answer
         assert not run.task.done()  # the service ran on
+    finally:
+        await run.stop()
+        await ctl.close()
+
+
+async def test_a_secret_registered_while_running_is_masked_on_the_next_console_page(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The console's masking is per page (``Masker``), never kept by the running service: a
+    value that becomes a secret after one page was served is gone from the next."""
+    ctl = SimControl(sim.base_url)
+    cid = f"web_{secrets.token_hex(8)}"
+    run = await start(tmp_path, sim)
+    try:
+        await manual(ctl, "ETHUSDT", "0.05", cid)
+        console = run.running.metrics_url.removesuffix("/metrics") + "/console"
+
+        def shows_it() -> bool:
+            return cid in read_text(console)
+
+        await wait_until_async(lambda: asyncio.to_thread(shows_it), f"the console shows {cid}", 20)
+        register_secret(cid)
+        page = await asyncio.to_thread(read_text, console)
+        assert cid not in page
+        assert "ETHUSDT" in page  # the page itself is still there
+    finally:
+        await run.stop()
+        await ctl.close()
+
+
+def read_page(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+async def test_a_damaged_record_shows_one_line_on_the_console_never_a_bare_error(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    ctl = SimControl(sim.base_url)
+    run = await start(tmp_path, sim)
+    try:
+        await manual(ctl, "ETHUSDT", "0.05", "web_eth9")
+
+        def with_trades() -> IncidentRecord | None:
+            rec = run.record("ETHUSDT", NONZERO)
+            return rec if rec is not None and rec.trades is not None else None
+
+        rec = await wait_until_async(with_trades, "ETH's trades attached", 20)
+        await manual(ctl, "ETHUSDT", "-0.05", "web_eth10")  # flat: the incident clears
+        await wait_until_async(
+            lambda: run.record("ETHUSDT", NONZERO) is None, "ETH's incident cleared", 20
+        )
+        store = SqliteIncidentStore(tmp_path / "incidents.db")
+        try:
+            await wait_until_async(
+                lambda: (got := store.get(rec.id)) is not None and not got.is_open,
+                "the cleared record written",
+                20,
+            )
+        finally:
+            store.close()
+        with sqlite3.connect(tmp_path / "incidents.db") as db:  # another version wrote it so
+            (text,) = db.execute("SELECT record FROM incidents WHERE id = ?", (rec.id,)).fetchone()
+            obj = json.loads(text)
+            obj["trades"]["difference"] = "0,05"
+            db.execute("UPDATE incidents SET record = ? WHERE id = ?", (json.dumps(obj), rec.id))
+        base = run.running.metrics_url.removesuffix("/metrics")
+        status, page = await asyncio.to_thread(read_page, f"{base}/console/incidents/{rec.id}")
+        assert status == 503, page
+        assert "ledger unreadable" in page
+        assert "field &#39;difference&#39; is &#39;0,05&#39;, expected a decimal number" in page
+        status, page = await asyncio.to_thread(read_page, f"{base}/console")
+        assert status == 200  # the console itself still shows
     finally:
         await run.stop()
         await ctl.close()

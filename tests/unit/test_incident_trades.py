@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -20,6 +22,7 @@ from grinder.incidents.record_json import full_json, record_from_json, record_to
 from grinder.incidents.records import IncidentRecord, LedgerCorrupt
 from grinder.incidents.render import detail
 from grinder.incidents.sink import IncidentLedger
+from grinder.incidents.sqlite_store import SqliteIncidentStore
 from grinder.incidents.store import MemoryIncidentStore
 from grinder.incidents.trades import TradesFetcher
 from grinder.reconcile.config import ReconcileConfig
@@ -280,7 +283,11 @@ class Venue:
             await self.hang.wait()
         if self.fail is not None:
             raise self.fail
-        return [t for t in self.trades if start_ms <= t.time_ms <= end_ms]
+        window = sorted(
+            (t for t in self.trades if start_ms <= t.time_ms <= end_ms),
+            key=lambda t: (t.time_ms, t.trade_id),
+        )
+        return window[:limit]  # as the venue answers a startTime: the oldest first
 
 
 class Clock:
@@ -427,3 +434,165 @@ async def test_the_weight_counts_requests_that_left_and_not_those_refused_before
     assert weight._value.get() == 2 * TRADES_WEIGHT
     assert fetches(ledger, "failed") == 2
     assert fetches(ledger, "explained") == 1
+
+
+# --- adversarial: windows of more than one page; the lease lost during a fetch -------------------
+
+
+def busy_window(extra: int = 0) -> list[AccountTrade]:
+    """1,000 fills that net to zero (a bot trading both ways), then the fill that made the
+    difference (+0.05), then ``extra`` more of the bot's fills that net to zero."""
+    rows = [
+        trade(n, Side.BUY if n % 2 == 0 else Side.SELL, "0.01", T0 - 50_000 + n)
+        for n in range(1000)
+    ]
+    rows.append(trade(1000, Side.BUY, "0.05", T0 - 40_000, order=99))
+    rows += [
+        trade(1001 + n, Side.SELL if n % 2 == 0 else Side.BUY, "0.01", T0 - 30_000 + n)
+        for n in range(extra)
+    ]
+    return rows
+
+
+async def test_a_window_of_more_than_one_page_is_read_to_its_newest_fill() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue(busy_window(extra=2))
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is not None
+    assert rec.trades.explained
+    assert [r.trade_id for r in rec.trades.trades] == [1000, 1001, 1002]
+    assert len(venue.calls) == 2  # two pages, each one request of weight 5
+    assert venue.calls[1][1] == T0 - 50_000 + 999  # the second from the first's last trade
+    assert ledger.metrics is not None
+    assert ledger.metrics.trade_fetch_weight._value.get() == 2 * TRADES_WEIGHT
+
+
+async def test_a_window_whose_pages_cannot_all_be_read_now_attaches_nothing() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue(busy_window())
+    one_request = replace(POLICY, weight_per_minute=TRADES_WEIGHT)
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=one_request)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is None  # never a verdict over the oldest page alone
+    assert len(venue.calls) == 1
+    assert fetches(ledger, "failed") == 1
+    assert ledger.metrics is not None
+    assert ledger.metrics.trade_fetch_weight._value.get() == TRADES_WEIGHT
+
+
+async def test_a_full_page_of_one_millisecond_is_an_incomplete_read() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue([trade(n, Side.BUY, "0.01", T0 - 100) for n in range(1001)])
+    fetcher = TradesFetcher(ledger, venue, clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is None
+    assert fetches(ledger, "failed") == 1
+
+
+async def test_a_fetch_answered_after_the_lease_was_lost_is_fetched_again_when_leading() -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    venue.hang = asyncio.Event()
+    fetcher = TradesFetcher(ledger, venue, clock=clock, may_fetch=lambda: writer[0], policy=POLICY)
+    task = asyncio.create_task(fetcher.after_run())
+    while not venue.calls:
+        await asyncio.sleep(0)
+    writer[0] = False  # the lease ran out while the request was out
+    venue.hang.set()
+    await task
+    (rec,) = ledger.open_records()
+    assert rec.trades is None  # a deposed instance writes nothing
+    assert await fetcher.after_run() == 0  # a follower never fetches
+    writer[0] = True  # leading again: the record has no trades, so they are fetched
+    clock.now += POLICY.every_ms
+    assert await fetcher.after_run() == 1
+    (rec,) = ledger.open_records()
+    assert rec.trades is not None
+    assert rec.trades.explained
+
+
+# --- adversarial: a damaged number in a record's trades -----------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0,05", "abc", "NaN", "-Infinity", 5, None])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ((), "difference"),
+        ((), "signed_sum"),
+        ((), "unexplained"),
+        (("trades", 0), "qty"),
+        (("trades", 1), "price"),
+        (("trades", 0), "commission"),
+    ],
+)
+def test_a_damaged_number_in_the_trades_is_refused_naming_the_field(
+    path: tuple[object, ...], field: str, value: object
+) -> None:
+    obj = record_to_json(with_trades())
+    where = obj["trades"]
+    for step in path:
+        where = where[step]
+    where[field] = value
+    with pytest.raises(LedgerCorrupt, match=f"field '{field}' is .*, expected a decimal number"):
+        record_from_json(obj, "ledger X")
+
+
+async def test_a_record_with_a_damaged_difference_never_stops_the_trades_pass(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "incidents.db"
+    clock, writer = Clock(), [True]
+    m = position("0.05")
+    venue = Venue([trade(1, Side.BUY, "0.06", T0 - 100)])  # not explained: fetched again later
+
+    def ledger() -> IncidentLedger:
+        led = IncidentLedger(
+            SqliteIncidentStore(path),
+            ReconcileConfig(),
+            clock=clock,
+            metrics=IncidentMetrics(CollectorRegistry()),
+            may_write=lambda: writer[0],
+        )
+        led.load()
+        led.incidents("run-1", [m], [])
+        led.run_end("run-1", [m])
+        return led
+
+    first = ledger()
+    assert await TradesFetcher(first, venue, clock=clock, policy=POLICY).after_run() == 1
+    first.close()
+    with sqlite3.connect(path) as db:  # another version, or a hand, wrote the record so
+        (rid, text) = db.execute("SELECT id, record FROM incidents").fetchone()
+        obj = json.loads(text)
+        obj["trades"]["difference"] = "0,05"
+        db.execute("UPDATE incidents SET record = ? WHERE id = ?", (json.dumps(obj), rid))
+    clock.now += POLICY.backoff_max_ms
+    second = ledger()
+    await TradesFetcher(second, venue, clock=clock, policy=POLICY).after_run()  # never raises
+    assert second.metrics is not None
+    assert second.metrics.store_errors._value.get() >= 1  # the damaged record: logged, counted
+
+
+async def test_a_pass_that_meets_an_unreadable_record_logs_it_and_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    (rec,) = ledger.open_records()
+    evidence = with_trades(explained=False).trades
+    assert evidence is not None
+    damaged = replace(evidence, difference="0,05")  # held in memory as read from elsewhere
+    ledger._open[rec.key] = core.with_trades(rec, damaged)
+    fetcher = TradesFetcher(ledger, Venue([]), clock=clock, policy=POLICY)
+    assert await fetcher.after_run() == 0  # returned: the service's loop goes on
+    assert fetches(ledger, "failed") == 1
+    assert "INCIDENT_TRADES_FAILED" in caplog.text

@@ -32,5 +32,6 @@ def render_incident(incident: IncidentView, generated: str) -> str:
     return environment().get_template("incident.html").render(inc=incident, generated=generated)
 
 
-def render_not_found(message: str) -> str:
-    return environment().get_template("not_found.html").render(message=message)
+def render_not_found(message: str, title: str = "not found") -> str:
+    """One line saying what could not be shown and why (``title``: the page's title)."""
+    return environment().get_template("not_found.html").render(message=message, title=title)

@@ -25,7 +25,8 @@ from grinder.console.page import (
     incident_view,
 )
 from grinder.console.render import render_console, render_incident, render_not_found
-from grinder.incidents.records import IncidentRecord
+from grinder.ha.connection import RedisUnavailable
+from grinder.incidents.records import IncidentRecord, LedgerError
 from grinder.incidents.sink import IncidentLedger
 from grinder.reconcile.actions import RunContext
 from grinder.reconcile.explain import Explanation, explain
@@ -37,6 +38,9 @@ from grinder.reporting.report import RunReport
 from grinder.state.observed import ObservedStore
 
 log = logging.getLogger(__name__)
+
+UNREADABLE = (LedgerError, RedisUnavailable)
+"""What reading the ledger may raise: a page then says so in one line (503), never a bare 500."""
 
 HTML = "text/html"
 
@@ -90,17 +94,36 @@ def _views(service: ConsoleSource, records: list[IncidentRecord]) -> list[Incide
     ]
 
 
+def _unreadable(exc: Exception) -> web.Response:
+    message = redact_text(" ".join(f"ledger unreadable: {exc}".split()))
+    log.warning("CONSOLE_LEDGER_UNREADABLE error=%s", message)
+    page = render_not_found(message, title="ledger unreadable")
+    return web.Response(text=page, content_type=HTML, status=503)
+
+
 def add_console_routes(app: web.Application, service: ConsoleSource) -> None:
     """Register the console's pages on the metrics app."""
 
-    async def console(_: web.Request) -> web.Response:
+    async def console(request: web.Request) -> web.Response:
+        try:
+            return console_now(request)
+        except UNREADABLE as exc:
+            return _unreadable(exc)
+
+    async def incident(request: web.Request) -> web.Response:
+        try:
+            return incident_now(request)
+        except UNREADABLE as exc:
+            return _unreadable(exc)
+
+    def console_now(_: web.Request) -> web.Response:
         now = service.clock()
         recent = service.ledger.store.summaries(limit=CLEARED_SHOWN * 10)
         cleared = [s for s in recent if not s.is_open]
         page = console_page(service.status(), _views(service, _records(service)), cleared, now)
         return web.Response(text=render_console(page), content_type=HTML)
 
-    async def incident(request: web.Request) -> web.Response:
+    def incident_now(request: web.Request) -> web.Response:
         incident_id = request.match_info["incident_id"]
         ledger = service.ledger
         rec = ledger.store.get(incident_id)

@@ -8,6 +8,7 @@ list shows) are read on a checked fast path: a listing reads thousands.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from grinder.incidents.records import (
@@ -142,6 +143,17 @@ class _Reader:
             return value
         raise self._bad(key, "a non-empty string")
 
+    def number(self, key: str) -> str:
+        """A decimal's text, as the record keeps quantities and prices (finite)."""
+        value = self.obj.get(key)
+        if isinstance(value, str):
+            try:
+                if Decimal(value).is_finite():
+                    return value
+            except InvalidOperation:
+                pass
+        raise self._bad(key, "a decimal number as a string")
+
     def opt_text(self, key: str) -> str | None:
         value = self.obj.get(key)
         if value is None or isinstance(value, str):
@@ -241,9 +253,9 @@ def _trades_from_json(obj: Any, where: str) -> TradesEvidence:
                 trade_id=r.int_("trade_id"),
                 order_id=r.int_("order_id"),
                 side=r.text("side"),
-                qty=r.text("qty"),
-                price=r.text("price"),
-                commission=r.text("commission"),
+                qty=r.number("qty"),
+                price=r.number("price"),
+                commission=r.number("commission"),
                 commission_asset=r.opt_text("commission_asset") or "",
                 time_ms=r.int_("time_ms"),
                 position_side=r.text("position_side"),
@@ -253,10 +265,10 @@ def _trades_from_json(obj: Any, where: str) -> TradesEvidence:
         fetched_ms=t.int_("fetched_ms"),
         start_ms=t.int_("start_ms"),
         end_ms=t.int_("end_ms"),
-        difference=t.text("difference"),
+        difference=t.number("difference"),
         explained=t.flag("explained"),
-        signed_sum=t.text("signed_sum"),
-        unexplained=t.text("unexplained"),
+        signed_sum=t.number("signed_sum"),
+        unexplained=t.number("unexplained"),
         trades=tuple(rows),
     )
 

@@ -34,6 +34,7 @@ from grinder.incidents.records import IncidentRecord, TradeRow, TradesEvidence
 from grinder.reconcile.trades import (
     TRADES_MAX_WINDOW_MS,
     TRADES_WEIGHT,
+    AccountTrade,
     TradesVerdict,
 )
 from grinder.reconcile.types import Mismatch, MismatchType, PositionSide
@@ -175,6 +176,27 @@ def plan(
     ]
     wanted.sort(key=lambda w: (w[0], w[1]))
     return [req for _, _, req in wanted[: max(0, min(policy.per_pass, room))]]
+
+
+def room_for_one(sent_ms: Iterable[int], now_ms: int, policy: TradesPolicy) -> bool:
+    """Whether one more request stays within ``weight_per_minute`` over the last 60 s."""
+    return weight_spent(sent_ms, now_ms) + TRADES_WEIGHT <= policy.weight_per_minute
+
+
+def next_page_start(page: Sequence[AccountTrade], limit: int, start_ms: int) -> int | None:
+    """Where the next page of a window starts, or None when ``page`` was its last.
+
+    Asked with ``startTime``, the venue answers the *oldest* ``limit`` trades of the window:
+    a full page may leave out the newest fills, the very ones a difference is made of. The
+    next page starts at the page's last trade's time (the trades of that millisecond are
+    read again; a caller drops those it holds). A full page all of one millisecond cannot
+    be paged by time: the read stays incomplete (``ValueError``)."""
+    if len(page) < limit:
+        return None
+    last = max(t.time_ms for t in page)
+    if last <= start_ms:
+        raise ValueError(f"more than {limit} trades at {start_ms} ms: the read is incomplete")
+    return last
 
 
 def ip_allows(
