@@ -144,7 +144,7 @@ class TradesFetcher:
         try:
             trades = await self._read_window(req, deadline)
         except Exception as exc:  # the ledger never stops reconciliation (a timeout included)
-            if not isinstance(exc, ExchangeError) or exc.sent:  # refused before it left: no weight
+            if _left_unanswered(exc):
                 self._spent()
             self.progress[req.incident_id] = plan.failed(progress)
             self._count("failed")
@@ -208,4 +208,11 @@ class TradesFetcher:
 class TradesIncomplete(Exception):
     """A window's pages not all read (the pass's time or weight ran out): nothing attached."""
 
-    sent = False
+
+def _left_unanswered(exc: Exception) -> bool:
+    """Whether the request that failed with ``exc`` left (its weight is spent): not when the
+    port refused it before it left, nor when the window was given up between pages (each
+    page read is counted as it comes)."""
+    if isinstance(exc, TradesIncomplete):
+        return False
+    return not isinstance(exc, ExchangeError) or exc.sent
