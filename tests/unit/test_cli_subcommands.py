@@ -33,6 +33,7 @@ def test_the_help_lists_every_subcommand_with_its_summary() -> None:
     assert summary in result.output
 
 
+@pytest.mark.subprocess
 def test_a_typo_names_the_close_match_among_commands_not_yet_imported() -> None:
     code = (
         "from grinder.cli.main import main\n"
@@ -50,6 +51,7 @@ def test_a_typo_names_the_close_match_among_commands_not_yet_imported() -> None:
     )
 
 
+@pytest.mark.subprocess
 def test_grinder_sim_starts_without_the_service_the_demo_or_the_ceremony() -> None:
     code = (
         "import sys\n"
