@@ -246,10 +246,14 @@ def test_a_running_service_and_every_operator_command_never_show_a_secret(
         procs.append(svc)
         cli.wait_http(f"http://127.0.0.1:{metrics_port}/readyz", svc, svc_err)
 
-        # Faults: the venue answers 5xx (to the mark price a /position reads), the stream is
-        # garbled, dropped, its listen key expired.
+        # Faults: the venue answers 5xx (to the mark price a /position reads; only there, so
+        # the service's own runs cannot use the faults up first), the stream is garbled,
+        # dropped, its listen key expired.
         sim_control = f"http://127.0.0.1:{sim_port}/_sim"
-        http_text(f"{sim_control}/faults/errors", {"count": 4, "status": 503})
+        http_text(
+            f"{sim_control}/faults/errors",
+            {"count": 4, "status": 503, "paths": ["/fapi/v1/premiumIndex"]},
+        )
         position = unix_http(socket_path, "GET", "/position?symbol=BTCUSDT")
         out.add("control /position (venue 503)", position)
         assert '"mark_price": null' in position

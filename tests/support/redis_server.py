@@ -10,6 +10,8 @@ from typing import Any
 
 import redis
 
+from tests.support.cli import Cli
+
 
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1:<port>, data in ``directory``.
@@ -37,6 +39,8 @@ class RedisServer:
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.answered = False
+        """Whether it has answered once (its port is known to the test from then on)."""
 
     @property
     def url(self) -> str:
@@ -75,11 +79,19 @@ class RedisServer:
         try:
             while True:
                 try:
-                    if client.ping():
+                    # Its own process answering, not another server that took the port.
+                    if client.info("server")["process_id"] == self.proc.pid:
+                        self.answered = True
                         return
                 except redis.RedisError:
                     pass
                 if self.proc.poll() is not None:
+                    if not self.answered and self._port_was_taken():
+                        # Another process bound the free port first: a new one, before anyone
+                        # has been told this one (after the first start the port stays).
+                        self.port = Cli.free_port()
+                        self.start(timeout_s)
+                        return
                     said = out.read_text(errors="replace")[-2000:]
                     raise RuntimeError(f"redis-server exited with {self.proc.returncode}:\n{said}")
                 if time.monotonic() > deadline:
@@ -87,6 +99,11 @@ class RedisServer:
                 time.sleep(0.02)
         finally:
             client.close()
+
+    def _port_was_taken(self) -> bool:
+        log = self.directory / f"redis-{self.starts}.log"
+        said = log.read_text(errors="replace") if log.exists() else ""
+        return "Address already in use" in said
 
     def kill(self) -> None:
         """``kill -9``: without persistence everything it held is lost."""

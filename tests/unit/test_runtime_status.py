@@ -127,8 +127,13 @@ def _help(argv: list[str]) -> str:
 
 
 def _commands(group: click.Group, path: list[str]) -> list[tuple[list[str], click.Command]]:
+    """Every command under ``group``, through click's own listing (the ``grinder`` group imports
+    a subcommand when it is asked for)."""
+    ctx = click.Context(group)
     found: list[tuple[list[str], click.Command]] = []
-    for name, command in sorted(group.commands.items()):
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             found += _commands(command, [*path, name])
         found.append(([*path, name], command))
