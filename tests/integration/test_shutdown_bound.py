@@ -261,7 +261,14 @@ def resnapshot(sim_url: str) -> None:
 
 def test_a_429_pause_of_60_s(start: Callable[..., Service], report: Any, sim_url: str) -> None:
     service = start()
-    sim_call(sim_url, "POST", "/faults/rate-limit", {"count": 1, "retryAfter": 60})
+    # On the snapshot's read only: a 429 that fell on the stream's listen-key request
+    # instead would end the stream, not pause the client.
+    sim_call(
+        sim_url,
+        "POST",
+        "/faults/rate-limit",
+        {"count": 1, "retryAfter": 60, "paths": ["/fapi/v3/positionRisk"]},
+    )
     resnapshot(sim_url)
     service.wait_log("waiting 60.0 s (Retry-After)")
     report("429 pause (Retry-After 60)", service.sigterm())

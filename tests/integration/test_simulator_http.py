@@ -848,6 +848,22 @@ async def test_forced_429_and_ban_faults(venue: Venue) -> None:
     assert (await venue.call("GET", "/fapi/v1/time", signed=False)).status == 200
 
 
+async def test_forced_429_on_some_paths_only(venue: Venue) -> None:
+    limited = {"count": 1, "retryAfter": 60, "paths": ["/fapi/v1/time"]}
+    answer = await venue.control("POST", "/_sim/faults/rate-limit", limited)
+    assert answer["paths"] == ["/fapi/v1/time"]
+    assert (await venue.call("GET", "/fapi/v1/ping", signed=False)).status == 200  # not kept
+    time_429 = await venue.call("GET", "/fapi/v1/time", signed=False)
+    assert (time_429.status, time_429.headers["Retry-After"]) == (429, "60")
+    assert (await venue.call("GET", "/fapi/v1/time", signed=False)).status == 200  # one only
+    async with venue.session.post(
+        venue.base + "/_sim/faults/rate-limit", json={"count": 3, "paths": "/fapi/v1/time"}
+    ) as resp:  # a bad list is refused whole: nothing of it applied
+        assert resp.status == 400, await resp.text()
+    state = await venue.control("GET", "/_sim/state")
+    assert state["weights"]["forced429Remaining"] == 0
+
+
 async def test_forced_429_with_a_retry_after_and_the_weight_of_other_clients(
     venue: Venue,
 ) -> None:

@@ -158,7 +158,7 @@ def _answer(
     request weight, an injected 5xx, authentication, order limits, the handler."""
     try:
         used = sim.limiter.charge(
-            request.remote or "unknown", weight_of(ep.method, ep.path, params)
+            request.remote or "unknown", weight_of(ep.method, ep.path, params), ep.path
         )
     except E.ErrorReply as exc:
         return binance_error(exc)

@@ -51,7 +51,8 @@ Faults
   POST   /_sim/faults/errors         {"count","status": 500|502|503|504,"code"?,"msg"?,
                                       "paths"?: [...],"methods"?: [...],"apply"?: false}
                                      ``apply`` processes the request, then answers the error
-  POST   /_sim/faults/rate-limit     {"count","retryAfter"?}  the next N /fapi requests get 429
+  POST   /_sim/faults/rate-limit     {"count","retryAfter"?,"paths"?}  the next N /fapi requests
+                                     (to one of ``paths`` when given) get 429
                                      (``Retry-After``: that many seconds, else to the next minute)
   POST   /_sim/faults/weight         {"usedWeight1m"}  every IP's minute starts at that weight
   POST   /_sim/faults/ban            {"seconds"}  418 for every request for that long

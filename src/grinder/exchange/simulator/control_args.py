@@ -53,6 +53,18 @@ def int_arg(
     return number
 
 
+def paths_arg(body: Body, name: str = "paths") -> tuple[str, ...] | None:
+    """A list of request paths (each ``/fapi/...``), or None when not given or empty."""
+    value = body.get(name)
+    if value is None or value == []:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(p, str) and p.startswith("/fapi/") for p in value
+    ):
+        raise ControlError(f"'{name}' must be a list of /fapi/... paths, got {value!r}")
+    return tuple(value)
+
+
 def symbol_arg(sim: Simulator, body: Body, *, required: bool = True) -> str | None:
     symbol = body.get("symbol")
     if symbol is None:

@@ -14,6 +14,7 @@ from grinder.exchange.simulator.control_args import (
     ControlError,
     decimal_arg,
     int_arg,
+    paths_arg,
     symbol_arg,
 )
 from grinder.exchange.simulator.depth import MAX_LEVELS, Depth
@@ -120,14 +121,19 @@ def error_burst(sim: Simulator, body: Body, request: web.Request) -> Any:
 
 
 def rate_limit(sim: Simulator, body: Body, request: web.Request) -> Any:
-    sim.limiter.forced_429 = int_arg(body, "count", 1, low=0)
+    count = int_arg(body, "count", 1, low=0)
     retry_after = body.get("retryAfter")
-    sim.limiter.forced_retry_after_s = (
+    retry_s = (
         None if retry_after is None else int_arg(body, "retryAfter", low=1, high=MAX_BAN_SECONDS)
     )
+    paths = paths_arg(body)  # every argument read before any is applied
+    sim.limiter.forced_429 = count
+    sim.limiter.forced_retry_after_s = retry_s
+    sim.limiter.forced_429_paths = paths
     return {
-        "forced429Remaining": sim.limiter.forced_429,
-        "retryAfter": sim.limiter.forced_retry_after_s,
+        "forced429Remaining": count,
+        "retryAfter": retry_s,
+        "paths": list(paths or ()),
     }
 
 

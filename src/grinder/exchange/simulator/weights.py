@@ -142,6 +142,8 @@ class RateLimiter:
         self.forced_429 = 0
         self.forced_retry_after_s: int | None = None
         """``Retry-After`` of the forced 429s; None: seconds to the next minute."""
+        self.forced_429_paths: tuple[str, ...] | None = None
+        """Only requests to these paths get the forced 429s (None: any ``/fapi`` path)."""
         self.forced_ban_until_ms = 0
         self.other_weight = 0
         """Weight other clients of every IP are taken to use each minute (counted, reported)."""
@@ -179,8 +181,9 @@ class RateLimiter:
         exc.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
         return exc
 
-    def charge(self, ip: str, weight: int) -> int:
-        """Count ``weight`` for ``ip``; returns the minute's used weight or raises 429/418."""
+    def charge(self, ip: str, weight: int, path: str = "") -> int:
+        """Count ``weight`` for ``ip``; returns the minute's used weight or raises 429/418
+        (``path``: the request's, which a forced 429 may be limited to)."""
         now = self.clock.now_ms()
         st = self._state(ip, now)
         ban_until = max(st.banned_until_ms, self.forced_ban_until_ms)
@@ -188,7 +191,8 @@ class RateLimiter:
             raise self._banned(ban_until, now, st.used)
         st.used += weight
         limit = self.config.weight_limit
-        forced = self.forced_429 > 0
+        paths = self.forced_429_paths
+        forced = self.forced_429 > 0 and (paths is None or path in paths)
         if forced:
             self.forced_429 -= 1
         elif st.used > limit:
@@ -224,6 +228,7 @@ class RateLimiter:
             },
             "forced429Remaining": self.forced_429,
             "forced429RetryAfter": self.forced_retry_after_s,
+            "forced429Paths": list(self.forced_429_paths or ()),
             "otherWeight1m": self.other_weight,
             "forcedBanForMs": max(0, self.forced_ban_until_ms - now),
             "responses429": self.count_429,
