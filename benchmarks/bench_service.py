@@ -184,9 +184,9 @@ class WeightLedger:
         limiter = sim.exchange.limiter
         original = limiter.charge
 
-        def charge(ip: str, weight: int) -> int:
+        def charge(ip: str, weight: int, path: str = "") -> int:
             self.charges.append(Charge(time.time(), weight, _LAST_ENDPOINT[0]))
-            return original(ip, weight)
+            return original(ip, weight, path)
 
         setattr(limiter, "charge", charge)  # noqa: B010 - instance hook, not an edit
 
