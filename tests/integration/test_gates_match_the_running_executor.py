@@ -19,6 +19,7 @@ from grinder.cli.gates_reading import read_service
 from grinder.reconcile.config import RemediationAction
 from grinder.reconcile.gate_inputs import ProposedWrite
 from grinder.reconcile.gates import GateInputs, first_block
+from grinder.reconcile.labels import BlockReason
 from grinder.reconcile.routing import ActionKind
 from tests.integration.test_service_sim import Rig, ServiceFactory, make_service
 from tests.support.ids import ours
@@ -78,3 +79,22 @@ async def test_grinder_gates_reads_the_executors_settings_after_every_word(
     status = await _agree(rig)
     assert (status["armed"], status["allow_mainnet_trade"], status["mode"]) == (True, True, "live")
     assert status["config"]["action"] == "cancel_all"
+
+
+async def test_in_dry_run_grinder_gates_reads_the_shadow_budget_the_executor_judges_by(
+    make_service: ServiceFactory,
+) -> None:
+    """Dry-run spends its shadow budget on what it plans; the real one stays at 0. Once the
+    shadow has used the day, the executor blocks the next plan on the budget, and
+    ``grinder gates`` must say so too (it read the real budget's 0 and passed it)."""
+    rig = await make_service(action=RemediationAction.CANCEL_ALL, max_calls_per_day=1)
+    planned = "grinder_reconcile_action_planned_total"
+    await rig.place_order(ours(9))
+    await rig.wait_for(lambda: rig.counter(planned, action="cancel_all") >= 1)
+    status = await _agree(rig)
+    assert status["mode"] == "dry_run"
+    assert status["budget"]["calls_used_day"] == 0  # nothing was spent for real
+    assert status["dry_run_budget"]["calls_used_day"] == 1
+    reading = read_service(status, None, rig.running.executor.clock())
+    assert first_block(reading.gate_inputs(WRITES[0])) is BlockReason.MAX_CALLS_PER_DAY
+    assert (await rig.state())["counters"]["writeRequests"] == 0
