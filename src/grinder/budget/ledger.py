@@ -193,6 +193,27 @@ class RunBudget:
     notional: Decimal = ZERO
 
 
+BUDGET_LIMITS = (
+    "max_calls_per_run",
+    "max_notional_per_run",
+    "max_calls_per_day",
+    "max_notional_per_day",
+)
+"""The settings the budget gate (``budget_verdict``) and a reservation judge by."""
+
+
+def check_same_limits(gate: ReconcileConfig, *budgets: ReconcileConfig) -> None:
+    """``ValueError`` unless each budget tracker's configuration sets the limits the budget
+    gate's does: the gate judges a write by one, the reservation (and ``/status``'s
+    remaining figures) by the other, so a difference would let one pass what the other
+    counts against."""
+    for budget in budgets:
+        differ = [n for n in BUDGET_LIMITS if getattr(gate, n) != getattr(budget, n)]
+        if differ:
+            shown = ", ".join(f"{n} {getattr(gate, n)} != {getattr(budget, n)}" for n in differ)
+            raise ValueError(f"the budget's limits are not the executor's: {shown}")
+
+
 def budget_verdict(
     cfg: ReconcileConfig, day: BudgetState, run: RunBudget, notional: Decimal
 ) -> tuple[BlockReason | None, str]:

@@ -63,7 +63,7 @@ def read_service(status: dict[str, Any], scrape: Scrape | None, now_ms: int) -> 
     leader_value = scrape.value("grinder_ha_is_leader") if scrape else None
     if leader_value is None:
         notes.append("grinder_ha_is_leader unknown: gate 0 evaluated as leader")
-    day = _budget_day(status, scrape, now_ms, notes)
+    day = _budget_day(status, scrape, now_ms, notes, dry_run=config.dry_run)
     expected_age = _expected_age(status, scrape, notes)
     live_anchor, dry_anchor = _cooldown_anchors(status, scrape, config, notes)
     settings = GateSettings(
@@ -91,12 +91,17 @@ def read_service(status: dict[str, Any], scrape: Scrape | None, now_ms: int) -> 
 
 
 def _budget_day(
-    status: dict[str, Any], scrape: Scrape | None, now_ms: int, notes: list[str]
+    status: dict[str, Any], scrape: Scrape | None, now_ms: int, notes: list[str], *, dry_run: bool
 ) -> BudgetState:
-    """Today's budget use as the service counts it: its gauges, else ``/status``."""
+    """Today's budget use as the service counts it: in dry-run its shadow budget's
+    (``/status`` → ``dry_run_budget``), else its gauges, else ``/status``."""
+    shadow = status.get("dry_run_budget")
     calls = scrape.value("grinder_reconcile_budget_calls_used_day") if scrape else None
     notional = scrape.value("grinder_reconcile_budget_notional_used_day") if scrape else None
-    if calls is None or notional is None:
+    if dry_run and isinstance(shadow, dict):
+        calls = float(shadow.get("calls_used_day", 0))
+        notional = float(shadow.get("notional_used_day", 0))
+    elif calls is None or notional is None:
         day = status.get("budget", {})
         calls = float(day.get("calls_used_day", 0))
         notional = float(day.get("notional_used_day", 0))

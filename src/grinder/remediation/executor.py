@@ -49,7 +49,7 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import TypeVar
 
-from grinder.budget.ledger import BudgetRefused, BudgetStateError
+from grinder.budget.ledger import BudgetRefused, BudgetStateError, check_same_limits
 from grinder.budget.tracker import BudgetTracker
 from grinder.clock import Clock, wall_clock_ms
 from grinder.config_sources import mainnet_trade_allowed
@@ -125,15 +125,15 @@ class RemediationExecutor:
         operator: OperatorGuard | None = None,
     ) -> None:
         """``expected_heartbeat_age`` (gate E): seconds since a bot last wrote the expected
-        state detection reads (``math.inf``: never); None means there is no such source,
-        which blocks like a state no bot ever wrote. The service passes its expected
-        source's (``grinder.service.state.ExpectedSource.heartbeat_age_s``).
-        ``lease_window_ms`` (HA): milliseconds left of the leadership that lets this
-        instance act (0 when none). ``read_expected_order``: the bot's record of one
-        order read now, not from a mirror (a cancel is confirmed with it at the wire).
-        ``operator``: the operator's standing words (gate O), read before every request."""
+        state detection reads (``math.inf``: never; None: no such source, which blocks like
+        a state no bot ever wrote). ``lease_window_ms`` (HA): milliseconds left of the
+        leadership that lets this instance act (0: none). ``read_expected_order``: the bot's
+        record of one order read now, not from a mirror (a cancel is confirmed with it at the
+        wire). ``operator``: the operator's standing words (gate O), read before every request.
+        ``budget``, ``dry_budget``: they set the limits ``config`` does (else ``ValueError``)."""
         if max_write_attempts < 1:
             raise ValueError(f"max_write_attempts must be >= 1, got {max_write_attempts}")
+        check_same_limits(config, *(b.config for b in (budget, dry_budget) if b is not None))
         self.config = config
         self.port = port
         self.armed = armed

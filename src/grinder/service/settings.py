@@ -79,6 +79,8 @@ class ServiceSettings:
         self._armed_followers: list[Callable[[bool], None]] = []
         self._exported = False
         """Whether the settings are exported yet (from the service's start on)."""
+        self._reload_asked: str | None = None
+        """Who asked for a reload before the export (a SIGHUP during the start): made then."""
         self.live = LiveSettings(
             self.config,
             armed=opts.armed,
@@ -115,14 +117,20 @@ class ServiceSettings:
 
     def observe_settings(self) -> None:
         """Export the settings in force (from the start on: at start, after every run and
-        after every change)."""
-        self._exported = True
+        after every change). The first export makes a reload asked for during the start."""
+        first, self._exported = not self._exported, True
         self.service_metrics.observe_settings(
             self.config,
             armed=self.live.armed,
             allow_mainnet=self.live.allow_mainnet,
             whitelist=len(self.config.symbol_whitelist),
         )
+        asked, self._reload_asked = self._reload_asked, None
+        if first and asked is not None:
+            try:
+                self.reload_config(asked)
+            except ConfigError as exc:
+                log.error("CONFIG_RELOAD_FAILED error=%s (settings unchanged)", exc)
 
     def on_change(
         self, source: str, field: str, old: Any, new: Any, stamp: Stamp | None = None
@@ -210,10 +218,16 @@ class ServiceSettings:
         started with: gate 5's configured value does not change (``allow_mainnet_trade``
         in the reply says what is in force and why). The rest of ``[service]`` and ``[ha]``
         is read at start: a change there is logged (``CONFIG_RELOAD_NOT_APPLIED``) and
-        listed as ``not_applied``, never silently dropped.
+        listed as ``not_applied``, never silently dropped. Asked for before the settings
+        are in force (a SIGHUP while the service starts), it is made once they are
+        (``CONFIG_RELOAD_DEFERRED`` now, ``CONFIG_RELOADED`` then).
         """
-        if self.opts.config_path is None or not self._exported:
+        if self.opts.config_path is None:
             raise ConfigError("no --config file to reload")
+        if not self._exported:
+            self._reload_asked = source
+            log_event(log, "CONFIG_RELOAD_DEFERRED", logging.WARNING, source=source)
+            return {"deferred": str(self.opts.config_path)}
         fresh = load_config_file(self.opts.config_path)
         conf = configured(fresh.reconcile, file_armed(fresh), self.opts.env, self.opts.config_path)
         settings = settings_of(conf.reconcile, conf.armed, self._mainnet_at_start, conf.origins)

@@ -94,6 +94,15 @@ class DeadmanHealth:
         )
 
 
+def dry_run_day(executor: RemediationExecutor, now_ms: int) -> dict[str, Any] | None:
+    """The day's use dry-run judges by (gate 9's input): its shadow budget, raised to the
+    real one's as the next run raises it (``begin_run``); None in live mode."""
+    if not executor.config.dry_run:
+        return None
+    day = executor.dry_budget().today(now_ms).at_least(executor.budget.today(now_ms))
+    return {"calls_used_day": day.calls_used_day, "notional_used_day": str(day.notional_used_day)}
+
+
 @dataclass(frozen=True)
 class ViewParts:
     """The running parts the views read."""
@@ -163,6 +172,7 @@ class ServiceViews:
                 "calls_remaining_day": budget.calls_remaining_day(now),
                 "notional_remaining_day": str(budget.notional_remaining_day(now)),
             },
+            "dry_run_budget": dry_run_day(executor, now),
             "last_run": report.summary() if report else None,
             "last_remediation_ts_ms": executor.last_remediation_ms,
             "last_planned_ts_ms": executor.last_planned_ms,
