@@ -32,9 +32,9 @@ def trade_requests(cluster: Any) -> dict[str, int]:
     return {n: int(by_key.get((f"key-{n}", TRADES), 0)) for n in NAMES}
 
 
-async def test_only_the_leader_fetches_trades_and_a_failover_does_not_fetch_again(
-    make_cluster: Any, redis_server: Any
-) -> None:
+async def cluster_of_own_keys(make_cluster: Any) -> Any:
+    """The instances started, each with an API key of its own (the simulator counts each
+    key's requests)."""
     keys = {f"key-{n}": f"secret-{n}" for n in NAMES}
     cluster = await make_cluster(bot=False, more_keys=keys)
     cluster.instance_env = {
@@ -42,6 +42,13 @@ async def test_only_the_leader_fetches_trades_and_a_failover_does_not_fetch_agai
         for n in NAMES
     }
     await cluster.start(*NAMES)
+    return cluster
+
+
+async def test_only_the_leader_fetches_trades_and_a_failover_does_not_fetch_again(
+    make_cluster: Any, redis_server: Any
+) -> None:
+    cluster = await cluster_of_own_keys(make_cluster)
     leader = await cluster.wait_leader(timeout_s=15)
     follower = next(n for n in NAMES if n != leader)
     conn = RedisConnection(redis_server.url, namespace="grinder")
@@ -83,13 +90,7 @@ async def test_only_the_leader_fetches_trades_and_a_failover_does_not_fetch_agai
 async def test_a_leader_frozen_past_its_lease_neither_fetches_nor_writes_when_it_wakes(
     make_cluster: Any, redis_server: Any
 ) -> None:
-    keys = {f"key-{n}": f"secret-{n}" for n in NAMES}
-    cluster = await make_cluster(bot=False, more_keys=keys)
-    cluster.instance_env = {
-        n: {"GRINDER_SIM_API_KEY": f"key-{n}", "GRINDER_SIM_API_SECRET": f"secret-{n}"}
-        for n in NAMES
-    }
-    await cluster.start(*NAMES)
+    cluster = await cluster_of_own_keys(make_cluster)
     old = await cluster.wait_leader(timeout_s=15)
     new = next(n for n in NAMES if n != old)
     conn = RedisConnection(redis_server.url, namespace="grinder")
