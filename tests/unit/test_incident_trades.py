@@ -596,3 +596,37 @@ async def test_a_pass_that_meets_an_unreadable_record_logs_it_and_returns(
     assert await fetcher.after_run() == 0  # returned: the service's loop goes on
     assert fetches(ledger, "failed") == 1
     assert "INCIDENT_TRADES_FAILED" in caplog.text
+
+
+async def test_no_fetch_goes_out_in_a_429_pause_a_ban_or_past_the_ips_share() -> None:
+    """The IP's limits as the REST client keeps them (``IpLimits``): a fetch is withheld, not
+    sent, while a 429's pause or a 418's ban holds or while the minute's weight (in flight
+    included) is past the trades' share of the soft limit; it goes out once none holds."""
+    from grinder.exchange.binance.errors import IpBanned
+    from grinder.exchange.binance.ip_limits import IpLimits
+
+    clock, writer = Clock(), [True]
+    ledger = ledger_with(position("0.05"), clock, writer)
+    limits = IpLimits(
+        weight_limit=2400, slow_down_ratio=0.8, clock=clock, server_now_ms=lambda: clock.now
+    )
+    venue = Venue([trade(1, Side.BUY, "0.05", T0 - 100)])
+    fetcher = TradesFetcher(ledger, venue, clock=clock, limits=limits, policy=POLICY)
+
+    limits.pause_until(clock.now + 60_000)  # a 429 said: nothing for 60 s
+    assert await fetcher.after_run() == 0
+    clock.now += 60_000
+    limits.note_ban(IpBanned("banned", http_status=418, retry_after_s=120), 0)
+    assert await fetcher.after_run() == 0
+    clock.now += 120_000
+    limits.note_weight({"X-MBX-USED-WEIGHT-1M": str(int(2400 * 0.8 * POLICY.ip_share))})
+    assert await fetcher.after_run() == 0  # the upper part of the minute is not the trades'
+    limits.note_weight({"X-MBX-USED-WEIGHT-1M": "0"})
+    limits.inflight_weight = int(2400 * 0.8 * POLICY.ip_share)  # requests out, not answered
+    assert await fetcher.after_run() == 0
+    assert venue.calls == []
+    assert fetches(ledger, "withheld") == 4
+    limits.inflight_weight = 0
+    assert await fetcher.after_run() == 1
+    assert len(venue.calls) == 1
+    assert fetches(ledger, "explained") == 1
