@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.ha.config import HaConfig
 from grinder.operator.stores import MemoryOperatorStore
 from grinder.reconcile.config import ConfigError, ReconcileConfig, RemediationAction
@@ -37,7 +38,6 @@ from grinder.reconcile.identity import (
 from grinder.service.configured import settings_of
 from grinder.service.loop import ServiceLoop
 from grinder.service.options import (
-    IP_WEIGHT_PER_MINUTE,
     MAX_SNAPSHOT_WEIGHT,
     SNAPSHOT_WEIGHT_SHARE,
     ServiceConfig,
@@ -338,11 +338,11 @@ def test_a_reload_applies_related_changes_together_and_reports_each() -> None:
 
 # --- snapshot pacing ---------------------------------------------------------------------------
 
-ALLOWED = IP_WEIGHT_PER_MINUTE * SNAPSHOT_WEIGHT_SHARE
+ALLOWED = DEFAULT_WEIGHT_LIMIT * SNAPSHOT_WEIGHT_SHARE
 
 
 def test_the_snapshot_share_is_a_quarter_of_the_ip_limit() -> None:
-    assert (IP_WEIGHT_PER_MINUTE, SNAPSHOT_WEIGHT_SHARE, ALLOWED) == (2400, 0.25, 600)
+    assert (DEFAULT_WEIGHT_LIMIT, SNAPSHOT_WEIGHT_SHARE, ALLOWED) == (2400, 0.25, 600)
     assert MAX_SNAPSHOT_WEIGHT == 85  # positionRisk 5 + openOrders 40 + openAlgoOrders 40
 
 

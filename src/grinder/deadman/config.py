@@ -26,7 +26,7 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from grinder.exchange.binance.futures_port import COUNTDOWN_WEIGHT
-from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT as IP_WEIGHT_PER_MINUTE
+from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.reconcile.config import CheckedModel
 
 WEIGHT_SHARE = 0.10
@@ -83,13 +83,13 @@ class DeadmanConfig(CheckedModel):
         if self.enabled and not self.symbols:
             raise ValueError("symbols: list the symbols the switch protects when enabled")
         spent = self.weight_per_minute()
-        allowed = IP_WEIGHT_PER_MINUTE * WEIGHT_SHARE
+        allowed = DEFAULT_WEIGHT_LIMIT * WEIGHT_SHARE
         if spent > allowed:
             raise ValueError(
                 f"renew_interval_s: {len(self.symbols)} symbol(s) renewed every "
                 f"{self.renew_interval_s:g} s may spend {spent:.0f} request weight a minute "
                 f"with retries, over {allowed:.0f} ({WEIGHT_SHARE:.0%} of the IP's "
-                f"{IP_WEIGHT_PER_MINUTE}): renew less often or protect fewer symbols"
+                f"{DEFAULT_WEIGHT_LIMIT}): renew less often or protect fewer symbols"
             )
         return self
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from grinder.config_sources import RuntimeEnv
+from grinder.exchange.binance.rest import DEFAULT_WEIGHT_LIMIT
 from grinder.reconcile.config import ReconcileConfig, RemediationAction
 from grinder.service.options import (
-    IP_WEIGHT_PER_MINUTE,
     SNAPSHOT_WEIGHT_SHARE,
     ServiceConfig,
     ServiceOptions,
@@ -106,7 +106,7 @@ def service_options(opts: DemoOptions, venue_url: str) -> ServiceOptions:
         min_snapshot_interval_s=t.snapshot_s,
         # The most the pacing rule allows (SNAPSHOT_WEIGHT_SHARE of the IP's weight): with
         # 9 weight a snapshot the minimum interval wins.
-        snapshot_weight_per_minute=IP_WEIGHT_PER_MINUTE * SNAPSHOT_WEIGHT_SHARE,
+        snapshot_weight_per_minute=DEFAULT_WEIGHT_LIMIT * SNAPSHOT_WEIGHT_SHARE,
         sim_symbols=list(SYMBOLS),
     )
     return ServiceOptions(

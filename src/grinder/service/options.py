@@ -54,11 +54,10 @@ from grinder.service.params import RunParams, ServiceParams
 PosFloat = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False, strict=True)]
 _M = TypeVar("_M", bound=BaseModel)
 
-IP_WEIGHT_PER_MINUTE = DEFAULT_WEIGHT_LIMIT
-"""Binance's request-weight limit of one IP per minute (every client on that IP counts)."""
 SNAPSHOT_WEIGHT_SHARE = 0.25
-"""The most of ``IP_WEIGHT_PER_MINUTE`` the periodic snapshots may ever spend: the rest is
-left to the bot and the other clients sharing the IP (docs/DECISIONS.md D47)."""
+"""The most of ``DEFAULT_WEIGHT_LIMIT`` (the IP's request weight a minute) the periodic
+snapshots may ever spend: the rest is left to the bot and the other clients sharing the IP
+(docs/DECISIONS.md D47)."""
 MAX_SNAPSHOT_WEIGHT = BinanceFuturesPort.snapshot_weight(None)
 """The costliest snapshot: positions (5) and every symbol's open orders, regular and algo."""
 
@@ -125,7 +124,7 @@ class ServiceConfig(CheckedModel):
             self.max_snapshot_interval_s,
             self.snapshot_weight_per_minute,
         )
-        allowed = IP_WEIGHT_PER_MINUTE * SNAPSHOT_WEIGHT_SHARE
+        allowed = DEFAULT_WEIGHT_LIMIT * SNAPSHOT_WEIGHT_SHARE
         if worst > allowed:
             need_s = MAX_SNAPSHOT_WEIGHT * 60 / allowed
             raise ValueError(
@@ -133,7 +132,7 @@ class ServiceConfig(CheckedModel):
                 f"snapshot_weight_per_minute = {self.snapshot_weight_per_minute:g} and "
                 f"max_snapshot_interval_s = {self.max_snapshot_interval_s:g} lets the snapshots "
                 f"spend up to {worst:.0f} request weight a minute, over {allowed:.0f} "
-                f"({SNAPSHOT_WEIGHT_SHARE:.0%} of the IP's {IP_WEIGHT_PER_MINUTE}): raise "
+                f"({SNAPSHOT_WEIGHT_SHARE:.0%} of the IP's {DEFAULT_WEIGHT_LIMIT}): raise "
                 f"min_snapshot_interval_s to at least {need_s:g}, or keep "
                 f"snapshot_weight_per_minute <= {allowed:.0f} and max_snapshot_interval_s "
                 f">= {need_s:g}"

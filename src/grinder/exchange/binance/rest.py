@@ -49,6 +49,7 @@ from grinder.exchange.port import Authorize, ExchangeError, TransientExchangeErr
 log = logging.getLogger("grinder.exchange.rest")
 
 DEFAULT_WEIGHT_LIMIT = 2400
+"""Binance's request-weight limit of one IP per minute (every client on that IP counts)."""
 
 
 class ClientClosing(ExchangeError):
