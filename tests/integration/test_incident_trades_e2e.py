@@ -386,3 +386,35 @@ async def test_a_damaged_record_shows_one_line_on_the_console_never_a_bare_error
     finally:
         await run.stop()
         await ctl.close()
+
+
+async def test_a_slow_trades_answer_never_holds_the_next_runs(
+    tmp_path: Path, sim: SimulatorServer
+) -> None:
+    """The trades pass runs beside the loop: while a ``userTrades`` answer takes 1.5 s (under
+    the pass's 2 s deadline), the service goes on running every 0.5 s."""
+    ctl = SimControl(sim.base_url)
+    await ctl.call(
+        "POST",
+        "/faults/latency",
+        {"restMs": 1500, "methods": ["GET"], "paths": ["/fapi/v1/userTrades"]},
+    )
+    run = await start(tmp_path, sim)
+    try:
+        await manual(ctl, "ETHUSDT", "0.05", "web_eth_slow")
+        await wait_until_async(lambda: requests(sim) >= 1, "a trades request out", 20)
+        runs_when_asked = run.service.tally.runs
+        seen: dict[str, int] = {}
+
+        def attached() -> bool:
+            r = run.record("ETHUSDT", NONZERO)
+            if r is None or r.trades is None:
+                return False
+            seen["runs"] = run.service.tally.runs
+            return True
+
+        await wait_until_async(attached, "the slow trades attached", 20)
+        # Inline (awaited after the run) the loop would have made no run in the meantime.
+        assert seen["runs"] - runs_when_asked >= 2, (runs_when_asked, seen)
+    finally:
+        await run.stop()

@@ -120,6 +120,7 @@ class ServiceLoop:
         self._after_run = after_run
         self._watch = watch
         self._incident_trades = incident_trades
+        self._trades_task: asyncio.Task[int | None] | None = None
         self._wake = asyncio.Event()
         stop.on_stop(self._wake.set)
         self._checks = Checks()
@@ -134,7 +135,15 @@ class ServiceLoop:
         return snapshot_interval_s(self.opts.service, self._last_snapshot_weight)
 
     async def run_until_stopped(self) -> None:
-        """Carries out ``grinder.service.scheduler``'s decisions until the stop."""
+        """Carries out ``grinder.service.scheduler``'s decisions until the stop; a trades
+        pass still out then is let finish (its own deadline bounds it)."""
+        try:
+            await self._carry_out_schedule()
+        finally:
+            if self._trades_task is not None:
+                await asyncio.wait({self._trades_task})
+
+    async def _carry_out_schedule(self) -> None:
         pacing = self.opts.service
         times = DueTimes.first(
             self.clock(), pacing, self._last_snapshot_weight, self.opts.duration_s
@@ -169,8 +178,17 @@ class ServiceLoop:
         else:
             if report is not None and report.triage.get(TriageOutcome.NOT_FOUND):
                 self.schedule(self.clock() + self.opts.service.triage_retry_ms)
-            if self._incident_trades is not None:  # D67
-                await unless_stopped(self._incident_trades(), self.stop, "incident trades")
+            self._start_incident_trades()
+
+    def _start_incident_trades(self) -> None:
+        """The position incidents' trades (D67) fetched beside the loop, one pass at a time:
+        a slow ``userTrades`` answer (up to the pass's deadline) never holds the next run."""
+        if self._incident_trades is None:
+            return
+        if self._trades_task is not None and not self._trades_task.done():
+            return
+        work = unless_stopped(self._incident_trades(), self.stop, "incident trades")
+        self._trades_task = asyncio.ensure_future(work)
 
     def _active_symbols(self, positions: list[ObservedPosition]) -> list[str]:
         """Symbols that may have open orders: any the exchange, we or the bot know of."""
